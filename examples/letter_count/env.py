@@ -1,0 +1,12 @@
+"""Letter counting: the smallest useful environment. No capabilities, just prompt and grade."""
+
+from hud import Environment
+
+env = Environment("letter-count", version="1.0.0")
+
+
+@env.template()
+async def count_letter(word: str = "strawberry", letter: str = "r"):
+    """Count how often a letter occurs in a word."""
+    answer = yield f"How many times does {letter!r} occur in {word!r}? Reply with just the number."
+    yield 1.0 if str(word.count(letter)) in (answer or "") else 0.0

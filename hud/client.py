@@ -1,0 +1,260 @@
+"""The client side of a control session: connect, manifest, start, grade, cancel, resume.
+
+>>> async with open_client("ws://127.0.0.1:8765") as client:
+...     started = await client.start("count_letter", {"word": "strawberry"})
+...     graded = await client.grade("3")
+
+Requests may be pipelined: each call sends at once and waits for the reply with its id.
+Closing without :meth:`Client.bye` leaves a task in progress parked on the server, so a
+later connection can resume it (``session_id=``) or grade it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from . import __version__
+from .protocol import codec
+from .protocol.errors import HudError, Unauthorized, error_from_wire
+from .protocol.messages import (
+    SUPPORTED_VERSIONS,
+    UNSET,
+    Body,
+    ByeParams,
+    CancelParams,
+    CancelResult,
+    GradeParams,
+    GradeResult,
+    ListParams,
+    ListResult,
+    ManifestParams,
+    ManifestResult,
+    PeerInfo,
+    StartParams,
+    StartResult,
+    TemplateInfo,
+)
+
+CONTROL_PATH = "/v1/control"
+DEFAULT_URL = "ws://127.0.0.1:8765"
+
+B = TypeVar("B", bound=Body)
+
+
+class HudConnectionError(ConnectionError):
+    """The environment could not be reached, refused the handshake, or went away."""
+
+
+def control_url(url: str) -> str:
+    """``ws://host:port`` (or ``http://``, or bare ``host:port``) → the control endpoint URL."""
+    if "://" not in url:
+        url = "ws://" + url
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise HudConnectionError(f"unsupported URL scheme {parts.scheme!r} in {url!r}; use ws://")
+    path = parts.path if parts.path not in ("", "/") else CONTROL_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+class Client:
+    """One control session. Build it with :func:`open_client` or :meth:`Client.connect`."""
+
+    manifest: ManifestResult
+
+    def __init__(self, ws: ClientConnection, url: str) -> None:
+        self.ws = ws
+        self.url = url
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self._reader = asyncio.create_task(self._read_replies(), name="hud-client-reader")
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        session_id: str | None = None,
+        client: PeerInfo | None = None,
+        ready_timeout: float = 0.0,
+        max_size: int | None = 64 * 1024 * 1024,
+    ) -> Client:
+        """Connect and exchange manifests; ``session_id`` resumes a parked session.
+
+        With ``ready_timeout`` > 0, connection failures are retried until it runs out (for an
+        environment that is still starting). A rejected token is never retried.
+        """
+        target = control_url(url)
+        ws = await _dial(target, token, ready_timeout, max_size)
+        self = cls(ws, target)
+        try:
+            params = ManifestParams(
+                client=client or PeerInfo(name="hud", version=__version__),
+                protocol_versions=list(SUPPORTED_VERSIONS),
+                session_id=session_id if session_id is not None else UNSET,
+            )
+            self.manifest = await self.call("manifest", params, ManifestResult)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    @property
+    def session_id(self) -> str:
+        return self.manifest.session_id
+
+    @property
+    def templates(self) -> list[TemplateInfo]:
+        return self.manifest.templates
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- methods --------------------------------------------------------------------------
+
+    async def list_templates(self) -> list[TemplateInfo]:
+        return (await self.call("tasks.list", ListParams(), ListResult)).templates
+
+    async def start(self, template: str, args: dict[str, Any] | None = None) -> StartResult:
+        """Start a task; returns the prompt (and per-episode bindings)."""
+        params = StartParams(template=template, args=args or {})
+        return await self.call("tasks.start", params, StartResult)
+
+    async def grade(self, answer: Any = None, *, template: str | None = None) -> GradeResult:
+        """Grade this session's task, or adopt the only parked one (of ``template``)."""
+        params = GradeParams(answer=answer, template=template if template else UNSET)
+        result = await self.call("tasks.grade", params, GradeResult)
+        self.manifest.session_id = result.session_id  # adopting moves us to that session
+        return result
+
+    async def cancel(self) -> bool:
+        """Cancel the task in progress (its cleanup runs); False if there was none."""
+        return (await self.call("tasks.cancel", CancelParams(), CancelResult)).cancelled
+
+    async def bye(self) -> None:
+        """End the session for good (any task is cancelled) and close the connection."""
+        with contextlib.suppress(HudConnectionError):
+            await self.call("bye", ByeParams(), Body)
+        await self.aclose()
+
+    async def call(self, method: str, params: Any, result_type: type[B]) -> B:
+        """Send one request and wait for its reply; raises the server's error as its class."""
+        rid = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = (method, future)
+        try:
+            await self.ws.send(codec.encode_request(rid, method, params), text=True)
+        except ConnectionClosed as exc:
+            self._pending.pop(rid, None)
+            raise HudConnectionError(f"connection to {self.url} closed: {exc}") from None
+        try:
+            return await future  # type: ignore[no-any-return]
+        finally:
+            self._pending.pop(rid, None)
+
+    async def aclose(self) -> None:
+        """Disconnect without ``bye``: a task in progress stays parked on the server."""
+        await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    # -- replies --------------------------------------------------------------------------
+
+    async def _read_replies(self) -> None:
+        error: BaseException = HudConnectionError(f"connection to {self.url} closed")
+        try:
+            async for frame in self.ws:
+                self._dispatch(frame)
+        except ConnectionClosed as exc:
+            error = HudConnectionError(f"connection to {self.url} lost: {exc}")
+        except HudError as exc:
+            error = exc
+        finally:
+            for _, future in self._pending.values():
+                if not future.done():
+                    future.set_exception(error)
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        reply = codec.decode_reply(frame)
+        entry = self._pending.get(reply.id) if isinstance(reply.id, int) else None
+        if entry is None:
+            if reply.error is not UNSET:  # an error the server could not tie to a request
+                raise error_from_wire(reply.error.code, reply.error.message, reply.error.data
+                                      or None)
+            return
+        method, future = entry
+        if future.done():
+            return
+        if reply.error is not UNSET:
+            err = reply.error
+            future.set_exception(error_from_wire(err.code, err.message, err.data or None))
+        elif reply.result is UNSET:
+            future.set_exception(HudError(f"{method}: reply has neither result nor error"))
+        else:
+            try:
+                future.set_result(codec.decode_result(method, reply.result))
+            except HudError as exc:
+                future.set_exception(exc)
+
+
+@contextlib.asynccontextmanager
+async def open_client(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[Client]:
+    """``async with open_client(url) as client:`` — see :meth:`Client.connect` for options."""
+    client = await Client.connect(url, **options)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _dial(
+    url: str, token: str | None, ready_timeout: float, max_size: int | None
+) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    deadline = time.monotonic() + ready_timeout
+    delay = 0.02
+    while True:
+        try:
+            return await ws_connect(
+                url,
+                additional_headers=headers,
+                compression=None,
+                max_size=max_size,
+                open_timeout=10,
+                user_agent_header=f"hud/{__version__}",
+            )
+        except InvalidStatus as exc:
+            raise _rejected(url, exc) from None
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            if time.monotonic() + delay > deadline:
+                raise HudConnectionError(f"cannot reach an environment at {url}: {exc}") from None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _rejected(url: str, exc: InvalidStatus) -> Exception:
+    status = exc.response.status_code
+    try:
+        body = msgspec.json.decode(exc.response.body or b"{}")
+        message = body.get("message") if isinstance(body, dict) else None
+    except msgspec.DecodeError:
+        message = None
+    if status == 401:
+        return Unauthorized(f"{url}: {message or 'unauthorized'}")
+    return HudConnectionError(f"{url} refused the connection (HTTP {status}): {message or ''}")

@@ -1,0 +1,296 @@
+"""One control connection: reads requests, answers them by id, drives its session.
+
+``manifest``, ``tasks.list``, ``tasks.cancel`` and ``bye`` are answered at once. ``tasks.start``
+and ``tasks.grade`` run the template, so each runs as its own task, one after another in
+arrival order; ``tasks.cancel`` can interrupt them. When the connection drops, requests
+already accepted still finish, then the session is parked if it holds a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from .protocol import codec
+from .protocol.errors import (
+    Cancelled,
+    HudError,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    LimitExceeded,
+    NoTaskInProgress,
+    TemplateError,
+    UnknownTask,
+    UnsupportedVersion,
+)
+from .protocol.messages import (
+    SUPPORTED_VERSIONS,
+    UNSET,
+    Body,
+    ByeResult,
+    CancelResult,
+    GradeParams,
+    GradeResult,
+    ListResult,
+    ManifestParams,
+    ManifestResult,
+    Params,
+    Request,
+    RequestId,
+    StartParams,
+    StartResult,
+)
+from .session import Session
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[Body]]
+
+
+class ControlConnection:
+    def __init__(self, server: Server, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.session: Session | None = None
+        self.ops: set[asyncio.Task[None]] = set()
+        self.op_lock = asyncio.Lock()  # FIFO: pipelined start/grade run in arrival order
+        self._inline: dict[str, Handler] = {
+            "manifest": self.manifest,
+            "tasks.list": self.list,
+            "tasks.cancel": self.cancel,
+            "bye": self.bye,
+        }
+        self._queued: dict[str, Handler] = {"tasks.start": self.start, "tasks.grade": self.grade}
+
+    # -- the read loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async for frame in self.ws:
+                await self.receive(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.disconnect()
+
+    async def receive(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            error = InvalidRequest("binary frames are not accepted on the control channel; "
+                                   "send each request as one JSON text frame")
+            await self.send_error(None, error)
+            return
+        limit = self.server.config.max_message_size
+        if len(frame) > limit:
+            error = LimitExceeded(
+                f"frame of {len(frame)} characters exceeds the limit of {limit}",
+                {"limit": "max_message_size", "value": limit, "size": len(frame)},
+            )
+            await self.send_error(codec.request_id_of(frame), error)
+            return
+        try:
+            request = codec.decode_request(frame)
+        except HudError as exc:
+            await self.send_error(codec.request_id_of(frame), exc)
+            return
+        queued = self._queued.get(request.method)
+        if queued is None:
+            await self.answer(request, self._inline.get(request.method))
+        else:
+            op = asyncio.create_task(self.answer(request, queued, serial=True))
+            self.ops.add(op)
+            op.add_done_callback(self.ops.discard)
+
+    async def answer(self, request: Request, handler: Handler | None, serial: bool = False) -> None:
+        """Run one request and send its response (none for a notification)."""
+        rid = None if request.id is UNSET else request.id
+        try:
+            params = codec.decode_params(request)
+            if handler is None:  # a method the codec knows but this side does not serve
+                raise InvalidRequest(f"{request.method!r} is not served on a control session")
+            if self.session is None and request.method != "manifest":
+                raise InvalidRequest(f"send manifest before {request.method}")
+            if serial:
+                async with self.op_lock:
+                    result = await handler(params)
+            else:
+                result = await handler(params)
+        except HudError as exc:
+            if request.id is not UNSET:
+                await self.send_error(rid, exc)
+            return
+        except asyncio.CancelledError:
+            if request.id is not UNSET:
+                await self.send_error(rid, Cancelled(f"{request.method} was cancelled"))
+            return
+        except Exception as exc:  # a bug in hud itself: say so, keep serving
+            log.exception("internal error while handling %s", request.method)
+            if request.id is not UNSET:
+                await self.send_error(rid, InternalError(f"internal error: {exc!r}"))
+            return
+        if request.id is not UNSET:
+            await self.send(codec.encode_result(rid, result))
+
+    async def send(self, payload: bytes) -> None:
+        try:
+            await self.ws.send(payload, text=True)
+        except ConnectionClosed:
+            pass  # the client left; the session keeps its state
+
+    async def send_error(self, rid: RequestId, error: HudError) -> None:
+        await self.send(codec.encode_error(rid, error))
+
+    def cancel_ops(self, reason: str) -> list[asyncio.Task[None]]:
+        ops = list(self.ops)
+        for op in ops:
+            op.cancel(reason)
+        return ops
+
+    async def disconnect(self) -> None:
+        """The connection is gone: let accepted work finish, then park or drop the session."""
+        if self.ops:
+            await asyncio.gather(*self.ops, return_exceptions=True)
+        if self.session is not None:
+            runner = self.server.registry.detach(self.session)
+            if runner is not None:
+                log.warning("parking limit reached: cancelling task of session %s",
+                            self.session.id)
+                await runner.aclose()
+
+    # -- methods --------------------------------------------------------------------------
+
+    async def manifest(self, params: ManifestParams) -> ManifestResult:
+        common = [v for v in params.protocol_versions if v in SUPPORTED_VERSIONS]
+        if not common:
+            raise UnsupportedVersion(
+                f"no common protocol version: client speaks {params.protocol_versions}, "
+                f"server speaks {list(SUPPORTED_VERSIONS)}",
+                {"supported": list(SUPPORTED_VERSIONS), "requested": params.protocol_versions},
+            )
+        registry = self.server.registry
+        resumed = False
+        if params.session_id is not UNSET and (
+            self.session is None or self.session.id != params.session_id
+        ):
+            if self.session is not None and self.session.has_task:
+                raise InvalidRequest(
+                    f"this connection holds session {self.session.id} with a task; "
+                    "open a new connection to resume another"
+                )
+            session = registry.resume(params.session_id)
+            if self.session is not None:
+                registry.remove(self.session)
+            self.session = session
+            resumed = True
+        elif self.session is None:
+            self.session = registry.create()
+        env = self.server.env
+        return ManifestResult(
+            protocol_version=max(common, key=int),
+            session_id=self.session.id,
+            resumed=resumed,
+            environment=env.info(),
+            templates=self.server.templates,
+            capabilities=env.capabilities,
+            task=self.session.task if resumed and self.session.task else UNSET,
+        )
+
+    async def list(self, params: Params) -> ListResult:
+        return ListResult(templates=self.server.templates)
+
+    async def start(self, params: StartParams) -> StartResult:
+        session = self._session()
+        template = self.server.env.templates.get(params.template)
+        if template is None:
+            available = sorted(self.server.env.templates)
+            raise UnknownTask(
+                f"unknown task template {params.template!r} (available: {', '.join(available)})",
+                {"template": params.template, "available": available},
+            )
+        runner, ref = template.open(params.args)
+        previous = session.take_runner()
+        if previous is not None:
+            await previous.aclose()
+        session.runner, session.task = runner, ref
+        try:
+            prompt = await runner.start(self._timeout(template.timeout))
+        except (TemplateError, asyncio.CancelledError):
+            session.take_runner()
+            raise
+        return StartResult(
+            session_id=session.id,
+            task=ref,
+            prompt=prompt.prompt,
+            messages=prompt.messages,
+            bindings=prompt.bindings,
+        )
+
+    async def grade(self, params: GradeParams) -> GradeResult:
+        session = self._session()
+        template_id = None if params.template is UNSET else params.template
+        if not session.has_task:
+            adopted = self.server.registry.adopt(template_id)
+            self.server.registry.remove(session)
+            self.session = session = adopted
+        assert session.runner is not None and session.task is not None
+        if template_id is not None and session.task.template != template_id:
+            raise InvalidParams(
+                f"the task in progress is {session.task.template!r}, not {template_id!r}",
+                {"path": "$.params.template"},
+            )
+        template = self.server.env.templates[session.task.template]
+        answer = template.answer.parse(params.answer)
+        task = session.task
+        try:
+            reward = await session.runner.grade(answer, self._timeout(template.timeout))
+        finally:
+            if session.runner is not None and session.runner.closed:
+                session.take_runner()
+        return GradeResult(
+            session_id=session.id,
+            task=task,
+            reward=reward.reward,
+            subscores=reward.subscores,
+            info=reward.info,
+        )
+
+    async def cancel(self, params: Params) -> CancelResult:
+        cancelled = self.cancel_ops("cancelled by tasks.cancel")
+        if cancelled:  # let the cancelled requests answer (and clean up) first
+            await asyncio.gather(*cancelled, return_exceptions=True)
+        runner = self._session().take_runner()
+        if runner is None:
+            return CancelResult(cancelled=False)
+        await runner.aclose()
+        return CancelResult(cancelled=True)
+
+    async def bye(self, params: Params) -> ByeResult:
+        await self.cancel(params)
+        session = self._session()
+        self.server.registry.remove(session)
+        self.session = None
+        asyncio.get_running_loop().call_soon(self._close_soon)
+        return ByeResult()
+
+    def _close_soon(self) -> None:
+        task = asyncio.ensure_future(self.ws.close(1000, "bye"))
+        self.ops.add(task)
+        task.add_done_callback(self.ops.discard)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _session(self) -> Session:
+        if self.session is None:
+            raise NoTaskInProgress("no session: send manifest first")
+        return self.session
+
+    def _timeout(self, own: float | None) -> float:
+        return own if own is not None else self.server.config.call_timeout

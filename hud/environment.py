@@ -1,0 +1,269 @@
+"""The authoring API: ``Environment``, its task templates, lifecycle hooks and capabilities.
+
+An environment is a declaration. Nothing runs until it is served (``hud serve``) or opened
+in-process; calling a template only mints a :class:`Task` row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from .arguments import AnswerType, Arguments
+from .protocol.messages import Binding, PeerInfo, TaskRef, TemplateInfo
+from .runner import TaskRunner
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None] | None]
+H = TypeVar("H", bound=Hook)
+TemplateFunction = Callable[..., AsyncGenerator[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One runnable task row: an environment, a template id, validated arguments, a slug.
+
+    ``args`` holds the JSON form of the arguments with defaults applied, so ``count()`` and
+    ``count(word="strawberry")`` are the same task with the same slug.
+    """
+
+    env: str
+    id: str
+    args: dict[str, Any] = field(default_factory=dict)
+    slug: str = ""
+    template: Template | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "id": self.id, "args": self.args, "slug": self.slug}
+
+
+def default_slug(template_id: str, args: dict[str, Any]) -> str:
+    """``id`` alone without arguments; else ``id-<8 hex of the canonical JSON of args>``."""
+    if not args:
+        return template_id
+    canonical = msgspec.json.encode(args, order="sorted")
+    return f"{template_id}-{hashlib.sha1(canonical).hexdigest()[:8]}"
+
+
+class Template:
+    """A registered task template. Call it (or :meth:`task`) to mint a :class:`Task`."""
+
+    def __init__(
+        self,
+        env: Environment,
+        func: TemplateFunction,
+        *,
+        id: str | None = None,
+        description: str | None = None,
+        returns: Any = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not inspect.isasyncgenfunction(func):
+            raise TypeError(
+                f"@template needs an async generator function (`async def` with `yield`), "
+                f"got {func!r}"
+            )
+        self.env = env
+        self.func = func
+        self.id = id or func.__name__
+        self.description = description if description is not None else _summary(func)
+        self.arguments = Arguments(func, self.id)
+        self.answer = AnswerType(returns)
+        self.timeout = timeout
+        self.__doc__ = func.__doc__
+        self.__name__ = func.__name__
+        self.__wrapped__ = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Task:
+        return self.task(*args, **kwargs)
+
+    def task(self, *args: Any, slug: str | None = None, **kwargs: Any) -> Task:
+        """Mint a task row; arguments are checked against the type hints, defaults applied."""
+        _, wire = self.arguments.validate(self.arguments.bind(args, kwargs))
+        return Task(
+            env=self.env.name,
+            id=self.id,
+            args=wire,
+            slug=slug or default_slug(self.id, wire),
+            template=self,
+        )
+
+    def info(self) -> TemplateInfo:
+        return TemplateInfo(
+            id=self.id,
+            description=self.description,
+            args=self.arguments.schema(self.id, self.description),
+            answer=self.answer.schema(),
+        )
+
+    def open(self, args: dict[str, Any]) -> tuple[TaskRunner, TaskRef]:
+        """Validate wire arguments and create the generator (nothing of it runs yet)."""
+        kwargs, wire = self.arguments.validate(args)
+        runner = TaskRunner(self.id, self.func(**kwargs))
+        return runner, TaskRef(template=self.id, args=wire)
+
+
+def _summary(func: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(func) or ""
+    return doc.split("\n\n", 1)[0].replace("\n", " ").strip()
+
+
+class Environment:
+    """Where an agent acts: task templates, capabilities it exposes, lifecycle hooks.
+
+    >>> env = Environment("letter-count")
+    >>> @env.template()
+    ... async def count(word: str = "strawberry", letter: str = "r"):
+    ...     answer = yield f"How many {letter!r} in {word!r}?"
+    ...     yield 1.0 if str(word.count(letter)) in (answer or "") else 0.0
+    >>> count().slug
+    'count-...'
+    """
+
+    def __init__(
+        self,
+        name: str = "environment",
+        *,
+        version: str = "0.1.0",
+        description: str = "",
+        capabilities: list[Binding] | tuple[Binding, ...] = (),
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.description = description
+        self.templates: dict[str, Template] = {}
+        self._capabilities: dict[str, Binding] = {}
+        self._initializers: list[Hook] = []
+        self._finalizers: list[Hook] = []
+        self.started = False
+        for binding in capabilities:
+            self.add_capability(binding)
+
+    def __repr__(self) -> str:
+        return f"Environment(name={self.name!r}, templates={list(self.templates)})"
+
+    # -- templates ------------------------------------------------------------------------
+
+    def template(
+        self,
+        id: str | None = None,
+        *,
+        description: str | None = None,
+        returns: Any = None,
+        timeout: float | None = None,
+    ) -> Callable[[TemplateFunction], Template]:
+        """Register an async generator as a task template.
+
+        The generator yields the prompt (a string, content blocks, chat messages, or
+        ``{"prompt": ..., "bindings": ...}``), receives the answer (parsed into ``returns``
+        when given), then yields the reward (a float in [0, 1], a dict with ``reward`` or
+        ``score``, or an object with ``.reward``). ``timeout`` bounds each phase, overriding
+        the server's per-call timeout.
+        """
+
+        def register(func: TemplateFunction) -> Template:
+            tpl = Template(
+                self, func, id=id, description=description, returns=returns, timeout=timeout
+            )
+            if tpl.id in self.templates:
+                raise ValueError(f"environment {self.name!r} already has a template {tpl.id!r}")
+            self.templates[tpl.id] = tpl
+            return tpl
+
+        return register
+
+    def scenario(self, id: str | None = None, **options: Any) -> Callable[[TemplateFunction], Template]:
+        """The older spelling of :meth:`template` (``@env.scenario("count")``)."""
+        return self.template(id, **options)
+
+    @property
+    def tasks(self) -> dict[str, Template]:
+        """Alias of :attr:`templates`."""
+        return self.templates
+
+    # -- capabilities ---------------------------------------------------------------------
+
+    def add_capability(
+        self,
+        binding: Binding | str,
+        protocol: str | None = None,
+        url: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Binding:
+        """Declare a capability: ``add_capability(Binding(...))`` or
+        ``add_capability("shell", "ssh/2", "ssh://127.0.0.1:2222", {...})``.
+
+        Only declared capabilities can be reached through the control port's tunnels.
+        A capability with the same name is replaced.
+        """
+        if isinstance(binding, str):
+            if not protocol or not url:
+                raise ValueError("add_capability needs a protocol id and a URL")
+            binding = Binding(name=binding, protocol=protocol, url=url, params=params or {})
+        if not binding.url:
+            raise ValueError(f"capability {binding.name!r} has no URL")
+        if self.started:
+            log.warning("capability %r added after start: clients connected before miss it",
+                        binding.name)
+        self._capabilities[binding.name] = binding
+        return binding
+
+    def remove_capability(self, name: str) -> None:
+        self._capabilities.pop(name, None)
+
+    @property
+    def capabilities(self) -> list[Binding]:
+        return list(self._capabilities.values())
+
+    def capability(self, name: str) -> Binding:
+        try:
+            return self._capabilities[name]
+        except KeyError:
+            declared = ", ".join(sorted(self._capabilities)) or "none"
+            raise KeyError(f"no capability {name!r} (declared: {declared})") from None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def initialize(self, func: H) -> H:
+        """Run ``func`` (sync or async, no arguments) once when the environment starts."""
+        self._initializers.append(func)
+        return func
+
+    def shutdown(self, func: H) -> H:
+        """Run ``func`` when the environment stops, in reverse order of registration."""
+        self._finalizers.append(func)
+        return func
+
+    async def start(self) -> None:
+        """Run the initialize hooks, in order. Idempotent until :meth:`stop`."""
+        if self.started:
+            return
+        for hook in self._initializers:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+        self.started = True
+
+    async def stop(self) -> None:
+        """Run the shutdown hooks in reverse order; a failing hook is logged, not raised."""
+        if not self.started:
+            return
+        self.started = False
+        for hook in reversed(self._finalizers):
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+
+    def info(self) -> PeerInfo:
+        return PeerInfo(name=self.name, version=self.version, description=self.description
+                        or msgspec.UNSET)

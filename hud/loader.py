@@ -1,0 +1,121 @@
+"""Finds the environment (and task rows) a user points at: a file, a directory, or a module.
+
+Targets: ``env.py``, ``env.py:attr``, a directory (its ``env.py``, else the one file that
+defines an environment), ``package.module`` or ``package.module:attr``. An ``attr`` that is
+a function is called as a factory. A file's directory goes on ``sys.path`` and the file is
+imported under its own name, so ``tasks.py`` doing ``from env import count`` shares the
+environment object with the server.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .environment import Environment, Task
+
+
+class LoadError(Exception):
+    """The target could not be imported or holds no (or more than one) environment."""
+
+
+def load_environment(target: str | Path = ".") -> Environment:
+    module, attr = _import_target(str(target), prefer="env.py")
+    if attr:
+        value = getattr(module, attr, None)
+        if value is None:
+            raise LoadError(f"{module.__name__} has no attribute {attr!r}")
+        if callable(value) and not isinstance(value, Environment):
+            value = value()
+        if not isinstance(value, Environment):
+            raise LoadError(f"{module.__name__}:{attr} is a {type(value).__name__}, "
+                            "not an Environment")
+        return value
+    return _only_environment(module)
+
+
+def load_tasks(source: str | Path = ".") -> list[Task]:
+    """Task rows from a ``tasks.py`` (its ``tasks`` list, else every Task it defines),
+    or an ``env.py`` with tasks in it."""
+    module, _ = _import_target(str(source), prefer="tasks.py")
+    rows = getattr(module, "tasks", None)
+    if rows is None or isinstance(rows, dict):
+        rows = [v for v in vars(module).values() if isinstance(v, Task)]
+    rows = list(rows)
+    bad = [r for r in rows if not isinstance(r, Task)]
+    if bad:
+        raise LoadError(f"{module.__file__}: `tasks` holds non-Task values such as {bad[0]!r}")
+    return rows
+
+
+def _import_target(target: str, prefer: str) -> tuple[ModuleType, str | None]:
+    head, sep, tail = target.rpartition(":")
+    path_part, attr = (head, tail) if sep and tail.isidentifier() else (target, "")
+    path = Path(path_part)
+    if path.is_dir():
+        candidate = path / prefer
+        if not candidate.exists():
+            candidate = path / "env.py"
+        if not candidate.exists():
+            found = [p for p in sorted(path.glob("*.py")) if "Environment(" in p.read_text()]
+            if len(found) != 1:
+                raise LoadError(f"{path}: no {prefer} or env.py, and {len(found)} files "
+                                "define an Environment; name the file")
+            candidate = found[0]
+        return _import_file(candidate), attr or None
+    if path.suffix == ".py" or path.exists():
+        if not path.exists():
+            raise LoadError(f"no such file: {path}")
+        return _import_file(path), attr or None
+    try:
+        return importlib.import_module(path_part), attr or None
+    except ImportError as exc:
+        raise LoadError(f"cannot import {path_part!r}: {exc}") from exc
+
+
+def _import_file(path: Path) -> ModuleType:
+    path = path.resolve()
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem
+    existing = sys.modules.get(name)
+    if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() == path:
+        return existing
+    if existing is not None:  # another module owns the name: load under a unique one
+        name = f"_hud_loaded_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise LoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _only_environment(module: ModuleType) -> Environment:
+    found: dict[str, Environment] = {}
+    for name, value in vars(module).items():
+        if isinstance(value, Environment) and value not in found.values():
+            found[name] = value
+    if not found:
+        tasks = [v for v in vars(module).values() if isinstance(v, Task) and v.template]
+        envs = {id(t.template.env): t.template.env for t in tasks if t.template}
+        if len(envs) == 1:
+            return next(iter(envs.values()))
+        raise LoadError(f"{module.__file__} defines no Environment")
+    if len(found) > 1:
+        names = ", ".join(found)
+        raise LoadError(f"{module.__file__} defines several environments ({names}); "
+                        f"pick one with {module.__file__}:NAME")
+    return next(iter(found.values()))
+
+

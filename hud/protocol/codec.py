@@ -1,0 +1,127 @@
+"""Bytes in, typed messages out, and back: the sans-I/O codec of protocol v1.
+
+Decoding happens in two stages. :func:`decode_request` reads the envelope and leaves
+``params`` raw; :func:`decode_params` then decodes it with the type its method declares.
+Every failure becomes the :mod:`hud.protocol.errors` class whose code belongs on the wire,
+with the JSON path of the offending member in ``data["path"]``.
+
+Encoders and decoders are built once, at import, and reused for every message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from .errors import HudError, InvalidParams, InvalidRequest, MethodNotFound, ParseError
+from .messages import (
+    METHODS,
+    Body,
+    ErrorObject,
+    ErrorResponse,
+    Params,
+    Reply,
+    Request,
+    RequestId,
+    Response,
+)
+
+_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(Request)
+_reply_decoder = msgspec.json.Decoder(Reply)
+_params_decoders = {name: msgspec.json.Decoder(p) for name, (p, _) in METHODS.items()}
+_result_decoders = {name: msgspec.json.Decoder(r) for name, (_, r) in METHODS.items()}
+_any_decoder = msgspec.json.Decoder()
+
+_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def split_validation_error(exc: msgspec.ValidationError, prefix: str = "$") -> tuple[str, str]:
+    """Split msgspec's ``"Expected `int`, got `str` - at `$.a`"`` into message and path.
+
+    ``prefix`` replaces the leading ``$`` so a path inside ``params`` reads ``$.params.a``.
+    """
+    match = _AT_PATH.match(str(exc))
+    assert match is not None  # the pattern matches any string
+    path = match.group("path") or "$"
+    return match.group("message"), prefix + path[1:]
+
+
+def decode_request(frame: bytes | str) -> Request:
+    """Decode one control frame's envelope.
+
+    Raises :class:`ParseError` for malformed JSON and :class:`InvalidRequest` for JSON that
+    is not a single JSON-RPC 2.0 request object (arrays, i.e. batches, are not accepted).
+    """
+    try:
+        return _request_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        message, path = split_validation_error(exc)
+        raise InvalidRequest(f"not a JSON-RPC 2.0 request: {message}", {"path": path}) from None
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"malformed JSON: {exc}") from None
+
+
+def request_id_of(frame: bytes | str) -> RequestId:
+    """Best-effort ``id`` of a frame that failed to decode as a request (``None`` if unknown)."""
+    try:
+        value = _any_decoder.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, dict):
+        rid = value.get("id")
+        if isinstance(rid, (int, str)) and not isinstance(rid, bool):
+            return rid
+    return None
+
+
+def decode_params(request: Request) -> Params:
+    """Decode ``request.params`` with the type its method declares."""
+    decoder = _params_decoders.get(request.method)
+    if decoder is None:
+        raise MethodNotFound(f"method not found: {request.method!r}", {"method": request.method})
+    try:
+        return decoder.decode(request.params)
+    except msgspec.ValidationError as exc:
+        message, path = split_validation_error(exc, "$.params")
+        raise InvalidParams(f"{request.method}: {message} at {path}", {"path": path}) from None
+
+
+def encode_result(request_id: RequestId, result: Body) -> bytes:
+    return _encoder.encode(Response(id=request_id, result=result))
+
+
+def encode_error(request_id: RequestId, error: HudError) -> bytes:
+    data = error.data or msgspec.UNSET
+    body = ErrorObject(code=error.code, message=error.message, data=data)
+    return _encoder.encode(ErrorResponse(id=request_id, error=body))
+
+
+def encode_request(request_id: RequestId, method: str, params: Params | dict[str, Any]) -> bytes:
+    """Encode a request; ``request_id=None`` would be a JSON null id, not a notification."""
+    return _encoder.encode(
+        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    )
+
+
+def decode_reply(frame: bytes | str) -> Reply:
+    try:
+        return _reply_decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"malformed reply from server: {exc}") from None
+
+
+def decode_result(method: str, raw: msgspec.Raw) -> Body:
+    """Decode a ``result`` with the type of ``method``'s result."""
+    try:
+        return _result_decoders[method].decode(raw)
+    except msgspec.ValidationError as exc:
+        message, path = split_validation_error(exc, "$.result")
+        raise InvalidRequest(f"{method}: bad result from server: {message} at {path}") from None
+
+
+def encode(value: Any) -> bytes:
+    """Encode any JSON-able value with the shared encoder."""
+    return _encoder.encode(value)

@@ -1,0 +1,267 @@
+"""Generates the JSON Schema files of protocol v1 from the wire Structs in :mod:`.messages`.
+
+The files under ``protocol/v1/`` are the language-neutral contract; this module is the only
+thing that writes them, so they cannot drift from the types:
+
+* ``envelope.schema.json``: the JSON-RPC 2.0 request, response, error response and error object;
+* ``<method>.schema.json``: one per method in ``METHODS``, its params and result types plus a
+  ``Request`` and a ``Response`` envelope narrowed to that method;
+* ``errors.json``: the error table, from ``ERRORS``.
+
+The error table is also rendered into ``protocol/README.md``, between the markers
+``<!-- errors:begin -->`` and ``<!-- errors:end -->``.
+
+Run ``python -m hud.protocol.schema --write`` after changing a Struct or an error, and
+``--check`` in CI: it exits 1 and names every file that differs from what the types say.
+Like the rest of the protocol core this imports no I/O framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .errors import ERRORS, HudError
+from .messages import (
+    METHODS,
+    PROTOCOL_VERSION,
+    ErrorObject,
+    ErrorResponse,
+    Request,
+    Response,
+)
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+BASE_ID = f"https://hud.dev/protocol/v{PROTOCOL_VERSION}/"
+REF_TEMPLATE = "#/$defs/{name}"
+PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocol"
+"""``protocol/`` of the source checkout this module lives in."""
+FIX_COMMAND = "python -m hud.protocol.schema --write"
+TABLE_BEGIN = "<!-- errors:begin -->"
+TABLE_END = "<!-- errors:end -->"
+
+# Built with a default member, so the generated schema would not require it; but a Struct
+# without omit_defaults always encodes every member, so on the wire it is always there.
+_ALWAYS_ENCODED = (Response, ErrorResponse)
+
+# --- the documents ---------------------------------------------------------------------------
+
+
+def envelope_schema() -> dict[str, Any]:
+    """The JSON-RPC 2.0 envelope: what every control frame is, before ``params`` is decoded."""
+    defs = _components([_schema_view(Request), Response, ErrorResponse, ErrorObject])
+    return _document(
+        "envelope",
+        "One control frame of protocol v1: a JSON-RPC 2.0 request, response or error "
+        "response. `params` and `result` are described per method, in <method>.schema.json.",
+        defs,
+        {"request": "Request", "response": "Response", "error_response": "ErrorResponse",
+         "error": "ErrorObject"},
+        one_of=["Request", "Response", "ErrorResponse"],
+    )
+
+
+def method_schema(method: str) -> dict[str, Any]:
+    """Params and result of ``method``, and the request and response envelopes that carry them."""
+    params, result = METHODS[method]
+    defs = _components([params, result])
+    envelope = _components([_schema_view(Request), Response])
+    defs["Request"] = _narrow_request(envelope["Request"], method, params.__name__, defs)
+    defs["Response"] = _narrow_response(envelope["Response"], method, result.__name__)
+    summary = _clean(params.__doc__ or "")
+    return _document(
+        method,
+        f"The `{method}` method: request params `{params.__name__}`, result `{result.__name__}`."
+        + (f" {summary}" if summary else ""),
+        defs,
+        {"method": method, "params": params.__name__, "result": result.__name__,
+         "request": "Request", "response": "Response"},
+        one_of=["Request", "Response"],
+    )
+
+
+def error_table() -> dict[str, Any]:
+    """Every error code of the protocol, in the order of ``ERRORS``."""
+    return {
+        "protocol_version": PROTOCOL_VERSION,
+        "errors": [
+            {"code": cls.code, "kind": cls.kind, "class": cls.__name__, "meaning": _meaning(cls)}
+            for cls in ERRORS
+        ],
+    }
+
+
+def render_error_table(table: dict[str, Any]) -> str:
+    """The error table as the Markdown table that ``protocol/README.md`` carries."""
+    lines = ["| code | kind | class | meaning |", "| --- | --- | --- | --- |"]
+    for row in table["errors"]:
+        meaning = row["meaning"].replace("|", "\\|")
+        lines.append(f"| {row['code']} | `{row['kind']}` | `{row['class']}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def generate() -> dict[str, str]:
+    """Every generated file of ``protocol/v1/``, by path relative to ``protocol/``."""
+    version_dir = f"v{PROTOCOL_VERSION}"
+    files = {f"{version_dir}/envelope.schema.json": dump(envelope_schema())}
+    for method in METHODS:
+        files[f"{version_dir}/{method}.schema.json"] = dump(method_schema(method))
+    files[f"{version_dir}/errors.json"] = dump(error_table())
+    return files
+
+
+def dump(document: Any) -> str:
+    """The one serialisation of every generated file: sorted keys, 2-space indent, newline."""
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --- building blocks -------------------------------------------------------------------------
+
+
+def _document(
+    name: str, description: str, defs: dict[str, Any], roles: dict[str, str], one_of: list[str]
+) -> dict[str, Any]:
+    return {
+        "$schema": DRAFT,
+        "$id": f"{BASE_ID}{name}.schema.json",
+        "title": f"hud protocol v{PROTOCOL_VERSION}: {name}",
+        "description": description,
+        "x-hud": {"protocol_version": PROTOCOL_VERSION, **roles},
+        "oneOf": [{"$ref": REF_TEMPLATE.format(name=n)} for n in one_of],
+        "$defs": defs,
+    }
+
+
+def _components(types: list[Any]) -> dict[str, Any]:
+    _, defs = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
+    for name, schema in defs.items():
+        if "description" in schema:
+            schema["description"] = _clean(schema["description"])
+        if name in {t.__name__ for t in _ALWAYS_ENCODED}:
+            schema["required"] = list(schema["properties"])
+    return defs
+
+
+def _narrow_request(
+    envelope: dict[str, Any], method: str, params: str, defs: dict[str, Any]
+) -> dict[str, Any]:
+    schema = json.loads(json.dumps(envelope))  # a deep copy
+    schema["title"] = f"{method} request"
+    schema["properties"]["method"] = {"const": method}
+    schema["properties"]["params"] = {"$ref": REF_TEMPLATE.format(name=params)}
+    # An absent params decodes as {}: required only when {} would not do.
+    if defs[params].get("required"):
+        schema["required"].append("params")
+    return schema
+
+
+def _narrow_response(envelope: dict[str, Any], method: str, result: str) -> dict[str, Any]:
+    schema = json.loads(json.dumps(envelope))
+    schema["title"] = f"{method} response"
+    schema["description"] = f"The successful response to a {method} request."
+    schema["properties"]["result"] = {"$ref": REF_TEMPLATE.format(name=result)}
+    return schema
+
+
+def _schema_view(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """``cls`` with every ``Raw`` member typed ``Any``, which is what ``Raw`` accepts.
+
+    ``Raw`` means "decoded later, by method"; msgspec cannot put a ``Raw`` default in a schema.
+    """
+    spec: list[Any] = []
+    for field in msgspec.structs.fields(cls):
+        raw = field.type is msgspec.Raw
+        default = field.default
+        if isinstance(default, msgspec.Raw):
+            default = msgspec.json.decode(default)
+        if field.default_factory is not msgspec.NODEFAULT:
+            default = msgspec.field(default_factory=field.default_factory)
+        typ = Any if raw else field.type
+        spec.append((field.name, typ) if default is msgspec.NODEFAULT else (field.name, typ, default))
+    config = cls.__struct_config__
+    return msgspec.defstruct(
+        cls.__name__, spec, kw_only=True, omit_defaults=config.omit_defaults,
+        forbid_unknown_fields=config.forbid_unknown_fields, namespace={"__doc__": cls.__doc__},
+    )
+
+
+def _clean(text: str) -> str:
+    """A docstring as plain paragraphs, independent of how Python indents ``__doc__``."""
+    paragraphs = [" ".join(p.split()) for p in text.strip().split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def _meaning(cls: type[HudError]) -> str:
+    doc = _clean(cls.__doc__ or "").split("\n\n")[0]
+    if not doc:
+        return cls.kind.replace("_", " ").capitalize() + "."
+    return doc.replace(":class:", "").replace(":func:", "").replace("``", "`")
+
+
+# --- writing and checking --------------------------------------------------------------------
+
+
+def expected_files(root: Path) -> dict[Path, str]:
+    """Every file this module owns under ``root`` (a ``protocol/`` directory), with its content."""
+    files = {root / rel: text for rel, text in generate().items()}
+    readme = root / "README.md"
+    if readme.exists():
+        files[readme] = _with_table(readme.read_text(encoding="utf-8"))
+    return files
+
+
+def drifted(root: Path) -> list[Path]:
+    """The files under ``root`` that are missing or differ from what the types generate."""
+    return [
+        path for path, text in expected_files(root).items()
+        if not path.exists() or path.read_text(encoding="utf-8") != text
+    ]
+
+
+def write(root: Path) -> list[Path]:
+    """Regenerate every drifted file under ``root``; return the ones written."""
+    changed = drifted(root)
+    expected = expected_files(root)
+    for path in changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(expected[path], encoding="utf-8")
+    return changed
+
+
+def _with_table(readme: str) -> str:
+    head, begin, rest = readme.partition(TABLE_BEGIN)
+    _, end, tail = rest.partition(TABLE_END)
+    if not begin or not end:
+        raise ValueError(f"protocol/README.md needs the markers {TABLE_BEGIN} and {TABLE_END}")
+    return f"{head}{TABLE_BEGIN}\n{render_error_table(error_table())}{TABLE_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hud.protocol.schema",
+        description="Generate protocol/v1/*.schema.json and errors.json from the wire types.",
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true", help="regenerate the files")
+    mode.add_argument("--check", action="store_true", help="exit 1 if any file is out of date")
+    parser.add_argument("--dir", type=Path, default=PROTOCOL_DIR, help="the protocol/ directory")
+    args = parser.parse_args(argv)
+    if args.write:
+        for path in write(args.dir):
+            sys.stderr.write(f"wrote {path}\n")
+        return 0
+    stale = drifted(args.dir)
+    for path in stale:
+        sys.stderr.write(f"out of date: {path}\n")
+    if stale:
+        sys.stderr.write(f"regenerate with: {FIX_COMMAND}\n")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

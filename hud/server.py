@@ -1,0 +1,235 @@
+"""Serves an environment on one port: control sessions and capability tunnels over WebSocket.
+
+Paths on the port:
+
+* ``/v1/control``: a control session (JSON-RPC 2.0, one request or response per text frame);
+* ``/v1/tunnel/{capability}``: a byte tunnel to a declared capability's daemon.
+
+When a token is set, every handshake must carry it (``Authorization: Bearer <token>``, or
+``?token=`` in the URL); a server bound beyond loopback always has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from websockets.asyncio.server import Server as WebSocketServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .control import ControlConnection
+from .environment import Environment
+from .protocol import codec
+from .protocol.errors import Unauthorized
+from .protocol.messages import PROTOCOL_VERSION
+from .session import Registry
+from .tunnel import open_daemon, splice
+
+log = logging.getLogger(__name__)
+
+CONTROL_PATH = "/v1/control"
+TUNNEL_PREFIX = "/v1/tunnel/"
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """How a server listens and what it tolerates. Every limit is per server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    park_ttl: float = 600.0
+    """Seconds a task survives without a connection before its cleanup runs."""
+    call_timeout: float = 300.0
+    """Seconds each template phase (setup, grade, cleanup) may take, unless it sets its own."""
+    max_message_size: int = 16 * 1024 * 1024
+    """Largest control frame answered normally; larger ones get a limit_exceeded error."""
+    max_sessions: int = 100_000
+    max_parked: int = 10_000
+    backlog: int = 4096
+    ping_interval: float | None = 20.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    """One environment on one port. Use as ``async with Server(env, config) as server:``.
+
+    Entering runs the environment's initialize hooks, then binds; :attr:`url` is then the
+    address to give clients. Leaving (or :meth:`aclose`) stops listening, cancels requests in
+    flight, runs every open task's cleanup, then the environment's shutdown hooks.
+    """
+
+    def __init__(self, env: Environment, config: ServerConfig | None = None) -> None:
+        self.env = env
+        self.config = config or ServerConfig()
+        self.token = self.config.token
+        if self.token is None and not is_loopback(self.config.host):
+            self.token = secrets.token_urlsafe(24)
+            log.warning(
+                "listening beyond loopback on %s needs a token; generated one: %s",
+                self.config.host,
+                self.token,
+            )
+        self.registry = Registry(
+            park_ttl=self.config.park_ttl,
+            max_sessions=self.config.max_sessions,
+            max_parked=self.config.max_parked,
+        )
+        self.templates = [tpl.info() for tpl in env.templates.values()]
+        self.connections: set[ControlConnection] = set()
+        self._ws: WebSocketServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        await self.env.start()
+        try:
+            self._ws = await serve(
+                self._handle,
+                self.config.host,
+                self.config.port,
+                process_request=self._check_request,
+                max_size=max(4 * self.config.max_message_size, 1 << 20),
+                compression=None,
+                backlog=self.config.backlog,
+                ping_interval=self.config.ping_interval,
+                server_header=f"hud/{PROTOCOL_VERSION}",
+            )
+        except BaseException:
+            await self.env.stop()
+            raise
+        self._sweeper = asyncio.create_task(self._sweep(), name="hud-park-sweeper")
+        log.info("serving %r on %s", self.env.name, self.url)
+
+    @property
+    def port(self) -> int:
+        assert self._ws is not None, "the server is not started"
+        return int(self._ws.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{self.port}"
+
+    async def serve_forever(self) -> None:
+        assert self._ws is not None, "the server is not started"
+        await self._ws.serve_forever()
+
+    async def aclose(self) -> None:
+        """Shut down in order; safe to call twice."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._ws is not None:
+            self._ws.close(close_connections=False)
+        for conn in list(self.connections):
+            conn.cancel_ops("the server is shutting down")
+        if self._ws is not None:
+            for conn in list(self.connections):
+                await conn.ws.close(1001, "server shutting down")
+            await self._ws.wait_closed()
+        for session in self.registry:
+            self.registry.remove(session)
+            runner = session.take_runner()
+            if runner is not None:
+                await runner.aclose()
+        await self.env.stop()
+        log.info("stopped %r", self.env.name)
+
+    async def _sweep(self) -> None:
+        interval = max(min(self.config.park_ttl / 4, 5.0), 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            for runner in self.registry.expire():
+                log.info("parked task %r expired; running its cleanup", runner.template_id)
+                await runner.aclose()
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if self.token is not None and not self._authorized(request.headers, parts.query):
+            err = Unauthorized("missing or wrong token: pass --token or set HUD_TOKEN")
+            return _reject(connection, 401, err.code, err.message)
+        if parts.path == CONTROL_PATH:
+            return None
+        if parts.path.startswith(TUNNEL_PREFIX):
+            name = unquote(parts.path.removeprefix(TUNNEL_PREFIX))
+            names = [b.name for b in self.env.capabilities]
+            if name in names:
+                return None
+            return _reject(connection, 404, -32602,
+                           f"no capability {name!r} is declared (declared: {names})")
+        return _reject(connection, 404, -32601,
+                       f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
+
+    def _authorized(self, headers: Headers, query: str) -> bool:
+        assert self.token is not None
+        supplied = headers.get("Authorization", "")
+        if supplied.startswith("Bearer "):
+            supplied = supplied.removeprefix("Bearer ")
+        else:
+            supplied = (parse_qs(query).get("token") or [""])[0]
+        return hmac.compare_digest(supplied.encode(), self.token.encode())
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        path = urlsplit(ws.request.path if ws.request else "").path
+        if path == CONTROL_PATH:
+            conn = ControlConnection(self, ws)
+            self.connections.add(conn)
+            try:
+                await conn.run()
+            finally:
+                self.connections.discard(conn)
+        else:
+            await self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX)))
+
+    async def _tunnel(self, ws: ServerConnection, name: str) -> None:
+        binding = self.env.capability(name)
+        try:
+            reader, writer = await open_daemon(binding)
+        except OSError as exc:
+            log.warning("tunnel to %r failed: %s", name, exc)
+            await ws.close(1011, str(exc)[:120])
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await splice(ws, reader, writer)
+
+
+def _reject(connection: ServerConnection, status: int, code: int, message: str) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    response = connection.respond(status, codec.encode(body).decode() + "\n")
+    response.headers["Content-Type"] = "application/json"
+    return response

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from hud.environment import Environment
+from hud.server import Server, ServerConfig
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def serving(env: Environment, **config: Any) -> AsyncIterator[Server]:
+    """A real server on 127.0.0.1, port 0."""
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, **config}
+    async with Server(env, ServerConfig(**options)) as server:
+        yield server
+
+
+class Raw:
+    """A bare WebSocket JSON-RPC peer, for sending exactly the frames a test needs."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def send(self, frame: str | bytes) -> None:
+        await self.ws.send(frame)
+
+    async def recv(self) -> dict[str, Any]:
+        return json.loads(await self.ws.recv())
+
+    async def call(self, method: str, params: Any = None, **extra: Any) -> dict[str, Any]:
+        self.next_id += 1
+        message = {"jsonrpc": "2.0", "id": self.next_id, "method": method, **extra}
+        if params is not None:
+            message["params"] = params
+        await self.ws.send(json.dumps(message))
+        return await self.recv()
+
+    async def manifest(self, **params: Any) -> dict[str, Any]:
+        reply = await self.call(
+            "manifest",
+            {"client": {"name": "test", "version": "0"}, "protocol_versions": ["1"], **params},
+        )
+        assert "result" in reply, reply
+        return reply["result"]
+
+
+@contextlib.asynccontextmanager
+async def raw_peer(server: Server, path: str = "/v1/control", **options: Any) -> AsyncIterator[Raw]:
+    async with connect(server.url + path, compression=None, **options) as ws:
+        yield Raw(ws)
