@@ -25,7 +25,21 @@ _EXPORTS = {
     "load_environment": "hud.loader",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # noqa: RUF022  (grouped as in _EXPORTS)
+    "__version__",
+    "Environment",
+    "Template",
+    "Task",
+    "Binding",
+    "Client",
+    "open_client",
+    "HudConnectionError",
+    "Server",
+    "ServerConfig",
+    "HudError",
+    "TemplateError",
+    "load_environment",
+]
 
 if TYPE_CHECKING:
     from .client import Client, HudConnectionError, open_client

@@ -9,6 +9,7 @@ already accepted still finish, then the session is parked if it holds a task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -140,10 +141,8 @@ class ControlConnection:
             await self.send(codec.encode_result(rid, result))
 
     async def send(self, payload: bytes) -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed):  # the client left; the session stays
             await self.ws.send(payload, text=True)
-        except ConnectionClosed:
-            pass  # the client left; the session keeps its state
 
     async def send_error(self, rid: RequestId, error: HudError) -> None:
         await self.send(codec.encode_error(rid, error))

@@ -123,8 +123,8 @@ class Environment:
     ... async def count(word: str = "strawberry", letter: str = "r"):
     ...     answer = yield f"How many {letter!r} in {word!r}?"
     ...     yield 1.0 if str(word.count(letter)) in (answer or "") else 0.0
-    >>> count().slug
-    'count-...'
+    >>> count().args
+    {'word': 'strawberry', 'letter': 'r'}
     """
 
     def __init__(
@@ -179,7 +179,9 @@ class Environment:
 
         return register
 
-    def scenario(self, id: str | None = None, **options: Any) -> Callable[[TemplateFunction], Template]:
+    def scenario(
+        self, id: str | None = None, **options: Any
+    ) -> Callable[[TemplateFunction], Template]:
         """The older spelling of :meth:`template` (``@env.scenario("count")``)."""
         return self.template(id, **options)
 

@@ -14,7 +14,6 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from .environment import Environment, Task
 

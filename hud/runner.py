@@ -116,7 +116,9 @@ class TaskRunner:
         except Exception as exc:
             self.closed = True  # a generator that raised is finished
             log.error("template %r failed during %s", self.template_id, phase, exc_info=exc)
-            raise self._error(phase, f"{type(exc).__name__}: {exc}", error=type(exc).__name__)
+            raise self._error(
+                phase, f"{type(exc).__name__}: {exc}", error=type(exc).__name__
+            ) from exc
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Cancel the task: run the generator's ``finally`` blocks (bounded), at most once."""

@@ -19,7 +19,6 @@ of whatever :meth:`Registry.expire` hands back.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ def new_session_id() -> str:
 
 
 class Session:
-    __slots__ = ("attached", "id", "lock", "parked_at", "runner", "task")
+    __slots__ = ("attached", "id", "parked_at", "runner", "task")
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
@@ -48,9 +47,6 @@ class Session:
         self.task: TaskRef | None = None
         self.attached = True
         self.parked_at = 0.0
-        # Serialises tasks.start / tasks.grade on this session (FIFO, so pipelined
-        # requests run in the order they arrived).
-        self.lock = asyncio.Lock()
 
     @property
     def has_task(self) -> bool:

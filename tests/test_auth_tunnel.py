@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 import pytest
+from conftest import serving
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -13,8 +14,6 @@ from hud import Environment
 from hud.client import Client, HudConnectionError, open_client
 from hud.protocol import errors
 from hud.server import Server, ServerConfig
-
-from conftest import serving
 
 pytestmark = pytest.mark.anyio
 

@@ -6,11 +6,10 @@ import asyncio
 import json
 
 import pytest
-
-from hud.client import open_client
+from conftest import raw_peer, serving
 from sample_env import env, events
 
-from conftest import raw_peer, serving
+from hud.client import open_client
 
 pytestmark = pytest.mark.anyio
 

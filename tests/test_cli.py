@@ -87,7 +87,9 @@ def test_start_and_grade_as_two_processes(letter_count: Served) -> None:
     started = hud("task", "start", "count_letter", "--args", '{"word": "banana", "letter": "a"}',
                   *url)
     assert started.returncode == 0, started.stderr
-    assert started.stdout == "How many times does 'a' occur in 'banana'? Reply with just the number.\n"
+    assert started.stdout == (
+        "How many times does 'a' occur in 'banana'? Reply with just the number.\n"
+    )
     assert started.stderr.startswith("session: sess-")
     graded = hud("task", "grade", "count_letter", "--answer", "3", *url)
     assert (graded.returncode, graded.stdout) == (0, "1.0\n"), graded.stderr

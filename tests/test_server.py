@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import raw_peer, serving
+from sample_env import env, events
 
 from hud.client import Client, open_client
 from hud.protocol import errors
-from sample_env import env, events
-
-from conftest import raw_peer, serving
 
 pytestmark = pytest.mark.anyio
 

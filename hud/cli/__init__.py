@@ -128,7 +128,7 @@ def task_list(
     json: JsonOption = False,
 ) -> None:
     """List task rows of a source, or the templates of a served environment (--url)."""
-    from .tasks import list_source, list_served
+    from .tasks import list_served, list_source
 
     if url is not None:
         _run(list_served(url, token, json))
@@ -179,8 +179,10 @@ def task_grade(
 
 @app.command()
 def init(
-    name: Annotated[str | None, typer.Argument(help="Directory to create (default: here).")] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Write into a non-empty dir.")] = False,
+    name: Annotated[str | None, typer.Argument(help="Directory to write (default: here).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Write into a non-empty directory.")
+    ] = False,
 ) -> None:
     """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades."""
     from .scaffold import write_project
