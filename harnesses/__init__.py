@@ -1,0 +1,1 @@
+"""Built-in harness plug-ins, installed as ``hud.harnesses``."""
