@@ -109,6 +109,7 @@ class ControlConnection:
             op = asyncio.create_task(self.answer(request, queued, serial=True))
             self.ops.add(op)
             op.add_done_callback(self.ops.discard)
+            op.add_done_callback(lambda done: self._cancelled_before_start(done, request))
 
     async def answer(self, request: Request, handler: Handler | None, serial: bool = False) -> None:
         """Run one request and send its response (none for a notification)."""
@@ -139,6 +140,14 @@ class ControlConnection:
             return
         if request.id is not UNSET:
             await self.send(codec.encode_result(rid, result))
+
+    def _cancelled_before_start(self, op: asyncio.Task[None], request: Request) -> None:
+        """A request cancelled before its coroutine ran never answered: answer it now."""
+        if op.cancelled() and request.id is not UNSET:
+            error = Cancelled(f"{request.method} was cancelled before it started")
+            reply = asyncio.ensure_future(self.send_error(request.id, error))
+            self.ops.add(reply)
+            reply.add_done_callback(self.ops.discard)
 
     async def send(self, payload: bytes) -> None:
         with contextlib.suppress(ConnectionClosed):  # the client left; the session stays

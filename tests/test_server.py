@@ -234,3 +234,14 @@ async def test_shutdown_cancels_tasks_runs_cleanup_and_hooks() -> None:
     await live.aclose()
     assert {"cleanup:parked", "cleanup:live"} <= set(events)
     assert events[-1] == "shutdown"
+
+
+async def test_cancel_in_the_same_tick_as_start_still_answers_the_start() -> None:
+    async with serving(env) as server, raw_peer(server) as peer:
+        await peer.manifest()
+        await peer.ws.send('{"jsonrpc":"2.0","id":1,"method":"tasks.start",'
+                           '"params":{"template":"slow_setup","args":{"seconds":5}}}')
+        await peer.ws.send('{"jsonrpc":"2.0","id":2,"method":"tasks.cancel"}')
+        replies = {r["id"]: r for r in [await peer.recv(), await peer.recv()]}
+        assert replies[1]["error"]["code"] == -32010
+        assert replies[2]["result"] == {"cancelled": False}

@@ -41,6 +41,8 @@ class InvalidRequest(HudError):
 
 
 class MethodNotFound(HudError):
+    """The method is not part of protocol v1 (or not served on this connection)."""
+
     code = -32601
     kind = "method_not_found"
 
@@ -67,7 +69,7 @@ class UnknownTask(HudError):
 
 
 class NoTaskInProgress(HudError):
-    """``tasks.grade`` or ``tasks.cancel`` found no task to act on."""
+    """``tasks.grade`` found no task to grade: none on this session and none parked."""
 
     code = -32002
     kind = "no_task_in_progress"

@@ -9,9 +9,9 @@ Optional members are ``UNSET`` and left out of the JSON; the envelope never omit
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from msgspec import UNSET, Raw, Struct, UnsetType
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 PROTOCOL_VERSION = "1"
 SUPPORTED_VERSIONS: tuple[str, ...] = (PROTOCOL_VERSION,)
@@ -149,7 +149,7 @@ class ManifestParams(Params, kw_only=True):
 class ManifestResult(Body, kw_only=True):
     protocol_version: str
     session_id: str
-    resumed: bool = False
+    resumed: bool
     environment: PeerInfo
     templates: list[TemplateInfo] = []
     capabilities: list[Binding] = []
@@ -196,7 +196,7 @@ class GradeParams(Params, kw_only=True):
 class GradeResult(Body, kw_only=True):
     session_id: str
     task: TaskRef
-    reward: float
+    reward: Annotated[float, Meta(ge=0.0, le=1.0)]
     subscores: list[Subscore] | UnsetType = UNSET
     info: dict[str, Any] | UnsetType = UNSET
 

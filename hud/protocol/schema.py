@@ -60,8 +60,12 @@ def envelope_schema() -> dict[str, Any]:
         "One control frame of protocol v1: a JSON-RPC 2.0 request, response or error "
         "response. `params` and `result` are described per method, in <method>.schema.json.",
         defs,
-        {"request": "Request", "response": "Response", "error_response": "ErrorResponse",
-         "error": "ErrorObject"},
+        {
+            "request": "Request",
+            "response": "Response",
+            "error_response": "ErrorResponse",
+            "error": "ErrorObject",
+        },
         one_of=["Request", "Response", "ErrorResponse"],
     )
 
@@ -79,8 +83,13 @@ def method_schema(method: str) -> dict[str, Any]:
         f"The `{method}` method: request params `{params.__name__}`, result `{result.__name__}`."
         + (f" {summary}" if summary else ""),
         defs,
-        {"method": method, "params": params.__name__, "result": result.__name__,
-         "request": "Request", "response": "Response"},
+        {
+            "method": method,
+            "params": params.__name__,
+            "result": result.__name__,
+            "request": "Request",
+            "response": "Response",
+        },
         one_of=["Request", "Response"],
     )
 
@@ -182,25 +191,30 @@ def _schema_view(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
         if field.default_factory is not msgspec.NODEFAULT:
             default = msgspec.field(default_factory=field.default_factory)
         typ = Any if raw else field.type
-        spec.append((field.name, typ) if default is msgspec.NODEFAULT else (field.name, typ, default))
+        no_default = default is msgspec.NODEFAULT
+        spec.append((field.name, typ) if no_default else (field.name, typ, default))
     config = cls.__struct_config__
     return msgspec.defstruct(
-        cls.__name__, spec, kw_only=True, omit_defaults=config.omit_defaults,
-        forbid_unknown_fields=config.forbid_unknown_fields, namespace={"__doc__": cls.__doc__},
+        cls.__name__,
+        spec,
+        kw_only=True,
+        omit_defaults=config.omit_defaults,
+        forbid_unknown_fields=config.forbid_unknown_fields,
+        namespace={"__doc__": cls.__doc__},
     )
 
 
 def _clean(text: str) -> str:
-    """A docstring as plain paragraphs, independent of how Python indents ``__doc__``."""
+    """A docstring as Markdown paragraphs, independent of how Python indents ``__doc__``."""
     paragraphs = [" ".join(p.split()) for p in text.strip().split("\n\n")]
-    return "\n\n".join(p for p in paragraphs if p)
+    text = "\n\n".join(p for p in paragraphs if p)
+    return text.replace(":class:", "").replace(":func:", "").replace("``", "`")
 
 
 def _meaning(cls: type[HudError]) -> str:
+    """The first paragraph of the class docstring (the kind, spelled out, if it has none)."""
     doc = _clean(cls.__doc__ or "").split("\n\n")[0]
-    if not doc:
-        return cls.kind.replace("_", " ").capitalize() + "."
-    return doc.replace(":class:", "").replace(":func:", "").replace("``", "`")
+    return doc or cls.kind.replace("_", " ").capitalize() + "."
 
 
 # --- writing and checking --------------------------------------------------------------------
@@ -218,7 +232,8 @@ def expected_files(root: Path) -> dict[Path, str]:
 def drifted(root: Path) -> list[Path]:
     """The files under ``root`` that are missing or differ from what the types generate."""
     return [
-        path for path, text in expected_files(root).items()
+        path
+        for path, text in expected_files(root).items()
         if not path.exists() or path.read_text(encoding="utf-8") != text
     ]
 
