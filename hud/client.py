@@ -41,6 +41,8 @@ from .protocol.messages import (
     ManifestParams,
     ManifestResult,
     PeerInfo,
+    SolveParams,
+    SolveResult,
     StartParams,
     StartResult,
     TemplateInfo,
@@ -141,6 +143,11 @@ class Client:
         result = await self.call("tasks.grade", params, GradeResult)
         self.manifest.session_id = result.session_id  # adopting moves us to that session
         return result
+
+    async def solve(self) -> Any:
+        """The reference solution's answer for this session's task (servers with solutions
+        enabled only)."""
+        return (await self.call("tasks.solve", SolveParams(), SolveResult)).answer
 
     async def cancel(self) -> bool:
         """Cancel the task in progress (its cleanup runs); False if there was none."""

@@ -25,6 +25,7 @@ from .protocol.errors import (
     InvalidParams,
     InvalidRequest,
     LimitExceeded,
+    MethodNotFound,
     NoTaskInProgress,
     TemplateError,
     UnknownTask,
@@ -44,6 +45,8 @@ from .protocol.messages import (
     Params,
     Request,
     RequestId,
+    SolveParams,
+    SolveResult,
     StartParams,
     StartResult,
 )
@@ -71,6 +74,8 @@ class ControlConnection:
             "bye": self.bye,
         }
         self._queued: dict[str, Handler] = {"tasks.start": self.start, "tasks.grade": self.grade}
+        if server.config.enable_solutions:
+            self._queued["tasks.solve"] = self.solve
 
     # -- the read loop --------------------------------------------------------------------
 
@@ -117,7 +122,12 @@ class ControlConnection:
         try:
             params = codec.decode_params(request)
             if handler is None:  # a method the codec knows but this side does not serve
-                raise InvalidRequest(f"{request.method!r} is not served on a control session")
+                raise MethodNotFound(
+                    f"{request.method!r} is not served here"
+                    + (" (start the server with solutions enabled)"
+                       if request.method == "tasks.solve" else ""),
+                    {"method": request.method},
+                )
             if self.session is None and request.method != "manifest":
                 raise InvalidRequest(f"send manifest before {request.method}")
             if serial:
@@ -269,6 +279,28 @@ class ControlConnection:
             subscores=reward.subscores,
             info=reward.info,
         )
+
+    async def solve(self, params: SolveParams) -> SolveResult:
+        session = self._session()
+        if not session.has_task or session.task is None:
+            raise NoTaskInProgress("no task in progress to solve: start one first")
+        template = self.server.env.templates[session.task.template]
+        if template.solution_func is None:
+            raise UnknownTask(f"template {template.id!r} declares no solution",
+                              {"template": template.id})
+        try:
+            async with asyncio.timeout(self._timeout(template.timeout)):
+                answer = await template.solve(session.task.args)
+        except TimeoutError:
+            raise TemplateError(f"solution of {template.id!r} timed out",
+                                {"phase": "solution", "template": template.id}) from None
+        except HudError:
+            raise
+        except Exception as exc:
+            log.error("solution of %r failed", template.id, exc_info=exc)
+            raise TemplateError(f"solution of {template.id!r} failed: {type(exc).__name__}: "
+                                f"{exc}", {"phase": "solution", "template": template.id}) from exc
+        return SolveResult(answer=answer)
 
     async def cancel(self, params: Params) -> CancelResult:
         cancelled = self.cancel_ops("cancelled by tasks.cancel")

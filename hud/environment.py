@@ -64,6 +64,7 @@ class Template:
         description: str | None = None,
         returns: Any = None,
         timeout: float | None = None,
+        solution: Callable[..., Any] | None = None,
     ) -> None:
         if not inspect.isasyncgenfunction(func):
             raise TypeError(
@@ -77,6 +78,7 @@ class Template:
         self.arguments = Arguments(func, self.id)
         self.answer = AnswerType(returns)
         self.timeout = timeout
+        self.solution_func = solution
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
         self.__wrapped__ = func
@@ -95,12 +97,28 @@ class Template:
             template=self,
         )
 
+    def solution(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Declare the reference solution: called with the task's arguments (sync or async),
+        it performs the task inside the environment and returns the answer.
+
+        Only the ``oracle`` harness and ``hud check`` use it, and only against a server started
+        with solutions enabled: it reveals answers.
+        """
+        self.solution_func = func
+        return func
+
+    async def solve(self, args: dict[str, Any]) -> Any:
+        kwargs, _ = self.arguments.validate(args)
+        answer = self.solution_func(**kwargs) if self.solution_func else None
+        return await answer if inspect.isawaitable(answer) else answer
+
     def info(self) -> TemplateInfo:
         return TemplateInfo(
             id=self.id,
             description=self.description,
             args=self.arguments.schema(self.id, self.description),
             answer=self.answer.schema(),
+            has_solution=self.solution_func is not None,
         )
 
     def open(self, args: dict[str, Any]) -> tuple[TaskRunner, TaskRef]:
@@ -158,6 +176,7 @@ class Environment:
         description: str | None = None,
         returns: Any = None,
         timeout: float | None = None,
+        solution: Callable[..., Any] | None = None,
     ) -> Callable[[TemplateFunction], Template]:
         """Register an async generator as a task template.
 
@@ -165,12 +184,14 @@ class Environment:
         ``{"prompt": ..., "bindings": ...}``), receives the answer (parsed into ``returns``
         when given), then yields the reward (a float in [0, 1], a dict with ``reward`` or
         ``score``, or an object with ``.reward``). ``timeout`` bounds each phase, overriding
-        the server's per-call timeout.
+        the server's per-call timeout. ``solution`` is the reference solution (see
+        :meth:`Template.solution`).
         """
 
         def register(func: TemplateFunction) -> Template:
             tpl = Template(
-                self, func, id=id, description=description, returns=returns, timeout=timeout
+                self, func, id=id, description=description, returns=returns, timeout=timeout,
+                solution=solution,
             )
             if tpl.id in self.templates:
                 raise ValueError(f"environment {self.name!r} already has a template {tpl.id!r}")

@@ -57,6 +57,8 @@ class ServerConfig:
     max_sessions: int = 100_000
     max_parked: int = 10_000
     backlog: int = 4096
+    enable_solutions: bool = False
+    """Serve ``tasks.solve`` (reference solutions reveal answers: never on by default)."""
     ping_interval: float | None = 20.0
 
 

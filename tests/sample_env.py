@@ -33,6 +33,11 @@ async def count_letter(word: str = "strawberry", letter: str = "r"):
         events.append(f"cleanup:{word}")
 
 
+@count_letter.solution
+def _solve_count(word: str, letter: str) -> str:
+    return str(word.count(letter))
+
+
 @env.template(id="after")
 async def code_after_second_yield():
     yield "prompt"

@@ -245,3 +245,21 @@ async def test_cancel_in_the_same_tick_as_start_still_answers_the_start() -> Non
         replies = {r["id"]: r for r in [await peer.recv(), await peer.recv()]}
         assert replies[1]["error"]["code"] == -32010
         assert replies[2]["result"] == {"cancelled": False}
+
+
+async def test_solutions_are_served_only_when_enabled() -> None:
+    async with serving(env) as server, open_client(server.url) as client:
+        assert {t.id: t.has_solution for t in client.templates}["count_letter"] is True
+        await client.start("count_letter", {"word": "banana", "letter": "a"})
+        with pytest.raises(errors.MethodNotFound, match="solutions enabled"):
+            await client.solve()
+    async with serving(env, enable_solutions=True) as server, open_client(server.url) as client:
+        with pytest.raises(errors.NoTaskInProgress):
+            await client.solve()
+        await client.start("count_letter", {"word": "banana", "letter": "a"})
+        answer = await client.solve()
+        assert answer == "3"
+        assert (await client.grade(answer)).reward == 1.0
+        await client.start("chat")
+        with pytest.raises(errors.UnknownTask, match="declares no solution"):
+            await client.solve()

@@ -83,7 +83,7 @@ class AmbiguousSessions(HudError):
 
 
 class TemplateError(HudError):
-    """The template's own code failed. ``data["phase"]`` is ``setup``, ``grade`` or ``cleanup``."""
+    """The template failed; ``data["phase"]`` says where: setup, grade, cleanup or solution."""
 
     code = -32004
     kind = "template_error"

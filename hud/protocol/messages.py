@@ -120,6 +120,8 @@ class TemplateInfo(Body, kw_only=True):
     description: str = ""
     args: dict[str, Any] = {}
     answer: dict[str, Any] = {}
+    # True when the template declares a reference solution (see tasks.solve).
+    has_solution: bool = False
 
 
 class TaskRef(Body, kw_only=True):
@@ -201,6 +203,18 @@ class GradeResult(Body, kw_only=True):
     info: dict[str, Any] | UnsetType = UNSET
 
 
+class SolveParams(Params, kw_only=True):
+    """Runs the reference solution of this session's task and returns its answer.
+
+    Served only when the server was started with solutions enabled (they reveal answers);
+    otherwise the method is not found. Used by the ``oracle`` harness and ``hud check``.
+    """
+
+
+class SolveResult(Body, kw_only=True):
+    answer: Any = None
+
+
 class CancelParams(Params, kw_only=True):
     pass
 
@@ -222,6 +236,7 @@ METHODS: dict[str, tuple[type[Params], type[Body]]] = {
     "tasks.list": (ListParams, ListResult),
     "tasks.start": (StartParams, StartResult),
     "tasks.grade": (GradeParams, GradeResult),
+    "tasks.solve": (SolveParams, SolveResult),
     "tasks.cancel": (CancelParams, CancelResult),
     "bye": (ByeParams, ByeResult),
 }
@@ -255,6 +270,8 @@ __all__ = [
     "Request",
     "RequestId",
     "Response",
+    "SolveParams",
+    "SolveResult",
     "StartParams",
     "StartResult",
     "Subscore",
