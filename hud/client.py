@@ -75,7 +75,7 @@ class Client:
 
     manifest: ManifestResult
 
-    def __init__(self, ws: ClientConnection, url: str) -> None:
+    def __init__(self, ws: ClientConnection | Any, url: str) -> None:
         self.ws = ws
         self.url = url
         self._ids = itertools.count(1)
@@ -100,7 +100,20 @@ class Client:
         """
         target = control_url(url)
         ws = await _dial(target, token, ready_timeout, max_size)
-        self = cls(ws, target)
+        return await cls.over(ws, target, session_id=session_id, client=client)
+
+    @classmethod
+    async def over(
+        cls,
+        transport: Any,
+        url: str,
+        *,
+        session_id: str | None = None,
+        client: PeerInfo | None = None,
+    ) -> Client:
+        """Exchange manifests over an open transport (a WebSocket, or an in-memory end from
+        :meth:`hud.server.Server.connect_memory`)."""
+        self = cls(transport, url)
         try:
             params = ManifestParams(
                 client=client or PeerInfo(name="hud", version=__version__),

@@ -11,13 +11,17 @@ import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from .arguments import AnswerType, Arguments
 from .protocol.messages import Binding, PeerInfo, TaskRef, TemplateInfo
-from .runner import TaskRunner
+from .runner import TaskHook, TaskRunner
+
+if TYPE_CHECKING:
+    from .capabilities.mcp.tools import Tool
+    from .capabilities.ssh.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ class Template:
     def open(self, args: dict[str, Any]) -> tuple[TaskRunner, TaskRef]:
         """Validate wire arguments and create the generator (nothing of it runs yet)."""
         kwargs, wire = self.arguments.validate(args)
-        runner = TaskRunner(self.id, self.func(**kwargs))
+        runner = TaskRunner(self.id, self.func(**kwargs), self.env.task_hooks)
         return runner, TaskRef(template=self.id, args=wire)
 
 
@@ -160,6 +164,7 @@ class Environment:
         self._capabilities: dict[str, Binding] = {}
         self._initializers: list[Hook] = []
         self._finalizers: list[Hook] = []
+        self.task_hooks: list[TaskHook] = []
         self.started = False
         for binding in capabilities:
             self.add_capability(binding)
@@ -253,6 +258,44 @@ class Environment:
             raise KeyError(f"no capability {name!r} (declared: {declared})") from None
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def workspace(self, root: str | Any, **options: Any) -> Workspace:
+        """Serve a sandboxed shell on ``root`` as an ``ssh/2`` capability (named ``shell``).
+
+        Every task gets its own sandbox and copy-on-write view of ``root``, and its own
+        credentials in the bindings of ``tasks.start``. Options and the grader-side API
+        (``await ws.run(cmd)``) are in :class:`hud.capabilities.ssh.Workspace`.
+        """
+        from .capabilities.ssh.workspace import Workspace
+
+        return Workspace(root, **options).attach(self)
+
+    def tool(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Tool]:
+        """``@env.tool()``: serve a plain function as an MCP tool (capability ``tools``).
+
+        Its docstring is the description and its type hints the input schema. The returned
+        :class:`~hud.capabilities.mcp.Tool` takes ``@tool.before`` / ``@tool.after`` hooks.
+        """
+        from .capabilities.mcp.tools import toolbox
+
+        return toolbox(self).tool(name, **options)
+
+    def add_tool(self, tool: Callable[..., Any], **options: Any) -> Tool:
+        """Serve ``tool`` (a :class:`~hud.capabilities.mcp.Tool` or a plain function) as an
+        MCP tool; see :meth:`tool`."""
+        from .capabilities.mcp.tools import toolbox
+
+        return toolbox(self).add(tool, **options)
+
+    def task_hook(self, func: TaskHook) -> TaskHook:
+        """Wrap every task in ``func(scope)``, an async context manager factory.
+
+        It is entered before the template's setup and exited once the task is over, however
+        it ends; its value, ``{capability name: params}`` or None, joins the bindings that
+        ``tasks.start`` returns. ``scope`` is the task's :class:`~hud.runner.TaskScope`.
+        """
+        self.task_hooks.append(func)
+        return func
 
     def initialize(self, func: H) -> H:
         """Run ``func`` (sync or async, no arguments) once when the environment starts."""

@@ -9,14 +9,23 @@ The generator's life has three phases, and an error names the one it happened in
 
 Every step is bounded by a timeout. What the generator yields is checked here and turned into
 wire types; anything malformed is a :class:`TemplateError`, never passed on as-is.
+
+The environment's *task hooks* (capabilities such as the workspace) wrap the whole task: each
+is an async context manager entered at the start of setup, whose value (bindings by capability
+name) joins the prompt's, and exited once the task is over, however it ends (graded,
+cancelled, replaced, expired, failed). A :class:`TaskScope` ties them to the template's code:
+every step runs with :func:`current_scope` set and the scope's step contexts entered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import AsyncGenerator, Awaitable
+import secrets
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import msgspec
@@ -47,19 +56,97 @@ class Reward(msgspec.Struct, kw_only=True):
     info: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
+class TaskScope:
+    """One task, from setup to cleanup, as its hooks and its template's code see it.
+
+    ``id`` is unique per task. A hook keeps per-task state here and calls
+    :meth:`during_steps` to have a context manager entered around every step of the template,
+    whichever asyncio task runs that step (the server runs setup and grade in different ones).
+    """
+
+    def __init__(self, template_id: str) -> None:
+        self.id = "task-" + secrets.token_hex(8)
+        self.template = template_id
+        self.state: dict[object, Any] = {}
+        self._step_contexts: list[Callable[[], contextlib.AbstractContextManager[Any]]] = []
+
+    def during_steps(self, factory: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
+        """Enter ``factory()`` around each later step of this task (setup, grade, cleanup)."""
+        self._step_contexts.append(factory)
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[TaskScope]:
+        token = _current_scope.set(self)
+        try:
+            with contextlib.ExitStack() as stack:
+                for factory in self._step_contexts:
+                    stack.enter_context(factory())
+                yield self
+        finally:
+            _current_scope.reset(token)
+
+
+_current_scope: ContextVar[TaskScope | None] = ContextVar("hud_task_scope", default=None)
+
+Bindings = dict[str, dict[str, Any]]
+TaskHook = Callable[[TaskScope], contextlib.AbstractAsyncContextManager[Bindings | None]]
+
+
+def current_scope() -> TaskScope | None:
+    """The task whose template code is running now, or None outside any task."""
+    return _current_scope.get()
+
+
 class TaskRunner:
     """Owns one template generator. Not safe for concurrent use: the session serialises calls."""
 
-    def __init__(self, template_id: str, generator: AsyncGenerator[Any, Any]) -> None:
+    def __init__(
+        self, template_id: str, generator: AsyncGenerator[Any, Any],
+        hooks: Sequence[TaskHook] = (),
+    ) -> None:
         self.template_id = template_id
         self._gen = generator
         self.started = False
         self.closed = False
+        self.scope = TaskScope(template_id)
+        self._hooks = list(hooks)
+        self._entered: contextlib.AsyncExitStack | None = None
+        self._bindings: Bindings = {}
 
     async def start(self, timeout: float | None) -> Prompt:
+        """Enter the task hooks, run setup up to the first yield and return the prompt."""
+        try:
+            prompt = await self._start(timeout)
+        finally:
+            if self.closed:
+                await self._release()
+        for name, params in self._bindings.items():  # the template's own values win
+            prompt.bindings[name] = {**params, **prompt.bindings.get(name, {})}
+        return prompt
+
+    async def _setup(self) -> Any:
+        self._entered = contextlib.AsyncExitStack()
+        for hook in self._hooks:
+            self._bindings.update(await self._entered.enter_async_context(hook(self.scope)) or {})
+        with self.scope.entered():  # again: the hooks may have added step contexts
+            return await self._gen.__anext__()
+
+    async def _release(self, timeout: float = 10.0) -> None:
+        """Exit the task hooks, once, after the generator is done."""
+        entered, self._entered = self._entered, None
+        if entered is None:
+            return
+        try:
+            with self.scope.entered():
+                async with asyncio.timeout(timeout):
+                    await entered.aclose()
+        except Exception:
+            log.exception("template %r: a task hook failed while closing", self.template_id)
+
+    async def _start(self, timeout: float | None) -> Prompt:
         """Run setup up to the first yield and return the prompt."""
         try:
-            value = await self._step("setup", self._gen.__anext__(), timeout)
+            value = await self._step("setup", self._setup(), timeout)
         except StopAsyncIteration:
             await self.aclose()
             raise self._error("setup", "ended before yielding a prompt") from None
@@ -72,6 +159,13 @@ class TaskRunner:
 
     async def grade(self, answer: Any, timeout: float | None) -> Reward:
         """Send the answer in, return the reward, then run the generator's cleanup."""
+        try:
+            return await self._grade(answer, timeout)
+        finally:
+            if self.closed:
+                await self._release()
+
+    async def _grade(self, answer: Any, timeout: float | None) -> Reward:
         try:
             value = await self._step("grade", self._gen.asend(answer), timeout)
         except StopAsyncIteration:
@@ -103,8 +197,9 @@ class TaskRunner:
 
     async def _step(self, phase: Phase, step: Awaitable[Any], timeout: float | None) -> Any:
         try:
-            async with asyncio.timeout(timeout):
-                return await step
+            with self.scope.entered():
+                async with asyncio.timeout(timeout):
+                    return await step
         except StopAsyncIteration:
             raise
         except TimeoutError:
@@ -123,15 +218,18 @@ class TaskRunner:
     async def aclose(self, timeout: float = 10.0) -> None:
         """Cancel the task: run the generator's ``finally`` blocks (bounded), at most once."""
         if self.closed:
+            await self._release(timeout)
             return
         self.closed = True
         try:
-            async with asyncio.timeout(timeout):
-                await self._gen.aclose()
+            with self.scope.entered():
+                async with asyncio.timeout(timeout):
+                    await self._gen.aclose()
         except TimeoutError:
             log.error("template %r: cleanup did not finish in %g s", self.template_id, timeout)
         except Exception:
             log.exception("template %r: cleanup failed", self.template_id)
+        await self._release(timeout)
 
     def _error(self, phase: Phase, what: str, **data: Any) -> TemplateError:
         message = f"template {self.template_id!r} {what} (phase: {phase})"

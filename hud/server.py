@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,6 +30,7 @@ from websockets.http11 import Request, Response
 
 from .control import ControlConnection
 from .environment import Environment
+from .memory import MemoryEnd, memory_pipe
 from .protocol import codec
 from .protocol.errors import Unauthorized
 from .protocol.messages import PROTOCOL_VERSION
@@ -60,6 +62,16 @@ class ServerConfig:
     enable_solutions: bool = False
     """Serve ``tasks.solve`` (reference solutions reveal answers: never on by default)."""
     ping_interval: float | None = 20.0
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (it cuts the loop's share of each request by
+    about a third; see BENCHMARKS.md), else ``None``: asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +111,7 @@ class Server:
         self.connections: set[ControlConnection] = set()
         self._ws: WebSocketServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._memory: set[asyncio.Task[None]] = set()
         self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -110,8 +123,12 @@ class Server:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def start(self) -> None:
+    async def start(self, *, listen: bool = True) -> None:
+        """Run the initialize hooks, then bind (unless ``listen=False``: in-memory use only)."""
         await self.env.start()
+        if not listen:
+            self._sweeper = asyncio.create_task(self._sweep(), name="hud-park-sweeper")
+            return
         try:
             self._ws = await serve(
                 self._handle,
@@ -141,6 +158,20 @@ class Server:
         host = f"[{host}]" if ":" in host else host
         return f"ws://{host}:{self.port}"
 
+    def connect_memory(self) -> MemoryEnd:
+        """A control connection without sockets: the returned end speaks to this server.
+
+        The connection is owned by the server and closed by :meth:`aclose`.
+        """
+        client_end, server_end = memory_pipe()
+        conn = ControlConnection(self, server_end)  # type: ignore[arg-type]
+        self.connections.add(conn)
+        task = asyncio.create_task(conn.run(), name="hud-memory-connection")
+        self._memory.add(task)
+        task.add_done_callback(self._memory.discard)
+        task.add_done_callback(lambda _: self.connections.discard(conn))
+        return client_end
+
     async def serve_forever(self) -> None:
         assert self._ws is not None, "the server is not started"
         await self._ws.serve_forever()
@@ -156,9 +187,11 @@ class Server:
             self._ws.close(close_connections=False)
         for conn in list(self.connections):
             conn.cancel_ops("the server is shutting down")
+        for conn in list(self.connections):
+            await conn.ws.close(1001, "server shutting down")
+        if self._memory:
+            await asyncio.gather(*self._memory, return_exceptions=True)
         if self._ws is not None:
-            for conn in list(self.connections):
-                await conn.ws.close(1001, "server shutting down")
             await self._ws.wait_closed()
         for session in self.registry:
             self.registry.remove(session)

@@ -10,3 +10,9 @@ async def count_letter(word: str = "strawberry", letter: str = "r"):
     """Count how often a letter occurs in a word."""
     answer = yield f"How many times does {letter!r} occur in {word!r}? Reply with just the number."
     yield 1.0 if str(word.count(letter)) in (answer or "") else 0.0
+
+
+@count_letter.solution
+def solve(word: str, letter: str) -> str:
+    """The reference solution, used by the `oracle` harness and `hud check`."""
+    return str(word.count(letter))

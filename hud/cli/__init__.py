@@ -5,7 +5,8 @@ Each command imports what it needs inside its body, so ``hud task start`` never 
 the server, and ``hud serve`` never pays for the client.
 
 Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 connection, 4 protocol, 5 task,
-6 environment (the source could not be loaded).
+6 environment (the source could not be loaded), 7 some rollouts of ``hud eval`` errored,
+8 ``hud check`` found tasks whose grader does not separate oracle from nop.
 """
 
 from __future__ import annotations
@@ -104,14 +105,19 @@ def serve(
     max_message_size: Annotated[
         int, typer.Option(help="Largest control frame accepted (characters).")
     ] = 16 * 1024 * 1024,
+    enable_solutions: Annotated[
+        bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
 ) -> None:
     """Serve an environment. Prints its URL on stdout once it listens; logs go to stderr."""
     from .serve import run_server
 
     code = run_server(
         target, host=host, port=port, token=token, park_ttl=park_ttl,
-        call_timeout=call_timeout, max_message_size=max_message_size, verbose=verbose,
+        call_timeout=call_timeout, max_message_size=max_message_size,
+        enable_solutions=enable_solutions, verbose=verbose, quiet=quiet,
     )
     raise typer.Exit(code)
 
@@ -177,6 +183,64 @@ def task_grade(
     _run(grade(task, text, session, url, token, json))
 
 
+@app.command("eval")
+def eval_(
+    source: Annotated[str, typer.Argument(help="tasks.py, env.py, a directory, or .json/.jsonl.")],
+    agent: Annotated[str, typer.Argument(help="Harness name (oracle, nop, ...) or a model.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model for the harness.")
+    ] = None,
+    group: Annotated[int, typer.Option(min=1, help="Runs per task (sharing a group id).")] = 1,
+    max_concurrent: Annotated[
+        int | None, typer.Option(min=1, help="Rollouts at once (default: up to 32).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Agent steps per rollout.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per rollout, all phases.")] = None,
+    task_ids: Annotated[
+        str | None, typer.Option(help="Comma-separated slugs, template ids or positions.")
+    ] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="pool (default), inprocess, subprocess, or a ws:// URL.")
+    ] = None,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="Harness setting key=value.")
+    ] = None,
+    env: Annotated[str | None, typer.Option(help="The environment of .json/.jsonl rows.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write one JSON line per run here.")] = None,
+    trace_dir: Annotated[
+        Path | None, typer.Option(envvar="HUD_TRACE_DIR", help="Where traces are stored.")
+    ] = None,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Run every task against an agent, grade each rollout, report rewards.
+
+    Exits 7 when any rollout errored (a low reward is not an error).
+    """
+    from .evaluate import run_eval
+
+    raise typer.Exit(run_eval({
+        "source": source, "agent": agent, "model": model, "group": group,
+        "max_concurrent": max_concurrent, "max_steps": max_steps, "timeout": timeout,
+        "task_ids": task_ids, "runtime": runtime, "config": config or [], "env": env,
+        "output": output, "trace_dir": trace_dir, "token": token, "json": json,
+    }))
+
+
+@app.command()
+def check(
+    source: Annotated[str, typer.Argument(help="env.py, tasks.py, a directory, or rows.")] = ".",
+    task_ids: Annotated[str | None, typer.Option(help="Comma-separated slugs or ids.")] = None,
+    env: Annotated[str | None, typer.Option(help="The environment of .json/.jsonl rows.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per rollout.")] = 120.0,
+    json: JsonOption = False,
+) -> None:
+    """Check every task: the oracle must score 1 and nop must not. Exits 8 otherwise."""
+    from .evaluate import run_check
+
+    raise typer.Exit(run_check(source, env, task_ids, json, timeout))
+
+
 @app.command()
 def init(
     name: Annotated[str | None, typer.Argument(help="Directory to write (default: here).")] = None,
@@ -195,3 +259,12 @@ def init(
     for path in written:
         sys.stderr.write(f"wrote {path}\n")
     sys.stderr.write(f"next: cd {target} && hud serve env.py\n")
+
+
+def _register_trace_commands() -> None:
+    from .traces import register
+
+    register(app)
+
+
+_register_trace_commands()

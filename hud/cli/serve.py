@@ -7,20 +7,20 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
 
 from ..environment import Environment
 from ..loader import LoadError, load_environment
-from ..server import Server, ServerConfig
+from ..server import Server, ServerConfig, loop_factory
 
 log = logging.getLogger("hud.serve")
 
 
-def run_server(target: str, *, verbose: bool = False, **config: object) -> int:
+def run_server(target: str, *, verbose: bool = False, quiet: bool = False,
+               **config: object) -> int:
     """Serve ``target``; returns the process exit code (0 after a clean shutdown)."""
     logging.basicConfig(
         stream=sys.stderr,
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:  # one line per connection is noise at 1,000 sessions
@@ -31,22 +31,12 @@ def run_server(target: str, *, verbose: bool = False, **config: object) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 6
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve_until_signalled(env, ServerConfig(**config)))  # type: ignore[arg-type]
     except OSError as exc:
         sys.stderr.write(f"error: cannot listen: {exc}\n")
         return 3
     return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (it halves the loop's share of each request),
-    else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 async def serve_until_signalled(env: Environment, config: ServerConfig) -> None:

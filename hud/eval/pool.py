@@ -1,0 +1,155 @@
+"""The warm pool: pre-forked environment processes, each serving exactly one rollout.
+
+A zygote process (:mod:`hud.eval.zygote`) imports the environment once; workers are forked
+from it ahead of demand, each with its own initialized environment, listening on 127.0.0.1.
+A rollout takes a ready worker, and the pool asks for its replacement at once; when the
+rollout ends the worker is stopped (SIGTERM: cleanup and shutdown hooks run). Start-up costs
+stay off the rollouts' critical path, and no two rollouts ever share a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..client import Client, HudConnectionError
+from .runtimes import Runtime, _end, source_of, stop_process
+
+if TYPE_CHECKING:
+    from ..environment import Task
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    pid: int
+    url: str
+
+
+class Zygote:
+    """One zygote process for one environment target, and its queue of ready workers."""
+
+    def __init__(self, target: str, *, size: int, solutions: bool, ready_timeout: float) -> None:
+        self.target = target
+        self.size = size
+        self.solutions = solutions
+        self.ready_timeout = ready_timeout
+        self.token = secrets.token_urlsafe(16)
+        self._ready: asyncio.Queue[Worker | HudConnectionError] = asyncio.Queue()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._live: set[int] = set()
+
+    async def start(self) -> None:
+        argv = [sys.executable, "-m", "hud.eval.zygote", self.target]
+        if self.solutions:
+            argv.append("--enable-solutions")
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "HUD_TOKEN": self.token},
+        )
+        assert self._proc.stdout is not None
+        try:
+            async with asyncio.timeout(self.ready_timeout):
+                line = await self._proc.stdout.readline()
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ZYGOTE READY":
+            await stop_process(self._proc)
+            raise HudConnectionError(f"{self.target}: the pool's zygote did not start "
+                                     "(its error is on stderr above)")
+        self._reader = asyncio.create_task(self._read(), name="hud-pool-reader")
+        self._fork(self.size)
+
+    def _fork(self, count: int) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        if not self._proc.stdin.is_closing():
+            self._proc.stdin.write(b"fork\n" * count)
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            kind, _, rest = raw.decode().strip().partition(" ")
+            pid_text, _, detail = rest.partition(" ")
+            if kind == "READY":
+                self._live.add(int(pid_text))
+                self._ready.put_nowait(Worker(int(pid_text), detail))
+            elif kind == "FAILED":
+                self._ready.put_nowait(HudConnectionError(
+                    f"{self.target}: a pool worker failed to start: {detail}"))
+        self._ready.put_nowait(HudConnectionError(f"{self.target}: the pool's zygote exited"))
+
+    async def acquire(self) -> Worker:
+        """A ready worker (waiting for one if need be); its replacement is forked at once."""
+        self._fork(1)
+        item = await self._ready.get()
+        if isinstance(item, HudConnectionError):
+            raise item
+        return item
+
+    def release(self, worker: Worker) -> None:
+        """Stop a worker that served its rollout (its cleanup runs in the worker)."""
+        self._live.discard(worker.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)
+
+    async def aclose(self) -> None:
+        for pid in list(self._live):
+            self.release(Worker(pid, ""))
+        if self._proc is not None:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            await stop_process(self._proc)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+class PoolRuntime(Runtime):
+    """Fresh, isolated environment per rollout, from a pool of ``size`` pre-forked workers."""
+
+    name = "pool"
+
+    def __init__(self, target: str | None = None, *, size: int = 4, solutions: bool = False,
+                 ready_timeout: float = 60.0) -> None:
+        super().__init__(solutions=solutions)
+        self.target = target
+        self.size = size
+        self.ready_timeout = ready_timeout
+        self._zygotes: dict[str, Zygote] = {}
+        self._lock = asyncio.Lock()
+
+    async def _zygote(self, target: str) -> Zygote:
+        async with self._lock:
+            zygote = self._zygotes.get(target)
+            if zygote is None:
+                zygote = Zygote(target, size=self.size, solutions=self.solutions,
+                                ready_timeout=self.ready_timeout)
+                await zygote.start()
+                self._zygotes[target] = zygote
+            return zygote
+
+    @contextlib.asynccontextmanager
+    async def open(self, task: Task) -> AsyncIterator[Client]:
+        zygote = await self._zygote(self.target or source_of(task))
+        worker = await zygote.acquire()
+        try:
+            client = await Client.connect(worker.url, token=zygote.token)
+            try:
+                yield client
+            finally:
+                await _end(client)
+        finally:
+            zygote.release(worker)
+
+    async def aclose(self) -> None:
+        zygotes, self._zygotes = list(self._zygotes.values()), {}
+        for zygote in zygotes:
+            await zygote.aclose()

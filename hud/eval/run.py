@@ -1,0 +1,162 @@
+"""A run: one rollout of one task, as the agent sees it and as the engine records it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.messages import GradeResult, StartResult
+from .trace import Failure, Phase, Status, Trace, new_id
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..environment import Task
+
+
+class Run:
+    """Handed to an agent (``await agent(run)``): the prompt, the capabilities, the answer.
+
+    The agent reads :attr:`prompt` (or :attr:`messages`), drives capabilities through
+    :attr:`client`, records what it does with :meth:`record`, and sets :attr:`answer`.
+    It may check :meth:`remaining` against the rollout's deadline and :attr:`max_steps`.
+    After grading, :attr:`reward` is set; a run that failed has ``reward is None`` and
+    :attr:`error` says in which phase, so an infrastructure failure never reads as a 0.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        group_id: str | None = None,
+        max_steps: int | None = None,
+        deadline: float | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.task = task
+        self.group_id = group_id or new_id()
+        self.max_steps = max_steps
+        self.deadline = deadline
+        self.config = dict(config or {})
+        self.trace = Trace()
+        self.job_id: str | None = None
+        self.agent_name: str | None = None
+        self.model: str | None = None
+        self.answer: Any = None
+        self._client: Client | None = None
+        self._started: StartResult | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.task.slug!r}, status={self.status!r}, reward={self.reward!r})"
+
+    # -- what the agent reads -------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The control session with this rollout's environment (for its capabilities)."""
+        if self._client is None:
+            raise RuntimeError("this run has no live environment (not started, or finished)")
+        return self._client
+
+    @property
+    def prompt(self) -> str | list[Any]:
+        return self._start.prompt
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as plain text (text blocks joined; images left out)."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return prompt
+        return "\n".join(getattr(block, "text", "") for block in prompt if hasattr(block, "text"))
+
+    @property
+    def messages(self) -> list[Any] | None:
+        messages = self._start.messages
+        return None if not isinstance(messages, list) else messages
+
+    @property
+    def bindings(self) -> dict[str, dict[str, Any]]:
+        return self._start.bindings
+
+    @property
+    def _start(self) -> StartResult:
+        if self._started is None:
+            raise RuntimeError("the task has not been started")
+        return self._started
+
+    def remaining(self) -> float | None:
+        """Seconds left before the rollout's deadline (``None``: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def record(self, kind: str, duration: float | None = None, **data: Any) -> None:
+        """Record a step of the agent's work in the trace (model turns, tool calls, ...)."""
+        self.trace.record(kind, duration, **data)
+
+    # -- what the engine reads ------------------------------------------------------------
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace.id
+
+    @property
+    def status(self) -> Status:
+        return self.trace.status
+
+    @property
+    def reward(self) -> float | None:
+        return self.trace.reward
+
+    @property
+    def error(self) -> Failure | None:
+        return self.trace.error
+
+    @property
+    def errored(self) -> bool:
+        return self.trace.status in ("error", "timeout", "cancelled")
+
+    # -- transitions, driven by the rollout -----------------------------------------------
+
+    def attach(self, client: Client | None) -> None:
+        self._client = client
+
+    def started(self, result: StartResult) -> None:
+        self._started = result
+        self.trace.prompt = result.prompt if isinstance(result.prompt, str) else [
+            _jsonable(block) for block in result.prompt
+        ]
+        extra: dict[str, Any] = {}
+        if isinstance(result.messages, list):
+            extra["messages"] = [_jsonable(m) for m in result.messages]
+        # Only the names of per-episode bindings: their parameters may carry credentials.
+        self.trace.record("prompt", prompt=self.trace.prompt, bindings=sorted(result.bindings),
+                          **extra)
+
+    def graded(self, result: GradeResult) -> None:
+        trace = self.trace
+        trace.answer = _jsonable(self.answer)
+        trace.reward = result.reward
+        trace.subscores = [_jsonable(s) for s in result.subscores] if isinstance(
+            result.subscores, list) else []
+        trace.info = result.info if isinstance(result.info, dict) else {}
+        trace.record("grade", reward=result.reward, subscores=trace.subscores, info=trace.info)
+        self._finish("completed")
+
+    def failed(self, status: Status, phase: Phase, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        self.trace.error = Failure(phase=phase, type=type(exc).__name__, message=message)
+        self.trace.answer = _jsonable(self.answer)
+        self.trace.record("error", phase=phase, type=type(exc).__name__, message=message)
+        self._finish(status)
+
+    def _finish(self, status: Status) -> None:
+        self.trace.status = status
+        self.trace.ended_at = time.time()
+
+
+def _jsonable(value: Any) -> Any:
+    import msgspec
+
+    try:
+        return msgspec.to_builtins(value)
+    except TypeError:
+        return repr(value)

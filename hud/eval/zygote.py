@@ -1,0 +1,72 @@
+"""The pre-forking parent of pool workers: ``python -m hud.eval.zygote TARGET``.
+
+It imports hud and the environment once, then forks a worker for every ``fork`` line on
+stdin. Each worker starts the environment (initialize hooks run in the worker, so every
+worker has fresh state), listens on 127.0.0.1 with a token (``HUD_TOKEN``), and reports
+``READY <pid> <url>`` (or ``FAILED <pid> <reason>``) on stdout, one line each. A worker
+serves until SIGTERM, then shuts down cleanly, or exits on its own when the zygote is gone.
+The zygote exits when stdin closes. It runs no event loop and no threads, so forking is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import traceback
+
+
+def main(argv: list[str]) -> int:
+    target = argv[0]
+    solutions = "--enable-solutions" in argv[1:]
+    token = os.environ.get("HUD_TOKEN")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished workers
+
+    from ..loader import load_environment
+    from ..server import Server, ServerConfig, loop_factory
+
+    env = load_environment(target)
+    out = sys.stdout.fileno()
+    os.write(out, b"ZYGOTE READY\n")
+    zygote = os.getpid()
+    for line in sys.stdin:
+        if line.strip() != "fork":
+            continue
+        if os.fork() == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                config = ServerConfig(host="127.0.0.1", port=0, token=token,
+                                      enable_solutions=solutions)
+                with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                    runner.run(_serve_one(Server(env, config), out, zygote))
+                code = 0
+            except BaseException as exc:
+                reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                with contextlib.suppress(OSError):
+                    os.write(out, f"FAILED {os.getpid()} {reason}\n".encode())
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+    return 0
+
+
+async def _serve_one(server: object, out: int, zygote: int) -> None:
+    from ..server import Server
+
+    assert isinstance(server, Server)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with server:
+        os.write(out, f"READY {os.getpid()} {server.url}\n".encode())
+        while not stop.is_set() and os.getppid() == zygote:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

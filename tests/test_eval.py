@@ -1,0 +1,244 @@
+"""The eval engine end to end: tasksets, runtimes, rollouts, jobs, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import eval_env
+from hud.agents import Agent, available, create_agent
+from hud.eval import (
+    InProcessRuntime,
+    PoolRuntime,
+    SubprocessRuntime,
+    Taskset,
+    UrlRuntime,
+    group_relative,
+)
+from hud.eval.run import Run
+
+from conftest import serving
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "letter_count"
+
+
+class Scripted(Agent):
+    """Answers from a function of the run; optionally sleeps or raises first."""
+
+    name = "scripted"
+
+    def __init__(self, answer=None, *, sleep: float = 0.0, raises: Exception | None = None):
+        super().__init__()
+        self.answer, self.sleep, self.raises = answer, sleep, raises
+
+    async def __call__(self, run: Run) -> None:
+        run.record("model", content="thinking", tool_calls=[])
+        await asyncio.sleep(self.sleep)
+        if self.raises is not None:
+            raise self.raises
+        run.answer = self.answer(run) if callable(self.answer) else self.answer
+
+
+def words() -> Taskset:
+    return Taskset(eval_env.count_letter(word=w, letter="r")
+                   for w in ("strawberry", "raspberry", "cranberry"))
+
+
+@pytest.mark.parametrize("make", [InProcessRuntime, SubprocessRuntime, PoolRuntime])
+async def test_oracle_scores_one_on_every_runtime(make) -> None:
+    runtime = make(solutions=True)
+    job = await words().run(create_agent("oracle"), runtime=runtime, max_concurrent=3)
+    assert [run.reward for run in job.runs] == [1.0, 1.0, 1.0]
+    assert all(run.status == "completed" and run.error is None for run in job.runs)
+    assert job.reward == 1.0
+
+
+async def test_url_runtime_attaches_to_a_served_environment() -> None:
+    async with serving(eval_env.env, token="t0k", enable_solutions=True) as server:
+        runtime = UrlRuntime(server.url, token="t0k", solutions=True)
+        job = await words().run(create_agent("oracle"), runtime=runtime)
+    assert job.reward == 1.0
+
+
+async def test_pool_gives_every_rollout_a_fresh_process() -> None:
+    tasks = Taskset([eval_env.whoami()])
+    pool = await tasks.run(Scripted("ok"), group=6, runtime=PoolRuntime(size=3))
+    prompts = [run.trace.prompt.split() for run in pool.runs]
+    assert len({pid for pid, _ in prompts}) == 6  # six processes
+    assert {starts for _, starts in prompts} == {"1"}  # each one fresh
+    shared = await tasks.run(Scripted("ok"), group=3, runtime=InProcessRuntime())
+    assert sorted(int(run.trace.prompt.split()[1]) for run in shared.runs)[-1] >= 3
+
+
+async def test_group_runs_share_a_group_id_and_give_advantages() -> None:
+    flaky = iter([1, 0, 1, 1] * 3)
+
+    job = await words().run(Scripted(lambda run: "3" if next(flaky) else "0"), group=4,
+                            runtime=InProcessRuntime(), max_concurrent=1)
+    assert list(job.results) == [t.slug for t in words()]
+    for runs in job.results.values():
+        assert len(runs) == 4 and len({r.group_id for r in runs}) == 1
+    assert len({runs[0].group_id for runs in job.results.values()}) == 3
+    rewards = [r.reward for r in job.results[words().slugs[0]]]
+    assert rewards == [1.0, 0.0, 1.0, 1.0]
+    advantages = group_relative(rewards, normalize_std=True)
+    assert advantages == pytest.approx([0.57735, -1.73205, 0.57735, 0.57735], abs=1e-4)
+    assert group_relative([0.5, 0.5]) == [0.0, 0.0]
+    assert group_relative([1.0, 0.0], normalize_std=False) == [0.5, -0.5]
+    with pytest.raises(ValueError, match="errored"):
+        group_relative([1.0, None])  # type: ignore[list-item]
+
+
+async def test_seed_training_snippet_runs_as_written() -> None:
+    agent = create_agent("oracle")
+    job = await Taskset(eval_env.count_letter(word=w) for w in ("strawberry", "kiwi")).run(
+        agent, group=4, runtime=InProcessRuntime(solutions=True))
+    for runs in job.results.values():
+        advantages = group_relative([r.reward for r in runs], normalize_std=True)
+        assert advantages == [0.0] * 4
+        assert all(len(r.trace_id) == 32 for r in runs)
+
+
+async def test_failures_name_their_phase_and_carry_no_reward() -> None:
+    runtime = InProcessRuntime()
+    cases = Taskset([eval_env.crash_setup(), eval_env.crash_grade(), eval_env.lenient()])
+    job = await cases.run(Scripted("x"), runtime=runtime)
+    by_id = {run.task.id: run for run in job.runs}
+    assert (by_id["crash_setup"].status, by_id["crash_setup"].error.phase) == ("error", "setup")
+    assert "seed failed" in by_id["crash_setup"].error.message
+    assert (by_id["crash_grade"].error.phase, by_id["crash_grade"].reward) == ("grade", None)
+    assert by_id["lenient"].reward == 1.0
+    assert job.reward == 1.0  # errored runs are not zeros
+    assert len(job.errors) == 2
+
+    agent_bug = await Taskset([eval_env.lenient()]).run(
+        Scripted(raises=KeyError("oops")), runtime=runtime)
+    (run,) = agent_bug.runs
+    assert (run.status, run.error.phase, run.error.type, run.reward) == (
+        "error", "agent", "KeyError", None)
+
+
+async def test_environment_failure_is_an_error_not_a_zero(tmp_path: Path) -> None:
+    broken = tmp_path / "env.py"
+    broken.write_text("raise RuntimeError('cannot import')\n")
+    runtime = SubprocessRuntime(str(broken))
+    job = await Taskset([eval_env.lenient()]).run(Scripted("x"), runtime=runtime)
+    (run,) = job.runs
+    assert (run.status, run.error.phase, run.reward) == ("error", "environment", None)
+
+
+async def test_deadline_cancels_the_task_over_the_protocol(tmp_path: Path) -> None:
+    marker = tmp_path / "cleanup"
+    tasks = Taskset([eval_env.marks_cleanup(marker=str(marker))])
+    job = await tasks.run(Scripted("x", sleep=30), runtime=SubprocessRuntime(), timeout=1.5)
+    (run,) = job.runs
+    assert (run.status, run.error.phase, run.reward) == ("timeout", "agent", None)
+    assert "timed out after 1.5 s" in run.error.message
+    assert marker.read_text() == "cleaned up"
+    slow = await Taskset([eval_env.slow_start(seconds=30)]).run(
+        Scripted("x"), runtime=InProcessRuntime(), timeout=0.3)
+    assert (slow.runs[0].status, slow.runs[0].error.phase) == ("timeout", "setup")
+
+
+def test_taskset_sources_and_filters(tmp_path: Path) -> None:
+    ts = Taskset.from_source(EXAMPLE / "tasks.py")
+    assert len(ts) == 5 and ts.slugs[0].startswith("count_letter-")
+    assert len(ts.filter(["0", ts.slugs[2]])) == 2
+    assert len(ts.filter(["count_letter"])) == 5
+    assert len(ts.exclude([ts.slugs[0]])) == 4
+    rows = tmp_path / "rows.jsonl"
+    ts.to_file(rows)
+    again = Taskset.from_file(rows, env=str(EXAMPLE / "env.py"))
+    assert again.slugs == ts.slugs and again[ts.slugs[0]].template is not None
+    as_json = tmp_path / "rows.json"
+    ts.to_file(as_json)
+    assert Taskset.from_file(as_json, env=str(EXAMPLE)).slugs == ts.slugs
+    with pytest.raises(ValueError, match="duplicate"):
+        Taskset([eval_env.count_letter(), eval_env.count_letter()])
+
+
+def test_registry_resolves_names_and_model_families() -> None:
+    assert {"oracle", "nop"} <= set(available())
+    assert create_agent("nop").name == "nop"
+    with pytest.raises(LookupError, match="registered: "):
+        create_agent("no-such-harness")
+    with pytest.raises(LookupError, match="gemini"):
+        create_agent("gemini-9-ultra")  # a model family whose harness is not installed
+
+
+def hud(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hud", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_cli_eval_reports_rewards_and_records_traces(tmp_path: Path) -> None:
+    traces = {"HUD_TRACE_DIR": str(tmp_path / "traces")}
+    out = tmp_path / "runs.jsonl"
+    done = hud("eval", str(EXAMPLE / "tasks.py"), "oracle", "--group", "2", "--json",
+               "--output", str(out), env=traces)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["reward"] == 1.0 and summary["errors"] == 0
+    assert len(summary["runs"]) == 10 and len(summary["tasks"]) == 5
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["status"] for r in rows} == {"completed"} and len(rows) == 10
+    listed = hud("jobs", "--json", env=traces)
+    assert json.loads(listed.stdout)[0]["id"] == summary["job"]
+
+    table = hud("eval", str(EXAMPLE / "tasks.py"), "nop", "--task-ids", "0,1", env=traces)
+    assert table.returncode == 0
+    assert "mean reward 0.000 over 2 completed runs; 0 errored" in table.stdout
+
+
+def test_cli_eval_exit_code_is_nonzero_only_for_errors(tmp_path: Path) -> None:
+    source = tmp_path / "tasks.py"
+    source.write_text(
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from eval_env import crash_setup, lenient\n"
+        "tasks = [crash_setup(), lenient()]\n")
+    result = hud("eval", str(source), "nop", "--json", env={"HUD_TRACE_DIR": str(tmp_path)})
+    assert result.returncode == 7
+    runs = json.loads(result.stdout)["runs"]
+    assert [(r["status"], r["reward"]) for r in runs] == [("error", None), ("completed", 1.0)]
+    unknown = hud("eval", str(source), "no-such-agent")
+    assert unknown.returncode == 2 and "no harness named" in unknown.stderr
+
+
+def test_cli_check_flags_graders_that_do_not_separate(tmp_path: Path) -> None:
+    good = hud("check", str(EXAMPLE))
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.count("ok  \t") == 5
+    source = tmp_path / "tasks.py"
+    source.write_text(
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from eval_env import count_letter, lenient, crash_grade\n"
+        "tasks = [count_letter(), lenient(), crash_grade()]\n")
+    bad = hud("check", str(source), "--json")
+    assert bad.returncode == 8
+    report = {row["template"]: row for row in json.loads(bad.stdout)}
+    assert report["count_letter"]["ok"] is True
+    assert report["lenient"]["problems"] == [
+        "nop scored 1 (the grader does not separate doing nothing)"]
+    assert "oracle error during grade" in report["crash_grade"]["problems"][0]
+
+
+def test_third_party_harness_installs_and_runs_by_name(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+         str(ROOT / "examples" / "harness_plugin")],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    env = {"PYTHONPATH": str(target), "HUD_TRACE_DIR": str(tmp_path / "traces")}
+    result = hud("eval", str(EXAMPLE / "tasks.py"), "letter_counter", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["agent"] == "letter_counter" and summary["reward"] == 1.0
