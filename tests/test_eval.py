@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import eval_env
+import pytest
+from conftest import serving
+
 from hud.agents import Agent, available, create_agent
 from hud.eval import (
     InProcessRuntime,
@@ -22,8 +23,6 @@ from hud.eval import (
     group_relative,
 )
 from hud.eval.run import Run
-
-from conftest import serving
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,8 +26,9 @@ underlying error): a failure to grade is an error of the rollout, never a reward
 Where ``BashGrader`` commands run is pluggable (:mod:`hud.graders.commands`): by default
 ``bash -c`` on the environment's host, in ``cwd``, in its own process group that is killed on
 timeout. A sandboxed workspace installs its own runner with :func:`set_command_runner` (or
-:func:`using_command_runner`), a ``ContextVar`` hook, so that graders run inside the rollout's
-sandbox and see exactly what the agent left behind.
+:func:`using_command_runner`; :func:`sandbox_runner` adapts a sandbox object), a ``ContextVar``
+hook, so that graders run inside the rollout's sandbox and see exactly what the agent left
+behind.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .commands import (
     get_command_runner,
     reset_command_runner,
     run_subprocess,
+    sandbox_runner,
     set_command_runner,
     using_command_runner,
 )
@@ -77,6 +79,7 @@ __all__ = [
     "parse_verdict",
     "reset_command_runner",
     "run_subprocess",
+    "sandbox_runner",
     "set_command_runner",
     "using_command_runner",
 ]

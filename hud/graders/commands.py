@@ -12,12 +12,14 @@ graders run inside the same sandbox the agent used::
     finally:
         reset_command_runner(token)
 
-or ``with using_command_runner(workspace_runner): ...``. The hook is a
-:class:`~contextvars.ContextVar`: concurrent rollouts each see their own runner, and tasks
-created while it is set (``Grade.gather`` runs each grader in one) inherit it. The server
-runs a task's setup and grading as separate asyncio tasks, so a runner set during setup is
-not seen while grading: install it around the grading step, or in the template's grading
-code itself, before ``await Grade.gather(...)``.
+or ``with using_command_runner(workspace_runner): ...``; :func:`sandbox_runner` turns any
+object with ``await run(command, cwd=..., timeout=...)`` (a workspace sandbox) into a runner.
+
+The hook is a :class:`~contextvars.ContextVar`: concurrent rollouts each see their own
+runner, and tasks created while it is set (``Grade.gather`` runs each grader in one) inherit
+it. The server runs a task's setup and grading as separate asyncio tasks, so a runner set
+during setup is not seen while grading: install it around the grading step, or in the
+template's grading code itself, before ``await Grade.gather(...)``.
 """
 
 from __future__ import annotations
@@ -26,18 +28,20 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "CommandResult",
     "CommandRunner",
+    "RunsCommands",
     "get_command_runner",
     "reset_command_runner",
     "run_subprocess",
+    "sandbox_runner",
     "set_command_runner",
     "using_command_runner",
 ]
@@ -119,7 +123,9 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def _finish(proc: asyncio.subprocess.Process, readers: list[asyncio.Future[None]]) -> None:
+async def _finish(
+    proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[None]]
+) -> None:
     """Reap the process and its readers, even when the caller is being cancelled."""
     done = asyncio.ensure_future(_reap(proc, readers))
     try:
@@ -129,7 +135,7 @@ async def _finish(proc: asyncio.subprocess.Process, readers: list[asyncio.Future
         raise
 
 
-async def _reap(proc: asyncio.subprocess.Process, readers: list[asyncio.Future[None]]) -> None:
+async def _reap(proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[None]]) -> None:
     await proc.wait()
     _, pending = await asyncio.wait(readers, timeout=DRAIN_SECONDS)
     for reader in pending:
@@ -154,6 +160,32 @@ def set_command_runner(runner: CommandRunner | None) -> Token[CommandRunner | No
 def reset_command_runner(token: Token[CommandRunner | None]) -> None:
     """Undo the :func:`set_command_runner` call that returned ``token``."""
     _current.reset(token)
+
+
+class RunsCommands(Protocol):
+    """Anything with ``await run(command, cwd=..., timeout=...)``, like a workspace sandbox."""
+
+    async def run(self, command: str, *, cwd: str | None, timeout: float | None) -> Any: ...
+
+
+def sandbox_runner(sandbox: RunsCommands) -> CommandRunner:
+    """A command runner that runs in ``sandbox``: its ``run`` result must have ``stdout``,
+    ``stderr``, ``timed_out``, and ``exit_code`` or ``exit_status``. ``cwd`` is a path inside
+    the sandbox (None: the sandbox's default directory)."""
+
+    async def run(
+        command: str, *, cwd: str | os.PathLike[str] | None, timeout: float | None
+    ) -> CommandResult:
+        where = None if cwd is None else os.fspath(cwd)
+        result = await sandbox.run(command, cwd=where, timeout=timeout)
+        code = getattr(result, "exit_code", getattr(result, "exit_status", None))
+        timed_out = bool(getattr(result, "timed_out", False))
+        return CommandResult(
+            exit_code=None if timed_out else code,
+            stdout=result.stdout, stderr=result.stderr, timed_out=timed_out,
+        )
+
+    return run
 
 
 @contextlib.contextmanager

@@ -104,8 +104,9 @@ def _retry_delay(exc: Exception, attempt: int, backoff: float) -> float | None:
     """Seconds to wait before retrying after ``exc``; None when it is not worth a retry."""
     import openai
 
+    wait = min(backoff * 2.0**attempt, 30.0)
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
-        return min(backoff * 2**attempt, 30.0)
+        return wait
     if not isinstance(exc, openai.APIStatusError):
         return None
     if exc.status_code not in _RETRY_STATUS and exc.status_code < 500:
@@ -113,7 +114,7 @@ def _retry_delay(exc: Exception, attempt: int, backoff: float) -> float | None:
     try:
         return min(float(exc.response.headers.get("retry-after", "")), 60.0)
     except ValueError:
-        return min(backoff * 2**attempt, 30.0)
+        return wait
 
 
 @dataclass(slots=True)
