@@ -79,8 +79,10 @@ def _import_target(target: str, prefer: str) -> tuple[ModuleType, str | None]:
 def _import_file(path: Path) -> ModuleType:
     path = path.resolve()
     folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    if folder in sys.path:  # first on the path, so its siblings win
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    _forget_shadowed_siblings(path.parent)
     name = path.stem
     existing = sys.modules.get(name)
     if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() == path:
@@ -98,6 +100,17 @@ def _import_file(path: Path) -> ModuleType:
         sys.modules.pop(name, None)
         raise LoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
+
+
+def _forget_shadowed_siblings(folder: Path) -> None:
+    """Drop cached modules named like a file in ``folder`` but loaded from elsewhere, so
+    ``from env import x`` in ``folder/tasks.py`` finds ``folder/env.py`` even when another
+    directory's ``env.py`` was loaded earlier in this process."""
+    for sibling in folder.glob("*.py"):
+        cached = sys.modules.get(sibling.stem)
+        origin = getattr(cached, "__file__", None)
+        if origin and Path(origin).resolve() != sibling.resolve():
+            del sys.modules[sibling.stem]
 
 
 def _only_environment(module: ModuleType) -> Environment:
