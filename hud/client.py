@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -47,6 +47,10 @@ from .protocol.messages import (
     StartResult,
     TemplateInfo,
 )
+
+if TYPE_CHECKING:
+    from .forward import Tunnels
+    from .protocol.messages import Binding
 
 CONTROL_PATH = "/v1/control"
 DEFAULT_URL = "ws://127.0.0.1:8765"
@@ -81,6 +85,9 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
         self._reader = asyncio.create_task(self._read_replies(), name="hud-client-reader")
+        self.token: str | None = None
+        self.bindings: dict[str, dict[str, Any]] = {}  # this task's, from the last start
+        self._tunnels: Tunnels | None = None
 
     @classmethod
     async def connect(
@@ -100,7 +107,9 @@ class Client:
         """
         target = control_url(url)
         ws = await _dial(target, token, ready_timeout, max_size)
-        return await cls.over(ws, target, session_id=session_id, client=client)
+        self = await cls.over(ws, target, session_id=session_id, client=client)
+        self.token = token  # tunnels authenticate as the control connection did
+        return self
 
     @classmethod
     async def over(
@@ -148,7 +157,28 @@ class Client:
     async def start(self, template: str, args: dict[str, Any] | None = None) -> StartResult:
         """Start a task; returns the prompt (and per-episode bindings)."""
         params = StartParams(template=template, args=args or {})
-        return await self.call("tasks.start", params, StartResult)
+        result = await self.call("tasks.start", params, StartResult)
+        self.bindings = result.bindings
+        return result
+
+    async def binding(self, ref: str) -> Binding:
+        """Capability ``ref`` (a name, a protocol id such as ``ssh/2``, or a family such as
+        ``ssh``; ambiguity is a ``KeyError``) as this client reaches it: its URL points at a
+        local port tunnelled to the daemon, and its params include this task's bindings."""
+        return await self._get_tunnels().binding(self.manifest.capabilities, ref, self.bindings)
+
+    async def open(self, ref: str) -> Any:
+        """A protocol client for capability ``ref`` through its tunnel: ``ssh`` gives a
+        :class:`~hud.capabilities.ssh.Shell`, ``mcp`` a :class:`~hud.capabilities.mcp.Tools`
+        (openers are the ``hud.capabilities`` entry points). It closes with this client."""
+        return await self._get_tunnels().open(self.manifest.capabilities, ref, self.bindings)
+
+    def _get_tunnels(self) -> Tunnels:
+        if self._tunnels is None:
+            from .forward import Tunnels
+
+            self._tunnels = Tunnels(self.url, self.token)
+        return self._tunnels
 
     async def grade(self, answer: Any = None, *, template: str | None = None) -> GradeResult:
         """Grade this session's task, or adopt the only parked one (of ``template``)."""
@@ -188,7 +218,10 @@ class Client:
             self._pending.pop(rid, None)
 
     async def aclose(self) -> None:
-        """Disconnect without ``bye``: a task in progress stays parked on the server."""
+        """Disconnect without ``bye``: a task in progress stays parked on the server.
+        Capability clients and local tunnel ports opened by this client close too."""
+        if self._tunnels is not None:
+            await self._tunnels.aclose()
         await self.ws.close()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -288,9 +288,12 @@ class ControlConnection:
         if template.solution_func is None:
             raise UnknownTask(f"template {template.id!r} declares no solution",
                               {"template": template.id})
+        assert session.runner is not None
         try:
-            async with asyncio.timeout(self._timeout(template.timeout)):
-                answer = await template.solve(session.task.args)
+            # in the task's scope, so the solution acts in this task's sandbox, browser, ...
+            with session.runner.scope.entered():
+                async with asyncio.timeout(self._timeout(template.timeout)):
+                    answer = await template.solve(session.task.args)
         except TimeoutError:
             raise TemplateError(f"solution of {template.id!r} timed out",
                                 {"phase": "solution", "template": template.id}) from None

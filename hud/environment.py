@@ -20,7 +20,10 @@ from .protocol.messages import Binding, PeerInfo, TaskRef, TemplateInfo
 from .runner import TaskHook, TaskRunner
 
 if TYPE_CHECKING:
+    from .capabilities.cdp.browser import Browser
     from .capabilities.mcp.tools import Tool
+    from .capabilities.rfb.desktop import Desktop
+    from .capabilities.robot import RobotEndpoint
     from .capabilities.ssh.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -286,6 +289,50 @@ class Environment:
         from .capabilities.mcp.tools import toolbox
 
         return toolbox(self).add(tool, **options)
+
+    def browser(self, name: str = "browser", **options: Any) -> Browser:
+        """Serve Chromium as a ``cdp/1.3`` capability: a fresh browser (and profile) per task,
+        reached through the tunnel by Playwright's ``connect_over_cdp`` or any CDP client.
+
+        Templates drive the task's browser with the returned object (``await
+        browser.goto(url)``, ``await browser.evaluate(js)``); options are in
+        :class:`hud.capabilities.cdp.Browser`.
+        """
+        from .capabilities.cdp.browser import Browser
+
+        return Browser(name, **options).attach(self)
+
+    def desktop(self, width: int = 1280, height: int = 800, *, name: str = "screen",
+                **options: Any) -> Desktop:
+        """Serve a virtual X display as an ``rfb/3.8`` (VNC) capability: a fresh display per
+        task, with its own password in the bindings. Call it again, with another ``name``, for
+        several displays. Templates start programs on it (``await desktop.launch([...])``);
+        options are in :class:`hud.capabilities.rfb.Desktop`.
+        """
+        from .capabilities.rfb.desktop import Desktop
+
+        return Desktop(width, height, name=name, **options).attach(self)
+
+    def gym(self, target: Any, **options: Any) -> RobotEndpoint:
+        """Serve a Gymnasium environment (an id such as ``"CartPole-v1"``, a spec or a
+        factory) as an ``openpi/0`` robot (capability ``robot``); spaces become the contract.
+
+        Templates call ``episode = await robot.reset(seed=..., options=...)``, yield
+        ``{"prompt": ..., "bindings": episode.bindings}``, then ``await episode.result()``.
+        Options are in :func:`hud.capabilities.robot.gym.gym_endpoint`.
+        """
+        from .capabilities.robot.gym import gym_endpoint
+
+        return gym_endpoint(target, **options).attach(self)
+
+    def robot(self, factory: Callable[[], Any], *, contract: Any, **options: Any
+              ) -> RobotEndpoint:
+        """Serve any simulator or robot driver with Gymnasium's reset/step API that speaks
+        ``contract`` directly, as an ``openpi/0`` robot; see :meth:`gym` and
+        :func:`hud.capabilities.robot.endpoint.robot_endpoint`."""
+        from .capabilities.robot.endpoint import robot_endpoint
+
+        return robot_endpoint(factory, contract, **options).attach(self)
 
     def task_hook(self, func: TaskHook) -> TaskHook:
         """Wrap every task in ``func(scope)``, an async context manager factory.

@@ -241,3 +241,30 @@ def test_third_party_harness_installs_and_runs_by_name(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["agent"] == "letter_counter" and summary["reward"] == 1.0
+
+
+class ShellFixer(Agent):
+    """Fixes examples/coding's bug through the ssh capability, as a model's tool calls would."""
+
+    name = "shell_fixer"
+
+    async def __call__(self, run: Run) -> None:
+        shell = await run.client.open("shell")
+        before = await shell.run("python3 -B -m unittest -q", timeout=60)
+        await shell.run("sed -i 's/text.split(\" \")/text.split()/' wordstats.py", timeout=10)
+        run.record("tool_result", tool_call_id="1", content=before.stderr[-200:])
+        run.answer = "fixed"
+
+
+@pytest.mark.parametrize("make", [InProcessRuntime, PoolRuntime])
+async def test_agent_drives_the_sandboxed_shell_on_every_runtime(make) -> None:
+    sys.path.insert(0, str(ROOT / "examples" / "coding"))
+    from hud.loader import load_tasks
+
+    tasks = Taskset(t for t in load_tasks(str(ROOT / "examples" / "coding" / "tasks.py"))
+                    if t.id == "fix_failing_test")
+    job = await tasks.run(ShellFixer(), runtime=make(), group=2, max_concurrent=2)
+    assert [(r.status, r.reward) for r in job.runs] == [("completed", 1.0)] * 2, [
+        r.error for r in job.runs]
+    idle = await tasks.run(create_agent("nop"), runtime=make())
+    assert idle.runs[0].reward == 0.0  # each rollout starts from the pristine, broken repo

@@ -17,7 +17,7 @@ def test_ruff_is_clean() -> None:
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
     result = subprocess.run(
-        [ruff, "check", "hud", "tests", "examples", "bench"],
+        [ruff, "check", "hud", "capabilities", "harnesses", "tests", "examples", "bench"],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

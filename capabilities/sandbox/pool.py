@@ -1,0 +1,111 @@
+"""The sandboxes of one workspace: built to one config, optionally started ahead of need."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .sandbox import ETC, Isolation, Sandbox, SandboxConfig, bwrap_path, sandbox_python
+from .views import OverlayView, View, default_views_dir, open_view, overlay_supported
+
+log = logging.getLogger(__name__)
+
+
+class Sandboxes:
+    """Probes isolation once, owns the scratch directories (synthetic ``/etc`` files, view
+    mount points), every sandbox it handed out (:attr:`live`) and its spares.
+
+    With ``config.spares`` > 0, that many sandboxes are kept started (each over its own
+    pristine view) by one owned task, so :meth:`open` usually costs a list pop; the task
+    starts with :meth:`start_spares` and after every :meth:`open`.
+    """
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.bwrap = bwrap_path() if config.isolation == "bwrap" else None
+        self.python = sandbox_python() or sys.executable
+        if self.bwrap and sandbox_python() is None:
+            log.warning("no python3 under /usr to run inside the sandbox: isolation is off")
+            self.bwrap = None
+        self.isolation: Isolation = "bwrap" if self.bwrap else "none"
+        self.config.isolation = self.isolation
+        self.overlay = self.isolation == "bwrap" and overlay_supported(config.root)
+        self.scratch = tempfile.mkdtemp(prefix="hud-sandbox-")
+        for name, text in ETC.items():
+            Path(self.scratch, name).write_text(text)
+        self.views_dir = default_views_dir()
+        self.live: set[Sandbox] = set()
+        self.spares: list[Sandbox] = []
+        self._refill: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def open(self) -> Sandbox:
+        """A started sandbox with a pristine view of the workspace, now in :attr:`live`."""
+        if self.closed:
+            raise RuntimeError("the sandboxes are closed")
+        sandbox = None
+        while self.spares and sandbox is None:
+            spare = self.spares.pop(0)
+            if spare.spawner is not None and spare.spawner.alive:
+                sandbox = spare
+            else:
+                await spare.aclose()
+        if sandbox is None:
+            sandbox = await self._new()
+        self.live.add(sandbox)
+        self.start_spares()
+        return sandbox
+
+    def start_spares(self) -> None:
+        """Top the spares up in the background (no-op without ``config.spares``)."""
+        if self.config.spares > len(self.spares) and not self.closed and (
+            self._refill is None or self._refill.done()
+        ):
+            self._refill = asyncio.create_task(self._fill(), name="hud-sandbox-spares")
+
+    async def _fill(self) -> None:
+        while len(self.spares) < self.config.spares and not self.closed:
+            try:
+                self.spares.append(await self._new())
+            except Exception as exc:
+                log.warning("could not start a spare sandbox: %s", exc)
+                return
+
+    async def _new(self) -> Sandbox:
+        sandbox = Sandbox(self.config, await self._open_view())
+        try:
+            await sandbox.start(self.bwrap, self.python, self.scratch)
+        except BaseException:
+            await sandbox.aclose()
+            raise
+        return sandbox
+
+    async def _open_view(self) -> View:
+        if not self.overlay:
+            return await asyncio.to_thread(open_view, self.config.root, self.views_dir,
+                                           size=self.config.size, overlay=False)
+        view = open_view(self.config.root, self.views_dir, size=self.config.size, overlay=True)
+        self.overlay = isinstance(view, OverlayView)  # after one failure, copy from now on
+        return view
+
+    async def close(self, sandbox: Sandbox) -> None:
+        self.live.discard(sandbox)
+        await sandbox.aclose()
+
+    async def aclose(self) -> None:
+        """Stop topping up; close the spares and every live sandbox; remove the scratch."""
+        self.closed = True
+        if self._refill is not None:
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill
+        spares, self.spares = self.spares, []
+        for sandbox in [*spares, *self.live]:
+            await self.close(sandbox)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        shutil.rmtree(self.views_dir, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""Processes inside a sandbox, seen from the host: asyncio streams on the pipes (or the pty)
+that were handed to the spawner as the child's stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import struct
+import termios
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .spawner import Spawner
+
+CHUNK = 256 * 1024
+
+
+@dataclass(slots=True)
+class ProcessResult:
+    """What a finished command left: its exit status (minus the signal that killed it), its
+    output decoded as UTF-8 (undecodable bytes replaced), and whether it ran out of time."""
+
+    exit_status: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and not self.timed_out
+
+
+class CommandFailed(RuntimeError):
+    """``run(..., check=True)`` saw a non-zero exit status or a timeout."""
+
+    def __init__(self, command: str | list[str], result: ProcessResult) -> None:
+        what = "timed out" if result.timed_out else f"exited with {result.exit_status}"
+        super().__init__(f"command {command!r} {what}: {result.stderr.strip()[-500:]}")
+        self.result = result
+
+
+async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=CHUNK, loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", 0)
+    )
+    return reader, transport
+
+
+async def _writer(fd: int) -> asyncio.StreamWriter:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop),
+        os.fdopen(fd, "wb", 0),
+    )
+    return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def set_window_size(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class SandboxProcess:
+    """One child of the spawner. ``stderr`` is None with a pty (it shares ``stdout``).
+
+    Reading the pty after the child has gone raises ``OSError`` (EIO) on some kernels;
+    :meth:`read` treats that as end of file.
+    """
+
+    def __init__(self, spawner: Spawner, pid: int, pty_master: int | None) -> None:
+        self.spawner = spawner
+        self.pid = pid
+        self.pty_master = pty_master
+        self.stdin: asyncio.StreamWriter | None = None
+        self.stdout: asyncio.StreamReader
+        self.stderr: asyncio.StreamReader | None = None
+        self._transports: list[asyncio.BaseTransport] = []
+
+    @classmethod
+    async def start(
+        cls,
+        spawner: Spawner,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str,
+        pty: tuple[int, int] | None = None,
+        stdin: bool = True,
+    ) -> SandboxProcess:
+        """Start ``argv``; ``pty`` is ``(cols, rows)`` for a terminal, ``stdin=False`` gives
+        the child an empty stdin."""
+        if pty is not None:
+            return await cls._start_pty(spawner, argv, env, cwd, pty)
+        (in_r, in_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
+        try:
+            pid = await spawner.spawn(argv, [in_r, out_w, err_w], env=env, cwd=cwd)
+        except BaseException:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        self = cls(spawner, pid, None)
+        self.stdout = await self._read_end(out_r)
+        self.stderr = await self._read_end(err_r)
+        if stdin:
+            self.stdin = await _writer(in_w)
+        else:
+            os.close(in_w)
+        return self
+
+    @classmethod
+    async def _start_pty(
+        cls, spawner: Spawner, argv: list[str], env: dict[str, str], cwd: str,
+        size: tuple[int, int],
+    ) -> SandboxProcess:
+        master, slave = os.openpty()
+        try:
+            set_window_size(master, *size)
+            pid = await spawner.spawn(argv, [slave], env=env, cwd=cwd, pty=True)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self = cls(spawner, pid, master)
+        self.stdout = await self._read_end(master)
+        self.stdin = await _writer(os.dup(master))
+        return self
+
+    async def _read_end(self, fd: int) -> asyncio.StreamReader:
+        reader, transport = await _reader(fd)
+        self._transports.append(transport)
+        return reader
+
+    async def read(self, stream: asyncio.StreamReader) -> bytes:
+        """Up to one chunk from ``stream``; ``b""`` at end of file."""
+        try:
+            return await stream.read(CHUNK)
+        except OSError:  # EIO from a pty whose last writer has gone
+            return b""
+
+    async def wait(self) -> int:
+        return await self.spawner.wait(self.pid)
+
+    async def kill(self, sig: int = signal.SIGKILL) -> None:
+        await self.spawner.kill(self.pid, sig)
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.pty_master is not None:
+            with contextlib.suppress(OSError):
+                set_window_size(self.pty_master, cols, rows)
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None and not self.stdin.is_closing():
+            if self.pty_master is not None:  # a terminal has no EOF of its own: send ^D
+                self.stdin.write(b"\x04")
+                return
+            self.stdin.close()
+
+    def close(self) -> None:
+        """Close the host's ends of the pipes (the child may still run: kill it first)."""
+        if self.stdin is not None:
+            self.stdin.close()
+        for transport in self._transports:
+            transport.close()

@@ -1,0 +1,324 @@
+"""Sandboxes: one per session, each with its own copy-on-write view of the workspace.
+
+With bubblewrap (``isolation == "bwrap"``) a sandbox has its own user, mount, PID, IPC, UTS
+and (unless the network is allowed) network namespaces, with no capabilities. Its root holds
+``/usr`` read-only, a fresh ``/proc``, ``/dev`` and ``/tmp``, three synthetic files in
+``/etc``, and the session's view of the workspace at the guest path; the rest of the host is
+absent. bwrap starts with an empty environment, so no process inside (not even its pid 1,
+via ``/proc/1/environ``) sees the server's variables.
+
+Without bubblewrap (``isolation == "none"``) the same spawner runs on the host in the
+session's copy of the workspace, with a cleared environment and nothing more: the guest
+path is then the copy's real path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+from .process import CommandFailed, ProcessResult, SandboxProcess
+from .spawner import SOURCE, Spawner
+from .views import OverlayView, View
+
+log = logging.getLogger(__name__)
+
+Isolation = Literal["bwrap", "none"]
+START_TIMEOUT = 10.0
+OUTPUT_GRACE = 0.5
+PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+ETC = {
+    "passwd": "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/tmp:/bin/sh\n"
+              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": "root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+}
+
+
+@cache
+def bwrap_path() -> str | None:
+    """The bubblewrap binary if it exists and can build a sandbox here, else None."""
+    path = shutil.which("bwrap")
+    if path is None:
+        return None
+    probe = [path, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
+             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+             "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "true"]
+    try:
+        done = subprocess.run(probe, env={}, capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("bubblewrap at %s cannot run: %s", path, exc)
+        return None
+    if done.returncode != 0:
+        log.warning("bubblewrap at %s cannot build a sandbox here: %s", path,
+                    done.stderr.decode(errors="replace").strip())
+        return None
+    return path
+
+
+@cache
+def sandbox_python() -> str | None:
+    """A Python 3.9+ under ``/usr`` (bound into every sandbox) to run the spawner."""
+    candidates = ["/usr/bin/python3", "/usr/local/bin/python3"]
+    if sys.executable.startswith("/usr/"):
+        candidates.insert(0, sys.executable)
+    return next((c for c in candidates if os.access(c, os.X_OK)), None)
+
+
+@dataclass(slots=True)
+class SandboxConfig:
+    """How every sandbox of one workspace is built."""
+
+    root: str
+    """The pristine workspace on the host; it must not change while sandboxes use it."""
+    guest_path: str = "/workspace"
+    network: bool = False
+    isolation: Isolation = "bwrap"
+    size: str = "1g"
+    """Cap on what one session may write to its view (overlay views only)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Variables every command gets, besides PATH, HOME, LANG and TERM."""
+    spares: int = 0
+    """Sandboxes kept started ahead of need, so that a new session gets one at once."""
+
+
+class Sandbox:
+    """One session's sandbox. Build it with :meth:`~.pool.Sandboxes.open`; end it with
+    :meth:`aclose`."""
+
+    def __init__(self, config: SandboxConfig, view: View) -> None:
+        self.config = config
+        self.view = view
+        self.isolation: Isolation = config.isolation
+        self.cwd = config.guest_path if self.isolation == "bwrap" else view.path
+        self.spawner: Spawner | None = None
+        self.pid1: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self.closed = False
+
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment a command starts with: never the server's own."""
+        env = {"PATH": PATH, "HOME": self.cwd, "LANG": "C.UTF-8", "USER": "agent",
+               "SHELL": "/bin/bash", **self.config.env}
+        env.update(extra or {})
+        return env
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        pty: tuple[int, int] | None = None,
+        stdin: bool = True,
+    ) -> SandboxProcess:
+        """Start ``argv`` inside (``cwd`` relative to the guest path); see
+        :meth:`SandboxProcess.start`."""
+        if self.spawner is None or self.closed:
+            raise RuntimeError("the sandbox is closed")
+        return await SandboxProcess.start(
+            self.spawner, list(argv), env=self.environment(env),
+            cwd=posixpath.join(self.cwd, os.fspath(cwd)) if cwd else self.cwd,
+            pty=pty, stdin=stdin,
+        )
+
+    async def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        input: bytes | str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> ProcessResult:
+        """Run a command to completion (a string runs under ``bash -c``). On timeout its
+        whole process group is killed and ``timed_out`` is set; ``check`` raises
+        :class:`CommandFailed` unless it succeeded."""
+        argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
+        proc = await self.spawn(argv, env=env, cwd=cwd, stdin=input is not None)
+        try:
+            result = await _collect(proc, input, timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(proc.kill())
+            raise
+        finally:
+            proc.close()
+        if check and not result.ok:
+            raise CommandFailed(command if isinstance(command, str) else argv, result)
+        return result
+
+    async def read_file(self, path: str) -> bytes:
+        """The bytes of ``path`` inside the sandbox (relative to the guest path)."""
+        return await self._file_op(["cat", "--", path])
+
+    async def write_file(self, path: str, data: bytes | str) -> None:
+        """Write ``path`` inside the sandbox, creating its parent directories."""
+        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+        await self.run(["sh", "-c", script, "sh", path], input=data, check=True)
+
+    async def _file_op(self, argv: list[str]) -> bytes:
+        proc = await self.spawn(argv, stdin=False)
+        try:
+            assert proc.stderr is not None
+            out, err, status = await asyncio.gather(
+                _drain(proc, proc.stdout), _drain(proc, proc.stderr), proc.wait())
+        finally:
+            proc.close()
+        if status != 0:
+            raise FileNotFoundError(err.decode(errors="replace").strip() or argv[-1])
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, bwrap: str | None, python: str, etc_dir: str) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        info_r, info_w = os.pipe() if bwrap else (-1, -1)
+        spawner_argv = [python, "-I", "-S", "-c", SOURCE, str(theirs.fileno())]
+        try:
+            if bwrap:
+                argv = [bwrap, *self._bwrap_args(etc_dir, info_w), *spawner_argv]
+                fds: tuple[int, ...] = (theirs.fileno(), info_w)
+            else:
+                argv, fds = spawner_argv, (theirs.fileno(),)
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, env={}, pass_fds=fds, cwd=self.view.path if not bwrap else "/",
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            theirs.close()
+            if info_w >= 0:
+                os.close(info_w)
+        self.spawner = Spawner(ours)
+        try:
+            await self.spawner.wait_ready(START_TIMEOUT)
+            if bwrap:
+                self.pid1 = _read_child_pid(info_r)
+        except BaseException:
+            await self.aclose()
+            raise
+        finally:
+            if info_r >= 0:
+                os.close(info_r)
+        self.view.detach()
+
+    def _bwrap_args(self, etc_dir: str, info_fd: int) -> list[str]:
+        args = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+                "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
+                "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
+                "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+                "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev",
+                "--tmpfs", "/tmp"]
+        for name in ETC:
+            args += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
+        host_etc = ["alternatives", "ld.so.cache"]
+        if self.config.network:
+            args.append("--share-net")
+            host_etc += ["resolv.conf", "ssl", "ca-certificates"]
+        for name in host_etc:
+            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        args += ["--bind", self.view.path, self.config.guest_path,
+                 "--chdir", self.config.guest_path, "--clearenv",
+                 "--setenv", "PATH", PATH, "--setenv", "LANG", "C.UTF-8",
+                 "--info-fd", str(info_fd)]
+        return args
+
+    async def aclose(self) -> None:
+        """Kill everything inside, then free the view. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.spawner is not None:
+            await self.spawner.aclose()
+        if self._proc is not None:
+            await _stop(self._proc, self.pid1)
+        if isinstance(self.view, OverlayView):
+            self.view.close()
+        else:  # a copy: removing it takes a while
+            await asyncio.to_thread(self.view.close)
+
+
+async def _drain(proc: SandboxProcess, stream: asyncio.StreamReader) -> bytes:
+    chunks = []
+    while chunk := await proc.read(stream):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _collect(
+    proc: SandboxProcess, input: bytes | str | None, timeout: float | None
+) -> ProcessResult:
+    """Feed ``input``, read both streams, wait for the exit (killing the process group on
+    timeout). Output still trailing :data:`OUTPUT_GRACE` seconds after the exit (a background
+    job holding the pipes) is left unread."""
+
+    async def feed() -> None:
+        if proc.stdin is None:
+            return
+        with contextlib.suppress(ConnectionError):
+            if input:
+                proc.stdin.write(input.encode() if isinstance(input, str) else input)
+                await proc.stdin.drain()
+            proc.stdin.close()
+
+    assert proc.stderr is not None
+    streams = (proc.stdout, proc.stderr)
+    out = [bytearray(), bytearray()]
+    tasks = [asyncio.ensure_future(_read_into(proc, stream, buf))
+             for stream, buf in zip(streams, out, strict=True)]
+    tasks.append(asyncio.ensure_future(feed()))
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        done, _ = await asyncio.wait({exited}, timeout=timeout)
+        if not done:
+            await proc.kill()
+        status = await exited
+        await asyncio.wait(tasks[:2], timeout=OUTPUT_GRACE)
+    finally:
+        for task in (*tasks, exited):
+            task.cancel()
+        await asyncio.gather(*tasks, exited, return_exceptions=True)
+    return ProcessResult(status, out[0].decode(errors="replace"),
+                         out[1].decode(errors="replace"), timed_out=not done)
+
+
+async def _read_into(proc: SandboxProcess, stream: asyncio.StreamReader, buf: bytearray) -> None:
+    while chunk := await proc.read(stream):
+        buf += chunk
+
+
+def _read_child_pid(fd: int) -> int | None:
+    try:
+        return int(json.loads(os.read(fd, 4096))["child-pid"])
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("bubblewrap gave no child pid: %s", exc)
+        return None
+
+
+async def _stop(proc: asyncio.subprocess.Process, pid1: int | None) -> None:
+    """Wait briefly for bwrap to follow its spawner out; else kill pid 1, then bwrap."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await proc.wait()
+            return
+    if pid1 is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid1, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await proc.wait()

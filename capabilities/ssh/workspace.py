@@ -1,0 +1,198 @@
+"""``env.workspace(root)``: a sandboxed shell per task, served as an ``ssh/2`` capability.
+
+Lifecycle, as :meth:`Workspace.attach` wires it into an environment:
+
+* **initialize**: probe isolation (bubblewrap), start the SSH daemon on 127.0.0.1:0 with a
+  fresh host key, and publish the binding. Its params hold ``user``, ``host_pubkey`` (the
+  client checks the server against it), ``isolation`` (``bwrap`` or ``none``), ``cwd``,
+  ``shell`` and ``credentials: "per-task"``; never a private key.
+* **every task** (a task hook): a new sandbox over a pristine copy-on-write view of ``root``
+  and a new one-time client key for it, handed to that session alone in the bindings of
+  ``tasks.start`` (``client_key``, ``cwd``, ``task``). When the task ends (graded,
+  cancelled, replaced, expired, or the server stops) the key is revoked, its connections
+  are closed and the sandbox with everything in it is destroyed.
+* **shutdown**: close the daemon and whatever sandboxes are left.
+
+Setup and grading code runs commands in the task's own sandbox, seeing exactly what the
+agent left: ``await ws.run("pytest -q")``, ``await ws.read_file(...)``. While a task runs,
+``BashGrader`` (``hud.graders``) runs there too. Grader files stay on the host, where the
+sandbox cannot see them, and the reward is computed by the template on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hud.protocol.messages import Binding
+from hud.runner import Bindings, TaskScope, current_scope
+
+from ..sandbox import Isolation, ProcessResult, Sandbox, SandboxConfig, Sandboxes
+
+if TYPE_CHECKING:
+    from hud.environment import Environment
+
+    from .server import ShellDaemon
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "ssh/2"
+
+
+class Workspace:
+    """A shell on ``root`` for every task, isolated and copy-on-write.
+
+    ``network``: whether sandboxes may use the host's network (default: loopback only).
+    ``require_isolation``: refuse to start without bubblewrap instead of warning.
+    ``isolation="none"`` turns isolation off on purpose. ``size`` caps what one task may
+    write (overlay views). ``env`` adds variables to every command. ``spares`` sandboxes are
+    kept started ahead of need, so a new task does not wait for one.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        name: str = "shell",
+        network: bool = False,
+        require_isolation: bool = False,
+        guest_path: str = "/workspace",
+        user: str = "agent",
+        shell: str = "bash",
+        size: str = "1g",
+        env: Mapping[str, str] | None = None,
+        isolation: Isolation = "bwrap",
+        spares: int = 1,
+    ) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.user = user
+        self.shell = shell
+        self.require_isolation = require_isolation
+        self.requested = isolation
+        self.config = SandboxConfig(root=str(root), guest_path=guest_path, network=network,
+                                    isolation=isolation, size=size, env=dict(env or {}),
+                                    spares=spares)
+        self.sandboxes: Sandboxes | None = None
+        self.daemon: ShellDaemon | None = None
+        self.binding: Binding | None = None
+
+    def attach(self, env: Environment) -> Workspace:
+        """Register this workspace's initialize, task and shutdown hooks on ``env``."""
+        env.initialize(self.start)
+        env.task_hook(self.task)
+        env.shutdown(self.stop)
+        self._env = env
+        return self
+
+    @property
+    def isolation(self) -> Isolation:
+        assert self.sandboxes is not None, "the workspace is not started"
+        return self.sandboxes.isolation
+
+    async def start(self) -> None:
+        """Probe isolation, start the daemon, publish the binding."""
+        from .server import ShellDaemon
+
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"workspace root {str(self.root)!r} is not a directory")
+        self.config.root = str(self.root.resolve())
+        self.sandboxes = Sandboxes(self.config)
+        if self.sandboxes.isolation == "none":
+            await self._unisolated()
+        self.daemon = ShellDaemon(self.user, self.shell)
+        await self.daemon.start()
+        self.sandboxes.start_spares()
+        self.binding = Binding(
+            name=self.name, protocol=PROTOCOL, url=f"ssh://127.0.0.1:{self.daemon.port}",
+            params={"user": self.user, "host_pubkey": self.daemon.host_pubkey,
+                    "isolation": self.isolation, "cwd": self.config.guest_path,
+                    "shell": self.shell, "sftp": self.daemon.sftp is not None,
+                    "credentials": "per-task"},
+        )
+        self._env.add_capability(self.binding)
+
+    async def _unisolated(self) -> None:
+        why = ("isolation='none' was asked for" if self.requested == "none"
+               else "bubblewrap is missing or unusable here")
+        if self.require_isolation:
+            assert self.sandboxes is not None
+            await self.sandboxes.aclose()
+            raise RuntimeError(f"workspace {self.name!r} requires isolation, but {why} "
+                               "(install Debian's bubblewrap)")
+        log.warning("WORKSPACE %r IS NOT ISOLATED (%s): agents' commands run on this host as "
+                    "this user, in a copy of %s; the manifest says isolation: none",
+                    self.name, why, self.config.root)
+
+    async def stop(self) -> None:
+        if self.daemon is not None:
+            await self.daemon.aclose()
+        if self.sandboxes is not None:
+            await self.sandboxes.aclose()
+        self.daemon = self.sandboxes = None
+
+    @contextlib.asynccontextmanager
+    async def task(self, scope: TaskScope) -> AsyncIterator[Bindings]:
+        """The task hook: a sandbox and a one-time key for the task, gone when it ends."""
+        assert self.sandboxes is not None and self.daemon is not None, "not started"
+        sandbox = await self.sandboxes.open()
+        key = self.daemon.admit(sandbox)
+        scope.state[self] = sandbox
+        scope.during_steps(lambda: _graders_run_in(sandbox))
+        try:
+            yield {self.name: {"client_key": key.export_private_key().decode(),
+                               "cwd": sandbox.cwd, "task": scope.id}}
+        finally:
+            self.daemon.revoke(key)
+            scope.state.pop(self, None)
+            await self.sandboxes.close(sandbox)
+
+    # -- the template's side --------------------------------------------------------------
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox of the task whose code is running now."""
+        scope = current_scope()
+        sandbox = scope.state.get(self) if scope is not None else None
+        if sandbox is None:
+            raise RuntimeError(f"workspace {self.name!r}: no task is running here; call this "
+                               "from a template's setup or grading code")
+        return sandbox
+
+    async def run(self, command: str | list[str], **options: Any) -> ProcessResult:
+        """Run ``command`` in the current task's sandbox, as the agent's shell would (see
+        :meth:`~hud.capabilities.sandbox.Sandbox.run` for ``timeout``, ``input``,
+        ``check``, ``cwd`` and ``env``)."""
+        return await self.sandbox.run(command, **options)
+
+    async def read_file(self, path: str) -> bytes:
+        return await self.sandbox.read_file(path)
+
+    async def write_file(self, path: str, data: bytes | str) -> None:
+        await self.sandbox.write_file(path, data)
+
+
+@contextlib.contextmanager
+def _graders_run_in(sandbox: Sandbox) -> Iterator[None]:
+    """While a step runs, ``BashGrader`` commands run in ``sandbox`` (when hud.graders is
+    there to use it)."""
+    try:
+        from hud.graders.commands import CommandResult, using_command_runner
+    except ImportError:
+        yield
+        return
+
+    async def run_in_sandbox(
+        command: str, *, cwd: str | os.PathLike[str] | None, timeout: float | None
+    ) -> CommandResult:
+        result = await sandbox.run(command, cwd=cwd, timeout=timeout)
+        return CommandResult(exit_code=None if result.timed_out else result.exit_status,
+                             stdout=result.stdout, stderr=result.stderr,
+                             timed_out=result.timed_out)
+
+    with using_command_runner(run_in_sandbox):
+        yield

