@@ -17,14 +17,14 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from . import __version__
+from . import __version__, address
+from .address import DEFAULT_URL
 from .protocol import codec
 from .protocol.errors import HudError, Unauthorized, error_from_wire
 from .protocol.messages import (
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
     from .forward import Tunnels
     from .protocol.messages import Binding
 
-CONTROL_PATH = "/v1/control"
-DEFAULT_URL = "ws://127.0.0.1:8765"
-
 B = TypeVar("B", bound=Body)
 
 
@@ -64,14 +61,10 @@ class HudConnectionError(ConnectionError):
 
 def control_url(url: str) -> str:
     """``ws://host:port`` (or ``http://``, or bare ``host:port``) → the control endpoint URL."""
-    if "://" not in url:
-        url = "ws://" + url
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
-        raise HudConnectionError(f"unsupported URL scheme {parts.scheme!r} in {url!r}; use ws://")
-    path = parts.path if parts.path not in ("", "/") else CONTROL_PATH
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+    try:
+        return address.control_url(url)
+    except address.AddressError as exc:
+        raise HudConnectionError(str(exc)) from None
 
 
 class Client:

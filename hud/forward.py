@@ -25,13 +25,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from .address import TUNNEL_PREFIX
 from .client import HudConnectionError
 from .protocol.messages import Binding
 
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
-TUNNEL_PREFIX = "/v1/tunnel/"
 
 
 class CapabilityUnavailable(HudConnectionError):

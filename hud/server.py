@@ -28,6 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from .address import CONTROL_PATH, TUNNEL_PREFIX
 from .control import ControlConnection
 from .environment import Environment
 from .memory import MemoryEnd, memory_pipe
@@ -39,8 +40,6 @@ from .tunnel import open_daemon, splice
 
 log = logging.getLogger(__name__)
 
-CONTROL_PATH = "/v1/control"
-TUNNEL_PREFIX = "/v1/tunnel/"
 
 
 @dataclass(slots=True)

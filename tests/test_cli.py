@@ -82,7 +82,13 @@ def letter_count() -> Iterator[Served]:
     served.stop()
 
 
-def test_start_and_grade_as_two_processes(letter_count: Served) -> None:
+FAST_AND_FULL = pytest.mark.parametrize("path", ["1", "0"], ids=["fast-path", "typer"])
+
+
+@FAST_AND_FULL
+def test_start_and_grade_as_two_processes(letter_count: Served, path: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUD_CLI_FAST", path)
     url = ["--url", letter_count.url]
     started = hud("task", "start", "count_letter", "--args", '{"word": "banana", "letter": "a"}',
                   *url)
@@ -104,7 +110,9 @@ def test_start_and_grade_as_two_processes(letter_count: Served) -> None:
     assert (result["session_id"], result["reward"]) == (session, 0.0)
 
 
-def test_exit_codes(letter_count: Served) -> None:
+@FAST_AND_FULL
+def test_exit_codes(letter_count: Served, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUD_CLI_FAST", path)
     url = ["--url", letter_count.url]
     nothing = hud("task", "grade", "count_letter", "--answer", "3", *url)
     assert nothing.returncode == 5 and nothing.stdout == ""
@@ -116,6 +124,9 @@ def test_exit_codes(letter_count: Served) -> None:
     assert both.returncode == 2 and "--answer" in both.stderr
     unreachable = hud("task", "start", "count_letter", "--url", "ws://127.0.0.1:9")
     assert unreachable.returncode == 3 and "cannot reach" in unreachable.stderr
+    wrong_session = hud("task", "grade", "count_letter", "--answer", "3", "--session",
+                        "sess-unknown", *url)
+    assert wrong_session.returncode == 5 and "sess-unknown" in wrong_session.stderr
     assert hud("task", "start", "count_letter", "--source", "/no/such/dir.py",
                *url).returncode == 6
 
@@ -156,6 +167,12 @@ def test_token_required_beyond_loopback(tmp_path: Path) -> None:
         token = line.split("token:", 1)[1].strip()
         denied = hud("task", "list", "--url", local)
         assert denied.returncode == 3 and "token" in denied.stderr
+        for fast in ("1", "0"):
+            refused = hud("task", "start", "count_letter", "--url", local,
+                          env={"HUD_CLI_FAST": fast})
+            assert refused.returncode == 3 and "token" in refused.stderr, refused.stderr
+        started = hud("task", "start", "count_letter", "--url", local, "--token", token)
+        assert started.returncode == 0 and "strawberry" in started.stdout
         allowed = hud("task", "list", "--url", local, env={"HUD_TOKEN": token})
         assert allowed.returncode == 0 and allowed.stdout.startswith("count_letter\t")
     finally:

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from . import EXIT_ENVIRONMENT, EXIT_USAGE, fail
+from .app import fail
+from .common import EXIT_ENVIRONMENT, EXIT_USAGE
 
 EXIT_ROLLOUT_ERRORS = 7
 EXIT_CHECK_FAILED = 8

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from . import EXIT_ENVIRONMENT, EXIT_USAGE, _emit, fail
+from .app import fail
+from .common import EXIT_ENVIRONMENT, emit, parse_args_json, prompt_text
 
 
 def _client(url: str, token: str | None, session_id: str | None = None) -> Any:
@@ -21,10 +21,10 @@ async def list_served(url: str, token: str | None, as_json: bool) -> None:
     async with _client(url, token) as client:
         templates = client.templates
     if as_json:
-        _emit(msgspec.to_builtins(templates))
+        emit(msgspec.to_builtins(templates))
         return
     for tpl in templates:
-        _emit(f"{tpl.id}\t{tpl.description}")
+        emit(f"{tpl.id}\t{tpl.description}")
 
 
 def list_source(source: str, as_json: bool) -> None:
@@ -39,21 +39,11 @@ def list_source(source: str, as_json: bool) -> None:
         fail(str(exc), EXIT_ENVIRONMENT)
     for row in rows:
         if as_json:
-            _emit(row.to_dict() if hasattr(row, "to_dict") else msgspec.to_builtins(row))
+            emit(row.to_dict() if hasattr(row, "to_dict") else msgspec.to_builtins(row))
         elif hasattr(row, "slug"):
-            _emit(f"{row.slug}\t{row.id}\t{msgspec.json.encode(row.args).decode()}")
+            emit(f"{row.slug}\t{row.id}\t{msgspec.json.encode(row.args).decode()}")
         else:
-            _emit(f"{row.id}\t{row.description}")
-
-
-def _parse_args(raw: str) -> dict[str, Any]:
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        fail(f"--args is not valid JSON: {exc}", EXIT_USAGE)
-    if not isinstance(value, dict):
-        fail("--args must be a JSON object", EXIT_USAGE)
-    return value
+            emit(f"{row.id}\t{row.description}")
 
 
 def _resolve_slug(task: str, source: str) -> tuple[str, dict[str, Any]]:
@@ -72,32 +62,14 @@ def _resolve_slug(task: str, source: str) -> tuple[str, dict[str, Any]]:
 async def start(
     task: str, raw_args: str, source: str | None, url: str, token: str | None, as_json: bool
 ) -> None:
-    args = _parse_args(raw_args)
+    args = parse_args_json(raw_args)
     if source is not None:
         task, row_args = _resolve_slug(task, source)
         args = {**row_args, **args}
     async with _client(url, token) as client:
         result = await client.start(task, args)
     sys.stderr.write(f"session: {result.session_id}\n")
-    _emit(msgspec.to_builtins(result) if as_json else _prompt_text(result.prompt))
-
-
-def _prompt_text(prompt: Any) -> Any:
-    return prompt if isinstance(prompt, str) else msgspec.to_builtins(prompt)
-
-
-def read_answer(answer: str | None, answer_file: Path | None) -> str:
-    if (answer is None) == (answer_file is None):
-        fail("give exactly one of --answer and --answer-file", EXIT_USAGE)
-    if answer is not None:
-        return answer
-    assert answer_file is not None
-    if str(answer_file) == "-":
-        return sys.stdin.read()
-    try:
-        return answer_file.read_text()
-    except OSError as exc:
-        fail(f"cannot read --answer-file: {exc}", EXIT_USAGE)
+    emit(msgspec.to_builtins(result) if as_json else prompt_text(result.prompt))
 
 
 async def grade(
@@ -106,9 +78,9 @@ async def grade(
     async with _client(url, token, session) as client:
         result = await client.grade(answer, template=task)
     if as_json:
-        _emit(msgspec.to_builtins(result))
+        emit(msgspec.to_builtins(result))
     else:
-        _emit(repr(result.reward))
+        emit(repr(result.reward))
 
 
-__all__ = ["grade", "list_served", "list_source", "read_answer", "start"]
+__all__ = ["grade", "list_served", "list_source", "start"]

@@ -1,0 +1,28 @@
+"""Where things are on an environment's port: the paths of protocol v1, and URL forms.
+
+Deliberately free of heavy imports: the CLI's fast path uses it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+CONTROL_PATH = "/v1/control"
+TUNNEL_PREFIX = "/v1/tunnel/"
+DEFAULT_URL = "ws://127.0.0.1:8765"
+
+
+class AddressError(ValueError):
+    """A URL hud cannot use."""
+
+
+def control_url(url: str) -> str:
+    """``ws://host:port`` (or ``http://``, or bare ``host:port``) → the control endpoint URL."""
+    if "://" not in url:
+        url = "ws://" + url
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise AddressError(f"unsupported URL scheme {parts.scheme!r} in {url!r}; use ws://")
+    path = parts.path if parts.path not in ("", "/") else CONTROL_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))

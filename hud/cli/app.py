@@ -1,0 +1,258 @@
+"""The typer app behind ``hud``: every command (see :mod:`hud.cli` for the exit codes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from .. import __version__
+from .common import (
+    EXIT_CONNECTION,
+    EXIT_ENVIRONMENT,
+    EXIT_PROTOCOL,
+    EXIT_TASK,
+    EXIT_USAGE,
+    TASK_ERRORS,
+    UsageError,
+    emit,
+)
+
+__all__ = ["EXIT_ENVIRONMENT", "EXIT_USAGE", "app", "fail"]
+
+app = typer.Typer(
+    name="hud",
+    help="Serve agent environments, and drive their tasks by hand.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+task_app = typer.Typer(help="List, start and grade tasks.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", "-u", envvar="HUD_URL", help="The environment's address."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="HUD_TOKEN", help="Access token (or set HUD_TOKEN)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
+DEFAULT_URL = "ws://127.0.0.1:8765"
+
+
+def fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def _run(coro: Any) -> Any:
+    """Run a client coroutine, turning every hud failure into its exit code."""
+    import asyncio
+
+    from ..client import HudConnectionError
+    from ..protocol import errors
+
+    try:
+        return asyncio.run(coro)
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except (HudConnectionError, errors.Unauthorized) as exc:
+        fail(str(exc), EXIT_CONNECTION)
+    except TASK_ERRORS as exc:
+        fail(exc.message, EXIT_TASK)
+    except errors.HudError as exc:
+        fail(exc.message, EXIT_PROTOCOL)
+
+
+@app.command()
+def version() -> None:
+    """Print hud's version and the protocol versions it speaks."""
+    from ..protocol.messages import SUPPORTED_VERSIONS
+
+    emit(f"hud {__version__} (protocol {', '.join(SUPPORTED_VERSIONS)})")
+
+
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="env.py, a directory, or module:attr.")] = ".",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free one).")] = 8765,
+    token: TokenOption = None,
+    park_ttl: Annotated[float, typer.Option(help="Seconds a parked task survives.")] = 600.0,
+    call_timeout: Annotated[
+        float, typer.Option(help="Seconds each template phase may take.")
+    ] = 300.0,
+    max_message_size: Annotated[
+        int, typer.Option(help="Largest control frame accepted (characters).")
+    ] = 16 * 1024 * 1024,
+    enable_solutions: Annotated[
+        bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+) -> None:
+    """Serve an environment. Prints its URL on stdout once it listens; logs go to stderr."""
+    from .serve import run_server
+
+    code = run_server(
+        target, host=host, port=port, token=token, park_ttl=park_ttl,
+        call_timeout=call_timeout, max_message_size=max_message_size,
+        enable_solutions=enable_solutions, verbose=verbose, quiet=quiet,
+    )
+    raise typer.Exit(code)
+
+
+@task_app.command("list")
+def task_list(
+    source: Annotated[
+        str | None, typer.Option("--source", "-s", help="tasks.py, env.py or a directory.")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", "-u", help="List a served environment's templates.")
+    ] = None,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """List task rows of a source, or the templates of a served environment (--url)."""
+    from .tasks import list_served, list_source
+
+    if url is not None:
+        _run(list_served(url, token, json))
+    else:
+        list_source(source or ".", json)
+
+
+@task_app.command("start")
+def task_start(
+    task: Annotated[str, typer.Argument(help="Template id (or a task slug with --source).")],
+    args: Annotated[str, typer.Option("--args", "-a", help="Arguments as a JSON object.")] = "{}",
+    source: Annotated[
+        str | None, typer.Option("--source", "-s", help="Resolve TASK as a slug here.")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Start a task: prints the prompt on stdout and the session id on stderr.
+
+    The task stays parked on the server until `hud task grade` (or its expiry).
+    """
+    from .tasks import start
+
+    _run(start(task, args, source, url, token, json))
+
+
+@task_app.command("grade")
+def task_grade(
+    task: Annotated[str, typer.Argument(help="Template id of the task being graded.")],
+    answer: Annotated[str | None, typer.Option("--answer", help="The answer text.")] = None,
+    answer_file: Annotated[
+        Path | None, typer.Option("--answer-file", help="Read the answer from a file ('-': stdin).")
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Session id printed by `hud task start`.")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Grade a started task: prints the reward on stdout."""
+    from .common import read_answer
+    from .tasks import grade
+
+    try:
+        text = read_answer(answer, answer_file)
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE)
+    _run(grade(task, text, session, url, token, json))
+
+
+@app.command("eval")
+def eval_(
+    source: Annotated[str, typer.Argument(help="tasks.py, env.py, a directory, or .json/.jsonl.")],
+    agent: Annotated[str, typer.Argument(help="Harness name (oracle, nop, ...) or a model.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model for the harness.")
+    ] = None,
+    group: Annotated[int, typer.Option(min=1, help="Runs per task (sharing a group id).")] = 1,
+    max_concurrent: Annotated[
+        int | None, typer.Option(min=1, help="Rollouts at once (default: up to 32).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Agent steps per rollout.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per rollout, all phases.")] = None,
+    task_ids: Annotated[
+        str | None, typer.Option(help="Comma-separated slugs, template ids or positions.")
+    ] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="pool (default), inprocess, subprocess, or a ws:// URL.")
+    ] = None,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="Harness setting key=value.")
+    ] = None,
+    env: Annotated[str | None, typer.Option(help="The environment of .json/.jsonl rows.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write one JSON line per run here.")] = None,
+    trace_dir: Annotated[
+        Path | None, typer.Option(envvar="HUD_TRACE_DIR", help="Where traces are stored.")
+    ] = None,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Run every task against an agent, grade each rollout, report rewards.
+
+    Exits 7 when any rollout errored (a low reward is not an error).
+    """
+    from .evaluate import run_eval
+
+    raise typer.Exit(run_eval({
+        "source": source, "agent": agent, "model": model, "group": group,
+        "max_concurrent": max_concurrent, "max_steps": max_steps, "timeout": timeout,
+        "task_ids": task_ids, "runtime": runtime, "config": config or [], "env": env,
+        "output": output, "trace_dir": trace_dir, "token": token, "json": json,
+    }))
+
+
+@app.command()
+def check(
+    source: Annotated[str, typer.Argument(help="env.py, tasks.py, a directory, or rows.")] = ".",
+    task_ids: Annotated[str | None, typer.Option(help="Comma-separated slugs or ids.")] = None,
+    env: Annotated[str | None, typer.Option(help="The environment of .json/.jsonl rows.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per rollout.")] = 120.0,
+    json: JsonOption = False,
+) -> None:
+    """Check every task: the oracle must score 1 and nop must not. Exits 8 otherwise."""
+    from .evaluate import run_check
+
+    raise typer.Exit(run_check(source, env, task_ids, json, timeout))
+
+
+@app.command()
+def init(
+    name: Annotated[str | None, typer.Argument(help="Directory to write (default: here).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Write into a non-empty directory.")
+    ] = False,
+) -> None:
+    """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades."""
+    from .scaffold import write_project
+
+    target = Path(name) if name else Path.cwd()
+    try:
+        written = write_project(target, force=force)
+    except FileExistsError as exc:
+        fail(str(exc), EXIT_USAGE)
+    for path in written:
+        sys.stderr.write(f"wrote {path}\n")
+    sys.stderr.write(f"next: cd {target} && hud serve env.py\n")
+
+
+def _register_trace_commands() -> None:
+    from .traces import register
+
+    register(app)
+
+
+_register_trace_commands()
