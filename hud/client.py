@@ -17,6 +17,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
@@ -280,6 +281,7 @@ async def _dial(
             return await ws_connect(
                 url,
                 additional_headers=headers,
+                proxy=None if _is_loopback(url) else True,
                 compression=None,
                 max_size=max_size,
                 open_timeout=10,
@@ -292,6 +294,11 @@ async def _dial(
                 raise HudConnectionError(f"cannot reach an environment at {url}: {exc}") from None
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def _rejected(url: str, exc: InvalidStatus) -> Exception:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -28,6 +29,7 @@ def main(argv: list[str]) -> int:
     from ..server import Server, ServerConfig, loop_factory
 
     env = load_environment(target)
+    _warm_up(Server, ServerConfig, loop_factory)
     out = sys.stdout.fileno()
     os.write(out, b"ZYGOTE READY\n")
     zygote = os.getpid()
@@ -52,6 +54,21 @@ def main(argv: list[str]) -> int:
                 sys.stderr.flush()
                 os._exit(code)
     return 0
+
+
+def _warm_up(server_type: Any, config_type: Any, loop_factory: Any) -> None:
+    """Pay, once and before forking, what every worker's first server start would pay
+    (importing uvloop, websockets' lazily imported modules, first-use caches): about a
+    third of a worker's CPU (see BENCHMARKS.md). The loop is closed again, so the process
+    forks with no loop and no threads."""
+    from ..environment import Environment
+
+    async def start_and_stop() -> None:
+        async with server_type(Environment("warm-up"), config_type(port=0)):
+            pass
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(start_and_stop())
 
 
 async def _serve_one(server: object, out: int, zygote: int) -> None:
