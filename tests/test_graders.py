@@ -460,7 +460,8 @@ async def test_sandbox_runner_adapts_a_sandbox() -> None:
 
 @pytest.mark.anyio
 async def test_bash_grader_sees_what_the_agent_left_in_a_real_sandbox(tmp_path: Path) -> None:
-    sandboxes_module = pytest.importorskip("hud.capabilities.sandbox")
+    import hud.capabilities.sandbox as sandboxes_module
+
     (tmp_path / "given.txt").write_text("given\n")
     sandboxes = sandboxes_module.Sandboxes(sandboxes_module.SandboxConfig(root=str(tmp_path)))
     try:

@@ -547,7 +547,6 @@ async def test_mcp_tools_from_a_real_mcp_server() -> None:
 
 
 async def test_the_workspace_tools_through_a_real_ssh_capability(tmp_path: Path) -> None:
-    pytest.importorskip("hud.capabilities.ssh.workspace", reason="no ssh capability yet")
     from conftest import serving
 
     from hud.eval import UrlRuntime
