@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -72,3 +73,25 @@ class Raw:
 async def raw_peer(server: Server, path: str = "/v1/control", **options: Any) -> AsyncIterator[Raw]:
     async with connect(server.url + path, compression=None, **options) as ws:
         yield Raw(ws)
+
+
+@contextlib.asynccontextmanager
+async def shouting_daemon() -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
+    """A real TCP daemon on 127.0.0.1 that upper-cases what it receives."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while data := await reader.read(65536):
+            writer.write(data.upper())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], writers
+    finally:
+        server.close()
+        for w in writers:
+            w.close()
+        await server.wait_closed()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
-from conftest import serving
+from conftest import serving, shouting_daemon
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -70,30 +69,10 @@ async def test_connection_refused_is_a_clear_connection_error() -> None:
         await Client.connect(url)
 
 
-@contextlib.asynccontextmanager
-async def echo_daemon():
-    """A real TCP daemon on 127.0.0.1 that upper-cases what it receives."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        while data := await reader.read(65536):
-            writer.write(data.upper())
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], writers
-    finally:
-        server.close()
-        for w in writers:
-            w.close()
-        await server.wait_closed()
 
 
 async def test_tunnel_reaches_only_declared_capabilities() -> None:
-    async with echo_daemon() as (port, _):
+    async with shouting_daemon() as (port, _):
         env = make_env()
         env.add_capability("shout", "tcp/1", f"tcp://127.0.0.1:{port}")
         async with serving(env) as server:
@@ -114,7 +93,7 @@ async def test_tunnel_reaches_only_declared_capabilities() -> None:
 
 
 async def test_dead_daemon_closes_tunnel_with_reason_naming_capability() -> None:
-    async with echo_daemon() as (port, _):
+    async with shouting_daemon() as (port, _):
         pass  # closed again: nothing listens on that port now
     env = make_env()
     env.add_capability("ghost", "tcp/1", f"tcp://127.0.0.1:{port}")
@@ -129,7 +108,7 @@ async def test_dead_daemon_closes_tunnel_with_reason_naming_capability() -> None
 
 
 async def test_closing_either_side_closes_the_other() -> None:
-    async with echo_daemon() as (port, writers):
+    async with shouting_daemon() as (port, writers):
         env = make_env()
         env.add_capability("shout", "tcp/1", f"tcp://127.0.0.1:{port}")
         async with serving(env) as server:

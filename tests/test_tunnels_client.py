@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator
 
 import pytest
-from conftest import serving
+from conftest import serving, shouting_daemon
 
 from hud import Environment
 from hud.client import Client, open_client
@@ -29,26 +27,6 @@ def make_env() -> Environment:
     return env
 
 
-@contextlib.asynccontextmanager
-async def shouting_daemon() -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
-    """A real TCP daemon on 127.0.0.1 that upper-cases what it receives."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        while data := await reader.read(65536):
-            writer.write(data.upper())
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], writers
-    finally:
-        server.close()
-        for w in writers:
-            w.close()
-        await server.wait_closed()
 
 
 def test_refs_resolve_by_name_then_protocol_then_family() -> None:
