@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from hud.tunnel import until_first_ends
+
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
@@ -86,13 +88,9 @@ async def pipe(
             writer.write(data)
             await writer.drain()
 
-    tasks = [asyncio.create_task(copy(a[0], b[1])), asyncio.create_task(copy(b[0], a[1]))]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await until_first_ends(copy(a[0], b[1]), copy(b[0], a[1]))
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await close_writer(a[1])
         await close_writer(b[1])
 

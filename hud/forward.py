@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from .address import TUNNEL_PREFIX
 from .client import HudConnectionError
 from .protocol.messages import Binding
+from .tunnel import until_first_ends
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +166,7 @@ class Forwarder:
                 writer.write(message if isinstance(message, bytes) else message.encode())
                 await writer.drain()
 
-        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await until_first_ends(upstream(), downstream())
         close = ws.protocol.close_rcvd
         if close is not None and close.code == 1011 and not received:
             self._fail(close.reason or "the environment closed the tunnel (1011)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.connection import Connection
@@ -39,6 +41,22 @@ async def open_daemon(binding: Binding) -> tuple[asyncio.StreamReader, asyncio.S
         ) from exc
 
 
+async def until_first_ends(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Run ``steps`` concurrently until the first of them ends, then cancel the others.
+
+    Returns every step's outcome: its result, or the exception it ended with (cancelled ones
+    included). Used for the two directions of a byte pipe: when one side closes, both stop.
+    """
+    tasks = [asyncio.create_task(step) for step in steps]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    return outcomes
+
+
 async def splice(
     ws: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
@@ -53,13 +71,9 @@ async def splice(
         while data := await reader.read(CHUNK):
             await ws.send(data)
 
-    tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await until_first_ends(upstream(), downstream())
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await writer.wait_closed()
