@@ -252,7 +252,10 @@ async def test_harnesses_in_process_with_batched_inference() -> None:
     inferences = sum(e.data["inferences"] for run in job.runs for e in run.trace.steps
                      if e.kind == "episode")
     assert inferences == 240 and batcher.calls < inferences  # coalesced across rollouts
-    random = await tasks.run(RandomHarness(seed=0), runtime=InProcessRuntime())
+    # 200 steps: a random policy keeps the pole up that long with negligible probability
+    # (it can last 60, and batching makes its draws depend on scheduling).
+    long = Taskset([balance(seed=s, steps=200) for s in range(4)])
+    random = await long.run(RandomHarness(seed=0), runtime=InProcessRuntime())
     assert random.reward == 0.0 and not random.errors
     realtime = await Taskset([balance(steps=40, pace="realtime")]).run(
         ScriptedHarness(), runtime=InProcessRuntime())
