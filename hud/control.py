@@ -61,21 +61,21 @@ Handler = Callable[[Any], Awaitable[Body]]
 
 
 class ControlConnection:
+    # Methods that run the template are queued (one at a time, in arrival order); the others
+    # are answered at once. Class-level, so a connection costs no dictionaries of its own.
+    QUEUED = frozenset({"tasks.start", "tasks.grade", "tasks.solve"})
+    HANDLERS = {"manifest": "manifest", "tasks.list": "list", "tasks.cancel": "cancel",
+                "bye": "bye", "tasks.start": "start", "tasks.grade": "grade",
+                "tasks.solve": "solve"}
+
+    __slots__ = ("op_lock", "ops", "server", "session", "ws")
+
     def __init__(self, server: Server, ws: ServerConnection) -> None:
         self.server = server
         self.ws = ws
         self.session: Session | None = None
         self.ops: set[asyncio.Task[None]] = set()
         self.op_lock = asyncio.Lock()  # FIFO: pipelined start/grade run in arrival order
-        self._inline: dict[str, Handler] = {
-            "manifest": self.manifest,
-            "tasks.list": self.list,
-            "tasks.cancel": self.cancel,
-            "bye": self.bye,
-        }
-        self._queued: dict[str, Handler] = {"tasks.start": self.start, "tasks.grade": self.grade}
-        if server.config.enable_solutions:
-            self._queued["tasks.solve"] = self.solve
 
     # -- the read loop --------------------------------------------------------------------
 
@@ -107,14 +107,20 @@ class ControlConnection:
         except HudError as exc:
             await self.send_error(codec.request_id_of(frame), exc)
             return
-        queued = self._queued.get(request.method)
-        if queued is None:
-            await self.answer(request, self._inline.get(request.method))
+        handler = self._handler(request.method)
+        if request.method not in self.QUEUED:
+            await self.answer(request, handler)
         else:
-            op = asyncio.create_task(self.answer(request, queued, serial=True))
+            op = asyncio.create_task(self.answer(request, handler, serial=True))
             self.ops.add(op)
             op.add_done_callback(self.ops.discard)
             op.add_done_callback(lambda done: self._cancelled_before_start(done, request))
+
+    def _handler(self, method: str) -> Handler | None:
+        if method == "tasks.solve" and not self.server.config.enable_solutions:
+            return None
+        name = self.HANDLERS.get(method)
+        return None if name is None else getattr(self, name)
 
     async def answer(self, request: Request, handler: Handler | None, serial: bool = False) -> None:
         """Run one request and send its response (none for a notification)."""

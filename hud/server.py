@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,12 @@ class ServerConfig:
     backlog: int = 4096
     enable_solutions: bool = False
     """Serve ``tasks.solve`` (reference solutions reveal answers: never on by default)."""
-    ping_interval: float | None = 20.0
+    ping_interval: float | None = None
+    """WebSocket pings (seconds between them). Off by default: dead peers are found by TCP
+    keepalive instead (``keepalive``), which costs no task or memory per connection."""
+    keepalive: float | None = 20.0
+    """Seconds of silence before the kernel probes a peer (then 4 probes 5 s apart); a dead
+    peer closes the connection, which parks its session. ``None``: no probing."""
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -239,7 +245,14 @@ class Server:
     # -- connections ----------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if self.config.keepalive:
+            _probe_when_silent(ws, self.config.keepalive)
         path = urlsplit(ws.request.path if ws.request else "").path
+        # The handshake's headers are not needed past this point; a long-lived session
+        # should not keep them (a few KB a connection).
+        for message in (ws.request, ws.response):
+            if message is not None:
+                message.headers.clear()
         if path == CONTROL_PATH:
             conn = ControlConnection(self, ws)
             self.connections.add(conn)
@@ -260,6 +273,18 @@ class Server:
             return
         with contextlib.suppress(ConnectionClosed):
             await splice(ws, reader, writer)
+
+
+def _probe_when_silent(ws: ServerConnection, idle: float) -> None:
+    """Turn on TCP keepalive for this connection's socket (Linux names the timings)."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), int(value))
 
 
 def _reject(connection: ServerConnection, status: int, code: int, message: str) -> Response:
