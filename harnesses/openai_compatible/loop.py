@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
@@ -24,6 +24,7 @@ from .toolbox import ToolBox, ToolOutput
 if TYPE_CHECKING:
     from hud.eval.run import Run
 
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 409, 429})
 
 
@@ -63,44 +64,68 @@ class ChatModel:
 
     async def complete(self, run: Run, request: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """The reply to ``request`` and how long its successful attempt took."""
-        policy = self.policy
-        for attempt in range(policy.max_retries + 1):
-            remaining = run.remaining()
-            timeout = policy.request_timeout if remaining is None else max(
-                min(policy.request_timeout, remaining), 0.001)
-            started = time.monotonic()
-            try:
-                reply = await self.client.chat.completions.create(**request, timeout=timeout)
-                return reply.to_dict(), time.monotonic() - started
-            except openai.APIError as exc:
-                delay = self._retry_delay(exc, attempt)
-                left = run.remaining()
-                if delay is None or (left is not None and delay >= left):
-                    raise ModelAPIError(_failure(exc, attempt + 1)) from exc
-                run.record("retry", attempt=attempt + 1, error=_describe(exc), delay=delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _retry_delay(self, exc: openai.APIError, attempt: int) -> float | None:
-        """Seconds to wait before retrying, or None when ``exc`` is final."""
-        if attempt >= self.policy.max_retries or not retryable(exc):
-            return None
-        hinted = retry_after(exc)
-        if hinted is not None:
-            return min(hinted, self.policy.max_retry_delay)
-        delay = min(self.policy.retry_delay * 2.0**attempt, self.policy.max_retry_delay)
-        return delay * random.uniform(0.5, 1.0)  # jitter: concurrent rollouts spread out
+        async def send(timeout: float) -> dict[str, Any]:
+            reply = await self.client.chat.completions.create(**request, timeout=timeout)
+            return reply.to_dict()
+
+        return await send_with_retries(run, self.policy, send, openai.APIError, _describe,
+                                       _failure)
 
 
-def retryable(exc: openai.APIError) -> bool:
-    """429, 408, 409 and 5xx replies, and connection failures (timeouts included)."""
-    if isinstance(exc, openai.APIConnectionError):
+async def send_with_retries(run: Run, policy: RequestPolicy,
+                            send: Callable[[float], Awaitable[T]],
+                            errors: type[Exception] | tuple[type[Exception], ...],
+                            describe: Callable[[Any], str] = str,
+                            fail: Callable[[Any, int], str] | None = None) -> tuple[T, float]:
+    """``await send(timeout)`` with bounded, deadline-aware retries: an exception of
+    ``errors`` that :func:`retryable` accepts is retried with backoff (recorded as a
+    ``retry`` step), any other, or the last, raises :class:`ModelAPIError`. Works for any SDK
+    whose errors carry ``status_code`` and ``response.headers`` (openai, anthropic) or
+    ``code`` (google-genai). Returns the result and how long its attempt took."""
+    for attempt in range(policy.max_retries + 1):
+        remaining = run.remaining()
+        timeout = policy.request_timeout if remaining is None else max(
+            min(policy.request_timeout, remaining), 0.001)
+        started = time.monotonic()
+        try:
+            return await send(timeout), time.monotonic() - started
+        except errors as exc:
+            delay = retry_delay(policy, exc, attempt)
+            left = run.remaining()
+            if delay is None or (left is not None and delay >= left):
+                message = fail(exc, attempt + 1) if fail else (
+                    f"model request failed after {attempt + 1} attempt(s): {describe(exc)}")
+                raise ModelAPIError(message) from exc
+            run.record("retry", attempt=attempt + 1, error=describe(exc), delay=delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry_delay(policy: RequestPolicy, exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retrying, or None when ``exc`` is final."""
+    if attempt >= policy.max_retries or not retryable(exc):
+        return None
+    hinted = retry_after(exc)
+    if hinted is not None:
+        return min(hinted, policy.max_retry_delay)
+    delay = min(policy.retry_delay * 2.0**attempt, policy.max_retry_delay)
+    return delay * random.uniform(0.5, 1.0)  # jitter: concurrent rollouts spread out
+
+
+def retryable(exc: BaseException) -> bool:
+    """429, 408, 409 and 5xx replies, and connection failures (timeouts included): an SDK's
+    connection error class has "Connection" or "Timeout" in its name."""
+    name = type(exc).__name__
+    if isinstance(exc, openai.APIConnectionError) or "Connection" in name or "Timeout" in name:
         return True
     status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(exc, "code", None)  # google-genai's APIError
     return isinstance(status, int) and (status in RETRY_STATUSES or status >= 500)
 
 
-def retry_after(exc: openai.APIError) -> float | None:
+def retry_after(exc: BaseException) -> float | None:
     """The server's ``retry-after-ms`` or ``retry-after`` (seconds) header, if any."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or {}

@@ -1,0 +1,221 @@
+"""``claude``: Anthropic's Messages API with Claude's native tools.
+
+Tools, by capability: the first ``ssh`` shell gets the native ``bash`` and text editor
+tools (further shells get function tools named ``<capability>__bash``...); ``rfb`` and
+``cdp`` get the native ``computer`` tool (screenshots scaled to fit ``display_width`` x
+``display_height``, coordinates scaled back; with several screens a ``switch_screen`` tool
+picks the one it drives); ``mcp`` tools are client tools.
+
+Settings (``--config key=value``): ``api_key`` (else ``$ANTHROPIC_API_KEY``), ``base_url``
+(else ``$ANTHROPIC_BASE_URL``), ``model``, ``max_tokens`` (8192), ``max_steps`` (else the
+run's, else 50), ``system_prompt``, ``tool_timeout`` (120 s), ``agent_timeout``,
+``keep_screenshots`` (3), ``display_width``/``display_height`` (1280 x 800), ``extra``
+(request fields, a JSON object: ``thinking``, ``temperature``...), and the retry policy
+(``max_retries``, ``retry_delay``, ``max_retry_delay``, ``request_timeout``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hud.agents import Agent
+
+from ..dialogue import Limits, Turn, converse
+from ..editing import TextEditor
+from ..openai_compatible.loop import RequestPolicy, send_with_retries
+from ..openai_compatible.shell_tools import command_report, shell_tools
+from ..openai_compatible.toolbox import Tool, ToolBox, ToolOutput, ToolSpec
+from ..workbench import Workbench, open_workbench
+from . import wire
+
+if TYPE_CHECKING:
+    from hud.eval.run import Run
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class Settings:
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    max_tokens: int = 8192
+    max_steps: int | None = None
+    system_prompt: str | None = None
+    tool_timeout: float | None = 120.0
+    agent_timeout: float | None = None
+    keep_screenshots: int = 3
+    display_width: int = 1280
+    display_height: int = 800
+    extra: dict[str, Any] | None = None
+    policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
+
+
+def settings_from(cls: Any, harness: str, model: str | None, config: Mapping[str, Any],
+                  key_env: str, base_env: tuple[str, ...],
+                  environ: Mapping[str, str] = os.environ) -> Any:
+    """A settings dataclass from harness config, with the key and base URL from the
+    environment when not given; an unknown key is a ``TypeError`` naming the known ones."""
+    policy_keys = {f.name for f in dataclasses.fields(RequestPolicy)}
+    own_keys = {f.name for f in dataclasses.fields(cls)} - {"policy"}
+    unknown = set(config) - policy_keys - own_keys
+    if unknown:
+        raise TypeError(f"{harness}: unknown setting(s) {sorted(unknown)}; known: "
+                        f"{', '.join(sorted(own_keys | policy_keys))}")
+    own = {k: v for k, v in config.items() if k in own_keys}
+    if model:
+        own["model"] = model
+    settings = cls(**own, policy=RequestPolicy(
+        **{k: v for k, v in config.items() if k in policy_keys}))
+    settings.api_key = settings.api_key or environ.get(key_env)
+    settings.base_url = settings.base_url or next(
+        (environ[name] for name in base_env if environ.get(name)), None)
+    return settings
+
+
+class ClaudeAgent(Agent):
+    """Claude on its native tools; see the module doc."""
+
+    name: ClassVar[str] = "claude"
+
+    def __init__(self, *, model: str | None = None, **config: Any) -> None:
+        super().__init__(model=model, **config)
+        self.settings: Settings = settings_from(Settings, "claude", model, config,
+                                                "ANTHROPIC_API_KEY", ("ANTHROPIC_BASE_URL",))
+        self.model = self.settings.model
+
+    def check(self) -> None:
+        if not self.settings.api_key:
+            raise ValueError("claude needs an Anthropic API key: set ANTHROPIC_API_KEY "
+                             "(or --config api_key=...)")
+
+    async def __call__(self, run: Run) -> None:
+        import anthropic
+
+        self.check()
+        settings = self.settings
+        run.model = settings.model
+        client = anthropic.AsyncAnthropic(api_key=settings.api_key, base_url=settings.base_url,
+                                          max_retries=0)  # retries are ours: bounded, recorded
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(client.close)
+            bench = await open_workbench(run.client, stack,
+                                         (settings.display_width, settings.display_height))
+            toolbox, tools, betas = claude_tools(settings.model, bench, settings.tool_timeout)
+            system, messages = wire.prompt_messages(run.prompt, run.messages,
+                                                    settings.system_prompt)
+            if settings.system_prompt:
+                run.record("message", role="system", content=settings.system_prompt)
+            dialect = ClaudeDialect(client, settings, system, tools, betas)
+            limits = Limits(max_steps=settings.max_steps or run.max_steps or 50,
+                            tool_timeout=settings.tool_timeout,
+                            agent_timeout=settings.agent_timeout,
+                            keep_screenshots=settings.keep_screenshots)
+            await converse(run, dialect, toolbox, messages, limits)
+
+
+def claude_tools(model: str, bench: Workbench, timeout: float | None = None
+                 ) -> tuple[ToolBox, list[dict[str, Any]], list[str]]:
+    """The tools for ``bench``: a box that runs them, their native specs, the beta flags."""
+    from .actions import computer_function, switch_screen
+
+    toolbox, tools, betas = ToolBox(), [], []
+    for index, (name, shell) in enumerate(bench.shells):
+        if index == 0:
+            editor = wire.editor_tool(model)
+            toolbox.add(Tool(ToolSpec("bash", "", {}), bash_function(shell, timeout)))
+            toolbox.add(Tool(ToolSpec(editor["name"], "", {}), TextEditor(shell)))
+            tools += [dict(wire.BASH), editor]
+            continue
+        for tool in shell_tools(shell, prefix=name):
+            tools.append(wire.function_tool(toolbox.add(tool).spec))
+    if bench.screens:
+        current = {"screen": bench.screens[0][1]}
+        width, height = current["screen"].size
+        computer, beta = wire.computer_tool(model, width, height)
+        toolbox.add(Tool(ToolSpec(wire.COMPUTER_NAME, "", {}), computer_function(current)))
+        tools.append(computer)
+        betas.append(beta)
+        if len(bench.screens) > 1:
+            tool = toolbox.add(switch_screen(current, dict(bench.screens)))
+            tools.append(wire.function_tool(tool.spec))
+    for spec in bench.functions.specs:
+        tools.append(wire.function_tool(toolbox.add(
+            Tool(spec, _calling(bench.functions, spec.name))).spec))
+    return toolbox, tools, betas
+
+
+def bash_function(shell: Any, timeout: float | None = None) -> Any:
+    """The native bash tool: ``command`` runs in a fresh ``bash -c`` in the workspace and is
+    killed after ``timeout`` seconds; ``restart`` has nothing to restart."""
+
+    async def bash(args: dict[str, Any]) -> ToolOutput:
+        if args.get("restart"):
+            return ToolOutput("tool has been restarted.")
+        command = args.get("command")
+        if not isinstance(command, str):
+            return ToolOutput("error: missing string argument 'command'", is_error=True)
+        result = await shell.run(command, timeout=timeout)
+        return ToolOutput(command_report(result, timeout),
+                          is_error=bool(getattr(result, "timed_out", False)))
+
+    return bash
+
+
+def _calling(box: ToolBox, name: str) -> Any:
+    async def call(args: dict[str, Any]) -> ToolOutput:
+        return await box.call(name, args)
+
+    return call
+
+
+class ClaudeDialect:
+    """Messages requests and replies for :func:`~hud.harnesses.dialogue.converse`."""
+
+    def __init__(self, client: Any, settings: Settings, system: list[dict[str, Any]],
+                 tools: list[dict[str, Any]], betas: list[str]) -> None:
+        self.client = client
+        self.settings = settings
+        self.system = system
+        self.tools = tools
+        self.betas = betas
+
+    async def send(self, run: Run, messages: list[Any]) -> tuple[Any, float]:
+        import anthropic
+
+        body = wire.request(self.settings.model, self.settings.max_tokens, self.system,
+                            self.tools, messages, self.settings.extra)
+
+        async def attempt(timeout: float) -> dict[str, Any]:
+            if self.betas:
+                reply = await self.client.beta.messages.create(**body, betas=self.betas,
+                                                               timeout=timeout)
+            else:
+                reply = await self.client.messages.create(**body, timeout=timeout)
+            return dict(reply.to_dict())
+
+        return await send_with_retries(run, self.settings.policy, attempt, anthropic.APIError,
+                                       _describe)
+
+    def read(self, reply: dict[str, Any]) -> Turn:
+        return Turn(text=wire.reply_text(reply), calls=wire.tool_calls(reply),
+                    messages=[wire.assistant_message(reply)],
+                    usage=wire.usage_tokens(reply.get("usage")),
+                    extra={"finish_reason": reply.get("stop_reason"),
+                           "model": reply.get("model")})
+
+    def results(self, results: list[tuple[dict[str, Any], ToolOutput]]) -> list[Any]:
+        return [wire.tool_results(results)]
+
+    def prune(self, messages: list[Any], keep: int) -> None:
+        wire.prune_images(messages, keep)
+
+
+def _describe(exc: Any) -> str:
+    status = getattr(exc, "status_code", None)
+    message = getattr(exc, "message", str(exc))
+    return f"{status}: {message}" if status else f"{type(exc).__name__}: {message}"

@@ -1,0 +1,172 @@
+"""Anthropic Messages wire format: pure functions from our types to request dicts and back.
+
+No I/O and no SDK types: tested with golden dicts in Anthropic's own format
+(https://docs.anthropic.com/en/api/messages, and the tool pages for ``bash``,
+``text_editor`` and ``computer``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..openai_compatible.chat import _block, _fields
+from ..openai_compatible.toolbox import ToolOutput, ToolSpec
+
+BASH = {"type": "bash_20250124", "name": "bash"}
+EDITOR_NAME = "str_replace_based_edit_tool"
+COMPUTER_NAME = "computer"
+EPHEMERAL = {"type": "ephemeral"}
+PRUNED = "[an older screenshot, removed to save context]"
+
+# Tool versions by model. Claude 4 models have the text editor without undo_edit; Claude 3.7
+# has the earlier one (named str_replace_editor), with it. The newest computer tool (with
+# zoom) is for the models that support it; unknown models get the newest.
+_OLD_EDITOR = re.compile(r"claude-3")
+_COMPUTER_2025_01 = re.compile(r"claude-(3|sonnet-4-5|haiku-4-5|opus-4-1|(sonnet|opus)-4-0"
+                               r"|(sonnet|opus)-4-\d{8}|(sonnet|opus)-4$)")
+
+
+def editor_tool(model: str) -> dict[str, Any]:
+    """The text editor tool this model was trained on."""
+    if _OLD_EDITOR.search(model):
+        return {"type": "text_editor_20250124", "name": "str_replace_editor"}
+    return {"type": "text_editor_20250728", "name": EDITOR_NAME}
+
+
+def computer_tool(model: str, width: int, height: int) -> tuple[dict[str, Any], str]:
+    """The computer tool for this model, for a ``width`` x ``height`` screenshot, and the
+    beta flag it needs."""
+    if _COMPUTER_2025_01.search(model):
+        return ({"type": "computer_20250124", "name": COMPUTER_NAME, "display_width_px": width,
+                 "display_height_px": height}, "computer-use-2025-01-24")
+    return ({"type": "computer_20251124", "name": COMPUTER_NAME, "display_width_px": width,
+             "display_height_px": height, "enable_zoom": True}, "computer-use-2025-11-24")
+
+
+def function_tool(spec: ToolSpec) -> dict[str, Any]:
+    """A client tool with a JSON Schema (``input_schema`` must be an object schema)."""
+    schema = dict(spec.parameters) or {"type": "object", "properties": {}}
+    schema.setdefault("type", "object")
+    return {"name": spec.name, "description": spec.description, "input_schema": schema}
+
+
+def content(value: Any) -> list[dict[str, Any]]:
+    """Our prompt content (a string, or text and image blocks) as Anthropic content blocks;
+    images become base64 image blocks, never dropped."""
+    if isinstance(value, str):
+        return [{"type": "text", "text": value}]
+    blocks: list[dict[str, Any]] = []
+    for block in value:
+        kind, fields = _block(block)
+        if kind == "text":
+            blocks.append({"type": "text", "text": fields["text"]})
+        elif kind == "image":
+            blocks.append(image_block(fields["data"], fields.get("mime_type", "image/png")))
+        else:
+            raise ValueError(f"unsupported prompt block type {kind!r}")
+    return blocks
+
+
+def image_block(data: str, mime_type: str = "image/png") -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "base64", "media_type": mime_type, "data": data}}
+
+
+def prompt_messages(prompt: Any, conversation: list[Any] | None = None,
+                    system_prompt: str | None = None) -> tuple[list[dict[str, Any]],
+                                                               list[dict[str, Any]]]:
+    """The system blocks and opening messages: the template's conversation when it gave
+    one (its system turns joined into the system blocks), else the prompt as a user turn."""
+    system: list[dict[str, Any]] = [{"type": "text", "text": system_prompt}] if (
+        system_prompt) else []
+    messages: list[dict[str, Any]] = []
+    turns = [_fields(m) for m in conversation] if conversation else [
+        {"role": "user", "content": prompt}]
+    for turn in turns:
+        blocks = content(turn["content"])
+        if turn["role"] == "system":
+            system.extend(b for b in blocks if b["type"] == "text")
+            continue
+        if messages and messages[-1]["role"] == turn["role"]:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": turn["role"], "content": blocks})
+    return system, messages
+
+
+def request(model: str, max_tokens: int, system: list[dict[str, Any]],
+            tools: list[dict[str, Any]], messages: list[dict[str, Any]],
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Messages request with prompt caching on the stable prefix: a breakpoint on the
+    last tool (tools, then system, are cached together) and on the last block of the last
+    message (the conversation so far, reused by the next turn). The messages themselves are
+    not changed."""
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, **(extra or {})}
+    if system:
+        body["system"] = [*system[:-1], {**system[-1], "cache_control": EPHEMERAL}]
+    if tools:
+        body["tools"] = [*tools[:-1], {**tools[-1], "cache_control": EPHEMERAL}]
+    body["messages"] = [*messages[:-1], _cached(messages[-1])] if messages else []
+    return body
+
+
+def _cached(message: dict[str, Any]) -> dict[str, Any]:
+    blocks = list(message["content"])
+    blocks[-1] = {**blocks[-1], "cache_control": EPHEMERAL}
+    return {**message, "content": blocks}
+
+
+def tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``tool_use`` blocks of a reply as ``{"id", "name", "arguments"}``."""
+    return [{"id": b["id"], "name": b["name"], "arguments": b.get("input") or {}}
+            for b in message.get("content") or [] if b.get("type") == "tool_use"]
+
+
+def reply_text(message: dict[str, Any]) -> str | None:
+    texts = [b["text"] for b in message.get("content") or [] if b.get("type") == "text"]
+    return "\n".join(texts) if texts else None
+
+
+def assistant_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The reply as the next request's assistant turn (thinking blocks kept, as the API
+    requires with tool use)."""
+    keep = ("text", "tool_use", "thinking", "redacted_thinking")
+    blocks = [{k: v for k, v in b.items() if v is not None and k != "citations"}
+              for b in message.get("content") or [] if b.get("type") in keep]
+    return {"role": "assistant", "content": blocks}
+
+
+def tool_results(results: list[tuple[dict[str, Any], ToolOutput]]) -> dict[str, Any]:
+    """One user turn with a ``tool_result`` block per call, in call order; images inside."""
+    blocks = []
+    for call, output in results:
+        inner: list[dict[str, Any]] = [{"type": "text", "text": output.text}] if (
+            output.text) else []
+        inner.extend(image_block(i.data, i.mime_type) for i in output.images)
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call["id"],
+                                 "content": inner or [{"type": "text", "text": "(no output)"}]}
+        if output.is_error:
+            block["is_error"] = True
+        blocks.append(block)
+    return {"role": "user", "content": blocks}
+
+
+def prune_images(messages: list[dict[str, Any]], keep: int) -> None:
+    """Replace the images of all but the last ``keep`` tool results that have any with a
+    short note (in place). Prompt images are never touched."""
+    results = [b for m in messages if m["role"] == "user" for b in m["content"]
+               if isinstance(b, dict) and b.get("type") == "tool_result"]
+    with_images = [b for b in results if any(i.get("type") == "image" for i in b["content"])]
+    for block in with_images[:max(len(with_images) - keep, 0)]:
+        block["content"] = [i if i.get("type") != "image" else {"type": "text", "text": PRUNED}
+                            for i in block["content"]]
+
+
+def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
+    """Anthropic ``usage`` as our token counts."""
+    usage = usage or {}
+    names = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
+             "cache_read_input_tokens": "cached_input_tokens",
+             "cache_creation_input_tokens": "cache_write_input_tokens"}
+    return {ours: int(usage[theirs]) for theirs, ours in names.items()
+            if isinstance(usage.get(theirs), int) and (usage[theirs] or "cache" not in theirs)}

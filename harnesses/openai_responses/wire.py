@@ -1,0 +1,185 @@
+"""OpenAI Responses wire format: pure functions from our types to request items and back.
+
+No I/O and no SDK types: tested with golden dicts in the API's own format
+(https://platform.openai.com/docs/api-reference/responses, and the guides of the ``shell``,
+``apply_patch`` and ``computer`` tools).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..openai_compatible.chat import _block, _fields
+from ..openai_compatible.toolbox import ToolOutput, ToolSpec
+
+SHELL = {"type": "shell", "environment": {"type": "local"}}
+APPLY_PATCH = {"type": "apply_patch"}
+COMPUTER = {"type": "computer"}
+PRUNED = "[an older screenshot, removed to save context]"
+# Native call item types, and the tool that runs each.
+NATIVE_CALLS = {"shell_call": "shell", "apply_patch_call": "apply_patch",
+                "computer_call": "computer"}
+
+
+def function_tool(spec: ToolSpec) -> dict[str, Any]:
+    parameters = dict(spec.parameters) or {"type": "object", "properties": {}}
+    parameters.setdefault("type", "object")
+    return {"type": "function", "name": spec.name, "description": spec.description,
+            "parameters": parameters, "strict": False}
+
+
+def content(value: Any, role: str = "user") -> list[dict[str, Any]]:
+    """Our prompt content as Responses content parts (images as data URLs, never
+    dropped); an assistant turn's text is ``output_text``."""
+    if isinstance(value, str):
+        value = [{"type": "text", "text": value}]
+    parts: list[dict[str, Any]] = []
+    for block in value:
+        kind, fields = _block(block)
+        if kind == "text":
+            parts.append({"type": "output_text" if role == "assistant" else "input_text",
+                          "text": fields["text"]})
+        elif kind == "image":
+            parts.append(input_image(fields["data"], fields.get("mime_type", "image/png")))
+        else:
+            raise ValueError(f"unsupported prompt block type {kind!r}")
+    return parts
+
+
+def input_image(data: str, mime_type: str = "image/png") -> dict[str, Any]:
+    return {"type": "input_image", "image_url": f"data:{mime_type};base64,{data}",
+            "detail": "auto"}
+
+
+def prompt_items(prompt: Any, conversation: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The opening input: the template's conversation, else the prompt as a user message.
+    Images in an assistant turn go to a user message after it."""
+    turns = [_fields(m) for m in conversation] if conversation else [
+        {"role": "user", "content": prompt}]
+    items: list[dict[str, Any]] = []
+    for turn in turns:
+        role = turn["role"] if turn["role"] != "system" else "developer"
+        parts = content(turn["content"], role)
+        if role == "assistant" and any(p["type"] == "input_image" for p in parts):
+            items.append({"type": "message", "role": role,
+                          "content": [p for p in parts if p["type"] != "input_image"]})
+            items.append({"type": "message", "role": "user",
+                          "content": [p for p in parts if p["type"] == "input_image"]})
+            continue
+        items.append({"type": "message", "role": role, "content": parts})
+    return items
+
+
+def calls(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tool calls of a response's output as ``{"id", "name", "arguments", "type"}``:
+    function calls by name (arguments decoded when valid JSON); native calls by their tool
+    (``shell``: the action; ``apply_patch``: the operation; ``computer``: the actions and
+    pending safety checks)."""
+    found = []
+    for item in output:
+        kind = item.get("type")
+        if kind == "function_call":
+            try:
+                arguments: Any = json.loads(item.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                arguments = item.get("arguments")
+            found.append({"id": item["call_id"], "name": item["name"], "arguments": arguments,
+                          "type": kind})
+        elif kind == "shell_call":
+            found.append({"id": item["call_id"], "name": "shell", "type": kind,
+                          "arguments": dict(item.get("action") or {})})
+        elif kind == "apply_patch_call":
+            found.append({"id": item["call_id"], "name": "apply_patch", "type": kind,
+                          "arguments": dict(item.get("operation") or {})})
+        elif kind == "computer_call":
+            actions = item.get("actions") or ([item["action"]] if item.get("action") else [])
+            found.append({"id": item["call_id"], "name": "computer", "type": kind,
+                          "arguments": {"actions": actions, "pending_safety_checks":
+                                        item.get("pending_safety_checks") or []}})
+    return found
+
+
+def output_text(output: list[dict[str, Any]]) -> str | None:
+    texts = [part["text"] for item in output if item.get("type") == "message"
+             for part in item.get("content") or [] if part.get("type") == "output_text"]
+    return "\n".join(texts) if texts else None
+
+
+def replayed(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The response's output items as the next request's input (nulls dropped)."""
+    return [{k: v for k, v in item.items() if v is not None} for item in output]
+
+
+def result_item(call: dict[str, Any], output: ToolOutput) -> dict[str, Any]:
+    """The output item that answers ``call``, in its tool's format."""
+    kind, call_id = call.get("type"), call["id"]
+    if kind == "shell_call":
+        return {"type": "shell_call_output", "call_id": call_id, "output": shell_output(output)}
+    if kind == "apply_patch_call":
+        return {"type": "apply_patch_call_output", "call_id": call_id,
+                "status": "failed" if output.is_error else "completed", "output": output.text}
+    if kind == "computer_call":
+        if not output.images:  # the actions failed before any screenshot: say why
+            return {"type": "function_call_output", "call_id": call_id, "output": output.text}
+        image = output.images[-1]
+        item: dict[str, Any] = {"type": "computer_call_output", "call_id": call_id, "output": {
+            "type": "computer_screenshot",
+            "image_url": f"data:{image.mime_type};base64,{image.data}"}}
+        checks = call["arguments"].get("pending_safety_checks")
+        if checks:
+            item["acknowledged_safety_checks"] = checks
+        return item
+    if output.images:
+        parts: Any = [{"type": "input_text", "text": output.text}] if output.text else []
+        parts.extend(input_image(i.data, i.mime_type) for i in output.images)
+    else:
+        parts = output.text
+    return {"type": "function_call_output", "call_id": call_id, "output": parts}
+
+
+def shell_output(output: ToolOutput) -> list[dict[str, Any]]:
+    """The shell tool's JSON result, or the tool error as one failed command."""
+    if not output.is_error:
+        return list(json.loads(output.text))
+    outcome = {"type": "timeout"} if "timed out" in output.text else {"type": "exit",
+                                                                      "exit_code": 1}
+    return [{"stdout": "", "stderr": output.text, "outcome": outcome}]
+
+
+def prune_images(items: list[dict[str, Any]], keep: int) -> None:
+    """Replace the screenshots of all but the last ``keep`` results carrying images with a
+    note (in place); prompt images stay."""
+    results = [i for i in items if i.get("type") in ("computer_call_output",
+                                                     "function_call_output")
+               and _has_image(i)]
+    for item in results[:max(len(results) - keep, 0)]:
+        if item["type"] == "computer_call_output":
+            # a computer call must be answered by a screenshot: keep a 1x1 one
+            item["output"] = {"type": "computer_screenshot", "image_url": BLANK}
+        else:
+            item["output"] = [p if p.get("type") != "input_image" else
+                              {"type": "input_text", "text": PRUNED} for p in item["output"]]
+
+
+BLANK = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4"
+         "z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
+
+
+def _has_image(item: dict[str, Any]) -> bool:
+    out = item.get("output")
+    if item["type"] == "computer_call_output":
+        return isinstance(out, dict) and out.get("image_url") != BLANK
+    return isinstance(out, list) and any(p.get("type") == "input_image" for p in out)
+
+
+def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
+    usage = usage or {}
+    tokens = {"input_tokens": usage.get("input_tokens"),
+              "output_tokens": usage.get("output_tokens"),
+              "cached_input_tokens": (usage.get("input_tokens_details") or {}).get(
+                  "cached_tokens"),
+              "reasoning_tokens": (usage.get("output_tokens_details") or {}).get(
+                  "reasoning_tokens")}
+    return {k: int(v) for k, v in tokens.items() if isinstance(v, int) and (
+        v or k in ("input_tokens", "output_tokens"))}
