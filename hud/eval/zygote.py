@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -30,6 +31,10 @@ def main(argv: list[str]) -> int:
 
     env = load_environment(target)
     _warm_up(Server, ServerConfig, loop_factory)
+    # Everything imported so far is shared with the workers copy-on-write; keep the garbage
+    # collector from walking (and so writing to, and copying) those pages in every worker.
+    gc.collect()
+    gc.freeze()
     out = sys.stdout.fileno()
     os.write(out, b"ZYGOTE READY\n")
     zygote = os.getpid()
