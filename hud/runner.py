@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import secrets
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -74,16 +74,40 @@ class TaskScope:
         """Enter ``factory()`` around each later step of this task (setup, grade, cleanup)."""
         self._step_contexts.append(factory)
 
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[TaskScope]:
-        token = _current_scope.set(self)
+    def entered(self) -> _Entered:
+        """A context manager: this scope is :func:`current_scope` inside it, and the step
+        contexts from :meth:`during_steps` are entered around it."""
+        return _Entered(self)
+
+
+class _Entered:
+    """:meth:`TaskScope.entered`, as a plain class: it wraps every step of every task, so it
+    avoids a generator and an ``ExitStack`` when no hook asked for step contexts."""
+
+    __slots__ = ("scope", "stack", "token")
+
+    def __init__(self, scope: TaskScope) -> None:
+        self.scope = scope
+        self.stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> TaskScope:
+        self.token = _current_scope.set(self.scope)
+        if self.scope._step_contexts:
+            self.stack = contextlib.ExitStack()
+            try:
+                for factory in self.scope._step_contexts:
+                    self.stack.enter_context(factory())
+            except BaseException:
+                self.stack.close()
+                _current_scope.reset(self.token)
+                raise
+        return self.scope
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
         try:
-            with contextlib.ExitStack() as stack:
-                for factory in self._step_contexts:
-                    stack.enter_context(factory())
-                yield self
+            return None if self.stack is None else self.stack.__exit__(*exc_info)
         finally:
-            _current_scope.reset(token)
+            _current_scope.reset(self.token)
 
 
 _current_scope: ContextVar[TaskScope | None] = ContextVar("hud_task_scope", default=None)
@@ -125,6 +149,8 @@ class TaskRunner:
         return prompt
 
     async def _setup(self) -> Any:
+        if not self._hooks:
+            return await self._gen.__anext__()
         self._entered = contextlib.AsyncExitStack()
         for hook in self._hooks:
             self._bindings.update(await self._entered.enter_async_context(hook(self.scope)) or {})
