@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .protocol.messages import Binding
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
 DIAL_TIMEOUT = 10.0
 
 
