@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
-
-from hud.agents import Agent
 
 from ..dialogue import Limits, Turn, converse
 from ..editing import TextEditor
 from ..openai_compatible.loop import RequestPolicy, send_with_retries
 from ..openai_compatible.shell_tools import command_report, shell_tools
 from ..openai_compatible.toolbox import Tool, ToolBox, ToolOutput, ToolSpec
+from ..provider import ProviderAgent, calling, describe_error
 from ..workbench import Workbench, open_workbench
 from . import wire
 
@@ -55,43 +52,14 @@ class Settings:
     policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
 
-def settings_from(cls: Any, harness: str, model: str | None, config: Mapping[str, Any],
-                  key_env: str, base_env: tuple[str, ...],
-                  environ: Mapping[str, str] = os.environ) -> Any:
-    """A settings dataclass from harness config, with the key and base URL from the
-    environment when not given; an unknown key is a ``TypeError`` naming the known ones."""
-    policy_keys = {f.name for f in dataclasses.fields(RequestPolicy)}
-    own_keys = {f.name for f in dataclasses.fields(cls)} - {"policy"}
-    unknown = set(config) - policy_keys - own_keys
-    if unknown:
-        raise TypeError(f"{harness}: unknown setting(s) {sorted(unknown)}; known: "
-                        f"{', '.join(sorted(own_keys | policy_keys))}")
-    own = {k: v for k, v in config.items() if k in own_keys}
-    if model:
-        own["model"] = model
-    settings = cls(**own, policy=RequestPolicy(
-        **{k: v for k, v in config.items() if k in policy_keys}))
-    settings.api_key = settings.api_key or environ.get(key_env)
-    settings.base_url = settings.base_url or next(
-        (environ[name] for name in base_env if environ.get(name)), None)
-    return settings
-
-
-class ClaudeAgent(Agent):
+class ClaudeAgent(ProviderAgent):
     """Claude on its native tools; see the module doc."""
 
     name: ClassVar[str] = "claude"
-
-    def __init__(self, *, model: str | None = None, **config: Any) -> None:
-        super().__init__(model=model, **config)
-        self.settings: Settings = settings_from(Settings, "claude", model, config,
-                                                "ANTHROPIC_API_KEY", ("ANTHROPIC_BASE_URL",))
-        self.model = self.settings.model
-
-    def check(self) -> None:
-        if not self.settings.api_key:
-            raise ValueError("claude needs an Anthropic API key: set ANTHROPIC_API_KEY "
-                             "(or --config api_key=...)")
+    settings_type = Settings
+    key_env = ("ANTHROPIC_API_KEY",)
+    base_env = ("ANTHROPIC_BASE_URL",)
+    settings: Settings
 
     async def __call__(self, run: Run) -> None:
         import anthropic
@@ -145,7 +113,7 @@ def claude_tools(model: str, bench: Workbench, timeout: float | None = None
             tools.append(wire.function_tool(tool.spec))
     for spec in bench.functions.specs:
         tools.append(wire.function_tool(toolbox.add(
-            Tool(spec, _calling(bench.functions, spec.name))).spec))
+            Tool(spec, calling(bench.functions, spec.name))).spec))
     return toolbox, tools, betas
 
 
@@ -164,13 +132,6 @@ def bash_function(shell: Any, timeout: float | None = None) -> Any:
                           is_error=bool(getattr(result, "timed_out", False)))
 
     return bash
-
-
-def _calling(box: ToolBox, name: str) -> Any:
-    async def call(args: dict[str, Any]) -> ToolOutput:
-        return await box.call(name, args)
-
-    return call
 
 
 class ClaudeDialect:
@@ -199,7 +160,7 @@ class ClaudeDialect:
             return dict(reply.to_dict())
 
         return await send_with_retries(run, self.settings.policy, attempt, anthropic.APIError,
-                                       _describe)
+                                       describe_error)
 
     def read(self, reply: dict[str, Any]) -> Turn:
         return Turn(text=wire.reply_text(reply), calls=wire.tool_calls(reply),
@@ -215,7 +176,3 @@ class ClaudeDialect:
         wire.prune_images(messages, keep)
 
 
-def _describe(exc: Any) -> str:
-    status = getattr(exc, "status_code", None)
-    message = getattr(exc, "message", str(exc))
-    return f"{status}: {message}" if status else f"{type(exc).__name__}: {message}"

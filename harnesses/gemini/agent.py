@@ -21,14 +21,12 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hud.agents import Agent
-
 from ..claude.actions import switch_screen
-from ..claude.agent import _calling, settings_from
 from ..dialogue import Limits, Turn, converse
 from ..openai_compatible.loop import RequestPolicy, send_with_retries
 from ..openai_compatible.shell_tools import shell_tools
 from ..openai_compatible.toolbox import Tool, ToolBox, ToolOutput
+from ..provider import ProviderAgent, calling
 from ..workbench import Workbench, open_workbench
 from . import wire
 from .actions import FUNCTIONS, computer_tools
@@ -56,25 +54,14 @@ class Settings:
     policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
 
-class GeminiAgent(Agent):
+class GeminiAgent(ProviderAgent):
     """Gemini on its native tools; see the module doc."""
 
     name: ClassVar[str] = "gemini"
-
-    def __init__(self, *, model: str | None = None, **config: Any) -> None:
-        super().__init__(model=model, **config)
-        self.settings: Settings = settings_from(Settings, "gemini", model, config,
-                                                "GEMINI_API_KEY", ("GOOGLE_GEMINI_BASE_URL",))
-        if not self.settings.api_key:
-            import os
-
-            self.settings.api_key = os.environ.get("GOOGLE_API_KEY")
-        self.model = self.settings.model
-
-    def check(self) -> None:
-        if not self.settings.api_key:
-            raise ValueError("gemini needs an API key: set GEMINI_API_KEY "
-                             "(or --config api_key=...)")
+    settings_type = Settings
+    key_env = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    base_env = ("GOOGLE_GEMINI_BASE_URL",)
+    settings: Settings
 
     async def __call__(self, run: Run) -> None:
         from google import genai
@@ -120,7 +107,7 @@ def gemini_tools(bench: Workbench, excluded: list[str] | None = None
         if len(bench.screens) > 1:
             declared.append(toolbox.add(switch_screen(current, dict(bench.screens))).spec)
     for spec in bench.functions.specs:
-        declared.append(toolbox.add(Tool(spec, _calling(bench.functions, spec.name))).spec)
+        declared.append(toolbox.add(Tool(spec, calling(bench.functions, spec.name))).spec)
     if declared:
         tools.append(wire.function_declarations(declared))
     return toolbox, tools

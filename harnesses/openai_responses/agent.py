@@ -22,15 +22,13 @@ import posixpath
 import shlex
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hud.agents import Agent
-
 from ..claude.actions import switch_screen
-from ..claude.agent import _calling, _describe, settings_from
 from ..dialogue import Limits, Turn, converse
 from ..editing import apply_diff, new_file
 from ..openai_compatible.loop import RequestPolicy, send_with_retries
 from ..openai_compatible.shell_tools import _read_text, shell_tools
 from ..openai_compatible.toolbox import Image, Tool, ToolBox, ToolError, ToolOutput, ToolSpec
+from ..provider import ProviderAgent, calling, describe_error
 from ..workbench import Workbench, open_workbench
 from . import wire
 
@@ -61,21 +59,14 @@ class Settings:
     policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
 
-class OpenAIAgent(Agent):
+class OpenAIAgent(ProviderAgent):
     """GPT models on their native tools, through the Responses API; see the module doc."""
 
     name: ClassVar[str] = "openai"
-
-    def __init__(self, *, model: str | None = None, **config: Any) -> None:
-        super().__init__(model=model, **config)
-        self.settings: Settings = settings_from(Settings, "openai", model, config,
-                                                "OPENAI_API_KEY", ("OPENAI_BASE_URL",))
-        self.model = self.settings.model
-
-    def check(self) -> None:
-        if not self.settings.api_key:
-            raise ValueError("openai needs an API key: set OPENAI_API_KEY "
-                             "(or --config api_key=...)")
+    settings_type = Settings
+    key_env = ("OPENAI_API_KEY",)
+    base_env = ("OPENAI_BASE_URL",)
+    settings: Settings
 
     async def __call__(self, run: Run) -> None:
         import openai
@@ -120,7 +111,7 @@ def responses_tools(bench: Workbench) -> tuple[ToolBox, list[dict[str, Any]]]:
                 switch_screen(current, dict(bench.screens))).spec))
     for spec in bench.functions.specs:
         tools.append(wire.function_tool(toolbox.add(
-            Tool(spec, _calling(bench.functions, spec.name))).spec))
+            Tool(spec, calling(bench.functions, spec.name))).spec))
     return toolbox, tools
 
 
@@ -250,7 +241,7 @@ class ResponsesDialect:
             return dict(reply.to_dict())
 
         return await send_with_retries(run, self.settings.policy, attempt, openai.APIError,
-                                       _describe)
+                                       describe_error)
 
     def read(self, reply: dict[str, Any]) -> Turn:
         output = reply.get("output") or []
