@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import secrets
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -67,16 +66,6 @@ class ServerConfig:
     keepalive: float | None = 20.0
     """Seconds of silence before the kernel probes a peer (then 4 probes 5 s apart); a dead
     peer closes the connection, which parks its session. ``None``: no probing."""
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (it cuts the loop's share of each request by
-    about a third; see BENCHMARKS.md), else ``None``: asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def is_loopback(host: str) -> bool:

@@ -51,13 +51,12 @@ def fail(message: str, code: int) -> NoReturn:
 
 def _run(coro: Any) -> Any:
     """Run a client coroutine, turning every hud failure into its exit code."""
-    import asyncio
-
     from ..client import HudConnectionError
+    from ..eventloop import run
     from ..protocol import errors
 
     try:
-        return asyncio.run(coro)
+        return run(coro)
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE)
     except (HudConnectionError, errors.Unauthorized) as exc:

@@ -5,13 +5,13 @@ Progress goes to stderr; the results (a table, or JSON with ``--json``) to stdou
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ..eventloop import run as run_on_loop
 from .app import fail
 from .common import EXIT_ENVIRONMENT, EXIT_USAGE
 
@@ -76,7 +76,7 @@ def run_eval(options: dict[str, Any]) -> int:
         )
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    job = asyncio.run(_run(taskset, agent, runtime, width, options))
+    job = run_on_loop(_run(taskset, agent, runtime, width, options))
     rows = [_run_row(run) for run in job.runs]
     if options["output"]:
         Path(options["output"]).write_text(
@@ -173,7 +173,7 @@ def run_check(source: str, env: str | None, task_ids: str | None, as_json: bool,
         idle = await taskset.run(nop, runtime=PoolRuntime(), timeout=timeout)
         return solved, idle
 
-    solved, idle = asyncio.run(both())
+    solved, idle = run_on_loop(both())
     report = []
     for task, with_oracle, with_nop in zip(taskset, solved.runs, idle.runs, strict=True):
         problems = []

@@ -26,8 +26,9 @@ def main(argv: list[str]) -> int:
     token = os.environ.get("HUD_TOKEN")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished workers
 
+    from ..eventloop import loop_factory
     from ..loader import load_environment
-    from ..server import Server, ServerConfig, loop_factory
+    from ..server import Server, ServerConfig
 
     env = load_environment(target)
     _warm_up(Server, ServerConfig, loop_factory)
