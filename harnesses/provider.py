@@ -15,6 +15,25 @@ from .openai_compatible.loop import RequestPolicy
 from .openai_compatible.toolbox import ToolBox, ToolOutput
 
 
+@dataclasses.dataclass(kw_only=True)
+class ProviderSettings:
+    """Settings every provider harness takes (``--config key=value``); each harness's own
+    ``Settings`` adds its fields and its default model and display size."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str = ""
+    max_steps: int | None = None
+    system_prompt: str | None = None
+    tool_timeout: float | None = 120.0
+    agent_timeout: float | None = None
+    keep_screenshots: int = 3
+    display_width: int = 1280
+    display_height: int = 800
+    extra: dict[str, Any] | None = None
+    policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
+
+
 def settings_from(cls: Any, harness: str, model: str | None, config: Mapping[str, Any],
                   key_env: tuple[str, ...], base_env: tuple[str, ...],
                   environ: Mapping[str, str] = os.environ) -> Any:

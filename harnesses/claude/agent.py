@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..dialogue import Limits, Turn, converse
 from ..editing import TextEditor
-from ..openai_compatible.loop import RequestPolicy, send_with_retries
+from ..openai_compatible.loop import send_with_retries
 from ..openai_compatible.shell_tools import command_report, shell_tools
 from ..openai_compatible.toolbox import Tool, ToolBox, ToolOutput, ToolSpec
-from ..provider import ProviderAgent, calling, describe_error
+from ..provider import ProviderAgent, ProviderSettings, calling, describe_error
 from ..workbench import Workbench, open_workbench
 from . import wire
 
@@ -35,21 +35,10 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
-class Settings:
-    api_key: str | None = None
-    base_url: str | None = None
+@dataclasses.dataclass(kw_only=True)
+class Settings(ProviderSettings):
     model: str = DEFAULT_MODEL
     max_tokens: int = 8192
-    max_steps: int | None = None
-    system_prompt: str | None = None
-    tool_timeout: float | None = 120.0
-    agent_timeout: float | None = None
-    keep_screenshots: int = 3
-    display_width: int = 1280
-    display_height: int = 800
-    extra: dict[str, Any] | None = None
-    policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
 
 class ClaudeAgent(ProviderAgent):

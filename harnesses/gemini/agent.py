@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..claude.actions import switch_screen
 from ..dialogue import Limits, Turn, converse
-from ..openai_compatible.loop import RequestPolicy, send_with_retries
+from ..openai_compatible.loop import send_with_retries
 from ..openai_compatible.shell_tools import shell_tools
 from ..openai_compatible.toolbox import Tool, ToolBox, ToolOutput
-from ..provider import ProviderAgent, calling
+from ..provider import ProviderAgent, ProviderSettings, calling
 from ..workbench import Workbench, open_workbench
 from . import wire
 from .actions import FUNCTIONS, computer_tools
@@ -37,21 +37,12 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "gemini-2.5-computer-use-preview-10-2025"
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
-class Settings:
-    api_key: str | None = None
-    base_url: str | None = None
+@dataclasses.dataclass(kw_only=True)
+class Settings(ProviderSettings):
     model: str = DEFAULT_MODEL
-    max_steps: int | None = None
-    system_prompt: str | None = None
-    tool_timeout: float | None = 120.0
-    agent_timeout: float | None = None
-    keep_screenshots: int = 3
     display_width: int = 1440
     display_height: int = 900
     excluded_functions: list[str] | None = None
-    extra: dict[str, Any] | None = None
-    policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
 
 class GeminiAgent(ProviderAgent):

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..claude.actions import switch_screen
 from ..dialogue import Limits, Turn, converse
 from ..editing import apply_diff, new_file
-from ..openai_compatible.loop import RequestPolicy, send_with_retries
+from ..openai_compatible.loop import send_with_retries
 from ..openai_compatible.shell_tools import _read_text, shell_tools
 from ..openai_compatible.toolbox import Image, Tool, ToolBox, ToolError, ToolOutput, ToolSpec
-from ..provider import ProviderAgent, calling, describe_error
+from ..provider import ProviderAgent, ProviderSettings, calling, describe_error
 from ..workbench import Workbench, open_workbench
 from . import wire
 
@@ -42,21 +42,10 @@ KEY_NAMES = {"arrowleft": "left", "arrowright": "right", "arrowup": "up", "arrow
 SETTLE = 0.3
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
-class Settings:
-    api_key: str | None = None
-    base_url: str | None = None
+@dataclasses.dataclass(kw_only=True)
+class Settings(ProviderSettings):
     model: str = DEFAULT_MODEL
     max_output_tokens: int | None = None
-    max_steps: int | None = None
-    system_prompt: str | None = None
-    tool_timeout: float | None = 120.0
-    agent_timeout: float | None = None
-    keep_screenshots: int = 3
-    display_width: int = 1280
-    display_height: int = 800
-    extra: dict[str, Any] | None = None
-    policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
 
 class OpenAIAgent(ProviderAgent):
