@@ -15,16 +15,16 @@ import asyncio
 import contextlib
 import itertools
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
-from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from . import __version__, address
+from . import __version__, address, wsconn
 from .address import DEFAULT_URL
 from .protocol import codec
 from .protocol.errors import HudError, Unauthorized, error_from_wire
@@ -73,12 +73,18 @@ class Client:
 
     manifest: ManifestResult
 
-    def __init__(self, ws: ClientConnection | Any, url: str) -> None:
+    def __init__(self, ws: Any, url: str) -> None:
         self.ws = ws
         self.url = url
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
-        self._reader = asyncio.create_task(self._read_replies(), name="hud-client-reader")
+        self._lost: BaseException | None = None  # why the connection ended, once it has
+        self._reader: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+        if hasattr(ws, "attach"):  # a push transport (hud.wsconn): replies arrive as parsed
+            ws.attach(self._on_message, self._on_closed)
+        else:  # anything with the websockets surface: read it in a task
+            self._reader = asyncio.create_task(self._read_replies(), name="hud-client-reader")
         self.token: str | None = None
         self.bindings: dict[str, dict[str, Any]] = {}  # this task's, from the last start
         self._tunnels: Tunnels | None = None
@@ -198,6 +204,8 @@ class Client:
 
     async def call(self, method: str, params: Any, result_type: type[B]) -> B:
         """Send one request and wait for its reply; raises the server's error as its class."""
+        if self._lost is not None:
+            raise self._lost
         rid = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = (method, future)
@@ -217,25 +225,46 @@ class Client:
         if self._tunnels is not None:
             await self._tunnels.aclose()
         await self.ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._on_closed(None)
 
     # -- replies --------------------------------------------------------------------------
 
     async def _read_replies(self) -> None:
-        error: BaseException = HudConnectionError(f"connection to {self.url} closed")
+        error: BaseException | None = None
         try:
             async for frame in self.ws:
-                self._dispatch(frame)
+                self._on_message(frame)
         except ConnectionClosed as exc:
-            error = HudConnectionError(f"connection to {self.url} lost: {exc}")
-        except HudError as exc:
             error = exc
         finally:
-            for _, future in self._pending.values():
-                if not future.done():
-                    future.set_exception(error)
+            self._on_closed(error)
+
+    def _on_message(self, frame: str | bytes) -> None:
+        try:
+            self._dispatch(frame)
+        except HudError as exc:  # the server broke the protocol: nothing more can be trusted
+            self._fail_pending(exc)
+            self._closing = asyncio.ensure_future(self.ws.close())
+
+    def _on_closed(self, error: BaseException | None) -> None:
+        if error is None:
+            lost: BaseException = HudConnectionError(f"connection to {self.url} closed")
+        elif isinstance(error, HudError | HudConnectionError):
+            lost = error
+        else:
+            lost = HudConnectionError(f"connection to {self.url} lost: {error}")
+        self._fail_pending(lost)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        if self._lost is None:
+            self._lost = error
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
 
     def _dispatch(self, frame: str | bytes) -> None:
         reply = codec.decode_reply(frame)
@@ -270,22 +299,24 @@ async def open_client(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[C
         await client.aclose()
 
 
-async def _dial(
-    url: str, token: str | None, ready_timeout: float, max_size: int | None
-) -> ClientConnection:
-    headers = {"Authorization": f"Bearer {token}"} if token else None
+async def _dial(url: str, token: str | None, ready_timeout: float, max_size: int | None) -> Any:
+    headers = {"User-Agent": f"hud/{__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    direct = _is_loopback(url) or _proxy_for(url) is None
     deadline = time.monotonic() + ready_timeout
     delay = 0.02
     while True:
         try:
-            return await ws_connect(
+            if direct:
+                return await wsconn.connect(url, headers=headers, max_size=max_size)
+            return await ws_connect(  # through the proxy the environment names
                 url,
                 additional_headers=headers,
-                proxy=None if _is_loopback(url) else True,
                 compression=None,
                 max_size=max_size,
                 open_timeout=10,
-                user_agent_header=f"hud/{__version__}",
+                user_agent_header=None,
             )
         except InvalidStatus as exc:
             raise _rejected(url, exc) from None
@@ -294,6 +325,17 @@ async def _dial(
                 raise HudConnectionError(f"cannot reach an environment at {url}: {exc}") from None
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment variables name for ``url``, if any."""
+    parts = urlsplit(url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return proxy
+    return None
 
 
 def _is_loopback(url: str) -> bool:

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from .protocol import codec
@@ -53,7 +52,9 @@ from .protocol.messages import (
 from .session import Session
 
 if TYPE_CHECKING:
+    from .memory import MemoryEnd
     from .server import Server
+    from .wsconn import WsServerConnection
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class ControlConnection:
 
     __slots__ = ("op_lock", "ops", "server", "session", "ws")
 
-    def __init__(self, server: Server, ws: ServerConnection) -> None:
+    def __init__(self, server: Server, ws: WsServerConnection | MemoryEnd) -> None:
         self.server = server
         self.ws = ws
         self.session: Session | None = None

@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from websockets.asyncio.server import Server as WebSocketServer
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .address import CONTROL_PATH, TUNNEL_PREFIX
@@ -36,7 +33,8 @@ from .protocol import codec
 from .protocol.errors import Unauthorized
 from .protocol.messages import PROTOCOL_VERSION
 from .session import Registry
-from .tunnel import open_daemon, splice
+from .tunnel import link_daemon
+from .wsconn import WsServerConnection
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +58,10 @@ class ServerConfig:
     backlog: int = 4096
     enable_solutions: bool = False
     """Serve ``tasks.solve`` (reference solutions reveal answers: never on by default)."""
-    ping_interval: float | None = None
-    """WebSocket pings (seconds between them). Off by default: dead peers are found by TCP
-    keepalive instead (``keepalive``), which costs no task or memory per connection."""
     keepalive: float | None = 20.0
-    """Seconds of silence before the kernel probes a peer (then 4 probes 5 s apart); a dead
-    peer closes the connection, which parks its session. ``None``: no probing."""
+    """Dead peers are found by TCP keepalive, not WebSocket pings (no task or memory per
+    connection). Seconds of silence before the kernel probes a peer (then 4 probes 5 s
+    apart); a dead peer closes the connection, which parks its session. ``None``: off."""
 
 
 def is_loopback(host: str) -> bool:
@@ -103,7 +99,9 @@ class Server:
         )
         self.templates = [tpl.info() for tpl in env.templates.values()]
         self.connections: set[ControlConnection] = set()
-        self._ws: WebSocketServer | None = None
+        self._listener: asyncio.Server | None = None
+        self._sockets: set[WsServerConnection] = set()  # every open WebSocket
+        self._handlers: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._memory: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -124,16 +122,12 @@ class Server:
             self._sweeper = asyncio.create_task(self._sweep(), name="hud-park-sweeper")
             return
         try:
-            self._ws = await serve(
-                self._handle,
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._accept,
                 self.config.host,
                 self.config.port,
-                process_request=self._check_request,
-                max_size=max(4 * self.config.max_message_size, 1 << 20),
-                compression=None,
                 backlog=self.config.backlog,
-                ping_interval=self.config.ping_interval,
-                server_header=f"hud/{PROTOCOL_VERSION}",
+                reuse_address=True,
             )
         except BaseException:
             await self.env.stop()
@@ -143,8 +137,8 @@ class Server:
 
     @property
     def port(self) -> int:
-        assert self._ws is not None, "the server is not started"
-        return int(self._ws.sockets[0].getsockname()[1])
+        assert self._listener is not None, "the server is not started"
+        return int(self._listener.sockets[0].getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -167,8 +161,8 @@ class Server:
         return client_end
 
     async def serve_forever(self) -> None:
-        assert self._ws is not None, "the server is not started"
-        await self._ws.serve_forever()
+        assert self._listener is not None, "the server is not started"
+        await self._listener.serve_forever()
 
     async def aclose(self) -> None:
         """Shut down in order; safe to call twice."""
@@ -177,16 +171,20 @@ class Server:
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._ws is not None:
-            self._ws.close(close_connections=False)
+        if self._listener is not None:
+            self._listener.close()
         for conn in list(self.connections):
             conn.cancel_ops("the server is shutting down")
         for conn in list(self.connections):
             await conn.ws.close(1001, "server shutting down")
+        for ws in list(self._sockets):  # tunnels
+            ws.close_soon(1001, "server shutting down")
         if self._memory:
             await asyncio.gather(*self._memory, return_exceptions=True)
-        if self._ws is not None:
-            await self._ws.wait_closed()
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._sockets:
+            await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
         for session in self.registry:
             self.registry.remove(session)
             runner = session.take_runner()
@@ -205,7 +203,7 @@ class Server:
 
     # -- handshake ------------------------------------------------------------------------
 
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check_request(self, connection: WsServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         if self.token is not None and not self._authorized(request.headers, parts.query):
             err = Unauthorized("missing or wrong token: pass --token or set HUD_TOKEN")
@@ -233,38 +231,45 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    def _accept(self) -> WsServerConnection:
+        return WsServerConnection(
+            self._check_request,
+            self._opened,
+            max_size=max(4 * self.config.max_message_size, 1 << 20),
+            server_header=f"hud/{PROTOCOL_VERSION}",
+        )
+
+    def _opened(self, ws: WsServerConnection, target: str) -> None:
         if self.config.keepalive:
             _probe_when_silent(ws, self.config.keepalive)
-        path = urlsplit(ws.request.path if ws.request else "").path
-        # The handshake's headers are not needed past this point; a long-lived session
-        # should not keep them (a few KB a connection).
-        for message in (ws.request, ws.response):
-            if message is not None:
-                message.headers.clear()
+        self._sockets.add(ws)
+        ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
+        path = urlsplit(target).path
         if path == CONTROL_PATH:
-            conn = ControlConnection(self, ws)
-            self.connections.add(conn)
-            try:
-                await conn.run()
-            finally:
-                self.connections.discard(conn)
+            handler = self._control(ws)
         else:
-            await self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX)))
+            handler = self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX)))
+        task = asyncio.ensure_future(handler)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
-    async def _tunnel(self, ws: ServerConnection, name: str) -> None:
-        binding = self.env.capability(name)
+    async def _control(self, ws: WsServerConnection) -> None:
+        conn = ControlConnection(self, ws)
+        self.connections.add(conn)
         try:
-            reader, writer = await open_daemon(binding)
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    async def _tunnel(self, ws: WsServerConnection, name: str) -> None:
+        try:
+            await link_daemon(ws, self.env.capability(name))
         except OSError as exc:
             log.warning("tunnel to %r failed: %s", name, exc)
             await ws.close(1011, str(exc)[:120])
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await splice(ws, reader, writer)
 
 
-def _probe_when_silent(ws: ServerConnection, idle: float) -> None:
+def _probe_when_silent(ws: WsServerConnection, idle: float) -> None:
     """Turn on TCP keepalive for this connection's socket (Linux names the timings)."""
     sock = ws.transport.get_extra_info("socket")
     if sock is None:
@@ -276,8 +281,9 @@ def _probe_when_silent(ws: ServerConnection, idle: float) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), int(value))
 
 
-def _reject(connection: ServerConnection, status: int, code: int, message: str) -> Response:
+def _reject(connection: WsServerConnection, status: int, code: int, message: str) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}
     response = connection.respond(status, codec.encode(body).decode() + "\n")
+    del response.headers["Content-Type"]  # a multidict: replace the plain-text one
     response.headers["Content-Type"] = "application/json"
     return response

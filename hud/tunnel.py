@@ -1,4 +1,4 @@
-"""Byte tunnels: a WebSocket on the control port spliced to a capability's TCP daemon.
+"""Byte tunnels: a WebSocket on the control port joined to a capability's TCP daemon.
 
 One tunnel carries one TCP connection. Binary frames carry the bytes; when either side
 closes, the other is closed too.
@@ -7,17 +7,15 @@ closes, the other is closed too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 from .protocol.messages import Binding
+from .wsconn import WsConnection
 
-CHUNK = 256 * 1024
 DIAL_TIMEOUT = 10.0
 
 
@@ -29,16 +27,69 @@ def daemon_address(binding: Binding) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-async def open_daemon(binding: Binding) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Dial a capability's daemon; the error names the capability and the address."""
+async def link_daemon(ws: WsConnection, binding: Binding) -> None:
+    """Dial a capability's daemon and join it to tunnel ``ws``: each binary frame is written
+    to the daemon and each read from the daemon goes out as a frame, with no task per
+    direction; when either side stops taking data the other is paused. When one side
+    closes, so does the other. The error names the capability and the address."""
     host, port = daemon_address(binding)
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.wait_for(asyncio.open_connection(host, port), DIAL_TIMEOUT)
+        _, daemon = await asyncio.wait_for(
+            loop.create_connection(lambda: _DaemonEnd(ws), host, port), DIAL_TIMEOUT
+        )
     except (OSError, TimeoutError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise OSError(
             f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
         ) from exc
+    ws.on_write_pause = daemon.pause_reading_from
+    ws.attach(daemon.write, daemon.close)
+
+
+class _DaemonEnd(asyncio.Protocol):
+    """The daemon's side of a tunnel."""
+
+    def __init__(self, ws: WsConnection) -> None:
+        self.ws = ws
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.ws.send_now(data, text=False)
+        except ConnectionClosed:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        return False  # the daemon is done: close, which closes the tunnel
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.close_soon(1000 if exc is None else 1011, "" if exc is None else str(exc)[:120])
+
+    def pause_writing(self) -> None:
+        self.ws.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.ws.transport.resume_reading()
+
+    def pause_reading_from(self, paused: bool) -> None:
+        """The tunnel's peer stopped (or resumed) taking data: stop reading the daemon."""
+        if self.transport.is_closing():
+            return
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def write(self, message: str | bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(message if isinstance(message, bytes) else message.encode())
+
+    def close(self, _reason: BaseException | None = None) -> None:
+        self.transport.close()
 
 
 async def until_first_ends(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
@@ -55,27 +106,3 @@ async def until_first_ends(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
             task.cancel()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     return outcomes
-
-
-async def splice(
-    ws: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    """Copy bytes both ways until either side closes, then close both."""
-
-    async def upstream() -> None:
-        async for message in ws:
-            writer.write(message if isinstance(message, bytes) else message.encode())
-            await writer.drain()
-
-    async def downstream() -> None:
-        while data := await reader.read(CHUNK):
-            await ws.send(data)
-
-    try:
-        await until_first_ends(upstream(), downstream())
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError, ConnectionError):
-            await writer.wait_closed()
-        with contextlib.suppress(ConnectionClosed):
-            await ws.close()

@@ -68,7 +68,7 @@ class InProcessRuntime(Runtime):
         async with self._starting:
             server = self._servers.get(id(env))
             if server is None:
-                config = ServerConfig(enable_solutions=self.solutions, ping_interval=None)
+                config = ServerConfig(enable_solutions=self.solutions)
                 server = Server(env, config)
                 await server.start(listen=False)
                 self._servers[id(env)] = server

@@ -1,0 +1,364 @@
+"""Lean WebSocket connections: websockets' sans-I/O protocols on :class:`asyncio.Protocol`.
+
+``websockets.asyncio`` hands each message to a reader task through a queue and takes a lock
+around every send; a control message then crosses the event loop twice before hud sees it.
+Here ``data_received`` parses frames and hands each complete message either to a callback
+(:meth:`WsConnection.attach`: the client resolves the caller's future in place, a tunnel
+writes to its daemon) or to a small buffer read by ``async for`` (the server's control
+loop). ``send`` writes at once and waits only while the kernel's buffer is full. Pings,
+pongs and the close handshake are kept by the sans-I/O protocol.
+
+:class:`WsClient` (with :func:`connect`) is the client end; :class:`WsServerConnection` is
+one accepted connection of :class:`hud.server.Server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl as ssl_module
+from collections.abc import Callable
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+Receiver = Callable[[str | bytes], None]
+Closer = Callable[[BaseException | None], None]
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds to wait for the peer to finish the close handshake before dropping TCP."""
+MAX_QUEUE = 16
+"""Messages buffered for ``async for`` before the socket stops being read."""
+
+
+class WsConnection(asyncio.Protocol):
+    """What both ends share: framing, sending, flow control, closing."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        loop = asyncio.get_running_loop()
+        self.protocol = protocol
+        self.transport: Any = None  # an asyncio or uvloop transport (no common base class)
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._receiver: Receiver | None = None
+        self._closer: Closer | None = None
+        self._inbox: collections.deque[str | bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._fragments: list[bytes] = []
+        self._fragment_text = False
+        self._writable: asyncio.Future[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self.on_write_pause: Callable[[bool], None] | None = None
+        """Called with True when the peer stops taking data, False when it takes it again
+        (a tunnel pauses its other side)."""
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def attach(self, receiver: Receiver, closer: Closer) -> None:
+        """Deliver each message to ``receiver`` as it is parsed; call ``closer`` once when
+        the connection ends (with the reason, or None after a clean close)."""
+        self._receiver, self._closer = receiver, closer
+        while self._inbox:
+            receiver(self._inbox.popleft())
+        self._resume_reading()
+        if self.closed.done():
+            closer(self._close_error())
+
+    def __aiter__(self) -> WsConnection:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        """The next message; stops after a clean close, raises ``ConnectionClosed`` else."""
+        while not self._inbox:
+            if self.closed.done():
+                error = self._close_error()
+                if error is None:
+                    raise StopAsyncIteration
+                raise error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._inbox.popleft()
+        if self._read_paused and len(self._inbox) < MAX_QUEUE // 4:
+            self._resume_reading()
+        return message
+
+    def _deliver(self, data: bytes, text: bool) -> None:
+        message: str | bytes = data.decode() if text else data
+        if self._receiver is not None:
+            self._receiver(message)
+            return
+        self._inbox.append(message)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if len(self._inbox) >= MAX_QUEUE and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused:
+            self._read_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._deliver(frame.data, opcode is Opcode.TEXT)
+            else:
+                self._fragments = [frame.data]
+                self._fragment_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            self._fragments.append(frame.data)
+            if frame.fin:
+                data = b"".join(self._fragments)
+                self._fragments = []
+                self._deliver(data, self._fragment_text)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def send_now(self, message: str | bytes, text: bool | None = None) -> None:
+        """Queue one message on the socket at once (text unless ``text`` is False or it is
+        bytes); raises ``ConnectionClosed`` once the connection is closing."""
+        if self.protocol.state is not State.OPEN:
+            raise self._not_open()
+        if text is False or (text is None and isinstance(message, bytes)):
+            self.protocol.send_binary(message.encode() if isinstance(message, str) else message)
+        else:
+            self.protocol.send_text(message.encode() if isinstance(message, str) else message)
+        self._flush()
+
+    async def send(self, message: str | bytes, text: bool | None = None) -> None:
+        """:meth:`send_now`, then wait while the peer is not taking data."""
+        self.send_now(message, text)
+        if self._writable is not None:
+            await asyncio.shield(self._writable)
+
+    def close_soon(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake without waiting for it."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._flush()
+        elif self.transport is not None and self.protocol.state is State.CONNECTING:
+            self.transport.close()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close handshake, then TCP; returns when the connection is gone. Idempotent."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._flush()
+        elif self.protocol.state is State.CONNECTING and self.transport is not None:
+            self.transport.close()
+        if self.transport is not None and not self.closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT)
+            except TimeoutError:
+                self.transport.abort()
+                await self.closed
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+        if self._close_timer is None and self.protocol.close_expected():
+            # the server closes TCP first; if it never does, drop the connection ourselves
+            self._close_timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT, self._abort_if_open
+            )
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and not self.closed.done():
+            self.transport.abort()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        self._handle_events()
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._handle_events()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()  # idempotent; leaves the protocol CLOSED
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+            if self._closer is not None:
+                self._closer(self._close_error())
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+        if self.on_write_pause is not None:
+            self.on_write_pause(True)
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+        if self.on_write_pause is not None:
+            self.on_write_pause(False)
+
+    def _handle_events(self) -> None:
+        for event in self.protocol.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+            else:
+                self._handshake(event)
+        self._flush()  # pongs, the close reply, a handshake response
+
+    def _handshake(self, event: Request | Response) -> None:
+        raise NotImplementedError
+
+    def _not_open(self) -> ConnectionClosed:
+        protocol = self.protocol
+        if protocol.state is State.CLOSED:
+            return protocol.close_exc
+        return ConnectionClosedOK(protocol.close_rcvd, protocol.close_sent)  # closing
+
+    def _close_error(self) -> BaseException | None:
+        exc = self.protocol.close_exc
+        rcvd = exc.rcvd
+        return None if rcvd is not None and rcvd.code in (1000, 1001) else exc
+
+
+class WsClient(WsConnection):
+    """The client end; :func:`connect` builds it and waits for the handshake."""
+
+    protocol: ClientProtocol
+
+    def __init__(self, protocol: ClientProtocol) -> None:
+        super().__init__(protocol)
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def _handshake(self, event: Request | Response) -> None:
+        if self.opened.done():
+            return
+        if self.protocol.handshake_exc is not None:
+            self.opened.set_exception(self.protocol.handshake_exc)
+            self.transport.close()
+        else:
+            self.opened.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(
+                exc or ConnectionError("connection closed during the WebSocket handshake")
+            )
+        super().connection_lost(exc)
+
+
+async def connect(
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    max_size: int | None = 2**20,
+    ssl: ssl_module.SSLContext | None = None,
+    open_timeout: float = 10.0,
+) -> WsClient:
+    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``). Raises ``InvalidStatus`` when
+    the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
+    reached, ``TimeoutError`` after ``open_timeout``."""
+    uri = parse_uri(url)
+    protocol = ClientProtocol(uri, max_size=max_size)
+    request = protocol.connect()
+    for name, value in (headers or {}).items():
+        if name in request.headers:  # Headers is a multidict: replace, never add a second
+            del request.headers[name]
+        request.headers[name] = value
+    protocol.send_request(request)
+    loop = asyncio.get_running_loop()
+    if uri.secure and ssl is None:
+        ssl = ssl_module.create_default_context()
+    async with asyncio.timeout(open_timeout):
+        _, conn = await loop.create_connection(
+            lambda: WsClient(protocol), uri.host, uri.port, ssl=ssl if uri.secure else None,
+        )
+        try:
+            await conn.opened
+        except BaseException:
+            conn.transport.abort()
+            raise
+    return conn
+
+
+Gate = Callable[["WsServerConnection", Request], Response | None]
+Opened = Callable[["WsServerConnection", str], None]
+
+
+class WsServerConnection(WsConnection):
+    """One accepted connection. ``gate`` sees the handshake request and may answer it with
+    an HTTP response (a refusal); otherwise the WebSocket opens and ``opened`` is called with
+    the request path. Headers are dropped after the handshake (a long-lived session should
+    not hold them)."""
+
+    protocol: ServerProtocol
+
+    def __init__(self, gate: Gate, opened: Opened, *, max_size: int | None,
+                 server_header: str, open_timeout: float = 10.0) -> None:
+        super().__init__(ServerProtocol(max_size=max_size))
+        self._gate = gate
+        self._opened = opened
+        self._server_header = server_header
+        self._open_timeout = open_timeout
+        self._open_timer: asyncio.TimerHandle | None = None
+        self.path = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._open_timer = asyncio.get_running_loop().call_later(
+            self._open_timeout, self._abort_if_connecting
+        )
+
+    def _abort_if_connecting(self) -> None:
+        if self.protocol.state is State.CONNECTING and self.transport is not None:
+            self.transport.abort()
+
+    def respond(self, status: int, text: str) -> Response:
+        """An HTTP response refusing the handshake (for ``gate``)."""
+        return self.protocol.reject(status, text)
+
+    def _handshake(self, event: Request | Response) -> None:
+        if not isinstance(event, Request):
+            return
+        response = self._gate(self, event)
+        if response is None:
+            response = self.protocol.accept(event)
+        response.headers["Server"] = self._server_header
+        self.protocol.send_response(response)
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
+        if self.protocol.state is State.OPEN:
+            self.path = event.path
+            event.headers.clear()
+            self._flush()  # the 101 goes out before anything the handler sends
+            self._opened(self, self.path)
+        else:
+            self._flush()
+            self.transport.close()
