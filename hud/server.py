@@ -56,6 +56,8 @@ class ServerConfig:
     max_sessions: int = 100_000
     max_parked: int = 10_000
     backlog: int = 4096
+    handshake_timeout: float = 10.0
+    """Seconds a new connection may take to complete its WebSocket handshake."""
     enable_solutions: bool = False
     """Serve ``tasks.solve`` (reference solutions reveal answers: never on by default)."""
     keepalive: float | None = 20.0
@@ -237,6 +239,7 @@ class Server:
             self._opened,
             max_size=max(4 * self.config.max_message_size, 1 << 20),
             server_header=f"hud/{PROTOCOL_VERSION}",
+            open_timeout=self.config.handshake_timeout,
         )
 
     def _opened(self, ws: WsServerConnection, target: str) -> None:

@@ -1,0 +1,167 @@
+"""The lean WebSocket transport (hud.wsconn) against other WebSocket and HTTP peers:
+fragments, pings, refusals, stalled and oversized input, floods, and tunnel backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import pytest
+from conftest import raw_peer, serving
+from sample_env import env
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from hud import Environment
+from hud.client import open_client
+from hud.wsconn import connect as lean_connect
+
+pytestmark = pytest.mark.anyio
+
+
+async def still_serves(server) -> None:
+    async with open_client(server.url) as client:
+        await client.start("count_letter")
+        assert (await client.grade("3")).reward == 1.0
+
+
+async def http_exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes to the port; return everything it answers before closing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_a_fragmented_request_is_reassembled() -> None:
+    async with serving(env) as server, raw_peer(server) as peer:
+        await peer.manifest()
+        frame = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tasks.list", "params": {}})
+        await peer.ws.send([frame[:10], frame[10:25], frame[25:]])  # three frames, one message
+        reply = await peer.recv()
+        assert reply["id"] == 9
+        assert [t["id"] for t in reply["result"]["templates"]]
+
+
+async def test_pings_are_answered() -> None:
+    async with serving(env) as server, raw_peer(server) as peer:
+        latency = await asyncio.wait_for(await peer.ws.ping(), 5)
+        assert latency >= 0
+        await peer.manifest()
+
+
+async def test_plain_http_and_garbage_are_refused_and_the_server_keeps_serving() -> None:
+    async with serving(env) as server:
+        plain = await http_exchange(
+            server.port, b"GET /v1/control HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert plain.startswith(b"HTTP/1.1 426 ")
+        assert b"Server: hud/" in plain
+        # not HTTP at all (a TLS hello, say): the server hangs up without a word
+        garbage = await http_exchange(server.port, b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert garbage == b""
+        await still_serves(server)
+
+
+async def test_a_connection_that_never_finishes_its_handshake_is_dropped() -> None:
+    async with serving(env, handshake_timeout=0.2) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /v1/control HTTP/1.1\r\n")  # and nothing more
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+        await still_serves(server)
+
+
+async def test_a_frame_over_the_transport_limit_closes_only_that_connection() -> None:
+    async with serving(env, max_message_size=1024) as server:  # frames up to 1 MiB
+        async with raw_peer(server, max_size=None) as peer:
+            await peer.manifest()
+            await peer.ws.send("x" * (2 << 20))
+            with pytest.raises(ConnectionClosed) as closed:
+                await peer.ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        await still_serves(server)
+
+
+async def test_a_flood_of_pipelined_requests_is_answered_in_full() -> None:
+    async with serving(env) as server, raw_peer(server) as peer:
+        await peer.manifest()
+        count = 500
+        for rid in range(1000, 1000 + count):  # sent before a single reply is read
+            await peer.send(json.dumps(
+                {"jsonrpc": "2.0", "id": rid, "method": "tasks.list", "params": {}}
+            ))
+        replies = [await peer.recv() for _ in range(count)]
+        assert sorted(r["id"] for r in replies) == list(range(1000, 1000 + count))
+        assert all("result" in r for r in replies)
+
+
+async def test_lean_client_reports_a_refusal_with_its_status() -> None:
+    async with serving(env, token="sesame") as server:
+        with pytest.raises(Exception) as refused:
+            await lean_connect(server.url + "/v1/control")
+        assert getattr(refused.value, "response", None) is not None
+        assert refused.value.response.status_code == 401
+        assert b"token" in refused.value.response.body
+        ws = await lean_connect(server.url + "/v1/control",
+                                headers={"Authorization": "Bearer sesame"})
+        await ws.close()
+        assert ws.closed.done()
+
+
+@pytest.fixture
+async def firehose():
+    """A TCP daemon: sends 32 MiB as fast as it may, then reports the SHA-256 of what it
+    receives."""
+    payload = bytes(range(256)) * (32 * 4096)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    written = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for start in range(0, len(payload), 1 << 18):
+            writer.write(payload[start:start + (1 << 18)])
+            await writer.drain()
+            written[0] = start + (1 << 18)
+        digest = hashlib.sha256()
+        while data := await reader.read(1 << 16):
+            digest.update(data)
+        await received.put(digest.hexdigest())
+        writer.close()
+
+    daemon = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield daemon.sockets[0].getsockname()[1], payload, received, written
+    finally:
+        daemon.close()
+
+
+async def test_a_tunnel_carries_large_transfers_both_ways_with_a_slow_reader(firehose) -> None:
+    port, payload, received, written = firehose
+    tunnel_env = Environment("firehose")
+    tunnel_env.add_capability("hose", "tcp/1", f"tcp://127.0.0.1:{port}")
+    async with serving(tunnel_env) as server:
+        async with connect(server.url + "/v1/tunnel/hose", compression=None,
+                           max_size=None, max_queue=1) as ws:
+            await asyncio.sleep(0.3)
+            # nobody reads the tunnel: the server must stop reading the daemon rather than
+            # buffer it (the kernel's socket buffers on the two hops hold about 11 MiB here)
+            assert 0 < written[0] < len(payload)
+            upload = bytes(reversed(payload))
+
+            async def send_all() -> None:
+                for start in range(0, len(upload), 1 << 18):
+                    await ws.send(upload[start:start + (1 << 18)])
+
+            sender = asyncio.create_task(send_all())
+            got = bytearray()
+            while len(got) < len(payload):
+                got += await asyncio.wait_for(ws.recv(), 10)
+            assert bytes(got) == payload
+            await asyncio.wait_for(sender, 10)
+            await ws.close()
+        assert await asyncio.wait_for(received.get(), 10) == hashlib.sha256(upload).hexdigest()
