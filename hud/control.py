@@ -90,7 +90,7 @@ class ControlConnection:
             await self.disconnect()
 
     async def receive(self, frame: str | bytes) -> None:
-        if isinstance(frame, bytes):
+        if not isinstance(frame, str):  # bytes, or a bytearray from the transport
             error = InvalidRequest("binary frames are not accepted on the control channel; "
                                    "send each request as one JSON text frame")
             await self.send_error(None, error)

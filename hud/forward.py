@@ -14,25 +14,22 @@ When the environment cannot reach the daemon it accepts the tunnel, then closes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from . import wsconn
 from .address import TUNNEL_PREFIX
 from .client import HudConnectionError
 from .protocol.messages import Binding
-from .tunnel import until_first_ends
+from .tunnel import TcpEnd
+from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
-
-CHUNK = 256 * 1024
 
 
 class CapabilityUnavailable(HudConnectionError):
@@ -76,7 +73,10 @@ def local_url(binding: Binding, port: int) -> str:
 
 class Forwarder:
     """One capability's loopback port. ``await start()``, then hand :attr:`port` to a client;
-    :meth:`aclose` stops listening and closes every tunnel it opened."""
+    :meth:`aclose` stops listening and closes every tunnel it opened.
+
+    Each accepted TCP connection gets its own tunnel WebSocket, joined to it at the protocol
+    level (:class:`~hud.tunnel.TcpEnd`): bytes are not copied through tasks."""
 
     def __init__(self, control_url: str, name: str, token: str | None = None) -> None:
         self.name = name
@@ -85,8 +85,9 @@ class Forwarder:
         self.errors: list[str] = []
         self.failed = asyncio.Event()  # set when a tunnel fails; cleared by whoever reads it
         self._server: asyncio.Server | None = None
-        self._tunnels: set[asyncio.Task[None]] = set()
-        self._closing = False
+        self._opening: set[asyncio.Task[None]] = set()
+        self._ends: set[TcpEnd] = set()
+        self._sockets: set[WsConnection] = set()
 
     @property
     def port(self) -> int:
@@ -94,7 +95,8 @@ class Forwarder:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> Forwarder:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
         return self
 
     def raise_for_errors(self) -> None:
@@ -105,76 +107,55 @@ class Forwarder:
             raise CapabilityUnavailable(f"capability {self.name!r} is unavailable: {reason}")
 
     async def aclose(self) -> None:
-        self._closing = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._tunnels):
+        for task in list(self._opening):
             task.cancel()
-        await asyncio.gather(*self._tunnels, return_exceptions=True)
+        await asyncio.gather(*self._opening, return_exceptions=True)
+        for end in list(self._ends):
+            end.close()
+        await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tunnels.add(task)
-        try:
-            await self._tunnel(reader, writer)
-        except asyncio.CancelledError:
-            if not self._closing:
-                raise
-            # cancelled by aclose(): end normally, as asyncio's server expects of its tasks
-        finally:
-            self._tunnels.discard(task)
-            writer.close()
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                await writer.wait_closed()
+    def _accept(self) -> TcpEnd:
+        end = TcpEnd()
+        self._ends.add(end)
+        task = asyncio.ensure_future(self._open(end))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+        return end
 
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _open(self, end: TcpEnd) -> None:
         try:
-            ws = await ws_connect(self.url, additional_headers=self.headers, compression=None,
-                                  max_size=None, open_timeout=10)
+            ws = await wsconn.connect(self.url, headers=self.headers, max_size=None)
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             detail = (f"HTTP {exc.response.status_code}" if isinstance(exc, InvalidStatus)
                       else str(exc) or type(exc).__name__)
             self._fail(f"cannot open a tunnel to {self.url}: {detail}")
+            end.close()
+            self._ends.discard(end)
             return
-        try:
-            await self._splice(ws, reader, writer)
-        finally:
-            await ws.close()
+        except asyncio.CancelledError:
+            end.close()
+            self._ends.discard(end)
+            raise
+        self._sockets.add(ws)
+        ws.closed.add_done_callback(lambda _: self._tunnel_ended(ws, end))
+        end.join(ws)
+
+    def _tunnel_ended(self, ws: WsConnection, end: TcpEnd) -> None:
+        self._sockets.discard(ws)
+        self._ends.discard(end)
+        end.close()
+        close = ws.protocol.close_rcvd
+        if close is not None and close.code == 1011 and not end.received:
+            self._fail(close.reason or "the environment closed the tunnel (1011)")
 
     def _fail(self, reason: str) -> None:
         log.warning("tunnel to capability %r failed: %s", self.name, reason)
         self.errors.append(reason)
         self.failed.set()
-
-    async def _splice(
-        self, ws: ClientConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """Copy bytes both ways until either side closes."""
-        received = False
-
-        async def upstream() -> None:
-            while data := await reader.read(CHUNK):
-                await ws.send(data)
-
-        async def downstream() -> None:
-            nonlocal received
-            async for message in ws:
-                received = True
-                writer.write(message if isinstance(message, bytes) else message.encode())
-                await writer.drain()
-
-        results = await until_first_ends(upstream(), downstream())
-        close = ws.protocol.close_rcvd
-        if close is not None and close.code == 1011 and not received:
-            self._fail(close.reason or "the environment closed the tunnel (1011)")
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(
-                result, (ConnectionClosed, ConnectionError, asyncio.CancelledError)
-            ):
-                log.debug("tunnel %r: %r", self.name, result)
 
 
 ENTRY_POINT_GROUP = "hud.capabilities"

@@ -28,68 +28,94 @@ def daemon_address(binding: Binding) -> tuple[str, int]:
 
 
 async def link_daemon(ws: WsConnection, binding: Binding) -> None:
-    """Dial a capability's daemon and join it to tunnel ``ws``: each binary frame is written
-    to the daemon and each read from the daemon goes out as a frame, with no task per
-    direction; when either side stops taking data the other is paused. When one side
-    closes, so does the other. The error names the capability and the address."""
+    """Dial a capability's daemon and join it to tunnel ``ws`` (see :class:`TcpEnd`). The
+    error names the capability and the address."""
     host, port = daemon_address(binding)
     loop = asyncio.get_running_loop()
     try:
         _, daemon = await asyncio.wait_for(
-            loop.create_connection(lambda: _DaemonEnd(ws), host, port), DIAL_TIMEOUT
+            loop.create_connection(TcpEnd, host, port), DIAL_TIMEOUT
         )
     except (OSError, TimeoutError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise OSError(
             f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
         ) from exc
-    ws.on_write_pause = daemon.pause_reading_from
-    ws.attach(daemon.write, daemon.close)
+    daemon.join(ws)
 
 
-class _DaemonEnd(asyncio.Protocol):
-    """The daemon's side of a tunnel."""
+class TcpEnd(asyncio.Protocol):
+    """A TCP connection joined to a tunnel's WebSocket: what it reads goes out as binary
+    frames, each frame received is written to it. No task per direction: when either side
+    stops taking data, the other stops being read; when either closes, so does the other.
+    Reading waits for :meth:`join`."""
 
-    def __init__(self, ws: WsConnection) -> None:
-        self.ws = ws
+    def __init__(self) -> None:
+        self.ws: WsConnection | None = None
         self.transport: Any = None
+        self.received = False  # whether anything came through the tunnel
+        self._close_early = False
+        self._early: list[bytes] = []  # read before join (uvloop reads before a pause holds)
+
+    def join(self, ws: WsConnection) -> None:
+        self.ws = ws
+        ws.on_write_pause = self._peer_paused
+        ws.attach(self.write, self.close)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self, _reason: BaseException | None = None) -> None:
+        if self.transport is None:
+            self._close_early = True
+        else:
+            self.transport.close()
+
+    def write(self, message: str | bytes) -> None:
+        self.received = True
+        if not self.transport.is_closing():
+            self.transport.write(message.encode() if isinstance(message, str) else message)
+
+    def _peer_paused(self, paused: bool) -> None:
+        if not self.transport.is_closing():
+            (self.transport.pause_reading if paused else self.transport.resume_reading)()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if self._close_early:
+            transport.close()
+        elif self.ws is None:
+            transport.pause_reading()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        if self.ws is None:
+            self._early.append(data)
+            self.transport.pause_reading()
+            return
         try:
             self.ws.send_now(data, text=False)
         except ConnectionClosed:
             self.transport.close()
 
     def eof_received(self) -> bool | None:
-        return False  # the daemon is done: close, which closes the tunnel
+        return False  # the peer is done sending: close, which closes the tunnel
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ws.close_soon(1000 if exc is None else 1011, "" if exc is None else str(exc)[:120])
+        if self.ws is not None:
+            self.ws.close_soon(1000 if exc is None else 1011,
+                               "" if exc is None else str(exc)[:120])
 
     def pause_writing(self) -> None:
-        self.ws.transport.pause_reading()
+        if self.ws is not None:
+            self.ws.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.ws.transport.resume_reading()
-
-    def pause_reading_from(self, paused: bool) -> None:
-        """The tunnel's peer stopped (or resumed) taking data: stop reading the daemon."""
-        if self.transport.is_closing():
-            return
-        if paused:
-            self.transport.pause_reading()
-        else:
-            self.transport.resume_reading()
-
-    def write(self, message: str | bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(message if isinstance(message, bytes) else message.encode())
-
-    def close(self, _reason: BaseException | None = None) -> None:
-        self.transport.close()
+        if self.ws is not None and not self.ws.transport.is_closing():
+            self.ws.transport.resume_reading()
 
 
 async def until_first_ends(*steps: Coroutine[Any, Any, Any]) -> list[Any]:

@@ -92,6 +92,7 @@ class WsConnection(asyncio.Protocol):
         return message
 
     def _deliver(self, data: bytes, text: bool) -> None:
+        # binary data may be a bytearray (websockets unmasks in place): not copied here
         message: str | bytes = data.decode() if text else data
         if self._receiver is not None:
             self._receiver(message)
@@ -131,7 +132,7 @@ class WsConnection(asyncio.Protocol):
         bytes); raises ``ConnectionClosed`` once the connection is closing."""
         if self.protocol.state is not State.OPEN:
             raise self._not_open()
-        if text is False or (text is None and isinstance(message, bytes)):
+        if text is False or (text is None and not isinstance(message, str)):
             self.protocol.send_binary(message.encode() if isinstance(message, str) else message)
         else:
             self.protocol.send_text(message.encode() if isinstance(message, str) else message)
@@ -239,7 +240,9 @@ class WsConnection(asyncio.Protocol):
         protocol = self.protocol
         if protocol.state is State.CLOSED:
             return protocol.close_exc
-        return ConnectionClosedOK(protocol.close_rcvd, protocol.close_sent)  # closing
+        return ConnectionClosedOK(  # closing
+            protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
+        )
 
     def _close_error(self) -> BaseException | None:
         exc = self.protocol.close_exc

@@ -55,7 +55,10 @@ async def _exchange(port: int, payload: bytes) -> bytes:
     await writer.drain()
     received = b""
     while len(received) < len(payload):
-        received += await reader.read(65536)
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError(f"tunnel closed after {len(received)} of {len(payload)} bytes")
+        received += data
     writer.close()
     await writer.wait_closed()
     return received

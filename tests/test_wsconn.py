@@ -165,3 +165,15 @@ async def test_a_tunnel_carries_large_transfers_both_ways_with_a_slow_reader(fir
             await asyncio.wait_for(sender, 10)
             await ws.close()
         assert await asyncio.wait_for(received.get(), 10) == hashlib.sha256(upload).hexdigest()
+
+
+async def test_sending_on_a_closing_or_closed_connection_raises_connection_closed() -> None:
+    async with serving(env) as server:
+        ws = await lean_connect(server.url + "/v1/control")
+        ws.close_soon()
+        with pytest.raises(ConnectionClosed):  # closing: the handshake is under way
+            ws.send_now("{}")
+        await ws.close()
+        with pytest.raises(ConnectionClosed):  # closed
+            await ws.send("{}")
+        await still_serves(server)
