@@ -18,6 +18,8 @@ Lines (same ``bench`` name for both systems where both exist):
 * ``B1.asyncio_persistent``: the same over asyncio streams.
 * ``B1.api_persistent``: ours only, through ``hud.Client``.
 * ``B1.raw_conn_per_cycle``: a new connection (handshake + manifest/hello) per cycle.
+* ``B2.held_sessions``: ours only: 10,000 sessions open at once, each with a task started
+  (opened in waves of 500), then each graded while all stay connected.
 * ``B2.concurrent_sessions``: 1,000 connections at once, each manifest+start+grade,
   with the server's idle and peak RSS; ``B2.api_concurrent_sessions`` is ours through
   ``hud.Client`` on a fresh server.
@@ -539,6 +541,82 @@ def bench_concurrent(url: str, pid: int, sessions: int, api: bool = False,
     )
 
 
+async def _held(url: str, sessions: int, batch: int, rate: float, timeout: float) -> dict:
+    """Open ``sessions`` (manifest + tasks.start) in waves of ``batch``, hold them all, then
+    grade each one at ``rate`` grades per second while every other stays open."""
+    held: list[AsyncWs] = []
+    open_ms: list[float] = []
+    grade_ms: list[float] = []
+    errors: list[str] = []
+
+    async def open_one() -> None:
+        t0 = time.perf_counter()
+        rpc = await AsyncWs.connect(url)
+        held.append(rpc)
+        await rpc.call("manifest", MANIFEST)
+        ref._check_prompt(await rpc.call("tasks.start", START))
+        open_ms.append((time.perf_counter() - t0) * 1000.0)
+
+    async def grade_one(rpc: AsyncWs) -> None:
+        t0 = time.perf_counter()
+        _check_reward(await rpc.call("tasks.grade", GRADE))
+        grade_ms.append((time.perf_counter() - t0) * 1000.0)
+
+    async def guarded(step: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(step, timeout)
+        except Exception as exc:  # every failure is data here
+            errors.append(ref.describe(exc))
+
+    begin = time.perf_counter()
+    for start in range(0, sessions, batch):
+        await asyncio.gather(*(guarded(open_one())
+                               for _ in range(min(batch, sessions - start))))
+    open_s = time.perf_counter() - begin
+    concurrent = len(held)
+    graders = []
+    for rpc in list(held):
+        graders.append(asyncio.ensure_future(guarded(grade_one(rpc))))
+        await asyncio.sleep(1.0 / rate)
+    await asyncio.gather(*graders)
+    await asyncio.gather(*(rpc.close() for rpc in held))
+    return {"open_ms": open_ms, "grade_ms": grade_ms, "errors": errors,
+            "open_s": open_s, "concurrent": concurrent}
+
+
+def bench_held(url: str, pid: int, sessions: int, batch: int = 500, rate: float = 2000.0,
+               timeout: float = 60.0) -> dict:
+    """B2.held_sessions: ``sessions`` control sessions open at once, each with a task
+    started, opened in waves of ``batch``; then each is graded (``rate`` per second) while
+    all stay connected. Server RSS with all of them held gives the memory per session."""
+    soft, _hard = ref.raise_nofile_limit()
+    idle_kb = ref._proc_status_kb(pid, "VmRSS")
+    box: dict = {}
+
+    async def run() -> None:
+        done = asyncio.Event()
+        poller = asyncio.ensure_future(ref._poll_rss(pid, done, 0.05))
+        try:
+            box.update(await _held(url, sessions, batch, rate, timeout))
+        finally:
+            done.set()
+            box["peak_kb"] = await poller
+
+    asyncio.run(run())
+    time.sleep(1.0)
+    opened, graded = box["open_ms"], box["grade_ms"]
+    return record(
+        SYSTEM, "B2.held_sessions", n=sessions, **ref.summarize_ms(graded),
+        held_at_once=box["concurrent"], failures=len(box["errors"]),
+        first_error=box["errors"][0] if box["errors"] else None,
+        open_p50_ms=ref.summarize_ms(opened).get("p50_ms"),
+        open_p99_ms=ref.summarize_ms(opened).get("p99_ms"),
+        open_wall_s=round(box["open_s"], 3), wave=batch, grade_rate_per_s=rate,
+        **ref._rss_fields(idle_kb, box["peak_kb"], pid, sessions),
+        client="asyncio streams, minimal WebSocket framing", nofile_soft=soft,
+    )
+
+
 def ref_concurrent(port: int, pid: int, sessions: int) -> dict:
     rec = ref.bench_concurrent(port, sessions, pid)
     time.sleep(1.0)
@@ -604,12 +682,15 @@ def _parse_args(argv: list | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="B1 persistent warmup")
     parser.add_argument("--conn-n", type=int, default=500, help="B1 conn-per-cycle cycles")
     parser.add_argument("--sessions", type=int, default=1000, help="B2 concurrent sessions")
+    parser.add_argument("--held", type=int, default=10000,
+                        help="B2 sessions held open at once (0: skip)")
     parser.add_argument("--cli-n", type=int, default=5, help="B5 CLI cycles")
     parser.add_argument("--no-reference", action="store_true", help="measure ours only")
     parser.add_argument("--ref-venv", default=str(ref.DEFAULT_VENV), help="reference venv")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.warmup, args.conn_n, args.sessions, args.cli_n = 300, 30, 50, 200, 2
+        args.held = 1000
     return args
 
 
@@ -718,6 +799,12 @@ def run_benches(args: argparse.Namespace, s: Servers) -> None:
     time.sleep(0.5)
     _step("B2 api hud", lambda: bench_concurrent(s.url, fresh, sessions, api=True), fresh,
           sessions)
+    if args.held:
+        s.start_ours()
+        assert s.ours is not None
+        held = s.ours.pid
+        time.sleep(0.5)
+        _step("B2 held hud", lambda: bench_held(s.url, held, args.held), held, args.held)
 
 
 def main(argv: list | None = None) -> int:

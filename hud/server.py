@@ -131,6 +131,9 @@ class Server:
                 backlog=self.config.backlog,
                 reuse_address=True,
             )
+            if self.config.keepalive:  # accepted sockets inherit these options (Linux)
+                for sock in self._listener.sockets:
+                    _probe_when_silent(sock, self.config.keepalive)
         except BaseException:
             await self.env.stop()
             raise
@@ -243,8 +246,6 @@ class Server:
         )
 
     def _opened(self, ws: WsServerConnection, target: str) -> None:
-        if self.config.keepalive:
-            _probe_when_silent(ws, self.config.keepalive)
         self._sockets.add(ws)
         ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
@@ -272,11 +273,8 @@ class Server:
             await ws.close(1011, str(exc)[:120])
 
 
-def _probe_when_silent(ws: WsServerConnection, idle: float) -> None:
-    """Turn on TCP keepalive for this connection's socket (Linux names the timings)."""
-    sock = ws.transport.get_extra_info("socket")
-    if sock is None:
-        return
+def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:
+    """Turn on TCP keepalive for a socket (Linux names the timings)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 
 import pytest
 from conftest import raw_peer, serving
@@ -177,3 +178,13 @@ async def test_sending_on_a_closing_or_closed_connection_raises_connection_close
         with pytest.raises(ConnectionClosed):  # closed
             await ws.send("{}")
         await still_serves(server)
+
+
+async def test_accepted_connections_are_probed_by_tcp_keepalive() -> None:
+    async with serving(env, keepalive=7) as server, open_client(server.url):
+        accepted = [ws.transport.get_extra_info("socket") for ws in server._sockets]
+        assert len(accepted) == 1
+        sock = accepted[0]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
