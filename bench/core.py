@@ -16,7 +16,8 @@ Lines (same ``bench`` name for both systems where both exist):
 * ``B1.raw_persistent``: one blocking socket, n start+grade cycles. Ours speaks
   WebSocket through a minimal framing client below (no hud or websockets client code).
 * ``B1.asyncio_persistent``: the same over asyncio streams.
-* ``B1.api_persistent``: ours only, through ``hud.Client``.
+* ``B1.api_persistent``: ours only, through ``hud.Client`` (``_uvloop``: the client on
+  uvloop's event loop, as ``hud eval`` runs it).
 * ``B1.raw_conn_per_cycle``: a new connection (handshake + manifest/hello) per cycle.
 * ``B2.held_sessions``: ours only: 10,000 sessions open at once, each with a task started
   (opened in waves of 500), then each graded while all stay connected.
@@ -456,14 +457,24 @@ async def _api_cycles(url: str, n: int, warmup: int) -> ref._Tally:
         await client.aclose()
 
 
-def bench_api_persistent(url: str, n: int, warmup: int, timeout: float = 120.0) -> dict:
-    """B1.api_persistent: ``hud.Client`` on one connection, n start+grade cycles."""
-    extra = {"warmup": warmup, "connections": 1, "client": "hud.Client"}
+def bench_api_persistent(url: str, n: int, warmup: int, timeout: float = 120.0,
+                         uvloop: bool = False) -> dict:
+    """B1.api_persistent: ``hud.Client`` on one connection, n start+grade cycles, on
+    asyncio's own event loop (or on uvloop's, as hud's own commands run it)."""
+    extra = {"warmup": warmup, "connections": 1, "client": "hud.Client",
+             "loop": "uvloop" if uvloop else "asyncio"}
+    name = "B1.api_persistent_uvloop" if uvloop else "B1.api_persistent"
+    main = asyncio.wait_for(_api_cycles(url, n, warmup), timeout)
     try:
-        tally = asyncio.run(asyncio.wait_for(_api_cycles(url, n, warmup), timeout))
+        if uvloop:
+            import uvloop as uv
+
+            tally = uv.run(main)
+        else:
+            tally = asyncio.run(main)
     except (OSError, ValueError, RpcError, TimeoutError) as exc:
-        return _failed("B1.api_persistent", n, exc, **extra)
-    return record(SYSTEM, "B1.api_persistent", **tally.fields(n), **extra)
+        return _failed(name, n, exc, **extra)
+    return record(SYSTEM, name, **tally.fields(n), **extra)
 
 
 # ---------------------------------------------------- B2: concurrent sessions
@@ -779,6 +790,8 @@ def run_benches(args: argparse.Namespace, s: Servers) -> None:
     if theirs:
         _step("B1 asyncio ref", lambda: ref.bench_cycle(s.port, n, w), theirs, n + w)
     _step("B1 api hud", lambda: bench_api_persistent(s.url, n, w), ours, n + w)
+    _step("B1 api hud uvloop", lambda: bench_api_persistent(s.url, n, w, uvloop=True), ours,
+          n + w)
     _step("B1 conn hud", lambda: bench_conn_per_cycle(s.url, cn, cw), ours, cn + cw)
     if theirs:
         _step("B1 conn ref", lambda: ref.bench_conn_per_cycle(s.port, cn, cw), theirs, cn + cw)
