@@ -8,9 +8,9 @@ profile of it hides the loop and the system calls); the load comes from a child 
 with the blocking raw client of bench/core.py. Workloads: ``cycle`` (start+grade on one
 connection), ``conn`` (a new connection per manifest+start+grade), ``burst`` (1,000
 sessions at once). Prints JSON lines: per workload, the profiled time per operation and its
-share by layer (system calls, event loop, websockets, hud, msgspec, other), and the
-functions with the most own time; time spent waiting in epoll is reported apart. Profiling
-inflates Python time (about 2-3x): read the shares, not the absolute figures.
+share by layer (system calls, event loop, websockets, hud transport, hud, msgspec, other),
+and the functions with the most own time; time spent waiting in epoll is reported apart.
+Profiling inflates Python time (about 2-3x): read the shares, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def layer(key: tuple[str, int, str]) -> str:
         return "websockets"
     if "/asyncio/" in filename or filename.endswith("selectors.py"):
         return "event loop"
+    if filename in (f"{ROOT}/hud/wsconn.py", f"{ROOT}/hud/tunnel.py"):
+        return "hud transport"  # WebSocket framing glue (hud.wsconn)
     if f"{ROOT}/hud/" in filename:
         return "hud"
     return "other"

@@ -9,6 +9,7 @@ already accepted still finish, then the session is parked if it holds a task.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -50,15 +51,22 @@ from .protocol.messages import (
     StartResult,
 )
 from .session import Session
+from .wsconn import WsConnection
 
 if TYPE_CHECKING:
     from .memory import MemoryEnd
     from .server import Server
-    from .wsconn import WsServerConnection
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Body]]
+
+MAX_HELD = 64
+"""Frames waiting behind a request in progress before the socket stops being read."""
+
+
+def _ignore(_reason: BaseException | None) -> None:
+    """The end of the connection is awaited in :meth:`ControlConnection.run` instead."""
 
 
 class ControlConnection:
@@ -69,31 +77,50 @@ class ControlConnection:
                 "bye": "bye", "tasks.start": "start", "tasks.grade": "grade",
                 "tasks.solve": "solve"}
 
-    __slots__ = ("op_lock", "ops", "server", "session", "ws")
+    __slots__ = ("_held", "_inline", "op_lock", "ops", "server", "session", "ws")
 
-    def __init__(self, server: Server, ws: WsServerConnection | MemoryEnd) -> None:
+    def __init__(self, server: Server, ws: WsConnection | MemoryEnd) -> None:
         self.server = server
         self.ws = ws
         self.session: Session | None = None
-        self.ops: set[asyncio.Task[None]] = set()
+        # requests in flight (start, grade, solve) and their replies-in-progress
+        self.ops: dict[asyncio.Task[None], Request | None] = {}
         self.op_lock = asyncio.Lock()  # FIFO: pipelined start/grade run in arrival order
+        self._held: collections.deque[str | bytes] | None = None  # frames waiting their turn
+        self._inline: asyncio.Task[None] | None = None  # the request they wait for
 
-    # -- the read loop --------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Serve until the connection closes, then :meth:`disconnect`."""
         try:
-            async for frame in self.ws:
-                await self.receive(frame)
+            if isinstance(self.ws, WsConnection):  # frames are pushed as they are parsed
+                self.ws.attach(self.take, _ignore)
+                await self.ws.closed
+            else:
+                async for frame in self.ws:
+                    self.take(frame)
         except ConnectionClosed:
             pass
         finally:
             await self.disconnect()
 
-    async def receive(self, frame: str | bytes) -> None:
+    def take(self, frame: str | bytes) -> None:
+        """One incoming frame. Queued methods get a task each; while any other request
+        is being answered, later frames wait their turn (so ``manifest`` is done before a
+        pipelined ``tasks.start`` reads the session)."""
+        if self._held is not None:
+            self._held.append(frame)
+            if len(self._held) >= MAX_HELD and isinstance(self.ws, WsConnection):
+                self.ws.pause_reading()
+            return
+        self._dispatch(frame)
+
+    def _dispatch(self, frame: str | bytes) -> None:
         if not isinstance(frame, str):  # bytes, or a bytearray from the transport
             error = InvalidRequest("binary frames are not accepted on the control channel; "
                                    "send each request as one JSON text frame")
-            await self.send_error(None, error)
+            self.send_now(codec.encode_error(None, error))
             return
         limit = self.server.config.max_message_size
         if len(frame) > limit:
@@ -101,21 +128,35 @@ class ControlConnection:
                 f"frame of {len(frame)} characters exceeds the limit of {limit}",
                 {"limit": "max_message_size", "value": limit, "size": len(frame)},
             )
-            await self.send_error(codec.request_id_of(frame), error)
+            self.send_now(codec.encode_error(codec.request_id_of(frame), error))
             return
         try:
             request = codec.decode_request(frame)
         except HudError as exc:
-            await self.send_error(codec.request_id_of(frame), exc)
+            self.send_now(codec.encode_error(codec.request_id_of(frame), exc))
             return
         handler = self._handler(request.method)
-        if request.method not in self.QUEUED:
-            await self.answer(request, handler)
+        if request.method in self.QUEUED:
+            # No done callbacks here: each would cost the loop one more turn per request.
+            # The op leaves ``ops`` itself (``_queued``), or through ``cancel_ops``.
+            op = asyncio.create_task(self._queued(request, handler))
+            self.ops[op] = request
         else:
-            op = asyncio.create_task(self.answer(request, handler, serial=True))
-            self.ops.add(op)
-            op.add_done_callback(self.ops.discard)
-            op.add_done_callback(lambda done: self._cancelled_before_start(done, request))
+            self._held = collections.deque()
+            self._inline = asyncio.create_task(self._answer_in_turn(request, handler))
+
+    async def _answer_in_turn(self, request: Request, handler: Handler | None) -> None:
+        try:
+            await self.answer(request, handler)
+        finally:
+            held, self._held, self._inline = self._held, None, None
+            while held:
+                if self._held is not None:  # another such request: it holds the rest
+                    self._held.extend(held)
+                    break
+                self._dispatch(held.popleft())
+            if self._held is None and isinstance(self.ws, WsConnection):
+                self.ws.resume_reading()
 
     def _handler(self, method: str) -> Handler | None:
         if method == "tasks.solve" and not self.server.config.enable_solutions:
@@ -158,17 +199,33 @@ class ControlConnection:
         if request.id is not UNSET:
             await self.send(codec.encode_result(rid, result))
 
-    def _cancelled_before_start(self, op: asyncio.Task[None], request: Request) -> None:
+    async def _queued(self, request: Request, handler: Handler | None) -> None:
+        try:
+            await self.answer(request, handler, serial=True)
+        finally:
+            self.ops.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+
+    def _cancelled_before_start(self, op: asyncio.Task[None]) -> None:
         """A request cancelled before its coroutine ran never answered: answer it now."""
-        if op.cancelled() and request.id is not UNSET:
+        request = self.ops.pop(op, None)
+        if op.cancelled() and request is not None and request.id is not UNSET:
             error = Cancelled(f"{request.method} was cancelled before it started")
-            reply = asyncio.ensure_future(self.send_error(request.id, error))
-            self.ops.add(reply)
-            reply.add_done_callback(self.ops.discard)
+            self._track(asyncio.ensure_future(self.send_error(request.id, error)))
+
+    def _track(self, task: asyncio.Future[None]) -> None:
+        self.ops[task] = None  # type: ignore[index]
+        task.add_done_callback(self._untrack)
+
+    def _untrack(self, task: asyncio.Future[None]) -> None:
+        self.ops.pop(task, None)  # type: ignore[call-overload]
 
     async def send(self, payload: bytes) -> None:
         with contextlib.suppress(ConnectionClosed):  # the client left; the session stays
             await self.ws.send(payload, text=True)
+
+    def send_now(self, payload: bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            self.ws.send_now(payload, text=True)
 
     async def send_error(self, rid: RequestId, error: HudError) -> None:
         await self.send(codec.encode_error(rid, error))
@@ -176,13 +233,14 @@ class ControlConnection:
     def cancel_ops(self, reason: str) -> list[asyncio.Task[None]]:
         ops = list(self.ops)
         for op in ops:
-            op.cancel(reason)
+            if op.cancel(reason) and self.ops.get(op) is not None:
+                op.add_done_callback(self._cancelled_before_start)
         return ops
 
     async def disconnect(self) -> None:
         """The connection is gone: let accepted work finish, then park or drop the session."""
-        if self.ops:
-            await asyncio.gather(*self.ops, return_exceptions=True)
+        while pending := [t for t in (*self.ops, self._inline) if t is not None and not t.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self.session is not None:
             runner = self.server.registry.detach(self.session)
             if runner is not None:
@@ -331,9 +389,7 @@ class ControlConnection:
         return ByeResult()
 
     def _close_soon(self) -> None:
-        task = asyncio.ensure_future(self.ws.close(1000, "bye"))
-        self.ops.add(task)
-        task.add_done_callback(self.ops.discard)
+        self._track(asyncio.ensure_future(self.ws.close(1000, "bye")))
 
     # -- helpers --------------------------------------------------------------------------
 

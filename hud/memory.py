@@ -1,7 +1,7 @@
 """An in-memory transport: a pair of connected endpoints with the WebSocket surface hud uses.
 
 The server's :class:`~hud.control.ControlConnection` and the :class:`~hud.client.Client` only
-``send(message, text=...)``, iterate over incoming messages, and ``close()``. Two
+``send(message, text=...)`` (or ``send_now``), iterate over incoming messages, and ``close()``. Two
 :class:`MemoryEnd` objects do that within one event loop, so an environment can be driven in
 process through the very same protocol code, without sockets.
 """
@@ -23,13 +23,16 @@ class MemoryEnd:
         self.closed = False
         self.request = None  # what a ServerConnection would carry; there is no handshake
 
-    async def send(self, message: str | bytes, text: bool | None = None) -> None:
+    def send_now(self, message: str | bytes, text: bool | None = None) -> None:
         """Deliver ``message`` to the peer; raises ``ConnectionClosedOK`` once closed."""
         if self.closed or self.peer is None or self.peer.closed:
             raise ConnectionClosedOK(None, None)
         if text and isinstance(message, bytes):
             message = message.decode()
         self.peer._inbox.put_nowait(message)
+
+    async def send(self, message: str | bytes, text: bool | None = None) -> None:
+        self.send_now(message, text)
 
     def __aiter__(self) -> MemoryEnd:
         return self

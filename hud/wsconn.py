@@ -104,6 +104,15 @@ class WsConnection(asyncio.Protocol):
             self._read_paused = True
             self.transport.pause_reading()
 
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the consumer is behind); :meth:`resume_reading` undoes."""
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._resume_reading()
+
     def _resume_reading(self) -> None:
         if self._read_paused:
             self._read_paused = False

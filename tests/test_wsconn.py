@@ -188,3 +188,43 @@ async def test_accepted_connections_are_probed_by_tcp_keepalive() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         if hasattr(socket, "TCP_KEEPIDLE"):
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
+
+
+def request(rid: int, method: str, params: dict | None = None) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}})
+
+
+async def test_manifest_start_and_grade_sent_in_one_burst_are_answered_in_order() -> None:
+    async with serving(env) as server, raw_peer(server) as peer:
+        await peer.send(request(1, "manifest", {"client": {"name": "t", "version": "0"},
+                                                "protocol_versions": ["1"]}))
+        await peer.send(request(2, "tasks.start", {"template": "count_letter"}))
+        await peer.send(request(3, "tasks.grade", {"answer": "3"}))
+        replies = [await peer.recv() for _ in range(3)]
+        assert [r["id"] for r in replies] == [1, 2, 3]
+        assert "session_id" in replies[0]["result"]
+        assert replies[2]["result"]["reward"] == 1.0
+
+
+async def test_frames_behind_a_slow_request_wait_their_turn_and_none_is_lost() -> None:
+    slow = Environment("slow-cleanup")
+
+    @slow.template()
+    async def lingering():
+        try:
+            yield "prompt"
+            yield 1.0
+        finally:
+            await asyncio.sleep(0.3)  # cleanup: tasks.cancel waits for it
+
+    async with serving(slow) as server, raw_peer(server) as peer:
+        await peer.manifest()
+        assert "result" in await peer.call("tasks.start", {"template": "lingering"})
+        await peer.send(request(100, "tasks.cancel"))
+        count = 300  # more than the server holds before it stops reading the socket
+        for rid in range(101, 101 + count):
+            await peer.send(request(rid, "tasks.list"))
+        replies = [await peer.recv() for _ in range(count + 1)]
+        assert [r["id"] for r in replies] == list(range(100, 101 + count))
+        assert replies[0]["result"]["cancelled"] is True
+        assert all("templates" in r["result"] for r in replies[1:])
