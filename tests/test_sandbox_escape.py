@@ -16,6 +16,7 @@ import asyncssh
 import pytest
 from conftest import serving
 from hud.capabilities.sandbox import Sandbox, SandboxConfig, Sandboxes, bwrap_path
+from hud.capabilities.sandbox.limits import available as limits_available
 from hud.capabilities.sandbox.sandbox import sandbox_python
 
 from hud import Environment
@@ -225,3 +226,66 @@ async def test_ssh_offers_no_port_forwarding(root: Path) -> None:
             await shell.conn.open_connection("127.0.0.1", server.port)
         with pytest.raises(asyncssh.ChannelListenError):
             await shell.conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", server.port)
+
+
+FORK_BOMB = """
+import os, time
+children = []
+try:
+    for _ in range(200):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+    print("unbounded", len(children))
+except OSError as exc:
+    print("refused after", len(children), exc.errno)
+for pid in children:
+    os.kill(pid, 9)
+"""
+
+
+@pytest.mark.skipif(not limits_available(), reason="no writable cgroup hierarchy here")
+async def test_a_fork_bomb_stops_at_the_process_limit(root: Path) -> None:
+    pool = Sandboxes(SandboxConfig(root=str(root), max_processes=40))
+    try:
+        sandbox = await pool.open()
+        assert sandbox.limits is not None and sandbox.limits.active
+        _, output = await sh(sandbox, f"python3 -c '{FORK_BOMB}'")
+        assert "refused after" in output, output
+        assert int(output.split()[2]) < 40
+        groups = list(sandbox.limits.dirs)
+        # the sandbox still works, and the host's other sandboxes are untouched
+        assert (await sh(sandbox, "echo alive"))[1].strip() == "alive"
+        other = await pool.open()
+        assert (await sh(other, "echo fine"))[1].strip() == "fine"
+        await sandbox.aclose()
+        assert not any(group.exists() for group in groups)  # the group went with it
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.skipif(not limits_available(), reason="no writable cgroup hierarchy here")
+async def test_a_memory_hog_is_killed_inside_its_sandbox_only(root: Path) -> None:
+    pool = Sandboxes(SandboxConfig(root=str(root), max_memory="96m"))
+    try:
+        sandbox = await pool.open()
+        status, output = await sh(
+            sandbox, "python3 -c 'b = bytearray(400 * 2**20); b[::4096] = b\"x\" * len(b[::4096]); "
+                     "print(\"allocated\")'")
+        assert status != 0 and "allocated" not in output, (status, output)
+        assert (await sh(sandbox, "echo alive"))[1].strip() == "alive"
+    finally:
+        await pool.aclose()
+
+
+def test_sizes_parse_and_bad_ones_are_refused() -> None:
+    from hud.capabilities.sandbox.limits import parse_size
+
+    assert parse_size("96m") == 96 << 20
+    assert parse_size("4G") == 4 << 30
+    assert parse_size("512KiB") == 512 << 10
+    assert parse_size(1234) == 1234
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("lots")

@@ -1,7 +1,8 @@
 """Sandboxes: one per session, each with its own copy-on-write view of the workspace.
 
 With bubblewrap (``isolation == "bwrap"``) a sandbox has its own user, mount, PID, IPC, UTS
-and (unless the network is allowed) network namespaces, with no capabilities. Its root holds
+and (unless the network is allowed) network namespaces, with no capabilities, and (where a
+cgroup hierarchy is writable) its own group capping its processes and memory. Its root holds
 ``/usr`` read-only, a fresh ``/proc``, ``/dev`` and ``/tmp``, three synthetic files in
 ``/etc``, and the session's view of the workspace at the guest path; the rest of the host is
 absent. bwrap starts with an empty environment, so no process inside (not even its pid 1,
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
+from .limits import Limits
 from .process import CommandFailed, ProcessResult, SandboxProcess
 from .spawner import SOURCE, Spawner
 from .views import OverlayView, View
@@ -93,6 +95,12 @@ class SandboxConfig:
     """Variables every command gets, besides PATH, HOME, LANG and TERM."""
     spares: int = 0
     """Sandboxes kept started ahead of need, so that a new session gets one at once."""
+    max_processes: int | None = 512
+    """Processes and threads one sandbox may hold at once (a fork bomb stops there)."""
+    max_memory: str | None = "4g"
+    """Memory all of one sandbox's processes may use together; past it the kernel's OOM
+    killer acts inside the sandbox only. Both limits need a writable cgroup hierarchy
+    (:mod:`.limits`); ``None`` lifts one."""
 
 
 class Sandbox:
@@ -107,6 +115,7 @@ class Sandbox:
         self.spawner: Spawner | None = None
         self.pid1: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self.limits: Limits | None = None
         self.closed = False
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -195,11 +204,17 @@ class Sandbox:
                 fds: tuple[int, ...] = (theirs.fileno(), info_w)
             else:
                 argv, fds = spawner_argv, (theirs.fileno(),)
+            self.limits = Limits(self.config.max_processes, self.config.max_memory)
             self._proc = await asyncio.create_subprocess_exec(
-                *argv, env={}, pass_fds=fds, cwd=self.view.path if not bwrap else "/",
+                *self.limits.wrap(argv), env={}, pass_fds=fds,
+                cwd=self.view.path if not bwrap else "/",
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True,
             )
+        except BaseException:
+            if self.limits is not None:
+                self.limits.close()
+            raise
         finally:
             theirs.close()
             if info_w >= 0:
@@ -247,6 +262,8 @@ class Sandbox:
             await self.spawner.aclose()
         if self._proc is not None:
             await _stop(self._proc, self.pid1)
+        if self.limits is not None:
+            await self.limits.aclose()
         if isinstance(self.view, OverlayView):
             self.view.close()
         else:  # a copy: removing it takes a while

@@ -50,7 +50,8 @@ class Workspace:
     ``require_isolation``: refuse to start without bubblewrap instead of warning.
     ``isolation="none"`` turns isolation off on purpose. ``size`` caps what one task may
     write (overlay views). ``env`` adds variables to every command. ``spares`` sandboxes are
-    kept started ahead of need, so a new task does not wait for one.
+    kept started ahead of need, so a new task does not wait for one. ``max_processes`` and
+    ``max_memory`` cap one task's sandbox as a whole (``None`` lifts a cap).
     """
 
     def __init__(
@@ -67,6 +68,8 @@ class Workspace:
         env: Mapping[str, str] | None = None,
         isolation: Isolation = "bwrap",
         spares: int = 1,
+        max_processes: int | None = 512,
+        max_memory: str | None = "4g",
     ) -> None:
         self.root = Path(root)
         self.name = name
@@ -76,7 +79,8 @@ class Workspace:
         self.requested = isolation
         self.config = SandboxConfig(root=str(root), guest_path=guest_path, network=network,
                                     isolation=isolation, size=size, env=dict(env or {}),
-                                    spares=spares)
+                                    spares=spares, max_processes=max_processes,
+                                    max_memory=max_memory)
         self.sandboxes: Sandboxes | None = None
         self.daemon: ShellDaemon | None = None
         self.binding: Binding | None = None
