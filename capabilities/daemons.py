@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from functools import cache
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
+
+
+@cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+def bound_to_us(argv: Sequence[str]) -> list[str]:
+    """``argv`` wrapped so that the kernel kills it when this process dies, even by
+    SIGKILL (``setpriv --pdeathsig``, from util-linux, then ``exec``: same pid, no fork of
+    this process). Without setpriv, ``argv`` as it is: cleanup then relies on this process
+    exiting normally."""
+    setpriv = _setpriv()
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 
 class Spares(Generic[T]):

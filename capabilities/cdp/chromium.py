@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..daemons import exit_status, stop_group
+from ..daemons import bound_to_us, exit_status, stop_group
 
 LAUNCH_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -102,7 +102,7 @@ class Chromium:
         argv.append("about:blank")
         with open(profile / "chromium.log", "wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                *bound_to_us(argv), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 env=dict(env) if env is not None else None, start_new_session=True,
             )
         self = cls(proc, profile, 0)

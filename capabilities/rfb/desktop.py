@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
-from ..daemons import Spares, stop_group
+from ..daemons import Spares, bound_to_us, stop_group
 from .display import Backend, DisplayFailed, VirtualDisplay, pick_backend
 from .proxy import RFBProxy
 
@@ -174,7 +174,7 @@ class Desktop:
         handle = self.current()
         handle.check()
         proc = await asyncio.create_subprocess_exec(
-            *argv, env={**handle.display.environ(), **(env or {})}, cwd=cwd,
+            *bound_to_us(argv), env={**handle.display.environ(), **(env or {})}, cwd=cwd,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from ..daemons import exit_status, stop_group
+from ..daemons import bound_to_us, exit_status, stop_group
 
 Backend = Literal["auto", "tigervnc", "xvfb"]
 START_TIMEOUT = 15.0
@@ -131,7 +131,7 @@ class VirtualDisplay:
     async def _spawn(self, argv: list[str], log_name: str, pass_fds: tuple[int, ...] = ()) -> None:
         with open(self.workdir / log_name, "wb") as log:
             self.procs.append((argv[0], await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                *bound_to_us(argv), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=pass_fds, start_new_session=True, cwd=self.workdir,
             )))
 
