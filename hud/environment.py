@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import msgspec
 
@@ -138,6 +138,39 @@ class Template:
 def _summary(func: Callable[..., Any]) -> str:
     doc = inspect.getdoc(func) or ""
     return doc.split("\n\n", 1)[0].replace("\n", " ").strip()
+
+
+class Service:
+    """A capability an environment serves with a daemon and per-task state (a workspace, a
+    browser, a desktop, a robot). :meth:`attach` runs its ``start`` when the environment
+    starts, its ``task`` hook around every task and its ``stop`` when it stops;
+    :meth:`publish` declares its binding once ``start`` knows the address."""
+
+    _env: Environment | None = None
+    binding: Binding | None = None
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def task(self, scope: Any) -> Any:
+        raise NotImplementedError
+
+    def attach(self, env: Environment) -> Self:
+        """Register this service's initialize, task and shutdown hooks on ``env``."""
+        env.initialize(self.start)
+        env.task_hook(self.task)
+        env.shutdown(self.stop)
+        self._env = env
+        return self
+
+    def publish(self, binding: Binding) -> None:
+        """Make ``binding`` this service's, and the attached environment's capability."""
+        self.binding = binding
+        if self._env is not None:
+            self._env.add_capability(binding)
 
 
 class Environment:

@@ -66,7 +66,7 @@ class WsConnection(asyncio.Protocol):
         self._receiver, self._closer = receiver, closer
         while self._inbox:
             receiver(self._inbox.popleft())
-        self._resume_reading()
+        self.resume_reading()
         if self.closed.done():
             closer(self._close_error())
 
@@ -88,7 +88,7 @@ class WsConnection(asyncio.Protocol):
                 self._waiter = None
         message = self._inbox.popleft()
         if self._read_paused and len(self._inbox) < MAX_QUEUE // 4:
-            self._resume_reading()
+            self.resume_reading()
         return message
 
     def _deliver(self, data: bytes, text: bool) -> None:
@@ -100,9 +100,8 @@ class WsConnection(asyncio.Protocol):
         self._inbox.append(message)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-        if len(self._inbox) >= MAX_QUEUE and not self._read_paused:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if len(self._inbox) >= MAX_QUEUE:
+            self.pause_reading()
 
     def pause_reading(self) -> None:
         """Stop reading the socket (the consumer is behind); :meth:`resume_reading` undoes."""
@@ -111,9 +110,6 @@ class WsConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        self._resume_reading()
-
-    def _resume_reading(self) -> None:
         if self._read_paused:
             self._read_paused = False
             if self.transport is not None and not self.transport.is_closing():

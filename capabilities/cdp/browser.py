@@ -30,6 +30,7 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hud.environment import Service
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -40,8 +41,6 @@ from .page import DevTools, Page
 from .proxy import DevToolsProxy
 
 if TYPE_CHECKING:
-    from hud.environment import Environment
-
     from ..rfb.desktop import Desktop
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ class TaskBrowser:
         await self.chromium.aclose()
 
 
-class Browser:
+class Browser(Service):
     """Chromium for every task, isolated: see the module docstring.
 
     ``executable``: the Chromium to run (default: ``$HUD_CHROMIUM``, else ``chromium`` on
@@ -103,33 +102,21 @@ class Browser:
         self.args = tuple(args)
         self.desktop = desktop
         self.sandbox = sandbox
-        self.binding: Binding | None = None
         self._exe = ""
         self._proxy: DevToolsProxy | None = None
         self._spares = Spares(self._launch, _close, spares if self.headless else 0,
                               f"browser {name!r} spares", usable=lambda c: c.alive)
-        self._env: Environment | None = None
-
-    def attach(self, env: Environment) -> Browser:
-        """Register this browser's initialize, task and shutdown hooks on ``env``."""
-        env.initialize(self.start)
-        env.task_hook(self.task)
-        env.shutdown(self.stop)
-        self._env = env
-        return self
 
     async def start(self) -> None:
         """Find Chromium, start the proxy and the spares, publish the binding."""
         self._exe = find_chromium(self.executable)
         self._proxy = await DevToolsProxy(self.name).start()
         self._spares.start()
-        self.binding = Binding(
+        self.publish(Binding(
             name=self.name, protocol=PROTOCOL, url=f"http://127.0.0.1:{self._proxy.port}",
             params={"browser": "chromium", "headless": self.headless, "width": self.width,
                     "height": self.height, "state": "per-task"},
-        )
-        if self._env is not None:
-            self._env.add_capability(self.binding)
+        ))
 
     async def stop(self) -> None:
         await self._spares.aclose()

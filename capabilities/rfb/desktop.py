@@ -24,6 +24,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from hud.environment import Service
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -32,8 +33,6 @@ from .display import Backend, DisplayFailed, VirtualDisplay, pick_backend
 from .proxy import RFBProxy
 
 if TYPE_CHECKING:
-    from hud.environment import Environment
-
     from .client import Screen
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class TaskDesktop:
         await self.display.aclose()
 
 
-class Desktop:
+class Desktop(Service):
     """A virtual display for every task, isolated: see the module docstring.
 
     ``backend``: ``"tigervnc"`` (Xtigervnc), ``"xvfb"`` (Xvfb + x11vnc) or ``"auto"`` (the
@@ -93,32 +92,20 @@ class Desktop:
         self.name = name
         self.width, self.height, self.depth = width, height, depth
         self.backend = backend
-        self.binding: Binding | None = None
         self._proxy: RFBProxy | None = None
         self._spares = Spares(self._launch, _close, spares, f"desktop {name!r} spares",
                               usable=lambda d: d.alive)
-        self._env: Environment | None = None
-
-    def attach(self, env: Environment) -> Desktop:
-        """Register this desktop's initialize, task and shutdown hooks on ``env``."""
-        env.initialize(self.start)
-        env.task_hook(self.task)
-        env.shutdown(self.stop)
-        self._env = env
-        return self
 
     async def start(self) -> None:
         """Check the X/VNC stack, start the proxy and the spares, publish the binding."""
         self.backend = pick_backend(self.backend)
         self._proxy = await RFBProxy(self.name).start()
         self._spares.start()
-        self.binding = Binding(
+        self.publish(Binding(
             name=self.name, protocol=PROTOCOL, url=f"rfb://127.0.0.1:{self._proxy.port}",
             params={"width": self.width, "height": self.height, "backend": self.backend,
                     "auth": "vnc", "state": "per-task"},
-        )
-        if self._env is not None:
-            self._env.add_capability(self.binding)
+        ))
 
     async def stop(self) -> None:
         await self._spares.aclose()

@@ -31,6 +31,7 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from hud.environment import Service
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -40,14 +41,14 @@ from .simulator import Adapter, ArrayAdapter, Instance
 from .wire import PROTOCOL, Claim, Error, ErrorCode, Pace, WireError, decode_from_agent, encode
 
 if TYPE_CHECKING:
-    from hud.environment import Environment
+    pass
 
 log = logging.getLogger(__name__)
 
 Describe = Callable[[Any], tuple[Contract, Adapter]]
 
 
-class RobotEndpoint:
+class RobotEndpoint(Service):
     """Serves episodes of one simulator. Build it with ``env.gym(...)``/``env.robot(...)``.
 
     ``describe(sim)`` gives the contract and adapter of a fresh simulator; ``rules`` the
@@ -67,21 +68,11 @@ class RobotEndpoint:
         self.threaded = threaded
         self.claim_timeout = claim_timeout
         self.contract: Contract | None = None
-        self.binding: Binding | None = None
         self.episodes: dict[str, Episode] = {}  # by token, until they end
         self._idle: list[Instance] = []
         self._open = 0
         self._server: Server | None = None
-        self._env: Environment | None = None
         self._closing: set[asyncio.Task[None]] = set()  # simulators being closed; see stop()
-
-    def attach(self, env: Environment) -> RobotEndpoint:
-        """Register the initialize, task and shutdown hooks on ``env``."""
-        env.initialize(self.start)
-        env.task_hook(self.task)
-        env.shutdown(self.stop)
-        self._env = env
-        return self
 
     @property
     def url(self) -> str:
@@ -97,11 +88,9 @@ class RobotEndpoint:
         limit = max(self.contract.max_chunk * self.contract.action.nbytes * 2, 1 << 16)
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=limit,
                                    compression=None)
-        self.binding = Binding(name=self.name, protocol=PROTOCOL, url=self.url,
+        self.publish(Binding(name=self.name, protocol=PROTOCOL, url=self.url,
                                params={"contract": msgspec.to_builtins(self.contract),
-                                       "pace": self.rules.pace, "credentials": "per-episode"})
-        if self._env is not None:
-            self._env.add_capability(self.binding)
+                                       "pace": self.rules.pace, "credentials": "per-episode"}))
 
     async def stop(self) -> None:
         for episode in list(self.episodes.values()):

@@ -119,12 +119,6 @@ class Limits:
         joins = " && ".join(f"echo 0 > {group / 'cgroup.procs'}" for group in self.dirs)
         return ["/bin/sh", "-c", f'{joins} && exec "$@"', "sh", *argv]
 
-    def processes(self) -> int:
-        """How many processes are in the group now."""
-        if not self.dirs:
-            return 0
-        return len((self.dirs[0] / "cgroup.procs").read_text().split())
-
     def close(self) -> bool:
         """Remove the group; False while processes are still in it (the kernel may take a
         moment to reap them: call again)."""

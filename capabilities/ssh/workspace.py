@@ -28,14 +28,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hud.environment import Service
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
 from ..sandbox import Isolation, ProcessResult, Sandbox, SandboxConfig, Sandboxes
 
 if TYPE_CHECKING:
-    from hud.environment import Environment
-
     from .server import ShellDaemon
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ log = logging.getLogger(__name__)
 PROTOCOL = "ssh/2"
 
 
-class Workspace:
+class Workspace(Service):
     """A shell on ``root`` for every task, isolated and copy-on-write.
 
     ``network``: whether sandboxes may use the host's network (default: loopback only).
@@ -83,15 +82,6 @@ class Workspace:
                                     max_memory=max_memory)
         self.sandboxes: Sandboxes | None = None
         self.daemon: ShellDaemon | None = None
-        self.binding: Binding | None = None
-
-    def attach(self, env: Environment) -> Workspace:
-        """Register this workspace's initialize, task and shutdown hooks on ``env``."""
-        env.initialize(self.start)
-        env.task_hook(self.task)
-        env.shutdown(self.stop)
-        self._env = env
-        return self
 
     @property
     def isolation(self) -> Isolation:
@@ -111,14 +101,13 @@ class Workspace:
         self.daemon = ShellDaemon(self.user, self.shell)
         await self.daemon.start()
         self.sandboxes.start_spares()
-        self.binding = Binding(
+        self.publish(Binding(
             name=self.name, protocol=PROTOCOL, url=f"ssh://127.0.0.1:{self.daemon.port}",
             params={"user": self.user, "host_pubkey": self.daemon.host_pubkey,
                     "isolation": self.isolation, "cwd": self.config.guest_path,
                     "shell": self.shell, "sftp": self.daemon.sftp is not None,
                     "credentials": "per-task"},
-        )
-        self._env.add_capability(self.binding)
+        ))
 
     async def _unisolated(self) -> None:
         why = ("isolation='none' was asked for" if self.requested == "none"
