@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from common import emit, loadavg, logger, stats
 
 APP = """
 import tkinter as tk
@@ -46,28 +45,7 @@ root.mainloop()
 """
 
 
-def log(message: str) -> None:
-    print("[browser_desktop] " + message, file=sys.stderr, flush=True)
-
-
-def loadavg() -> str | None:
-    with contextlib.suppress(OSError):
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return None
-
-
-def emit(bench: str, **fields: Any) -> None:
-    print(json.dumps({"bench": bench, "system": "hud", **fields, "loadavg": loadavg()}),
-          flush=True)
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-    return {"n": len(ordered), "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+log = logger("browser_desktop")
 
 
 async def timed(call: Any, n: int) -> list[float]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import subprocess
@@ -36,29 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import emit, loadavg, logger, stats
+
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 256 * 1024
 
 
-def log(message: str) -> None:
-    print("[capabilities] " + message, file=sys.stderr, flush=True)
-
-
-def loadavg() -> str | None:
-    with contextlib.suppress(OSError):
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return None
-
-
-def emit(bench: str, **fields: Any) -> None:
-    print(json.dumps({"bench": bench, "system": "hud", **fields, "loadavg": loadavg()}),
-          flush=True)
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)  # noqa: E731
-    return {"n": len(ordered), "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+log = logger("capabilities")
 
 
 def make_workspace(path: Path, files: int = 1000, total: int = 50_000_000) -> None:

@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference as ref  # bench/reference.py: the reference driver, reused
+from common import loadavg, logger
 
 ROOT = Path(__file__).resolve().parent.parent
 OUR_VENV = Path(sys.prefix)
@@ -70,14 +71,7 @@ GRADE = {"answer": ANSWER}
 RpcError = ref.RpcError
 
 
-def log(message: str) -> None:
-    print("[core] " + message, file=sys.stderr, flush=True)
-
-
-def loadavg() -> str | None:
-    with contextlib.suppress(OSError):
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return None
+log = logger("core")
 
 
 def record(system: str, bench: str, **fields: Any) -> dict:
@@ -661,21 +655,7 @@ def _cli_once(url: str, env: dict, timeout: float) -> tuple[float, float]:
 def bench_cli_cycle(url: str, n: int, warmup: int, timeout: float = 120.0) -> dict:
     """B5.cli_cycle: two CLI processes per cycle (cf. ref.bench_cli_cycle)."""
     env = ref._child_env()
-    starts: list[float] = []
-    grades: list[float] = []
-    tally = ref._Tally()
-    for i in range(warmup + n):
-        try:
-            start_ms, grade_ms = _cli_once(url, env, timeout)
-        except (RpcError, OSError, subprocess.SubprocessError) as exc:
-            if i >= warmup:
-                tally.fail(exc)
-            continue
-        if i >= warmup:
-            starts.append(start_ms)
-            grades.append(grade_ms)
-            tally.samples.append(start_ms + grade_ms)
-    tally.wall_s = sum(tally.samples) / 1000.0
+    tally, starts, grades = ref.cli_cycles(lambda: _cli_once(url, env, timeout), n, warmup)
     return record(
         SYSTEM, "B5.cli_cycle", **tally.fields(n), warmup=warmup,
         start_p50_ms=ref.summarize_ms(starts)["p50_ms"],

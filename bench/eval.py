@@ -48,6 +48,7 @@ import core  # bench/core.py: machine record
 import eval_env  # bench/eval_env.py: our trivial environment
 import ref_eval  # bench/ref_eval.py: /proc helpers and stats (stdlib only at import)
 import reference as ref  # bench/reference.py: the reference venv
+from common import loadavg, logger
 
 from hud.agents import Agent, create_agent
 from hud.eval import InProcessRuntime, PoolRuntime, Runtime, SubprocessRuntime, Taskset
@@ -61,12 +62,11 @@ ANSWER = "3"  # every task below is count_letter(word="straw<i>berry", letter="r
 BENCH_TIMEOUT = 900.0  # bounds every bench, ours and the reference's
 
 
-def log(message: str) -> None:
-    print("[eval] " + message, file=sys.stderr, flush=True)
+log = logger("eval")
 
 
 def emit(rec: dict) -> None:
-    rec.setdefault("loadavg", ref_eval.loadavg())
+    rec.setdefault("loadavg", loadavg())
     print(json.dumps(rec), flush=True)
 
 
@@ -469,7 +469,7 @@ def main(argv: list | None = None) -> int:
             sections[name](args, venv)
     finally:
         emit(cleanup_record())
-    log("done; loadavg " + str(ref_eval.loadavg()))
+    log("done; loadavg " + str(loadavg()))
     return 0
 
 

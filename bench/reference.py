@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 try:  # POSIX only; without it the fd limit is simply left alone.
@@ -636,6 +637,27 @@ def _cli_once(hud: str, url: str, env: dict, timeout: float) -> tuple:
     return (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
 
 
+def cli_cycles(once: Callable[[], tuple], n: int, warmup: int) -> tuple:
+    """Run ``once()`` (start, then grade, as two CLI processes) warmup + n times; return
+    (tally of the cycles, start ms, grade ms) for the n after the warmup."""
+    starts: list[float] = []
+    grades: list[float] = []
+    tally = _Tally()
+    for i in range(warmup + n):
+        try:
+            start_ms, grade_ms = once()
+        except (RpcError, OSError, subprocess.SubprocessError) as exc:
+            if i >= warmup:
+                tally.fail(exc)
+            continue
+        if i >= warmup:
+            starts.append(start_ms)
+            grades.append(grade_ms)
+            tally.samples.append(start_ms + grade_ms)
+    tally.wall_s = sum(tally.samples) / 1000.0
+    return tally, starts, grades
+
+
 def bench_cli_cycle(
     venv: Path | str,
     port: int,
@@ -653,19 +675,7 @@ def bench_cli_cycle(
     hud = str(Path(venv) / "bin" / "hud")
     url = f"tcp://{HOST}:{port}"
     env = _child_env(CLI_QUIET_ENV if quiet_network else None)
-    starts, grades, tally = [], [], _Tally()
-    for i in range(warmup + n):
-        try:
-            start_ms, grade_ms = _cli_once(hud, url, env, timeout)
-        except (RpcError, OSError, subprocess.SubprocessError) as exc:
-            if i >= warmup:
-                tally.fail(exc)
-            continue
-        if i >= warmup:
-            starts.append(start_ms)
-            grades.append(grade_ms)
-            tally.samples.append(start_ms + grade_ms)
-    tally.wall_s = sum(tally.samples) / 1000.0
+    tally, starts, grades = cli_cycles(lambda: _cli_once(hud, url, env, timeout), n, warmup)
     return _record(
         "B5.cli_cycle",
         **tally.fields(n),
