@@ -21,7 +21,8 @@ from referencing import Registry, Resource
 
 from hud.protocol import codec, messages, schema
 from hud.protocol.errors import ERRORS, HudError, error_from_wire
-from hud.protocol.messages import METHODS, UNSET, ErrorObject
+from hud.protocol.messages import UNSET, ErrorObject
+from hud.protocol.methods import METHODS
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "protocol"
 V1 = PROTOCOL / "v1"
@@ -126,7 +127,7 @@ def round_trip_request(schema_file: str, example: Any, message: Any) -> Any:
     request = codec.decode_request(json.dumps(message))
     params = codec.decode_params(request)
     assert request.method == method_of(schema_file)
-    assert isinstance(params, METHODS[request.method][0])
+    assert isinstance(params, METHODS[request.method].params)
     # encode_request always sends params; an example may leave an empty one out.
     encoded = as_json(codec.encode_request(request.id, request.method, params))
     if "params" not in message and encoded["params"] == {}:
@@ -139,7 +140,7 @@ def round_trip_response(schema_file: str, example: Any, message: Any) -> Any:
     assert reply.error is UNSET and reply.result is not UNSET
     method = method_of(schema_file)
     result = codec.decode_result(method, reply.result)
-    assert isinstance(result, METHODS[method][1])
+    assert isinstance(result, METHODS[method].result)
     return as_json(codec.encode_result(reply.id, result))
 
 

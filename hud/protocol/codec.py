@@ -15,9 +15,15 @@ from typing import Any
 
 import msgspec
 
-from .errors import HudError, InvalidParams, InvalidRequest, MethodNotFound, ParseError
+from .errors import (
+    HudError,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    ParseError,
+    error_from_wire,
+)
 from .messages import (
-    METHODS,
     Body,
     ErrorObject,
     ErrorResponse,
@@ -27,12 +33,13 @@ from .messages import (
     RequestId,
     Response,
 )
+from .methods import METHODS
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(Request)
 _reply_decoder = msgspec.json.Decoder(Reply)
-_params_decoders = {name: msgspec.json.Decoder(p) for name, (p, _) in METHODS.items()}
-_result_decoders = {name: msgspec.json.Decoder(r) for name, (_, r) in METHODS.items()}
+_params_decoders = {name: msgspec.json.Decoder(m.params) for name, m in METHODS.items()}
+_result_decoders = {name: msgspec.json.Decoder(m.result) for name, m in METHODS.items()}
 _any_decoder = msgspec.json.Decoder()
 
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -62,13 +69,18 @@ def decode_request(frame: bytes | str) -> Request:
         raise InvalidRequest(f"not a JSON-RPC 2.0 request: {message}", {"path": path}) from None
     except msgspec.DecodeError as exc:
         raise ParseError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ParseError(_TOO_DEEP) from None
+
+
+_TOO_DEEP = "malformed JSON: nested too deeply"
 
 
 def request_id_of(frame: bytes | str) -> RequestId:
     """Best-effort ``id`` of a frame that failed to decode as a request (``None`` if unknown)."""
     try:
         value = _any_decoder.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(value, dict):
         rid = value.get("id")
@@ -84,6 +96,9 @@ def decode_params(request: Request) -> Params:
         raise MethodNotFound(f"method not found: {request.method!r}", {"method": request.method})
     try:
         return decoder.decode(request.params)
+    except RecursionError:
+        raise InvalidParams(f"{request.method}: params nested too deeply",
+                            {"path": "$.params"}) from None
     except msgspec.ValidationError as exc:
         message, path = split_validation_error(exc, "$.params")
         raise InvalidParams(f"{request.method}: {message} at {path}", {"path": path}) from None
@@ -111,12 +126,21 @@ def decode_reply(frame: bytes | str) -> Reply:
         return _reply_decoder.decode(frame)
     except msgspec.DecodeError as exc:
         raise ParseError(f"malformed reply from server: {exc}") from None
+    except RecursionError:
+        raise ParseError(f"{_TOO_DEEP} (reply from server)") from None
+
+
+def error_of(error: ErrorObject) -> HudError:
+    """The exception class an error object stands for (see :func:`error_from_wire`)."""
+    return error_from_wire(error.code, error.message, error.data or None)
 
 
 def decode_result(method: str, raw: msgspec.Raw) -> Body:
     """Decode a ``result`` with the type of ``method``'s result."""
     try:
         return _result_decoders[method].decode(raw)
+    except RecursionError:
+        raise ParseError(f"{_TOO_DEEP} ({method} result from server)") from None
     except msgspec.ValidationError as exc:
         message, path = split_validation_error(exc, "$.result")
         raise InvalidRequest(f"{method}: bad result from server: {message} at {path}") from None

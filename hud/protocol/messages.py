@@ -223,6 +223,31 @@ class CancelResult(Body, kw_only=True):
     cancelled: bool
 
 
+class StatusParams(Params, kw_only=True):
+    """Asks for the state of every task the server holds, attached or parked."""
+
+
+class TaskStatus(Body, kw_only=True):
+    """One task held by a session."""
+
+    session_id: str
+    task: TaskRef
+    attached: bool
+    """True while a connection holds the session; False while it is parked."""
+    started: bool
+    """True once the prompt was produced (the template's setup finished)."""
+    age: float
+    """Seconds since ``tasks.start`` was received for it."""
+    expires_in: float | UnsetType = UNSET
+    """Parked tasks only: seconds until the server cancels it (the park TTL)."""
+
+
+class StatusResult(Body, kw_only=True):
+    sessions: int
+    """Open sessions, with or without a task."""
+    tasks: list[TaskStatus]
+
+
 class ByeParams(Params, kw_only=True):
     pass
 
@@ -231,19 +256,7 @@ class ByeResult(Body, kw_only=True):
     pass
 
 
-METHODS: dict[str, tuple[type[Params], type[Body]]] = {
-    "manifest": (ManifestParams, ManifestResult),
-    "tasks.list": (ListParams, ListResult),
-    "tasks.start": (StartParams, StartResult),
-    "tasks.grade": (GradeParams, GradeResult),
-    "tasks.solve": (SolveParams, SolveResult),
-    "tasks.cancel": (CancelParams, CancelResult),
-    "bye": (ByeParams, ByeResult),
-}
-"""Every method of protocol v1 with the types of its params and its result."""
-
 __all__ = [
-    "METHODS",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "UNSET",
@@ -274,8 +287,11 @@ __all__ = [
     "SolveResult",
     "StartParams",
     "StartResult",
+    "StatusParams",
+    "StatusResult",
     "Subscore",
     "TaskRef",
+    "TaskStatus",
     "TemplateInfo",
     "TextBlock",
 ]

@@ -28,13 +28,13 @@ import msgspec
 
 from .errors import ERRORS, HudError
 from .messages import (
-    METHODS,
     PROTOCOL_VERSION,
     ErrorObject,
     ErrorResponse,
     Request,
     Response,
 )
+from .methods import METHODS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE_ID = f"https://hud.dev/protocol/v{PROTOCOL_VERSION}/"
@@ -72,7 +72,7 @@ def envelope_schema() -> dict[str, Any]:
 
 def method_schema(method: str) -> dict[str, Any]:
     """Params and result of ``method``, and the request and response envelopes that carry them."""
-    params, result = METHODS[method]
+    params, result = METHODS[method].params, METHODS[method].result
     defs = _components([params, result])
     envelope = _components([_schema_view(Request), Response])
     defs["Request"] = _narrow_request(envelope["Request"], method, params.__name__, defs)

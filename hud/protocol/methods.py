@@ -1,0 +1,78 @@
+"""The method table of protocol v1: every method once, with its types and how it is run.
+
+This table is the only list of methods. The codec builds its decoders from it, the schema
+generator writes one schema file per row, the server's connection core schedules requests
+by it, and the server's handlers (:mod:`hud.handlers`) are checked against it at import.
+
+Adding a method is: its params and result Structs in :mod:`.messages`, its row here, its
+handler in :mod:`hud.handlers`, and its call on :class:`hud.client.Client`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .messages import (
+    Body,
+    ByeParams,
+    ByeResult,
+    CancelParams,
+    CancelResult,
+    GradeParams,
+    GradeResult,
+    ListParams,
+    ListResult,
+    ManifestParams,
+    ManifestResult,
+    Params,
+    SolveParams,
+    SolveResult,
+    StartParams,
+    StartResult,
+    StatusParams,
+    StatusResult,
+)
+
+
+class Schedule(enum.Enum):
+    """How a server runs a method's requests on one connection."""
+
+    INLINE = "inline"
+    """Answered in turn: frames that arrive while it is being answered wait (unread) until
+    its reply is out, so a pipelined ``tasks.start`` sees the session ``manifest`` opened."""
+
+    QUEUED = "queued"
+    """Runs the template: one at a time, in arrival order, beside inline requests (so
+    ``tasks.cancel`` can interrupt it). Requests waiting their turn can be cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    params: type[Params]
+    result: type[Body]
+    schedule: Schedule = Schedule.INLINE
+    needs_session: bool = True
+    """False only for ``manifest``, which opens the session every other method needs."""
+    ends_session: bool = False
+    """True for ``bye``: after its reply, the next request must be ``manifest`` again."""
+    optional: str = ""
+    """Non-empty for a method a server may decline to serve: the reason it gives then."""
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("manifest", ManifestParams, ManifestResult, needs_session=False),
+        Method("tasks.list", ListParams, ListResult),
+        Method("tasks.status", StatusParams, StatusResult),
+        Method("tasks.start", StartParams, StartResult, Schedule.QUEUED),
+        Method("tasks.grade", GradeParams, GradeResult, Schedule.QUEUED),
+        Method("tasks.solve", SolveParams, SolveResult, Schedule.QUEUED,
+               optional="start the server with solutions enabled"),
+        Method("tasks.cancel", CancelParams, CancelResult),
+        Method("bye", ByeParams, ByeResult, ends_session=True),
+    )
+}
+"""Every method of protocol v1, by name."""
