@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -22,12 +21,13 @@ from urllib.parse import urlsplit
 
 import msgspec
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from . import __version__, address, wsconn
 from .address import DEFAULT_URL
-from .protocol import codec
-from .protocol.errors import HudError, Unauthorized, error_from_wire
+from .errors import TransportClosed
+from .protocol.connection import ClientConnection
+from .protocol.errors import HudError, Unauthorized
 from .protocol.messages import (
     SUPPORTED_VERSIONS,
     UNSET,
@@ -41,13 +41,17 @@ from .protocol.messages import (
     ListResult,
     ManifestParams,
     ManifestResult,
+    Params,
     PeerInfo,
     SolveParams,
     SolveResult,
     StartParams,
     StartResult,
+    StatusParams,
+    StatusResult,
     TemplateInfo,
 )
+from .transport import ProxiedWebSocket, Transport
 
 if TYPE_CHECKING:
     from .forward import Tunnels
@@ -69,22 +73,21 @@ def control_url(url: str) -> str:
 
 
 class Client:
-    """One control session. Build it with :func:`open_client` or :meth:`Client.connect`."""
+    """One control session. Build it with :func:`open_client` or :meth:`Client.connect`.
+
+    It drives a :class:`hud.protocol.connection.ClientConnection` over a
+    :class:`hud.transport.Transport`: replies resolve the caller's future as they arrive.
+    """
 
     manifest: ManifestResult
 
-    def __init__(self, ws: Any, url: str) -> None:
-        self.ws = ws
+    def __init__(self, transport: Transport, url: str) -> None:
+        self.transport = transport
         self.url = url
-        self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self.core = ClientConnection()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._lost: BaseException | None = None  # why the connection ended, once it has
-        self._reader: asyncio.Task[None] | None = None
-        self._closing: asyncio.Future[None] | None = None
-        if hasattr(ws, "attach"):  # a push transport (hud.wsconn): replies arrive as parsed
-            ws.attach(self._on_message, self._on_closed)
-        else:  # anything with the websockets surface: read it in a task
-            self._reader = asyncio.create_task(self._read_replies(), name="hud-client-reader")
+        transport.attach(self._on_message, self._on_closed)
         self.token: str | None = None
         self.bindings: dict[str, dict[str, Any]] = {}  # this task's, from the last start
         self._tunnels: Tunnels | None = None
@@ -106,15 +109,15 @@ class Client:
         environment that is still starting). A rejected token is never retried.
         """
         target = control_url(url)
-        ws = await _dial(target, token, ready_timeout, max_size)
-        self = await cls.over(ws, target, session_id=session_id, client=client)
+        transport = await _dial(target, token, ready_timeout, max_size)
+        self = await cls.over(transport, target, session_id=session_id, client=client)
         self.token = token  # tunnels authenticate as the control connection did
         return self
 
     @classmethod
     async def over(
         cls,
-        transport: Any,
+        transport: Transport,
         url: str,
         *,
         session_id: str | None = None,
@@ -153,6 +156,10 @@ class Client:
 
     async def list_templates(self) -> list[TemplateInfo]:
         return (await self.call("tasks.list", ListParams(), ListResult)).templates
+
+    async def status(self) -> StatusResult:
+        """Every task the server holds, attached or parked, with its age and expiry."""
+        return await self.call("tasks.status", StatusParams(), StatusResult)
 
     async def start(self, template: str, args: dict[str, Any] | None = None) -> StartResult:
         """Start a task; returns the prompt (and per-episode bindings)."""
@@ -202,53 +209,53 @@ class Client:
             await self.call("bye", ByeParams(), Body)
         await self.aclose()
 
-    async def call(self, method: str, params: Any, result_type: type[B]) -> B:
-        """Send one request and wait for its reply; raises the server's error as its class."""
+    async def call(self, method: str, params: Params, result_type: type[B]) -> B:
+        """Send one request and wait for its reply; raises the server's error as its class
+        (and ``TypeError`` if the result is not a ``result_type``)."""
         if self._lost is not None:
             raise self._lost
-        rid = next(self._ids)
+        rid, payload = self.core.send(method, params)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = (method, future)
+        self._waiting[rid] = future
         try:
-            await self.ws.send(codec.encode_request(rid, method, params), text=True)
-        except ConnectionClosed as exc:
-            self._pending.pop(rid, None)
+            await self.transport.send(payload, text=True)
+            result = await future
+        except TransportClosed as exc:
             raise HudConnectionError(f"connection to {self.url} closed: {exc}") from None
-        try:
-            return await future  # type: ignore[no-any-return]
         finally:
-            self._pending.pop(rid, None)
+            if self._waiting.pop(rid, None) is not None:
+                self.core.forget(rid)
+        if not isinstance(result, result_type):
+            raise TypeError(f"{method} returned {type(result).__name__}, "
+                            f"not {result_type.__name__}")
+        return result
 
     async def aclose(self) -> None:
         """Disconnect without ``bye``: a task in progress stays parked on the server.
         Capability clients and local tunnel ports opened by this client close too."""
         if self._tunnels is not None:
             await self._tunnels.aclose()
-        await self.ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await self.transport.close()
         self._on_closed(None)
 
     # -- replies --------------------------------------------------------------------------
 
-    async def _read_replies(self) -> None:
-        error: BaseException | None = None
-        try:
-            async for frame in self.ws:
-                self._on_message(frame)
-        except ConnectionClosed as exc:
-            error = exc
-        finally:
-            self._on_closed(error)
-
     def _on_message(self, frame: str | bytes) -> None:
         try:
-            self._dispatch(frame)
+            reply = self.core.receive(frame)
         except HudError as exc:  # the server broke the protocol: nothing more can be trusted
-            self._fail_pending(exc)
-            self._closing = asyncio.ensure_future(self.ws.close())
+            self._fail_waiting(exc)
+            self.transport.close_soon(1002, "protocol error")
+            return
+        if reply is None:
+            return
+        future = self._waiting.pop(reply.id, None)
+        if future is None or future.done():
+            return
+        if isinstance(reply.outcome, HudError):
+            future.set_exception(reply.outcome)
+        else:
+            future.set_result(reply.outcome)
 
     def _on_closed(self, error: BaseException | None) -> None:
         if error is None:
@@ -257,36 +264,15 @@ class Client:
             lost = error
         else:
             lost = HudConnectionError(f"connection to {self.url} lost: {error}")
-        self._fail_pending(lost)
+        self._fail_waiting(lost)
 
-    def _fail_pending(self, error: BaseException) -> None:
+    def _fail_waiting(self, error: BaseException) -> None:
         if self._lost is None:
             self._lost = error
-        for _, future in self._pending.values():
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
             if not future.done():
                 future.set_exception(error)
-
-    def _dispatch(self, frame: str | bytes) -> None:
-        reply = codec.decode_reply(frame)
-        entry = self._pending.get(reply.id) if isinstance(reply.id, int) else None
-        if entry is None:
-            if reply.error is not UNSET:  # an error the server could not tie to a request
-                raise error_from_wire(reply.error.code, reply.error.message, reply.error.data
-                                      or None)
-            return
-        method, future = entry
-        if future.done():
-            return
-        if reply.error is not UNSET:
-            err = reply.error
-            future.set_exception(error_from_wire(err.code, err.message, err.data or None))
-        elif reply.result is UNSET:
-            future.set_exception(HudError(f"{method}: reply has neither result nor error"))
-        else:
-            try:
-                future.set_result(codec.decode_result(method, reply.result))
-            except HudError as exc:
-                future.set_exception(exc)
 
 
 @contextlib.asynccontextmanager
@@ -299,7 +285,9 @@ async def open_client(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[C
         await client.aclose()
 
 
-async def _dial(url: str, token: str | None, ready_timeout: float, max_size: int | None) -> Any:
+async def _dial(
+    url: str, token: str | None, ready_timeout: float, max_size: int | None
+) -> Transport:
     headers = {"User-Agent": f"hud/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -310,14 +298,14 @@ async def _dial(url: str, token: str | None, ready_timeout: float, max_size: int
         try:
             if direct:
                 return await wsconn.connect(url, headers=headers, max_size=max_size)
-            return await ws_connect(  # through the proxy the environment names
+            return ProxiedWebSocket(await ws_connect(  # through the proxy the env names
                 url,
                 additional_headers=headers,
                 compression=None,
                 max_size=max_size,
                 open_timeout=10,
                 user_agent_header=None,
-            )
+            ))
         except InvalidStatus as exc:
             raise _rejected(url, exc) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:

@@ -1,58 +1,82 @@
-"""An in-memory transport: a pair of connected endpoints with the WebSocket surface hud uses.
+"""An in-memory transport: two connected :class:`~hud.transport.Transport` ends.
 
-The server's :class:`~hud.control.ControlConnection` and the :class:`~hud.client.Client` only
-``send(message, text=...)`` (or ``send_now``), iterate over incoming messages, and ``close()``. Two
-:class:`MemoryEnd` objects do that within one event loop, so an environment can be driven in
-process through the very same protocol code, without sockets.
+What one end sends, the other receives on a later turn of the event loop (never inside the
+sender's call, so a reply cannot re-enter the code that sent the request). An environment
+can be driven in process through the very same protocol code as over a socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import collections
+from collections.abc import Callable
 
-from websockets.exceptions import ConnectionClosedOK
-
-_EOF = object()
+from .errors import TransportClosed
+from .transport import Closer, Receiver
 
 
 class MemoryEnd:
+    """One end of :func:`memory_pipe`."""
+
     def __init__(self) -> None:
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
         self.peer: MemoryEnd | None = None
-        self.closed = False
-        self.request = None  # what a ServerConnection would carry; there is no handshake
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.on_write_pause: Callable[[bool], None] | None = None
+        self._receiver: Receiver | None = None
+        self._closer: Closer | None = None
+        self._inbox: collections.deque[str | bytes] = collections.deque()
+        self._paused = False
+        self._closing = False
+
+    def attach(self, receiver: Receiver, closer: Closer) -> None:
+        self._receiver, self._closer = receiver, closer
+        self._drain()
+        if self.closed.done():
+            closer(None)
 
     def send_now(self, message: str | bytes, text: bool | None = None) -> None:
-        """Deliver ``message`` to the peer; raises ``ConnectionClosedOK`` once closed."""
-        if self.closed or self.peer is None or self.peer.closed:
-            raise ConnectionClosedOK(None, None)
+        """Deliver ``message`` to the peer; raises :class:`TransportClosed` once closing."""
+        peer = self.peer
+        if self._closing or peer is None or peer._closing:
+            raise TransportClosed("in-memory connection closed")
         if text and isinstance(message, bytes):
             message = message.decode()
-        self.peer._inbox.put_nowait(message)
+        peer._inbox.append(message)
+        if len(peer._inbox) == 1:
+            self._loop.call_soon(peer._drain)
 
     async def send(self, message: str | bytes, text: bool | None = None) -> None:
         self.send_now(message, text)
 
-    def __aiter__(self) -> MemoryEnd:
-        return self
+    def pause_reading(self) -> None:
+        self._paused = True
 
-    async def __anext__(self) -> str | bytes:
-        item = await self._inbox.get()
-        if item is _EOF:
-            self._inbox.put_nowait(_EOF)  # stay at end-of-stream for later readers
-            raise StopAsyncIteration
-        return item  # type: ignore[no-any-return]
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._loop.call_soon(self._drain)
+
+    def close_soon(self, code: int = 1000, reason: str = "") -> None:
+        """Close both directions (messages already sent are still delivered)."""
+        for end in (self, self.peer):
+            if end is not None and not end._closing:
+                end._closing = True
+                self._loop.call_soon(end._drain)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close both directions; idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        self._inbox.put_nowait(_EOF)
-        if self.peer is not None:
-            self.peer.closed = True
-            self.peer._inbox.put_nowait(_EOF)
+        self.close_soon(code, reason)
+        await self.closed
+
+    def _drain(self) -> None:
+        while self._inbox and not self._paused and self._receiver is not None:
+            self._receiver(self._inbox.popleft())
+        if self._closing and not self.closed.done() and (
+            not self._inbox or self._receiver is None  # nobody will ever read the rest
+        ):
+            self.closed.set_result(None)
+            if self._closer is not None:
+                self._closer(None)
 
 
 def memory_pipe() -> tuple[MemoryEnd, MemoryEnd]:

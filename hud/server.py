@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,11 +29,14 @@ from websockets.http11 import Request, Response
 from .address import CONTROL_PATH, TUNNEL_PREFIX
 from .control import ControlConnection
 from .environment import Environment
+from .handlers import Host
 from .memory import MemoryEnd, memory_pipe
 from .protocol import codec
 from .protocol.errors import Unauthorized
-from .protocol.messages import PROTOCOL_VERSION
+from .protocol.messages import PROTOCOL_VERSION, TemplateInfo
+from .protocol.methods import METHODS
 from .session import Registry
+from .transport import Transport
 from .tunnel import link_daemon
 from .wsconn import WsServerConnection
 
@@ -99,14 +103,27 @@ class Server:
             max_sessions=self.config.max_sessions,
             max_parked=self.config.max_parked,
         )
-        self.templates = [tpl.info() for tpl in env.templates.values()]
+        self.host = Host(
+            env=env,
+            registry=self.registry,
+            call_timeout=self.config.call_timeout,
+            max_message_size=self.config.max_message_size,
+            templates=[tpl.info() for tpl in env.templates.values()],
+            declined={} if self.config.enable_solutions else {
+                name: m.optional for name, m in METHODS.items() if m.optional
+            },
+        )
         self.connections: set[ControlConnection] = set()
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
-        self._memory: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None  # owns every task of the server
+        self._root: asyncio.Task[None] | None = None  # runs the group
+        self._stop = asyncio.Event()
         self._closing = False
+
+    @property
+    def templates(self) -> list[TemplateInfo]:
+        return self.host.templates
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -118,27 +135,40 @@ class Server:
         await self.aclose()
 
     async def start(self, *, listen: bool = True) -> None:
-        """Run the initialize hooks, then bind (unless ``listen=False``: in-memory use only)."""
+        """Run the initialize hooks, then bind (unless ``listen=False``: in-memory use only).
+
+        Every task the server starts from here on (connections, tunnels, the park sweeper)
+        belongs to one task group, run by one task that :meth:`aclose` waits for."""
         await self.env.start()
-        if not listen:
-            self._sweeper = asyncio.create_task(self._sweep(), name="hud-park-sweeper")
-            return
         try:
-            self._listener = await asyncio.get_running_loop().create_server(
-                self._accept,
-                self.config.host,
-                self.config.port,
-                backlog=self.config.backlog,
-                reuse_address=True,
-            )
-            if self.config.keepalive:  # accepted sockets inherit these options (Linux)
-                for sock in self._listener.sockets:
-                    _probe_when_silent(sock, self.config.keepalive)
+            if listen:
+                self._listener = await asyncio.get_running_loop().create_server(
+                    self._accept,
+                    self.config.host,
+                    self.config.port,
+                    backlog=self.config.backlog,
+                    reuse_address=True,
+                )
+                if self.config.keepalive:  # accepted sockets inherit these options (Linux)
+                    for sock in self._listener.sockets:
+                        _probe_when_silent(sock, self.config.keepalive)
         except BaseException:
             await self.env.stop()
             raise
-        self._sweeper = asyncio.create_task(self._sweep(), name="hud-park-sweeper")
-        log.info("serving %r on %s", self.env.name, self.url)
+        ready = asyncio.get_running_loop().create_future()
+        self._root = asyncio.create_task(self._own_tasks(ready), name="hud-server")
+        await ready
+        if listen:
+            log.info("serving %r on %s", self.env.name, self.url)
+
+    async def _own_tasks(self, ready: asyncio.Future[None]) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            sweeper = group.create_task(self._sweep(), name="hud-park-sweeper")
+            ready.set_result(None)
+            await self._stop.wait()
+            sweeper.cancel()
+        self._group = None
 
     @property
     def port(self) -> int:
@@ -157,12 +187,7 @@ class Server:
         The connection is owned by the server and closed by :meth:`aclose`.
         """
         client_end, server_end = memory_pipe()
-        conn = ControlConnection(self, server_end)  # type: ignore[arg-type]
-        self.connections.add(conn)
-        task = asyncio.create_task(conn.run(), name="hud-memory-connection")
-        self._memory.add(task)
-        task.add_done_callback(self._memory.discard)
-        task.add_done_callback(lambda _: self.connections.discard(conn))
+        self._spawn(self._control(server_end), server_end)
         return client_end
 
     async def serve_forever(self) -> None:
@@ -170,33 +195,44 @@ class Server:
         await self._listener.serve_forever()
 
     async def aclose(self) -> None:
-        """Shut down in order; safe to call twice."""
+        """Shut down: stop listening, cancel requests in flight, close every connection
+        (all at once: an unresponsive client costs its close timeout, not everyone's), run
+        every open task's cleanup (all at once), then the shutdown hooks. Idempotent."""
         if self._closing:
             return
         self._closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         if self._listener is not None:
             self._listener.close()
-        for conn in list(self.connections):
-            conn.cancel_ops("the server is shutting down")
-        for conn in list(self.connections):
-            await conn.ws.close(1001, "server shutting down")
-        for ws in list(self._sockets):  # tunnels
+        conns = list(self.connections)
+        for conn in conns:
+            conn.cancel_soon("the server is shutting down")
+        for ws in list(self._sockets):  # tunnels (control sockets close below)
             ws.close_soon(1001, "server shutting down")
-        if self._memory:
-            await asyncio.gather(*self._memory, return_exceptions=True)
-        if self._handlers:
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-        if self._sockets:
-            await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
+        await asyncio.gather(
+            *(conn.transport.close(1001, "server shutting down") for conn in conns),
+            *(ws.close() for ws in list(self._sockets)),
+            return_exceptions=True,
+        )
+        self._stop.set()
+        if self._root is not None:
+            await self._root
+        runners = []
         for session in self.registry:
             self.registry.remove(session)
             runner = session.take_runner()
             if runner is not None:
-                await runner.aclose()
+                runners.append(runner.aclose())
+        await asyncio.gather(*runners, return_exceptions=True)
         await self.env.stop()
         log.info("stopped %r", self.env.name)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], transport: Transport) -> None:
+        """Run ``work`` in the server's task group; once shutting down, close instead."""
+        if self._group is None or self._closing:
+            work.close()
+            transport.close_soon(1001, "server shutting down")
+            return
+        self._group.create_task(_logged(work))
 
     async def _sweep(self) -> None:
         interval = max(min(self.config.park_ttl / 4, 5.0), 0.01)
@@ -250,15 +286,12 @@ class Server:
         ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
         if path == CONTROL_PATH:
-            handler = self._control(ws)
+            self._spawn(self._control(ws), ws)
         else:
-            handler = self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX)))
-        task = asyncio.ensure_future(handler)
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+            self._spawn(self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX))), ws)
 
-    async def _control(self, ws: WsServerConnection) -> None:
-        conn = ControlConnection(self, ws)
+    async def _control(self, transport: Transport) -> None:
+        conn = ControlConnection(self.host, transport)
         self.connections.add(conn)
         try:
             await conn.run()
@@ -271,6 +304,14 @@ class Server:
         except OSError as exc:
             log.warning("tunnel to %r failed: %s", name, exc)
             await ws.close(1011, str(exc)[:120])
+
+
+async def _logged(work: Coroutine[Any, Any, None]) -> None:
+    """A failure of one connection's work is logged; it never ends the task group."""
+    try:
+        await work
+    except Exception:
+        log.exception("a connection failed")
 
 
 def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:

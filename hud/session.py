@@ -39,7 +39,7 @@ def new_session_id() -> str:
 
 
 class Session:
-    __slots__ = ("attached", "id", "parked_at", "runner", "task")
+    __slots__ = ("attached", "id", "parked_at", "runner", "started_at", "task")
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
@@ -47,10 +47,15 @@ class Session:
         self.task: TaskRef | None = None
         self.attached = True
         self.parked_at = 0.0
+        self.started_at = 0.0
 
     @property
     def has_task(self) -> bool:
         return self.runner is not None and not self.runner.closed
+
+    def hold(self, runner: TaskRunner, task: TaskRef) -> None:
+        """Make ``runner`` (running ``task``) this session's task, from now."""
+        self.runner, self.task, self.started_at = runner, task, time.monotonic()
 
     def take_runner(self) -> TaskRunner | None:
         """Detach the task from the session, for the caller to finish or close."""
@@ -113,14 +118,14 @@ class Registry:
         if not candidates:
             what = f"of template {template!r} " if template else ""
             raise NoTaskInProgress(
-                f"no task {what}in progress: start one with tasks.start "
-                "(a parked task may also have expired)"
+                f"no task {what}in progress: start one first (hud task start, or "
+                "tasks.start); a parked task may also have expired"
             )
         if len(candidates) > 1:
             ids = [s.id for s in candidates]
             raise AmbiguousSessions(
-                f"{len(ids)} parked tasks could be graded ({', '.join(ids)}); resume one by "
-                "sending manifest with its session_id",
+                f"{len(ids)} parked tasks could be graded ({', '.join(ids)}); pick one with "
+                "--session ID (protocol: manifest with its session_id)",
                 {"sessions": ids},
             )
         return self._attach(candidates[0])

@@ -11,8 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.exceptions import ConnectionClosed
-
+from .errors import TransportClosed
 from .protocol.messages import Binding
 from .wsconn import WsConnection
 
@@ -98,7 +97,7 @@ class TcpEnd(asyncio.Protocol):
             return
         try:
             self.ws.send_now(data, text=False)
-        except ConnectionClosed:
+        except TransportClosed:
             self.transport.close()
 
     def eof_received(self) -> bool | None:

@@ -2,11 +2,12 @@
 
 ``websockets.asyncio`` hands each message to a reader task through a queue and takes a lock
 around every send; a control message then crosses the event loop twice before hud sees it.
-Here ``data_received`` parses frames and hands each complete message either to a callback
-(:meth:`WsConnection.attach`: the client resolves the caller's future in place, a tunnel
-writes to its daemon) or to a small buffer read by ``async for`` (the server's control
-loop). ``send`` writes at once and waits only while the kernel's buffer is full. Pings,
-pongs and the close handshake are kept by the sans-I/O protocol.
+Here ``data_received`` parses frames and hands each complete message to a callback
+(:meth:`WsConnection.attach`: the client resolves the caller's future in place, a control
+connection feeds its protocol core, a tunnel writes to its daemon). Each end implements
+:class:`hud.transport.Transport`. ``send`` writes at once and waits only while the
+kernel's buffer is full. Pings, pongs and the close handshake are kept by the sans-I/O
+protocol.
 
 :class:`WsClient` (with :func:`connect`) is the client end; :class:`WsServerConnection` is
 one accepted connection of :class:`hud.server.Server`.
@@ -22,19 +23,21 @@ from typing import Any
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
+
+from .errors import TransportClosed
 
 Receiver = Callable[[str | bytes], None]
 Closer = Callable[[BaseException | None], None]
 
 CLOSE_TIMEOUT = 5.0
 """Seconds to wait for the peer to finish the close handshake before dropping TCP."""
-MAX_QUEUE = 16
-"""Messages buffered for ``async for`` before the socket stops being read."""
+MAX_EARLY = 16
+"""Messages kept for a receiver not attached yet before the socket stops being read."""
 
 
 class WsConnection(asyncio.Protocol):
@@ -48,7 +51,6 @@ class WsConnection(asyncio.Protocol):
         self._receiver: Receiver | None = None
         self._closer: Closer | None = None
         self._inbox: collections.deque[str | bytes] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._read_paused = False
         self._fragments: list[bytes] = []
         self._fragment_text = False
@@ -70,37 +72,20 @@ class WsConnection(asyncio.Protocol):
         if self.closed.done():
             closer(self._close_error())
 
-    def __aiter__(self) -> WsConnection:
-        return self
-
-    async def __anext__(self) -> str | bytes:
-        """The next message; stops after a clean close, raises ``ConnectionClosed`` else."""
-        while not self._inbox:
-            if self.closed.done():
-                error = self._close_error()
-                if error is None:
-                    raise StopAsyncIteration
-                raise error
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        message = self._inbox.popleft()
-        if self._read_paused and len(self._inbox) < MAX_QUEUE // 4:
-            self.resume_reading()
-        return message
-
     def _deliver(self, data: bytes, text: bool) -> None:
         # binary data may be a bytearray (websockets unmasks in place): not copied here
-        message: str | bytes = data.decode() if text else data
+        message: str | bytes = data
+        if text:
+            try:
+                message = data.decode()
+            except UnicodeDecodeError:  # RFC 6455 section 8.1: fail with 1007
+                self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
+                return
         if self._receiver is not None:
             self._receiver(message)
             return
-        self._inbox.append(message)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        if len(self._inbox) >= MAX_QUEUE:
+        self._inbox.append(message)  # until attach(); past a few, stop reading meanwhile
+        if len(self._inbox) >= MAX_EARLY:
             self.pause_reading()
 
     def pause_reading(self) -> None:
@@ -134,7 +119,7 @@ class WsConnection(asyncio.Protocol):
 
     def send_now(self, message: str | bytes, text: bool | None = None) -> None:
         """Queue one message on the socket at once (text unless ``text`` is False or it is
-        bytes); raises ``ConnectionClosed`` once the connection is closing."""
+        bytes); raises :class:`~hud.errors.TransportClosed` once the connection is closing."""
         if self.protocol.state is not State.OPEN:
             raise self._not_open()
         if text is False or (text is None and not isinstance(message, str)):
@@ -151,6 +136,7 @@ class WsConnection(asyncio.Protocol):
 
     def close_soon(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake without waiting for it."""
+        self.resume_reading()  # the peer's close frame must be read
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
             self._flush()
@@ -159,6 +145,7 @@ class WsConnection(asyncio.Protocol):
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close handshake, then TCP; returns when the connection is gone. Idempotent."""
+        self.resume_reading()  # the peer's close frame must be read
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
             self._flush()
@@ -209,8 +196,6 @@ class WsConnection(asyncio.Protocol):
         self.protocol.receive_eof()  # idempotent; leaves the protocol CLOSED
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
         if self._close_timer is not None:
             self._close_timer.cancel()
         if not self.closed.done():
@@ -241,13 +226,17 @@ class WsConnection(asyncio.Protocol):
     def _handshake(self, event: Request | Response) -> None:
         raise NotImplementedError
 
-    def _not_open(self) -> ConnectionClosed:
+    def _not_open(self) -> TransportClosed:
         protocol = self.protocol
         if protocol.state is State.CLOSED:
-            return protocol.close_exc
-        return ConnectionClosedOK(  # closing
-            protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
-        )
+            exc: ConnectionClosed = protocol.close_exc
+        else:  # closing
+            exc = ConnectionClosedOK(
+                protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
+            )
+        rcvd = exc.rcvd
+        return TransportClosed(f"connection closed: {exc}", rcvd and rcvd.code,
+                               rcvd.reason if rcvd else "")
 
     def _close_error(self) -> BaseException | None:
         exc = self.protocol.close_exc

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from hud import Environment
 from hud.client import open_client
+from hud.errors import TransportClosed
 from hud.wsconn import connect as lean_connect
 
 pytestmark = pytest.mark.anyio
@@ -168,15 +169,16 @@ async def test_a_tunnel_carries_large_transfers_both_ways_with_a_slow_reader(fir
         assert await asyncio.wait_for(received.get(), 10) == hashlib.sha256(upload).hexdigest()
 
 
-async def test_sending_on_a_closing_or_closed_connection_raises_connection_closed() -> None:
+async def test_sending_on_a_closing_or_closed_connection_raises_transport_closed() -> None:
     async with serving(env) as server:
         ws = await lean_connect(server.url + "/v1/control")
         ws.close_soon()
-        with pytest.raises(ConnectionClosed):  # closing: the handshake is under way
+        with pytest.raises(TransportClosed):  # closing: the handshake is under way
             ws.send_now("{}")
         await ws.close()
-        with pytest.raises(ConnectionClosed):  # closed
+        with pytest.raises(TransportClosed) as closed:  # closed
             await ws.send("{}")
+        assert closed.value.code == 1000
         await still_serves(server)
 
 

@@ -8,8 +8,9 @@ most of it ``importlib.metadata``): see BENCHMARKS.md. Anything else (``--help``
 other commands) falls through to the typer app; ``HUD_CLI_FAST=0`` turns the fast path off.
 
 The WebSocket client here is the minimum RFC 6455 needs for this exchange (handshake, masked
-text frames out, unfragmented or fragmented text frames in, close); the server side is the
-real ``websockets`` library, and the tests run both CLI paths against it.
+text frames out, unfragmented or fragmented text frames in, close); the protocol itself is
+the same sans-I/O core every client drives (:class:`hud.protocol.connection.ClientConnection`),
+and the tests run both CLI paths against the real server.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class QuickClient:
                              EXIT_CONNECTION) from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
-        self.ids = 0
+        from ..protocol.connection import ClientConnection
+
+        self.core = ClientConnection()
         self._handshake(token, url)
 
     def _handshake(self, token: str | None, url: str) -> None:
@@ -142,19 +145,18 @@ class QuickClient:
             if first & 0x80:
                 return message
 
-    def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        import msgspec
-
-        from ..protocol.errors import error_from_wire
-
-        self.ids += 1
-        request = {"jsonrpc": "2.0", "id": self.ids, "method": method, "params": params}
-        self.send_text(msgspec.json.encode(request))
-        reply = msgspec.json.decode(self.recv_text())
-        error = reply.get("error")
-        if error is not None:
-            raise error_from_wire(error["code"], error["message"], error.get("data"))
-        return reply["result"]  # type: ignore[no-any-return]
+    def call(self, method: str, params: Any) -> Any:
+        """One request and its reply, through the protocol core: the result Struct, or
+        the server's error raised as its class."""
+        rid, payload = self.core.send(method, params)
+        self.send_text(payload)
+        while True:
+            reply = self.core.receive(self.recv_text())
+            if reply is not None and reply.id == rid:
+                break
+        if isinstance(reply.outcome, Exception):
+            raise reply.outcome
+        return reply.outcome
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # a close frame (code 1000), masked with zeros
@@ -201,19 +203,20 @@ def try_fast(argv: list[str]) -> int | None:
 
 
 def _run(options: argparse.Namespace) -> int:
+    import msgspec
+
     from ..protocol import errors
-    from ..protocol.messages import PROTOCOL_VERSION
+    from ..protocol.messages import SUPPORTED_VERSIONS, UNSET, ManifestParams, PeerInfo
 
     try:
-        params = _params(options)
+        method, params = _request(options)
         client = QuickClient(options.url, options.token)
         try:
-            manifest = {"client": {"name": "hud-cli", "version": "0"},
-                        "protocol_versions": [PROTOCOL_VERSION]}
-            if getattr(options, "session", None):
-                manifest["session_id"] = options.session
-            client.call("manifest", manifest)
-            method = "tasks.start" if options.command == "start" else "tasks.grade"
+            client.call("manifest", ManifestParams(
+                client=PeerInfo(name="hud-cli", version="0"),
+                protocol_versions=list(SUPPORTED_VERSIONS),
+                session_id=getattr(options, "session", None) or UNSET,
+            ))
             result = client.call(method, params)
         finally:
             client.close()
@@ -228,18 +231,21 @@ def _run(options: argparse.Namespace) -> int:
     except errors.HudError as exc:
         return _fail(exc.message, EXIT_PROTOCOL)
     if options.command == "start":
-        sys.stderr.write(f"session: {result['session_id']}\n")
-        emit(result if options.json else prompt_text(result["prompt"]))
+        sys.stderr.write(f"session: {result.session_id}\n")
+        emit(msgspec.to_builtins(result) if options.json else prompt_text(result.prompt))
     else:
-        emit(result if options.json else repr(float(result["reward"])))
+        emit(msgspec.to_builtins(result) if options.json else repr(float(result.reward)))
     return 0
 
 
-def _params(options: argparse.Namespace) -> dict[str, Any]:
+def _request(options: argparse.Namespace) -> tuple[str, Any]:
+    from ..protocol.messages import UNSET, GradeParams, StartParams
+
     if options.command == "start":
-        return {"template": options.task, "args": parse_args_json(options.args)}
-    return {"answer": read_answer(options.answer, options.answer_file),
-            "template": options.task}
+        return "tasks.start", StartParams(template=options.task,
+                                          args=parse_args_json(options.args))
+    answer = read_answer(options.answer, options.answer_file)
+    return "tasks.grade", GradeParams(answer=answer, template=options.task or UNSET)
 
 
 def _fail(message: str, code: int) -> int:

@@ -1,0 +1,20 @@
+"""hud's errors that never cross the wire (those are in :mod:`hud.protocol.errors`).
+
+Each is raised by one layer and translated, where it meets the user, into their terms: a
+CLI message and exit code, a failed rollout with its phase, or a model-visible tool result.
+"""
+
+from __future__ import annotations
+
+
+class TransportClosed(ConnectionError):
+    """The connection under a control session or a tunnel is closing or closed.
+
+    ``code`` and ``reason`` are the WebSocket close code and reason when one was received
+    (``None`` when the connection dropped without a close frame).
+    """
+
+    def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
