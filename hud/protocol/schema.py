@@ -45,6 +45,12 @@ FIX_COMMAND = "python -m hud.protocol.schema --write"
 TABLE_BEGIN = "<!-- errors:begin -->"
 TABLE_END = "<!-- errors:end -->"
 
+# OpenAPI's keyword, which msgspec adds to tagged unions: not JSON Schema, so strict validators
+# (ajv's strict mode) reject it. Each member's tag is an `enum` already, so nothing is lost.
+_NOT_JSON_SCHEMA = frozenset({"discriminator"})
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+_DATA = frozenset({"default", "enum", "const", "examples"})
+
 # Built with a default member, so the generated schema would not require it; but a Struct
 # without omit_defaults always encodes every member, so on the wire it is always there.
 _ALWAYS_ENCODED = (Response, ErrorResponse)
@@ -147,13 +153,35 @@ def _document(
 
 
 def _components(types: list[Any]) -> dict[str, Any]:
-    _, defs = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
+    _, found = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
+    defs = {name: json_schema_only(schema) for name, schema in found.items()}
     for name, schema in defs.items():
         if "description" in schema:
             schema["description"] = _clean(schema["description"])
         if name in {t.__name__ for t in _ALWAYS_ENCODED}:
             schema["required"] = list(schema["properties"])
     return defs
+
+
+def json_schema_only(schema: Any) -> Any:
+    """``schema`` without the keywords of :data:`_NOT_JSON_SCHEMA`, in every subschema.
+
+    Names in ``properties`` and ``$defs`` and values in ``default``, ``enum`` and ``const``
+    are not keywords: they are kept whatever they are called.
+    """
+    if isinstance(schema, list):
+        return [json_schema_only(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DATA:
+            kept[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            kept[key] = {name: json_schema_only(sub) for name, sub in value.items()}
+        elif key not in _NOT_JSON_SCHEMA:
+            kept[key] = json_schema_only(value)
+    return kept
 
 
 def _narrow_request(
