@@ -8,8 +8,10 @@ thing that writes them, so they cannot drift from the types:
   ``Request`` and a ``Response`` envelope narrowed to that method;
 * ``errors.json``: the error table, from ``ERRORS``.
 
-The error table is also rendered into ``protocol/README.md``, between the markers
-``<!-- errors:begin -->`` and ``<!-- errors:end -->``.
+Three tables of ``protocol/README.md`` are rendered here too, each between its markers
+(``<!-- errors:begin -->`` and ``<!-- errors:end -->``, ``methods:``, ``types:``): the error
+table, the methods with their members, and the types they share. A member that may be absent
+from a message (optional, or left out when it has its default value) is marked ``?``.
 
 Run ``python -m hud.protocol.schema --write`` after changing a Struct or an error, and
 ``--check`` in CI: it exits 1 and names every file that differs from what the types say.
@@ -44,6 +46,10 @@ PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocol"
 FIX_COMMAND = "python -m hud.protocol.schema --write"
 TABLE_BEGIN = "<!-- errors:begin -->"
 TABLE_END = "<!-- errors:end -->"
+METHODS_BEGIN = "<!-- methods:begin -->"
+METHODS_END = "<!-- methods:end -->"
+TYPES_BEGIN = "<!-- types:begin -->"
+TYPES_END = "<!-- types:end -->"
 
 # OpenAPI's keyword, which msgspec adds to tagged unions: not JSON Schema, so strict validators
 # (ajv's strict mode) reject it. Each member's tag is an `enum` already, so nothing is lost.
@@ -118,6 +124,36 @@ def render_error_table(table: dict[str, Any]) -> str:
         meaning = row["meaning"].replace("|", "\\|")
         lines.append(f"| {row['code']} | `{row['kind']}` | `{row['class']}` | {meaning} |")
     return "\n".join(lines) + "\n"
+
+
+def render_method_table() -> str:
+    """Every method with the members of its params and result, ``?`` on those that may be
+    absent, as the Markdown table of ``protocol/README.md``."""
+    lines = ["| method | params | result |", "| --- | --- | --- |"]
+    for method, (params, result) in METHODS.items():
+        defs = method_schema(method)["$defs"]
+        lines.append(f"| `{method}` | {_members(defs[params.__name__], 'none')} | "
+                     f"{_members(defs[result.__name__], 'none (`{}`)')} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_type_table() -> str:
+    """The types that methods' params and results are made of, with their members."""
+    shared: dict[str, dict[str, Any]] = {}
+    for method in METHODS:
+        doc = method_schema(method)
+        roles = set(doc["x-hud"].values())
+        shared.update((name, d) for name, d in doc["$defs"].items() if name not in roles)
+    lines = ["| type | members |", "| --- | --- |"]
+    lines += [f"| `{name}` | {_members(shared[name], 'none')} |" for name in sorted(shared)]
+    return "\n".join(lines) + "\n"
+
+
+def _members(schema: dict[str, Any], empty: str) -> str:
+    """``schema``'s members in order, ``?`` after those it does not require."""
+    required = set(schema.get("required", ()))
+    names = [f"`{n}`" + ("" if n in required else "?") for n in schema.get("properties", {})]
+    return ", ".join(names) or empty
 
 
 def generate() -> dict[str, str]:
@@ -277,11 +313,18 @@ def write(root: Path) -> list[Path]:
 
 
 def _with_table(readme: str) -> str:
-    head, begin, rest = readme.partition(TABLE_BEGIN)
-    _, end, tail = rest.partition(TABLE_END)
-    if not begin or not end:
-        raise ValueError(f"protocol/README.md needs the markers {TABLE_BEGIN} and {TABLE_END}")
-    return f"{head}{TABLE_BEGIN}\n{render_error_table(error_table())}{TABLE_END}{tail}"
+    """``readme`` with each generated table replaced by what the types say now."""
+    for begin, end, render in (
+        (TABLE_BEGIN, TABLE_END, lambda: render_error_table(error_table())),
+        (METHODS_BEGIN, METHODS_END, render_method_table),
+        (TYPES_BEGIN, TYPES_END, render_type_table),
+    ):
+        head, found_begin, rest = readme.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not found_begin or not found_end:
+            raise ValueError(f"protocol/README.md needs the markers {begin} and {end}")
+        readme = f"{head}{begin}\n{render()}{end}{tail}"
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:
