@@ -9,9 +9,9 @@ would; then:
   address), so the examples cannot drift from the capabilities;
 * the README's table of each capability lists exactly the params the server sends, where it
   sends them (manifest or tasks.start) and their types, and its URL scheme;
-* ssh, cdp and rfb are opened from the README's steps alone: a raw tunnel WebSocket with the
-  token, then the capability's own protocol with the binding's params (asyncssh, a hand-written
-  HTTP request and RFB handshake), no hud client code.
+* every capability is opened from the README's steps alone: a raw tunnel WebSocket with the
+  token, then the capability's own protocol with the binding's params (asyncssh; hand-written
+  DevTools and MCP HTTP requests and RFB handshake; an openpi claim), no hud client code.
 """
 
 from __future__ import annotations
@@ -322,3 +322,69 @@ async def test_rfb_refuses_a_wrong_password_with_a_reason(lab: Lab) -> None:
         status, reason, writer = await rfb_login(port, "wrong!!!")
         writer.close()
     assert status == 1 and b"wrong password" in reason
+
+
+async def http_post(port: int, path: str, message: dict[str, Any],
+                    session: str | None = None) -> tuple[int, dict[str, str], Any]:
+    """One MCP message POSTed (Streamable HTTP); status, headers, and the JSON-RPC reply, read
+    from a JSON body or from the event stream's data line (None when there is none)."""
+    body = json.dumps(message).encode()
+    session_header = f"Mcp-Session-Id: {session}\r\n" if session else ""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            f"Content-Length: {len(body)}\r\n{session_header}\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + body)
+    raw_head, _, payload = (await reader.read(-1)).partition(b"\r\n\r\n")
+    writer.close()
+    lines = raw_head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    if headers.get("transfer-encoding") == "chunked":
+        payload = dechunk(payload)
+    text = payload.decode()
+    if headers.get("content-type", "").startswith("text/event-stream"):
+        data = [line[5:] for line in text.splitlines() if line.startswith("data:")]
+        text = data[-1] if data else ""
+    return int(lines[0].split(" ", 2)[1]), headers, json.loads(text) if text.strip() else None
+
+
+def dechunk(data: bytes) -> bytes:
+    out = b""
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        if int(size, 16) == 0:
+            return out
+        out, data = out + data[:int(size, 16)], data[int(size, 16) + 2:]
+
+
+async def test_mcp_opens_from_the_spec(lab: Lab) -> None:
+    path = urlsplit(lab.declared["tools"]["url"]).path
+    assert lab.params("tools")["transport"] == "streamable-http"
+    async with listener(lab.server, "tools") as port:
+        status, headers, reply = await http_post(port, path, {
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "spec", "version": "0"}}})
+        assert status == 200 and reply["result"]["protocolVersion"] == "2025-11-25", reply
+        session = headers["mcp-session-id"]
+        await http_post(port, path, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                        session)
+        status, _, reply = await http_post(port, path, {
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "through the tunnel"}}}, session)
+    assert status == 200, reply
+    assert reply["result"]["content"][0]["text"] == "through the tunnel"
+
+
+async def test_openpi_opens_from_the_spec(lab: Lab) -> None:
+    msgspec = pytest.importorskip("msgspec")
+    params = lab.params("robot")
+    path = urlsplit(lab.declared["robot"]["url"]).path
+    async with listener(lab.server, "robot") as port, \
+            connect(f"ws://127.0.0.1:{port}{path}", compression=None) as robot:
+        await robot.send(msgspec.msgpack.encode({"type": "claim", "token": params["token"]}))
+        start = msgspec.msgpack.decode(await robot.recv())
+        first = msgspec.msgpack.decode(await robot.recv())
+    assert start["type"] == "start" and start["episode"] == params["episode"]
+    assert start["contract"] == params["contract"] and start["pace"] == params["pace"]
+    assert first["type"] == "observation" and first["index"] == 0
