@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,61 @@ def test_schema_file_is_valid_draft_2020_12(path: Path) -> None:
     assert doc["title"] and doc["description"]
     roles = {k: v for k, v in doc["x-hud"].items() if k not in {"method", "protocol_version"}}
     assert set(roles.values()) <= set(doc["$defs"]), "x-hud names a def that does not exist"
+
+
+def test_generated_schemas_carry_no_openapi_keywords() -> None:
+    union = {"anyOf": [{"$ref": "#/$defs/A"}], "discriminator": {"propertyName": "type"}}
+    doc = {
+        "properties": {"discriminator": union},  # a member that happens to bear the name
+        "default": {"discriminator": 1},  # data, not a schema
+        "items": union,
+    }
+    assert schema.json_schema_only(doc) == {
+        "properties": {"discriminator": {"anyOf": [{"$ref": "#/$defs/A"}]}},
+        "default": {"discriminator": 1},
+        "items": {"anyOf": [{"$ref": "#/$defs/A"}]},
+    }
+
+
+TOOLS = PROTOCOL / "tools"
+CHECK_SCRIPT = TOOLS / "check-schemas.mjs"
+
+
+def run_ajv(protocol_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``check-schemas.mjs`` on ``protocol_dir``: ajv's strict mode over every schema file and
+    golden example. Skips where Node or ajv is missing (CI installs both: ``.ci/install``)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (apt-get install nodejs npm)")
+    if not (TOOLS / "node_modules" / "ajv").is_dir():
+        pytest.skip("ajv is not installed: run `npm ci --prefix protocol/tools`")
+    return subprocess.run([node, str(CHECK_SCRIPT), str(protocol_dir)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_schemas_compile_and_examples_validate_under_ajv_strict_mode() -> None:
+    done = run_ajv(PROTOCOL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok: ")
+
+
+def test_ajv_check_names_what_strict_mode_rejects(tmp_path: Path) -> None:
+    copy = tmp_path / "protocol"
+    shutil.copytree(PROTOCOL, copy, ignore=shutil.ignore_patterns("tools"))
+    start = copy / "v1" / "tasks.start.schema.json"
+    doc = load(start)
+    doc["$defs"]["StartParams"]["discriminator"] = {"propertyName": "template"}
+    start.write_text(json.dumps(doc), encoding="utf-8")
+    bye = copy / "v1" / "examples" / "bye.request.json"
+    example = load(bye)
+    example["message"]["id"] = [4]
+    bye.write_text(json.dumps(example), encoding="utf-8")
+    done = run_ajv(copy)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert any("tasks.start.schema.json: does not compile in strict mode" in line
+               and 'unknown keyword: "discriminator"' in line for line in lines), done.stderr
+    assert any(line.startswith(f"{bye}: invalid Request: /id") for line in lines), done.stderr
 
 
 # --- (c) golden examples pass both checkers and round-trip -----------------------------------

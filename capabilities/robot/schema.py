@@ -21,6 +21,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from hud.protocol.schema import json_schema_only
+
 from .contract import Contract, Feature
 from .wire import (
     PROTOCOL,
@@ -41,8 +43,11 @@ REF = "#/$defs/{name}"
 
 
 def messages_schema() -> dict[str, Any]:
-    (agent, env), defs = msgspec.json.schema_components([Claim | Action, ToAgent],
-                                                        ref_template=REF)
+    (agent, env), found = msgspec.json.schema_components([Claim | Action, ToAgent],
+                                                         ref_template=REF)
+    # Plain JSON Schema (no OpenAPI discriminator), which strict validators accept.
+    agent, env = json_schema_only(agent), json_schema_only(env)
+    defs = {name: json_schema_only(schema) for name, schema in found.items()}
     for schema in defs.values():
         if "description" in schema:
             schema["description"] = inspect.cleandoc(schema["description"])

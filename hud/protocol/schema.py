@@ -8,8 +8,10 @@ thing that writes them, so they cannot drift from the types:
   ``Request`` and a ``Response`` envelope narrowed to that method;
 * ``errors.json``: the error table, from ``ERRORS``.
 
-The error table is also rendered into ``protocol/README.md``, between the markers
-``<!-- errors:begin -->`` and ``<!-- errors:end -->``.
+Three tables of ``protocol/README.md`` are rendered here too, each between its markers
+(``<!-- errors:begin -->`` and ``<!-- errors:end -->``, ``methods:``, ``types:``): the error
+table, the methods with their members, and the types they share. A member that may be absent
+from a message (optional, or left out when it has its default value) is marked ``?``.
 
 Run ``python -m hud.protocol.schema --write`` after changing a Struct or an error, and
 ``--check`` in CI: it exits 1 and names every file that differs from what the types say.
@@ -44,6 +46,16 @@ PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocol"
 FIX_COMMAND = "python -m hud.protocol.schema --write"
 TABLE_BEGIN = "<!-- errors:begin -->"
 TABLE_END = "<!-- errors:end -->"
+METHODS_BEGIN = "<!-- methods:begin -->"
+METHODS_END = "<!-- methods:end -->"
+TYPES_BEGIN = "<!-- types:begin -->"
+TYPES_END = "<!-- types:end -->"
+
+# OpenAPI's keyword, which msgspec adds to tagged unions: not JSON Schema, so strict validators
+# (ajv's strict mode) reject it. Each member's tag is an `enum` already, so nothing is lost.
+_NOT_JSON_SCHEMA = frozenset({"discriminator"})
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+_DATA = frozenset({"default", "enum", "const", "examples"})
 
 # Built with a default member, so the generated schema would not require it; but a Struct
 # without omit_defaults always encodes every member, so on the wire it is always there.
@@ -114,6 +126,37 @@ def render_error_table(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_method_table() -> str:
+    """Every method with the members of its params and result, ``?`` on those that may be
+    absent, as the Markdown table of ``protocol/README.md``."""
+    lines = ["| method | params | result |", "| --- | --- | --- |"]
+    for method, spec in METHODS.items():
+        params, result = spec.params, spec.result
+        defs = method_schema(method)["$defs"]
+        lines.append(f"| `{method}` | {_members(defs[params.__name__], 'none')} | "
+                     f"{_members(defs[result.__name__], 'none (`{}`)')} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_type_table() -> str:
+    """The types that methods' params and results are made of, with their members."""
+    shared: dict[str, dict[str, Any]] = {}
+    for method in METHODS:
+        doc = method_schema(method)
+        roles = set(doc["x-hud"].values())
+        shared.update((name, d) for name, d in doc["$defs"].items() if name not in roles)
+    lines = ["| type | members |", "| --- | --- |"]
+    lines += [f"| `{name}` | {_members(shared[name], 'none')} |" for name in sorted(shared)]
+    return "\n".join(lines) + "\n"
+
+
+def _members(schema: dict[str, Any], empty: str) -> str:
+    """``schema``'s members in order, ``?`` after those it does not require."""
+    required = set(schema.get("required", ()))
+    names = [f"`{n}`" + ("" if n in required else "?") for n in schema.get("properties", {})]
+    return ", ".join(names) or empty
+
+
 def generate() -> dict[str, str]:
     """Every generated file of ``protocol/v1/``, by path relative to ``protocol/``."""
     version_dir = f"v{PROTOCOL_VERSION}"
@@ -147,13 +190,35 @@ def _document(
 
 
 def _components(types: list[Any]) -> dict[str, Any]:
-    _, defs = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
+    _, found = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
+    defs = {name: json_schema_only(schema) for name, schema in found.items()}
     for name, schema in defs.items():
         if "description" in schema:
             schema["description"] = _clean(schema["description"])
         if name in {t.__name__ for t in _ALWAYS_ENCODED}:
             schema["required"] = list(schema["properties"])
     return defs
+
+
+def json_schema_only(schema: Any) -> Any:
+    """``schema`` without the keywords of :data:`_NOT_JSON_SCHEMA`, in every subschema.
+
+    Names in ``properties`` and ``$defs`` and values in ``default``, ``enum`` and ``const``
+    are not keywords: they are kept whatever they are called.
+    """
+    if isinstance(schema, list):
+        return [json_schema_only(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DATA:
+            kept[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            kept[key] = {name: json_schema_only(sub) for name, sub in value.items()}
+        elif key not in _NOT_JSON_SCHEMA:
+            kept[key] = json_schema_only(value)
+    return kept
 
 
 def _narrow_request(
@@ -249,11 +314,18 @@ def write(root: Path) -> list[Path]:
 
 
 def _with_table(readme: str) -> str:
-    head, begin, rest = readme.partition(TABLE_BEGIN)
-    _, end, tail = rest.partition(TABLE_END)
-    if not begin or not end:
-        raise ValueError(f"protocol/README.md needs the markers {TABLE_BEGIN} and {TABLE_END}")
-    return f"{head}{TABLE_BEGIN}\n{render_error_table(error_table())}{TABLE_END}{tail}"
+    """``readme`` with each generated table replaced by what the types say now."""
+    for begin, end, render in (
+        (TABLE_BEGIN, TABLE_END, lambda: render_error_table(error_table())),
+        (METHODS_BEGIN, METHODS_END, render_method_table),
+        (TYPES_BEGIN, TYPES_END, render_type_table),
+    ):
+        head, found_begin, rest = readme.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not found_begin or not found_end:
+            raise ValueError(f"protocol/README.md needs the markers {begin} and {end}")
+        readme = f"{head}{begin}\n{render()}{end}{tail}"
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:
