@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..environment import Task, default_slug
-from .config import EvalConfig, needs_solutions
+from .config import DEFAULT, needs_solutions
 from .job import Job
 from .rollout import AgentCallable, rollout
 from .run import Run
@@ -19,6 +19,7 @@ from .trace import new_id
 
 if TYPE_CHECKING:
     from ..runtimes import Runtime
+    from .config import EvalConfig
 
 Progress = Callable[[Run], None]
 
@@ -132,7 +133,7 @@ class Taskset:
         if isinstance(runtime, str):
             settings["runtime"] = runtime
             runtime = None
-        config = dataclasses.replace(config or EvalConfig(), **settings)
+        config = dataclasses.replace(config or DEFAULT, **settings)
         rollouts = len(self) * config.group
         if runtime is None:
             runtime = config.create_runtime(agent, rollouts)
