@@ -22,7 +22,14 @@ from hud.eval import (
     Taskset,
     UrlRuntime,
 )
-from hud.runtimes import RuntimeOptions, RuntimeSpec, UnknownRuntime, available, create_runtime
+from hud.runtimes import (
+    RuntimeOptions,
+    RuntimeSpec,
+    UnknownRuntime,
+    available,
+    create_runtime,
+    registry,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -99,6 +106,13 @@ def test_the_registry_builds_builtins_and_plugins_from_specs(
         create_runtime("notaruntime")
     with pytest.raises(ValueError, match="wants a whole URL"):
         create_runtime("ws")
+
+
+def test_an_install_without_the_entry_points_says_to_reinstall(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "available", dict)
+    with pytest.raises(UnknownRuntime, match=r"reinstall hud \(pip install -e \.\)"):
+        create_runtime("pool")
 
 
 @pytest.mark.parametrize(("text", "name", "argument"), [

@@ -59,9 +59,13 @@ def create_runtime(spec: str | RuntimeSpec, options: RuntimeOptions | None = Non
     parsed = spec if isinstance(spec, RuntimeSpec) else RuntimeSpec.parse(spec)
     registry = available()
     entry = registry.get(parsed.name)
+    if entry is None and not registry:
+        # hud's own metadata lists the built-ins: an install older than the group lacks them.
+        raise UnknownRuntime(f"no runtimes are registered (entry-point group {GROUP!r}): "
+                             "reinstall hud (pip install -e .) to register the built-in ones")
     if entry is None:
         choices = ", ".join(sorted(_usage(name, ep) for name, ep in registry.items()))
-        raise UnknownRuntime(f"no runtime named {parsed.name!r}; available: {choices or 'none'}")
+        raise UnknownRuntime(f"no runtime named {parsed.name!r}; available: {choices}")
     factory = _load(entry)
     return factory.from_spec(parsed.argument, options or RuntimeOptions())
 
