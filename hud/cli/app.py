@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from .. import __version__
+from ..eval.config import DEFAULT, WIDTH_CAP
 from .common import (
     EXIT_CONNECTION,
-    EXIT_ENVIRONMENT,
     EXIT_PROTOCOL,
     EXIT_TASK,
     EXIT_USAGE,
     TASK_ERRORS,
     UsageError,
     emit,
+    fail,
 )
 
-__all__ = ["EXIT_ENVIRONMENT", "EXIT_USAGE", "app", "fail"]
+__all__ = ["app"]
 
 app = typer.Typer(
     name="hud",
@@ -42,11 +43,6 @@ TokenOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
 DEFAULT_URL = "ws://127.0.0.1:8765"
-
-
-def fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(code)
 
 
 def _run(coro: Any) -> Any:
@@ -177,17 +173,24 @@ def eval_(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model for the harness.")
     ] = None,
-    group: Annotated[int, typer.Option(min=1, help="Runs per task (sharing a group id).")] = 1,
+    group: Annotated[
+        int, typer.Option(min=1, help="Runs per task (sharing a group id).")
+    ] = DEFAULT.group,
     max_concurrent: Annotated[
-        int | None, typer.Option(min=1, help="Rollouts at once (default: up to 32).")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option(min=1, help="Agent steps per rollout.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per rollout, all phases.")] = None,
+        int | None, typer.Option(min=1, help=f"Rollouts at once (default: up to {WIDTH_CAP}).")
+    ] = DEFAULT.max_concurrent,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Agent steps per rollout.")
+    ] = DEFAULT.max_steps,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds per rollout, all phases.")
+    ] = DEFAULT.timeout,
     task_ids: Annotated[
         str | None, typer.Option(help="Comma-separated slugs, template ids or positions.")
     ] = None,
-    runtime: Annotated[
-        str | None, typer.Option(help="pool (default), inprocess, subprocess, or a ws:// URL.")
+    runtime: Annotated[  # None: the config's default, named in the help
+        str | None,
+        typer.Option(help=f"{DEFAULT.runtime} (default), inprocess, subprocess, or a ws:// URL."),
     ] = None,
     config: Annotated[
         list[str] | None, typer.Option("--config", "-c", help="Harness setting key=value.")
@@ -204,14 +207,20 @@ def eval_(
 
     Exits 7 when any rollout errored (a low reward is not an error).
     """
-    from .evaluate import run_eval
+    from ..eval.config import EvalConfig
+    from .evaluate import EvalCommand, run_eval
 
-    raise typer.Exit(run_eval({
-        "source": source, "agent": agent, "model": model, "group": group,
-        "max_concurrent": max_concurrent, "max_steps": max_steps, "timeout": timeout,
-        "task_ids": task_ids, "runtime": runtime, "config": config or [], "env": env,
-        "output": output, "trace_dir": trace_dir, "token": token, "json": json,
-    }))
+    try:
+        settings = EvalConfig.from_options(
+            group=group, max_concurrent=max_concurrent, max_steps=max_steps, timeout=timeout,
+            runtime=runtime, token=token)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    raise typer.Exit(run_eval(EvalCommand(
+        source=source, agent=agent, model=model, harness_settings=tuple(config or ()),
+        task_ids=task_ids, env=env, output=output, trace_dir=trace_dir, json=json,
+        config=settings,
+    )))
 
 
 @app.command()

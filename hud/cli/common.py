@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..protocol import errors
 
@@ -20,6 +20,12 @@ TASK_ERRORS = (
 
 class UsageError(Exception):
     """A command line that cannot be acted on (exit 2)."""
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Say what went wrong on stderr and exit with ``code``."""
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(code)
 
 
 def emit(value: Any) -> None:

@@ -6,17 +6,36 @@ Progress goes to stderr; the results (a table, or JSON with ``--json``) to stdou
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ..eval.config import DEFAULT, EvalConfig
 from ..eventloop import run as run_on_loop
-from .app import fail
-from .common import EXIT_ENVIRONMENT, EXIT_USAGE
+from .common import EXIT_ENVIRONMENT, EXIT_USAGE, fail
 
 EXIT_ROLLOUT_ERRORS = 7
 EXIT_CHECK_FAILED = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalCommand:
+    """``hud eval`` as parsed: what to run, with which harness, where the results go, and
+    the :class:`~hud.eval.config.EvalConfig` handed to the library as it is."""
+
+    source: str
+    agent: str
+    model: str | None = None
+    harness_settings: tuple[str, ...] = ()
+    """``--config key=value`` pairs, for the harness."""
+    task_ids: str | None = None
+    env: str | None = None
+    output: Path | None = None
+    trace_dir: Path | None = None
+    json: bool = False
+    config: EvalConfig = DEFAULT
 
 
 def parse_config(pairs: list[str]) -> dict[str, Any]:
@@ -62,26 +81,20 @@ def make_agent(name: str, model: str | None, config: dict[str, Any]) -> Any:
     return agent
 
 
-def run_eval(options: dict[str, Any]) -> int:
-    from ..eval.runtimes import make_runtime
-
-    taskset = load_taskset(options["source"], options["env"], options["task_ids"])
-    agent = make_agent(options["agent"], options["model"], parse_config(options["config"]))
-    width = options["max_concurrent"] or min(len(taskset) * options["group"], 32)
+def run_eval(command: EvalCommand) -> int:
+    taskset = load_taskset(command.source, command.env, command.task_ids)
+    agent = make_agent(command.agent, command.model, parse_config(list(command.harness_settings)))
+    rollouts = len(taskset) * command.config.group
     try:
-        runtime = make_runtime(
-            options["runtime"], solutions=bool(getattr(agent, "needs_solutions", False)),
-            token=options["token"], **({"size": width} if options["runtime"] in (None, "pool")
-                                       else {}),
-        )
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
-    job = run_on_loop(_run(taskset, agent, runtime, width, options))
+        runtime = command.config.create_runtime(agent, rollouts)
+    except (LookupError, ValueError, TypeError) as exc:
+        fail(f"--runtime {command.config.runtime}: {exc}", EXIT_USAGE)
+    job = run_on_loop(_run(taskset, agent, runtime, command, rollouts))
     rows = [_run_row(run) for run in job.runs]
-    if options["output"]:
-        Path(options["output"]).write_text(
+    if command.output:
+        command.output.write_text(
             "".join(msgspec.json.encode(row).decode() + "\n" for row in rows))
-    if options["json"]:
+    if command.json:
         summary = {"job": job.id, "name": job.name, "agent": job.agent, "model": job.model,
                    "reward": job.reward, "errors": len(job.errors), "tasks": job.summary(),
                    "runs": rows}
@@ -91,16 +104,14 @@ def run_eval(options: dict[str, Any]) -> int:
     return EXIT_ROLLOUT_ERRORS if job.errors else 0
 
 
-async def _run(taskset: Any, agent: Any, runtime: Any, width: int, options: dict[str, Any]) -> Any:
+async def _run(taskset: Any, agent: Any, runtime: Any, command: EvalCommand,
+               rollouts: int) -> Any:
     from ..eval.store import TraceStore
 
-    store = TraceStore(options["trace_dir"])
-    with store, _progress(len(taskset) * options["group"]) as advance:
-        return await taskset.run(
-            agent, group=options["group"], max_concurrent=width, runtime=runtime,
-            timeout=options["timeout"], max_steps=options["max_steps"],
-            config=agent.config, store=store, progress=advance,
-        )
+    store = TraceStore(command.trace_dir)
+    with store, _progress(rollouts) as advance:
+        return await taskset.run(agent, command.config, runtime=runtime, store=store,
+                                 progress=advance)
 
 
 class _progress:
@@ -162,16 +173,16 @@ def _print_table(job: Any) -> None:
 def run_check(source: str, env: str | None, task_ids: str | None, as_json: bool,
               timeout: float | None) -> int:
     """Every task: ``oracle`` must score 1 and ``nop`` must not; report the ones that fail."""
-    from ..eval.pool import PoolRuntime
-
     taskset = load_taskset(source, env, task_ids)
     oracle = make_agent("oracle", None, {})
     nop = make_agent("nop", None, {})
+    try:
+        config = EvalConfig.from_options(timeout=timeout)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
 
     async def both() -> tuple[Any, Any]:
-        solved = await taskset.run(oracle, runtime=PoolRuntime(solutions=True), timeout=timeout)
-        idle = await taskset.run(nop, runtime=PoolRuntime(), timeout=timeout)
-        return solved, idle
+        return await taskset.run(oracle, config), await taskset.run(nop, config)
 
     solved, idle = run_on_loop(both())
     report = []

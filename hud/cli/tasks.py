@@ -7,8 +7,7 @@ from typing import Any
 
 import msgspec
 
-from .app import fail
-from .common import EXIT_ENVIRONMENT, emit, parse_args_json, prompt_text
+from .common import EXIT_ENVIRONMENT, emit, fail, parse_args_json, prompt_text
 
 
 def _client(url: str, token: str | None, session_id: str | None = None) -> Any:

@@ -13,12 +13,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..environment import Task
 from .run import Run
-from .runtimes import Runtime
 from .trace import Phase
+
+if TYPE_CHECKING:
+    from ..runtimes import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,11 @@ async def rollout(
     group_id: str | None = None,
     timeout: float | None = None,
     max_steps: int | None = None,
-    config: dict[str, Any] | None = None,
 ) -> Run:
     """Run ``agent`` on ``task`` in an environment from ``runtime``; never raises for the
     rollout's own failures (they are in ``run.error``), only for cancellation."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    run = Run(task, group_id=group_id, max_steps=max_steps, deadline=deadline, config=config)
+    run = Run(task, group_id=group_id, max_steps=max_steps, deadline=deadline)
     run.agent_name = getattr(agent, "name", type(agent).__name__)
     run.model = getattr(agent, "model", None)
     phase: Phase = "environment"

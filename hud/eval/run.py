@@ -30,13 +30,11 @@ class Run:
         group_id: str | None = None,
         max_steps: int | None = None,
         deadline: float | None = None,
-        config: dict[str, Any] | None = None,
     ) -> None:
         self.task = task
         self.group_id = group_id or new_id()
         self.max_steps = max_steps
         self.deadline = deadline
-        self.config = dict(config or {})
         self.trace = Trace()
         self.job_id: str | None = None
         self.agent_name: str | None = None

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..environment import Task, default_slug
+from .config import DEFAULT, needs_solutions
 from .job import Job
 from .rollout import AgentCallable, rollout
 from .run import Run
-from .runtimes import Runtime
 from .trace import new_id
+
+if TYPE_CHECKING:
+    from ..runtimes import Runtime
+    from .config import EvalConfig
 
 Progress = Callable[[Run], None]
 
@@ -111,43 +116,41 @@ class Taskset:
     async def run(
         self,
         agent: AgentCallable,
+        config: EvalConfig | None = None,
         *,
-        group: int = 1,
-        max_concurrent: int | None = None,
-        runtime: Runtime | None = None,
-        timeout: float | None = None,
-        max_steps: int | None = None,
-        config: dict[str, Any] | None = None,
+        runtime: Runtime | str | None = None,
         job: Job | None = None,
         store: Any = None,
         progress: Progress | None = None,
+        **settings: Any,
     ) -> Job:
         """Run every task ``group`` times (each task's repeats share a group id), at most
-        ``max_concurrent`` at once, each in a fresh environment from ``runtime`` (default: a
-        warm pool of isolated processes). Returns the :class:`Job`; ``store`` (a
-        ``TraceStore``) records every run as it finishes."""
-        if group < 1:
-            raise ValueError("group must be at least 1")
-        width = max_concurrent or min(len(self) * group, 32) or 1
-        solutions = bool(getattr(agent, "needs_solutions", False))
+        ``config.width(...)`` at once, each in a fresh environment from ``runtime``: an open
+        :class:`~hud.runtimes.Runtime`, else the one ``config.runtime`` names (default: a warm
+        pool of isolated processes). ``settings`` are :class:`EvalConfig` fields that
+        override ``config``'s (``run(agent, group=16)``). Returns the :class:`Job`; ``store``
+        (a ``TraceStore``) records every run as it finishes, ``progress`` sees each one."""
+        if isinstance(runtime, str):
+            settings["runtime"] = runtime
+            runtime = None
+        config = dataclasses.replace(config or DEFAULT, **settings)
+        rollouts = len(self) * config.group
         if runtime is None:
-            from .pool import PoolRuntime
-
-            runtime = PoolRuntime(size=width, solutions=solutions)
-        elif solutions and not runtime.solutions:
+            runtime = config.create_runtime(agent, rollouts)
+        elif needs_solutions(agent) and not runtime.solutions:
             raise ValueError(f"{getattr(agent, 'name', 'this agent')} needs a runtime with "
                              "solutions enabled (solutions=True)")
-        job = job or Job(self.name, group=group, agent=getattr(agent, "name", None),
+        job = job or Job(self.name, group=config.group, agent=getattr(agent, "name", None),
                          model=getattr(agent, "model", None))
         if store is not None:
             store.begin_job(job)
-        gate = asyncio.Semaphore(width)
-        plan = [(task, gid) for task in self for gid in [new_id()] for _ in range(group)]
+        gate = asyncio.Semaphore(config.width(rollouts))
+        plan = [(task, gid) for task in self for gid in [new_id()] for _ in range(config.group)]
 
         async def one(task: Task, group_id: str) -> Run:
             async with gate:
-                run = await rollout(task, agent, runtime, group_id=group_id, timeout=timeout,
-                                    max_steps=max_steps, config=config)
+                run = await rollout(task, agent, runtime, group_id=group_id,
+                                    timeout=config.timeout, max_steps=config.max_steps)
             run.job_id = job.id
             if store is not None:
                 store.save_run(run)

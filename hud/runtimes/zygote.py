@@ -1,4 +1,4 @@
-"""The pre-forking parent of pool workers: ``python -m hud.eval.zygote TARGET``.
+"""The pre-forking parent of pool workers: ``python -m hud.runtimes.zygote TARGET``.
 
 It imports hud and the environment once, then forks a worker for every ``fork`` line on
 stdin. Each worker starts the environment (initialize hooks run in the worker, so every

@@ -1,6 +1,6 @@
-"""The warm pool: pre-forked environment processes, each serving exactly one rollout.
+"""``pool``, the default: pre-forked environment processes, each serving exactly one rollout.
 
-A zygote process (:mod:`hud.eval.zygote`) imports the environment once; workers are forked
+A zygote process (:mod:`hud.runtimes.zygote`) imports the environment once; workers are forked
 from it ahead of demand, each with its own initialized environment, listening on 127.0.0.1.
 A rollout takes a ready worker, and the pool asks for its replacement at once; when the
 rollout ends the worker is stopped (SIGTERM: cleanup and shutdown hooks run). Start-up costs
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..client import Client, HudConnectionError
-from .runtimes import Runtime, _end, source_of, stop_process
+from .base import Runtime, RuntimeOptions, end_session, source_of, stop_process
 
 if TYPE_CHECKING:
     from ..environment import Task
@@ -47,7 +47,7 @@ class Zygote:
         self._live: set[int] = set()
 
     async def start(self) -> None:
-        argv = [sys.executable, "-m", "hud.eval.zygote", self.target]
+        argv = [sys.executable, "-m", "hud.runtimes.zygote", self.target]
         if self.solutions:
             argv.append("--enable-solutions")
         self._proc = await asyncio.create_subprocess_exec(
@@ -126,6 +126,13 @@ class PoolRuntime(Runtime):
         self._zygotes: dict[str, Zygote] = {}
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def from_spec(cls, argument: str | None, options: RuntimeOptions) -> PoolRuntime:
+        """``pool``: as many ready workers as rollouts run at once (``options.concurrency``)."""
+        if argument is not None:
+            raise ValueError(f"runtime 'pool' takes no argument (got {argument!r})")
+        return cls(size=options.concurrency, solutions=options.solutions)
+
     async def _zygote(self, target: str) -> Zygote:
         async with self._lock:
             zygote = self._zygotes.get(target)
@@ -145,7 +152,7 @@ class PoolRuntime(Runtime):
             try:
                 yield client
             finally:
-                await _end(client)
+                await end_session(client)
         finally:
             zygote.release(worker)
 
