@@ -37,6 +37,8 @@ class Turn:
 
 
 class Dialect(Protocol):
+    """One provider's side of the loop; ``messages`` are in the provider's own format."""
+
     async def send(self, run: Run, messages: list[Any]) -> tuple[Any, float]:
         """The reply to the conversation so far, and how long it took (retries inside)."""
 
@@ -51,6 +53,9 @@ class Dialect(Protocol):
 
 @dataclass(slots=True)
 class Limits:
+    """When the loop stops (``max_steps`` turns; ``agent_timeout`` seconds), how long one
+    tool call may take, and how many tool results keep their screenshots."""
+
     max_steps: int = 50
     tool_timeout: float | None = 120.0
     agent_timeout: float | None = None

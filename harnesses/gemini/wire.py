@@ -59,7 +59,7 @@ def prompt_contents(prompt: Any, conversation: list[Any] | None = None
 def calls(content: dict[str, Any], first: int = 1) -> list[dict[str, Any]]:
     """The function calls of a model turn as ``{"id", "name", "arguments", "wire_id"}``
     (Gemini may leave ids out: ours are numbered from ``first``)."""
-    found = []
+    found: list[dict[str, Any]] = []
     for part in content.get("parts") or []:
         call = part.get("function_call")
         if call:

@@ -47,7 +47,7 @@ class ChatModel:
 
         async def send(timeout: float) -> dict[str, Any]:
             reply = await self.client.chat.completions.create(**request, timeout=timeout)
-            return reply.to_dict()
+            return dict(reply.to_dict())
 
         return await send_with_retries(run, self.policy, send, openai.APIError, _describe,
                                        _failure)

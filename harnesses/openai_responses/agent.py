@@ -76,7 +76,7 @@ class OpenAIAgent(ProviderAgent):
 
 def responses_tools(bench: Workbench) -> tuple[ToolBox, list[dict[str, Any]]]:
     """The tools for ``bench``: a box that runs them, and their native specs."""
-    toolbox, tools = ToolBox(), []
+    toolbox, tools = ToolBox(), list[dict[str, Any]]()
     for index, (name, shell) in enumerate(bench.shells):
         if index == 0:
             toolbox.add(Tool(ToolSpec("shell", "", {}), shell_function(shell)))
@@ -192,8 +192,8 @@ def _key(name: str) -> str:
     return KEY_NAMES.get(name.lower(), name if len(name) == 1 else name.lower())
 
 
-def _tail(text: Any, limit: int) -> str:
-    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text or "")
+def _tail(data: Any, limit: int) -> str:
+    text = data.decode(errors="replace") if isinstance(data, bytes) else str(data or "")
     return text if len(text) <= limit else text[-limit:]
 
 
