@@ -5,7 +5,8 @@ A :class:`Display` speaks each backend's own units (wheel clicks on VNC, pixels 
 browser); :class:`Computer` is what the provider adapters drive. It takes screenshots scaled
 down to fit a target size (the model sees that size) and scales the model's coordinates
 back to the screen's; scroll distances are converted between wheel clicks and pixels
-(:data:`PIXELS_PER_CLICK`) so that neither is ever sent as the other.
+(:data:`PIXELS_PER_CLICK`) so that neither is ever sent as the other. With several screens,
+:func:`switch_screen` is the tool that picks the one a provider's computer tool drives.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import asyncio
 import base64
 from typing import Any, Protocol
 
+from hud.errors import ToolError
+
+from .tool import Image, Tool, ToolOutput, ToolSpec
+
+SETTLE = 0.3  # seconds for the application to draw after an action, before the screenshot
 PIXELS_PER_CLICK = 100  # Chromium scrolls 100 px a wheel notch on Linux
 CDP_BUTTONS = {"left": "left", "middle": "middle", "right": "right", "back": "back",
                "forward": "forward"}
@@ -165,6 +171,27 @@ class Computer:
 
     def _screen_cursor(self) -> tuple[int, int]:
         return self.to_screen(*self.cursor)
+
+
+def switch_screen(current: dict[str, Any], screens: dict[str, Computer]) -> Tool:
+    """A function tool that points the computer tool at another screen: it sets
+    ``current["screen"]``, which the provider's computer tool reads on every call."""
+    names = sorted(screens)
+
+    async def switch(args: dict[str, Any]) -> ToolOutput:
+        name = args.get("screen")
+        if name not in screens:
+            raise ToolError(f"unknown screen {name!r}; screens: {', '.join(names)}")
+        current["screen"] = screens[name]
+        return ToolOutput(f"the computer tool now drives {name}",
+                          images=[Image(await screens[name].screenshot())])
+
+    spec = ToolSpec("switch_screen", "Choose which screen the computer tool sees and drives. "
+                    f"Screens: {', '.join(names)}.", {
+                        "type": "object", "properties": {"screen": {"type": "string",
+                                                                    "enum": names}},
+                        "required": ["screen"]})
+    return Tool(spec, switch)
 
 
 async def open_display(family: str, handle: Any) -> Display:

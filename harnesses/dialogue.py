@@ -1,11 +1,11 @@
 """The agent loop shared by the native-API harnesses (``claude``, ``openai``, ``gemini``).
 
 Each provider supplies a :class:`Dialect`: how to send its messages (with retries, see
-:func:`~hud.harnesses.openai_compatible.loop.send_with_retries`), how to read a reply and
-how to give tool results back. The loop asks, runs the calls of a turn concurrently on a
-:class:`~hud.harnesses.openai_compatible.ToolBox` (each under ``tool_timeout``: a timeout is
-a tool error the model reads), prunes old screenshots, and stops when the model answers
-without calling a tool, at ``max_steps`` turns, or at the agent phase's deadline (the
+:func:`~hud.harnesses.retry.send_with_retries`), how to read a reply and how to give tool
+results back. The loop asks, runs the calls of a turn concurrently on a
+:class:`~hud.harnesses.toolbox.ToolBox` (:func:`run_tools`, each under ``tool_timeout``: a
+timeout is a tool error the model reads), prunes old screenshots, and stops when the model
+answers without calling a tool, at ``max_steps`` turns, or at the agent phase's deadline (the
 rollout's, or ``agent_timeout`` seconds, whichever comes first).
 """
 
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .openai_compatible.loop import run_tools
-from .openai_compatible.toolbox import ToolBox, ToolOutput
+from .tool import Image, ToolOutput
+from .toolbox import ToolBox
 
 if TYPE_CHECKING:
     from hud.eval.run import Run
@@ -36,6 +37,8 @@ class Turn:
 
 
 class Dialect(Protocol):
+    """One provider's side of the loop; ``messages`` are in the provider's own format."""
+
     async def send(self, run: Run, messages: list[Any]) -> tuple[Any, float]:
         """The reply to the conversation so far, and how long it took (retries inside)."""
 
@@ -50,6 +53,9 @@ class Dialect(Protocol):
 
 @dataclass(slots=True)
 class Limits:
+    """When the loop stops (``max_steps`` turns; ``agent_timeout`` seconds), how long one
+    tool call may take, and how many tool results keep their screenshots."""
+
     max_steps: int = 50
     tool_timeout: float | None = 120.0
     agent_timeout: float | None = None
@@ -103,8 +109,40 @@ def _tool_timeout(run: Run, limits: Limits) -> float | None:
     return max(min(left, limits.tool_timeout or left), 0.001)
 
 
-def image_positions(flags: list[bool], keep: int) -> set[int]:
-    """Of items flagged as carrying images, the indexes whose images go (all but the last
-    ``keep``)."""
-    flagged = [i for i, has in enumerate(flags) if has]
-    return set(flagged[:max(len(flagged) - keep, 0)])
+
+async def run_tools(run: Run, toolbox: ToolBox, calls: Sequence[dict[str, Any]],
+                    timeout: float | None) -> list[tuple[str, ToolOutput]]:
+    """Run the calls of one turn (``{"id", "name", "arguments"}``) concurrently; record each
+    result (in call order) as a ``tool_result`` step with how long it took. Only a fatal
+    error (see :class:`~hud.harnesses.toolbox.ToolBox`) escapes: the first one is raised."""
+
+    async def one(call: dict[str, Any]) -> tuple[ToolOutput, float]:
+        started = time.monotonic()
+        output = await toolbox.call(call["name"], call["arguments"], timeout)
+        return output, time.monotonic() - started
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(call)) for call in calls]
+    except BaseExceptionGroup as failed:  # only fatal errors escape a tool: raise the first
+        raise failed.exceptions[0] from None
+    results = []
+    for call, task in zip(calls, tasks, strict=True):
+        output, duration = task.result()
+        run.record("tool_result", duration, **tool_result_step(call["id"], call["name"],
+                                                               output))
+        results.append((call["id"], output))
+    return results
+
+
+def tool_result_step(call_id: str, name: str, output: ToolOutput) -> dict[str, Any]:
+    """A tool result as a trace ``tool_result`` step (images as our image blocks)."""
+    result: str | list[dict[str, Any]] = output.text
+    if output.images:
+        result = [{"type": "text", "text": output.text}, *(_image_block(i) for i in output.images)]
+    return {"tool_call_id": call_id, "name": name, "content": result,
+            "is_error": output.is_error}
+
+
+def _image_block(image: Image) -> dict[str, Any]:
+    return {"type": "image", "data": image.data, "mime_type": image.mime_type}

@@ -2,12 +2,12 @@
 
 :class:`TextEditor` is Anthropic's text editor tool (``view`` with line numbers and
 ``view_range``, ``create``, ``str_replace`` with a unique match, ``insert``, ``undo_edit``);
-:func:`parse_patch` and :func:`apply_patch` are the V4A diff format of OpenAI's
-``apply_patch`` tool. Failures raise :class:`ToolError` with a message the model can act on,
-and leave the file as it was.
+:func:`parse_diff` and :func:`apply_diff` are the V4A diff format of OpenAI's
+``apply_patch`` tool. Failures raise :class:`~hud.errors.ToolError` with a message the model
+can act on, and leave the file as it was.
 
 The shell handle is anything with the methods of
-:class:`~hud.harnesses.openai_compatible.shell_tools.Shell` (the ssh capability's client).
+:class:`~hud.harnesses.shell_tools.Shell` (the ssh capability's client).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from .openai_compatible.shell_tools import Shell, _read_text, _truncate
-from .openai_compatible.toolbox import ToolError, ToolOutput
+from hud.errors import ToolError
+
+from .shell_tools import Shell, read_text, truncate
+from .tool import ToolOutput
 
 SNIPPET_LINES = 4
 
@@ -62,14 +64,14 @@ class TextEditor:
         if getattr(listing, "exit_status", None) == 0:
             return (f"Here are the files and directories up to 2 levels deep in {path}, "
                     f"excluding hidden items:\n{listing.stdout}")
-        text = await _read_text(self.shell, path)
+        text = await read_text(self.shell, path)
         first, lines = 1, _lines(text)
         view_range = args.get("view_range")
         if view_range is not None:
             first, last = _view_range(view_range, len(lines))
             lines = lines[first - 1:None if last == -1 else last]
         return (f"Here's the result of running `cat -n` on {path}:\n"
-                + _truncate(numbered(lines, first)))
+                + truncate(numbered(lines, first)))
 
     async def create(self, path: str, args: dict[str, Any]) -> str:
         text = _string(args, "file_text")
@@ -86,7 +88,7 @@ class TextEditor:
 
     async def str_replace(self, path: str, args: dict[str, Any]) -> str:
         old, new = _string(args, "old_str"), args.get("new_str") or ""
-        text = await _read_text(self.shell, path)
+        text = await read_text(self.shell, path)
         count = text.count(old) if old else 0
         if count != 1:
             where = [n + 1 for n, line in enumerate(text.split("\n")) if old and old in line]
@@ -105,7 +107,7 @@ class TextEditor:
         if not isinstance(new, str):
             raise ToolError("missing string argument 'new_str'")
         at = args.get("insert_line")
-        text = await _read_text(self.shell, path)
+        text = await read_text(self.shell, path)
         lines, count = text.split("\n"), len(_lines(text))
         if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at <= count:
             raise ToolError(f"insert_line must be an integer from 0 to {count}, got {at!r}")

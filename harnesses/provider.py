@@ -1,18 +1,27 @@
 """What the model-provider harnesses (claude, openai, gemini) share: settings from harness
-config and the environment, a clear missing-key error before any environment starts, and small
-adapters between the tool box and each provider's loop."""
+config and the environment, a clear missing-key error before any environment starts, and the
+run itself (open the SDK's client and every capability, then :func:`~.dialogue.converse`),
+for which each harness supplies its client and its :class:`~.dialogue.Dialect`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hud.agents import Agent
 
-from .openai_compatible.loop import RequestPolicy
-from .openai_compatible.toolbox import ToolBox, ToolOutput
+from .dialogue import Dialect, Limits, converse
+from .retry import RequestPolicy
+from .toolbox import ToolBox
+from .workbench import Workbench, open_workbench
+
+if TYPE_CHECKING:
+    from hud.eval.run import Run
+
+DEFAULT_MAX_STEPS = 50
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -33,12 +42,17 @@ class ProviderSettings:
     extra: dict[str, Any] | None = None
     policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
+    def limits(self, run_max_steps: int | None) -> Limits:
+        """The loop's limits: ``max_steps`` is ours, else the run's, else 50."""
+        return Limits(max_steps=self.max_steps or run_max_steps or DEFAULT_MAX_STEPS,
+                      tool_timeout=self.tool_timeout, agent_timeout=self.agent_timeout,
+                      keep_screenshots=self.keep_screenshots)
 
-def settings_from(cls: Any, harness: str, model: str | None, config: Mapping[str, Any],
-                  key_env: tuple[str, ...], base_env: tuple[str, ...],
-                  environ: Mapping[str, str] = os.environ) -> Any:
-    """A settings dataclass from harness config, with the key and base URL from the
-    environment when not given; an unknown key is a ``TypeError`` naming the known ones."""
+
+def split_config(harness: str, cls: Any, config: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], RequestPolicy]:
+    """``config`` as the fields of the settings dataclass ``cls`` and the request policy;
+    an unknown key is a ``TypeError`` naming the known ones."""
     policy_keys = {f.name for f in dataclasses.fields(RequestPolicy)}
     own_keys = {f.name for f in dataclasses.fields(cls)} - {"policy"}
     unknown = set(config) - policy_keys - own_keys
@@ -46,10 +60,18 @@ def settings_from(cls: Any, harness: str, model: str | None, config: Mapping[str
         raise TypeError(f"{harness}: unknown setting(s) {sorted(unknown)}; known: "
                         f"{', '.join(sorted(own_keys | policy_keys))}")
     own = {k: v for k, v in config.items() if k in own_keys}
+    return own, RequestPolicy(**{k: v for k, v in config.items() if k in policy_keys})
+
+
+def settings_from(cls: Any, harness: str, model: str | None, config: Mapping[str, Any],
+                  key_env: tuple[str, ...], base_env: tuple[str, ...],
+                  environ: Mapping[str, str] = os.environ) -> Any:
+    """A settings dataclass from harness config (see :func:`split_config`), with the key and
+    base URL from the environment when not given."""
+    own, policy = split_config(harness, cls, config)
     if model:
         own["model"] = model
-    settings = cls(**own, policy=RequestPolicy(
-        **{k: v for k, v in config.items() if k in policy_keys}))
+    settings = cls(**own, policy=policy)
     settings.api_key = settings.api_key or next(
         (environ[name] for name in key_env if environ.get(name)), None)
     settings.base_url = settings.base_url or next(
@@ -58,9 +80,10 @@ def settings_from(cls: Any, harness: str, model: str | None, config: Mapping[str
 
 
 class ProviderAgent(Agent):
-    """Base of the provider harnesses. A subclass names its ``settings_type`` (a dataclass
-    with ``api_key``, ``base_url``, ``model`` and ``policy``) and where its key and base URL
-    come from in the environment (the first variable set wins)."""
+    """Base of the provider harnesses. A subclass names its ``settings_type`` (a
+    :class:`ProviderSettings` dataclass) and where its key and base URL come from in the
+    environment (the first variable set wins), and supplies :meth:`open_client` and
+    :meth:`start`."""
 
     settings_type: ClassVar[Any]
     key_env: ClassVar[tuple[str, ...]]
@@ -77,13 +100,30 @@ class ProviderAgent(Agent):
             raise ValueError(f"{self.name} needs an API key: set {' or '.join(self.key_env)} "
                              "(or --config api_key=...)")
 
+    async def __call__(self, run: Run) -> None:
+        """Open the client and every capability the environment offers (all closed when the
+        run ends), then converse to the answer."""
+        self.check()
+        settings = self.settings
+        run.model = settings.model
+        async with contextlib.AsyncExitStack() as stack:
+            client = self.open_client(stack)
+            bench = await open_workbench(run.client, stack,
+                                         (settings.display_width, settings.display_height))
+            dialect, toolbox, messages = self.start(run, client, bench)
+            if settings.system_prompt:
+                run.record("message", role="system", content=settings.system_prompt)
+            await converse(run, dialect, toolbox, messages, settings.limits(run.max_steps))
 
-def calling(box: ToolBox, name: str) -> Any:
-    """An async callable that calls tool ``name`` of ``box``."""
-    async def call(args: dict[str, Any]) -> ToolOutput:
-        return await box.call(name, args)
+    def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
+        """The provider SDK's async client, with its own retries off (ours are bounded and
+        recorded) and its close pushed on ``stack``."""
+        raise NotImplementedError
 
-    return call
+    def start(self, run: Run, client: Any, bench: Workbench
+              ) -> tuple[Dialect, ToolBox, list[Any]]:
+        """The dialect for ``client``, the tools for ``bench`` and the opening messages."""
+        raise NotImplementedError
 
 
 def describe_error(exc: Any) -> str:

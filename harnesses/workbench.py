@@ -3,6 +3,7 @@
 :func:`open_workbench` opens each ``ssh``, ``mcp``, ``rfb`` and ``cdp`` capability in the
 manifest (all of them, not only the first of each kind): shells and screens are handed to
 the provider's native tools, MCP tools become function tools in :attr:`Workbench.functions`.
+:func:`open_capability` opens one capability, for a harness that picks its own.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .openai_compatible.agent import open_capability
-from .openai_compatible.mcp_tools import mcp_tools
-from .openai_compatible.toolbox import ToolBox
+from .mcp_tools import mcp_tools
+from .toolbox import ToolBox
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +53,16 @@ async def open_workbench(client: Any, stack: contextlib.AsyncExitStack,
         else:
             log.debug("no native tools for %s (%s)", binding.name, binding.protocol)
     return bench
+
+
+async def open_capability(client: Any, binding: Any, stack: contextlib.AsyncExitStack) -> Any:
+    """``await client.open(name)``: the capability's handle, which closes with the client.
+    An opener that returns an async context manager instead is entered on ``stack``."""
+    opener = getattr(client, "open", None)
+    if opener is None:
+        raise RuntimeError(f"capability {binding.name!r} ({binding.protocol}) cannot be "
+                           "opened: this hud client has no open()")
+    opened = opener(binding.name)
+    if hasattr(opened, "__aenter__"):
+        return await stack.enter_async_context(opened)
+    return await opened

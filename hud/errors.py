@@ -18,3 +18,14 @@ class TransportClosed(ConnectionError):
         super().__init__(message)
         self.code = code
         self.reason = reason
+
+
+class ToolError(Exception):
+    """A tool call failed in a way the model should read and may correct (a missing file, an
+    ambiguous edit, a bad argument).
+
+    Raise it from a harness's tool, or from an MCP tool or its ``before`` hook: the call then
+    returns the message as the tool's result, marked as an error, and the rollout goes on. It
+    is never fatal. A failure no tool call can recover from (a lost connection to the
+    environment, a model API that keeps failing) must not be a ``ToolError``: it ends the run.
+    """

@@ -21,11 +21,12 @@ from fakes.anthropic import failure, message, serve_messages, tool_use
 from hud.harnesses.claude import ClaudeAgent, wire
 from hud.harnesses.claude.agent import claude_tools
 from hud.harnesses.editing import TextEditor
-from hud.harnesses.openai_compatible.toolbox import ToolError, ToolOutput, ToolSpec
+from hud.harnesses.tool import ToolOutput, ToolSpec
 from hud.harnesses.workbench import Workbench
 
 from hud import Environment
 from hud.agents import create_agent
+from hud.errors import ToolError
 from hud.eval import UrlRuntime
 from hud.eval.rollout import rollout
 from hud.eval.run import Run
@@ -106,7 +107,8 @@ class NoShell:
 
 
 def test_tool_specs_for_shells_and_mcp_are_golden() -> None:
-    from hud.harnesses.openai_compatible.toolbox import Tool, ToolBox
+    from hud.harnesses.tool import Tool
+    from hud.harnesses.toolbox import ToolBox
 
     async def nothing(args: dict[str, Any]) -> str:
         return ""
@@ -167,7 +169,7 @@ def test_tool_results_and_screenshot_pruning() -> None:
 
 
 def _image() -> Any:
-    from hud.harnesses.openai_compatible.toolbox import Image
+    from hud.harnesses.tool import Image
 
     return Image(PIXEL)
 

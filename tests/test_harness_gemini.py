@@ -16,7 +16,7 @@ import pytest
 from conftest import serving
 from fakes.gemini import call, failure, reply, serve_gemini
 from hud.harnesses.gemini import GeminiAgent, wire
-from hud.harnesses.openai_compatible.toolbox import Image, ToolOutput
+from hud.harnesses.tool import Image, ToolOutput
 
 from hud import Environment
 from hud.agents import create_agent

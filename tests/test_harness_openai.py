@@ -22,13 +22,14 @@ from fakes.responses import (
     shell_call,
 )
 from hud.harnesses.editing import apply_diff, new_file
-from hud.harnesses.openai_compatible.toolbox import Image, ToolError, ToolOutput
 from hud.harnesses.openai_responses import OpenAIAgent, wire
 from hud.harnesses.openai_responses.agent import responses_tools
+from hud.harnesses.tool import Image, ToolOutput
 from hud.harnesses.workbench import Workbench
 
 from hud import Environment
 from hud.agents import create_agent
+from hud.errors import ToolError
 from hud.eval import UrlRuntime
 from hud.eval.rollout import rollout
 from hud.eval.run import Run
@@ -82,7 +83,8 @@ class NoShell:
 
 
 def test_tool_specs_for_shells_and_mcp_are_golden() -> None:
-    from hud.harnesses.openai_compatible.toolbox import Tool, ToolBox, ToolSpec
+    from hud.harnesses.tool import Tool, ToolSpec
+    from hud.harnesses.toolbox import ToolBox
 
     async def nothing(args: dict[str, Any]) -> str:
         return ""

@@ -16,20 +16,11 @@ from typing import Any
 
 import pytest
 from fakes.chat_completions import call, failure, reply, serve_chat_completions
-from hud.harnesses.openai_compatible import (
-    Image,
-    OpenAICompatibleAgent,
-    Settings,
-    Tool,
-    ToolBox,
-    ToolError,
-    ToolOutput,
-    ToolSpec,
-    chat,
-)
-from hud.harnesses.openai_compatible.mcp_tools import call_result, mcp_tools
-from hud.harnesses.openai_compatible.shell_tools import shell_tools
-from hud.harnesses.openai_compatible.toolbox import sanitize_name
+from hud.harnesses import Image, Tool, ToolBox, ToolError, ToolOutput, ToolSpec
+from hud.harnesses.mcp_tools import call_result, mcp_tools
+from hud.harnesses.openai_compatible import OpenAICompatibleAgent, Settings, wire
+from hud.harnesses.shell_tools import shell_tools
+from hud.harnesses.tool import sanitize_name
 
 from hud import Environment
 from hud.agents import create_agent
@@ -179,7 +170,7 @@ SHELL_TOOLS_GOLDEN = [
 
 
 def test_shell_tool_specs_are_golden() -> None:
-    assert [chat.tool_param(t.spec) for t in shell_tools(None)] == SHELL_TOOLS_GOLDEN  # type: ignore[arg-type]
+    assert [wire.tool_param(t.spec) for t in shell_tools(None)] == SHELL_TOOLS_GOLDEN  # type: ignore[arg-type]
 
 
 def test_shell_tool_names_are_qualified_when_asked() -> None:
@@ -189,14 +180,14 @@ def test_shell_tool_names_are_qualified_when_asked() -> None:
 
 
 def test_an_empty_schema_becomes_an_object_schema() -> None:
-    assert chat.tool_param(ToolSpec("now", "The time.", {})) == {
+    assert wire.tool_param(ToolSpec("now", "The time.", {})) == {
         "type": "function", "function": {"name": "now", "description": "The time.",
                                          "parameters": {"type": "object", "properties": {}}}}
 
 
 def test_prompt_blocks_keep_their_images_as_data_urls() -> None:
     blocks = [TextBlock(text="What is this?"), ImageBlock(data=PIXEL, mime_type="image/png")]
-    assert chat.prompt_messages(blocks, system_prompt="Be brief.") == [
+    assert wire.prompt_messages(blocks, system_prompt="Be brief.") == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [
             {"type": "text", "text": "What is this?"},
@@ -206,7 +197,7 @@ def test_prompt_blocks_keep_their_images_as_data_urls() -> None:
 
 def test_text_only_blocks_become_a_string() -> None:
     blocks = [TextBlock(text="one"), {"type": "text", "text": "two"}]
-    assert chat.prompt_messages(blocks) == [{"role": "user", "content": "one\ntwo"}]
+    assert wire.prompt_messages(blocks) == [{"role": "user", "content": "one\ntwo"}]
 
 
 def test_a_conversation_is_passed_through_and_images_never_dropped() -> None:
@@ -215,7 +206,7 @@ def test_a_conversation_is_passed_through_and_images_never_dropped() -> None:
              {"role": "user", "content": "Hello"},
              {"role": "assistant", "content": "Hi"},
              Message(role="user", content="Colour?")]
-    assert chat.prompt_messages("Colour?", turns) == [
+    assert wire.prompt_messages("Colour?", turns) == [
         {"role": "system", "content": "Look:"},
         {"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{PIXEL}"}}]},
@@ -229,7 +220,7 @@ def test_tool_results_are_tool_messages_then_their_images() -> None:
     results = [("call_1", ToolOutput("3")),
                ("call_2", ToolOutput("shot", images=[Image(PIXEL, "image/png")])),
                ("call_3", ToolOutput("error: no", is_error=True))]
-    assert chat.tool_result_messages(results) == [
+    assert wire.tool_result_messages(results) == [
         {"role": "tool", "tool_call_id": "call_1", "content": "3"},
         {"role": "tool", "tool_call_id": "call_2", "content": "shot"},
         {"role": "tool", "tool_call_id": "call_3", "content": "error: no"},
@@ -242,12 +233,12 @@ def test_tool_results_are_tool_messages_then_their_images() -> None:
 def test_a_reply_becomes_the_next_assistant_message_and_a_trace_step() -> None:
     message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
         call("add", {"a": 1, "b": 2}, id="c1"), call("add", '{"a": 1', id="c2")]}
-    assert chat.assistant_message(message) == {"role": "assistant", "content": "",
+    assert wire.assistant_message(message) == {"role": "assistant", "content": "",
                                                "tool_calls": [
         {"id": "c1", "type": "function",
          "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}},
         {"id": "c2", "type": "function", "function": {"name": "add", "arguments": '{"a": 1'}}]}
-    assert chat.model_step(message) == {"content": None, "tool_calls": [
+    assert wire.model_step(message) == {"content": None, "tool_calls": [
         {"id": "c1", "name": "add", "arguments": {"a": 1, "b": 2}},
         {"id": "c2", "name": "add", "arguments": '{"a": 1'}]}
 
@@ -255,9 +246,9 @@ def test_a_reply_becomes_the_next_assistant_message_and_a_trace_step() -> None:
 def test_usage_maps_to_our_token_names() -> None:
     usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
              "prompt_tokens_details": {"cached_tokens": 8}}
-    assert chat.usage_tokens(usage) == {"input_tokens": 12, "output_tokens": 5,
+    assert wire.usage_tokens(usage) == {"input_tokens": 12, "output_tokens": 5,
                                         "cached_input_tokens": 8}
-    assert chat.usage_tokens(None) == {}
+    assert wire.usage_tokens(None) == {}
 
 
 def test_tool_names_are_sanitised_and_made_unique() -> None:
@@ -342,7 +333,7 @@ async def test_a_scripted_conversation_with_tools() -> None:
         "model": "fake-model", "temperature": 0, "max_tokens": 64,
         "messages": [{"role": "system", "content": "Use the tools."},
                      {"role": "user", "content": "How many times does 'r' occur in 'strawberry'?"}],
-        "tools": [chat.tool_param(spec) for spec in toolbox().specs],
+        "tools": [wire.tool_param(spec) for spec in toolbox().specs],
     }
     assert second["messages"][2:] == [
         {"role": "assistant", "content": "", "tool_calls": [  # null content sent as ""
@@ -528,7 +519,7 @@ async def test_mcp_tools_from_a_real_mcp_server() -> None:
 
     async with mcp.Client(server) as client:
         box = ToolBox(await mcp_tools(client, prefix="tools"))
-        assert [chat.tool_param(spec) for spec in box.specs] == [
+        assert [wire.tool_param(spec) for spec in box.specs] == [
             {"type": "function", "function": {
                 "name": "tools__add", "description": "Add two integers.",
                 "parameters": {"type": "object", "title": "addArguments", "required": ["a", "b"],

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hud.harnesses.openai_compatible import OpenAICompatibleAgent, Tool, ToolBox, ToolSpec
+from hud.harnesses import Tool, ToolBox, ToolSpec
+from hud.harnesses.openai_compatible import OpenAICompatibleAgent
 
 from hud import Environment
 from hud.eval import InProcessRuntime

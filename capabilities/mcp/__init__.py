@@ -11,14 +11,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hud.errors import ToolError
+
     from .bridge import add_mcp_server
     from .client import Tools, open_tools
-    from .tools import Tool, ToolError
+    from .tools import Tool
 
 __all__ = ["Tool", "ToolError", "Tools", "add_mcp_server", "open_tools"]
 
-_EXPORTS = {"Tool": ".tools", "ToolError": ".tools", "Tools": ".client", "open_tools": ".client",
-            "add_mcp_server": ".bridge"}
+_EXPORTS = {"Tool": ".tools", "ToolError": "hud.errors", "Tools": ".client",
+            "open_tools": ".client", "add_mcp_server": ".bridge"}
 
 
 def __getattr__(name: str) -> Any:

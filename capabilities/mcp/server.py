@@ -19,7 +19,9 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as SdkToolError
 
-from .tools import Tool, ToolError
+from hud.errors import ToolError
+
+from .tools import Tool
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -118,7 +120,7 @@ class ToolServer:
 
 
 def _sdk_entry(tool: Tool) -> Any:
-    """The tool's entry point, with :class:`~.tools.ToolError` turned into the SDK's (whose
+    """The tool's entry point, with :class:`~hud.errors.ToolError` turned into the SDK's (whose
     message the model sees; any other exception is reported without its text)."""
 
     async def call(**arguments: Any) -> Any:

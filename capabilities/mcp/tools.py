@@ -12,9 +12,10 @@
 The docstring is the description the model sees and the type hints are the input schema (the
 MCP SDK derives it). ``@tool.before`` hooks run in order before each call: they receive the
 arguments as keywords, may return a dict that replaces them, and may raise
-:class:`ToolError` to block the call; the model then sees the message as a tool error.
-``@tool.after`` hooks receive the result first (then the arguments they ask for) and may
-return a replacement. A hook or tool may be sync or async; sync tools run in a worker thread.
+:class:`~hud.errors.ToolError` to block the call; the model then sees the message as a tool
+error. ``@tool.after`` hooks receive the result first (then the arguments they ask for) and
+may return a replacement. A hook or tool may be sync or async; sync tools run in a worker
+thread.
 
 Nothing here imports the MCP SDK: that happens when the environment starts serving.
 """
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
 
 PROTOCOL = "mcp/2025-11-25"
 Hook = Callable[..., Any]
-
-
-class ToolError(Exception):
-    """A failure the model should see: the call returns this message as a tool error."""
 
 
 class Tool:
@@ -68,7 +65,7 @@ class Tool:
 
     def before(self, hook: Hook) -> Hook:
         """``@tool.before``: ``hook(**arguments)`` → None, or a dict of new arguments; raise
-        :class:`ToolError` to block the call."""
+        :class:`~hud.errors.ToolError` to block the call."""
         self.hooks_before.append(hook)
         return hook
 

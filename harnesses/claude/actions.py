@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..openai_compatible.toolbox import Image, Tool, ToolError, ToolOutput, ToolSpec
+from hud.errors import ToolError
+
+from ..computer import SETTLE
+from ..tool import Image, ToolOutput
 
 CLICKS = {"left_click": ("left", 1), "right_click": ("right", 1),
           "middle_click": ("middle", 1), "double_click": ("left", 2),
           "triple_click": ("left", 3)}
 SCROLLS = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
-SETTLE = 0.3  # let the application draw before the screenshot
 
 
 def computer_function(current: dict[str, Any]) -> Any:
@@ -84,26 +86,6 @@ async def perform(screen: Any, action: str, args: dict[str, Any]) -> str:
     elif action != "screenshot":
         raise ToolError(f"unknown action {action!r}")
     return ""
-
-
-def switch_screen(current: dict[str, Any], screens: dict[str, Any]) -> Tool:
-    """A function tool that points the computer tool at another screen."""
-    names = sorted(screens)
-
-    async def switch(args: dict[str, Any]) -> ToolOutput:
-        name = args.get("screen")
-        if name not in screens:
-            raise ToolError(f"unknown screen {name!r}; screens: {', '.join(names)}")
-        current["screen"] = screens[name]
-        return ToolOutput(f"the computer tool now drives {name}",
-                          images=[Image(await screens[name].screenshot())])
-
-    spec = ToolSpec("switch_screen", "Choose which screen the computer tool sees and drives. "
-                    f"Screens: {', '.join(names)}.", {
-                        "type": "object", "properties": {"screen": {"type": "string",
-                                                                    "enum": names}},
-                        "required": ["screen"]})
-    return Tool(spec, switch)
 
 
 def _coordinate(value: Any) -> tuple[Any, Any]:

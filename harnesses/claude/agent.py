@@ -20,14 +20,17 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..dialogue import Limits, Turn, converse
+from ..computer import switch_screen
+from ..dialogue import Turn
 from ..editing import TextEditor
-from ..openai_compatible.loop import send_with_retries
-from ..openai_compatible.shell_tools import command_report, shell_tools
-from ..openai_compatible.toolbox import Tool, ToolBox, ToolOutput, ToolSpec
-from ..provider import ProviderAgent, ProviderSettings, calling, describe_error
-from ..workbench import Workbench, open_workbench
+from ..provider import ProviderAgent, ProviderSettings, describe_error
+from ..retry import send_with_retries
+from ..shell_tools import command_report, shell_tools
+from ..tool import Tool, ToolOutput, ToolSpec
+from ..toolbox import ToolBox
+from ..workbench import Workbench
 from . import wire
+from .actions import computer_function
 
 if TYPE_CHECKING:
     from hud.eval.run import Run
@@ -50,36 +53,25 @@ class ClaudeAgent(ProviderAgent):
     base_env = ("ANTHROPIC_BASE_URL",)
     settings: Settings
 
-    async def __call__(self, run: Run) -> None:
+    def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         import anthropic
 
-        self.check()
+        client = anthropic.AsyncAnthropic(api_key=self.settings.api_key,
+                                          base_url=self.settings.base_url, max_retries=0)
+        stack.push_async_callback(client.close)
+        return client
+
+    def start(self, run: Run, client: Any, bench: Workbench
+              ) -> tuple[ClaudeDialect, ToolBox, list[Any]]:
         settings = self.settings
-        run.model = settings.model
-        client = anthropic.AsyncAnthropic(api_key=settings.api_key, base_url=settings.base_url,
-                                          max_retries=0)  # retries are ours: bounded, recorded
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(client.close)
-            bench = await open_workbench(run.client, stack,
-                                         (settings.display_width, settings.display_height))
-            toolbox, tools, betas = claude_tools(settings.model, bench, settings.tool_timeout)
-            system, messages = wire.prompt_messages(run.prompt, run.messages,
-                                                    settings.system_prompt)
-            if settings.system_prompt:
-                run.record("message", role="system", content=settings.system_prompt)
-            dialect = ClaudeDialect(client, settings, system, tools, betas)
-            limits = Limits(max_steps=settings.max_steps or run.max_steps or 50,
-                            tool_timeout=settings.tool_timeout,
-                            agent_timeout=settings.agent_timeout,
-                            keep_screenshots=settings.keep_screenshots)
-            await converse(run, dialect, toolbox, messages, limits)
+        toolbox, tools, betas = claude_tools(settings.model, bench, settings.tool_timeout)
+        system, messages = wire.prompt_messages(run.prompt, run.messages, settings.system_prompt)
+        return ClaudeDialect(client, settings, system, tools, betas), toolbox, messages
 
 
 def claude_tools(model: str, bench: Workbench, timeout: float | None = None
                  ) -> tuple[ToolBox, list[dict[str, Any]], list[str]]:
     """The tools for ``bench``: a box that runs them, their native specs, the beta flags."""
-    from .actions import computer_function, switch_screen
-
     toolbox, tools, betas = ToolBox(), [], []
     for index, (name, shell) in enumerate(bench.shells):
         if index == 0:
@@ -100,9 +92,8 @@ def claude_tools(model: str, bench: Workbench, timeout: float | None = None
         if len(bench.screens) > 1:
             tool = toolbox.add(switch_screen(current, dict(bench.screens)))
             tools.append(wire.function_tool(tool.spec))
-    for spec in bench.functions.specs:
-        tools.append(wire.function_tool(toolbox.add(
-            Tool(spec, calling(bench.functions, spec.name))).spec))
+    for tool in bench.functions:
+        tools.append(wire.function_tool(toolbox.add(tool).spec))
     return toolbox, tools, betas
 
 
@@ -163,5 +154,3 @@ class ClaudeDialect:
 
     def prune(self, messages: list[Any], keep: int) -> None:
         wire.prune_images(messages, keep)
-
-

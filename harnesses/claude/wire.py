@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..openai_compatible.chat import _block, _fields
-from ..openai_compatible.toolbox import ToolOutput, ToolSpec
+from ..content import convert, opening_turns
+from ..tool import ToolOutput, ToolSpec, object_schema
 
 BASH = {"type": "bash_20250124", "name": "bash"}
 EDITOR_NAME = "str_replace_based_edit_tool"
@@ -46,26 +46,14 @@ def computer_tool(model: str, width: int, height: int) -> tuple[dict[str, Any], 
 
 def function_tool(spec: ToolSpec) -> dict[str, Any]:
     """A client tool with a JSON Schema (``input_schema`` must be an object schema)."""
-    schema = dict(spec.parameters) or {"type": "object", "properties": {}}
-    schema.setdefault("type", "object")
-    return {"name": spec.name, "description": spec.description, "input_schema": schema}
+    return {"name": spec.name, "description": spec.description,
+            "input_schema": object_schema(spec)}
 
 
 def content(value: Any) -> list[dict[str, Any]]:
     """Our prompt content (a string, or text and image blocks) as Anthropic content blocks;
     images become base64 image blocks, never dropped."""
-    if isinstance(value, str):
-        return [{"type": "text", "text": value}]
-    blocks: list[dict[str, Any]] = []
-    for block in value:
-        kind, fields = _block(block)
-        if kind == "text":
-            blocks.append({"type": "text", "text": fields["text"]})
-        elif kind == "image":
-            blocks.append(image_block(fields["data"], fields.get("mime_type", "image/png")))
-        else:
-            raise ValueError(f"unsupported prompt block type {kind!r}")
-    return blocks
+    return convert(value, text=lambda text: {"type": "text", "text": text}, image=image_block)
 
 
 def image_block(data: str, mime_type: str = "image/png") -> dict[str, Any]:
@@ -80,9 +68,7 @@ def prompt_messages(prompt: Any, conversation: list[Any] | None = None,
     system: list[dict[str, Any]] = [{"type": "text", "text": system_prompt}] if (
         system_prompt) else []
     messages: list[dict[str, Any]] = []
-    turns = [_fields(m) for m in conversation] if conversation else [
-        {"role": "user", "content": prompt}]
-    for turn in turns:
+    for turn in opening_turns(prompt, conversation):
         blocks = content(turn["content"])
         if turn["role"] == "system":
             system.extend(b for b in blocks if b["type"] == "text")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..openai_compatible.toolbox import Image, Tool, ToolError, ToolOutput, ToolSpec
+from hud.errors import ToolError
+
+from ..computer import SETTLE
+from ..tool import Image, Tool, ToolOutput, ToolSpec
 from .wire import GRID, to_pixels
 
 FUNCTIONS = ("open_web_browser", "wait_5_seconds", "go_back", "go_forward", "search",
@@ -20,7 +23,6 @@ FUNCTIONS = ("open_web_browser", "wait_5_seconds", "go_back", "go_forward", "sea
              "scroll_document", "scroll_at", "drag_and_drop")
 DIRECTIONS = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
 SEARCH = "https://www.google.com"
-SETTLE = 0.3
 
 
 def computer_tools(current: dict[str, Any]) -> list[Tool]:

@@ -21,13 +21,14 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..claude.actions import switch_screen
-from ..dialogue import Limits, Turn, converse
-from ..openai_compatible.loop import send_with_retries
-from ..openai_compatible.shell_tools import shell_tools
-from ..openai_compatible.toolbox import Tool, ToolBox, ToolOutput
-from ..provider import ProviderAgent, ProviderSettings, calling
-from ..workbench import Workbench, open_workbench
+from ..computer import switch_screen
+from ..dialogue import Turn
+from ..provider import ProviderAgent, ProviderSettings
+from ..retry import send_with_retries
+from ..shell_tools import shell_tools
+from ..tool import ToolOutput
+from ..toolbox import ToolBox
+from ..workbench import Workbench
 from . import wire
 from .actions import FUNCTIONS, computer_tools
 
@@ -54,30 +55,23 @@ class GeminiAgent(ProviderAgent):
     base_env = ("GOOGLE_GEMINI_BASE_URL",)
     settings: Settings
 
-    async def __call__(self, run: Run) -> None:
+    def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         from google import genai
         from google.genai import types
 
-        self.check()
+        base_url = self.settings.base_url
+        client = genai.Client(api_key=self.settings.api_key, http_options=types.HttpOptions(
+            base_url=base_url) if base_url else None)
+        stack.push_async_callback(client.aio.aclose)
+        return client
+
+    def start(self, run: Run, client: Any, bench: Workbench
+              ) -> tuple[GeminiDialect, ToolBox, list[Any]]:
         settings = self.settings
-        run.model = settings.model
-        client = genai.Client(api_key=settings.api_key, http_options=types.HttpOptions(
-            base_url=settings.base_url) if settings.base_url else None)
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(client.aio.aclose)
-            bench = await open_workbench(run.client, stack,
-                                         (settings.display_width, settings.display_height))
-            toolbox, tools = gemini_tools(bench, settings.excluded_functions)
-            system, contents = wire.prompt_contents(run.prompt, run.messages)
-            system = "\n\n".join(s for s in (settings.system_prompt, system) if s) or None
-            if settings.system_prompt:
-                run.record("message", role="system", content=settings.system_prompt)
-            limits = Limits(max_steps=settings.max_steps or run.max_steps or 50,
-                            tool_timeout=settings.tool_timeout,
-                            agent_timeout=settings.agent_timeout,
-                            keep_screenshots=settings.keep_screenshots)
-            await converse(run, GeminiDialect(client, settings, tools, system), toolbox,
-                           contents, limits)
+        toolbox, tools = gemini_tools(bench, settings.excluded_functions)
+        system, contents = wire.prompt_contents(run.prompt, run.messages)
+        system = "\n\n".join(s for s in (settings.system_prompt, system) if s) or None
+        return GeminiDialect(client, settings, tools, system), toolbox, contents
 
 
 def gemini_tools(bench: Workbench, excluded: list[str] | None = None
@@ -97,8 +91,8 @@ def gemini_tools(bench: Workbench, excluded: list[str] | None = None
         tools.append(wire.computer_use(environment, excluded))
         if len(bench.screens) > 1:
             declared.append(toolbox.add(switch_screen(current, dict(bench.screens))).spec)
-    for spec in bench.functions.specs:
-        declared.append(toolbox.add(Tool(spec, calling(bench.functions, spec.name))).spec)
+    for tool in bench.functions:
+        declared.append(toolbox.add(tool).spec)
     if declared:
         tools.append(wire.function_declarations(declared))
     return toolbox, tools

@@ -9,8 +9,8 @@ import base64
 import json
 from typing import Any
 
-from ..openai_compatible.chat import _block, _fields
-from ..openai_compatible.toolbox import ToolOutput, ToolSpec
+from ..content import convert, opening_turns
+from ..tool import ToolOutput, ToolSpec
 
 GRID = 1000  # computer-use coordinates are on a 0-999 grid over the screenshot
 PRUNED = "[an older screenshot, removed to save context]"
@@ -38,18 +38,7 @@ def to_pixels(value: float, extent: int) -> float:
 
 def parts(value: Any) -> list[dict[str, Any]]:
     """Our prompt content as Gemini parts; images as inline data, never dropped."""
-    if isinstance(value, str):
-        return [{"text": value}]
-    out: list[dict[str, Any]] = []
-    for block in value:
-        kind, fields = _block(block)
-        if kind == "text":
-            out.append({"text": fields["text"]})
-        elif kind == "image":
-            out.append(inline(fields["data"], fields.get("mime_type", "image/png")))
-        else:
-            raise ValueError(f"unsupported prompt block type {kind!r}")
-    return out
+    return convert(value, text=lambda text: {"text": text}, image=inline)
 
 
 def inline(data: str, mime_type: str) -> dict[str, Any]:
@@ -59,8 +48,7 @@ def inline(data: str, mime_type: str) -> dict[str, Any]:
 def prompt_contents(prompt: Any, conversation: list[Any] | None = None
                     ) -> tuple[str | None, list[dict[str, Any]]]:
     """The system instruction (system turns joined) and the opening contents."""
-    turns = [_fields(m) for m in conversation] if conversation else [
-        {"role": "user", "content": prompt}]
+    turns = opening_turns(prompt, conversation)
     system = [p["text"] for t in turns if t["role"] == "system" for p in parts(t["content"])
               if "text" in p]
     contents = [{"role": "model" if t["role"] == "assistant" else "user",
@@ -71,7 +59,7 @@ def prompt_contents(prompt: Any, conversation: list[Any] | None = None
 def calls(content: dict[str, Any], first: int = 1) -> list[dict[str, Any]]:
     """The function calls of a model turn as ``{"id", "name", "arguments", "wire_id"}``
     (Gemini may leave ids out: ours are numbered from ``first``)."""
-    found = []
+    found: list[dict[str, Any]] = []
     for part in content.get("parts") or []:
         call = part.get("function_call")
         if call:

@@ -1,25 +1,11 @@
 """``openai_compatible``: a harness for any Chat Completions server.
 
-The pieces, each usable alone: :mod:`.toolbox` (the neutral tool spec and a box that runs
-tools), :mod:`.shell_tools` and :mod:`.mcp_tools` (tools from capabilities), :mod:`.chat`
-(pure mapping to and from the Chat Completions wire format), :mod:`.loop` (the agent loop,
-with retries) and :mod:`.agent` (settings, and the harness that ties them together).
+:mod:`.wire` maps our types to and from the Chat Completions wire format (pure functions),
+:mod:`.loop` is the agent loop and :mod:`.agent` the settings and the harness that ties them
+together. The tools, the tool box and the retry policy are the shared core in
+:mod:`hud.harnesses`.
 """
 
 from .agent import OpenAICompatibleAgent, Settings, open_toolbox
-from .loop import ModelAPIError, RequestPolicy
-from .toolbox import Image, Tool, ToolBox, ToolError, ToolOutput, ToolSpec
 
-__all__ = [
-    "Image",
-    "ModelAPIError",
-    "OpenAICompatibleAgent",
-    "RequestPolicy",
-    "Settings",
-    "Tool",
-    "ToolBox",
-    "ToolError",
-    "ToolOutput",
-    "ToolSpec",
-    "open_toolbox",
-]
+__all__ = ["OpenAICompatibleAgent", "Settings", "open_toolbox"]

@@ -12,7 +12,7 @@ arguments in Python):
 ``system_prompt``    a system message before the prompt
 ``tool_timeout``     seconds for one tool call (none by default: the rollout's deadline bounds it)
 ``max_retries``, ``retry_delay``, ``max_retry_delay``, ``request_timeout``  see
-                     :class:`~.loop.RequestPolicy`
+                     :class:`~hud.harnesses.retry.RequestPolicy`
 
 Tools: for each ``ssh`` capability, ``bash``, ``read_file``, ``write_file`` and
 ``edit_file``; for each ``mcp`` capability, one tool per MCP tool. Names are qualified
@@ -32,10 +32,13 @@ import openai
 
 from hud.agents import Agent
 
-from .loop import ChatModel, LoopSettings, ModelAPIError, RequestPolicy, converse
-from .mcp_tools import mcp_tools
-from .shell_tools import shell_tools
-from .toolbox import ToolBox
+from ..mcp_tools import mcp_tools
+from ..provider import split_config
+from ..retry import ModelAPIError, RequestPolicy
+from ..shell_tools import shell_tools
+from ..toolbox import ToolBox
+from ..workbench import open_capability
+from .loop import ChatModel, LoopSettings, converse
 
 if TYPE_CHECKING:
     from hud.eval.run import Run
@@ -66,15 +69,7 @@ class Settings:
     def from_config(cls, model: str | None, config: Mapping[str, Any],
                     environ: Mapping[str, str] = os.environ) -> Settings:
         """Settings from harness config; unknown keys and wrong types are a ``TypeError``."""
-        policy_keys = {f.name for f in dataclasses.fields(RequestPolicy)}
-        own_keys = {f.name for f in dataclasses.fields(cls)} - {"policy"}
-        unknown = set(config) - policy_keys - own_keys
-        if unknown:
-            known = ", ".join(sorted(own_keys | policy_keys))
-            raise TypeError(f"openai_compatible: unknown setting(s) {sorted(unknown)}; "
-                            f"known: {known}")
-        own = {k: v for k, v in config.items() if k in own_keys}
-        policy = RequestPolicy(**{k: v for k, v in config.items() if k in policy_keys})
+        own, policy = split_config("openai_compatible", cls, config)
         settings = cls(**{**own, "model": own.get("model") or model}, policy=policy)
         settings.base_url = settings.base_url or environ.get("OPENAI_BASE_URL")
         settings.api_key = settings.api_key or environ.get("OPENAI_API_KEY") or DEFAULT_API_KEY
@@ -178,19 +173,6 @@ async def open_toolbox(client: Any, stack: contextlib.AsyncExitStack) -> ToolBox
         for tool in await mcp_tools(handle, prefix):
             toolbox.add(tool)
     return toolbox
-
-
-async def open_capability(client: Any, binding: Any, stack: contextlib.AsyncExitStack) -> Any:
-    """``await client.open(name)``: the capability's handle, which closes with the client.
-    An opener that returns an async context manager instead is entered on ``stack``."""
-    opener = getattr(client, "open", None)
-    if opener is None:
-        raise RuntimeError(f"capability {binding.name!r} ({binding.protocol}) cannot be "
-                           "opened: this hud client has no open()")
-    opened = opener(binding.name)
-    if hasattr(opened, "__aenter__"):
-        return await stack.enter_async_context(opened)
-    return await opened
 
 
 def _kind_name(kind: Any) -> str:

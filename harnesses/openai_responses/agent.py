@@ -22,14 +22,17 @@ import posixpath
 import shlex
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..claude.actions import switch_screen
-from ..dialogue import Limits, Turn, converse
+from hud.errors import ToolError
+
+from ..computer import SETTLE, switch_screen
+from ..dialogue import Turn
 from ..editing import apply_diff, new_file
-from ..openai_compatible.loop import send_with_retries
-from ..openai_compatible.shell_tools import _read_text, shell_tools
-from ..openai_compatible.toolbox import Image, Tool, ToolBox, ToolError, ToolOutput, ToolSpec
-from ..provider import ProviderAgent, ProviderSettings, calling, describe_error
-from ..workbench import Workbench, open_workbench
+from ..provider import ProviderAgent, ProviderSettings, describe_error
+from ..retry import send_with_retries
+from ..shell_tools import read_text, shell_tools
+from ..tool import Image, Tool, ToolOutput, ToolSpec
+from ..toolbox import ToolBox
+from ..workbench import Workbench
 from . import wire
 
 if TYPE_CHECKING:
@@ -39,7 +42,6 @@ DEFAULT_MODEL = "gpt-5.1"
 MAX_OUTPUT = 30_000
 KEY_NAMES = {"arrowleft": "left", "arrowright": "right", "arrowup": "up", "arrowdown": "down",
              "cmd": "super", "option": "alt", "ctl": "ctrl"}
-SETTLE = 0.3
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -57,32 +59,24 @@ class OpenAIAgent(ProviderAgent):
     base_env = ("OPENAI_BASE_URL",)
     settings: Settings
 
-    async def __call__(self, run: Run) -> None:
+    def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         import openai
 
-        self.check()
-        settings = self.settings
-        run.model = settings.model
-        client = openai.AsyncOpenAI(api_key=settings.api_key, base_url=settings.base_url,
-                                    max_retries=0)
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(client.close)
-            bench = await open_workbench(run.client, stack,
-                                         (settings.display_width, settings.display_height))
-            toolbox, tools = responses_tools(bench)
-            if settings.system_prompt:
-                run.record("message", role="system", content=settings.system_prompt)
-            limits = Limits(max_steps=settings.max_steps or run.max_steps or 50,
-                            tool_timeout=settings.tool_timeout,
-                            agent_timeout=settings.agent_timeout,
-                            keep_screenshots=settings.keep_screenshots)
-            await converse(run, ResponsesDialect(client, settings, tools), toolbox,
-                           wire.prompt_items(run.prompt, run.messages), limits)
+        client = openai.AsyncOpenAI(api_key=self.settings.api_key,
+                                    base_url=self.settings.base_url, max_retries=0)
+        stack.push_async_callback(client.close)
+        return client
+
+    def start(self, run: Run, client: Any, bench: Workbench
+              ) -> tuple[ResponsesDialect, ToolBox, list[Any]]:
+        toolbox, tools = responses_tools(bench)
+        return (ResponsesDialect(client, self.settings, tools), toolbox,
+                wire.prompt_items(run.prompt, run.messages))
 
 
 def responses_tools(bench: Workbench) -> tuple[ToolBox, list[dict[str, Any]]]:
     """The tools for ``bench``: a box that runs them, and their native specs."""
-    toolbox, tools = ToolBox(), []
+    toolbox, tools = ToolBox(), list[dict[str, Any]]()
     for index, (name, shell) in enumerate(bench.shells):
         if index == 0:
             toolbox.add(Tool(ToolSpec("shell", "", {}), shell_function(shell)))
@@ -98,9 +92,8 @@ def responses_tools(bench: Workbench) -> tuple[ToolBox, list[dict[str, Any]]]:
         if len(bench.screens) > 1:
             tools.append(wire.function_tool(toolbox.add(
                 switch_screen(current, dict(bench.screens))).spec))
-    for spec in bench.functions.specs:
-        tools.append(wire.function_tool(toolbox.add(
-            Tool(spec, calling(bench.functions, spec.name))).spec))
+    for tool in bench.functions:
+        tools.append(wire.function_tool(toolbox.add(tool).spec))
     return toolbox, tools
 
 
@@ -146,7 +139,7 @@ def patch_function(shell: Any) -> Any:
             await shell.write_file(path, new_file(diff))
             return ToolOutput(f"Created {path}")
         if kind == "update_file":
-            text = await _read_text(shell, path)
+            text = await read_text(shell, path)
             await shell.write_file(path, apply_diff(text, diff, path))
             return ToolOutput(f"Updated {path}")
         raise ToolError(f"unknown operation {kind!r}")
@@ -199,8 +192,8 @@ def _key(name: str) -> str:
     return KEY_NAMES.get(name.lower(), name if len(name) == 1 else name.lower())
 
 
-def _tail(text: Any, limit: int) -> str:
-    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text or "")
+def _tail(data: Any, limit: int) -> str:
+    text = data.decode(errors="replace") if isinstance(data, bytes) else str(data or "")
     return text if len(text) <= limit else text[-limit:]
 
 

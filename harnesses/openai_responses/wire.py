@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..openai_compatible.chat import _block, _fields
-from ..openai_compatible.toolbox import ToolOutput, ToolSpec
+from ..content import convert, opening_turns
+from ..tool import ToolOutput, ToolSpec, object_schema
 
 SHELL = {"type": "shell", "environment": {"type": "local"}}
 APPLY_PATCH = {"type": "apply_patch"}
@@ -23,28 +23,15 @@ NATIVE_CALLS = {"shell_call": "shell", "apply_patch_call": "apply_patch",
 
 
 def function_tool(spec: ToolSpec) -> dict[str, Any]:
-    parameters = dict(spec.parameters) or {"type": "object", "properties": {}}
-    parameters.setdefault("type", "object")
     return {"type": "function", "name": spec.name, "description": spec.description,
-            "parameters": parameters, "strict": False}
+            "parameters": object_schema(spec), "strict": False}
 
 
 def content(value: Any, role: str = "user") -> list[dict[str, Any]]:
     """Our prompt content as Responses content parts (images as data URLs, never
     dropped); an assistant turn's text is ``output_text``."""
-    if isinstance(value, str):
-        value = [{"type": "text", "text": value}]
-    parts: list[dict[str, Any]] = []
-    for block in value:
-        kind, fields = _block(block)
-        if kind == "text":
-            parts.append({"type": "output_text" if role == "assistant" else "input_text",
-                          "text": fields["text"]})
-        elif kind == "image":
-            parts.append(input_image(fields["data"], fields.get("mime_type", "image/png")))
-        else:
-            raise ValueError(f"unsupported prompt block type {kind!r}")
-    return parts
+    kind = "output_text" if role == "assistant" else "input_text"
+    return convert(value, text=lambda text: {"type": kind, "text": text}, image=input_image)
 
 
 def input_image(data: str, mime_type: str = "image/png") -> dict[str, Any]:
@@ -55,10 +42,8 @@ def input_image(data: str, mime_type: str = "image/png") -> dict[str, Any]:
 def prompt_items(prompt: Any, conversation: list[Any] | None = None) -> list[dict[str, Any]]:
     """The opening input: the template's conversation, else the prompt as a user message.
     Images in an assistant turn go to a user message after it."""
-    turns = [_fields(m) for m in conversation] if conversation else [
-        {"role": "user", "content": prompt}]
     items: list[dict[str, Any]] = []
-    for turn in turns:
+    for turn in opening_turns(prompt, conversation):
         role = turn["role"] if turn["role"] != "system" else "developer"
         parts = content(turn["content"], role)
         if role == "assistant" and any(p["type"] == "input_image" for p in parts):

@@ -1,73 +1,21 @@
-"""Tools as a harness sees them: a neutral spec, and a box that runs tools by name.
+"""A box of tools that runs calls by name, so that a loop never handles a tool's failure.
 
-A :class:`ToolSpec` is what the model is told (a name, a description, a JSON Schema of the
-arguments); provider adapters turn it into their native format. A :class:`ToolBox` maps names
-to async functions and runs calls so that the loop never has to handle a tool's failure: bad
-arguments, an unknown name, a timeout or an exception come back as a :class:`ToolOutput` with
-``is_error`` set, for the model to read. Only a lost connection to the environment
-(:class:`ConnectionError`) and cancellation propagate: no tool can work after those.
+Bad arguments, an unknown name, a timeout, a :class:`~hud.errors.ToolError` or any other
+exception come back as a :class:`~.tool.ToolOutput` with ``is_error`` set, for the model to
+read. Only a lost connection to the environment (:class:`ConnectionError`) and cancellation
+propagate: no tool can work after those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-NAME_LIMIT = 64
-_NAME_FORBIDDEN = re.compile(r"[^A-Za-z0-9_-]")
+from hud.errors import ToolError
 
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A tool as the model is told about it: ``parameters`` is the JSON Schema of the
-    arguments object."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Image:
-    """An image a tool returned: base64 ``data`` and its media type."""
-
-    data: str
-    mime_type: str = "image/png"
-
-
-@dataclass(slots=True)
-class ToolOutput:
-    """What a tool call gave back to the model: text, any images, and whether it failed."""
-
-    text: str
-    images: list[Image] = field(default_factory=list)
-    is_error: bool = False
-
-
-class ToolError(Exception):
-    """A failure the model should read and may correct (a missing file, an ambiguous edit).
-    Raise it from a tool function; its message becomes the tool's result."""
-
-
-ToolFunction = Callable[[dict[str, Any]], Awaitable["ToolOutput | str"]]
-
-
-@dataclass(frozen=True, slots=True)
-class Tool:
-    spec: ToolSpec
-    function: ToolFunction
-
-
-def sanitize_name(name: str, prefix: str | None = None) -> str:
-    """A tool name providers accept (``[A-Za-z0-9_-]{1,64}``), qualified by ``prefix``
-    (``prefix__name``) when given."""
-    full = f"{prefix}__{name}" if prefix else name
-    cleaned = _NAME_FORBIDDEN.sub("_", full)[:NAME_LIMIT]
-    return cleaned or "tool"
+from .tool import NAME_LIMIT, Tool, ToolOutput, ToolSpec
 
 
 class ToolBox:
@@ -83,6 +31,10 @@ class ToolBox:
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        """The tools, in the order they were added (under the names they were given)."""
+        return iter(self._tools.values())
 
     @property
     def specs(self) -> list[ToolSpec]:
@@ -129,7 +81,8 @@ class ToolBox:
 
 
 def parse_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
-    """A call's arguments as a dict: providers send JSON text, which may be empty or broken."""
+    """A call's arguments as a dict: providers send JSON text, which may be empty or broken;
+    a :class:`~hud.errors.ToolError` says what is wrong with it."""
     if arguments is None or arguments == "":
         return {}
     if isinstance(arguments, str):

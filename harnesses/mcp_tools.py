@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from .toolbox import Image, Tool, ToolFunction, ToolOutput, ToolSpec, sanitize_name
+from .tool import Image, Tool, ToolFunction, ToolOutput, ToolSpec, sanitize_name
 
 
 class McpHandle(Protocol):

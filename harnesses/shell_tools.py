@@ -12,7 +12,9 @@ import posixpath
 import shlex
 from typing import Any, Protocol
 
-from .toolbox import Tool, ToolError, ToolOutput, ToolSpec, sanitize_name
+from hud.errors import ToolError
+
+from .tool import Tool, ToolOutput, ToolSpec, sanitize_name
 
 MAX_OUTPUT_CHARS = 30_000
 DEFAULT_COMMAND_TIMEOUT = 120.0
@@ -105,8 +107,8 @@ def shell_tools(shell: Shell, prefix: str | None = None) -> list[Tool]:
         return ToolOutput(command_report(await shell.run(command, timeout=timeout), timeout))
 
     async def read_file(args: dict[str, Any]) -> ToolOutput:
-        text = await _read_text(shell, _string(args, "path"))
-        return ToolOutput(_truncate(line_range(text, args.get("offset"), args.get("limit"))))
+        text = await read_text(shell, _string(args, "path"))
+        return ToolOutput(truncate(line_range(text, args.get("offset"), args.get("limit"))))
 
     async def write_file(args: dict[str, Any]) -> ToolOutput:
         path, text = _string(args, "path"), _string(args, "content")
@@ -118,7 +120,7 @@ def shell_tools(shell: Shell, prefix: str | None = None) -> list[Tool]:
 
     async def edit_file(args: dict[str, Any]) -> ToolOutput:
         path = _string(args, "path")
-        text = await _read_text(shell, path)
+        text = await read_text(shell, path)
         edited = replace_once(text, _string(args, "old_string"), _string(args, "new_string"),
                               path)
         await shell.write_file(path, edited)
@@ -167,11 +169,13 @@ def command_report(result: Any, timeout: float | None = None) -> str:
     for name in ("stdout", "stderr"):
         stream = _text(getattr(result, name, "") or "")
         if stream:
-            parts.append(f"[{name}]\n{_truncate(stream)}")
+            parts.append(f"[{name}]\n{truncate(stream)}")
     return "\n".join(parts)
 
 
-async def _read_text(shell: Shell, path: str) -> str:
+async def read_text(shell: Shell, path: str) -> str:
+    """A file's text (undecodable bytes replaced); a :class:`~hud.errors.ToolError` when it
+    cannot be read."""
     try:
         data = await shell.read_file(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
@@ -190,7 +194,7 @@ def _text(data: bytes | str) -> str:
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
 
 
-def _truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+def truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     """Long output keeps its head and tail (errors are usually at the end)."""
     if len(text) <= limit:
         return text

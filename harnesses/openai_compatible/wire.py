@@ -11,16 +11,17 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .toolbox import Image, ToolError, ToolOutput, ToolSpec, parse_arguments
+from hud.errors import ToolError
 
-EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+from ..content import convert, opening_turns
+from ..tool import ToolOutput, ToolSpec, object_schema
+from ..toolbox import parse_arguments
 
 
 def tool_param(spec: ToolSpec) -> dict[str, Any]:
     """A function tool. Chat Completions wants an object schema, so an empty one becomes
     ``{"type": "object", "properties": {}}``."""
-    parameters = dict(spec.parameters) or dict(EMPTY_PARAMETERS)
-    parameters.setdefault("type", "object")
+    parameters = object_schema(spec)
     if parameters["type"] == "object":
         parameters.setdefault("properties", {})
     return {"type": "function",
@@ -38,22 +39,9 @@ def content(value: Any) -> str | list[dict[str, Any]]:
     there is only text (text-only servers often accept nothing else)."""
     if isinstance(value, str):
         return value
-    parts = _parts(value)
+    parts = convert(value, text=lambda text: {"type": "text", "text": text}, image=image_part)
     if all(part["type"] == "text" for part in parts):
         return "\n".join(part["text"] for part in parts)
-    return parts
-
-
-def _parts(value: Any) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for block in value:
-        kind, fields = _block(block)
-        if kind == "image":
-            parts.append(image_part(fields["data"], fields.get("mime_type", "image/png")))
-        elif kind == "text":
-            parts.append({"type": "text", "text": fields["text"]})
-        else:
-            raise ValueError(f"unsupported prompt block type {kind!r}")
     return parts
 
 
@@ -68,9 +56,7 @@ def prompt_messages(prompt: Any, conversation: Sequence[Any] | None = None,
     messages: list[dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
-    turns = [_fields(m) for m in conversation] if conversation else [
-        {"role": "user", "content": prompt}]
-    for turn in turns:
+    for turn in opening_turns(prompt, conversation):
         body = content(turn["content"])
         if turn["role"] == "user" or isinstance(body, str):
             messages.append({"role": turn["role"], "content": body})
@@ -136,15 +122,6 @@ def model_step(message: dict[str, Any]) -> dict[str, Any]:
     return step
 
 
-def tool_result_step(call_id: str, name: str, output: ToolOutput) -> dict[str, Any]:
-    """A tool result as a trace ``tool_result`` step (images as our image blocks)."""
-    result: str | list[dict[str, Any]] = output.text
-    if output.images:
-        result = [{"type": "text", "text": output.text}, *(_image_block(i) for i in output.images)]
-    return {"tool_call_id": call_id, "name": name, "content": result,
-            "is_error": output.is_error}
-
-
 def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
     """Chat Completions ``usage`` as our token counts (``input_tokens``, ``output_tokens``)."""
     if not usage:
@@ -164,20 +141,3 @@ def error_text(body: Any) -> str:
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
     return body if isinstance(body, str) else json.dumps(body)
-
-
-def _image_block(image: Image) -> dict[str, Any]:
-    return {"type": "image", "data": image.data, "mime_type": image.mime_type}
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    return {name: getattr(value, name) for name in value.__struct_fields__}
-
-
-def _block(block: Any) -> tuple[str, dict[str, Any]]:
-    if isinstance(block, dict):
-        return str(block.get("type")), block
-    kind = type(block).__struct_config__.tag
-    return str(kind), _fields(block)
