@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,7 +67,7 @@ class CapabilityProbe:
         handle = self.declare(env)
 
         @env.template(TEMPLATE, solution=lambda: "done")
-        async def probe():  # type: ignore[no-untyped-def]
+        async def probe() -> AsyncGenerator[Any, Any]:
             """Answer anything."""
             bindings = await self.setup(handle) if self.setup is not None else None
             yield {"prompt": f"conformance probe of {self.name!r}", "bindings": bindings or {}}

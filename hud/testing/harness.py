@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from ..agents import Agent, create_agent
@@ -49,22 +49,22 @@ class Probe:
         env, probe = self.env, self
 
         @env.template(solution=lambda: ANSWER)
-        async def answer():  # type: ignore[no-untyped-def]
+        async def answer() -> AsyncGenerator[Any, Any]:
             reply = yield {"prompt": PROMPT, "bindings": await probe._bindings()}
             yield 1.0 if str(reply).strip() == ANSWER else 0.0
 
         @env.template(solution=lambda: ANSWER)
-        async def fails_in_setup():  # type: ignore[no-untyped-def]
+        async def fails_in_setup() -> AsyncGenerator[Any, Any]:
             raise RuntimeError("this task's setup fails on purpose (conformance kit)")
             yield  # an async generator, as templates are
 
         @env.template(solution=lambda: ANSWER)
-        async def fails_in_grade():  # type: ignore[no-untyped-def]
+        async def fails_in_grade() -> AsyncGenerator[Any, Any]:
             yield {"prompt": PROMPT, "bindings": await probe._bindings()}
             raise RuntimeError("this task's grading fails on purpose (conformance kit)")
 
         @env.template(solution=asyncio.Event().wait)
-        async def waits():  # type: ignore[no-untyped-def]
+        async def waits() -> AsyncGenerator[Any, Any]:
             try:
                 yield {"prompt": PROMPT, "bindings": await probe._bindings()}
                 yield 1.0
