@@ -161,6 +161,8 @@ class EchoDaemon(Service):
     hang_up: ClassVar[bool] = True  # and so do their connections
     fresh: ClassVar[bool] = True  # every task gets a new token
     stops: ClassVar[bool] = True  # the daemon stops with the environment
+    garbles: ClassVar[bool] = False  # echoes something else
+    params: ClassVar[dict[str, Any]] = {"credentials": "per-task"}
 
     def __init__(self, name: str = "echo") -> None:
         self.name = name
@@ -171,7 +173,7 @@ class EchoDaemon(Service):
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
         self.publish(Binding(name=self.name, protocol=self.protocol,
-                             url=f"tcp://127.0.0.1:{port}", params={"credentials": "per-task"}))
+                             url=f"tcp://127.0.0.1:{port}", params=dict(self.params)))
 
     async def stop(self) -> None:
         if self.server is not None and self.stops:
@@ -200,7 +202,7 @@ class EchoDaemon(Service):
         self.tokens[token].add(writer)
         writer.write(b"ok\n")
         while line := await reader.readline():
-            writer.write(line)
+            writer.write(line.upper() if self.garbles else line)
         writer.close()
 
 
@@ -299,11 +301,31 @@ class Immortal(EchoDaemon):
     stops = False
 
 
+class Garbles(EchoDaemon):
+    garbles = True
+
+
+class SetInParams(EchoDaemon):
+    params = {"credentials": "per-task", "modes": {"line"}}
+
+
+class TokenInManifestOnly(EchoDaemon):
+    params = {"credentials": "per-episode"}
+
+    @contextlib.asynccontextmanager
+    async def task(self, scope: TaskScope) -> AsyncIterator[dict[str, dict[str, Any]]]:
+        yield {}
+
+
 @pytest.mark.parametrize(("broken", "message"), [
     (Unversioned, "capability 'echo': protocol 'echo' is not a protocol id"),
     (KeepsConnections, "the client opened for a task still works after the task ended"),
     (KeepsTokens, "the credentials of a task that ended still open it"),
     (SameToken, "a second task got the same bindings as the first"),
+    (Garbles, r"the round trip in the first task failed: AssertionError: assert 'PING' == "),
+    (SetInParams, r"the binding's params change in a JSON round trip"),
+    (TokenInManifestOnly, "the manifest says credentials are per-episode, but tasks.start "
+                          "handed none out"),
     (Immortal, r"its daemon at 127.0.0.1:\d+ still accepts connections after the environment "
                "stopped"),
 ])

@@ -96,12 +96,13 @@ async def check_capability(probe: CapabilityProbe) -> None:
     """
     env = probe.environment()
     async with Server(env, ServerConfig(host="127.0.0.1", port=0)) as server:
+        declared = _declared(probe.name, env.capabilities)
         async with open_client(server.url) as client:
-            declared = _declared(probe.name, client.manifest.capabilities)
+            if declared not in client.manifest.capabilities:
+                raise fail(probe.name, "the manifest does not carry the binding as declared")
             await _check_tasks(probe, client, declared)
         await _check_undeclared_refused(probe.name, server.url)
-        daemons = [daemon_address(b) for b in env.capabilities if "://" in b.url]
-    await _check_stopped(probe.name, daemons)
+    await _check_stopped(probe.name, daemon_address(declared))
 
 
 def fail(name: str, message: str) -> ConformanceError:
@@ -112,7 +113,7 @@ def _declared(name: str, capabilities: list[Binding]) -> Binding:
     found = [b for b in capabilities if b.name == name]
     if len(found) != 1:
         names = [b.name for b in capabilities]
-        raise fail(name, f"the manifest declares {len(found)} bindings of that name "
+        raise fail(name, f"the environment declares {len(found)} bindings of that name "
                          f"(declared: {names}); want exactly one")
     binding = found[0]
     if not NAME.fullmatch(binding.name):
@@ -121,9 +122,9 @@ def _declared(name: str, capabilities: list[Binding]) -> Binding:
         raise fail(name, f"protocol {binding.protocol!r} is not a protocol id "
                          "'family/version' (like 'ssh/2')")
     _check_url(name, binding.url)
-    params = _json_object(name, "the manifest's params", binding.params)
+    params = _json_object(name, "the binding's params", binding.params)
     if "PRIVATE KEY" in msgspec.json.encode(params).decode():
-        raise fail(name, "the manifest's params hold a private key: hand keys out per task, "
+        raise fail(name, "the binding's params hold a private key: hand keys out per task, "
                          "in the bindings of tasks.start")
     return binding
 
@@ -159,7 +160,7 @@ async def _check_tasks(probe: CapabilityProbe, client: Client, declared: Binding
         _check_tunnelled(name, declared, reached)
         handle = await _open(probe, client, handles, reached, "the first task")
         await _exercise(probe, handle, "in the first task")
-        await client.grade("done")
+        await _bounded(name, "tasks.grade", client.grade("done"))
         if not first:  # nothing per task: the daemon serves every task alike
             return
         await _check_task_ended(probe, handle, reached)
@@ -170,7 +171,7 @@ async def _check_tasks(probe: CapabilityProbe, client: Client, declared: Binding
         again = await _open(probe, client, handles, await client.binding(name),
                             "a second task")
         await _exercise(probe, again, "in a second task")
-        await client.grade("done")
+        await _bounded(name, "tasks.grade", client.grade("done"))
 
 
 async def _start(probe: CapabilityProbe, client: Client, declared: Binding
@@ -202,24 +203,14 @@ async def _open(probe: CapabilityProbe, client: Client, handles: contextlib.Asyn
     """The protocol client, opened as harnesses open it (``client.open``, which closes it
     with the client), or by ``probe.opener`` (closed by ``handles``)."""
     opening = client.open(probe.name) if probe.opener is None else probe.opener(binding)
-    try:
-        handle = await _bounded(probe.name, f"opening it in {when}", opening)
-    except ConformanceError:
-        raise
-    except Exception as exc:
-        raise fail(probe.name, f"its opener failed in {when}: {_describe(exc)}") from exc
+    handle = await _bounded(probe.name, f"opening it in {when}", opening)
     if probe.opener is not None:
         handles.push_async_callback(handle.aclose)
     return handle
 
 
 async def _exercise(probe: CapabilityProbe, handle: Any, when: str) -> None:
-    try:
-        await _bounded(probe.name, f"the round trip {when}", probe.exercise(handle))
-    except ConformanceError:
-        raise
-    except Exception as exc:
-        raise fail(probe.name, f"the round trip {when} failed: {_describe(exc)}") from exc
+    await _bounded(probe.name, f"the round trip {when}", probe.exercise(handle))
 
 
 async def _check_task_ended(probe: CapabilityProbe, handle: Any, stale: Binding) -> None:
@@ -264,24 +255,30 @@ async def _check_undeclared_refused(name: str, server_url: str) -> None:
     raise fail(name, "the tunnel opened for an undeclared name")
 
 
-async def _check_stopped(name: str, daemons: list[tuple[str, int]]) -> None:
-    for host, port in daemons:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                               STEP_TIMEOUT)
-        except OSError:
-            continue
-        writer.close()
-        raise fail(name, f"its daemon at {host}:{port} still accepts connections after the "
-                         "environment stopped: stop it in a shutdown hook")
+async def _check_stopped(name: str, daemon: tuple[str, int]) -> None:
+    host, port = daemon
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), STEP_TIMEOUT)
+    except OSError:
+        return
+    writer.close()
+    raise fail(name, f"its daemon at {host}:{port} still accepts connections after the "
+                     "environment stopped: stop it in a shutdown hook")
 
 
 async def _bounded(name: str, what: str, step: Awaitable[Any]) -> Any:
+    """``step``'s result; its failure, or its hanging past :data:`STEP_TIMEOUT`, is a
+    :class:`ConformanceError` saying ``what`` failed."""
+    bound = asyncio.timeout(STEP_TIMEOUT)
     try:
-        async with asyncio.timeout(STEP_TIMEOUT):
+        async with bound:
             return await step
-    except TimeoutError:
-        raise fail(name, f"{what} did not finish within {STEP_TIMEOUT:g} s") from None
+    except ConformanceError:
+        raise
+    except Exception as exc:
+        if bound.expired():
+            raise fail(name, f"{what} did not finish within {STEP_TIMEOUT:g} s") from None
+        raise fail(name, f"{what} failed: {_describe(exc)}") from exc
 
 
 def _describe(exc: BaseException) -> str:
