@@ -19,7 +19,7 @@ from ..capability import CLIENT_GROUP, find
 from ..client import Client, open_client
 from ..environment import Environment
 from ..forward import tunnel_url
-from ..protocol.messages import Binding
+from ..protocol.messages import Binding, StartResult
 from ..server import Server, ServerConfig
 from ..tunnel import daemon_address
 
@@ -178,7 +178,7 @@ async def _start(probe: CapabilityProbe, client: Client, declared: Binding
                  ) -> dict[str, Any]:
     """Start a probe task and check its bindings; returns this capability's."""
     name = probe.name
-    started = await _bounded(name, "tasks.start", client.start(TEMPLATE))
+    started: StartResult = await _bounded(name, "tasks.start", client.start(TEMPLATE))
     declared_names = {b.name for b in client.manifest.capabilities}
     for key, params in started.bindings.items():
         if key not in declared_names:

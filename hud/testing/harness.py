@@ -103,7 +103,11 @@ async def check_harness(
     agent = _build(harness, config or {})
     label = f"harness {getattr(agent, 'name', type(agent).__name__)!r}"
     probe = Probe(capability)
-    make = lambda: runtime(solutions=bool(getattr(agent, "needs_solutions", False)))  # noqa: E731
+    solutions = bool(getattr(agent, "needs_solutions", False))
+
+    def make() -> Runtime:
+        return runtime(solutions=solutions)
+
     graded = await _run(agent, probe.task("answer"), make(), max_steps)
     _check_graded(label, graded, max_steps)
     for phase in ("setup", "grade"):
