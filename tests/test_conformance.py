@@ -309,6 +309,10 @@ class SetInParams(EchoDaemon):
     params = {"credentials": "per-task", "modes": {"line"}}
 
 
+class PosesAsSsh(EchoDaemon):
+    protocol = "ssh/2"
+
+
 class TokenInManifestOnly(EchoDaemon):
     params = {"credentials": "per-episode"}
 
@@ -324,8 +328,10 @@ class TokenInManifestOnly(EchoDaemon):
     (SameToken, "a second task got the same bindings as the first"),
     (Garbles, r"the round trip in the first task failed: AssertionError: assert 'PING' == "),
     (SetInParams, r"the binding's params change in a JSON round trip"),
-    (TokenInManifestOnly, "the manifest says credentials are per-episode, but tasks.start "
-                          "handed none out"),
+    (TokenInManifestOnly, "the manifest says its state or credentials are per-episode, but "
+                          "tasks.start handed out no bindings for it"),
+    (PosesAsSsh, "capability 'echo': ssh bindings need params host_pubkey, user in the "
+                 "manifest"),
     (Immortal, r"its daemon at 127.0.0.1:\d+ still accepts connections after the environment "
                "stopped"),
 ])

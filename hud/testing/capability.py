@@ -28,6 +28,15 @@ PROTOCOL_ID = re.compile(r"[a-z][a-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 # A binding name travels in a URL path (``/v1/tunnel/{name}``): keep it plain.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PER_TASK = ("per-task", "per-episode")
+# The params a client of each built-in protocol family cannot do without (protocol/README.md):
+# family -> (in the manifest's binding, in the bindings of tasks.start).
+REQUIRED_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "ssh": (frozenset({"user", "host_pubkey"}), frozenset({"client_key"})),
+    "mcp": (frozenset({"transport"}), frozenset()),
+    "cdp": (frozenset(), frozenset({"endpoint_path"})),
+    "rfb": (frozenset(), frozenset({"password"})),
+    "openpi": (frozenset({"contract"}), frozenset({"token"})),
+}
 STEP_TIMEOUT = 60.0  # a hang guard per step, never a measure of speed
 TEMPLATE = "conformance_probe"
 
@@ -81,18 +90,21 @@ async def check_capability(probe: CapabilityProbe) -> None:
 
     Raises :class:`ConformanceError` naming the capability and the first rule it breaks:
 
-    1. the manifest declares one binding named ``probe.name``, with a protocol id
+    1. the environment declares one binding named ``probe.name``, with a protocol id
        ``family/version``, a ``scheme://host:port`` URL and JSON params that hold no private
-       key;
+       key, and the manifest carries it as declared;
     2. ``tasks.start`` hands out bindings only for declared capabilities, as JSON objects,
-       and some for this one when its manifest params say ``credentials: per-task`` (or
-       ``per-episode``);
-    3. the client reaches it through the control port's tunnel (a loopback port, not the
+       and some for this one when its manifest params say ``credentials`` (or ``state``)
+       is ``per-task`` or ``per-episode``;
+    3. the params a client of a built-in family needs (:data:`REQUIRED_PARAMS`: ``ssh``'s
+       ``host_pubkey``, ``cdp``'s ``endpoint_path``, ...) are in the manifest or the start
+       bindings, as that protocol puts them;
+    4. the client reaches it through the control port's tunnel (a loopback port, not the
        daemon's), its opener opens it there and ``exercise`` succeeds;
-    4. with per-task bindings: once the task ends, the client opened for it stops working
+    5. with per-task bindings: once the task ends, the client opened for it stops working
        and its credentials open nothing; a second task gets bindings of its own, which work;
-    5. the tunnel refuses a name that is not declared (HTTP 404);
-    6. once the environment stops, its daemons no longer accept connections.
+    6. the tunnel refuses a name that is not declared (HTTP 404);
+    7. once the environment stops, its daemons no longer accept connections.
     """
     env = probe.environment()
     async with Server(env, ServerConfig(host="127.0.0.1", port=0)) as server:
@@ -123,10 +135,22 @@ def _declared(name: str, capabilities: list[Binding]) -> Binding:
                          "'family/version' (like 'ssh/2')")
     _check_url(name, binding.url)
     params = _json_object(name, "the binding's params", binding.params)
+    _check_required(binding, params, 0, "the manifest")
     if "PRIVATE KEY" in msgspec.json.encode(params).decode():
         raise fail(name, "the binding's params hold a private key: hand keys out per task, "
                          "in the bindings of tasks.start")
     return binding
+
+
+def _check_required(binding: Binding, params: Mapping[str, Any], where: int, what: str
+                    ) -> None:
+    """The params a client of the binding's protocol family needs are there."""
+    family = binding.protocol.split("/", 1)[0]
+    needed = REQUIRED_PARAMS.get(family, (frozenset(), frozenset()))[where]
+    missing = sorted(needed - set(params))
+    if missing:
+        raise fail(binding.name, f"{family} bindings need params {', '.join(missing)} in "
+                                 f"{what}")
 
 
 def _check_url(name: str, url: str) -> None:
@@ -185,10 +209,13 @@ async def _start(probe: CapabilityProbe, client: Client, declared: Binding
             raise fail(name, f"tasks.start handed out bindings for {key!r}, which the "
                              f"manifest does not declare ({sorted(declared_names)})")
         _json_object(name, f"the start bindings of {key!r}", params)
-    if declared.params.get("credentials") in PER_TASK and name not in started.bindings:
-        raise fail(name, f"the manifest says credentials are "
-                         f"{declared.params['credentials']}, but tasks.start handed none out")
-    return started.bindings.get(name, {})
+    per_task = declared.params.get("credentials", declared.params.get("state"))
+    if per_task in PER_TASK and name not in started.bindings:
+        raise fail(name, f"the manifest says its state or credentials are {per_task}, but "
+                         "tasks.start handed out no bindings for it")
+    mine = started.bindings.get(name, {})
+    _check_required(declared, mine, 1, "the bindings of tasks.start")
+    return mine
 
 
 def _check_tunnelled(name: str, declared: Binding, reached: Binding) -> None:
