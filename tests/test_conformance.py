@@ -9,7 +9,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -249,7 +248,7 @@ def echo_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         f"[hud.capabilities.env]\necho_daemon = {module}:EchoDaemon.declare\n\n"
         f"[hud.capabilities]\necho = {module}:open_echo\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(sys.modules, module, sys.modules[__name__])
+    monkeypatch.setattr(capability, "_found", {})  # forget it afterwards: it is uninstalled
     return "echo_daemon"
 
 
