@@ -58,9 +58,10 @@ def find(name: str, group: str = GROUP) -> Any:
         _found.pop(group, None)
         entry = available(group).get(name)
     if entry is None:
-        known = ", ".join(sorted(available(group))) or "none"
+        known = ", ".join(sorted(available(group)))
+        hint = known or "none; not even the built-ins: reinstall hud (pip install -e .)"
         raise LookupError(f"no capability named {name!r} is installed (entry-point group "
-                          f"{group!r}: {known})")
+                          f"{group!r}: {hint})")
     return entry.load()
 
 
