@@ -11,10 +11,11 @@ import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from . import capability
 from .arguments import AnswerType, Arguments
 from .protocol.messages import Binding, PeerInfo, TaskRef, TemplateInfo
 from .runner import TaskHook, TaskRunner
@@ -140,39 +141,6 @@ def _summary(func: Callable[..., Any]) -> str:
     return doc.split("\n\n", 1)[0].replace("\n", " ").strip()
 
 
-class Service:
-    """A capability an environment serves with a daemon and per-task state (a workspace, a
-    browser, a desktop, a robot). :meth:`attach` runs its ``start`` when the environment
-    starts, its ``task`` hook around every task and its ``stop`` when it stops;
-    :meth:`publish` declares its binding once ``start`` knows the address."""
-
-    _env: Environment | None = None
-    binding: Binding | None = None
-
-    async def start(self) -> None:
-        raise NotImplementedError
-
-    async def stop(self) -> None:
-        raise NotImplementedError
-
-    def task(self, scope: Any) -> Any:
-        raise NotImplementedError
-
-    def attach(self, env: Environment) -> Self:
-        """Register this service's initialize, task and shutdown hooks on ``env``."""
-        env.initialize(self.start)
-        env.task_hook(self.task)
-        env.shutdown(self.stop)
-        self._env = env
-        return self
-
-    def publish(self, binding: Binding) -> None:
-        """Make ``binding`` this service's, and the attached environment's capability."""
-        self.binding = binding
-        if self._env is not None:
-            self._env.add_capability(binding)
-
-
 class Environment:
     """Where an agent acts: task templates, capabilities it exposes, lifecycle hooks.
 
@@ -293,7 +261,13 @@ class Environment:
             declared = ", ".join(sorted(self._capabilities)) or "none"
             raise KeyError(f"no capability {name!r} (declared: {declared})") from None
 
-    # -- lifecycle ------------------------------------------------------------------------
+    def use(self, name: str, /, *args: Any, **options: Any) -> Any:
+        """Declare capability plug-in ``name`` (an entry point of the group
+        ``hud.capabilities.env``, built-in or installed by another package) with ``args`` and
+        ``options``; returns what its declaration returns. The methods below are the
+        friendly spelling of the built-in ones: ``env.workspace(root)`` is
+        ``env.use("workspace", root)``. See :mod:`hud.capability`."""
+        return capability.declare(self, name, *args, **options)
 
     def workspace(self, root: str | Any, **options: Any) -> Workspace:
         """Serve a sandboxed shell on ``root`` as an ``ssh/2`` capability (named ``shell``).
@@ -302,9 +276,8 @@ class Environment:
         credentials in the bindings of ``tasks.start``. Options and the grader-side API
         (``await ws.run(cmd)``) are in :class:`hud.capabilities.ssh.Workspace`.
         """
-        from .capabilities.ssh.workspace import Workspace
-
-        return Workspace(root, **options).attach(self)
+        declared: Workspace = self.use("workspace", root, **options)
+        return declared
 
     def tool(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Tool]:
         """``@env.tool()``: serve a plain function as an MCP tool (capability ``tools``).
@@ -312,16 +285,14 @@ class Environment:
         Its docstring is the description and its type hints the input schema. The returned
         :class:`~hud.capabilities.mcp.Tool` takes ``@tool.before`` / ``@tool.after`` hooks.
         """
-        from .capabilities.mcp.tools import toolbox
-
-        return toolbox(self).tool(name, **options)
+        declared: Callable[[Callable[..., Any]], Tool] = self.use("tool", name, **options)
+        return declared
 
     def add_tool(self, tool: Callable[..., Any], **options: Any) -> Tool:
         """Serve ``tool`` (a :class:`~hud.capabilities.mcp.Tool` or a plain function) as an
         MCP tool; see :meth:`tool`."""
-        from .capabilities.mcp.tools import toolbox
-
-        return toolbox(self).add(tool, **options)
+        declared: Tool = self.use("add_tool", tool, **options)
+        return declared
 
     def browser(self, name: str = "browser", **options: Any) -> Browser:
         """Serve Chromium as a ``cdp/1.3`` capability: a fresh browser (and profile) per task,
@@ -331,9 +302,8 @@ class Environment:
         browser.goto(url)``, ``await browser.evaluate(js)``); options are in
         :class:`hud.capabilities.cdp.Browser`.
         """
-        from .capabilities.cdp.browser import Browser
-
-        return Browser(name, **options).attach(self)
+        declared: Browser = self.use("browser", name, **options)
+        return declared
 
     def desktop(self, width: int = 1280, height: int = 800, *, name: str = "screen",
                 **options: Any) -> Desktop:
@@ -342,9 +312,8 @@ class Environment:
         several displays. Templates start programs on it (``await desktop.launch([...])``);
         options are in :class:`hud.capabilities.rfb.Desktop`.
         """
-        from .capabilities.rfb.desktop import Desktop
-
-        return Desktop(width, height, name=name, **options).attach(self)
+        declared: Desktop = self.use("desktop", width, height, name=name, **options)
+        return declared
 
     def gym(self, target: Any, **options: Any) -> RobotEndpoint:
         """Serve a Gymnasium environment (an id such as ``"CartPole-v1"``, a spec or a
@@ -354,18 +323,18 @@ class Environment:
         ``{"prompt": ..., "bindings": episode.bindings}``, then ``await episode.result()``.
         Options are in :func:`hud.capabilities.robot.gym.gym_endpoint`.
         """
-        from .capabilities.robot.gym import gym_endpoint
-
-        return gym_endpoint(target, **options).attach(self)
+        declared: RobotEndpoint = self.use("gym", target, **options)
+        return declared
 
     def robot(self, factory: Callable[[], Any], *, contract: Any, **options: Any
               ) -> RobotEndpoint:
         """Serve any simulator or robot driver with Gymnasium's reset/step API that speaks
         ``contract`` directly, as an ``openpi/0`` robot; see :meth:`gym` and
         :func:`hud.capabilities.robot.endpoint.robot_endpoint`."""
-        from .capabilities.robot.endpoint import robot_endpoint
+        declared: RobotEndpoint = self.use("robot", factory, contract=contract, **options)
+        return declared
 
-        return robot_endpoint(factory, contract, **options).attach(self)
+    # -- lifecycle ------------------------------------------------------------------------
 
     def task_hook(self, func: TaskHook) -> TaskHook:
         """Wrap every task in ``func(scope)``, an async context manager factory.

@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from . import wsconn
+from . import capability, wsconn
 from .address import TUNNEL_PREFIX
 from .client import HudConnectionError
 from .protocol.messages import Binding
@@ -158,17 +157,15 @@ class Forwarder:
         self.failed.set()
 
 
-ENTRY_POINT_GROUP = "hud.capabilities"
-
-
 def find_opener(family: str) -> Callable[[Binding], Awaitable[Any]]:
     """The installed opener for a protocol family (entry point group ``hud.capabilities``,
     named by family, e.g. ``ssh``): ``await opener(binding)`` returns a protocol client."""
-    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    if family not in found:
+    try:
+        return capability.find(family, capability.CLIENT_GROUP)  # type: ignore[no-any-return]
+    except LookupError:
+        installed = ", ".join(sorted(capability.available(capability.CLIENT_GROUP))) or "none"
         raise ValueError(f"no client is installed for protocol family {family!r} (installed: "
-                         f"{', '.join(sorted(found)) or 'none'}); use binding() instead")
-    return found[family].load()  # type: ignore[no-any-return]
+                         f"{installed}); use binding() instead") from None
 
 
 async def _first_of(opening: Awaitable[Any], forwarder: Forwarder) -> Any:

@@ -162,3 +162,14 @@ def toolbox(env: Environment) -> Toolbox:
     if box is None:
         box = _toolboxes[env] = Toolbox(env)
     return box
+
+
+def declare_tool(env: Environment, name: str | None = None, /, **options: Any
+                 ) -> Callable[[Callable[..., Any]], Tool]:
+    """The ``hud.capabilities.env`` entry point ``tool`` (``@env.tool()``)."""
+    return toolbox(env).tool(name, **options)
+
+
+def declare_added_tool(env: Environment, tool: Callable[..., Any], /, **options: Any) -> Tool:
+    """The ``hud.capabilities.env`` entry point ``add_tool`` (``env.add_tool(fn)``)."""
+    return toolbox(env).add(tool, **options)

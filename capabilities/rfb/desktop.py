@@ -24,7 +24,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from hud.environment import Service
+from hud.capability import Service
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 

@@ -31,7 +31,7 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from hud.environment import Service
+from hud.capability import Service
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -41,7 +41,7 @@ from .simulator import Adapter, ArrayAdapter, Instance
 from .wire import PROTOCOL, Claim, Error, ErrorCode, Pace, WireError, decode_from_agent, encode
 
 if TYPE_CHECKING:
-    pass
+    from hud.environment import Environment
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +232,10 @@ def robot_endpoint(factory: Callable[[], Any], contract: Contract | dict[str, An
     return RobotEndpoint(factory, lambda sim: (contract, ArrayAdapter(contract)), name=name,
                          rules=Rules(**rules), success=success, max_episodes=max_episodes,
                          threaded=threaded)
+
+
+def declare_robot(env: Environment, factory: Callable[[], Any], /, *,
+                  contract: Contract | dict[str, Any], **options: Any) -> RobotEndpoint:
+    """The ``hud.capabilities.env`` entry point ``robot`` (``env.robot(factory,
+    contract=...)``): serve :func:`robot_endpoint` on ``env``."""
+    return robot_endpoint(factory, contract, **options).attach(env)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from msgspec import UNSET
@@ -29,6 +29,9 @@ from msgspec import UNSET
 from .contract import Contract, Feature
 from .endpoint import RobotEndpoint
 from .episode import Outcome, Rules, SuccessRule
+
+if TYPE_CHECKING:
+    from hud.environment import Environment
 
 DEFAULT_RATE = 10.0
 
@@ -216,3 +219,9 @@ def _replace(feature: Feature, changes: Mapping[str, Any]) -> Feature:
 
     merged = {k: v for k, v in msgspec.structs.asdict(feature).items() if v is not UNSET}
     return msgspec.convert({**merged, **changes}, Feature)
+
+
+def declare_gym(env: Environment, target: Any, /, **options: Any) -> RobotEndpoint:
+    """The ``hud.capabilities.env`` entry point ``gym`` (``env.gym(target)``): serve
+    :func:`gym_endpoint` of ``target`` and ``options`` on ``env``."""
+    return gym_endpoint(target, **options).attach(env)
