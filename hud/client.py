@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from . import __version__, address, wsconn
 from .address import DEFAULT_URL
-from .errors import TransportClosed
+from .errors import HudConnectionError, TransportClosed
 from .protocol.connection import ClientConnection
 from .protocol.errors import HudError, Unauthorized
 from .protocol.messages import (
@@ -58,10 +58,6 @@ if TYPE_CHECKING:
     from .protocol.messages import Binding
 
 B = TypeVar("B", bound=Body)
-
-
-class HudConnectionError(ConnectionError):
-    """The environment could not be reached, refused the handshake, or went away."""
 
 
 def control_url(url: str) -> str:
@@ -182,6 +178,7 @@ class Client:
 
     def _get_tunnels(self) -> Tunnels:
         if self._tunnels is None:
+            # lazy: tunnels are needed only once a capability is opened
             from .forward import Tunnels
 
             self._tunnels = Tunnels(self.url, self.token)

@@ -7,6 +7,10 @@ CLI message and exit code, a failed rollout with its phase, or a model-visible t
 from __future__ import annotations
 
 
+class HudConnectionError(ConnectionError):
+    """The environment could not be reached, refused the handshake, or went away."""
+
+
 class TransportClosed(ConnectionError):
     """The connection under a control session or a tunnel is closing or closed.
 

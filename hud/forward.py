@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from . import capability, wsconn
 from .address import TUNNEL_PREFIX
-from .client import HudConnectionError
+from .errors import HudConnectionError
 from .protocol.messages import Binding
 from .tunnel import TcpEnd
 from .wsconn import WsConnection

@@ -17,20 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"hud": ROOT / "hud", "hud.capabilities": ROOT / "capabilities",
             "hud.harnesses": ROOT / "harnesses"}
 
-# Circles through uncommented lazy imports that other parts of issue 12 remove (capability
-# plug-ins for the environment's factories; one module for the errors outside the wire).
-# Remove an entry once the import is gone: a stale entry fails the test too.
-PENDING = {
-    ("hud.client", "hud.forward"),
-    ("hud.capabilities.mcp.tools", "hud.capabilities.mcp.server"),
-    ("hud.environment", "hud.capabilities.ssh.workspace"),
-    ("hud.environment", "hud.capabilities.cdp.browser"),
-    ("hud.environment", "hud.capabilities.rfb.desktop"),
-    ("hud.environment", "hud.capabilities.robot.gym"),
-    ("hud.environment", "hud.capabilities.robot.endpoint"),
-}
-
-
 @dataclass(frozen=True)
 class Edge:
     source: str
@@ -129,9 +115,8 @@ def all_edges(packages: dict[str, Path] = PACKAGES) -> list[Edge]:
 
 
 def counted(edges: list[Edge]) -> list[Edge]:
-    """The edges a circle may not run through: all but commented lazy ones, and PENDING."""
-    return [e for e in edges if not (e.lazy and e.commented)
-            and (e.source, e.target) not in PENDING]
+    """The edges a circle may not run through: all but commented lazy ones."""
+    return [e for e in edges if not (e.lazy and e.commented)]
 
 
 def test_the_check_finds_circles_and_excuses_only_commented_lazy_imports(
@@ -168,6 +153,3 @@ def test_no_import_circles_in_hud() -> None:
     ]
     assert not found, "import circles (break them, or comment a lazy import):\n" + "\n".join(
         details)
-    present = {(e.source, e.target) for e in edges if e.lazy and not e.commented}
-    stale = sorted(PENDING - present)
-    assert not stale, f"no longer an uncommented lazy import; remove from PENDING: {stale}"

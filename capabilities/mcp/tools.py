@@ -138,6 +138,7 @@ class Toolbox:
         return tool
 
     async def start(self) -> None:
+        # lazy: the MCP SDK and uvicorn load only when an environment serves its tools
         from .server import ToolServer
 
         self.server = ToolServer(self.env.name)
