@@ -47,7 +47,7 @@ DEFAULT_URL = "ws://127.0.0.1:8765"
 
 def _run(coro: Any) -> Any:
     """Run a client coroutine, turning every hud failure into its exit code."""
-    from ..client import HudConnectionError
+    from ..errors import HudConnectionError
     from ..eventloop import run
     from ..protocol import errors
 

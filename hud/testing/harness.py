@@ -10,8 +10,8 @@ from ..agents import Agent, create_agent
 from ..environment import Environment, Task
 from ..eval.rollout import AgentCallable, rollout
 from ..eval.run import Run
-from ..eval.runtimes import InProcessRuntime, Runtime
 from ..eval.taskset import Taskset
+from ..runtimes import InProcessRuntime, Runtime
 from .capability import STEP_TIMEOUT, CapabilityProbe, ConformanceError
 
 ANSWER = "42"
