@@ -17,6 +17,8 @@ SIGPIPE and SIGXFSZ back at their defaults. When the host closes its end, the sp
 every child's group and exits; under bubblewrap that ends the sandbox.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import json
@@ -27,14 +29,20 @@ import socket
 import sys
 import termios
 
+TYPE_CHECKING = False  # not from typing: the spawner imports only what it runs on
+if TYPE_CHECKING:
+    from typing import Any
+
+    Message = dict[str, Any]  # one decoded datagram
+
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def send(sock, **message):
+def send(sock: socket.socket, **message: object) -> None:
     sock.send(json.dumps(message).encode())
 
 
-def find(name, env):
+def find(name: str, env: dict[str, str]) -> str:
     """``name`` resolved on the child's PATH (``posix_spawnp`` would use ours)."""
     if "/" in name:
         return name
@@ -45,7 +53,7 @@ def find(name, env):
     raise FileNotFoundError(errno.ENOENT, "command not found", name)
 
 
-def start_child(message, fds):
+def start_child(message: Message, fds: list[int]) -> int:
     """Start one child with ``fds`` as its stdio; returns its pid.
 
     ``posix_spawn`` (vfork and exec) costs half of ``fork`` here; a pty child needs
@@ -75,7 +83,7 @@ def start_child(message, fds):
     os._exit(127)
 
 
-def signal_group(pid, sig):
+def signal_group(pid: int, sig: int) -> bool:
     """Signal the process group of child ``pid``; False if it has gone."""
     try:
         os.killpg(pid, sig)
@@ -84,7 +92,7 @@ def signal_group(pid, sig):
     return True
 
 
-def reap(sock, children):
+def reap(sock: socket.socket, children: set[int]) -> None:
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -96,7 +104,9 @@ def reap(sock, children):
         send(sock, op="exit", pid=pid, status=os.waitstatus_to_exitcode(status))
 
 
-def handle(sock, children, groups, message, fds):
+def handle(
+    sock: socket.socket, children: set[int], groups: set[int], message: Message, fds: list[int]
+) -> None:
     op = message.get("op")
     if op == "spawn":
         try:
@@ -114,19 +124,20 @@ def handle(sock, children, groups, message, fds):
         signal_group(message["pid"], message.get("sig", signal.SIGKILL))
 
 
-def main():
+def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children = set()
-    groups = set()  # the process groups of our children, which may outlive their leaders
+    children: set[int] = set()
+    groups: set[int] = set()  # the process groups of our children, which may outlive their leaders
     send(sock, op="ready")
+    watched: list[socket.socket | int] = [sock, wake_r]
     while True:
         try:
-            readable = select.select([sock, wake_r], [], [])[0]
+            readable = select.select(watched, [], [])[0]
         except InterruptedError:
             continue
         if wake_r in readable:
