@@ -27,8 +27,8 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hud.capability import Service
 from hud.protocol.messages import Binding
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ..rfb.desktop import Desktop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROTOCOL = "cdp/1.3"
 
@@ -190,7 +191,7 @@ class Browser(Service):
     async def screenshot(self, **options: Any) -> bytes:
         return await self._call(lambda d: d.screenshot(**options))
 
-    async def _call(self, action: Any) -> Any:
+    async def _call(self, action: Callable[[DevTools], Awaitable[T]]) -> T:
         handle = self.current()
         try:
             return await action(await handle.devtools())
