@@ -21,7 +21,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from hud.client import HudConnectionError
+from hud.errors import HudConnectionError
 from hud.protocol.messages import Binding
 
 from .contract import Contract
