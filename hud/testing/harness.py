@@ -177,7 +177,9 @@ async def _check_cancellation(label: str, agent: Any, probe: Probe, runtime: Run
 
     async def cancelled_at_once(run: Run) -> None:
         runs.append(run)
-        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        task = asyncio.current_task()
+        assert task is not None  # the rollout's task runs this coroutine
+        task.cancel()
         await agent(run)
 
     async with runtime:
