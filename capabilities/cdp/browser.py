@@ -155,11 +155,11 @@ class Browser(Service):
     def current(self) -> TaskBrowser:
         """The browser of the task whose code is running now."""
         scope = current_scope()
-        handle = scope.state.get(self) if scope is not None else None
+        handle: TaskBrowser | None = scope.state.get(self) if scope is not None else None
         if handle is None:
             raise RuntimeError(f"browser {self.name!r}: no task is running here; call this "
                                "from a template's setup or grading code")
-        return handle  # type: ignore[no-any-return]
+        return handle
 
     async def devtools(self) -> DevTools:
         """The current task's browser over CDP (a connection kept for the task)."""

@@ -49,12 +49,12 @@ class Spawner:
         The caller still owns ``fds`` and should close its copies once this returns.
         """
         rid = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._spawned[rid] = future
         message = {"op": "spawn", "id": rid, "argv": argv, "env": env, "cwd": cwd, "pty": pty}
         try:
             await self._send(message, fds)
-            return await future  # type: ignore[no-any-return]
+            return await future
         finally:
             self._spawned.pop(rid, None)
 
