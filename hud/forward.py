@@ -24,6 +24,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from . import capability, wsconn
 from .address import TUNNEL_PREFIX
 from .errors import HudConnectionError
+from .nursery import Nursery
 from .protocol.messages import Binding
 from .tunnel import TcpEnd
 from .wsconn import WsConnection
@@ -84,7 +85,7 @@ class Forwarder:
         self.errors: list[str] = []
         self.failed = asyncio.Event()  # set when a tunnel fails; cleared by whoever reads it
         self._server: asyncio.Server | None = None
-        self._opening: set[asyncio.Task[None]] = set()
+        self._opening = Nursery(f"hud-forwarder-{name}")  # tunnels being opened
         self._ends: set[TcpEnd] = set()
         self._sockets: set[WsConnection] = set()
 
@@ -95,6 +96,7 @@ class Forwarder:
 
     async def start(self) -> Forwarder:
         loop = asyncio.get_running_loop()
+        await self._opening.open()
         self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
         return self
 
@@ -108,9 +110,7 @@ class Forwarder:
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._opening):
-            task.cancel()
-        await asyncio.gather(*self._opening, return_exceptions=True)
+        await self._opening.aclose()
         for end in list(self._ends):
             end.close()
         await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
@@ -119,10 +119,11 @@ class Forwarder:
 
     def _accept(self) -> TcpEnd:
         end = TcpEnd()
+        if not self._opening.accepting:  # closing: refuse the connection
+            end.close()
+            return end
         self._ends.add(end)
-        task = asyncio.ensure_future(self._open(end))
-        self._opening.add(task)
-        task.add_done_callback(self._opening.discard)
+        self._opening.spawn(self._open(end))
         return end
 
     async def _open(self, end: TcpEnd) -> None:
