@@ -24,7 +24,7 @@ from hud import ports
 from ..daemons import bound_to_us, exit_status, stop_group
 from ..relay import LoopbackServer, pipe
 from .egress import PROXY_PORT, Network, serve_egress
-from .jail import GID, PROFILE, UID, Jail
+from .jail import PROFILE, UID, Jail
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,13 @@ class Chromium:
         proxy = f"127.0.0.1:{egress.port if egress else PROXY_PORT}"
         jail = Jail.create(proxy)
         chromium = _chromium_argv(executable, headless, width, height, args, sandbox, proxy)
-        user = {"user": UID, "group": GID, "extra_groups": []} if private else {}
         with open(jail.log, "wb") as log_file, open(jail.root / "info.json", "wb") as info:
             argv = jail.argv(find_bwrap(), chromium, private_network=private,
                              display=display, info_fd=info.fileno())
             proc = await asyncio.create_subprocess_exec(
-                *bound_to_us(argv), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                stderr=log_file, env={}, start_new_session=True, pass_fds=(info.fileno(),),
-                **user,  # type: ignore[arg-type]
+                *bound_to_us(argv, uid=UID if private else None),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env={},
+                start_new_session=True, pass_fds=(info.fileno(),),
             )
         self = cls(proc, jail)
         self._servers += [egress] if egress else []

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Not nobody (65534), which other daemons share: files this uid owns are our profiles only.
-UID = GID = 64000
+UID = 64000  # and the group of the same number
 PROFILE = "/tmp/profile"  # where the profile appears inside
 POLICY_DIR = "/etc/chromium/policies/managed"
 READ_ONLY = ("/usr", "/etc/fonts", "/etc/chromium.d", "/etc/alternatives",
@@ -71,7 +71,7 @@ class Jail:
         (jail.root / "policy" / "hud.json").write_text(json.dumps(policy(proxy)))
         (jail.root / "profile").mkdir(mode=0o700)
         if os.geteuid() == 0:
-            os.chown(jail.profile, UID, GID)
+            os.chown(jail.profile, UID, UID)
         return jail
 
     @property
