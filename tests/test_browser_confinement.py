@@ -163,9 +163,10 @@ def status(pid: int) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
-async def test_chromium_is_not_root_and_sees_no_host_files(world: World) -> None:
-    """From the host: every Chromium process runs as a non-zero uid with no capabilities,
-    and its root directory holds no /root, /home or environment source."""
+async def test_chromium_is_not_root_and_has_no_host_files_or_network(world: World) -> None:
+    """From the host: every Chromium process runs as a non-zero uid, the browser with no
+    capabilities, in a network namespace of its own; its root directory holds no /root,
+    /home or environment source."""
     async with open_client(world.server.url) as client:
         await client.start("visit")
         browsers = [pid for pid in descendants(world.pids[-1])
@@ -178,6 +179,9 @@ async def test_chromium_is_not_root_and_sees_no_host_files(world: World) -> None
         main = next(pid for pid in browsers
                     if b"--type=" not in Path(f"/proc/{pid}/cmdline").read_bytes())
         assert int(status(main)["CapEff"], 16) == 0, status(main)["CapEff"]
+        # A network of its own: whatever connects directly (a DevTools-made context
+        # without the proxy, WebRTC) finds nothing of the host's listening there.
+        assert os.readlink(f"/proc/{main}/ns/net") != os.readlink("/proc/self/ns/net")
         root = Path(f"/proc/{browsers[0]}/root")
         assert (root / "usr").is_dir()  # the check below looks into the browser's own view
         for path in ("root", "home", "etc/passwd", "etc/shadow", str(SOURCE).lstrip("/")):

@@ -17,7 +17,6 @@ import shutil
 import time
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 
 from hud import ports
 
@@ -105,10 +104,6 @@ class Chromium:
         self._servers: list[LoopbackServer] = []
         self._claimed: list[int] = []
 
-    @property
-    def profile(self) -> Path:
-        return self.jail.profile
-
     @classmethod
     async def launch(
         cls, executable: str, *, headless: bool = True, width: int = 1280, height: int = 800,
@@ -124,18 +119,18 @@ class Chromium:
         :class:`BrowserFailed` with Chromium's own last words.
         """
         private = os.geteuid() == 0
+        bwrap = find_bwrap()
         egress = None if private else await LoopbackServer(serve_egress, "egress").start()
         proxy = f"127.0.0.1:{egress.port if egress else PROXY_PORT}"
         jail = Jail.create(proxy)
         chromium = _chromium_argv(executable, headless, width, height, args, sandbox, proxy)
-        with open(jail.log, "wb") as log_file, open(jail.root / "info.json", "wb") as info:
-            argv = jail.argv(find_bwrap(), chromium, private_network=private,
-                             display=display, info_fd=info.fileno())
-            proc = await asyncio.create_subprocess_exec(
-                *bound_to_us(argv, uid=UID if private else None),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env={},
-                start_new_session=True, pass_fds=(info.fileno(),),
-            )
+        try:
+            proc = await _spawn(jail, bwrap, chromium, private, display)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, jail.root, True)
+            if egress is not None:
+                await egress.aclose()
+            raise
         self = cls(proc, jail)
         self._servers += [egress] if egress else []
         try:
@@ -167,7 +162,7 @@ class Chromium:
         self.port = devtools.port
 
     async def _wait_for_port(self, timeout: float) -> tuple[int, str]:
-        active = self.profile / "DevToolsActivePort"
+        active = self.jail.profile / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
@@ -210,6 +205,20 @@ class Chromium:
             ports.release(port)
         self.network.close()
         await asyncio.to_thread(shutil.rmtree, self.jail.root, True)
+
+
+async def _spawn(jail: Jail, bwrap: str, chromium: list[str], private: bool,
+                 display: str | None) -> asyncio.subprocess.Process:
+    """bwrap around ``chromium``, as :data:`~.jail.UID` when ``private``, with an empty
+    environment (bwrap's own pid 1 would show this one to the sandbox) and bound to us."""
+    with open(jail.log, "wb") as log_file, open(jail.root / "info.json", "wb") as info:
+        argv = jail.argv(bwrap, chromium, private_network=private, display=display,
+                         info_fd=info.fileno())
+        return await asyncio.create_subprocess_exec(
+            *bound_to_us(argv, uid=UID if private else None),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env={},
+            start_new_session=True, pass_fds=(info.fileno(),),
+        )
 
 
 def _chromium_argv(executable: str, headless: bool, width: int, height: int,
