@@ -28,10 +28,12 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from hud import ports
+from hud.tunnel import until_first_ends
 
-from ..relay import close_writer, pipe
+from ..relay import CHUNK, close_writer, pipe
 
 T = TypeVar("T")
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 CLONE_NEWNET = 0x40000000
 PROXY_PORT = 3128  # inside the browser's own network namespace: nothing else listens there
@@ -122,12 +124,15 @@ async def serve_egress(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
                 raise Refused(f"the browser's proxy forwards http:// URLs only, not {target}")
             upstream = await _open(url.hostname, url.port or 80)
             path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            upstream[1].write(_origin_form(head, method, path, version))
+            upstream[1].write(_closing(head, f"{method} {path} {version}"))
     except (Refused, OSError, ValueError) as exc:
         await _refuse(writer, str(exc) if isinstance(exc, Refused) else
                       f"cannot connect to {target}: {exc}")
         return
-    await pipe((reader, writer), upstream)
+    if method == "CONNECT":
+        await pipe((reader, writer), upstream)
+    else:
+        await _forward((reader, writer), upstream)
 
 
 async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -141,14 +146,34 @@ async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.Str
     return await asyncio.open_connection(address[0], address[1], family=family, proto=proto)
 
 
-def _origin_form(head: bytes, method: str, path: str, version: str) -> bytes:
-    """The request line with a path instead of a URL; one request per connection, since
-    the connection to Chromium stays with this one upstream."""
+async def _forward(client: Stream, upstream: Stream) -> None:
+    """One request's bytes up and its answer down, the answer's head saying ``close``."""
+
+    async def answer() -> None:
+        head = await upstream[0].readuntil(b"\r\n\r\n")
+        client[1].write(_closing(head, head.split(b"\r\n", 1)[0].decode("latin-1")))
+        await _copy(upstream[0], client[1])
+
+    try:
+        await until_first_ends(_copy(client[0], upstream[1]), answer())
+    finally:
+        await close_writer(upstream[1])
+        await close_writer(client[1])
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(CHUNK):
+        writer.write(data)
+        await writer.drain()
+
+
+def _closing(head: bytes, first_line: str) -> bytes:
+    """An HTTP head with ``first_line`` and ``Connection: close`` for its own: one request
+    per connection, since Chromium's connection stays with the upstream it was opened to."""
     lines = head.decode("latin-1").split("\r\n")[1:]
     kept = [line for line in lines if line and line.split(":", 1)[0].strip().lower()
             not in ("proxy-connection", "proxy-authorization", "connection", "keep-alive")]
-    return "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close",
-                        "", ""]).encode("latin-1")
+    return "\r\n".join([first_line, *kept, "Connection: close", "", ""]).encode("latin-1")
 
 
 async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
