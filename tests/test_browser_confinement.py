@@ -45,8 +45,8 @@ def anyio_backend() -> str:
 
 
 class World:
-    def __init__(self, server: Server, base: str, pids: list[int]) -> None:
-        self.server, self.base, self.pids = server, base, pids
+    def __init__(self, server: Server, base: str, pids: list[int], jails: list[Path]) -> None:
+        self.server, self.base, self.pids, self.jails = server, base, pids, jails
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +55,18 @@ async def world() -> AsyncIterator[World]:
         env = Environment("confined")
         browser = env.browser()
         pids: list[int] = []
+        jails: list[Path] = []
 
         @env.template()
         async def visit():
             await browser.goto(f"{base}/")
             pids.append(browser.current().chromium.proc.pid)
+            jails.append(browser.current().chromium.jail.root)
             yield "look around"
             yield 1.0
 
         async with serving(env) as server:
-            yield World(server, base, pids)
+            yield World(server, base, pids, jails)
 
 
 async def agent_page(client: Client, p: Any) -> Any:
@@ -188,4 +190,6 @@ async def test_chromium_is_not_root_and_has_no_host_files_or_network(world: Worl
         assert (root / "usr").is_dir()  # the check below looks into the browser's own view
         for path in ("root", "home", "etc/passwd", "etc/shadow", str(SOURCE).lstrip("/")):
             assert not (root / path).exists(), path
+        assert (world.jails[-1] / "profile" / "DevToolsActivePort").exists()
         await client.grade("x")
+    assert not world.jails[-1].exists()  # the profile went with the task
