@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import serving
+from hud.capabilities.cdp import Chromium
 from test_cdp import site
 
 from hud import Environment
@@ -45,8 +46,8 @@ def anyio_backend() -> str:
 
 
 class World:
-    def __init__(self, server: Server, base: str, pids: list[int], jails: list[Path]) -> None:
-        self.server, self.base, self.pids, self.jails = server, base, pids, jails
+    def __init__(self, server: Server, base: str, chromiums: list[Chromium]) -> None:
+        self.server, self.base, self.chromiums = server, base, chromiums
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +55,17 @@ async def world() -> AsyncIterator[World]:
     async with site({"/": HOME}) as base:
         env = Environment("confined")
         browser = env.browser()
-        pids: list[int] = []
-        jails: list[Path] = []
+        chromiums: list[Chromium] = []
 
         @env.template()
         async def visit():
             await browser.goto(f"{base}/")
-            pids.append(browser.current().chromium.proc.pid)
-            jails.append(browser.current().chromium.jail.root)
+            chromiums.append(browser.current().chromium)
             yield "look around"
             yield 1.0
 
         async with serving(env) as server:
-            yield World(server, base, pids, jails)
+            yield World(server, base, chromiums)
 
 
 async def agent_page(client: Client, p: Any) -> Any:
@@ -173,7 +172,7 @@ async def test_chromium_is_not_root_and_has_no_host_files_or_network(world: Worl
     /home or environment source."""
     async with open_client(world.server.url) as client:
         await client.start("visit")
-        browsers = [pid for pid in descendants(world.pids[-1])
+        browsers = [pid for pid in descendants(world.chromiums[-1].proc.pid)
                     if Path(f"/proc/{pid}/comm").read_text().strip() in ("chromium", "chrome")]
         assert browsers
         for pid in browsers:
@@ -190,6 +189,7 @@ async def test_chromium_is_not_root_and_has_no_host_files_or_network(world: Worl
         assert (root / "usr").is_dir()  # the check below looks into the browser's own view
         for path in ("root", "home", "etc/passwd", "etc/shadow", str(SOURCE).lstrip("/")):
             assert not (root / path).exists(), path
-        assert (world.jails[-1] / "profile" / "DevToolsActivePort").exists()
+        jail = world.chromiums[-1].jail.root
+        assert (jail / "profile" / "DevToolsActivePort").exists()
         await client.grade("x")
-    assert not world.jails[-1].exists()  # the profile went with the task
+    assert not jail.exists()  # the profile went with the task
