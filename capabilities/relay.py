@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from hud import ports
 from hud.tunnel import until_first_ends
 
 log = logging.getLogger(__name__)
@@ -36,14 +38,22 @@ class LoopbackServer:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._claimed: int | None = None
 
     @property
     def port(self) -> int:
         assert self._server is not None, f"{self.name}: not started"
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self) -> LoopbackServer:
+    async def start(self, sock: socket.socket | None = None) -> LoopbackServer:
+        """Listen on ``127.0.0.1:0``, a port registered as hud's (:mod:`hud.ports`); or,
+        given ``sock``, on that listening socket (one in another network namespace: its
+        port is not this host's, and is not registered)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._accept, sock=sock)
+            return self
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._claimed = ports.claim(self.port)
         return self
 
     async def aclose(self) -> None:
@@ -55,6 +65,9 @@ class LoopbackServer:
         if self._server is not None:
             await self._server.wait_closed()
         self._server = None
+        if self._claimed is not None:
+            ports.release(self._claimed)
+            self._claimed = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from . import capability, wsconn
+from . import capability, ports, wsconn
 from .address import TUNNEL_PREFIX
 from .errors import HudConnectionError
 from .nursery import Nursery
@@ -85,6 +85,7 @@ class Forwarder:
         self.errors: list[str] = []
         self.failed = asyncio.Event()  # set when a tunnel fails; cleared by whoever reads it
         self._server: asyncio.Server | None = None
+        self._claimed = 0  # the port registered in hud.ports
         self._opening = Nursery(f"hud-forwarder-{name}")  # tunnels being opened
         self._ends: set[TcpEnd] = set()
         self._sockets: set[WsConnection] = set()
@@ -98,6 +99,7 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         await self._opening.open()
         self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
+        self._claimed = ports.claim(self.port)  # a tunnel's end: not for the agent's browser
         return self
 
     def raise_for_errors(self) -> None:
@@ -109,6 +111,7 @@ class Forwarder:
 
     async def aclose(self) -> None:
         if self._server is not None:
+            ports.release(self._claimed)
             self._server.close()
         await self._opening.aclose()
         for end in list(self._ends):

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from . import ports
 from .address import CONTROL_PATH, TUNNEL_PREFIX
 from .control import ControlConnection
 from .environment import Environment
@@ -158,6 +159,7 @@ class Server:
         await self._tasks.open()
         self._sweeper = self._tasks.spawn(self._sweep(), name="hud-park-sweeper")
         if listen:
+            ports.claim(self.port)  # the agent's browser must never reach the control port
             log.info("serving %r on %s", self.env.name, self.url)
 
     @property
@@ -192,6 +194,7 @@ class Server:
             return
         self._closing = True
         if self._listener is not None:
+            ports.release(self.port)  # still bound: aclose runs once
             self._listener.close()
         conns = list(self.connections)
         for conn in conns:

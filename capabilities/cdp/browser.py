@@ -4,7 +4,8 @@ Lifecycle, as :meth:`Browser.attach` wires it into an environment:
 
 * **initialize**: find Chromium (a clear :class:`BrowserNotFound` otherwise), start the
   DevTools proxy on 127.0.0.1:0 and publish its binding (``http://127.0.0.1:<port>``).
-* **every task** (a task hook): a Chromium of its own, in a fresh temporary profile, so no
+* **every task** (a task hook): a Chromium of its own, confined (:mod:`.jail`: no host
+  files, no ``file://``, not root, no way to hud's ports), in a fresh temporary profile, so no
   cookie, storage entry, cache or history crosses from one rollout to another, including two
   rollouts running at once. Its secret path (``endpoint_path``) goes to that session alone
   in the bindings of ``tasks.start``; ``await client.open("browser")`` uses it. When the task
@@ -88,12 +89,14 @@ class Browser(Service):
     ``PATH``). ``args``: extra command-line flags. ``width``/``height``: the window size.
     ``desktop``: run headed on that :class:`~hud.capabilities.rfb.Desktop`'s task display
     (create the desktop first). ``spares``: headless browsers kept started ahead of demand.
+    ``sandbox=False`` turns off Chromium's own sandbox; the bubblewrap one around it stays
+    (see :mod:`hud.capabilities.cdp.jail`).
     """
 
     def __init__(
         self, name: str = "browser", *, executable: str | os.PathLike[str] | None = None,
         headless: bool = True, width: int = 1280, height: int = 800, args: Sequence[str] = (),
-        desktop: Desktop | None = None, spares: int = 1, sandbox: bool | None = None,
+        desktop: Desktop | None = None, spares: int = 1, sandbox: bool = True,
     ) -> None:
         self.name = name
         self.executable = executable
@@ -125,9 +128,8 @@ class Browser(Service):
             self._proxy = None
 
     async def _launch(self, display: str | None = None) -> Chromium:
-        env = {**os.environ, "DISPLAY": display} if display else None
         return await Chromium.launch(self._exe, headless=self.headless, width=self.width,
-                                     height=self.height, args=self.args, env=env,
+                                     height=self.height, args=self.args, display=display,
                                      sandbox=self.sandbox)
 
     @contextlib.asynccontextmanager

@@ -31,6 +31,7 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from hud import ports
 from hud.capability import Service
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
@@ -72,6 +73,7 @@ class RobotEndpoint(Service):
         self._idle: list[Instance] = []
         self._open = 0
         self._server: Server | None = None
+        self._claimed = 0  # the port registered in hud.ports
         self._closing: set[asyncio.Task[None]] = set()  # simulators being closed; see stop()
 
     @property
@@ -88,6 +90,7 @@ class RobotEndpoint(Service):
         limit = max(self.contract.max_chunk * self.contract.action.nbytes * 2, 1 << 16)
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=limit,
                                    compression=None)
+        self._claimed = ports.claim(next(iter(self._server.sockets)).getsockname()[1])
         self.publish(Binding(name=self.name, protocol=PROTOCOL, url=self.url,
                                params={"contract": msgspec.to_builtins(self.contract),
                                        "pace": self.rules.pace, "credentials": "per-episode"}))
@@ -96,6 +99,7 @@ class RobotEndpoint(Service):
         for episode in list(self.episodes.values()):
             episode.cancel("the environment is shutting down")
         if self._server is not None:
+            ports.release(self._claimed)
             self._server.close()
             await self._server.wait_closed()
             self._server = None

@@ -4,11 +4,15 @@ Every task gets its own Chromium with a fresh profile (``env.browser()``); the a
 it through the control port, with Playwright or any CDP client (see ``drive.py``).
 """
 
+import base64
 from pathlib import Path
 
 from hud import Environment
 
-PAGE = (Path(__file__).resolve().parent / "form.html").as_uri()
+# The browser cannot read files (it is confined, and file:// is blocked): the page goes in
+# the URL itself. A larger site would be served over http on 127.0.0.1.
+FORM = (Path(__file__).resolve().parent / "form.html").read_bytes()
+PAGE = "data:text/html;base64," + base64.b64encode(FORM).decode()
 
 env = Environment("browser-form", version="1.0.0")
 browser = env.browser()
