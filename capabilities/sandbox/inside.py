@@ -1,8 +1,14 @@
 """The spawner: the first process inside a sandbox, which starts every other one.
 
-It runs under the system's Python (``python3 -I -S``, standard library only) as the child of
-bubblewrap's pid 1, and is handed one end of a ``SOCK_SEQPACKET`` socket pair (its fd number
-is ``argv[1]``). Each datagram is one JSON object:
+It runs under the system's Python (``python3 -I -S``, standard library only) as the
+sandbox's pid 1 (``bwrap --as-pid-1``), and is handed one end of a ``SOCK_SEQPACKET``
+socket pair (its fd number is ``argv[1]``); ``argv[2]``, when given, is ``UID:GID``, the
+user every child runs as (the spawner then holds ``CAP_SETUID``, ``CAP_SETGID``,
+``CAP_SETPCAP`` and ``CAP_KILL``, and each child drops all of them before it runs
+anything). The spawner is not dumpable: nothing of its user may trace it, read its memory
+or take its fds (its socket to the host is what decides the grade).
+
+Each datagram is one JSON object:
 
 * host → spawner: ``{"op": "spawn", "id", "argv", "env", "cwd", "pty"}`` with the child's
   stdin, stdout and stderr passed as ``SCM_RIGHTS`` fds (one fd, the pty slave, when ``pty``);
@@ -17,6 +23,7 @@ SIGPIPE and SIGXFSZ back at their defaults. When the host closes its end, the sp
 every child's group and exits; under bubblewrap that ends the sandbox.
 """
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -24,10 +31,30 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import termios
 
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 47, 4
+CAP_LAST = 63
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def become(uid, gid):
+    """Drop every capability (ambient, bounding, then the rest) and become ``uid:gid``.
+    In the sandbox's user namespace neither id is root, so changing ids alone would keep
+    the capabilities: each must go explicitly."""
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for cap in range(CAP_LAST + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last: fine
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    header = ctypes.create_string_buffer(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
+    if libc.capset(header, ctypes.create_string_buffer(24)) != 0:
+        raise OSError(ctypes.get_errno(), "cannot drop capabilities")
 
 
 def send(sock, **message):
@@ -45,28 +72,38 @@ def find(name, env):
     raise FileNotFoundError(errno.ENOENT, "command not found", name)
 
 
-def start_child(message, fds):
-    """Start one child with ``fds`` as its stdio; returns its pid.
+def start_child(message, fds, user):
+    """Start one child with ``fds`` as its stdio, as ``user`` (``(uid, gid)``, or None for
+    ours); returns its pid.
 
     ``posix_spawn`` (vfork and exec) costs half of ``fork`` here; a pty child needs
-    ``TIOCSCTTY`` between the two, so it forks.
+    ``TIOCSCTTY`` between the two, and a child of another user must change ids, so those
+    fork.
     """
     argv, env = message["argv"], message.get("env") or {}
-    os.chdir(message.get("cwd") or "/")
-    if not message.get("pty"):
-        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-        return os.posix_spawn(find(argv[0], env), argv, env, file_actions=actions,
-                              setsid=True, setsigdef=RESET_SIGNALS)
+    cwd = message.get("cwd") or "/"
     path = find(argv[0], env)
+    if not os.path.isdir(cwd):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", cwd)
+    if user is None and not message.get("pty"):
+        os.chdir(cwd)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
+        return os.posix_spawn(path, argv, env, file_actions=actions,
+                              setsid=True, setsigdef=RESET_SIGNALS)
     pid = os.fork()
     if pid:
         return pid
     try:
         os.setsid()
-        fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
-        for target in range(3):
-            os.dup2(fds[0], target)
-        os.closerange(3, 1 << 16)
+        if message.get("pty"):
+            fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
+            fds = [fds[0]] * 3
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.closerange(3, 1 << 16)  # the socket to the host above all
+        if user is not None:
+            become(*user)
+        os.chdir(cwd)
         for number in RESET_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         os.execve(path, argv, env)
@@ -79,28 +116,31 @@ def signal_group(pid, sig):
     """Signal the process group of child ``pid``; False if it has gone."""
     try:
         os.killpg(pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
 
 def reap(sock, children):
-    while children:
+    """Reap every exited child, reporting those the host started (as the sandbox's pid 1
+    the spawner also inherits its orphans, which the host never heard of)."""
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        children.discard(pid)
-        send(sock, op="exit", pid=pid, status=os.waitstatus_to_exitcode(status))
+        if pid in children:
+            children.discard(pid)
+            send(sock, op="exit", pid=pid, status=os.waitstatus_to_exitcode(status))
 
 
-def handle(sock, children, groups, message, fds):
+def handle(sock, children, groups, message, fds, user):
     op = message.get("op")
     if op == "spawn":
         try:
-            pid = start_child(message, fds)
+            pid = start_child(message, fds, user)
         except OSError as exc:
             send(sock, op="failed", id=message["id"], error=f"{message['argv'][0]}: {exc}")
             return
@@ -115,8 +155,10 @@ def handle(sock, children, groups, message, fds):
 
 
 def main():
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
+    user = tuple(int(n) for n in sys.argv[2].split(":")) if len(sys.argv) > 2 else None
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -141,7 +183,7 @@ def main():
                 data = b""
             if not data:
                 break
-            handle(sock, children, groups, json.loads(data), fds)
+            handle(sock, children, groups, json.loads(data), fds, user)
     for pid in groups:
         signal_group(pid, signal.SIGKILL)
 
