@@ -51,6 +51,7 @@ class Spawner:
         self._spawned: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._orphans: set[int] = set()  # spawned for a caller that stopped waiting
+        self._gone: SpawnerGone | None = None  # why the sandbox ended, once it has
         self._reader = asyncio.create_task(self._read(), name="hud-sandbox-spawner")
 
     async def wait_ready(self, timeout: float) -> None:
@@ -121,7 +122,7 @@ class Spawner:
                 finally:
                     loop.remove_writer(self.sock)
             except OSError as exc:
-                raise SpawnerGone(f"the sandbox is gone: {exc}") from None
+                raise self._gone or SpawnerGone(f"the sandbox is gone: {exc}") from None
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,6 +190,7 @@ class Spawner:
         return future
 
     def _fail_all(self, gone: SpawnerGone) -> None:
+        self._gone = gone
         for future in [self._ready, *self._spawned.values(), *self._exits.values()]:
             if not future.done():
                 future.set_exception(gone)
