@@ -228,8 +228,11 @@ async def test_a_foreign_abi_call_kills_the_caller(shell: Shell) -> None:
 async def test_the_agent_is_an_unprivileged_user_of_its_own(shell: Shell, root: Path) -> None:
     ids = await shell.run("id -u; id -g; whoami; stat -c %u:%g /workspace")
     assert ids.stdout.split() == ["1000", "1000", "agent", "1000:1000"]
-    # the agent's user still owns its workspace: it edits and creates files
+    # the agent's user still owns its workspace (it edits and creates files) and may use
+    # /tmp and /dev/shm (POSIX semaphores live there)
     await shell.run("echo changed > README.md && mkdir -p new && echo x > new/file", check=True)
+    await shell.run("touch /tmp/t /dev/shm/t && python3 -c 'import multiprocessing as m; "
+                    "m.Lock()'", check=True)
     assert (await shell.read_text("new/file")) == "x\n"
     assert (root / "README.md").read_text() == "pristine\n"
 

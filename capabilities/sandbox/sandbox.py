@@ -261,7 +261,8 @@ class Sandbox:
                  "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
                  "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
                  "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--tmpfs", "/tmp", "--perms", "0755", "--dir", "/etc"]
+                 "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm",
+                 "--perms", "0755", "--dir", "/etc"]
         for name in ETC:
             args += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
         host_etc = ["alternatives", "ld.so.cache"]
