@@ -35,26 +35,65 @@ import struct
 import sys
 import termios
 
-RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# SIGINT too: the spawner ignores it (see main), and ignoring is inherited through exec
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 47, 4
 CAP_LAST = 63
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-def become(uid, gid):
-    """Drop every capability (ambient, bounding, then the rest) and become ``uid:gid``.
-    In the sandbox's user namespace neither id is root, so changing ids alone would keep
-    the capabilities: each must go explicitly."""
+def set_capabilities(effective_and_permitted):
+    """Keep ``effective_and_permitted`` (a mask) or nothing; never any inheritable ones."""
+    header = ctypes.create_string_buffer(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
+    low, high = effective_and_permitted & 0xFFFFFFFF, effective_and_permitted >> 32
+    data = ctypes.create_string_buffer(struct.pack("=6I", low, low, 0, high, high, 0))
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "cannot set capabilities")
+
+
+def confine():
+    """What no child may inherit: ambient and inheritable capabilities, the bounding set
+    (execs start from it) and supplementary groups. The spawner keeps only its effective
+    capabilities, which an exec drops: in the sandbox's user namespace no id is root, so
+    no exec regains any."""
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     for cap in range(CAP_LAST + 1):
         libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last: fine
+    header = ctypes.create_string_buffer(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
+    data = ctypes.create_string_buffer(24)
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "cannot read capabilities")
+    low, _, _, high, _, _ = struct.unpack("=6I", data.raw)
+    set_capabilities(low | high << 32)
     os.setgroups([])
+
+
+def become(uid, gid):
+    """In a forked child: become ``uid:gid`` with no capabilities at all (changing ids
+    alone would keep them: neither id is root in the namespace)."""
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
-    header = ctypes.create_string_buffer(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
-    if libc.capset(header, ctypes.create_string_buffer(24)) != 0:
-        raise OSError(ctypes.get_errno(), "cannot drop capabilities")
+    set_capabilities(0)
+
+
+def spawn_as(user, cwd, path, argv, env, fds):
+    """``posix_spawn`` with the spawner's real and effective ids switched to ``user``
+    (``(uid, gid)`` or None) for the call: the exec gives the child those for all three
+    (real, effective, saved), and ``cwd`` is entered with the user's rights."""
+    own = os.getresuid()[2], os.getresgid()[2]  # the saved ids stay the spawner's
+    if user is not None:
+        os.setresgid(user[1], user[1], -1)
+        os.setresuid(user[0], user[0], -1)
+    try:
+        os.chdir(cwd)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
+        return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+                              setsigdef=RESET_SIGNALS)
+    finally:
+        if user is not None:
+            os.setresuid(own[0], own[0], own[0])
+            os.setresgid(own[1], own[1], own[1])
 
 
 def send(sock, **message):
@@ -77,29 +116,23 @@ def start_child(message, fds, user):
     ours); returns its pid.
 
     ``posix_spawn`` (vfork and exec) costs half of ``fork`` here; a pty child needs
-    ``TIOCSCTTY`` between the two, and a child of another user must change ids, so those
-    fork.
+    ``TIOCSCTTY`` between the two, so it forks.
     """
     argv, env = message["argv"], message.get("env") or {}
     cwd = message.get("cwd") or "/"
     path = find(argv[0], env)
+    if not message.get("pty"):
+        return spawn_as(user, cwd, path, argv, env, fds)
     if not os.path.isdir(cwd):
         raise FileNotFoundError(errno.ENOENT, "no such directory", cwd)
-    if user is None and not message.get("pty"):
-        os.chdir(cwd)
-        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-        return os.posix_spawn(path, argv, env, file_actions=actions,
-                              setsid=True, setsigdef=RESET_SIGNALS)
     pid = os.fork()
     if pid:
         return pid
     try:
         os.setsid()
-        if message.get("pty"):
-            fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
-            fds = [fds[0]] * 3
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
+        fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
+        for target in range(3):
+            os.dup2(fds[0], target)
         os.closerange(3, 1 << 16)  # the socket to the host above all
         if user is not None:
             become(*user)
@@ -159,6 +192,11 @@ def main():
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
     user = tuple(int(n) for n in sys.argv[2].split(":")) if len(sys.argv) > 2 else None
+    if user is not None:
+        confine()
+    # For the instant a spawn takes, the spawner's real id is the agent's, whose processes
+    # may then signal it; as pid 1 it gets only the signals it handles: not this one
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
