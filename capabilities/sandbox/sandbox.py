@@ -5,8 +5,8 @@ With bubblewrap (``isolation == "bwrap"``) a sandbox has its own mount, PID, IPC
 commands run as ``agent`` (uid 1000) with no capabilities (an unprivileged host id when the
 server is root, see :mod:`.users`), a seccomp filter refusing the system calls a shell has
 no use for (:mod:`.seccomp`), and (where a cgroup hierarchy is writable) its own group
-capping its processes and memory. Its root holds
-``/usr`` read-only, a fresh ``/proc``, ``/dev`` and ``/tmp``, three synthetic files in
+capping its processes and memory. Its root holds ``/usr`` read-only, a fresh ``/proc``,
+``/dev``, ``/dev/shm`` and ``/tmp``, three synthetic files in
 ``/etc``, and the session's view of the workspace at the guest path; the rest of the host is
 absent. bwrap starts with an empty environment, so no process inside (not even its pid 1,
 via ``/proc/1/environ``) sees the server's variables.
