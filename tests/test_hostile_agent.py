@@ -323,3 +323,21 @@ async def test_any_message_out_of_place_closes_the_sandbox(
     assert await closed_by_host(inside)
     with pytest.raises(SandboxCompromised):
         await spawner.spawn(["true"], [], env={}, cwd="/")
+
+
+async def test_a_late_answer_to_a_cancelled_spawn_is_no_violation(
+    pair: tuple[Spawner, socket.socket],
+) -> None:
+    spawner, inside = pair
+    inside.setblocking(False)
+    loop = asyncio.get_running_loop()
+    spawning = asyncio.create_task(spawner.spawn(["sleep", "9"], [], env={}, cwd="/"))
+    request = json.loads(await loop.sock_recv(inside, 1 << 16))
+    spawning.cancel()  # the caller gave up before the child started
+    await asyncio.gather(spawning, return_exceptions=True)
+    inside.send(json.dumps({"op": "spawned", "id": request["id"], "pid": 11}).encode())
+    kill = json.loads(await loop.sock_recv(inside, 1 << 16))
+    assert kill == {"op": "kill", "pid": 11, "sig": 9}  # nobody holds it: the host ends it
+    inside.send(json.dumps({"op": "exit", "pid": 11, "status": -9}).encode())
+    await asyncio.sleep(0.05)
+    assert spawner.alive

@@ -151,35 +151,41 @@ class Spawner:
             return
         if not self._ready.done():
             raise _Violation(f"{str(op)[:40]!r} before ready")
-        if op == "spawned":
-            pid = _integer(message, "pid")
-            if pid in self._exits and not self._exits[pid].done():
-                raise _Violation(f"pid {pid} spawned while it runs")
-            self._exits[pid] = asyncio.get_running_loop().create_future()
-            request = self._answer(message)
-            if request.cancelled():  # nobody holds this child: end it
-                self._orphans.add(pid)
-                with contextlib.suppress(OSError):
-                    self.sock.send(json.dumps({"op": "kill", "pid": pid, "sig": 9}).encode())
-            else:
-                request.set_result(pid)
-        elif op == "failed":
-            request = self._answer(message)
-            if not request.cancelled():
-                error = str(message.get("error", "cannot start"))[:500]
-                request.set_exception(FileNotFoundError(error))
-        elif op == "exit":
-            pid, status = _integer(message, "pid"), _integer(message, "status")
-            future = self._exits.get(pid)
-            if future is None or future.done():
-                raise _Violation(f"exit of pid {pid}, which the host did not spawn or "
-                                 "already saw exit")
-            future.set_result(status)
-            if pid in self._orphans:
-                self._orphans.discard(pid)
-                del self._exits[pid]
-        else:
+        handler = {"spawned": self._on_spawned, "failed": self._on_failed,
+                   "exit": self._on_exit}.get(str(op))
+        if handler is None:
             raise _Violation(f"unexpected message {str(op)[:40]!r}")
+        handler(message)
+
+    def _on_spawned(self, message: dict[str, Any]) -> None:
+        pid = _integer(message, "pid")
+        if pid in self._exits and not self._exits[pid].done():
+            raise _Violation(f"pid {pid} spawned while it runs")
+        request = self._answer(message)
+        self._exits[pid] = asyncio.get_running_loop().create_future()
+        if not request.cancelled():
+            request.set_result(pid)
+            return
+        self._orphans.add(pid)  # nobody holds this child: end it
+        with contextlib.suppress(OSError):
+            self.sock.send(json.dumps({"op": "kill", "pid": pid, "sig": 9}).encode())
+
+    def _on_failed(self, message: dict[str, Any]) -> None:
+        request = self._answer(message)
+        if not request.cancelled():
+            error = str(message.get("error", "cannot start"))[:500]
+            request.set_exception(FileNotFoundError(error))
+
+    def _on_exit(self, message: dict[str, Any]) -> None:
+        pid, status = _integer(message, "pid"), _integer(message, "status")
+        future = self._exits.get(pid)
+        if future is None or future.done():
+            raise _Violation(f"exit of pid {pid}, which the host did not spawn or already "
+                             "saw exit")
+        future.set_result(status)
+        if pid in self._orphans:
+            self._orphans.discard(pid)
+            del self._exits[pid]
 
     def _answer(self, message: dict[str, Any]) -> asyncio.Future[int]:
         """The :meth:`spawn` request that ``message`` answers (cancelled if its caller
