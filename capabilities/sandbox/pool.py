@@ -47,7 +47,7 @@ class Sandboxes:
         if self.users is not None:  # bubblewrap runs as the sandbox's user: let it reach in
             for path in (self.scratch, self.views_dir):
                 os.chmod(path, 0o711)
-        if self.users is not None and self.users.lower is None:
+        if self.users is not None and self.users.idmap is None:
             self.overlay = False  # an overlay would show the agent files it cannot change
         self.live: set[Sandbox] = set()
         self.spares: list[Sandbox] = []
@@ -99,10 +99,9 @@ class Sandboxes:
         owner = None if self.users is None else AGENT_HOST_ID
         if not self.overlay:
             return await asyncio.to_thread(open_view, self.config.root, self.views_dir,
-                                           size=self.config.size, overlay=None, owner=owner)
-        lower = self.config.root if self.users is None else self.users.lower
-        view = open_view(self.config.root, self.views_dir, size=self.config.size,
-                         overlay=lower, owner=owner)
+                                           size=self.config.size, overlay=False, owner=owner)
+        view = open_view(self.config.root, self.views_dir, size=self.config.size, overlay=True,
+                         owner=owner, idmap=None if self.users is None else self.users.idmap)
         self.overlay = isinstance(view, OverlayView)  # after one failure, copy from now on
         return view
 

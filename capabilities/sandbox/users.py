@@ -9,14 +9,17 @@ unprivileged host id, ``HOST_BASE`` plus the id inside, a range no distribution 
 (systemd's container ranges end below 1,879,048,192).
 
 The pristine tree belongs to some host user (root, typically), which the agent is not; an
-idmapped mount of it (:attr:`Users.lower`) shows the tree's owner as the agent, so that
-the overlay views built on it let the agent change the files as if they were its own, while
-the tree itself stays untouched. Where the tree's filesystem cannot be idmapped,
-:attr:`Users.lower` is None and views are copies owned by the agent.
+idmapped mount of it (read-only, under :attr:`Users.idmap`) shows the tree's owner as the
+agent, so that an overlay view built on it lets the agent change the files as if they were
+its own, while the tree itself stays untouched. Each view mounts its own and detaches it as
+soon as the overlay holds it, so that nothing of it is left on the host even if the server
+dies. Where the tree's filesystem cannot be idmapped, :attr:`Users.idmap` is None and views
+are copies owned by the agent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -72,6 +75,10 @@ def user_namespace(uid_map: str, gid_map: str) -> int:
         helper.wait()
 
 
+def detach(target: str) -> None:
+    _check(_libc.umount2(target.encode(), MNT_DETACH), f"detach {target}")
+
+
 def idmapped_mount(source: str, target: str, userns: int) -> None:
     """Mount ``source`` on ``target``, read-only (whatever deletes ``target`` by mistake
     cannot reach ``source``), with its owners mapped through ``userns``."""
@@ -89,38 +96,35 @@ def idmapped_mount(source: str, target: str, userns: int) -> None:
 
 
 class Users:
-    """The sandboxes' user namespace (:attr:`userns`, for ``bwrap --userns``) and the
-    agent-owned view of the pristine tree (:attr:`lower`). :meth:`close` at the end."""
+    """The sandboxes' user namespace (:attr:`userns`, for ``bwrap --userns``) and, where
+    the pristine tree's filesystem can be idmapped, the mapping under which views show the
+    tree's owner as the agent (:attr:`idmap`, for :func:`idmapped_mount`; None where it
+    cannot). :meth:`close` at the end."""
 
     def __init__(self, pristine: str, scratch: str) -> None:
         ids = f"{SPAWNER_ID} {SPAWNER_HOST_ID} 1\n{AGENT_ID} {AGENT_HOST_ID} 1\n"
         self.userns = user_namespace(ids, ids)
-        self.lower: str | None = None
+        owner = os.stat(pristine)
+        self.idmap: int | None = user_namespace(f"{owner.st_uid} {AGENT_HOST_ID} 1\n",
+                                                f"{owner.st_gid} {AGENT_HOST_ID} 1\n")
+        probe = os.path.join(scratch, "idmap-probe")
         try:
-            self.lower = self._idmap(pristine, os.path.join(scratch, "lower"))
+            os.mkdir(probe)
+            idmapped_mount(pristine, probe, self.idmap)
+            detach(probe)
         except OSError as exc:
             log.warning("cannot idmap %s (%s): each sandbox gets a copy of it", pristine, exc)
-
-    @staticmethod
-    def _idmap(pristine: str, target: str) -> str:
-        owner = os.stat(pristine)
-        mapping = user_namespace(f"{owner.st_uid} {AGENT_HOST_ID} 1\n",
-                                 f"{owner.st_gid} {AGENT_HOST_ID} 1\n")
-        try:
-            os.mkdir(target)
-            idmapped_mount(pristine, target, mapping)
+            os.close(self.idmap)
+            self.idmap = None
         finally:
-            os.close(mapping)
-        return target
+            with contextlib.suppress(OSError):
+                os.rmdir(probe)
 
     def close(self) -> None:
-        if self.lower is not None:
-            if _libc.umount2(self.lower.encode(), MNT_DETACH) == 0:
-                os.rmdir(self.lower)
-            self.lower = None
-        if self.userns >= 0:
-            os.close(self.userns)
-            self.userns = -1
+        for fd in (self.userns, self.idmap):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self.userns, self.idmap = -1, None
 
 
 def open_users(pristine: str, scratch: str) -> Users | None:

@@ -22,6 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .users import idmapped_mount
+
 log = logging.getLogger(__name__)
 
 MNT_DETACH = 2
@@ -58,10 +60,13 @@ class View:
 
 
 class OverlayView(View):
-    """``owner`` (a host uid and gid) owns the view's root, which the pristine tree's owner
-    should be too (seen through an idmapped ``pristine``, see :mod:`.users`)."""
+    """``owner`` (a host uid and gid) owns the view's root; with ``idmap`` (see
+    :mod:`.users`) the lower layer is ``pristine`` seen through it, in which the tree's
+    owner is ``owner`` too."""
 
-    def __init__(self, pristine: str, views_dir: str, size: str, owner: int | None) -> None:
+    def __init__(
+        self, pristine: str, views_dir: str, size: str, owner: int | None, idmap: int | None
+    ) -> None:
         self.base = tempfile.mkdtemp(prefix="v", dir=views_dir)
         self.path = os.path.join(self.base, "m")
         self.mounted: list[str] = []
@@ -72,10 +77,19 @@ class OverlayView(View):
                 os.mkdir(os.path.join(self.base, sub))
             if owner is not None:  # the upper root is the view's root
                 os.chown(os.path.join(self.base, "u"), owner, owner)
-            options = (f"lowerdir={pristine},upperdir={self.base}/u,workdir={self.base}/w,"
+            lower = pristine
+            if idmap is not None:
+                lower = os.path.join(self.base, "l")
+                os.mkdir(lower)
+                idmapped_mount(pristine, lower, idmap)
+                self.mounted.append(lower)
+            options = (f"lowerdir={lower},upperdir={self.base}/u,workdir={self.base}/w,"
                        "redirect_dir=on")
             _mount("overlay", self.path, "overlay", options)
             self.mounted.append(self.path)
+            if idmap is not None:  # the overlay holds its own reference to the lower layer
+                _detach(lower)
+                self.mounted.remove(lower)
         except BaseException:
             self.close()
             raise
@@ -119,13 +133,14 @@ def overlay_supported(pristine: str) -> bool:
 
 
 def open_view(
-    pristine: str, views_dir: str, *, size: str, overlay: str | None, owner: int | None = None
+    pristine: str, views_dir: str, *, size: str, overlay: bool, owner: int | None = None,
+    idmap: int | None = None,
 ) -> View:
-    """A fresh view of ``pristine``: an overlay on ``overlay`` (the pristine tree, or an
-    idmapped mount of it) when given and possible, else a copy; ``owner`` owns it."""
-    if overlay is not None:
+    """A fresh view of ``pristine``: an overlay when allowed and possible, else a copy;
+    ``owner`` owns it (``idmap``: see :class:`OverlayView`)."""
+    if overlay:
         try:
-            return OverlayView(overlay, views_dir, size, owner)
+            return OverlayView(pristine, views_dir, size, owner, idmap)
         except OSError as exc:
             log.warning("overlay view failed (%s); copying the workspace instead", exc)
     return CopyView(pristine, views_dir, owner)
