@@ -77,16 +77,17 @@ def become(uid, gid):
     set_capabilities(0)
 
 
-def spawn_as(user, cwd, path, argv, env, fds):
+def spawn_as(user, cwd, argv, env, fds):
     """``posix_spawn`` with the spawner's real and effective ids switched to ``user``
     (``(uid, gid)`` or None) for the call: the exec gives the child those for all three
-    (real, effective, saved), and ``cwd`` is entered with the user's rights."""
+    (real, effective, saved), and ``cwd`` and the command are looked up with its rights."""
     own = os.getresuid()[2], os.getresgid()[2]  # the saved ids stay the spawner's
     if user is not None:
         os.setresgid(user[1], user[1], -1)
         os.setresuid(user[0], user[0], -1)
     try:
         os.chdir(cwd)
+        path = find(argv[0], env)
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
         return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
                               setsigdef=RESET_SIGNALS)
@@ -120,9 +121,9 @@ def start_child(message, fds, user):
     """
     argv, env = message["argv"], message.get("env") or {}
     cwd = message.get("cwd") or "/"
-    path = find(argv[0], env)
     if not message.get("pty"):
-        return spawn_as(user, cwd, path, argv, env, fds)
+        return spawn_as(user, cwd, argv, env, fds)
+    path = find(argv[0], env)
     if not os.path.isdir(cwd):
         raise FileNotFoundError(errno.ENOENT, "no such directory", cwd)
     pid = os.fork()
