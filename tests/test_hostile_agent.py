@@ -336,7 +336,8 @@ async def test_a_late_answer_to_a_cancelled_spawn_is_no_violation(
     spawning.cancel()  # the caller gave up before the child started
     await asyncio.gather(spawning, return_exceptions=True)
     inside.send(json.dumps({"op": "spawned", "id": request["id"], "pid": 11}).encode())
-    kill = json.loads(await loop.sock_recv(inside, 1 << 16))
+    async with asyncio.timeout(5):
+        kill = json.loads(await loop.sock_recv(inside, 1 << 16))
     assert kill == {"op": "kill", "pid": 11, "sig": 9}  # nobody holds it: the host ends it
     inside.send(json.dumps({"op": "exit", "pid": 11, "status": -9}).encode())
     await asyncio.sleep(0.05)
