@@ -11,10 +11,11 @@ unprivileged host id, ``HOST_BASE`` plus the id inside, a range no distribution 
 The pristine tree belongs to some host user (root, typically), which the agent is not; an
 idmapped mount of it (read-only, under :attr:`Users.idmap`) shows the tree's owner as the
 agent, so that an overlay view built on it lets the agent change the files as if they were
-its own, while the tree itself stays untouched. Each view mounts its own and detaches it as
-soon as the overlay holds it, so that nothing of it is left on the host even if the server
-dies. Where the tree's filesystem cannot be idmapped, :attr:`Users.idmap` is None and views
-are copies owned by the agent.
+its own, while the tree itself stays untouched (files of any other owner show as
+``nobody``: the agent may read them as others may, not change them). Each view mounts
+its own and detaches it as soon as the overlay holds it, so that nothing of it is left on
+the host even if the server dies. Where the tree's filesystem cannot be idmapped,
+:attr:`Users.idmap` is None and views are copies owned by the agent.
 """
 
 from __future__ import annotations
