@@ -18,12 +18,15 @@ boot. With ``desktop=`` the browser is headed, on that task's display, and no sp
 
 Templates drive the task's browser for setup and grading: ``await browser.goto(url)``,
 ``await browser.evaluate("...")``, ``await browser.text("#status")``, or
-``await browser.devtools()`` for everything else. A browser that crashed raises
-:class:`BrowserFailed` there, saying how it ended; the environment serves on.
+``await browser.devtools()`` for everything else. A browser that exited during its task
+raises :class:`BrowserLost` there, saying how it ended: the agent drives the browser and can
+end it (``Browser.close`` or ``Browser.crash`` over CDP), so in grading that scores the task
+0 with the cause (:class:`~hud.errors.CapabilityLost`); the environment serves on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -32,6 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hud.capability import Service
+from hud.errors import CapabilityLost
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -47,6 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROTOCOL = "cdp/1.3"
+
+
+class BrowserLost(BrowserFailed, CapabilityLost):
+    """The task's browser exited while its task ran (the agent may have crashed it)."""
 
 
 class TaskBrowser:
@@ -65,15 +73,24 @@ class TaskBrowser:
             try:
                 self._devtools = await DevTools.connect(endpoint)
             except (ConnectionError, OSError) as exc:
-                self.check()
+                await self.check_exited()
                 raise BrowserFailed(f"the browser of {self.task} does not answer: {exc}") \
                     from exc
         return self._devtools
 
+    async def check_exited(self, grace: float = 1.0) -> None:
+        """:meth:`check`, once a browser that stopped answering had ``grace`` seconds to be
+        seen exiting (a crash closes its sockets before its exit is reaped)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.chromium.proc.wait()
+        self.check()
+
     def check(self) -> None:
+        """Raise :class:`BrowserLost` if the browser has exited."""
         if not self.chromium.alive:
-            raise BrowserFailed(f"the browser of {self.task} is gone "
-                                f"({self.chromium.exit_reason()})")
+            raise BrowserLost(f"the browser of {self.task} is gone "
+                              f"({self.chromium.exit_reason()})")
 
     async def aclose(self) -> None:
         if self._devtools is not None:
@@ -197,7 +214,7 @@ class Browser(Service):
         try:
             return await action(await handle.devtools())
         except CDPConnectionLost as exc:
-            handle.check()  # a crash explains itself better than a lost socket
+            await handle.check_exited()  # a crash explains itself better than a lost socket
             raise BrowserFailed(f"the browser of {handle.task} stopped answering: {exc}") \
                 from exc
 
