@@ -29,12 +29,22 @@ def _setpriv() -> str | None:
     return shutil.which("setpriv")
 
 
-def bound_to_us(argv: Sequence[str]) -> list[str]:
+def bound_to_us(argv: Sequence[str], *, uid: int | None = None) -> list[str]:
     """``argv`` wrapped so that the kernel kills it when this process dies, even by
     SIGKILL (``setpriv --pdeathsig``, from util-linux, then ``exec``: same pid, no fork of
     this process). Without setpriv, ``argv`` as it is: cleanup then relies on this process
-    exiting normally."""
+    exiting normally.
+
+    ``uid``: run as that uid, and the group of the same number, with no supplementary
+    groups; the same setpriv switches first and then sets the death signal, which a change
+    of uid would clear. Raises :class:`FileNotFoundError` without setpriv."""
     setpriv = _setpriv()
+    if uid is not None:
+        if setpriv is None:
+            raise FileNotFoundError("running a program as another user needs setpriv: "
+                                    "apt-get install util-linux")
+        return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "--pdeathsig", "KILL", "--", *argv]
     return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from hud import ports
+from hud.nursery import Nursery
 from hud.tunnel import until_first_ends
 
 log = logging.getLogger(__name__)
@@ -35,31 +38,45 @@ class LoopbackServer:
         self.name = name
         self._handler = handler
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections = Nursery(f"{name} connections")
+        self._claimed: int | None = None
 
     @property
     def port(self) -> int:
         assert self._server is not None, f"{self.name}: not started"
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self) -> LoopbackServer:
+    async def start(self, sock: socket.socket | None = None) -> LoopbackServer:
+        """Listen on ``127.0.0.1:0``, a port registered as hud's (:mod:`hud.ports`); or,
+        given ``sock``, on that listening socket (one in another network namespace: its
+        port is not this host's, and is not registered)."""
+        await self._connections.open()
+        if sock is not None:
+            self._server = await asyncio.start_server(self._accept, sock=sock)
+            return self
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._claimed = ports.claim(self.port)
         return self
 
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._connections.aclose()
         if self._server is not None:
             await self._server.wait_closed()
         self._server = None
+        if self._claimed is not None:
+            ports.release(self._claimed)
+            self._claimed = None
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # a plain callback: the connection's task is the nursery's, not one asyncio makes
+        if not self._connections.accepting:
+            writer.close()
+            return
+        self._connections.spawn(self._serve(reader, writer))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._handler(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -67,7 +84,6 @@ class LoopbackServer:
         except Exception:
             log.exception("%s: a connection failed", self.name)
         finally:
-            self._connections.discard(task)
             await close_writer(writer)
 
 

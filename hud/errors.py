@@ -33,3 +33,14 @@ class ToolError(Exception):
     is never fatal. A failure no tool call can recover from (a lost connection to the
     environment, a model API that keeps failing) must not be a ``ToolError``: it ends the run.
     """
+
+
+class CapabilityLost(Exception):
+    """A task's capability died under the agent: its sandbox was killed, its browser crashed.
+
+    The capabilities' template-side APIs (``workspace.run``, ``browser.evaluate``, ...) raise
+    it when they find their task's daemon gone. The agent controls what runs there, so this is
+    the agent's failure, not the infrastructure's: when it escapes a template's grading code,
+    the task is scored 0 with ``info["cause"]`` set to the message. Anywhere else (setup,
+    before the agent has acted) it is an ordinary template error.
+    """

@@ -21,9 +21,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from . import capability, wsconn
+from . import capability, ports, wsconn
 from .address import TUNNEL_PREFIX
 from .errors import HudConnectionError
+from .nursery import Nursery
 from .protocol.messages import Binding
 from .tunnel import TcpEnd
 from .wsconn import WsConnection
@@ -84,7 +85,8 @@ class Forwarder:
         self.errors: list[str] = []
         self.failed = asyncio.Event()  # set when a tunnel fails; cleared by whoever reads it
         self._server: asyncio.Server | None = None
-        self._opening: set[asyncio.Task[None]] = set()
+        self._claimed = 0  # the port registered in hud.ports
+        self._opening = Nursery(f"hud-forwarder-{name}")  # tunnels being opened
         self._ends: set[TcpEnd] = set()
         self._sockets: set[WsConnection] = set()
 
@@ -95,7 +97,9 @@ class Forwarder:
 
     async def start(self) -> Forwarder:
         loop = asyncio.get_running_loop()
+        await self._opening.open()
         self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
+        self._claimed = ports.claim(self.port)  # a tunnel's end: not for the agent's browser
         return self
 
     def raise_for_errors(self) -> None:
@@ -107,10 +111,9 @@ class Forwarder:
 
     async def aclose(self) -> None:
         if self._server is not None:
+            ports.release(self._claimed)
             self._server.close()
-        for task in list(self._opening):
-            task.cancel()
-        await asyncio.gather(*self._opening, return_exceptions=True)
+        await self._opening.aclose()
         for end in list(self._ends):
             end.close()
         await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
@@ -119,10 +122,11 @@ class Forwarder:
 
     def _accept(self) -> TcpEnd:
         end = TcpEnd()
+        if not self._opening.accepting:  # closing: refuse the connection
+            end.close()
+            return end
         self._ends.add(end)
-        task = asyncio.ensure_future(self._open(end))
-        self._opening.add(task)
-        task.add_done_callback(self._opening.discard)
+        self._opening.spawn(self._open(end))
         return end
 
     async def _open(self, end: TcpEnd) -> None:

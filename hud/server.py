@@ -26,11 +26,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from . import ports
 from .address import CONTROL_PATH, TUNNEL_PREFIX
 from .control import ControlConnection
 from .environment import Environment
 from .handlers import Host
 from .memory import MemoryEnd, memory_pipe
+from .nursery import Nursery
 from .protocol import codec
 from .protocol.errors import Unauthorized
 from .protocol.messages import PROTOCOL_VERSION, TemplateInfo
@@ -116,9 +118,8 @@ class Server:
         self.connections: set[ControlConnection] = set()
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
-        self._group: asyncio.TaskGroup | None = None  # owns every task of the server
-        self._root: asyncio.Task[None] | None = None  # runs the group
-        self._stop = asyncio.Event()
+        self._tasks = Nursery("hud-server")  # owns every task of the server
+        self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
@@ -155,20 +156,11 @@ class Server:
         except BaseException:
             await self.env.stop()
             raise
-        ready = asyncio.get_running_loop().create_future()
-        self._root = asyncio.create_task(self._own_tasks(ready), name="hud-server")
-        await ready
+        await self._tasks.open()
+        self._sweeper = self._tasks.spawn(self._sweep(), name="hud-park-sweeper")
         if listen:
+            ports.claim(self.port)  # the agent's browser must never reach the control port
             log.info("serving %r on %s", self.env.name, self.url)
-
-    async def _own_tasks(self, ready: asyncio.Future[None]) -> None:
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            sweeper = group.create_task(self._sweep(), name="hud-park-sweeper")
-            ready.set_result(None)
-            await self._stop.wait()
-            sweeper.cancel()
-        self._group = None
 
     @property
     def port(self) -> int:
@@ -202,6 +194,7 @@ class Server:
             return
         self._closing = True
         if self._listener is not None:
+            ports.release(self.port)  # still bound: aclose runs once
             self._listener.close()
         conns = list(self.connections)
         for conn in conns:
@@ -213,9 +206,9 @@ class Server:
             *(ws.close() for ws in list(self._sockets)),
             return_exceptions=True,
         )
-        self._stop.set()
-        if self._root is not None:
-            await self._root
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self._tasks.aclose(cancel=False)  # the connections finish accepted work
         runners = []
         for session in self.registry:
             self.registry.remove(session)
@@ -227,12 +220,12 @@ class Server:
         log.info("stopped %r", self.env.name)
 
     def _spawn(self, work: Coroutine[Any, Any, None], transport: Transport) -> None:
-        """Run ``work`` in the server's task group; once shutting down, close instead."""
-        if self._group is None or self._closing:
+        """Run ``work`` in the server's nursery; once shutting down, close instead."""
+        if self._closing or not self._tasks.accepting:
             work.close()
             transport.close_soon(1001, "server shutting down")
             return
-        self._group.create_task(_logged(work))
+        self._tasks.spawn(work)
 
     async def _sweep(self) -> None:
         interval = max(min(self.config.park_ttl / 4, 5.0), 0.01)
@@ -304,14 +297,6 @@ class Server:
         except OSError as exc:
             log.warning("tunnel to %r failed: %s", name, exc)
             await ws.close(1011, str(exc)[:120])
-
-
-async def _logged(work: Coroutine[Any, Any, None]) -> None:
-    """A failure of one connection's work is logged; it never ends the task group."""
-    try:
-        await work
-    except Exception:
-        log.exception("a connection failed")
 
 
 def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:

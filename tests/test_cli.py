@@ -193,6 +193,25 @@ def test_task_list_from_source_and_server(letter_count: Served) -> None:
     hud("task", "grade", "count_letter", "--answer", "3", "--url", letter_count.url)
 
 
+def test_task_status_lists_running_and_parked_tasks(letter_count: Served) -> None:
+    url = ["--url", letter_count.url]
+    empty = hud("task", "status", *url)
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "0 task(s)" in empty.stderr
+    started = hud("task", "start", "count_letter", "--args", '{"word": "kiwi", "letter": "i"}',
+                  *url)
+    session = started.stderr.split("session: ")[1].split()[0]
+    [line] = hud("task", "status", *url).stdout.splitlines()
+    sid, template, state, age, args = line.split("\t")
+    assert (sid, template, json.loads(args)) == (session, "count_letter",
+                                                 {"word": "kiwi", "letter": "i"})
+    assert state.startswith("parked(") and age.endswith("s")  # the CLI disconnected
+    [task] = json.loads(hud("task", "status", "--json", *url).stdout)["tasks"]
+    assert task["attached"] is False and task["started"] is True and task["expires_in"] > 0
+    assert hud("task", "grade", "count_letter", "--answer", "2", *url).stdout == "1.0\n"
+    assert hud("task", "status", *url).stdout == ""
+
+
 def test_init_writes_a_project_that_serves_and_grades(tmp_path: Path) -> None:
     project = tmp_path / "my-env"
     made = hud("init", str(project))

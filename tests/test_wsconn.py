@@ -230,3 +230,15 @@ async def test_frames_behind_a_slow_request_wait_their_turn_and_none_is_lost() -
         assert [r["id"] for r in replies] == list(range(100, 101 + count))
         assert replies[0]["result"]["cancelled"] is True
         assert all("templates" in r["result"] for r in replies[1:])
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007_and_others_are_served() -> None:
+    async with serving(env) as server:
+        async with raw_peer(server) as peer:
+            await peer.manifest()
+            await peer.ws.send(b'{"jsonrpc":"2.0","id":1,"method":"tasks.list","x":"\xff"}',
+                               text=True)  # a TEXT frame whose payload is not UTF-8
+            with pytest.raises(ConnectionClosed) as closed:
+                await peer.ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+        await still_serves(server)

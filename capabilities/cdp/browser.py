@@ -4,7 +4,8 @@ Lifecycle, as :meth:`Browser.attach` wires it into an environment:
 
 * **initialize**: find Chromium (a clear :class:`BrowserNotFound` otherwise), start the
   DevTools proxy on 127.0.0.1:0 and publish its binding (``http://127.0.0.1:<port>``).
-* **every task** (a task hook): a Chromium of its own, in a fresh temporary profile, so no
+* **every task** (a task hook): a Chromium of its own, confined (:mod:`.jail`: no host
+  files, no ``file://``, not root, no way to hud's ports), in a fresh temporary profile, so no
   cookie, storage entry, cache or history crosses from one rollout to another, including two
   rollouts running at once. Its secret path (``endpoint_path``) goes to that session alone
   in the bindings of ``tasks.start``; ``await client.open("browser")`` uses it. When the task
@@ -17,12 +18,15 @@ boot. With ``desktop=`` the browser is headed, on that task's display, and no sp
 
 Templates drive the task's browser for setup and grading: ``await browser.goto(url)``,
 ``await browser.evaluate("...")``, ``await browser.text("#status")``, or
-``await browser.devtools()`` for everything else. A browser that crashed raises
-:class:`BrowserFailed` there, saying how it ended; the environment serves on.
+``await browser.devtools()`` for everything else. A browser that exited during its task
+raises :class:`BrowserLost` there, saying how it ended: the agent drives the browser and can
+end it (``Browser.close`` or ``Browser.crash`` over CDP), so in grading that scores the task
+0 with the cause (:class:`~hud.errors.CapabilityLost`); the environment serves on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -31,6 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hud.capability import Service
+from hud.errors import CapabilityLost
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -49,6 +54,10 @@ T = TypeVar("T")
 PROTOCOL = "cdp/1.3"
 
 
+class BrowserLost(BrowserFailed, CapabilityLost):
+    """The task's browser exited while its task ran (the agent may have crashed it)."""
+
+
 class TaskBrowser:
     """One task's Chromium, its secret path, and the template's DevTools connection to it."""
 
@@ -65,15 +74,24 @@ class TaskBrowser:
             try:
                 self._devtools = await DevTools.connect(endpoint)
             except (ConnectionError, OSError) as exc:
-                self.check()
+                await self.check_exited()
                 raise BrowserFailed(f"the browser of {self.task} does not answer: {exc}") \
                     from exc
         return self._devtools
 
+    async def check_exited(self, grace: float = 1.0) -> None:
+        """:meth:`check`, once a browser that stopped answering had ``grace`` seconds to be
+        seen exiting (a crash closes its sockets before its exit is reaped)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.chromium.proc.wait()
+        self.check()
+
     def check(self) -> None:
+        """Raise :class:`BrowserLost` if the browser has exited."""
         if not self.chromium.alive:
-            raise BrowserFailed(f"the browser of {self.task} is gone "
-                                f"({self.chromium.exit_reason()})")
+            raise BrowserLost(f"the browser of {self.task} is gone "
+                              f"({self.chromium.exit_reason()})")
 
     async def aclose(self) -> None:
         if self._devtools is not None:
@@ -89,12 +107,14 @@ class Browser(Service):
     ``PATH``). ``args``: extra command-line flags. ``width``/``height``: the window size.
     ``desktop``: run headed on that :class:`~hud.capabilities.rfb.Desktop`'s task display
     (create the desktop first). ``spares``: headless browsers kept started ahead of demand.
+    ``sandbox=False`` turns off Chromium's own sandbox; the bubblewrap one around it stays
+    (see :mod:`hud.capabilities.cdp.jail`).
     """
 
     def __init__(
         self, name: str = "browser", *, executable: str | os.PathLike[str] | None = None,
         headless: bool = True, width: int = 1280, height: int = 800, args: Sequence[str] = (),
-        desktop: Desktop | None = None, spares: int = 1, sandbox: bool | None = None,
+        desktop: Desktop | None = None, spares: int = 1, sandbox: bool = True,
     ) -> None:
         self.name = name
         self.executable = executable
@@ -126,9 +146,8 @@ class Browser(Service):
             self._proxy = None
 
     async def _launch(self, display: str | None = None) -> Chromium:
-        env = {**os.environ, "DISPLAY": display} if display else None
         return await Chromium.launch(self._exe, headless=self.headless, width=self.width,
-                                     height=self.height, args=self.args, env=env,
+                                     height=self.height, args=self.args, display=display,
                                      sandbox=self.sandbox)
 
     @contextlib.asynccontextmanager
@@ -196,7 +215,7 @@ class Browser(Service):
         try:
             return await action(await handle.devtools())
         except CDPConnectionLost as exc:
-            handle.check()  # a crash explains itself better than a lost socket
+            await handle.check_exited()  # a crash explains itself better than a lost socket
             raise BrowserFailed(f"the browser of {handle.task} stopped answering: {exc}") \
                 from exc
 

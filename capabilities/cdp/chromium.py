@@ -1,23 +1,31 @@
-"""One Chromium process with remote debugging on 127.0.0.1, in a profile of its own.
+"""One Chromium process, confined (see :mod:`.jail`), with DevTools reachable from here.
 
 The port is never chosen by us: Chromium is started with ``--remote-debugging-port=0`` and
 writes the port it bound to ``DevToolsActivePort`` in its profile directory, which we poll.
-The profile is a fresh temporary directory, removed when the process is closed: nothing
-(cookies, storage, cache, history) survives from one process to the next.
+The profile is a fresh directory, removed when the process is closed: nothing (cookies,
+storage, cache, history) survives from one process to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from functools import cache
+
+from hud import ports
 
 from ..daemons import bound_to_us, exit_status, stop_group
+from ..relay import LoopbackServer, pipe
+from .egress import PROXY_PORT, Network, serve_egress
+from .jail import PROFILE, UID, Jail
+
+log = logging.getLogger(__name__)
 
 LAUNCH_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -32,14 +40,16 @@ FLAGS = (
     "--disable-dev-shm-usage", "--disable-features=Translate,MediaRouter,OptimizationHints",
     "--password-store=basic", "--use-mock-keychain", "--mute-audio",
     "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+    f"--user-data-dir={PROFILE}", "--proxy-bypass-list=<-loopback>",
 )
 # Lines of Chromium's log that never explain a failure: the Debian wrapper's shell warning,
 # D-Bus (absent in containers), and the DevTools banner.
-LOG_NOISE = ("unexpected operator", "dbus", "DevTools listening on")
+LOG_NOISE = ("unexpected operator", "dbus", "DevTools listening on", "Fontconfig error")
 
 
 class BrowserNotFound(FileNotFoundError):
-    """No Chromium executable: the message says what to install."""
+    """No Chromium executable, or no bubblewrap to confine it: the message says what to
+    install."""
 
 
 class BrowserFailed(RuntimeError):
@@ -67,54 +77,92 @@ def find_chromium(executable: str | os.PathLike[str] | None = None) -> str:
     )
 
 
-class Chromium:
-    """A running Chromium. Start one with :meth:`launch`; :meth:`aclose` stops it (its whole
-    process group) and removes its profile. Safe to close twice, or after it crashed."""
+@cache
+def find_bwrap() -> str:
+    """bubblewrap, which every browser runs in; :class:`BrowserNotFound` without it."""
+    from ..sandbox import bwrap_path
 
-    def __init__(self, proc: asyncio.subprocess.Process, profile: Path, port: int) -> None:
+    found = bwrap_path()
+    if found is None:
+        raise BrowserNotFound("the browser runs in a bubblewrap sandbox, and bwrap is missing "
+                              "or cannot create namespaces here: apt-get install bubblewrap")
+    return found
+
+
+class Chromium:
+    """A running Chromium in its sandbox. Start one with :meth:`launch`; :meth:`aclose`
+    stops it (its whole process group) and removes its profile. Safe to close twice, or
+    after it crashed. :attr:`port` is its DevTools on this host's loopback."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, jail: Jail) -> None:
         self.proc = proc
-        self.profile = profile
-        self.port = port
+        self.jail = jail
+        self.network = Network()
+        self.port = 0
         self.browser_path = ""  # /devtools/browser/<id>, from DevToolsActivePort
         self.closed = False
+        self._servers: list[LoopbackServer] = []
+        self._claimed: list[int] = []
 
     @classmethod
     async def launch(
         cls, executable: str, *, headless: bool = True, width: int = 1280, height: int = 800,
-        args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-        sandbox: bool | None = None, timeout: float = LAUNCH_TIMEOUT,
+        args: Sequence[str] = (), display: str | None = None, sandbox: bool = True,
+        timeout: float = LAUNCH_TIMEOUT,
     ) -> Chromium:
-        """Start Chromium on ``about:blank`` and wait until DevTools listens.
+        """Start Chromium on ``about:blank`` in its sandbox and wait until DevTools listens.
 
-        ``sandbox=None`` turns Chromium's sandbox off only when running as root (where it
-        refuses to start otherwise). ``env`` replaces the environment (headed browsers need
-        ``DISPLAY``). Raises :class:`BrowserFailed` with Chromium's own last words.
+        ``display`` (``:N``) makes a headed browser on that X display. ``sandbox=False``
+        turns off Chromium's own sandbox inside ours. When this process is root, the browser
+        gets a network namespace and :data:`~.jail.UID`; otherwise it keeps this uid and
+        the host's network, and only its proxy keeps it from hud's ports. Raises
+        :class:`BrowserFailed` with Chromium's own last words.
         """
-        profile = Path(tempfile.mkdtemp(prefix="hud-chromium-"))
-        argv = [executable, *FLAGS, f"--user-data-dir={profile}",
-                f"--window-size={width},{height}", *args]
-        if headless:
-            argv.append("--headless")
-        else:
-            argv += ["--window-position=0,0", "--start-maximized"]
-        if sandbox is False or (sandbox is None and os.geteuid() == 0):
-            argv.append("--no-sandbox")
-        argv.append("about:blank")
-        with open(profile / "chromium.log", "wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *bound_to_us(argv), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                env=dict(env) if env is not None else None, start_new_session=True,
-            )
-        self = cls(proc, profile, 0)
+        private = os.geteuid() == 0
+        bwrap = find_bwrap()
+        egress = None if private else await LoopbackServer(serve_egress, "egress").start()
+        proxy = f"127.0.0.1:{egress.port if egress else PROXY_PORT}"
+        jail = Jail.create(proxy)
+        chromium = _chromium_argv(executable, headless, width, height, args, sandbox, proxy)
         try:
-            self.port, self.browser_path = await self._wait_for_port(timeout)
+            proc = await _spawn(jail, bwrap, chromium, private, display)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, jail.root, True)
+            if egress is not None:
+                await egress.aclose()
+            raise
+        self = cls(proc, jail)
+        self._servers += [egress] if egress else []
+        try:
+            port, self.browser_path = await self._wait_for_port(timeout)
+            await (self._reach(port) if private else self._share(port))
         except BaseException:
             await self.aclose()
             raise
         return self
 
+    async def _share(self, port: int) -> None:
+        """The browser shares this host's network: DevTools is there already."""
+        self.port = ports.claim(port)
+        self._claimed.append(port)
+
+    async def _reach(self, port: int) -> None:
+        """The browser has a network of its own: serve its proxy there, and relay
+        :attr:`port` here to its DevTools there."""
+        child = json.loads((self.jail.root / "info.json").read_text())["child-pid"]
+        self.network = Network(child)
+        listener = await self.network.listen(PROXY_PORT)
+        self._servers.append(await LoopbackServer(serve_egress, "egress").start(listener))
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await pipe((reader, writer), await self.network.connect(port))
+
+        devtools = await LoopbackServer(relay, "devtools relay").start()
+        self._servers.append(devtools)
+        self.port = devtools.port
+
     async def _wait_for_port(self, timeout: float) -> tuple[int, str]:
-        active = self.profile / "DevToolsActivePort"
+        active = self.jail.profile / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
@@ -139,7 +187,7 @@ class Chromium:
 
     def log_tail(self, lines: int = 3) -> str:
         try:
-            text = (self.profile / "chromium.log").read_text(errors="replace")
+            text = self.jail.log.read_text(errors="replace")
         except OSError:
             return ""
         kept = [line for line in text.splitlines() if line.strip()
@@ -151,5 +199,33 @@ class Chromium:
             return
         self.closed = True
         await stop_group(self.proc, STOP_TIMEOUT)
-        await asyncio.to_thread(shutil.rmtree, self.profile, True)
+        for server in self._servers:
+            await server.aclose()
+        for port in self._claimed:
+            ports.release(port)
+        self.network.close()
+        await asyncio.to_thread(shutil.rmtree, self.jail.root, True)
 
+
+async def _spawn(jail: Jail, bwrap: str, chromium: list[str], private: bool,
+                 display: str | None) -> asyncio.subprocess.Process:
+    """bwrap around ``chromium``, as :data:`~.jail.UID` when ``private``, with an empty
+    environment (bwrap's own pid 1 would show this one to the sandbox) and bound to us."""
+    with open(jail.log, "wb") as log_file, open(jail.root / "info.json", "wb") as info:
+        argv = jail.argv(bwrap, chromium, private_network=private, display=display,
+                         info_fd=info.fileno())
+        return await asyncio.create_subprocess_exec(
+            *bound_to_us(argv, uid=UID if private else None),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env={},
+            start_new_session=True, pass_fds=(info.fileno(),),
+        )
+
+
+def _chromium_argv(executable: str, headless: bool, width: int, height: int,
+                   args: Sequence[str], sandbox: bool, proxy: str) -> list[str]:
+    argv = [executable, *FLAGS, f"--proxy-server=http://{proxy}",
+            f"--window-size={width},{height}", *args]
+    argv += ["--headless"] if headless else ["--window-position=0,0", "--start-maximized"]
+    if not sandbox:
+        argv.append("--no-sandbox")
+    return [*argv, "about:blank"]

@@ -31,7 +31,9 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from hud import ports
 from hud.capability import Service
+from hud.nursery import Nursery
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -72,7 +74,8 @@ class RobotEndpoint(Service):
         self._idle: list[Instance] = []
         self._open = 0
         self._server: Server | None = None
-        self._closing: set[asyncio.Task[None]] = set()  # simulators being closed; see stop()
+        self._claimed = 0  # the port registered in hud.ports
+        self._closing = Nursery(f"{name} simulators")  # simulators being closed; see stop()
 
     @property
     def url(self) -> str:
@@ -82,12 +85,14 @@ class RobotEndpoint(Service):
 
     async def start(self) -> None:
         """Build the first simulator (for the contract), start the daemon, publish."""
+        await self._closing.open()
         instance = await self._instance()
         self._idle.append(instance)
         assert self.contract is not None
         limit = max(self.contract.max_chunk * self.contract.action.nbytes * 2, 1 << 16)
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=limit,
                                    compression=None)
+        self._claimed = ports.claim(next(iter(self._server.sockets)).getsockname()[1])
         self.publish(Binding(name=self.name, protocol=PROTOCOL, url=self.url,
                                params={"contract": msgspec.to_builtins(self.contract),
                                        "pace": self.rules.pace, "credentials": "per-episode"}))
@@ -96,13 +101,14 @@ class RobotEndpoint(Service):
         for episode in list(self.episodes.values()):
             episode.cancel("the environment is shutting down")
         if self._server is not None:
+            ports.release(self._claimed)
             self._server.close()
             await self._server.wait_closed()
             self._server = None
         idle, self._idle = self._idle, []
         for instance in idle:
             await instance.aclose()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._closing.aclose(cancel=False)
 
     # -- episodes -------------------------------------------------------------------------
 
@@ -164,10 +170,10 @@ class RobotEndpoint(Service):
             return
         self._open -= 1
         crashed = episode.status == "crashed"
-        if crashed or self._server is None:
-            task = asyncio.get_running_loop().create_task(instance.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        if (crashed or self._server is None) and self._closing.accepting:
+            self._closing.spawn(instance.aclose())
+        elif crashed or self._server is None:  # after stop(): nothing may start any more
+            log.warning("%s: a simulator released after shutdown was not closed", self.name)
         else:
             self._idle.append(instance)
 

@@ -23,6 +23,8 @@ import asyncssh
 from asyncssh.constants import EXTENDED_DATA_STDERR
 from asyncssh.stream import SSHReader, SSHWriter
 
+from hud import ports
+
 from ..sandbox import Sandbox, SandboxProcess
 from ..sandbox.spawner import SpawnerGone
 
@@ -59,6 +61,7 @@ class ShellDaemon:
         self.sftp = sftp_server()
         self._admitted: dict[bytes, Admission] = {}
         self._server: asyncssh.SSHAcceptor | None = None
+        self._claimed = 0  # the port registered in hud.ports
         self._handlers: set[asyncio.Task[None]] = set()
 
     @property
@@ -76,6 +79,7 @@ class ShellDaemon:
             server_host_keys=[self.host_key], encoding=None, line_editor=False, allow_pty=True,
             agent_forwarding=False, x11_forwarding=False, allow_scp=False, keepalive_interval=30,
         )
+        self._claimed = ports.claim(self.port)
 
     def admit(self, sandbox: Sandbox) -> asyncssh.SSHKey:
         """A fresh client key that opens ``sandbox``, valid until :meth:`revoke`."""
@@ -96,6 +100,7 @@ class ShellDaemon:
         for admission in list(self._admitted.values()):
             self.revoke(admission.key)
         if self._server is not None:
+            ports.release(self._claimed)
             self._server.close()
             await self._server.wait_closed()
         for task in list(self._handlers):

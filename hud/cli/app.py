@@ -166,6 +166,18 @@ def task_grade(
     _run(grade(task, text, session, url, token, json))
 
 
+@task_app.command("status")
+def task_status(
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Every task a served environment holds, live or parked: one line each on stdout."""
+    from .tasks import status
+
+    _run(status(url, token, json))
+
+
 @app.command("eval")
 def eval_(
     source: Annotated[str, typer.Argument(help="tasks.py, env.py, a directory, or .json/.jsonl.")],

@@ -78,4 +78,21 @@ async def grade(
         emit(repr(result.reward))
 
 
-__all__ = ["grade", "list_served", "list_source", "start"]
+async def status(url: str, token: str | None, as_json: bool) -> None:
+    """One line a task: session, template, state (running or parked, with the seconds left
+    before it expires), age in seconds, arguments. The monitor's own session is left out."""
+    async with _client(url, token) as client:
+        result = await client.status()
+    if as_json:
+        emit(msgspec.to_builtins(result))
+        return
+    for task in result.tasks:
+        state = "running" if task.attached else f"parked({task.expires_in:.0f}s left)"
+        if not task.started:
+            state = "starting"
+        args = msgspec.json.encode(task.task.args).decode()
+        emit(f"{task.session_id}\t{task.task.template}\t{state}\t{task.age:.1f}s\t{args}")
+    sys.stderr.write(f"{len(result.tasks)} task(s), {result.sessions - 1} other session(s)\n")
+
+
+__all__ = ["grade", "list_served", "list_source", "start", "status"]

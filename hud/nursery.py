@@ -1,0 +1,88 @@
+"""A task group for objects that live from ``start()`` to ``aclose()``.
+
+``asyncio.TaskGroup`` must be entered and left by one task in one ``async with`` block. A
+server, a tunnel forwarder or a capability daemon lives longer than any such block, and is
+often started by one task and closed by another. :class:`Nursery` gives them the same
+guarantees: every task it starts belongs to one ``TaskGroup``, held open by one root task
+that the nursery owns; :meth:`Nursery.aclose` cancels what is left and returns only when
+every task has ended. Nothing it starts is fire-and-forget.
+
+Unlike a bare ``TaskGroup``, a task that fails does not cancel its siblings: one broken
+connection must not end a server. The failure is logged with the task's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Nursery:
+    """``await nursery.open()``, then :meth:`spawn` tasks; ``await nursery.aclose()`` last."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._group: asyncio.TaskGroup | None = None
+        self._root: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # the group's, to cancel at close
+
+    @property
+    def accepting(self) -> bool:
+        """Whether :meth:`spawn` may be called: opened, and not closing."""
+        return self._group is not None and self._stop is not None and not self._stop.is_set()
+
+    async def open(self) -> Nursery:
+        """Start the root task that holds the group; returns once it is held."""
+        ready = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
+        self._root = asyncio.create_task(self._hold(ready), name=f"{self.name}-nursery")
+        await ready
+        return self
+
+    async def _hold(self, ready: asyncio.Future[None]) -> None:
+        assert self._stop is not None
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            ready.set_result(None)
+            await self._stop.wait()
+            for task in list(self._tasks):
+                task.cancel()
+        self._group = None
+
+    def spawn(self, work: Coroutine[Any, Any, T], name: str | None = None
+              ) -> asyncio.Task[T | None]:
+        """Run ``work`` in the group; the task's result is ``work``'s, or None if it failed.
+        Raises ``RuntimeError`` once closing (``work`` is closed unrun, so no "never
+        awaited" warning escapes)."""
+        if self._group is None or not self.accepting:
+            work.close()
+            raise RuntimeError(f"{self.name}: closed, cannot start more tasks")
+        task = self._group.create_task(self._logged(work), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _logged(self, work: Coroutine[Any, Any, T]) -> T | None:
+        try:
+            return await work
+        except Exception:
+            log.exception("%s: a task failed", self.name)
+            return None
+
+    async def aclose(self, *, cancel: bool = True) -> None:
+        """Cancel every task (or with ``cancel=False``, let them finish), then return once
+        all have ended. Idempotent."""
+        if self._stop is None or self._root is None:
+            return
+        if not cancel:
+            while self._tasks:
+                await asyncio.wait(list(self._tasks))
+        self._stop.set()
+        await self._root

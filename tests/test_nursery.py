@@ -1,0 +1,90 @@
+"""hud.nursery: every task has an owner, ends by aclose(), and one failure harms no sibling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from hud.nursery import Nursery
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_aclose_cancels_every_task_and_waits_for_its_cleanup() -> None:
+    nursery = await Nursery("t").open()
+    cleaned: list[int] = []
+
+    async def forever(i: int) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # cleanup that itself awaits
+            cleaned.append(i)
+
+    tasks = [nursery.spawn(forever(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    await nursery.aclose()
+    assert sorted(cleaned) == [0, 1, 2, 3, 4]
+    assert all(t.done() for t in tasks)
+    await nursery.aclose()  # idempotent
+
+
+async def test_a_failing_task_is_logged_and_its_siblings_go_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    nursery = await Nursery("t").open()
+    sibling_done = asyncio.Event()
+
+    async def boom() -> None:
+        raise ValueError("broken connection")
+
+    async def sibling() -> str:
+        await asyncio.sleep(0.01)
+        sibling_done.set()
+        return "fine"
+
+    with caplog.at_level(logging.ERROR, logger="hud.nursery"):
+        failed = nursery.spawn(boom())
+        ok = nursery.spawn(sibling())
+        assert await ok == "fine"
+    assert await failed is None
+    assert sibling_done.is_set()
+    assert "t: a task failed" in caplog.text and "broken connection" in caplog.text
+    assert nursery.accepting
+    await nursery.aclose()
+
+
+async def test_closed_by_another_task_than_the_one_that_opened_it() -> None:
+    opened: asyncio.Future[Nursery] = asyncio.get_running_loop().create_future()
+
+    async def opener() -> None:
+        opened.set_result(await Nursery("t").open())
+
+    await asyncio.create_task(opener())
+    nursery = await opened
+    task = nursery.spawn(asyncio.sleep(3600))
+    await asyncio.create_task(nursery.aclose())
+    assert task.cancelled()
+
+
+async def test_spawn_after_close_is_refused_and_leaves_no_unawaited_coroutine() -> None:
+    nursery = await Nursery("t").open()
+    await nursery.aclose()
+    work = asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="closed"):
+        nursery.spawn(work)
+    assert work.cr_frame is None  # closed, so no "never awaited" warning
+
+
+async def test_aclose_without_cancel_lets_tasks_finish() -> None:
+    nursery = await Nursery("t").open()
+    finished = []
+
+    async def work() -> None:
+        await asyncio.sleep(0.01)
+        finished.append(True)
+
+    nursery.spawn(work())
+    await nursery.aclose(cancel=False)
+    assert finished == [True]
