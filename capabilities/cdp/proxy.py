@@ -70,7 +70,7 @@ class DevToolsProxy:
     removed from :attr:`routes`; :meth:`aclose` drops every connection."""
 
     def __init__(self, name: str) -> None:
-        self.routes: Routes[Backend] = Routes("browser")
+        self.routes: Routes[Backend] = Routes()
         self.server = LoopbackServer(self._serve, f"devtools proxy {name!r}")
 
     @property
