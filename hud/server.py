@@ -127,10 +127,10 @@ class Server:
             },
         )
         self.connections: set[ControlConnection] = set()
+        self._origins = {origin.lower() for origin in self.config.allowed_origins}
+        self._handshaking: set[WsServerConnection] = set()  # accepted, not yet open
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
-        self._handshaking: set[WsServerConnection] = set()  # accepted, not yet open
-        self._origins = {origin.lower() for origin in self.config.allowed_origins}
         self._group: asyncio.TaskGroup | None = None  # owns every task of the server
         self._root: asyncio.Task[None] | None = None  # runs the group
         self._stop = asyncio.Event()
