@@ -10,8 +10,9 @@ from ..agents import Agent, create_agent
 from ..environment import Environment, Task
 from ..eval.rollout import AgentCallable, rollout
 from ..eval.run import Run
-from ..eval.runtimes import InProcessRuntime, Runtime
 from ..eval.taskset import Taskset
+from ..runtimes.base import Runtime
+from ..runtimes.inprocess import InProcessRuntime
 from .capability import STEP_TIMEOUT, CapabilityProbe, ConformanceError
 
 ANSWER = "42"
