@@ -11,7 +11,8 @@ from ..environment import Environment, Task
 from ..eval.rollout import AgentCallable, rollout
 from ..eval.run import Run
 from ..eval.taskset import Taskset
-from ..runtimes import InProcessRuntime, Runtime
+from ..runtimes.base import Runtime
+from ..runtimes.inprocess import InProcessRuntime
 from .capability import STEP_TIMEOUT, CapabilityProbe, ConformanceError
 
 ANSWER = "42"
