@@ -66,8 +66,21 @@ class ControlConnection:
                 self.core.finish(call, Cancelled(f"{call.method.name}: connection ended"))
                 continue
             task = group.create_task(self._run(call))
+            task.add_done_callback(lambda task, call=call: self._cancelled_early(task, call))
             if call.method.schedule is Schedule.QUEUED:
                 self._op = task
+
+    def _cancelled_early(self, task: asyncio.Task[None], call: Call) -> None:
+        """A task cancelled before its first turn never runs :meth:`_run` (a ``tasks.cancel``
+        read in the same batch of frames can do it): answer its call here, or the request
+        goes unanswered and, queued, holds the queued lane for good."""
+        if not task.cancelled():
+            return
+        if self._op is task:
+            self._op = None
+        ready = self.core.finish(call, Cancelled(f"{call.method.name} was cancelled"))
+        self._flush()
+        self._start(ready)
 
     async def _run(self, call: Call) -> None:
         outcome: Outcome
