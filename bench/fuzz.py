@@ -273,23 +273,25 @@ async def read_replies(peer: Peer, tally: Tally, target: int) -> None:
 
 
 async def closing(url: str, payload: bytes, want: int) -> bool:
-    """One connection: manifest, then ``payload`` in a text frame; True if the server
-    answered the manifest and then closed with ``want``."""
+    """One connection: manifest (answered), then ``payload`` in a text frame; True if the
+    server then closed with ``want``."""
     peer = await Peer.open(url)
     manifest = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "manifest",
                            "params": MANIFEST}).encode()
     peer.writer.write(ws_frame(manifest, 0x1))
-    peer.writer.write(ws_frame(payload, 0x1))
-    answered = False
-    with contextlib.suppress(ConnectionError):
-        await peer.writer.drain()
+    frames = peer.frames()
     async with asyncio.timeout(30):
-        async for opcode, data in peer.frames():
-            answered = answered or (opcode == 0x1 and _reply.decode(data).id == 1)
+        opcode, data = await anext(frames)
+        if opcode != 0x1 or _reply.decode(data).id != 1:
+            return False
+        peer.writer.write(ws_frame(payload, 0x1))
+        with contextlib.suppress(ConnectionError):
+            await peer.writer.drain()
+        async for opcode, _ in frames:
             if opcode == 0x8:
                 break
     await peer.aclose()
-    return answered and peer.close_code == want
+    return peer.close_code == want
 
 
 async def still_serves(url: str) -> float:
