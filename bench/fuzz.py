@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-from common import emit, logger, machine, rss_mb, served
+from common import ROOT, emit, logger, machine, rss_mb, served
 
 from hud.client import Client, control_url
 from hud.eventloop import loop_factory
@@ -367,9 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2.0)
         result["rss_after_mb"] = after = rss_mb(proc.pid)
         alive = proc.poll() is None
+    server_log = (ROOT / ".bench/fuzz-server.log").read_text().splitlines()
+    result["server_log_errors"] = sum(" ERROR " in line or "Traceback" in line
+                                      for line in server_log)
     base = result["rss_baseline_mb"] or 0.0
     tolerance = max(10.0, 0.25 * base)
     ok = (alive and proc.returncode == 0 and result["ok_stream"] and result["ok_closes"]
+          and not result["server_log_errors"]
           and result["reward_after"] == 1.0 and result["tasks_left"] == 0
           and after is not None and after <= base + tolerance)
     emit("fuzz.summary", **result, rss_tolerance_mb=round(tolerance, 1), server_alive=alive,
