@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from hud.protocol.messages import (
 )
 from hud.protocol.methods import METHODS, Schedule
 
-FUZZ = settings(max_examples=100, deadline=None,
+FUZZ = settings(max_examples=80, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 ENVELOPE = jsonschema.Draft202012Validator(json.loads(
@@ -271,9 +272,9 @@ def run_script(driver: Driver, ops: list[tuple[Any, ...]]) -> None:
             driver.cancel_waiting()
     driver.drain()
     assert driver.got == driver.expected
-    ordered = [rid for rid in driver.queued_order if rid.startswith("q")]
-    assert ordered == sorted(ordered, key=lambda rid: int(rid[1:]) if rid[1:].isdigit()
-                             else -1) or len(set(ordered)) < len(ordered)
+    ordered = [int(rid[1:]) for rid in driver.queued_order if re.fullmatch(r"q\d+", rid)]
+    if len(set(ordered)) == len(ordered):  # a mutated id may repeat one: then say nothing
+        assert ordered == sorted(ordered), "queued requests ran out of arrival order"
 
 
 @FUZZ
