@@ -7,9 +7,9 @@ Each of ``--sessions`` clients (``hud.Client``, one connection each, ``--concurr
 time) runs ``--cycles`` start + grade cycles, except:
 
 * ``--killed`` of them (10 %) drop their connection right after a ``tasks.start``, at a
-  random cycle (the TCP connection is aborted, no close handshake); half of those tasks are
-  then resumed from a new connection (``manifest`` with the session id) and graded, the
-  other half are left to expire after the TTL;
+  random cycle (the TCP connection is aborted, no close handshake); half of those come back
+  at once on a new connection (``manifest`` with the session id) and grade the task, the
+  other half leave it to expire after the TTL;
 * ``--frozen`` of them (1 %) are raw sockets that start a task and then go silent: they
   neither read nor write, but keep the socket open, as a stopped (SIGSTOP) process does.
 
@@ -48,12 +48,16 @@ class Books:
         self.expected = self.graded = self.lost = 0
         self.errors: collections.Counter[str] = collections.Counter()
         self.killed: list[str] = []  # session ids of the tasks left behind
+        self.resumed = 0  # of those, graded from a new connection
         self.frozen: list[tuple[Peer, str]] = []  # and each one's session id
 
 
-async def client(url: str, cycles: int, kill_at: int | None, books: Books) -> None:
-    """One session: ``cycles`` start + grade, or dropped after the start of ``kill_at``."""
+async def client(url: str, cycles: int, kill_at: int | None, comes_back: bool,
+                 books: Books) -> None:
+    """One session: ``cycles`` start + grade, or dropped after the start of ``kill_at``
+    (then, if it ``comes_back``, it resumes its session from a new connection and grades)."""
     async with await Client.connect(url) as session:
+        session_id = session.session_id
         for cycle in range(cycles):
             books.expected += cycle != kill_at
             try:
@@ -61,7 +65,7 @@ async def client(url: str, cycles: int, kill_at: int | None, books: Books) -> No
                 if cycle == kill_at:
                     books.killed.append(session.session_id)
                     session.transport.transport.abort()  # no close handshake: the peer died
-                    return
+                    break
                 reward = (await session.grade(ANSWER)).reward
             except Exception as exc:
                 books.lost += 1
@@ -72,6 +76,14 @@ async def client(url: str, cycles: int, kill_at: int | None, books: Books) -> No
             else:
                 books.lost += 1
                 books.errors[f"reward {reward}"] += 1
+    if kill_at is not None and comes_back:
+        try:
+            reward = await resume(url, session_id)
+            books.resumed += reward == 1.0
+            if reward != 1.0:
+                books.errors[f"resumed with reward {reward}"] += 1
+        except Exception as exc:
+            books.errors[f"resume: {type(exc).__name__}"] += 1
 
 
 async def frozen(url: str, books: Books) -> None:
@@ -99,7 +111,8 @@ async def resume(url: str, session_id: str, tries: int = 50) -> float:
 
 async def load(args: argparse.Namespace, url: str, books: Books) -> float:
     rng = random.Random(args.seed)
-    kinds = ["frozen"] * args.frozen + ["killed"] * args.killed
+    kinds = ["frozen"] * args.frozen + ["killed", "back"] * (args.killed // 2)
+    kinds += ["killed"] * (args.killed % 2)
     kinds += ["ok"] * (args.sessions - len(kinds))
     rng.shuffle(kinds)
     gate = asyncio.Semaphore(args.concurrency)
@@ -109,8 +122,8 @@ async def load(args: argparse.Namespace, url: str, books: Books) -> float:
             if kind == "frozen":
                 await frozen(url, books)
             else:
-                kill_at = rng.randrange(args.cycles) if kind == "killed" else None
-                await client(url, args.cycles, kill_at, books)
+                kill_at = None if kind == "ok" else rng.randrange(args.cycles)
+                await client(url, args.cycles, kill_at, kind == "back", books)
 
     started = time.monotonic()
     outcomes = await asyncio.gather(*(one(kind) for kind in kinds), return_exceptions=True)
@@ -137,15 +150,13 @@ async def run(args: argparse.Namespace, pid: int, url: str) -> dict[str, Any]:
          wall_s=round(wall, 1), expected_grades=books.expected, graded=books.graded,
          lost=books.lost, errors=dict(books.errors), killed=len(books.killed),
          frozen=len(books.frozen))
-    half = books.killed[: len(books.killed) // 2]
-    rewards = await asyncio.gather(*(resume(url, sid) for sid in half), return_exceptions=True)
-    resumed = sum(r == 1.0 for r in rewards)
+    resumed = books.resumed
     adopted_frozen = await asyncio.gather(*(resume(url, sid, tries=1)
                                             for _, sid in books.frozen), return_exceptions=True)
     await asyncio.sleep(2 * args.park_ttl)
     frozen_open = await status(url)
     emit("faults.status", when="2 x TTL after the load, frozen sockets still open",
-         resumed_and_graded=resumed, resume_attempts=len(half),
+         resumed_and_graded=resumed, resume_attempts=args.killed // 2,
          frozen_resumable=sum(r == 1.0 for r in adopted_frozen), **frozen_open)
     await asyncio.gather(*(peer.aclose() for peer, _ in books.frozen))
     await asyncio.sleep(2 * args.park_ttl)
@@ -154,7 +165,7 @@ async def run(args: argparse.Namespace, pid: int, url: str) -> dict[str, Any]:
     await asyncio.sleep(1.0)
     return {"expected_grades": books.expected, "graded": books.graded, "lost": books.lost,
             "resumed": resumed, "frozen_resumable": sum(r == 1.0 for r in adopted_frozen),
-            "resume_attempts": len(half), "leaked_while_frozen": frozen_open["tasks"],
+            "resume_attempts": args.killed // 2, "leaked_while_frozen": frozen_open["tasks"],
             "leaked_sessions_while_frozen": frozen_open["sessions"],
             "leaked_after": after["tasks"], "leaked_sessions_after": after["sessions"],
             "rss_baseline_mb": baseline, "rss_peak_mb": peak, "rss_after_mb": rss_mb(pid)}
