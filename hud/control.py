@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from .errors import TransportClosed
@@ -66,8 +67,21 @@ class ControlConnection:
                 self.core.finish(call, Cancelled(f"{call.method.name}: connection ended"))
                 continue
             task = group.create_task(self._run(call))
+            task.add_done_callback(functools.partial(self._cancelled_early, call))
             if call.method.schedule is Schedule.QUEUED:
                 self._op = task
+
+    def _cancelled_early(self, call: Call, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first turn never runs :meth:`_run` (a ``tasks.cancel``
+        read in the same batch of frames can do it): answer its call here, or the request
+        goes unanswered and, queued, holds the queued lane for good."""
+        if not task.cancelled():
+            return
+        if self._op is task:
+            self._op = None
+        ready = self.core.finish(call, Cancelled(f"{call.method.name} was cancelled"))
+        self._flush()
+        self._start(ready)
 
     async def _run(self, call: Call) -> None:
         outcome: Outcome
