@@ -243,8 +243,12 @@ async def test_host_secrets_and_the_sandboxes_pid_1_are_refused(shell: Shell) ->
         result = await shell.run(f"cat {path}")
         assert result.exit_status != 0, path
         assert "Permission denied" in result.stderr or "No such file" in result.stderr, path
-    pid1 = await shell.run("stat -c %u /proc/1")
-    assert pid1.stdout.strip() != "1000"  # pid 1 (the spawner) is not the agent's
+    # pid 1 (the spawner) is not the agent's user. Its saved uid says so at any moment: for
+    # the instant of a posix_spawn its real and effective uids are the agent's (the exec
+    # gives them to the child), and it is not dumpable then either.
+    pid1 = await shell.run("grep ^Uid: /proc/1/status")
+    saved = pid1.stdout.split()[3]  # Uid: real effective saved filesystem
+    assert saved != "1000", pid1.stdout
 
 
 # -- the host side of the protocol, over a socket pair ----------------------------------
