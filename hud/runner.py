@@ -291,28 +291,106 @@ def normalize_prompt(value: Any) -> Prompt:
 
 def normalize_reward(value: Any) -> Reward:
     """Accept a number, ``{"reward"|"score": ..., "subscores", "info"}`` or an object with
-    ``.reward``; the reward must be a finite number in [0, 1]."""
+    ``.reward``. The reward and every subscore's score must be finite numbers in [0, 1], each
+    weight a finite number (negative for a penalty, as :class:`hud.graders.Grade` makes them),
+    and ``info`` an object that JSON can carry as is: anything else raises ``TypeError`` or
+    ``ValueError`` naming what was wrong, never a reply the client would have to reject."""
+    fields = _reward_fields(value)
+    fields["reward"] = _unit_interval(fields.get("reward"), "the reward")
+    if fields.get("subscores") is not None:
+        fields["subscores"] = _subscores(fields["subscores"])
+    if fields.get("info") is not None:
+        if not isinstance(fields["info"], dict):
+            raise TypeError(f"info must be an object, got {type(fields['info']).__name__}")
+        fields["info"] = _json_value(fields["info"], "info", 0)
+    return msgspec.convert(fields, Reward)
+
+
+def _reward_fields(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         fields = dict(value)
         if "score" in fields and "reward" not in fields:
             fields["reward"] = fields.pop("score")
-    elif hasattr(value, "reward") and not isinstance(value, (int, float)):
-        fields = {
+        return fields
+    if hasattr(value, "reward") and not isinstance(value, (int, float)):
+        return {
             name: getattr(value, name)
             for name in ("reward", "subscores", "info")
             if getattr(value, name, None) is not None
         }
+    return {"reward": value}
+
+
+def _number(value: Any, what: str) -> float:
+    """``value`` as a finite float; ``what`` names it in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int past 1.8e308: no float, no JSON number a client reads
+        raise ValueError(f"{what} must be a finite number, got an integer of "
+                         f"{len(str(abs(value)))} digits") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _unit_interval(value: Any, what: str) -> float:
+    number = _number(value, what)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {value!r}")
+    return number
+
+
+def _subscores(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        items = [{"name": k, "score": v} for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [msgspec.to_builtins(s) for s in value]
     else:
-        fields = {"reward": value}
-    reward = fields.get("reward")
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)):
-        raise TypeError(f"the reward must be a number, got {type(reward).__name__}")
-    if not math.isfinite(reward) or not 0.0 <= reward <= 1.0:
-        raise ValueError(f"the reward must be in [0, 1], got {reward!r}")
-    fields["reward"] = float(reward)
-    subscores = fields.get("subscores")
-    if isinstance(subscores, dict):
-        fields["subscores"] = [{"name": k, "score": v} for k, v in subscores.items()]
-    elif subscores is not None:
-        fields["subscores"] = [msgspec.to_builtins(s) for s in subscores]
-    return msgspec.convert(fields, Reward, from_attributes=True)
+        raise TypeError(f"subscores must be a list or an object, got {type(value).__name__}")
+    checked = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise TypeError(f"subscores[{index}] must be an object with a string 'name'")
+        name = item["name"]
+        checked.append({
+            "name": name,
+            "score": _unit_interval(item.get("score"), f"the score of subscore {name!r}"),
+            "weight": _number(item.get("weight", 1.0), f"the weight of subscore {name!r}"),
+        })
+    return checked
+
+
+MAX_INFO_DEPTH = 64
+"""Nesting allowed in a reward's ``info`` (the codec's readers refuse deeper documents)."""
+
+
+def _json_value(value: Any, path: str, depth: int) -> Any:
+    """``value`` as JSON builtins, checked: non-finite floats and objects JSON cannot carry
+    raise, naming their path. Structs, dataclasses, dates, sets and bytes are converted the
+    way the wire encoder would (msgspec's builtins)."""
+    if depth > MAX_INFO_DEPTH:
+        raise ValueError(f"{path} is nested more than {MAX_INFO_DEPTH} levels deep")
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path} is {value!r}, which JSON cannot carry")
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path} has a key of type {type(key).__name__} ({key!r}); "
+                                "JSON object keys are strings")
+            out[key] = _json_value(item, f"{path}[{key!r}]", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    try:
+        converted = msgspec.to_builtins(value)
+    except TypeError:
+        raise TypeError(f"{path} is a {type(value).__name__}, which JSON cannot carry; "
+                        "convert it to a string, number, list or object") from None
+    return _json_value(converted, path, depth + 1)
