@@ -7,7 +7,9 @@ The generator's life has three phases, and an error names the one it happened in
 * ``cleanup``: whatever runs after the second ``yield``, or in ``finally`` when the task is
   cancelled, expires, or fails.
 
-Every step is bounded by a timeout. What the generator yields is checked here and turned into
+Every step is bounded by a timeout, runs in a task of its own and is watched for blocking the
+event loop (:mod:`hud.steps`): a template that ignores its cancellation is abandoned, not
+waited for. What the generator yields is checked here and turned into
 wire types; anything malformed is a :class:`TemplateError`, never passed on as-is.
 
 The environment's *task hooks* (capabilities such as the workspace) wrap the whole task: each
@@ -32,6 +34,7 @@ import msgspec
 
 from .protocol.errors import TemplateError
 from .protocol.messages import ContentBlock, ImageBlock, Message, Subscore, TextBlock
+from .steps import run_step
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,8 @@ class TaskRunner:
         self._gen = generator
         self.started = False
         self.closed = False
+        self.abandoned = False
+        """A step ignored its cancellation and was left running (see :mod:`hud.steps`)."""
         self.scope = TaskScope(template_id)
         self._hooks = list(hooks)
         self._entered: contextlib.AsyncExitStack | None = None
@@ -163,11 +168,18 @@ class TaskRunner:
         if entered is None:
             return
         try:
-            with self.scope.entered():
-                async with asyncio.timeout(timeout):
-                    await entered.aclose()
+            await self._bounded("closing its task hooks", entered.aclose(), timeout)
         except Exception:
             log.exception("template %r: a task hook failed while closing", self.template_id)
+
+    async def _bounded(self, what: str, step: Awaitable[Any], timeout: float | None) -> Any:
+        """Run one step in this task's scope (see :mod:`hud.steps`)."""
+        return await run_step(step, label=f"template {self.template_id!r} {what}",
+                              timeout=timeout, enter=self.scope.entered,
+                              on_abandon=self._abandon)
+
+    def _abandon(self) -> None:
+        self.abandoned = True
 
     async def _start(self, timeout: float | None) -> Prompt:
         """Run setup up to the first yield and return the prompt."""
@@ -223,9 +235,7 @@ class TaskRunner:
 
     async def _step(self, phase: Phase, step: Awaitable[Any], timeout: float | None) -> Any:
         try:
-            with self.scope.entered():
-                async with asyncio.timeout(timeout):
-                    return await step
+            return await self._bounded(f"during {phase}", step, timeout)
         except StopAsyncIteration:
             raise
         except TimeoutError:
@@ -247,10 +257,11 @@ class TaskRunner:
             await self._release(timeout)
             return
         self.closed = True
+        if self.abandoned:  # its generator is still running, in the abandoned step
+            await self._release(timeout)
+            return
         try:
-            with self.scope.entered():
-                async with asyncio.timeout(timeout):
-                    await self._gen.aclose()
+            await self._bounded("during cleanup", self._gen.aclose(), timeout)
         except TimeoutError:
             log.error("template %r: cleanup did not finish in %g s", self.template_id, timeout)
         except Exception:
