@@ -92,6 +92,9 @@ class ControlConnection:
         if self._op is asyncio.current_task():
             self._op = None
         ready = self.core.finish(call, outcome)
+        # an error's traceback holds this frame, and the frame the error: without this the
+        # call's params (up to max_message_size) live on until the next cyclic GC
+        del outcome
         self._flush()
         self._start(ready)
 

@@ -1,11 +1,17 @@
-"""The connection core stops reading by the size of what waits, not only by the count: a
-peer pipelining large frames behind a slow call cannot make the server hold 64 of them."""
+"""Memory a peer's frames cost: the connection core stops reading by the size of what waits,
+not only by the count (a peer pipelining large frames behind a slow call cannot make the
+server hold 64 of them), and a failed call's params are freed as soon as it is answered."""
 
 from __future__ import annotations
 
+import gc
 import json
 
-from hud.protocol.connection import MAX_WAITING, MAX_WAITING_BYTES, ServerConnection
+import pytest
+from conftest import raw_peer, serving
+from sample_env import env
+
+from hud.protocol.connection import MAX_WAITING, MAX_WAITING_BYTES, Call, ServerConnection
 from hud.protocol.errors import NoTaskInProgress
 from hud.protocol.messages import ManifestResult, PeerInfo
 
@@ -49,3 +55,22 @@ def test_held_frames_behind_an_inline_call_saturate_by_size() -> None:
     assert held == MAX_WAITING_BYTES // len(ANSWER) < MAX_WAITING
     core.finish(inline, NoTaskInProgress("x"))  # the held frames are taken: one runs
     assert not core.saturated
+
+
+@pytest.mark.anyio
+async def test_failed_calls_free_their_params_at_once() -> None:
+    """An error reply must not keep its call's params alive in a reference cycle until the
+    next garbage collection: a flood of failing calls with big params held hundreds of MB."""
+    async with serving(env) as server, raw_peer(server) as peer:
+        await peer.manifest()
+        gc.collect()
+        gc.disable()
+        try:
+            for rid in range(20):  # each fails: no task in progress
+                await peer.send(frame(100 + rid, "tasks.grade", {"answer": ANSWER}))
+            for _ in range(20):
+                assert (await peer.recv())["error"]["code"] == NoTaskInProgress.code
+            alive = sum(isinstance(o, Call) for o in gc.get_objects())  # with its params
+        finally:
+            gc.enable()
+    assert alive == 0
