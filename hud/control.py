@@ -4,7 +4,9 @@ The sans-I/O core decides what runs when; this module runs it. Each call the cor
 runs its handler (:mod:`hud.handlers`) in a task of the connection's task group, and every
 reply goes out as soon as the core produces it. Reading pauses while the core is saturated
 or the peer is not taking our replies, so a client that floods requests or never reads
-costs bounded memory. When the connection drops, the calls already accepted still finish
+costs bounded memory; a peer that takes none of our data for :data:`UNREAD_LIMIT` seconds
+(frozen, e.g. stopped with SIGSTOP, which TCP keepalive cannot tell from a quiet peer) is
+taken as gone and disconnected. When the connection drops, the calls already accepted still finish
 (the task group waits for them), then the session is parked if it holds a task.
 """
 
@@ -24,12 +26,15 @@ from .transport import Transport
 
 log = logging.getLogger(__name__)
 
+UNREAD_LIMIT = 60.0
+"""Seconds a peer may leave our replies unread (its socket full) before it is dropped."""
+
 
 class ControlConnection:
     """Serves one transport until it closes; see the module docstring."""
 
-    __slots__ = ("_doomed", "_group", "_op", "_started", "_write_blocked", "core", "host",
-                 "session", "transport")
+    __slots__ = ("_doomed", "_group", "_op", "_started", "_unread_timer", "_write_blocked",
+                 "core", "host", "session", "transport")
 
     def __init__(self, host: Host, transport: Transport) -> None:
         self.host = host
@@ -42,6 +47,7 @@ class ControlConnection:
         self._started = False  # whether _op has had its first turn (a task cancelled
         self._doomed = False  # before that never runs: it is doomed, and answers at once)
         self._write_blocked = False
+        self._unread_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         """Serve until the transport closes and accepted calls finish; then park or drop
@@ -54,6 +60,8 @@ class ControlConnection:
                 await self.transport.closed
         finally:
             self._group = None
+            if self._unread_timer is not None:
+                self._unread_timer.cancel()
             await self._detach()
 
     # -- the core's calls -----------------------------------------------------------------
@@ -91,6 +99,9 @@ class ControlConnection:
         if self._op is asyncio.current_task():
             self._op = None
         ready = self.core.finish(call, outcome)
+        # an error's traceback holds this frame, and the frame the error: without this the
+        # call's params (up to max_message_size) live on until the next cyclic GC
+        del outcome
         self._flush()
         self._start(ready)
 
@@ -104,7 +115,21 @@ class ControlConnection:
 
     def _write_paused(self, paused: bool) -> None:
         self._write_blocked = paused
+        if self._unread_timer is not None:
+            self._unread_timer.cancel()
+            self._unread_timer = None
+        if paused:
+            self._unread_timer = asyncio.get_running_loop().call_later(
+                UNREAD_LIMIT, self._drop_unread)
         self._flow()
+
+    def _drop_unread(self) -> None:
+        """The peer kept our replies unread too long: close (its session is parked, so its
+        task can be resumed or adopted)."""
+        self._unread_timer = None
+        log.warning("dropping a control connection that read none of its replies for %g s "
+                    "(session %s)", UNREAD_LIMIT, self.session.id if self.session else "none")
+        self.transport.close_soon(1008, "replies left unread")
 
     def _flow(self) -> None:
         if self.core.saturated or self._write_blocked:

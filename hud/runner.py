@@ -9,7 +9,9 @@ The generator's life has three phases, and an error names the one it happened in
 * ``cleanup``: whatever runs after the second ``yield``, or in ``finally`` when the task is
   cancelled, expires, or fails.
 
-Every step is bounded by a timeout. What the generator yields is checked here and turned into
+Every step is bounded by a timeout, runs in a task of its own and is watched for blocking the
+event loop (:mod:`hud.steps`): a template that ignores its cancellation is abandoned, not
+waited for. What the generator yields is checked here and turned into
 wire types; anything malformed is a :class:`TemplateError`, never passed on as-is.
 
 The environment's *task hooks* (capabilities such as the workspace) wrap the whole task: each
@@ -35,6 +37,7 @@ import msgspec
 from .errors import CapabilityLost
 from .protocol.errors import TemplateError
 from .protocol.messages import ContentBlock, ImageBlock, Message, Subscore, TextBlock
+from .steps import run_step
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,8 @@ class TaskRunner:
         self._gen = generator
         self.started = False
         self.closed = False
+        self.abandoned = False
+        """A step ignored its cancellation and was left running (see :mod:`hud.steps`)."""
         self.scope = TaskScope(template_id)
         self._hooks = list(hooks)
         self._entered: contextlib.AsyncExitStack | None = None
@@ -167,11 +172,18 @@ class TaskRunner:
         if entered is None:
             return
         try:
-            with self.scope.entered():
-                async with asyncio.timeout(timeout):
-                    await entered.aclose()
+            await self._bounded("closing its task hooks", entered.aclose(), timeout)
         except Exception:
             log.exception("template %r: a task hook failed while closing", self.template_id)
+
+    async def _bounded(self, what: str, step: Awaitable[Any], timeout: float | None) -> Any:
+        """Run one step in this task's scope (see :mod:`hud.steps`)."""
+        return await run_step(step, label=f"template {self.template_id!r} {what}",
+                              timeout=timeout, enter=self.scope.entered,
+                              on_abandon=self._abandon)
+
+    def _abandon(self) -> None:
+        self.abandoned = True
 
     async def _start(self, timeout: float | None) -> Prompt:
         """Run setup up to the first yield and return the prompt."""
@@ -232,9 +244,7 @@ class TaskRunner:
 
     async def _step(self, phase: Phase, step: Awaitable[Any], timeout: float | None) -> Any:
         try:
-            with self.scope.entered():
-                async with asyncio.timeout(timeout):
-                    return await step
+            return await self._bounded(f"during {phase}", step, timeout)
         except StopAsyncIteration:
             raise
         except TimeoutError:
@@ -260,10 +270,11 @@ class TaskRunner:
             await self._release(timeout)
             return
         self.closed = True
+        if self.abandoned:  # its generator is still running, in the abandoned step
+            await self._release(timeout)
+            return
         try:
-            with self.scope.entered():
-                async with asyncio.timeout(timeout):
-                    await self._gen.aclose()
+            await self._bounded("during cleanup", self._gen.aclose(), timeout)
         except TimeoutError:
             log.error("template %r: cleanup did not finish in %g s", self.template_id, timeout)
         except Exception:
@@ -304,28 +315,106 @@ def normalize_prompt(value: Any) -> Prompt:
 
 def normalize_reward(value: Any) -> Reward:
     """Accept a number, ``{"reward"|"score": ..., "subscores", "info"}`` or an object with
-    ``.reward``; the reward must be a finite number in [0, 1]."""
+    ``.reward``. The reward and every subscore's score must be finite numbers in [0, 1], each
+    weight a finite number (negative for a penalty, as :class:`hud.graders.Grade` makes them),
+    and ``info`` an object that JSON can carry as is: anything else raises ``TypeError`` or
+    ``ValueError`` naming what was wrong, never a reply the client would have to reject."""
+    fields = _reward_fields(value)
+    fields["reward"] = _unit_interval(fields.get("reward"), "the reward")
+    if fields.get("subscores") is not None:
+        fields["subscores"] = _subscores(fields["subscores"])
+    if fields.get("info") is not None:
+        if not isinstance(fields["info"], dict):
+            raise TypeError(f"info must be an object, got {type(fields['info']).__name__}")
+        fields["info"] = _json_value(fields["info"], "info", 0)
+    return msgspec.convert(fields, Reward)
+
+
+def _reward_fields(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         fields = dict(value)
         if "score" in fields and "reward" not in fields:
             fields["reward"] = fields.pop("score")
-    elif hasattr(value, "reward") and not isinstance(value, (int, float)):
-        fields = {
+        return fields
+    if hasattr(value, "reward") and not isinstance(value, (int, float)):
+        return {
             name: getattr(value, name)
             for name in ("reward", "subscores", "info")
             if getattr(value, name, None) is not None
         }
+    return {"reward": value}
+
+
+def _number(value: Any, what: str) -> float:
+    """``value`` as a finite float; ``what`` names it in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int past 1.8e308: no float, no JSON number a client reads
+        raise ValueError(f"{what} must be a finite number, got an integer of "
+                         f"{len(str(abs(value)))} digits") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _unit_interval(value: Any, what: str) -> float:
+    number = _number(value, what)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {value!r}")
+    return number
+
+
+def _subscores(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        items = [{"name": k, "score": v} for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [msgspec.to_builtins(s) for s in value]
     else:
-        fields = {"reward": value}
-    reward = fields.get("reward")
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)):
-        raise TypeError(f"the reward must be a number, got {type(reward).__name__}")
-    if not math.isfinite(reward) or not 0.0 <= reward <= 1.0:
-        raise ValueError(f"the reward must be in [0, 1], got {reward!r}")
-    fields["reward"] = float(reward)
-    subscores = fields.get("subscores")
-    if isinstance(subscores, dict):
-        fields["subscores"] = [{"name": k, "score": v} for k, v in subscores.items()]
-    elif subscores is not None:
-        fields["subscores"] = [msgspec.to_builtins(s) for s in subscores]
-    return msgspec.convert(fields, Reward, from_attributes=True)
+        raise TypeError(f"subscores must be a list or an object, got {type(value).__name__}")
+    checked = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise TypeError(f"subscores[{index}] must be an object with a string 'name'")
+        name = item["name"]
+        checked.append({
+            "name": name,
+            "score": _unit_interval(item.get("score"), f"the score of subscore {name!r}"),
+            "weight": _number(item.get("weight", 1.0), f"the weight of subscore {name!r}"),
+        })
+    return checked
+
+
+MAX_INFO_DEPTH = 64
+"""Nesting allowed in a reward's ``info`` (the codec's readers refuse deeper documents)."""
+
+
+def _json_value(value: Any, path: str, depth: int) -> Any:
+    """``value`` as JSON builtins, checked: non-finite floats and objects JSON cannot carry
+    raise, naming their path. Structs, dataclasses, dates, sets and bytes are converted the
+    way the wire encoder would (msgspec's builtins)."""
+    if depth > MAX_INFO_DEPTH:
+        raise ValueError(f"{path} is nested more than {MAX_INFO_DEPTH} levels deep")
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path} is {value!r}, which JSON cannot carry")
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path} has a key of type {type(key).__name__} ({key!r}); "
+                                "JSON object keys are strings")
+            out[key] = _json_value(item, f"{path}[{key!r}]", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    try:
+        converted = msgspec.to_builtins(value)
+    except TypeError:
+        raise TypeError(f"{path} is a {type(value).__name__}, which JSON cannot carry; "
+                        "convert it to a string, number, list or object") from None
+    return _json_value(converted, path, depth + 1)

@@ -190,7 +190,7 @@ async def test_nan_reward_is_a_template_error() -> None:
         await client.start("nan")
         from hud.protocol.errors import TemplateError
 
-        with pytest.raises(TemplateError, match=r"in \[0, 1\], got nan"):
+        with pytest.raises(TemplateError, match="must be a finite number, got nan"):
             await client.grade("")
 
 

@@ -22,12 +22,15 @@ CHUNK = 256 * 1024
 @dataclass(slots=True)
 class ProcessResult:
     """What a finished command left: its exit status (minus the signal that killed it), its
-    output decoded as UTF-8 (undecodable bytes replaced), and whether it ran out of time."""
+    output decoded as UTF-8 (undecodable bytes replaced), whether it ran out of time, and
+    how many leading bytes of each stream a ``max_output`` cap discarded."""
 
     exit_status: int
     stdout: str
     stderr: str
     timed_out: bool = False
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
 
     @property
     def ok(self) -> bool:

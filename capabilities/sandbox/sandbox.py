@@ -160,14 +160,18 @@ class Sandbox:
         check: bool = False,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        max_output: int | None = None,
     ) -> ProcessResult:
         """Run a command to completion (a string runs under ``bash -c``). On timeout its
         whole process group is killed and ``timed_out`` is set; ``check`` raises
-        :class:`CommandFailed` unless it succeeded."""
+        :class:`CommandFailed` unless it succeeded. ``max_output`` keeps only the last that
+        many bytes of each stream (the rest is read and discarded, and counted in
+        ``stdout_dropped``/``stderr_dropped``): pass it whenever the agent controls what the
+        command prints. None keeps everything."""
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
         proc = await self.spawn(argv, env=env, cwd=cwd, stdin=input is not None)
         try:
-            result = await _collect(proc, input, timeout)
+            result = await _collect(proc, input, timeout, max_output)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.shield(proc.kill())
@@ -336,7 +340,8 @@ async def _drain(proc: SandboxProcess, stream: asyncio.StreamReader) -> bytes:
 
 
 async def _collect(
-    proc: SandboxProcess, input: bytes | str | None, timeout: float | None
+    proc: SandboxProcess, input: bytes | str | None, timeout: float | None,
+    max_output: int | None = None,
 ) -> ProcessResult:
     """Feed ``input``, read both streams, wait for the exit (killing the process group on
     timeout). Output still trailing :data:`OUTPUT_GRACE` seconds after the exit (a background
@@ -353,9 +358,9 @@ async def _collect(
 
     assert proc.stderr is not None
     streams = (proc.stdout, proc.stderr)
-    out = [bytearray(), bytearray()]
-    tasks = [asyncio.ensure_future(_read_into(proc, stream, buf))
-             for stream, buf in zip(streams, out, strict=True)]
+    out = [_Tail(max_output), _Tail(max_output)]
+    tasks = [asyncio.ensure_future(_read_into(proc, stream, tail))
+             for stream, tail in zip(streams, out, strict=True)]
     tasks.append(asyncio.ensure_future(feed()))
     exited = asyncio.ensure_future(proc.wait())
     try:
@@ -368,13 +373,35 @@ async def _collect(
         for task in (*tasks, exited):
             task.cancel()
         await asyncio.gather(*tasks, exited, return_exceptions=True)
-    return ProcessResult(status, out[0].decode(errors="replace"),
-                         out[1].decode(errors="replace"), timed_out=not done)
+    return ProcessResult(status, out[0].text(), out[1].text(), timed_out=not done,
+                         stdout_dropped=out[0].dropped, stderr_dropped=out[1].dropped)
 
 
-async def _read_into(proc: SandboxProcess, stream: asyncio.StreamReader, buf: bytearray) -> None:
+class _Tail:
+    """The last ``limit`` bytes of a stream (all of it when ``limit`` is None), and how many
+    earlier bytes were discarded."""
+
+    __slots__ = ("buf", "dropped", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.buf = bytearray()
+        self.limit = limit
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.buf += chunk
+        excess = 0 if self.limit is None else len(self.buf) - self.limit
+        if excess > 0:
+            del self.buf[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        return self.buf.decode(errors="replace")
+
+
+async def _read_into(proc: SandboxProcess, stream: asyncio.StreamReader, tail: _Tail) -> None:
     while chunk := await proc.read(stream):
-        buf += chunk
+        tail.add(chunk)
 
 
 def _read_child_pid(fd: int) -> int | None:

@@ -35,6 +35,10 @@ SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-serve
 # After a command exits, how long its output may still trail in (a background job that kept
 # its stdout open would otherwise hold the channel open forever).
 OUTPUT_GRACE = 0.2
+# What a channel of a dead sandbox says on stderr before it exits with 255 (as ssh does when
+# the connection fails), instead of leaving the client to wait out its own timeout.
+SANDBOX_GONE = ("hud: the sandbox of this task is gone (its processes were killed, or it "
+                "ran out of memory); nothing more can run in it: start a new task")
 
 
 def sftp_server() -> str | None:
@@ -119,9 +123,14 @@ class ShellDaemon:
             if admission is None or admission.sandbox.closed:
                 process.exit(255)
                 return
+            if not _alive(admission.sandbox):
+                raise SpawnerGone("its spawner is not running")
             await self._serve(process, admission.sandbox)
-        except SpawnerGone:
-            log.debug("shell channel ended with its sandbox")
+        except SpawnerGone as exc:  # the agent killed it, or the kernel did (memory)
+            log.warning("shell channel ended: the sandbox is gone (%s)", exc)
+            with contextlib.suppress(Exception):
+                process.stderr.write(f"{SANDBOX_GONE}\n".encode())
+                process.exit(255)
         except Exception as exc:  # one failing channel must not take the daemon down
             log.warning("shell channel failed: %r", exc)
             with contextlib.suppress(Exception):
@@ -157,6 +166,10 @@ class ShellDaemon:
             await _Splice(process, child).run()
         finally:
             child.close()
+
+
+def _alive(sandbox: Sandbox) -> bool:
+    return sandbox.spawner is not None and sandbox.spawner.alive
 
 
 def _text(value: str | bytes) -> str:

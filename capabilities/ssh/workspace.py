@@ -192,7 +192,7 @@ def _graders_run_in(name: str, sandbox: Sandbox) -> Iterator[None]:
     """While a step runs, ``BashGrader`` commands run in ``sandbox`` (when hud.graders is
     there to use it)."""
     try:
-        from hud.graders.commands import CommandResult, using_command_runner
+        from hud.graders.commands import TAIL_BYTES, CommandResult, using_command_runner
     except ImportError:
         yield
         return
@@ -200,11 +200,15 @@ def _graders_run_in(name: str, sandbox: Sandbox) -> Iterator[None]:
     async def run_in_sandbox(
         command: str, *, cwd: str | os.PathLike[str] | None, timeout: float | None
     ) -> CommandResult:
+        # the agent decides what graders print: keep tails, as the local runner does
         with _lost(name):
-            result = await sandbox.run(command, cwd=cwd, timeout=timeout)
+            result = await sandbox.run(command, cwd=cwd, timeout=timeout,
+                                       max_output=TAIL_BYTES)
         return CommandResult(exit_code=None if result.timed_out else result.exit_status,
                              stdout=result.stdout, stderr=result.stderr,
-                             timed_out=result.timed_out)
+                             timed_out=result.timed_out,
+                             stdout_dropped=result.stdout_dropped,
+                             stderr_dropped=result.stderr_dropped)
 
     with using_command_runner(run_in_sandbox):
         yield

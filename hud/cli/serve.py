@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from .. import steps
 from ..environment import Environment
 from ..errors import LoadError
 from ..eventloop import loop_factory
@@ -32,13 +33,26 @@ def run_server(target: str, *, verbose: bool = False, quiet: bool = False,
     except LoadError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 6
+    runner = asyncio.Runner(loop_factory=loop_factory())
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve_until_signalled(env, ServerConfig(**config)))  # type: ignore[arg-type]
+        runner.run(serve_until_signalled(env, ServerConfig(**config)))  # type: ignore[arg-type]
     except OSError as exc:
         sys.stderr.write(f"error: cannot listen: {exc}\n")
         return 3
+    finally:
+        _close(runner)
     return 0
+
+
+def _close(runner: asyncio.Runner) -> None:
+    """Close the loop, unless template steps that ignored their cancellation still run:
+    closing would wait for them forever (``asyncio.Runner`` cancels and awaits every task),
+    so the process exits without them."""
+    if steps.ABANDONED:
+        log.error("exiting with %d template step(s) still running: they ignored cancellation",
+                  len(steps.ABANDONED))
+        return
+    runner.close()
 
 
 async def serve_until_signalled(env: Environment, config: ServerConfig) -> None:

@@ -21,7 +21,8 @@ class BashGrader(Grader):
     runs through the current command runner (:mod:`hud.graders.commands`): inside the
     rollout's sandbox when the workspace installed one, else ``bash -c`` on this host in
     ``cwd``. ``runner=`` overrides both. Info: ``command``, ``exit_code``, and the last
-    4,000 characters of ``stdout`` and ``stderr``; a timeout scores 0.0 with
+    4,000 characters of ``stdout`` and ``stderr``, with ``output_truncated: True`` when
+    either was longer (runners keep 64 KiB tails); a timeout scores 0.0 with
     ``timed_out: True`` and ``exit_code: None``. A command that cannot be started at all
     (no bash, no such ``cwd``) raises: that is a broken grader, not a failing answer.
     """
@@ -45,6 +46,8 @@ class BashGrader(Grader):
             "stdout": result.stdout[-INFO_TAIL:],
             "stderr": result.stderr[-INFO_TAIL:],
         }
+        if result.truncated or max(len(result.stdout), len(result.stderr)) > INFO_TAIL:
+            info["output_truncated"] = True
         if result.timed_out:
             info["timed_out"] = True
         passed = result.exit_code == 0 and not result.timed_out

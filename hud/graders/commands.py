@@ -56,21 +56,29 @@ DRAIN_SECONDS = 2.0
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     """How a command ended. ``exit_code`` is None when it timed out; negative when a signal
-    ended it. ``stdout``/``stderr`` are the tails of the streams, decoded as UTF-8."""
+    ended it. ``stdout``/``stderr`` are the tails of the streams (at most :data:`TAIL_BYTES`
+    each from the built-in runners), decoded as UTF-8; ``stdout_dropped``/``stderr_dropped``
+    count the bytes before the tail that were read and discarded."""
 
     exit_code: int | None
     stdout: str = ""
     stderr: str = ""
     timed_out: bool = False
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.stdout_dropped or self.stderr_dropped)
 
 
 class CommandRunner(Protocol):
     """Runs ``command`` with a shell, in ``cwd`` (None: the runner's default directory).
 
     Contract: return a :class:`CommandResult` for every command that ran, whatever its exit
-    status; on ``timeout`` seconds, stop the command and everything it started and return
-    ``timed_out=True``; raise only when the command could not be run at all.
-    """
+    status, keeping bounded tails of its output (the command is the agent's to influence: it
+    may print without end); on ``timeout`` seconds, stop the command and everything it
+    started and return ``timed_out=True``; raise only when the command could not be run."""
 
     async def __call__(
         self, command: str, *, cwd: str | os.PathLike[str] | None, timeout: float | None
@@ -81,7 +89,8 @@ async def run_subprocess(
     command: str, *, cwd: str | os.PathLike[str] | None = None, timeout: float | None = 600
 ) -> CommandResult:
     """The default runner: ``bash -c command`` on this host, in its own process group, with
-    no stdin. On timeout (or cancellation) the whole group is killed."""
+    no stdin. On timeout (or cancellation) the whole group is killed. Each stream is read to
+    its end and only its last :data:`TAIL_BYTES` are kept."""
     if cwd is not None and not Path(cwd).is_dir():
         raise FileNotFoundError(f"cannot run {command!r}: no directory {os.fspath(cwd)!r}")
     proc = await asyncio.create_subprocess_exec(
@@ -90,7 +99,7 @@ async def run_subprocess(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    out, err = bytearray(), bytearray()
+    out, err = _Tail(), _Tail()
     readers = [
         asyncio.ensure_future(_drain(proc.stdout, out)),
         asyncio.ensure_future(_drain(proc.stderr, err)),
@@ -106,15 +115,34 @@ async def run_subprocess(
         await _finish(proc, readers)
     return CommandResult(
         exit_code=None if timed_out else proc.returncode,
-        stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
-        timed_out=timed_out,
+        stdout=out.text(), stderr=err.text(), timed_out=timed_out,
+        stdout_dropped=out.dropped, stderr_dropped=err.dropped,
     )
 
 
-async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
+class _Tail:
+    """The last :data:`TAIL_BYTES` of a stream, and how many bytes came before them."""
+
+    __slots__ = ("buf", "dropped")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.buf += chunk
+        excess = len(self.buf) - TAIL_BYTES
+        if excess > 0:
+            del self.buf[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        return self.buf.decode(errors="replace")
+
+
+async def _drain(stream: asyncio.StreamReader, sink: _Tail) -> None:
     while chunk := await stream.read(65536):
-        sink.extend(chunk)
-        del sink[:-TAIL_BYTES]
+        sink.add(chunk)
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -183,6 +211,8 @@ def sandbox_runner(sandbox: RunsCommands) -> CommandRunner:
         return CommandResult(
             exit_code=None if timed_out else code,
             stdout=result.stdout, stderr=result.stderr, timed_out=timed_out,
+            stdout_dropped=getattr(result, "stdout_dropped", 0),
+            stderr_dropped=getattr(result, "stderr_dropped", 0),
         )
 
     return run

@@ -18,7 +18,8 @@ The rules, all here and nowhere else:
 * limits: a frame over ``max_message_size``, an id over :data:`MAX_ID_LENGTH` characters,
   binary frames and JSON nested too deeply are refused with an error, never dropped;
 * back-pressure: :attr:`ServerConnection.saturated` says when the driver should stop
-  reading because :data:`MAX_WAITING` frames and requests are waiting their turn.
+  reading because :data:`MAX_WAITING` frames and requests, or :data:`MAX_WAITING_BYTES`
+  of their frames, are waiting their turn.
 
 Nothing here does I/O or knows about asyncio, so every rule is tested without sockets.
 """
@@ -47,6 +48,10 @@ MAX_WAITING = 64
 """Frames held behind an inline request plus queued requests waiting their turn, before the
 driver should stop reading the connection."""
 
+MAX_WAITING_BYTES = 8 * 1024 * 1024
+"""Characters of the frames waiting their turn (as :data:`MAX_WAITING`) before the driver
+should stop reading: without it, 64 frames near ``max_message_size`` would be held at once."""
+
 MAX_ID_LENGTH = 256
 """Longest id accepted, in characters of a string or digits of a number: a reply echoes its
 id, so a huge id would be sent back. A longer one is answered with id null."""
@@ -64,6 +69,8 @@ class Call:
     """``UNSET`` for a notification: it runs, but gets no reply."""
     method: Method
     params: Params
+    size: int = 0
+    """Characters of the frame it came in."""
 
 
 class ServerConnection:
@@ -73,8 +80,8 @@ class ServerConnection:
     error gives (for example ``tasks.solve`` when solutions are off).
     """
 
-    __slots__ = ("_held", "_inline", "_outbox", "_queued", "_running", "declined",
-                 "max_message_size", "opened")
+    __slots__ = ("_held", "_inline", "_outbox", "_queued", "_running", "_waiting_size",
+                 "declined", "max_message_size", "opened")
 
     def __init__(self, *, max_message_size: int, declined: Mapping[str, str] = {}) -> None:
         self.max_message_size = max_message_size
@@ -86,11 +93,13 @@ class ServerConnection:
         self._inline: Call | None = None
         self._running: Call | None = None
         self._queued: collections.deque[Call] = collections.deque()
+        self._waiting_size = 0  # characters of the held frames and queued calls
 
     @property
     def saturated(self) -> bool:
         """Whether the driver should stop reading until more calls finish."""
-        return len(self._held) + len(self._queued) >= MAX_WAITING
+        return (len(self._held) + len(self._queued) >= MAX_WAITING
+                or self._waiting_size >= MAX_WAITING_BYTES)
 
     @property
     def idle(self) -> bool:
@@ -101,6 +110,7 @@ class ServerConnection:
         """Take one frame; return the calls to start now, in order (possibly none)."""
         if self._inline is not None:
             self._held.append(frame)
+            self._waiting_size += len(frame)
             return []
         return self._take(frame)
 
@@ -112,17 +122,21 @@ class ServerConnection:
         if call is self._running:
             self._running = self._queued.popleft() if self._queued else None
             if self._running is not None:
+                self._waiting_size -= self._running.size
                 ready.append(self._running)
         elif call is self._inline:
             self._inline = None
             while self._held and self._inline is None:
-                ready += self._take(self._held.popleft())
+                frame = self._held.popleft()
+                self._waiting_size -= len(frame)
+                ready += self._take(frame)
         return ready
 
     def cancel_waiting(self, reason: str) -> int:
         """Answer every queued call that has not started with :class:`Cancelled`; returns
         how many. The call in progress is the driver's to cancel (then :meth:`finish` it)."""
         waiting, self._queued = self._queued, collections.deque()
+        self._waiting_size -= sum(call.size for call in waiting)
         for call in waiting:
             error = Cancelled(f"{call.method.name} was cancelled before it started: {reason}")
             self._reply(call, error)
@@ -143,7 +157,9 @@ class ServerConnection:
             if self._running is None:
                 self._running = call
                 return [call]
+            call.size = len(frame)
             self._queued.append(call)
+            self._waiting_size += call.size
             return []
         self._inline = call
         return [call]

@@ -1,0 +1,120 @@
+"""One step of a template's code, run so that the server stays in charge of it.
+
+A template is user code in the server's event loop, so two faults in it would otherwise
+stall the server: a step that swallows :class:`asyncio.CancelledError` (it can then outlive
+any timeout, ``tasks.cancel`` and shutdown), and a step that blocks the loop (``time.sleep``,
+a synchronous HTTP call), which stalls every session at once.
+
+:func:`run_step` runs each step in a task of its own and waits for it. On a timeout, or when
+the caller is cancelled, the step is cancelled and gets :data:`CANCEL_GRACE` seconds to end;
+one that does not is *abandoned*: logged as an error, kept in :data:`ABANDONED` until it
+returns by itself, and no longer waited for, so the reply still goes out and shutdown still
+ends. While a step runs, each stretch it holds the loop longer than
+:data:`BLOCKING_THRESHOLD` is logged with the template's name: blocking work belongs in
+``await asyncio.to_thread(func, ...)``, which keeps every other session served meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE = 5.0
+"""Seconds a cancelled step has to end before it is abandoned."""
+BLOCKING_THRESHOLD = 0.25
+"""Seconds a step may hold the event loop in one go before it is reported."""
+ABANDONED: set[asyncio.Task[Any]] = set()
+"""Steps that ignored their cancellation and still run; each leaves once it returns."""
+
+
+async def run_step(
+    step: Awaitable[Any],
+    *,
+    label: str,
+    timeout: float | None,
+    enter: Callable[[], contextlib.AbstractContextManager[Any]],
+    on_abandon: Callable[[], None],
+) -> Any:
+    """Await ``step`` in its own task with ``enter()`` around it and return its result.
+
+    Raises what the step raises, :class:`TimeoutError` after ``timeout`` seconds, and
+    :class:`asyncio.CancelledError` when the caller is cancelled; in the last two cases only
+    once the step has ended or been abandoned (then ``on_abandon()`` is called first).
+    ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``."""
+    task = asyncio.ensure_future(_watched(step, label, enter))
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:
+        await _stop(task, label, on_abandon)
+        raise
+    if not done:
+        await _stop(task, label, on_abandon)
+        raise TimeoutError
+    return task.result()
+
+
+async def _stop(task: asyncio.Task[Any], label: str, on_abandon: Callable[[], None]) -> None:
+    task.cancel()
+    try:
+        await asyncio.wait((task,), timeout=CANCEL_GRACE)
+    finally:
+        if not task.done():
+            log.error("%s ignored its cancellation for %g s: abandoned (it runs on until it "
+                      "returns); template code must let CancelledError propagate",
+                      label, CANCEL_GRACE)
+            ABANDONED.add(task)
+            task.add_done_callback(ABANDONED.discard)
+            on_abandon()
+        elif not task.cancelled():
+            task.exception()  # retrieved: the step was given up, its outcome is moot
+
+
+async def _watched(
+    step: Awaitable[Any], label: str,
+    enter: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> Any:
+    with enter():
+        return await _Timed(step, label)
+
+
+class _Timed:
+    """Awaits ``step``, timing each stretch it runs between two suspensions."""
+
+    __slots__ = ("label", "step")
+
+    def __init__(self, step: Awaitable[Any], label: str) -> None:
+        self.step = step
+        self.label = label
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        inner = self.step.__await__()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            began = time.perf_counter()
+            try:
+                yielded = inner.send(value) if error is None else inner.throw(error)
+            except StopIteration as done:
+                self._check(began)
+                return done.value
+            except BaseException:
+                self._check(began)
+                raise
+            self._check(began)
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:  # thrown in by the task (cancellation): pass it on
+                value, error = None, exc
+
+    def _check(self, began: float) -> None:
+        held = time.perf_counter() - began
+        if held > BLOCKING_THRESHOLD:
+            log.warning("%s blocked the event loop for %.2f s, stalling every session: run "
+                        "blocking calls with `await asyncio.to_thread(func, ...)`",
+                        self.label, held)
