@@ -19,9 +19,10 @@ class BashGrader(Grader):
 
     ``BashGrader.grade(command="pytest -q", weight=0.7, cwd=None, timeout=600)``. The command
     runs through the current command runner (:mod:`hud.graders.commands`): inside the
-    rollout's sandbox when the workspace installed one, else ``bash -c`` on this host in
-    ``cwd``. ``runner=`` overrides both. Info: ``command``, ``exit_code``, and the last
-    4,000 characters of ``stdout`` and ``stderr``; a timeout scores 0.0 with
+    rollout's sandbox when the workspace installed one (as its ``grader`` user, once the
+    answer is in), else ``bash -c`` on this host in ``cwd``. ``runner=`` overrides both.
+    Info: ``command``, ``exit_code``, and the last 4,000 characters of ``stdout`` and
+    ``stderr``; a timeout scores 0.0 with
     ``timed_out: True`` and ``exit_code: None``. A command that cannot be started at all
     (no bash, no such ``cwd``) raises: that is a broken grader, not a failing answer.
     """
