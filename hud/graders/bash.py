@@ -22,9 +22,9 @@ class BashGrader(Grader):
     rollout's sandbox when the workspace installed one (as its ``grader`` user, once the
     answer is in), else ``bash -c`` on this host in ``cwd``. ``runner=`` overrides both.
     Info: ``command``, ``exit_code``, and the last 4,000 characters of ``stdout`` and
-    ``stderr``; a timeout scores 0.0 with
-    ``timed_out: True`` and ``exit_code: None``. A command that cannot be started at all
-    (no bash, no such ``cwd``) raises: that is a broken grader, not a failing answer.
+    ``stderr``; a timeout scores 0.0 with ``timed_out: True`` and ``exit_code: None``. A
+    command that cannot be started at all (no bash, no such ``cwd``, a ``cwd`` the grader
+    may not enter) raises: a broken grader or a workspace it cannot read, not a pass.
     """
 
     default_name: ClassVar[str] = "bash"
