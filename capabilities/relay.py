@@ -118,8 +118,7 @@ class RouteError(LookupError):
 class Routes(Generic[T]):
     """Live tasks' backends, by secret key. Keys are only ever handed to their own task."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what  # "browser", "desktop": used in messages
+    def __init__(self) -> None:
         self._by_key: dict[str, T] = {}
 
     def add(self, key: str, backend: T) -> None:
@@ -133,18 +132,3 @@ class Routes(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return list(self._by_key.items())
-
-    def only(self) -> tuple[str, T]:
-        """The backend of the only live task, for a client that names none.
-
-        Raises :class:`RouteError` when no task, or more than one, holds a backend: then the
-        client must use the credentials its task's bindings carry.
-        """
-        if len(self._by_key) == 1:
-            return next(iter(self._by_key.items()))
-        if not self._by_key:
-            raise RouteError(f"no task holds a {self.what} now: start a task first")
-        raise RouteError(
-            f"{len(self._by_key)} tasks hold a {self.what}: connect with your task's own "
-            "credentials (the bindings of tasks.start), or use client.open()"
-        )

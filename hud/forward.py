@@ -165,7 +165,9 @@ def find_opener(family: str) -> Callable[[Binding], Awaitable[Any]]:
     """The installed opener for a protocol family (entry point group ``hud.capabilities``,
     named by family, e.g. ``ssh``): ``await opener(binding)`` returns a protocol client."""
     try:
-        return capability.find(family, capability.CLIENT_GROUP)  # type: ignore[no-any-return]
+        opener: Callable[[Binding], Awaitable[Any]] = capability.find(
+            family, capability.CLIENT_GROUP)  # what the group's entry points are
+        return opener
     except LookupError:
         installed = ", ".join(sorted(capability.available(capability.CLIENT_GROUP))) or "none"
         raise ValueError(f"no client is installed for protocol family {family!r} (installed: "

@@ -158,7 +158,8 @@ class TaskRunner:
             return await self._gen.__anext__()
         self._entered = contextlib.AsyncExitStack()
         for hook in self._hooks:
-            self._bindings.update(await self._entered.enter_async_context(hook(self.scope)) or {})
+            added = await self._entered.enter_async_context(hook(self.scope))
+            self._bindings.update(added or {})
         with self.scope.entered():  # again: the hooks may have added step contexts
             return await self._gen.__anext__()
 

@@ -81,6 +81,9 @@ async def test_fix_tests_grades_with_its_own_pytest_config_and_tests(path: str,
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 def test_an_agent_that_kills_its_sandbox_fails_its_rollout(tmp_path: Path) -> None:
+    """``kill -9 -1`` as the agent. With the sandbox's own users (server as root) it cannot
+    reach the spawner, so grading runs and scores the agent's work; without them it kills
+    the sandbox, and the lost capability scores 0 with the cause. Never an error."""
     site = tmp_path / "site"
     info = site / "hud_hostile-0.1.dist-info"
     info.mkdir(parents=True)
@@ -98,7 +101,8 @@ def test_an_agent_that_kills_its_sandbox_fails_its_rollout(tmp_path: Path) -> No
     assert summary["errors"] == 0 and summary["reward"] == 0.0
     [run] = summary["runs"]
     assert (run["status"], run["reward"], run["error"]) == ("completed", 0.0, None)
-    assert "the sandbox is gone" in run["info"]["cause"]
+    if os.geteuid() != 0:  # one user for agent and spawner: the kill reached the sandbox
+        assert "the sandbox is gone" in run["info"]["cause"]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed")

@@ -31,8 +31,8 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hud.capability import Service
 from hud.errors import CapabilityLost
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ..rfb.desktop import Desktop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROTOCOL = "cdp/1.3"
 
@@ -173,11 +174,11 @@ class Browser(Service):
     def current(self) -> TaskBrowser:
         """The browser of the task whose code is running now."""
         scope = current_scope()
-        handle = scope.state.get(self) if scope is not None else None
+        handle: TaskBrowser | None = scope.state.get(self) if scope is not None else None
         if handle is None:
             raise RuntimeError(f"browser {self.name!r}: no task is running here; call this "
                                "from a template's setup or grading code")
-        return handle  # type: ignore[no-any-return]
+        return handle
 
     async def devtools(self) -> DevTools:
         """The current task's browser over CDP (a connection kept for the task)."""
@@ -209,7 +210,7 @@ class Browser(Service):
     async def screenshot(self, **options: Any) -> bytes:
         return await self._call(lambda d: d.screenshot(**options))
 
-    async def _call(self, action: Any) -> Any:
+    async def _call(self, action: Callable[[DevTools], Awaitable[T]]) -> T:
         handle = self.current()
         try:
             return await action(await handle.devtools())

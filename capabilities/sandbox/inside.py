@@ -28,6 +28,8 @@ back at their defaults. When the host closes its end, the spawner kills every ch
 group and exits; under bubblewrap that ends the sandbox.
 """
 
+from __future__ import annotations
+
 import contextlib
 import ctypes
 import errno
@@ -41,6 +43,14 @@ import struct
 import sys
 import termios
 
+TYPE_CHECKING = False  # not from typing: the spawner imports only what it runs on
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    Message = dict[str, Any]  # one decoded datagram
+    User = tuple[int, ...]  # (uid, gid)
+
 # SIGINT too: the spawner ignores it (see main), and ignoring is inherited through exec
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 47, 4
@@ -49,7 +59,7 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-def set_capabilities(effective_and_permitted):
+def set_capabilities(effective_and_permitted: int) -> None:
     """Keep ``effective_and_permitted`` (a mask) or nothing; never any inheritable ones."""
     header = ctypes.create_string_buffer(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
     low, high = effective_and_permitted & 0xFFFFFFFF, effective_and_permitted >> 32
@@ -58,7 +68,7 @@ def set_capabilities(effective_and_permitted):
         raise OSError(ctypes.get_errno(), "cannot set capabilities")
 
 
-def confine():
+def confine() -> None:
     """What no child may inherit: ambient and inheritable capabilities, the bounding set
     (execs start from it) and supplementary groups. The spawner keeps only its effective
     capabilities, which an exec drops: in the sandbox's user namespace no id is root, so
@@ -75,7 +85,7 @@ def confine():
     os.setgroups([])
 
 
-def become(uid, gid):
+def become(uid: int, gid: int) -> None:
     """In a forked child: become ``uid:gid`` with no capabilities at all (changing ids
     alone would keep them: neither id is root in the namespace)."""
     os.setresgid(gid, gid, gid)
@@ -84,7 +94,7 @@ def become(uid, gid):
 
 
 @contextlib.contextmanager
-def acting_as(user):
+def acting_as(user: User | None) -> Iterator[None]:
     """The spawner's real and effective ids switched to ``user`` (``(uid, gid)`` or None)
     for the block; the saved ids stay the spawner's, to switch back."""
     own = os.getresuid()[2], os.getresgid()[2]
@@ -99,7 +109,9 @@ def acting_as(user):
             os.setresgid(own[1], own[1], own[1])
 
 
-def spawn_as(user, cwd, argv, env, fds):
+def spawn_as(
+    user: User | None, cwd: str, argv: list[str], env: dict[str, str], fds: list[int]
+) -> int:
     """``posix_spawn`` acting as ``user``: the exec gives the child its ids for all three
     (real, effective, saved), and ``cwd`` and the command are looked up with its rights."""
     with acting_as(user):
@@ -110,7 +122,7 @@ def spawn_as(user, cwd, argv, env, fds):
                               setsigdef=RESET_SIGNALS)
 
 
-def make_homes(spec, users):
+def make_homes(spec: dict[str, Message], users: dict[str, User | None]) -> None:
     """Each ``home`` in ``spec``, mode 0700, made by its user. Before any child runs, so
     that nobody else can have made it first (an existing one fails the start)."""
     for name, fields in spec.items():
@@ -119,11 +131,11 @@ def make_homes(spec, users):
                 os.mkdir(fields["home"], 0o700)
 
 
-def send(sock, **message):
+def send(sock: socket.socket, **message: object) -> None:
     sock.send(json.dumps(message).encode())
 
 
-def find(name, env):
+def find(name: str, env: dict[str, str]) -> str:
     """``name`` resolved on the child's PATH (``posix_spawnp`` would use ours)."""
     if "/" in name:
         return name
@@ -134,7 +146,7 @@ def find(name, env):
     raise FileNotFoundError(errno.ENOENT, "command not found", name)
 
 
-def start_child(message, fds, user):
+def start_child(message: Message, fds: list[int], user: User | None) -> int:
     """Start one child with ``fds`` as its stdio, as ``user`` (``(uid, gid)``, or None for
     ours); returns its pid.
 
@@ -168,7 +180,7 @@ def start_child(message, fds, user):
     os._exit(127)
 
 
-def signal_group(pid, sig):
+def signal_group(pid: int, sig: int) -> bool:
     """Signal the process group of child ``pid``; False if it has gone."""
     try:
         os.killpg(pid, sig)
@@ -177,7 +189,7 @@ def signal_group(pid, sig):
     return True
 
 
-def reap(sock, children):
+def reap(sock: socket.socket, children: set[int]) -> None:
     """Reap every exited child, reporting those the host started (as the sandbox's pid 1
     the spawner also inherits its orphans, which the host never heard of)."""
     while True:
@@ -192,7 +204,8 @@ def reap(sock, children):
             send(sock, op="exit", pid=pid, status=os.waitstatus_to_exitcode(status))
 
 
-def handle(sock, children, groups, message, fds, users):
+def handle(sock: socket.socket, children: set[int], groups: set[int], message: Message,
+           fds: list[int], users: dict[str, User | None]) -> None:
     op = message.get("op")
     if op == "spawn":
         try:
@@ -214,7 +227,7 @@ def handle(sock, children, groups, message, fds, users):
         signal_group(message["pid"], message.get("sig", signal.SIGKILL))
 
 
-def main():
+def main() -> None:
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
@@ -230,12 +243,13 @@ def main():
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children = set()
-    groups = set()  # the process groups of our children, which may outlive their leaders
+    children: set[int] = set()
+    groups: set[int] = set()  # the process groups of our children, which may outlive their leaders
     send(sock, op="ready")
+    watched: list[socket.socket | int] = [sock, wake_r]
     while True:
         try:
-            readable = select.select([sock, wake_r], [], [])[0]
+            readable = select.select(watched, [], [])[0]
         except InterruptedError:
             continue
         if wake_r in readable:

@@ -79,7 +79,7 @@ def program() -> bytes | None:
     """The filter as ``struct sock_filter`` array bytes, or None off x86_64."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
-    code: list[tuple[int, int | str, int | str, int]] = [
+    code: list[tuple[int | str, int | str, int | str, int]] = [
         (LD_ABS_W, 0, 0, ARCH),
         (JEQ, 0, "kill", AUDIT_ARCH_X86_64),
         (LD_ABS_W, 0, 0, NR),

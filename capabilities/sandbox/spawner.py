@@ -202,7 +202,9 @@ class Spawner:
 
     def _fail_all(self, gone: SpawnerGone) -> None:
         self._gone = gone
-        for future in [self._ready, *self._spawned.values(), *self._exits.values()]:
+        futures: list[asyncio.Future[None] | asyncio.Future[int]] = [
+            self._ready, *self._spawned.values(), *self._exits.values()]
+        for future in futures:
             if not future.done():
                 future.set_exception(gone)
                 future.exception()  # retrieved: nobody may be waiting

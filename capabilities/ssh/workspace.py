@@ -166,7 +166,7 @@ class Workspace(Service):
     def sandbox(self) -> Sandbox:
         """The sandbox of the task whose code is running now."""
         scope = current_scope()
-        sandbox = scope.state.get(self) if scope is not None else None
+        sandbox: Sandbox | None = scope.state.get(self) if scope is not None else None
         if sandbox is None:
             raise RuntimeError(f"workspace {self.name!r}: no task is running here; call this "
                                "from a template's setup or grading code")

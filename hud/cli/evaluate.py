@@ -75,7 +75,9 @@ def make_agent(name: str, model: str | None, config: dict[str, Any]) -> Any:
         config = {**config, "model": model}
     try:
         agent = create_agent(name, **config)
-        agent.check()
+        check = getattr(agent, "check", None)  # an Agent's; a plain callable has none
+        if check is not None:
+            check()
     except (LookupError, ValueError, TypeError) as exc:
         fail(str(exc), EXIT_USAGE)
     return agent

@@ -315,14 +315,14 @@ def _trace_document(trace: Trace, directory: Path) -> dict[str, Any]:
     """The trace as JSON builtins, each step's files written to ``directory`` and replaced
     by their paths relative to it."""
     directory.mkdir(parents=True, exist_ok=True)
-    steps = []
+    steps: list[dict[str, Any]] = []
     for step in trace.steps:
         paths = {}
         for name, payload in step.files.items():
             path = f"{step.index}-{_UNSAFE.sub('_', name) or 'file'}"
             (directory / path).write_bytes(payload)
             paths[name] = path
-        document = _builtins(msgspec.structs.replace(step, files={}))
+        document: dict[str, Any] = _builtins(msgspec.structs.replace(step, files={}))
         if paths:
             document["files"] = paths
         steps.append(document)
