@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import serving
-from hud.capabilities.sandbox import bwrap_path
+from hud.capabilities.sandbox import SandboxConfig, Sandboxes, bwrap_path
 from hud.capabilities.sandbox.sandbox import sandbox_python
 from hud.capabilities.sandbox.spawner import SandboxCompromised, Spawner, SpawnerGone
 from hud.capabilities.ssh import Shell
@@ -358,6 +359,22 @@ async def test_host_secrets_and_the_sandboxes_pid_1_are_refused(shell: Shell) ->
     # of /proc/1, which `stat` may catch)
     status = await shell.run("grep ^Uid: /proc/1/status")
     assert status.stdout.split()[3] != "1000", status.stdout
+
+
+@needs_bwrap
+async def test_without_root_graders_share_the_agents_uid_and_the_log_says_so(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as an unprivileged server sees it
+    sandboxes = Sandboxes(SandboxConfig(root=str(root)))
+    try:
+        sandbox = await sandboxes.open()
+        agent = await sandbox.run("id -u", user="agent")
+        grader = await sandbox.run("id -u; echo $HOME", user="grader")
+    finally:
+        await sandboxes.aclose()
+    assert grader.stdout.split() == [agent.stdout.strip(), "/tmp/grader"]
+    assert "graders run as the agent's uid" in caplog.text
 
 
 # -- the host side of the protocol, over a socket pair ----------------------------------

@@ -39,7 +39,7 @@ from . import seccomp
 from .limits import Limits
 from .process import CommandFailed, ProcessResult, SandboxProcess
 from .spawner import SOURCE, Spawner
-from .users import AGENT_ID, GRADER_ID, SPAWNER_ID, Users
+from .users import AGENT_ID, GRADER_ID, SPAWNER_ID, Users, spawner_users
 from .views import OverlayView, View
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class Sandbox:
         info_r, info_w = os.pipe() if bwrap else (-1, -1)
         filter_fd = seccomp.filter_fd() if bwrap else -1
         spawner_argv = [python, "-I", "-S", "-c", SOURCE, str(theirs.fileno()),
-                        json.dumps(self._users(users))]
+                        json.dumps(spawner_users(users, self.grader_home))]
         try:
             if bwrap:
                 argv = [bwrap, *self._bwrap_args(etc_dir, info_w, users, filter_fd),
@@ -261,12 +261,6 @@ class Sandbox:
             if info_r >= 0:
                 os.close(info_r)
         self.view.detach()
-
-    def _users(self, users: Users | None) -> dict[str, dict[str, object]]:
-        """The spawner's users (see :mod:`.inside`): with ``users``, ids of their own."""
-        agent: dict[str, object] = {"ids": [AGENT_ID, AGENT_ID]} if users else {}
-        grader: dict[str, object] = {"ids": [GRADER_ID, GRADER_ID]} if users else {}
-        return {"agent": agent, "grader": {**grader, "home": self.grader_home}}
 
     def _bwrap_args(
         self, etc_dir: str, info_fd: int, users: Users | None, filter_fd: int

@@ -144,6 +144,15 @@ class Users:
         self.userns, self.idmap = -1, None
 
 
+def spawner_users(users: Users | None, grader_home: str) -> dict[str, dict[str, object]]:
+    """The users the spawner may start commands as (``argv[2]`` of :mod:`.inside`): with
+    ``users``, each with ids of its own; without, both as the spawner's own user. Either
+    way the grader gets a private home, made before any command runs."""
+    agent: dict[str, object] = {"ids": [AGENT_ID, AGENT_ID]} if users else {}
+    grader: dict[str, object] = {"ids": [GRADER_ID, GRADER_ID]} if users else {}
+    return {"agent": agent, "grader": {**grader, "home": grader_home}}
+
+
 def open_users(pristine: str, scratch: str) -> Users | None:
     """:class:`Users` if this process may build them (root, user namespaces), else None:
     the sandbox's single user is then the server's own, unprivileged, user (and the
