@@ -154,7 +154,7 @@ MARK = "hud-grading-check"
 LIE_IN_WAIT = r"""
 import errno, json, os, signal, sys, time
 mode, me, attacked = sys.argv[1], os.getpid(), set()
-log = open("/tmp/attack.log", "a", buffering=1)
+log = open(sys.argv[2] if len(sys.argv) > 2 else "/tmp/attack.log", "a", buffering=1)
 
 def attempt(pid, what, action):
     try:
@@ -236,6 +236,46 @@ async def test_what_the_agent_left_running_cannot_reach_the_grader(
     assert attempts, "the attacker never saw the grader's process"
     refused = {"mem": "EACCES", "environ": "EACCES", "signal": "EPERM"}[mode]
     assert all(not a["ok"] and a["error"] == refused for a in attempts), attempts
+
+
+# The agent's code, which the grader runs (as tests import it): it leaves a process behind,
+# as the grader, lying in wait to kill the grader's next command.
+PLANTED = r"""
+import os, subprocess, time
+log = "/tmp/grader/lie_in_wait.log"
+subprocess.Popen(["python3", "/tmp/lie_in_wait.py", "signal", log], start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+while not os.path.exists(log):
+    time.sleep(0.01)
+"""
+
+
+@needs_bwrap
+async def test_what_the_graders_run_of_the_agents_code_dies_before_the_next_command(
+    root: Path, tmp_path: Path
+) -> None:
+    env = Environment("graded")
+    ws = env.workspace(root)
+    left: dict[str, str] = {}
+
+    @env.template()
+    async def answer():
+        yield "write 42 to answer.txt"
+        ran = await BashGrader.grade(name="runs-the-agents-code", command="python3 planted.py")
+        check = f'# {MARK}\nsleep 1; test "$(cat answer.txt)" = 42'
+        checked = await BashGrader.grade(name="check", command=check, timeout=30)
+        left["ps"] = (await ws.run("ps -u grader -o args=")).stdout
+        yield Grade.combine([ran, checked])
+
+    async with serving(env) as server, open_client(server.url) as client:
+        await client.start("answer")
+        shell = await client.open("shell")
+        await shell.write_file("/tmp/lie_in_wait.py", LIE_IN_WAIT)
+        await shell.write_file("planted.py", PLANTED)
+        await shell.run("echo 42 > answer.txt", check=True)
+        graded = await client.grade("done")
+    assert graded.reward == 1.0, graded.info  # the check ran to the end, untouched
+    assert "lie_in_wait" not in left["ps"], left["ps"]
 
 
 @needs_bwrap

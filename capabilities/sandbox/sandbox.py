@@ -36,6 +36,7 @@ from functools import cache
 from typing import Literal
 
 from . import seccomp
+from .grading import GraderCommands
 from .limits import Limits
 from .process import CommandFailed, ProcessResult, SandboxProcess
 from .spawner import SOURCE, Spawner
@@ -131,6 +132,8 @@ class Sandbox:
         self._proc: asyncio.subprocess.Process | None = None
         self.limits: Limits | None = None
         self.closed = False
+        self.grader_apart = False  # whether the grader has a uid of its own (see .users)
+        self.graders = GraderCommands(self)
 
     def environment(
         self, extra: Mapping[str, str] | None = None, user: User = "agent"
@@ -177,17 +180,19 @@ class Sandbox:
     ) -> ProcessResult:
         """Run a command to completion as ``user`` (a string runs under ``bash -c``). On
         timeout its whole process group is killed and ``timed_out`` is set; ``check``
-        raises :class:`CommandFailed` unless it succeeded."""
+        raises :class:`CommandFailed` unless it succeeded. A grader command that starts
+        alone first kills what earlier ones left running (:mod:`.grading`)."""
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
-        proc = await self.spawn(argv, env=env, cwd=cwd, stdin=input is not None, user=user)
-        try:
-            result = await _collect(proc, input, timeout)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(proc.kill())
-            raise
-        finally:
-            proc.close()
+        async with self.graders.command(user):
+            proc = await self.spawn(argv, env=env, cwd=cwd, stdin=input is not None, user=user)
+            try:
+                result = await _collect(proc, input, timeout)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(proc.kill())
+                raise
+            finally:
+                proc.close()
         if check and not result.ok:
             raise CommandFailed(command if isinstance(command, str) else argv, result)
         return result
@@ -203,13 +208,14 @@ class Sandbox:
         await self.run(["sh", "-c", script, "sh", path], input=data, check=True, user=user)
 
     async def _file_op(self, argv: list[str], user: User) -> bytes:
-        proc = await self.spawn(argv, stdin=False, user=user)
-        try:
-            assert proc.stderr is not None
-            out, err, status = await asyncio.gather(
-                _drain(proc, proc.stdout), _drain(proc, proc.stderr), proc.wait())
-        finally:
-            proc.close()
+        async with self.graders.command(user):
+            proc = await self.spawn(argv, stdin=False, user=user)
+            try:
+                assert proc.stderr is not None
+                out, err, status = await asyncio.gather(
+                    _drain(proc, proc.stdout), _drain(proc, proc.stderr), proc.wait())
+            finally:
+                proc.close()
         if status != 0:
             raise FileNotFoundError(err.decode(errors="replace").strip() or argv[-1])
         return out
@@ -250,6 +256,7 @@ class Sandbox:
                 if fd >= 0:
                     os.close(fd)
         self.spawner = Spawner(ours)
+        self.grader_apart = bool(bwrap) and users is not None
         try:
             await self.spawner.wait_ready(START_TIMEOUT)
             if bwrap:
