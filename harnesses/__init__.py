@@ -16,12 +16,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hud.errors import ToolError
+    from hud.errors import ModelAPIError, ToolError
 
     from .computer import Computer, switch_screen
     from .dialogue import Dialect, Limits, Turn, converse, run_tools
     from .provider import ProviderAgent, ProviderSettings
-    from .retry import ModelAPIError, RequestPolicy, send_with_retries
+    from .retry import RequestPolicy, send_with_retries
     from .tool import Image, Tool, ToolFunction, ToolOutput, ToolSpec
     from .toolbox import ToolBox
     from .workbench import Workbench, open_capability, open_workbench
@@ -32,7 +32,7 @@ _EXPORTS = {
     "Dialect": ".dialogue", "Limits": ".dialogue", "Turn": ".dialogue", "converse": ".dialogue",
     "run_tools": ".dialogue",
     "ProviderAgent": ".provider", "ProviderSettings": ".provider",
-    "ModelAPIError": ".retry", "RequestPolicy": ".retry", "send_with_retries": ".retry",
+    "ModelAPIError": "hud.errors", "RequestPolicy": ".retry", "send_with_retries": ".retry",
     "Image": ".tool", "Tool": ".tool", "ToolFunction": ".tool", "ToolOutput": ".tool",
     "ToolSpec": ".tool",
     "ToolBox": ".toolbox",

@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from . import __version__, address, wsconn
 from .address import DEFAULT_URL
-from .errors import HudConnectionError, TransportClosed
+from .errors import AddressError, HudConnectionError, TransportClosed
 from .protocol.connection import ClientConnection
 from .protocol.errors import HudError, Unauthorized
 from .protocol.messages import (
@@ -64,7 +64,7 @@ def control_url(url: str) -> str:
     """``ws://host:port`` (or ``http://``, or bare ``host:port``) → the control endpoint URL."""
     try:
         return address.control_url(url)
-    except address.AddressError as exc:
+    except AddressError as exc:
         raise HudConnectionError(str(exc)) from None
 
 

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 class ControlConnection:
     """Serves one transport until it closes; see the module docstring."""
 
-    __slots__ = ("_group", "_op", "_write_blocked", "core", "host", "session", "transport")
+    __slots__ = ("_doomed", "_group", "_op", "_started", "_write_blocked", "core", "host",
+                 "session", "transport")
 
     def __init__(self, host: Host, transport: Transport) -> None:
         self.host = host
@@ -38,6 +39,8 @@ class ControlConnection:
                                      declined=host.declined)
         self._group: asyncio.TaskGroup | None = None
         self._op: asyncio.Task[None] | None = None  # the queued call in progress
+        self._started = False  # whether _op has had its first turn (a task cancelled
+        self._doomed = False  # before that never runs: it is doomed, and answers at once)
         self._write_blocked = False
 
     async def run(self) -> None:
@@ -67,11 +70,16 @@ class ControlConnection:
                 continue
             task = group.create_task(self._run(call))
             if call.method.schedule is Schedule.QUEUED:
-                self._op = task
+                self._op, self._started, self._doomed = task, False, False
 
     async def _run(self, call: Call) -> None:
         outcome: Outcome
+        queued = call.method.schedule is Schedule.QUEUED
+        if queued:
+            self._started = True
         try:
+            if queued and self._doomed:
+                raise asyncio.CancelledError
             outcome = await HANDLERS[call.method.name](self, call.params)
         except HudError as exc:
             outcome = exc
@@ -111,16 +119,23 @@ class ControlConnection:
         self._flush()
         op = self._op
         if op is not None and not op.done():
-            op.cancel(reason)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(op)
+            self._cancel_op(op, reason)
+            await asyncio.wait([op])
 
     def cancel_soon(self, reason: str) -> None:
         """Cancel queued calls without waiting (server shutdown)."""
         self.core.cancel_waiting(reason)
         self._flush()
-        if self._op is not None:
-            self._op.cancel(reason)
+        if self._op is not None and not self._op.done():
+            self._cancel_op(self._op, reason)
+
+    def _cancel_op(self, op: asyncio.Task[None], reason: str) -> None:
+        # A task cancelled before its first turn would never run _run, so its request
+        # would go unanswered and hold the queued lane: let it run, doomed, instead.
+        if self._started:
+            op.cancel(reason)
+        else:
+            self._doomed = True
 
     def close_soon(self) -> None:
         asyncio.get_running_loop().call_soon(self.transport.close_soon, 1000, "bye")

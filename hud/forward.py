@@ -23,17 +23,13 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from . import capability, ports, wsconn
 from .address import TUNNEL_PREFIX
-from .errors import HudConnectionError
+from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
 from .protocol.messages import Binding
 from .tunnel import TcpEnd
 from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
-
-
-class CapabilityUnavailable(HudConnectionError):
-    """A capability's tunnel was refused or its daemon could not be reached."""
 
 
 def resolve_binding(capabilities: Iterable[Binding], ref: str) -> Binding:

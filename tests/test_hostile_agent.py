@@ -394,11 +394,12 @@ async def test_host_secrets_and_the_sandboxes_pid_1_are_refused(shell: Shell) ->
         result = await shell.run(f"cat {path}")
         assert result.exit_status != 0, path
         assert "Permission denied" in result.stderr or "No such file" in result.stderr, path
-    # pid 1 (the spawner) is not the agent's: its saved uid, that is (while it starts a
-    # command, its real and effective ids are briefly the command's, and so is the owner
-    # of /proc/1, which `stat` may catch)
-    status = await shell.run("grep ^Uid: /proc/1/status")
-    assert status.stdout.split()[3] != "1000", status.stdout
+    # pid 1 (the spawner) is not the agent's user. Its saved uid says so at any moment: for
+    # the instant of a posix_spawn its real and effective uids are the agent's (the exec
+    # gives them to the child), and it is not dumpable then either.
+    pid1 = await shell.run("grep ^Uid: /proc/1/status")
+    saved = pid1.stdout.split()[3]  # Uid: real effective saved filesystem
+    assert saved != "1000", pid1.stdout
 
 
 @needs_bwrap

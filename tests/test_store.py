@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from hud import Environment
 from hud.cli.traces import register
+from hud.errors import StoreError, UnknownId
 from hud.eval.job import Job, group_relative
 from hud.eval.run import Run
-from hud.eval.store import SCHEMA_VERSION, StoreError, TraceStore, UnknownId, trace_messages
+from hud.eval.store import SCHEMA_VERSION, TraceStore, trace_messages
 from hud.protocol.messages import GradeResult, StartResult, Subscore, TaskRef, TextBlock
 
 env = Environment("letters", version="1.0.0")

@@ -10,7 +10,8 @@ from conftest import serving, shouting_daemon
 
 from hud import Environment
 from hud.client import Client, open_client
-from hud.forward import CapabilityUnavailable, local_url, resolve_binding
+from hud.errors import CapabilityUnavailable
+from hud.forward import local_url, resolve_binding
 from hud.protocol.messages import Binding
 
 pytestmark = pytest.mark.anyio

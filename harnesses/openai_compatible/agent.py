@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import openai
 
 from hud.agents import Agent
+from hud.errors import ModelAPIError
 
 from ..mcp_tools import mcp_tools
 from ..provider import split_config
-from ..retry import ModelAPIError, RequestPolicy
+from ..retry import RequestPolicy
 from ..shell_tools import shell_tools
 from ..toolbox import ToolBox
 from ..workbench import open_capability

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
+from hud.errors import ModelAPIError
+
 from ..dialogue import run_tools
-from ..retry import ModelAPIError, RequestPolicy, send_with_retries
+from ..retry import RequestPolicy, send_with_retries
 from ..toolbox import ToolBox
 from . import wire
 

@@ -53,8 +53,8 @@ def parse_config(pairs: list[str]) -> dict[str, Any]:
 
 
 def load_taskset(source: str, env: str | None, task_ids: str | None) -> Any:
+    from ..errors import LoadError
     from ..eval.taskset import Taskset
-    from ..loader import LoadError
 
     try:
         taskset = Taskset.from_source(source, env=env)

@@ -52,7 +52,8 @@ class QuickClient:
     """One blocking control session: manifest on connect, then :meth:`call`."""
 
     def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
-        from ..address import AddressError, control_url
+        from ..address import control_url
+        from ..errors import AddressError
 
         try:
             target = urlsplit(control_url(url))

@@ -9,8 +9,9 @@ import signal
 import sys
 
 from ..environment import Environment
+from ..errors import LoadError
 from ..eventloop import loop_factory
-from ..loader import LoadError, load_environment
+from ..loader import load_environment
 from ..server import Server, ServerConfig
 
 log = logging.getLogger("hud.serve")

@@ -27,7 +27,8 @@ async def list_served(url: str, token: str | None, as_json: bool) -> None:
 
 
 def list_source(source: str, as_json: bool) -> None:
-    from ..loader import LoadError, load_environment, load_tasks
+    from ..errors import LoadError
+    from ..loader import load_environment, load_tasks
 
     try:
         tasks = load_tasks(source)
@@ -42,7 +43,8 @@ def list_source(source: str, as_json: bool) -> None:
 
 
 def _resolve_slug(task: str, source: str) -> tuple[str, dict[str, Any]]:
-    from ..loader import LoadError, load_tasks
+    from ..errors import LoadError
+    from ..loader import load_tasks
 
     try:
         rows = load_tasks(source)

@@ -98,7 +98,8 @@ def _fail(message: str) -> NoReturn:
 
 
 def _open(directory: Path | None) -> TraceStore:
-    from ..eval.store import StoreError, TraceStore
+    from ..errors import StoreError
+    from ..eval.store import TraceStore
 
     try:
         return TraceStore(directory, create=False)
@@ -107,7 +108,7 @@ def _open(directory: Path | None) -> TraceStore:
 
 
 def _lookup(find: Callable[[str], T], key: str) -> T:
-    from ..eval.store import UnknownId
+    from ..errors import UnknownId
 
     try:
         return find(key)

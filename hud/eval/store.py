@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..errors import StoreError, UnknownId
 from .job import group_relative
 from .trace import Trace
 
@@ -84,17 +85,6 @@ SELECT j.id, j.name, j.agent, j.model, j.group_size AS "group", j.started_at, j.
        AVG(r.reward) AS reward
 FROM jobs j LEFT JOIN runs r ON r.job_id = j.id
 """
-
-
-class UnknownId(KeyError):
-    """No job or run matches an id (or prefix), or a prefix matches several."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown id"
-
-
-class StoreError(Exception):
-    """The store cannot be opened: missing (when not creating) or written by a newer hud."""
 
 
 def default_root() -> Path:

@@ -33,6 +33,7 @@ behind, as a user of their own that no process the agent left running can reach.
 
 from __future__ import annotations
 
+from ..errors import GraderError
 from .bash import BashGrader
 from .commands import (
     CommandResult,
@@ -44,7 +45,7 @@ from .commands import (
     set_command_runner,
     using_command_runner,
 )
-from .grade import Grade, Grader, GraderError, Score
+from .grade import Grade, Grader, Score
 from .judge import Criterion, LLMJudgeGrader, parse_verdict
 from .text import (
     contains,

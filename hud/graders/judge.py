@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .grade import Grade, Grader, GraderError, make_score, run_concurrently
+from ..errors import GraderError
+from .grade import Grade, Grader, make_score, run_concurrently
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI

@@ -48,7 +48,8 @@ MAX_WAITING = 64
 driver should stop reading the connection."""
 
 MAX_ID_LENGTH = 256
-"""Longest string id accepted: a reply echoes its id, so a huge id would be sent back."""
+"""Longest id accepted, in characters of a string or digits of a number: a reply echoes its
+id, so a huge id would be sent back. A longer one is answered with id null."""
 
 Outcome = Body | HudError
 """What a call ended with: its result, or the error to send instead."""
@@ -155,7 +156,7 @@ class ServerConnection:
                 "send each request as one JSON text frame"))
             return None
         if len(frame) > self.max_message_size:
-            self._refuse(codec.request_id_of(frame), LimitExceeded(
+            self._refuse(_echoable_id_of(frame), LimitExceeded(
                 f"frame of {len(frame)} characters exceeds the limit of "
                 f"{self.max_message_size}",
                 {"limit": "max_message_size", "value": self.max_message_size,
@@ -164,12 +165,12 @@ class ServerConnection:
         try:
             request = codec.decode_request(frame)
         except HudError as exc:
-            self._refuse(codec.request_id_of(frame), exc)
+            self._refuse(_echoable_id_of(frame), exc)
             return None
-        if isinstance(request.id, str) and len(request.id) > MAX_ID_LENGTH:
+        if _too_long(request.id):
             self._refuse(None, LimitExceeded(
-                f"request id of {len(request.id)} characters exceeds the limit of "
-                f"{MAX_ID_LENGTH}", {"limit": "max_id_length", "value": MAX_ID_LENGTH}))
+                f"request id longer than the limit of {MAX_ID_LENGTH} characters",
+                {"limit": "max_id_length", "value": MAX_ID_LENGTH}))
             return None
         try:
             params = codec.decode_params(request)
@@ -204,6 +205,21 @@ class ServerConnection:
 
     def _refuse(self, request_id: RequestId, error: HudError) -> None:
         self._outbox.append(codec.encode_error(request_id, error))
+
+
+def _too_long(request_id: RequestId | UnsetType) -> bool:
+    if isinstance(request_id, str):
+        return len(request_id) > MAX_ID_LENGTH
+    return isinstance(request_id, int) and abs(request_id) >= _ID_NUMBER_LIMIT
+
+
+_ID_NUMBER_LIMIT = 10**MAX_ID_LENGTH
+
+
+def _echoable_id_of(frame: str) -> RequestId:
+    """The id of a frame that failed to decode, when it is short enough to send back."""
+    request_id = codec.request_id_of(frame)
+    return None if _too_long(request_id) else request_id
 
 
 @dataclass(slots=True, eq=False)
