@@ -68,11 +68,13 @@ class TaskScope:
     ``id`` is unique per task. A hook keeps per-task state here and calls
     :meth:`during_steps` to have a context manager entered around every step of the template,
     whichever asyncio task runs that step (the server runs setup and grade in different ones).
+    ``phase`` is the phase of the step running now, or of the last one.
     """
 
     def __init__(self, template_id: str) -> None:
         self.id = "task-" + secrets.token_hex(8)
         self.template = template_id
+        self.phase: Phase = "setup"
         self.state: dict[object, Any] = {}
         self._step_contexts: list[Callable[[], contextlib.AbstractContextManager[Any]]] = []
 
@@ -243,6 +245,7 @@ class TaskRunner:
         return "yielded more than twice; the extra values were ignored"
 
     async def _step(self, phase: Phase, step: Awaitable[Any], timeout: float | None) -> Any:
+        self.scope.phase = phase
         try:
             return await self._bounded(f"during {phase}", step, timeout)
         except StopAsyncIteration:
@@ -270,6 +273,7 @@ class TaskRunner:
             await self._release(timeout)
             return
         self.closed = True
+        self.scope.phase = "cleanup"
         if self.abandoned:  # its generator is still running, in the abandoned step
             await self._release(timeout)
             return

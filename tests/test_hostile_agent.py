@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -19,14 +20,16 @@ from typing import Any
 
 import pytest
 from conftest import serving
-from hud.capabilities.sandbox import bwrap_path
+from hud.capabilities.sandbox import SandboxConfig, Sandboxes, bwrap_path
 from hud.capabilities.sandbox.sandbox import sandbox_python
 from hud.capabilities.sandbox.spawner import SandboxCompromised, Spawner, SpawnerGone
 from hud.capabilities.ssh import Shell
 
 from hud import Environment
 from hud.client import open_client
+from hud.graders import BashGrader, Grade
 from hud.loader import load_environment
+from hud.protocol.errors import TemplateError
 
 pytestmark = pytest.mark.anyio
 needs_bwrap = pytest.mark.skipif(bwrap_path() is None or sandbox_python() is None,
@@ -143,6 +146,154 @@ print("survived", flush=True)
 """
 
 
+# Lies in wait for the grader's command (its command line holds MARK), attacks each of its
+# processes once (sys.argv[1]: "mem", "signal" or "environ") and logs every attempt, as
+# JSON lines, in /tmp/attack.log. A real attacker would forge with what it got; trying is
+# enough to show the hole.
+MARK = "hud-grading-check"
+LIE_IN_WAIT = r"""
+import errno, json, os, signal, sys, time
+mode, me, attacked = sys.argv[1], os.getpid(), set()
+log = open(sys.argv[2] if len(sys.argv) > 2 else "/tmp/attack.log", "a", buffering=1)
+
+def attempt(pid, what, action):
+    try:
+        got = action()
+        log.write(json.dumps({"pid": pid, "attack": what, "ok": True, "got": got}) + "\n")
+    except OSError as exc:
+        log.write(json.dumps({"pid": pid, "attack": what, "ok": False,
+                              "error": errno.errorcode.get(exc.errno)}) + "\n")
+
+def read(path):
+    with open(path, "rb") as file:
+        return file.read().decode(errors="replace")[:200]
+
+def open_for_writing(path):
+    os.close(os.open(path, os.O_RDWR))
+    return "opened"
+
+log.write(json.dumps({"ready": True}) + "\n")
+deadline = time.time() + 60
+while time.time() < deadline and not attacked:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if b"MARK" not in open(f"/proc/{entry}/cmdline", "rb").read():
+                continue
+        except OSError:
+            continue
+        pid = int(entry)
+        attacked.add(pid)
+        if mode == "mem":
+            attempt(pid, "mem", lambda: open_for_writing(f"/proc/{pid}/mem"))
+        elif mode == "environ":
+            attempt(pid, "environ", lambda: read(f"/proc/{pid}/environ"))
+        else:
+            attempt(pid, "SIGSTOP", lambda: os.kill(pid, signal.SIGSTOP))
+            attempt(pid, "SIGKILL", lambda: os.kill(pid, signal.SIGKILL))
+    time.sleep(0.001)
+""".replace("MARK", MARK)
+
+
+def graded_env(root: Path, attack_log: Path) -> Environment:
+    """One task: write 42 to answer.txt. Its grader takes a second (time for an attacker to
+    find it); its cleanup copies the attacker's log to ``attack_log``, on the host."""
+    env = Environment("graded")
+    ws = env.workspace(root)
+
+    @env.template()
+    async def answer():
+        yield "write 42 to answer.txt"
+        command = f'# {MARK}\nsleep 1; test "$(cat answer.txt)" = 42'
+        yield await Grade.gather(BashGrader.grade(command=command, timeout=30))
+        attack_log.write_bytes(await ws.read_file("/tmp/attack.log", user="agent"))
+
+    return env
+
+
+@needs_bwrap
+@pytest.mark.parametrize("mode", ["mem", "signal", "environ"])
+async def test_what_the_agent_left_running_cannot_reach_the_grader(
+    root: Path, tmp_path: Path, mode: str
+) -> None:
+    attack_log = tmp_path / "attack.log"
+    async with serving(graded_env(root, attack_log)) as server, \
+            open_client(server.url) as client:
+        await client.start("answer")
+        shell = await client.open("shell")
+        await shell.write_file("/tmp/lie_in_wait.py", LIE_IN_WAIT)
+        await shell.run("echo 42 > answer.txt", check=True)
+        await shell.run(f"setsid python3 /tmp/lie_in_wait.py {mode} > /dev/null 2>&1 "
+                        "< /dev/null &", check=True)
+        for _ in range(200):  # until it lies in wait
+            if (await shell.run("cat /tmp/attack.log")).stdout:
+                break
+            await asyncio.sleep(0.05)
+        graded = await client.grade("done")
+    attempts = [json.loads(line) for line in attack_log.read_text().splitlines()][1:]
+    assert graded.reward == 1.0  # the true reward: the grader ran to the end, untouched
+    assert attempts, "the attacker never saw the grader's process"
+    refused = {"mem": "EACCES", "environ": "EACCES", "signal": "EPERM"}[mode]
+    assert all(not a["ok"] and a["error"] == refused for a in attempts), attempts
+
+
+# The agent's code, which the grader runs (as tests import it): it leaves a process behind,
+# as the grader, lying in wait to kill the grader's next command.
+PLANTED = r"""
+import os, subprocess, time
+log = "/tmp/grader/lie_in_wait.log"
+subprocess.Popen(["python3", "/tmp/lie_in_wait.py", "signal", log], start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+while not os.path.exists(log):
+    time.sleep(0.01)
+"""
+
+
+@needs_bwrap
+async def test_what_the_graders_run_of_the_agents_code_dies_before_the_next_command(
+    root: Path, tmp_path: Path
+) -> None:
+    env = Environment("graded")
+    ws = env.workspace(root)
+    left: dict[str, str] = {}
+
+    @env.template()
+    async def answer():
+        yield "write 42 to answer.txt"
+        ran = await BashGrader.grade(name="runs-the-agents-code", command="python3 planted.py")
+        check = f'# {MARK}\nsleep 1; test "$(cat answer.txt)" = 42'
+        checked = await BashGrader.grade(name="check", command=check, timeout=30)
+        left["ps"] = (await ws.run("ps -u grader -o args=")).stdout
+        yield Grade.combine([ran, checked])
+
+    async with serving(env) as server, open_client(server.url) as client:
+        await client.start("answer")
+        shell = await client.open("shell")
+        await shell.write_file("/tmp/lie_in_wait.py", LIE_IN_WAIT)
+        await shell.write_file("planted.py", PLANTED)
+        await shell.run("echo 42 > answer.txt", check=True)
+        graded = await client.grade("done")
+    assert graded.reward == 1.0, graded.info  # the check ran to the end, untouched
+    assert "lie_in_wait" not in left["ps"], left["ps"]
+
+
+@needs_bwrap
+async def test_a_workspace_the_grader_cannot_read_is_an_error_of_the_grade(
+    root: Path, tmp_path: Path
+) -> None:
+    """The grader reads the workspace as others may; an agent that shuts it out gets an
+    error of the grade (never a reward the grader could not check)."""
+    async with serving(graded_env(root, tmp_path / "unused")) as server, \
+            open_client(server.url) as client:
+        await client.start("answer")
+        shell = await client.open("shell")
+        await shell.run("echo 42 > answer.txt && chmod 700 .", check=True)
+        with pytest.raises(TemplateError, match="PermissionError: bash as grader") as failed:
+            await client.grade("done")
+    assert failed.value.data["phase"] == "grade"
+
+
 def workspace_env(root: Path) -> Environment:
     env = Environment("hostile")
     env.workspace(root)
@@ -249,6 +400,22 @@ async def test_host_secrets_and_the_sandboxes_pid_1_are_refused(shell: Shell) ->
     pid1 = await shell.run("grep ^Uid: /proc/1/status")
     saved = pid1.stdout.split()[3]  # Uid: real effective saved filesystem
     assert saved != "1000", pid1.stdout
+
+
+@needs_bwrap
+async def test_without_root_graders_share_the_agents_uid_and_the_log_says_so(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as an unprivileged server sees it
+    sandboxes = Sandboxes(SandboxConfig(root=str(root)))
+    try:
+        sandbox = await sandboxes.open()
+        agent = await sandbox.run("id -u", user="agent")
+        grader = await sandbox.run("id -u; echo $HOME", user="grader")
+    finally:
+        await sandboxes.aclose()
+    assert grader.stdout.split() == [agent.stdout.strip(), "/tmp/grader"]
+    assert "graders run as the agent's uid" in caplog.text
 
 
 # -- the host side of the protocol, over a socket pair ----------------------------------

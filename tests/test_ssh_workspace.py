@@ -151,6 +151,35 @@ async def test_the_grader_sees_what_the_agent_left(root: Path) -> None:
     assert "fixed" not in (root / "src" / "app.py").read_text()  # the pristine tree is intact
 
 
+@pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap is missing")
+async def test_setup_runs_as_the_agent_and_grading_as_the_grader(root: Path) -> None:
+    env = Environment("who")
+    ws = env.workspace(root)
+    seen: dict[str, object] = {}
+
+    @env.template()
+    async def who():
+        seen["setup"] = (await ws.run("id -un")).stdout.split()
+        yield "wait"
+        seen["grade"] = (await ws.run("id -un; echo $HOME; touch $TMPDIR/t && echo ok; "
+                                      "cat README.md")).stdout.split()
+        seen["unwritable"] = (await ws.run("touch README.md")).exit_status
+        await ws.write_file("restored.txt", "x")  # as the agent, the workspace's owner
+        seen["owner"] = (await ws.run("stat -c %U restored.txt")).stdout.split()
+        seen["chosen"] = (await ws.run("id -un", user="agent")).stdout.split()
+        seen["read"] = await ws.read_file("README.md")
+        yield 1.0
+
+    async with serving(env) as server, open_client(server.url) as client:
+        await client.start("who")
+        shell = await client.open("shell")
+        assert (await shell.run("ls -a /tmp/grader")).exit_status != 0  # private to it
+        assert (await client.grade(None)).reward == 1.0
+    assert seen == {"setup": ["agent"], "grade": ["grader", "/tmp/grader", "ok", "pristine"],
+                    "unwritable": 1, "owner": ["agent"], "chosen": ["agent"],
+                    "read": b"pristine\n"}
+
+
 async def test_ws_run_outside_a_task_is_an_error(root: Path) -> None:
     env, ws = shell_env(root)
     async with serving(env):

@@ -2,7 +2,7 @@
 
 >>> sandboxes = Sandboxes(SandboxConfig(root="/srv/repo"))
 >>> sandbox = await sandboxes.open()          # a pristine view, its own namespaces
->>> (await sandbox.run("pytest -q", timeout=60)).exit_status
+>>> (await sandbox.run("pytest -q", timeout=60, user="grader")).exit_status
 >>> await sandboxes.aclose()                  # every sandbox, then the scratch dirs
 
 Every process inside is started by one small spawner (see :mod:`.inside`), which receives
@@ -11,7 +11,7 @@ the host's pipe or pty fds, so a command costs a fork and an exec, not a new san
 
 from .pool import Sandboxes
 from .process import CommandFailed, ProcessResult, SandboxProcess
-from .sandbox import Isolation, Sandbox, SandboxConfig, bwrap_path
+from .sandbox import Isolation, Sandbox, SandboxConfig, User, bwrap_path
 
 __all__ = [
     "CommandFailed",
@@ -21,5 +21,6 @@ __all__ = [
     "SandboxConfig",
     "SandboxProcess",
     "Sandboxes",
+    "User",
     "bwrap_path",
 ]

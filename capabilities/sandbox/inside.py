@@ -2,29 +2,35 @@
 
 It runs under the system's Python (``python3 -I -S``, standard library only) as the
 sandbox's pid 1 (``bwrap --as-pid-1``), and is handed one end of a ``SOCK_SEQPACKET``
-socket pair (its fd number is ``argv[1]``); ``argv[2]``, when given, is ``UID:GID``, the
-user every child runs as (the spawner then holds ``CAP_SETUID``, ``CAP_SETGID``,
-``CAP_SETPCAP`` and ``CAP_KILL``, and each child drops all of them before it runs
-anything). The spawner is not dumpable: nothing of its user may trace it, read its memory
-or take its fds (its socket to the host is what decides the grade).
+socket pair (its fd number is ``argv[1]``). ``argv[2]`` is a JSON object naming the users a
+child may run as: ``{"agent": {"ids": [uid, gid]}, "grader": {"ids": [...], "home": path}}``.
+A user without ``ids`` runs as the spawner's own user; with any ``ids`` the spawner holds
+``CAP_SETUID``, ``CAP_SETGID``, ``CAP_SETPCAP`` and ``CAP_KILL``, and each child drops all
+of them before it runs anything. A ``home`` is created (mode 0700, owned by that user)
+before ``ready``, so that no other user's process can have made it first. The spawner is
+not dumpable: nothing of its user may trace it, read its memory or take its fds (its
+socket to the host is what decides the grade).
 
 Each datagram is one JSON object:
 
-* host → spawner: ``{"op": "spawn", "id", "argv", "env", "cwd", "pty"}`` with the child's
-  stdin, stdout and stderr passed as ``SCM_RIGHTS`` fds (one fd, the pty slave, when ``pty``);
-  ``{"op": "kill", "pid", "sig"}`` signals a child's process group (also after the child
-  itself has exited, while anything of its group lives on).
+* host → spawner: ``{"op": "spawn", "id", "argv", "env", "cwd", "pty", "user"}`` with the
+  child's stdin, stdout and stderr passed as ``SCM_RIGHTS`` fds (one fd, the pty slave, when
+  ``pty``); ``{"op": "kill", "pid", "sig"}`` signals a child's process group (also after the
+  child itself has exited, while anything of its group lives on).
 * spawner → host: ``{"op": "ready"}`` once; ``{"op": "spawned", "id", "pid"}`` or
-  ``{"op": "failed", "id", "error"}`` (no such command or directory);
+  ``{"op": "failed", "id", "error", "errno"}`` (no such command, directory or user, or
+  not allowed to it);
   ``{"op": "exit", "pid", "status"}`` where ``status`` is the exit code, or minus the signal.
 
-Every child runs in its own session (so ``kill`` reaches its whole process group), with
-SIGPIPE and SIGXFSZ back at their defaults. When the host closes its end, the spawner kills
-every child's group and exits; under bubblewrap that ends the sandbox.
+Every child runs in its own session (so ``kill`` reaches its whole process group, and no
+child shares a session or group with a child of another user), with SIGPIPE and SIGXFSZ
+back at their defaults. When the host closes its end, the spawner kills every child's
+group and exits; under bubblewrap that ends the sandbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -39,6 +45,7 @@ import termios
 
 TYPE_CHECKING = False  # not from typing: the spawner imports only what it runs on
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     Message = dict[str, Any]  # one decoded datagram
@@ -86,26 +93,42 @@ def become(uid: int, gid: int) -> None:
     set_capabilities(0)
 
 
-def spawn_as(
-    user: User | None, cwd: str, argv: list[str], env: dict[str, str], fds: list[int]
-) -> int:
-    """``posix_spawn`` with the spawner's real and effective ids switched to ``user``
-    (``(uid, gid)`` or None) for the call: the exec gives the child those for all three
-    (real, effective, saved), and ``cwd`` and the command are looked up with its rights."""
-    own = os.getresuid()[2], os.getresgid()[2]  # the saved ids stay the spawner's
+@contextlib.contextmanager
+def acting_as(user: User | None) -> Iterator[None]:
+    """The spawner's real and effective ids switched to ``user`` (``(uid, gid)`` or None)
+    for the block; the saved ids stay the spawner's, to switch back."""
+    own = os.getresuid()[2], os.getresgid()[2]
     if user is not None:
         os.setresgid(user[1], user[1], -1)
         os.setresuid(user[0], user[0], -1)
     try:
+        yield
+    finally:
+        if user is not None:
+            os.setresuid(own[0], own[0], own[0])
+            os.setresgid(own[1], own[1], own[1])
+
+
+def spawn_as(
+    user: User | None, cwd: str, argv: list[str], env: dict[str, str], fds: list[int]
+) -> int:
+    """``posix_spawn`` acting as ``user``: the exec gives the child its ids for all three
+    (real, effective, saved), and ``cwd`` and the command are looked up with its rights."""
+    with acting_as(user):
         os.chdir(cwd)
         path = find(argv[0], env)
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
         return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
                               setsigdef=RESET_SIGNALS)
-    finally:
-        if user is not None:
-            os.setresuid(own[0], own[0], own[0])
-            os.setresgid(own[1], own[1], own[1])
+
+
+def make_homes(spec: dict[str, Message], users: dict[str, User | None]) -> None:
+    """Each ``home`` in ``spec``, mode 0700, made by its user. Before any child runs, so
+    that nobody else can have made it first (an existing one fails the start)."""
+    for name, fields in spec.items():
+        if fields.get("home"):
+            with acting_as(users[name]):
+                os.mkdir(fields["home"], 0o700)
 
 
 def send(sock: socket.socket, **message: object) -> None:
@@ -182,13 +205,17 @@ def reap(sock: socket.socket, children: set[int]) -> None:
 
 
 def handle(sock: socket.socket, children: set[int], groups: set[int], message: Message,
-           fds: list[int], user: User | None) -> None:
+           fds: list[int], users: dict[str, User | None]) -> None:
     op = message.get("op")
     if op == "spawn":
         try:
-            pid = start_child(message, fds, user)
+            name = message.get("user", "agent")
+            if name not in users:
+                raise PermissionError(errno.EPERM, "no such user in this sandbox", name)
+            pid = start_child(message, fds, users[name])
         except OSError as exc:
-            send(sock, op="failed", id=message["id"], error=f"{message['argv'][0]}: {exc}")
+            send(sock, op="failed", id=message["id"], errno=exc.errno,
+                 error=f"{message['argv'][0]} as {message.get('user', 'agent')}: {exc}")
             return
         finally:
             for fd in fds:
@@ -204,10 +231,12 @@ def main() -> None:
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
-    user = tuple(int(n) for n in sys.argv[2].split(":")) if len(sys.argv) > 2 else None
-    if user is not None:
+    spec = json.loads(sys.argv[2])
+    users = {name: tuple(f["ids"]) if f.get("ids") else None for name, f in spec.items()}
+    if any(ids is not None for ids in users.values()):
         confine()
-    # For the instant a spawn takes, the spawner's real id is the agent's, whose processes
+    make_homes(spec, users)
+    # For the instant a spawn takes, the spawner's real id is the child's, whose processes
     # may then signal it; as pid 1 it gets only the signals it handles: not this one
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     wake_r, wake_w = os.pipe()
@@ -235,7 +264,7 @@ def main() -> None:
                 data = b""
             if not data:
                 break
-            handle(sock, children, groups, json.loads(data), fds, user)
+            handle(sock, children, groups, json.loads(data), fds, users)
     for pid in groups:
         signal_group(pid, signal.SIGKILL)
 

@@ -94,14 +94,15 @@ class SandboxProcess:
         cwd: str,
         pty: tuple[int, int] | None = None,
         stdin: bool = True,
+        user: str = "agent",
     ) -> SandboxProcess:
-        """Start ``argv``; ``pty`` is ``(cols, rows)`` for a terminal, ``stdin=False`` gives
-        the child an empty stdin."""
+        """Start ``argv`` as ``user``; ``pty`` is ``(cols, rows)`` for a terminal,
+        ``stdin=False`` gives the child an empty stdin."""
         if pty is not None:
-            return await cls._start_pty(spawner, argv, env, cwd, pty)
+            return await cls._start_pty(spawner, argv, env, cwd, pty, user)
         (in_r, in_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
         try:
-            pid = await spawner.spawn(argv, [in_r, out_w, err_w], env=env, cwd=cwd)
+            pid = await spawner.spawn(argv, [in_r, out_w, err_w], env=env, cwd=cwd, user=user)
         except BaseException:
             for fd in (in_w, out_r, err_r):
                 os.close(fd)
@@ -121,12 +122,12 @@ class SandboxProcess:
     @classmethod
     async def _start_pty(
         cls, spawner: Spawner, argv: list[str], env: dict[str, str], cwd: str,
-        size: tuple[int, int],
+        size: tuple[int, int], user: str,
     ) -> SandboxProcess:
         master, slave = os.openpty()
         try:
             set_window_size(master, *size)
-            pid = await spawner.spawn(argv, [slave], env=env, cwd=cwd, pty=True)
+            pid = await spawner.spawn(argv, [slave], env=env, cwd=cwd, pty=True, user=user)
         except BaseException:
             os.close(master)
             raise

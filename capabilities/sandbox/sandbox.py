@@ -2,14 +2,15 @@
 
 With bubblewrap (``isolation == "bwrap"``) a sandbox has its own mount, PID, IPC, UTS and
 (unless the network is allowed) network namespaces, a user namespace in which the agent's
-commands run as ``agent`` (uid 1000) with no capabilities (an unprivileged host id when the
-server is root, see :mod:`.users`), a seccomp filter refusing the system calls a shell has
-no use for (:mod:`.seccomp`), and (where a cgroup hierarchy is writable) its own group
-capping its processes and memory. Its root holds ``/usr`` read-only, a fresh ``/proc``,
-``/dev``, ``/dev/shm`` and ``/tmp``, three synthetic files in
-``/etc``, and the session's view of the workspace at the guest path; the rest of the host is
-absent. bwrap starts with an empty environment, so no process inside (not even its pid 1,
-via ``/proc/1/environ``) sees the server's variables.
+commands run as ``agent`` (uid 1000) and grading commands as ``grader`` (uid 998, with a
+private home, :data:`GRADER_HOME`), both without capabilities (unprivileged host ids when
+the server is root; one user for both otherwise, see :mod:`.users`), a seccomp filter
+refusing the system calls a shell has no use for (:mod:`.seccomp`), and (where a cgroup
+hierarchy is writable) its own group capping its processes and memory. Its root holds
+``/usr`` read-only, a fresh ``/proc``, ``/dev``, ``/dev/shm`` and ``/tmp``, three synthetic
+files in ``/etc``, and the session's view of the workspace at the guest path; the rest of
+the host is absent. bwrap starts with an empty environment, so no process inside (not even
+its pid 1, via ``/proc/1/environ``) sees the server's variables.
 
 Without bubblewrap (``isolation == "none"``) the same spawner runs on the host in the
 session's copy of the workspace, with a cleared environment and nothing more: the guest
@@ -35,24 +36,29 @@ from functools import cache
 from typing import Literal
 
 from . import seccomp
+from .grading import GraderCommands
 from .limits import Limits
 from .process import CommandFailed, ProcessResult, SandboxProcess
 from .spawner import SOURCE, Spawner
-from .users import AGENT_ID, SPAWNER_ID, Users
+from .users import AGENT_ID, GRADER_ID, SPAWNER_ID, Users, spawner_users
 from .views import OverlayView, View
 
 log = logging.getLogger(__name__)
 
 Isolation = Literal["bwrap", "none"]
+User = Literal["agent", "grader"]
 START_TIMEOUT = 10.0
 OUTPUT_GRACE = 0.5
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+GRADER_HOME = "/tmp/grader"  # made by the spawner, as the grader, before any command runs
 ETC = {
     "passwd": "root:x:0:0:root:/root:/bin/sh\n"
               f"sandbox:x:{SPAWNER_ID}:{SPAWNER_ID}:sandbox:/:/usr/sbin/nologin\n"
               f"agent:x:{AGENT_ID}:{AGENT_ID}:agent:/tmp:/bin/sh\n"
+              f"grader:x:{GRADER_ID}:{GRADER_ID}:grader:{GRADER_HOME}:/bin/sh\n"
               "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-    "group": f"root:x:0:\nsandbox:x:{SPAWNER_ID}:\nagent:x:{AGENT_ID}:\nnogroup:x:65534:\n",
+    "group": f"root:x:0:\nsandbox:x:{SPAWNER_ID}:\nagent:x:{AGENT_ID}:\n"
+             f"grader:x:{GRADER_ID}:\nnogroup:x:65534:\n",
     "hosts": "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
 }
 
@@ -119,16 +125,25 @@ class Sandbox:
         self.view = view
         self.isolation: Isolation = config.isolation
         self.cwd = config.guest_path if self.isolation == "bwrap" else view.path
+        # unisolated, the spawner runs on the host: a fresh directory beside the view's copy
+        self.grader_home = GRADER_HOME if self.isolation == "bwrap" else f"{view.path}.grader"
         self.spawner: Spawner | None = None
         self.pid1: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self.limits: Limits | None = None
         self.closed = False
+        self.grader_apart = False  # whether the grader has a uid of its own (see .users)
+        self.graders = GraderCommands(self)
 
-    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment a command starts with: never the server's own."""
-        env = {"PATH": PATH, "HOME": self.cwd, "LANG": "C.UTF-8", "USER": "agent",
+    def environment(
+        self, extra: Mapping[str, str] | None = None, user: User = "agent"
+    ) -> dict[str, str]:
+        """The environment a command of ``user`` starts with: never the server's own. The
+        grader's HOME and TMPDIR are its private home."""
+        env = {"PATH": PATH, "HOME": self.cwd, "LANG": "C.UTF-8", "USER": user,
                "SHELL": "/bin/bash", **self.config.env}
+        if user == "grader":
+            env.update(HOME=self.grader_home, TMPDIR=self.grader_home)
         env.update(extra or {})
         return env
 
@@ -140,15 +155,16 @@ class Sandbox:
         cwd: str | os.PathLike[str] | None = None,
         pty: tuple[int, int] | None = None,
         stdin: bool = True,
+        user: User = "agent",
     ) -> SandboxProcess:
-        """Start ``argv`` inside (``cwd`` relative to the guest path); see
+        """Start ``argv`` inside as ``user`` (``cwd`` relative to the guest path); see
         :meth:`SandboxProcess.start`."""
         if self.spawner is None or self.closed:
             raise RuntimeError("the sandbox is closed")
         return await SandboxProcess.start(
-            self.spawner, list(argv), env=self.environment(env),
+            self.spawner, list(argv), env=self.environment(env, user),
             cwd=posixpath.join(self.cwd, os.fspath(cwd)) if cwd else self.cwd,
-            pty=pty, stdin=stdin,
+            pty=pty, stdin=stdin, user=user,
         )
 
     async def run(
@@ -161,44 +177,49 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         max_output: int | None = None,
+        user: User = "agent",
     ) -> ProcessResult:
-        """Run a command to completion (a string runs under ``bash -c``). On timeout its
-        whole process group is killed and ``timed_out`` is set; ``check`` raises
-        :class:`CommandFailed` unless it succeeded. ``max_output`` keeps only the last that
-        many bytes of each stream (the rest is read and discarded, and counted in
+        """Run a command to completion as ``user`` (a string runs under ``bash -c``). On
+        timeout its whole process group is killed and ``timed_out`` is set; ``check``
+        raises :class:`CommandFailed` unless it succeeded. ``max_output`` keeps only the
+        last that many bytes of each stream (the rest is read and discarded, and counted in
         ``stdout_dropped``/``stderr_dropped``): pass it whenever the agent controls what the
-        command prints. None keeps everything."""
+        command prints. None keeps everything. A grader command that starts alone first
+        kills what earlier ones left running (:mod:`.grading`)."""
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
-        proc = await self.spawn(argv, env=env, cwd=cwd, stdin=input is not None)
-        try:
-            result = await _collect(proc, input, timeout, max_output)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(proc.kill())
-            raise
-        finally:
-            proc.close()
+        async with self.graders.command(user):
+            proc = await self.spawn(argv, env=env, cwd=cwd, stdin=input is not None, user=user)
+            try:
+                result = await _collect(proc, input, timeout, max_output)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(proc.kill())
+                raise
+            finally:
+                proc.close()
         if check and not result.ok:
             raise CommandFailed(command if isinstance(command, str) else argv, result)
         return result
 
-    async def read_file(self, path: str) -> bytes:
-        """The bytes of ``path`` inside the sandbox (relative to the guest path)."""
-        return await self._file_op(["cat", "--", path])
+    async def read_file(self, path: str, user: User = "agent") -> bytes:
+        """The bytes of ``path`` inside the sandbox (relative to the guest path), read as
+        ``user``."""
+        return await self._file_op(["cat", "--", path], user)
 
-    async def write_file(self, path: str, data: bytes | str) -> None:
-        """Write ``path`` inside the sandbox, creating its parent directories."""
+    async def write_file(self, path: str, data: bytes | str, user: User = "agent") -> None:
+        """Write ``path`` inside the sandbox as ``user``, creating its parent directories."""
         script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
-        await self.run(["sh", "-c", script, "sh", path], input=data, check=True)
+        await self.run(["sh", "-c", script, "sh", path], input=data, check=True, user=user)
 
-    async def _file_op(self, argv: list[str]) -> bytes:
-        proc = await self.spawn(argv, stdin=False)
-        try:
-            assert proc.stderr is not None
-            out, err, status = await asyncio.gather(
-                _drain(proc, proc.stdout), _drain(proc, proc.stderr), proc.wait())
-        finally:
-            proc.close()
+    async def _file_op(self, argv: list[str], user: User) -> bytes:
+        async with self.graders.command(user):
+            proc = await self.spawn(argv, stdin=False, user=user)
+            try:
+                assert proc.stderr is not None
+                out, err, status = await asyncio.gather(
+                    _drain(proc, proc.stdout), _drain(proc, proc.stderr), proc.wait())
+            finally:
+                proc.close()
         if status != 0:
             raise FileNotFoundError(err.decode(errors="replace").strip() or argv[-1])
         return out
@@ -211,10 +232,9 @@ class Sandbox:
         """Start the spawner (under bubblewrap when ``bwrap``, with ``users`` when given)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         info_r, info_w = os.pipe() if bwrap else (-1, -1)
-        filter_fd = _seccomp_fd() if bwrap else -1
-        spawner_argv = [python, "-I", "-S", "-c", SOURCE, str(theirs.fileno())]
-        if users is not None:  # the spawner runs every command as the agent
-            spawner_argv.append(f"{AGENT_ID}:{AGENT_ID}")
+        filter_fd = seccomp.filter_fd() if bwrap else -1
+        spawner_argv = [python, "-I", "-S", "-c", SOURCE, str(theirs.fileno()),
+                        json.dumps(spawner_users(users, self.grader_home))]
         try:
             if bwrap:
                 argv = [bwrap, *self._bwrap_args(etc_dir, info_w, users, filter_fd),
@@ -240,6 +260,7 @@ class Sandbox:
                 if fd >= 0:
                     os.close(fd)
         self.spawner = Spawner(ours)
+        self.grader_apart = bool(bwrap) and users is not None
         try:
             await self.spawner.wait_ready(START_TIMEOUT)
             if bwrap:
@@ -295,6 +316,8 @@ class Sandbox:
             self.view.close()
         else:  # a copy: removing it takes a while
             await asyncio.to_thread(self.view.close)
+        if self.isolation == "none":  # in bubblewrap, it went with the sandbox's /tmp
+            await asyncio.to_thread(shutil.rmtree, self.grader_home, True)
 
 
 def _identity_args(users: Users | None, network: bool) -> list[str]:
@@ -311,25 +334,6 @@ def _identity_args(users: Users | None, network: bool) -> list[str]:
             "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
             "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_KILL"]
     return args + ([] if network else ["--unshare-net"])
-
-
-@cache
-def _seccomp_program() -> bytes | None:
-    program = seccomp.program()
-    if program is None:
-        log.warning("no seccomp filter for this architecture: sandboxes run without one")
-    return program
-
-
-def _seccomp_fd() -> int:
-    """A pipe holding the filter, for ``bwrap --seccomp`` to read; -1 without a filter."""
-    program = _seccomp_program()
-    if program is None:
-        return -1
-    read_end, write_end = os.pipe()
-    os.write(write_end, program)  # under a kilobyte: the pipe holds it
-    os.close(write_end)
-    return read_end
 
 
 async def _drain(proc: SandboxProcess, stream: asyncio.StreamReader) -> bytes:

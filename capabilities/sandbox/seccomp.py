@@ -18,8 +18,13 @@ Only x86_64 is known here: :func:`program` returns ``None`` elsewhere.
 from __future__ import annotations
 
 import errno
+import logging
+import os
 import platform
 import struct
+from functools import cache
+
+log = logging.getLogger(__name__)
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
@@ -97,6 +102,26 @@ def program() -> bytes | None:
         ("allow", 0, 0, 0), (RET, 0, 0, RET_ALLOW),
     ]
     return assemble(code)
+
+
+@cache
+def _program_once() -> bytes | None:
+    code = program()
+    if code is None:
+        log.warning("no seccomp filter for this architecture: sandboxes run without one")
+    return code
+
+
+def filter_fd() -> int:
+    """A pipe holding the filter, for ``bwrap --seccomp`` to read; -1 without a filter
+    (warned about once)."""
+    code = _program_once()
+    if code is None:
+        return -1
+    read_end, write_end = os.pipe()
+    os.write(write_end, code)  # under a kilobyte: the pipe holds it
+    os.close(write_end)
+    return read_end
 
 
 def assemble(code: list[tuple[int | str, int | str, int | str, int]]) -> bytes:

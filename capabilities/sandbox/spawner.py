@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -59,16 +60,19 @@ class Spawner:
             await asyncio.shield(self._ready)
 
     async def spawn(
-        self, argv: list[str], fds: list[int], *, env: dict[str, str], cwd: str, pty: bool = False
+        self, argv: list[str], fds: list[int], *, env: dict[str, str], cwd: str, pty: bool = False,
+        user: str = "agent",
     ) -> int:
-        """Start ``argv`` inside with ``fds`` as stdin, stdout, stderr (one fd for a pty).
+        """Start ``argv`` inside as ``user`` (one of the spawner's, see :mod:`.inside`) with
+        ``fds`` as stdin, stdout, stderr (one fd for a pty).
 
         The caller still owns ``fds`` and should close its copies once this returns.
         """
         rid = next(self._ids)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._spawned[rid] = future  # until answered, even if the caller stops waiting
-        message = {"op": "spawn", "id": rid, "argv": argv, "env": env, "cwd": cwd, "pty": pty}
+        message = {"op": "spawn", "id": rid, "argv": argv, "env": env, "cwd": cwd, "pty": pty,
+                   "user": user}
         try:
             await self._send(message, fds)
         except BaseException:
@@ -174,7 +178,8 @@ class Spawner:
         request = self._answer(message)
         if not request.cancelled():
             error = str(message.get("error", "cannot start"))[:500]
-            request.set_exception(FileNotFoundError(error))
+            denied = message.get("errno") in (errno.EACCES, errno.EPERM)
+            request.set_exception((PermissionError if denied else FileNotFoundError)(error))
 
     def _on_exit(self, message: dict[str, Any]) -> None:
         pid, status = _integer(message, "pid"), _integer(message, "status")

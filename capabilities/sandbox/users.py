@@ -1,12 +1,24 @@
 """Who is who inside a sandbox, when the server runs as root.
 
-Two users live in every sandbox: ``sandbox`` (uid 999), which runs bubblewrap's init and
-the spawner, and ``agent`` (uid 1000), which runs every command. Being different users,
-the agent's processes cannot signal, trace or read the spawner (nor its socket to the
-host), even where a kernel hole let them past the seccomp filter. Neither is root on the
-host: a user namespace (one for all sandboxes of a :class:`Users`) maps each to an
-unprivileged host id, ``HOST_BASE`` plus the id inside, a range no distribution hands out
-(systemd's container ranges end below 1,879,048,192).
+Three users live in every sandbox: ``sandbox`` (uid 999), which runs bubblewrap's init and
+the spawner; ``agent`` (uid 1000), which runs the agent's commands; and ``grader`` (uid
+998), which runs the commands that grading code asks for (``user="grader"``, and
+``BashGrader`` once the answer is in). Being different users, the agent's processes cannot
+signal, trace or read the spawner (nor its socket to the host) or a grader's processes
+(``/proc/PID/mem``, ``environ``, ``fd``: the kernel's ptrace access check wants the same
+uid), even where a kernel hole let them past the seccomp filter, and whatever they left
+running. None is root on the host: a user namespace (one for all sandboxes of a
+:class:`Users`) maps each to an unprivileged host id, ``HOST_BASE`` plus the id inside, a
+range no distribution hands out (systemd's container ranges end below 1,879,048,192).
+
+The grader reads the workspace as any other user would (the agent's files are typically
+0644): a file or directory the agent made unreadable fails the grading command, which the
+grading code sees as a failure or an error, never as a pass.
+
+Without root (or where the namespaces cannot be made) a sandbox has a single user, the
+server's own, mapped to ``agent``; graders then run as that same uid, in sessions and a home
+of their own but otherwise open to whatever the agent left running: it can stop, kill, read
+or rewrite them. :func:`open_users` says so in a warning.
 
 The pristine tree belongs to some host user (root, typically), which the agent is not; an
 idmapped mount of it (read-only, under :attr:`Users.idmap`) shows the tree's owner as the
@@ -33,9 +45,13 @@ log = logging.getLogger(__name__)
 
 SPAWNER_ID = 999
 AGENT_ID = 1000
+GRADER_ID = 998
 HOST_BASE = 1_900_000_000
 SPAWNER_HOST_ID = HOST_BASE + SPAWNER_ID
 AGENT_HOST_ID = HOST_BASE + AGENT_ID
+SINGLE_USER = ("sandboxes have one user: graders run as the agent's uid, so a process the "
+               "agent leaves running can stop, kill, read or rewrite a grader's commands and "
+               "so change the reward (run the server as root for a grader user of its own)")
 # syscalls without a libc wrapper (x86_64 and aarch64 share these numbers)
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
@@ -103,7 +119,7 @@ class Users:
     cannot). :meth:`close` at the end."""
 
     def __init__(self, pristine: str, scratch: str) -> None:
-        ids = f"{SPAWNER_ID} {SPAWNER_HOST_ID} 1\n{AGENT_ID} {AGENT_HOST_ID} 1\n"
+        ids = "".join(f"{n} {HOST_BASE + n} 1\n" for n in (GRADER_ID, SPAWNER_ID, AGENT_ID))
         self.userns = user_namespace(ids, ids)
         owner = os.stat(pristine)
         self.idmap: int | None = user_namespace(f"{owner.st_uid} {AGENT_HOST_ID} 1\n",
@@ -128,14 +144,25 @@ class Users:
         self.userns, self.idmap = -1, None
 
 
+def spawner_users(users: Users | None, grader_home: str) -> dict[str, dict[str, object]]:
+    """The users the spawner may start commands as (``argv[2]`` of :mod:`.inside`): with
+    ``users``, each with ids of its own; without, both as the spawner's own user. Either
+    way the grader gets a private home, made before any command runs."""
+    agent: dict[str, object] = {"ids": [AGENT_ID, AGENT_ID]} if users else {}
+    grader: dict[str, object] = {"ids": [GRADER_ID, GRADER_ID]} if users else {}
+    return {"agent": agent, "grader": {**grader, "home": grader_home}}
+
+
 def open_users(pristine: str, scratch: str) -> Users | None:
     """:class:`Users` if this process may build them (root, user namespaces), else None:
-    the sandbox's single user is then the server's own, unprivileged, user."""
+    the sandbox's single user is then the server's own, unprivileged, user (and the
+    warning says what that costs)."""
     if os.geteuid() != 0:
+        log.warning("not root: %s", SINGLE_USER)
         return None
     try:
         return Users(pristine, scratch)
     except OSError as exc:
         log.warning("cannot give sandboxes their own users (%s): the agent runs as the "
-                    "server's uid, without capabilities", exc)
+                    "server's uid, without capabilities; %s", exc, SINGLE_USER)
         return None

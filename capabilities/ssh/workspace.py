@@ -19,6 +19,18 @@ agent left: ``await ws.run("pytest -q")``, ``await ws.read_file(...)``. While a 
 sandbox cannot see them, and the reward is computed by the template on the host. If the
 agent killed its sandbox (``kill -9 -1`` takes the spawner too), these calls raise
 :class:`~hud.errors.CapabilityLost`, which scores the task 0 with the cause.
+
+Who runs them: during setup, the user ``agent`` (what setup writes is the agent's to
+change); once the answer is in (grading, cleanup), the user ``grader``, whose processes the
+agent's cannot signal, trace, or read (``/proc/PID/mem``, ``environ``), whatever the agent
+left running (see :mod:`hud.capabilities.sandbox.users`). ``user=`` chooses otherwise.
+The grader reads the workspace as others may (the agent's files are typically 0644) and
+writes only in its own home (``HOME`` and ``TMPDIR``, private to it): a build that writes
+into the workspace must copy it there first, or run as ``user="agent"`` and trust no more
+than the agent. A file or directory the agent made unreadable fails the command (or, for
+the working directory, raises): an error or a failing test, never a pass. ``write_file``
+writes as the agent by default: the workspace's files are the agent's. Without root there
+is one user for both, and the server's log warns that graders are then unprotected.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from hud.errors import CapabilityLost
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
-from ..sandbox import Isolation, ProcessResult, Sandbox, SandboxConfig, Sandboxes
+from ..sandbox import Isolation, ProcessResult, Sandbox, SandboxConfig, Sandboxes, User
 from ..sandbox.spawner import SpawnerGone
 
 if TYPE_CHECKING:
@@ -139,7 +151,7 @@ class Workspace(Service):
         sandbox = await self.sandboxes.open()
         key = self.daemon.admit(sandbox)
         scope.state[self] = sandbox
-        scope.during_steps(lambda: _graders_run_in(self.name, sandbox))
+        scope.during_steps(lambda: _graders_run_in(self.name, sandbox, scope))
         try:
             yield {self.name: {"client_key": key.export_private_key().decode(),
                                "cwd": sandbox.cwd, "task": scope.id}}
@@ -160,21 +172,33 @@ class Workspace(Service):
                                "from a template's setup or grading code")
         return sandbox
 
-    async def run(self, command: str | list[str], **options: Any) -> ProcessResult:
-        """Run ``command`` in the current task's sandbox, as the agent's shell would (see
+    async def run(
+        self, command: str | list[str], *, user: User | None = None, **options: Any
+    ) -> ProcessResult:
+        """Run ``command`` in the current task's sandbox as ``user`` (by default the agent
+        during setup, the grader once the answer is in: see the module's docstring; see
         :meth:`~hud.capabilities.sandbox.Sandbox.run` for ``timeout``, ``input``,
         ``check``, ``cwd`` and ``env``). Raises :class:`~hud.errors.CapabilityLost` if
         the sandbox died (the agent can kill it)."""
         with _lost(self.name):
-            return await self.sandbox.run(command, **options)
+            return await self.sandbox.run(command, user=user or _user_now(), **options)
 
-    async def read_file(self, path: str) -> bytes:
+    async def read_file(self, path: str, *, user: User | None = None) -> bytes:
+        """``path``'s bytes, read as ``user`` (by default as :meth:`run` would)."""
         with _lost(self.name):
-            return await self.sandbox.read_file(path)
+            return await self.sandbox.read_file(path, user or _user_now())
 
-    async def write_file(self, path: str, data: bytes | str) -> None:
+    async def write_file(self, path: str, data: bytes | str, *, user: User = "agent") -> None:
+        """Write ``path`` as ``user``: the agent by default, the workspace's owner."""
         with _lost(self.name):
-            await self.sandbox.write_file(path, data)
+            await self.sandbox.write_file(path, data, user)
+
+
+def _user_now(scope: TaskScope | None = None) -> User:
+    """Who runs a command by default: the agent during setup (or outside any task), the
+    grader once the answer is in."""
+    scope = scope or current_scope()
+    return "agent" if scope is None or scope.phase == "setup" else "grader"
 
 
 @contextlib.contextmanager
@@ -188,9 +212,9 @@ def _lost(name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _graders_run_in(name: str, sandbox: Sandbox) -> Iterator[None]:
+def _graders_run_in(name: str, sandbox: Sandbox, scope: TaskScope) -> Iterator[None]:
     """While a step runs, ``BashGrader`` commands run in ``sandbox`` (when hud.graders is
-    there to use it)."""
+    there to use it), as the grader once the answer is in."""
     try:
         from hud.graders.commands import TAIL_BYTES, CommandResult, using_command_runner
     except ImportError:
@@ -203,7 +227,7 @@ def _graders_run_in(name: str, sandbox: Sandbox) -> Iterator[None]:
         # the agent decides what graders print: keep tails, as the local runner does
         with _lost(name):
             result = await sandbox.run(command, cwd=cwd, timeout=timeout,
-                                       max_output=TAIL_BYTES)
+                                       max_output=TAIL_BYTES, user=_user_now(scope))
         return CommandResult(exit_code=None if result.timed_out else result.exit_status,
                              stdout=result.stdout, stderr=result.stderr,
                              timed_out=result.timed_out,

@@ -28,7 +28,7 @@ Where ``BashGrader`` commands run is pluggable (:mod:`hud.graders.commands`): by
 timeout. A sandboxed workspace installs its own runner with :func:`set_command_runner` (or
 :func:`using_command_runner`; :func:`sandbox_runner` adapts a sandbox object), a ``ContextVar``
 hook, so that graders run inside the rollout's sandbox and see exactly what the agent left
-behind.
+behind, as a user of their own that no process the agent left running can reach.
 """
 
 from __future__ import annotations

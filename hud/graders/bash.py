@@ -19,12 +19,13 @@ class BashGrader(Grader):
 
     ``BashGrader.grade(command="pytest -q", weight=0.7, cwd=None, timeout=600)``. The command
     runs through the current command runner (:mod:`hud.graders.commands`): inside the
-    rollout's sandbox when the workspace installed one, else ``bash -c`` on this host in
-    ``cwd``. ``runner=`` overrides both. Info: ``command``, ``exit_code``, and the last
-    4,000 characters of ``stdout`` and ``stderr``, with ``output_truncated: True`` when
-    either was longer (runners keep 64 KiB tails); a timeout scores 0.0 with
-    ``timed_out: True`` and ``exit_code: None``. A command that cannot be started at all
-    (no bash, no such ``cwd``) raises: that is a broken grader, not a failing answer.
+    rollout's sandbox when the workspace installed one (as its ``grader`` user, once the
+    answer is in), else ``bash -c`` on this host in ``cwd``. ``runner=`` overrides both.
+    Info: ``command``, ``exit_code``, and the last 4,000 characters of ``stdout`` and
+    ``stderr``, with ``output_truncated: True`` when either was longer (runners keep 64 KiB
+    tails); a timeout scores 0.0 with ``timed_out: True`` and ``exit_code: None``. A
+    command that cannot be started at all (no bash, no such ``cwd``, a ``cwd`` the grader
+    may not enter) raises: a broken grader or a workspace it cannot read, not a pass.
     """
 
     default_name: ClassVar[str] = "bash"

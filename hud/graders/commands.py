@@ -14,6 +14,8 @@ graders run inside the same sandbox the agent used::
 
 or ``with using_command_runner(workspace_runner): ...``; :func:`sandbox_runner` turns any
 object with ``await run(command, cwd=..., timeout=...)`` (a workspace sandbox) into a runner.
+The workspace's own runner runs graders' commands as the sandbox's ``grader`` user once the
+answer is in, out of reach of any process the agent left running.
 
 The hook is a :class:`~contextvars.ContextVar`: concurrent rollouts each see their own
 runner, and tasks created while it is set (``Grade.gather`` runs each grader in one) inherit
