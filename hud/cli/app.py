@@ -264,6 +264,8 @@ def init(
         written = write_project(target, force=force)
     except FileExistsError as exc:
         fail(str(exc), EXIT_USAGE)
+    except RuntimeError as exc:  # the wheel of hud for the image did not build
+        fail(str(exc), 1)
     for path in written:
         sys.stderr.write(f"wrote {path}\n")
     sys.stderr.write(f"next: cd {target} && hud serve env.py\n")
