@@ -147,13 +147,25 @@ class Taskset:
         gate = asyncio.Semaphore(config.width(rollouts))
         plan = [(task, gid) for task in self for gid in [new_id()] for _ in range(config.group)]
 
-        async def one(task: Task, group_id: str) -> Run:
-            async with gate:
-                run = await rollout(task, agent, runtime, group_id=group_id,
-                                    timeout=config.timeout, max_steps=config.max_steps)
+        def record(run: Run) -> Run:
             run.job_id = job.id
             if store is not None:
                 store.save_run(run)
+            return run
+
+        async def one(task: Task, group_id: str) -> Run:
+            started: list[Run] = []
+            async with gate:
+                try:
+                    run = await rollout(task, agent, runtime, group_id=group_id,
+                                        timeout=config.timeout, max_steps=config.max_steps,
+                                        on_start=started.append)
+                except asyncio.CancelledError:
+                    # Interrupted: the job keeps no end time, and its cut-off runs say so.
+                    for cut in started:
+                        record(cut)
+                    raise
+            record(run)
             if progress is not None:
                 progress(run)
             return run
