@@ -19,6 +19,7 @@ from .common import (
     UsageError,
     emit,
     fail,
+    with_serve_hint,
 )
 
 __all__ = ["app"]
@@ -56,7 +57,7 @@ def _run(coro: Any) -> Any:
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE)
     except (HudConnectionError, errors.Unauthorized) as exc:
-        fail(str(exc), EXIT_CONNECTION)
+        fail(with_serve_hint(str(exc)), EXIT_CONNECTION)
     except TASK_ERRORS as exc:
         fail(exc.message, EXIT_TASK)
     except errors.HudError as exc:
@@ -75,7 +76,9 @@ def version() -> None:
 def serve(
     target: Annotated[str, typer.Argument(help="env.py, a directory, or module:attr.")] = ".",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free one).")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8765,
     token: TokenOption = None,
     park_ttl: Annotated[float, typer.Option(help="Seconds a parked task survives.")] = 600.0,
     call_timeout: Annotated[
