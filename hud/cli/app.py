@@ -26,9 +26,9 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="hud",
-    help="Serve agent environments, and drive their tasks by hand.",
+    help="Serve agent environments, and drive their tasks by hand.\n\n"
+    "Start with `hud init my-env`, then `hud check my-env/env.py`.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 task_app = typer.Typer(help="List, start and grade tasks.", no_args_is_help=True)
@@ -64,6 +64,23 @@ def _run(coro: Any) -> Any:
         fail(exc.message, EXIT_PROTOCOL)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print hud's version and the protocol versions, then exit."),
+    ] = None,
+) -> None:
+    """The ``hud`` command; ``--version`` is handled by :func:`_print_version`."""
+
+
 @app.command()
 def version() -> None:
     """Print hud's version and the protocol versions it speaks."""
@@ -93,7 +110,11 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
 ) -> None:
-    """Serve an environment. Prints its URL on stdout once it listens; logs go to stderr."""
+    """Serve an environment. Prints its URL on stdout once it listens; logs go to stderr.
+
+    Examples: `hud serve env.py`, `hud serve . --port 0`,
+    `hud serve env.py --host 0.0.0.0 --token "$HUD_TOKEN"`.
+    """
     from .serve import run_server
 
     code = run_server(
@@ -115,13 +136,32 @@ def task_list(
     token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
-    """List task rows of a source, or the templates of a served environment (--url)."""
+    """List task rows of a source, or the templates of a served environment (--url).
+
+    Examples: `hud task list --source tasks.py`, `hud task list --url ws://127.0.0.1:8765`.
+    """
     from .tasks import list_served, list_source
 
     if url is not None:
         _run(list_served(url, token, json))
     else:
         list_source(source or ".", json)
+
+
+@task_app.command("describe")
+def task_describe(
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """A served environment: its name and version, templates, and capabilities with their
+    parameters (an ssh capability's host key, to pin in known_hosts).
+
+    Example: `hud task describe --url ws://127.0.0.1:8765 --json`.
+    """
+    from .tasks import describe
+
+    _run(describe(url, token, json))
 
 
 @task_app.command("start")
@@ -138,6 +178,8 @@ def task_start(
     """Start a task: prints the prompt on stdout and the session id on stderr.
 
     The task stays parked on the server until `hud task grade` (or its expiry).
+
+    Example: `hud task start count_letter --args '{"word": "banana", "letter": "a"}'`.
     """
     from .tasks import start
 
@@ -158,7 +200,11 @@ def task_grade(
     token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Grade a started task: prints the reward on stdout."""
+    """Grade a started task: prints the reward on stdout.
+
+    Examples: `hud task grade count_letter --answer 3`,
+    `hud task grade count_letter --answer-file answer.txt --session sess-…`.
+    """
     from .common import read_answer
     from .tasks import grade
 
@@ -175,7 +221,10 @@ def task_status(
     token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Every task a served environment holds, live or parked: one line each on stdout."""
+    """Every task a served environment holds, live or parked: one line each on stdout.
+
+    Example: `hud task status --url ws://127.0.0.1:8765 --json`.
+    """
     from .tasks import status
 
     _run(status(url, token, json))
@@ -195,10 +244,12 @@ def eval_(
         int | None, typer.Option(min=1, help=f"Rollouts at once (default: up to {WIDTH_CAP}).")
     ] = DEFAULT.max_concurrent,
     max_steps: Annotated[
-        int | None, typer.Option(min=1, help="Agent steps per rollout.")
+        int | None,
+        typer.Option(min=1, help="Agent steps per rollout (default: the harness decides)."),
     ] = DEFAULT.max_steps,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds per rollout, all phases.")
+        float | None,
+        typer.Option(help="Seconds per rollout, all phases (default: no deadline)."),
     ] = DEFAULT.timeout,
     task_ids: Annotated[
         str | None, typer.Option(help="Comma-separated slugs, template ids or positions.")
@@ -221,6 +272,14 @@ def eval_(
     """Run every task against an agent, grade each rollout, report rewards.
 
     Exits 7 when any rollout errored (a low reward is not an error).
+
+    Harnesses (AGENT): oracle (the reference solutions), nop (does nothing),
+    claude, openai, gemini, openai_compatible, robot, robot_scripted, robot_random,
+    or a plug-in's (entry-point group hud.harnesses); a model name such as
+    claude-sonnet-4-6 or gpt-5.1 picks its provider's harness.
+
+    Examples: `hud eval tasks.py oracle --group 4`,
+    `hud eval tasks.py openai_compatible --config base_url=http://127.0.0.1:8000/v1 -m my-model`.
     """
     from ..eval.config import EvalConfig
     from .evaluate import EvalCommand, run_eval
@@ -246,7 +305,11 @@ def check(
     timeout: Annotated[float | None, typer.Option(help="Seconds per rollout.")] = 120.0,
     json: JsonOption = False,
 ) -> None:
-    """Check every task: the oracle must score 1 and nop must not. Exits 8 otherwise."""
+    """Check every task: the oracle must score 1 and nop must not. Exits 8 otherwise.
+
+    An env.py without task rows is checked with each template's default arguments.
+    Examples: `hud check env.py`, `hud check tasks.py --task-ids count_letter-352c4b24`.
+    """
     from .evaluate import run_check
 
     raise typer.Exit(run_check(source, env, task_ids, json, timeout))
@@ -259,7 +322,10 @@ def init(
         bool, typer.Option("--force", "-f", help="Write into a non-empty directory.")
     ] = False,
 ) -> None:
-    """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades."""
+    """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades.
+
+    Example: `hud init my-env && hud check my-env/env.py`.
+    """
     from .scaffold import write_project
 
     target = Path(name) if name else Path.cwd()
