@@ -62,3 +62,20 @@ def test_check_on_an_env_file_names_templates_without_defaults(tmp_path: Path) -
     assert check.stderr.splitlines()[0] == (
         "skipped template needs: missing a required argument: 'word' (it has no default; "
         "list its tasks in tasks.py to check it)")
+
+
+def test_coding_scaffold_passes_check_in_its_sandbox(tmp_path: Path) -> None:
+    init = hud("init", "repo-env", "--template", "coding", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    project = tmp_path / "repo-env"
+    assert "bubblewrap openssh-sftp-server" in (project / "Dockerfile.hud").read_text()
+    check = hud("check", "env.py", cwd=project)
+    assert (check.returncode, check.stdout) == (
+        0, "ok  \tfix_greeting\toracle=1.0\tnop=0.0\n"), check.stderr
+
+
+def test_init_refuses_an_unknown_template(tmp_path: Path) -> None:
+    refused = hud("init", "x", "--template", "robot", cwd=tmp_path)
+    assert (refused.returncode, refused.stderr) == (
+        2, "error: --template 'robot': choose one of basic, coding\n")
+    assert not (tmp_path / "x").exists()

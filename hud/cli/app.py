@@ -321,16 +321,22 @@ def init(
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Write into a non-empty directory.")
     ] = False,
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="basic (a prompt and a grade) or coding "
+                          "(a sandboxed shell on a repository, graded by its tests).")
+    ] = "basic",
 ) -> None:
     """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades.
 
-    Example: `hud init my-env && hud check my-env/env.py`.
+    Examples: `hud init my-env && hud check my-env/env.py`, `hud init repo-env -t coding`.
     """
-    from .scaffold import write_project
+    from .scaffold import KINDS, write_project
 
+    if template not in KINDS:
+        fail(f"--template {template!r}: choose one of {', '.join(KINDS)}", EXIT_USAGE)
     target = Path(name) if name else Path.cwd()
     try:
-        written = write_project(target, force=force)
+        written = write_project(target, force=force, kind=template)
     except FileExistsError as exc:
         fail(str(exc), EXIT_USAGE)
     except RuntimeError as exc:  # the wheel of hud for the image did not build

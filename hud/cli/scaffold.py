@@ -12,46 +12,18 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .. import __version__
+from .scaffold_kinds import KINDS, SYSTEM_PACKAGES
 
 DISTRIBUTION = "hud-runtime"
 """hud's name on PyPI (``hud`` there is another project); the import name stays ``hud``."""
-
-ENV_PY = '''\
-"""The {name} environment: task templates an agent is prompted and graded on."""
-
-from hud import Environment
-
-env = Environment("{name}", version="0.1.0")
-
-
-@env.template()
-async def count_letter(word: str = "strawberry", letter: str = "r"):
-    """Count how often a letter occurs in a word."""
-    answer = yield f"How many times does {{letter!r}} occur in {{word!r}}? Reply with the number."
-    yield 1.0 if str(word.count(letter)) in (answer or "") else 0.0
-
-
-@count_letter.solution
-def solve(word: str, letter: str) -> str:
-    """The reference solution, run by `hud eval tasks.py oracle` and `hud check`."""
-    return str(word.count(letter))
-'''
-
-TASKS_PY = '''\
-"""The task rows of {name}: one template, several arguments."""
-
-from env import count_letter
-
-tasks = [count_letter(word=w) for w in ("strawberry", "raspberry", "blueberry")]
-'''
 
 DOCKERFILE = '''\
 # Packages this environment with hud; serves it on 0.0.0.0:8765 (a token is required there:
 # pass one with `-e HUD_TOKEN=...`, or read the generated one from the logs).
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${{BASE_IMAGE}}
-RUN if ! command -v bwrap >/dev/null; then \\
-        apt-get update && apt-get install -y --no-install-recommends bubblewrap \\
+RUN if ! ({present}); then \\
+        apt-get update && apt-get install -y --no-install-recommends {packages} \\
         && rm -rf /var/lib/apt/lists/*; fi
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -80,11 +52,12 @@ A [hud](https://pypi.org/project/{dist}/) environment.
 
 ```sh
 pip install --find-links wheels "{dist}>={version}"   # wheels/: a hud not yet on PyPI
-hud check env.py                                     # the oracle scores 1, doing nothing does not
-hud serve env.py &                                   # serve it on ws://127.0.0.1:8765
-hud task start count_letter --args '{{"word": "banana", "letter": "a"}}'
-hud task grade count_letter --answer 3               # prints the reward: 1.0
-hud eval tasks.py oracle                             # every task, with the reference solution
+hud check env.py                    # the oracle scores 1 on every template, doing nothing does not
+hud eval tasks.py oracle            # every task, with the reference solution
+hud serve env.py &                  # serve it on ws://127.0.0.1:8765
+hud task describe                   # its templates and capabilities
+hud task start TEMPLATE             # prints the prompt; then: hud task grade TEMPLATE --answer ...
+```
 ```
 '''
 
@@ -94,8 +67,9 @@ Wheels that Dockerfile.hud installs before looking on PyPI (`pip install --find-
 '''
 
 
-def write_project(target: Path, *, force: bool = False) -> list[Path]:
-    """Write the scaffold into ``target`` (created if needed); refuses a non-empty one.
+def write_project(target: Path, *, force: bool = False, kind: str = "basic") -> list[Path]:
+    """Write the scaffold of ``kind`` (see :data:`KINDS`) into ``target`` (created if
+    needed); refuses a non-empty one.
 
     When this hud was installed from a source tree, a wheel of it goes into ``wheels/`` so
     that the image builds before hud is published (see :func:`build_wheel`).
@@ -105,8 +79,7 @@ def write_project(target: Path, *, force: bool = False) -> list[Path]:
     (target / "wheels").mkdir(parents=True, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", target.resolve().name).strip("-") or "my-env"
     files = {
-        "env.py": ENV_PY,
-        "tasks.py": TASKS_PY,
+        **KINDS[kind],
         "Dockerfile.hud": DOCKERFILE,
         "pyproject.toml": PYPROJECT,
         "README.md": README,
@@ -115,7 +88,10 @@ def write_project(target: Path, *, force: bool = False) -> list[Path]:
     written = []
     for filename, text in files.items():
         path = target / filename
-        path.write_text(text.format(name=name, version=__version__, dist=DISTRIBUTION))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.format(name=name, version=__version__, dist=DISTRIBUTION,
+                                    present=SYSTEM_PACKAGES[kind][0],
+                                    packages=SYSTEM_PACKAGES[kind][1]))
         written.append(path)
     wheel = build_wheel(target / "wheels")
     return [*written, wheel] if wheel else written
