@@ -11,6 +11,8 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import pytest
+
 
 def hud(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hud", *args], cwd=cwd, capture_output=True,
@@ -64,18 +66,24 @@ def test_check_on_an_env_file_names_templates_without_defaults(tmp_path: Path) -
         "list its tasks in tasks.py to check it)")
 
 
-def test_coding_scaffold_passes_check_in_its_sandbox(tmp_path: Path) -> None:
-    init = hud("init", "repo-env", "--template", "coding", cwd=tmp_path)
+@pytest.mark.parametrize(("kind", "packages", "checked"), [
+    ("coding", "bubblewrap openssh-sftp-server", "fix_greeting"),
+    ("browser", "bubblewrap chromium fonts-dejavu-core", "sign_up-734436e6"),
+])
+def test_capability_scaffolds_pass_check(tmp_path: Path, kind: str, packages: str,
+                                         checked: str) -> None:
+    init = hud("init", "my-env", "--template", kind, cwd=tmp_path)
     assert init.returncode == 0, init.stderr
-    project = tmp_path / "repo-env"
-    assert "bubblewrap openssh-sftp-server" in (project / "Dockerfile.hud").read_text()
+    project = tmp_path / "my-env"
+    assert f"install -y --no-install-recommends {packages}" in (
+        project / "Dockerfile.hud").read_text()
     check = hud("check", "env.py", cwd=project)
     assert (check.returncode, check.stdout) == (
-        0, "ok  \tfix_greeting\toracle=1.0\tnop=0.0\n"), check.stderr
+        0, f"ok  \t{checked}\toracle=1.0\tnop=0.0\n"), check.stderr
 
 
 def test_init_refuses_an_unknown_template(tmp_path: Path) -> None:
     refused = hud("init", "x", "--template", "robot", cwd=tmp_path)
     assert (refused.returncode, refused.stderr) == (
-        2, "error: --template 'robot': choose one of basic, coding\n")
+        2, "error: --template 'robot': choose one of basic, coding, browser\n")
     assert not (tmp_path / "x").exists()

@@ -322,8 +322,9 @@ def init(
         bool, typer.Option("--force", "-f", help="Write into a non-empty directory.")
     ] = False,
     template: Annotated[
-        str, typer.Option("--template", "-t", help="basic (a prompt and a grade) or coding "
-                          "(a sandboxed shell on a repository, graded by its tests).")
+        str, typer.Option("--template", "-t", help="basic (a prompt and a grade), coding "
+                          "(a sandboxed shell on a repository, graded by its tests) or browser "
+                          "(a form in Chromium, graded from the page).")
     ] = "basic",
 ) -> None:
     """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades.

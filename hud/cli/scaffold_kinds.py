@@ -95,13 +95,63 @@ class GreetTest(unittest.TestCase):
 ''',
 }
 
-KINDS = {"basic": BASIC, "coding": CODING}
+BROWSER = {
+    "env.py": '''\
+"""The {name} environment: a form in a real browser, graded by reading the page over CDP.
+
+Each task gets its own Chromium with a fresh profile; the agent drives it through the
+control port (`client.open("browser")`, then Playwright's `connect_over_cdp`).
+"""
+
+import base64
+import json
+
+from hud import Environment
+
+# The browser reads no files (file:// is blocked): the page travels in a data: URL.
+PAGE = "data:text/html;base64," + base64.b64encode(b"""<!doctype html>
+<form onsubmit="window.submission = {{name: this.name.value}}; return false">
+  <label>Name <input id="name" name="name"></label> <button>Sign up</button>
+</form>""").decode()
+
+env = Environment("{name}", version="0.1.0")
+browser = env.browser()
+
+
+@env.template()
+async def sign_up(name: str = "Ada Lovelace"):
+    """Fill in and submit the sign-up form."""
+    await browser.goto(PAGE)
+    yield f"The browser shows a sign-up form. Sign up as {{name}}, then answer 'done'."
+    submitted = await browser.evaluate("window.submission ?? null") or {{}}
+    yield 1.0 if submitted.get("name") == name else 0.0
+
+
+@sign_up.solution
+async def fill_in(name: str) -> str:
+    """The reference solution: fill in and submit the form in the task's browser."""
+    await browser.evaluate(f"document.getElementById('name').value = {{json.dumps(name)}};"
+                           "document.querySelector('form').requestSubmit()")
+    return "done"
+''',
+    "tasks.py": '''\
+"""The task rows of {name}."""
+
+from env import sign_up
+
+tasks = [sign_up(), sign_up(name="Grace Hopper")]
+''',
+}
+
+KINDS = {"basic": BASIC, "coding": CODING, "browser": BROWSER}
 """Scaffold kinds by name, for ``hud init --template``."""
 
 SYSTEM_PACKAGES = {
     "basic": ("command -v bwrap >/dev/null", "bubblewrap"),
     "coding": ("command -v bwrap >/dev/null && test -e /usr/lib/openssh/sftp-server",
                "bubblewrap openssh-sftp-server"),
+    "browser": ("command -v bwrap >/dev/null && command -v chromium >/dev/null",
+                "bubblewrap chromium fonts-dejavu-core"),
 }
 """Per kind, the shell test that the image has what it needs, and the Debian packages that
-give it: the sandbox, and the shell's SFTP server."""
+give it: the sandbox, the shell's SFTP server, the browser."""
