@@ -125,6 +125,28 @@ def serve(
     raise typer.Exit(code)
 
 
+@app.command()
+def dev(
+    target: Annotated[str, typer.Argument(help="env.py, a directory, or module:attr.")] = ".",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8765,
+    enable_solutions: Annotated[
+        bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
+    ] = False,
+) -> None:
+    """Serve an environment and reload it when its .py files change; the URL stays the same.
+
+    A reload closes open sessions and cancels parked tasks (their cleanup runs).
+    Example: `hud dev env.py`, then edit env.py and run `hud task list --url ...` again.
+    """
+    from .dev import run_dev
+
+    extra = ["--enable-solutions"] if enable_solutions else []
+    raise typer.Exit(run_dev(target, host=host, port=port, serve_args=extra))
+
+
 @task_app.command("list")
 def task_list(
     source: Annotated[
