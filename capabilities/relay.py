@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from hud import ports
+from hud.nursery import Nursery
 from hud.tunnel import until_first_ends
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class LoopbackServer:
         self.name = name
         self._handler = handler
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections = Nursery(f"{name} connections")
         self._claimed: int | None = None
 
     @property
@@ -49,6 +50,7 @@ class LoopbackServer:
         """Listen on ``127.0.0.1:0``, a port registered as hud's (:mod:`hud.ports`); or,
         given ``sock``, on that listening socket (one in another network namespace: its
         port is not this host's, and is not registered)."""
+        await self._connections.open()
         if sock is not None:
             self._server = await asyncio.start_server(self._accept, sock=sock)
             return self
@@ -59,9 +61,7 @@ class LoopbackServer:
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._connections.aclose()
         if self._server is not None:
             await self._server.wait_closed()
         self._server = None
@@ -69,10 +69,14 @@ class LoopbackServer:
             ports.release(self._claimed)
             self._claimed = None
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # a plain callback: the connection's task is the nursery's, not one asyncio makes
+        if not self._connections.accepting:
+            writer.close()
+            return
+        self._connections.spawn(self._serve(reader, writer))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._handler(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -80,7 +84,6 @@ class LoopbackServer:
         except Exception:
             log.exception("%s: a connection failed", self.name)
         finally:
-            self._connections.discard(task)
             await close_writer(writer)
 
 
@@ -115,8 +118,7 @@ class RouteError(LookupError):
 class Routes(Generic[T]):
     """Live tasks' backends, by secret key. Keys are only ever handed to their own task."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what  # "browser", "desktop": used in messages
+    def __init__(self) -> None:
         self._by_key: dict[str, T] = {}
 
     def add(self, key: str, backend: T) -> None:
@@ -130,18 +132,3 @@ class Routes(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return list(self._by_key.items())
-
-    def only(self) -> tuple[str, T]:
-        """The backend of the only live task, for a client that names none.
-
-        Raises :class:`RouteError` when no task, or more than one, holds a backend: then the
-        client must use the credentials its task's bindings carry.
-        """
-        if len(self._by_key) == 1:
-            return next(iter(self._by_key.items()))
-        if not self._by_key:
-            raise RouteError(f"no task holds a {self.what} now: start a task first")
-        raise RouteError(
-            f"{len(self._by_key)} tasks hold a {self.what}: connect with your task's own "
-            "credentials (the bindings of tasks.start), or use client.open()"
-        )

@@ -210,7 +210,7 @@ class VNCDisplay:
 
     def __init__(self, screen: Any) -> None:
         self.screen = screen
-        self.size: tuple[int, int] = tuple(screen.size)  # type: ignore[assignment]
+        self.size: tuple[int, int] = tuple(screen.size)
 
     async def screenshot(self, size: tuple[int, int]) -> bytes:
         return await self.region((0, 0, *self.size), size)

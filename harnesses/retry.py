@@ -15,15 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hud.errors import ModelAPIError
+
 if TYPE_CHECKING:
     from hud.eval.run import Run
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 409, 429})
-
-
-class ModelAPIError(RuntimeError):
-    """The model's API failed for good: an error that retrying cannot fix, or retries ran out."""
 
 
 @dataclass(slots=True)

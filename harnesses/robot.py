@@ -304,7 +304,8 @@ class RandomPolicy:
 def cartpole(batch: dict[str, Any]) -> np.ndarray:
     """Push toward where the pole is falling (a linear state feedback; holds 500 steps)."""
     x, x_dot, theta, theta_dot = np.asarray(batch["observation.state"]).T
-    return (0.05 * x + 0.3 * x_dot + 10 * theta + 1.5 * theta_dot > 0).astype(np.int64)
+    push: np.ndarray = 0.05 * x + 0.3 * x_dot + 10 * theta + 1.5 * theta_dot > 0
+    return push.astype(np.int64)
 
 
 def mountain_car(batch: dict[str, Any]) -> np.ndarray:

@@ -17,7 +17,7 @@ _EXPORTS = {
     "Binding": "hud.protocol.messages",
     "Client": "hud.client",
     "open_client": "hud.client",
-    "HudConnectionError": "hud.client",
+    "HudConnectionError": "hud.errors",
     "Server": "hud.server",
     "ServerConfig": "hud.server",
     "HudError": "hud.protocol.errors",
@@ -42,8 +42,9 @@ __all__ = [  # noqa: RUF022  (grouped as in _EXPORTS)
 ]
 
 if TYPE_CHECKING:
-    from .client import Client, HudConnectionError, open_client
+    from .client import Client, open_client
     from .environment import Environment, Task, Template
+    from .errors import HudConnectionError
     from .loader import load_environment
     from .protocol.errors import HudError, TemplateError
     from .protocol.messages import Binding

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from .errors import AddressError
+
 CONTROL_PATH = "/v1/control"
 TUNNEL_PREFIX = "/v1/tunnel/"
 DEFAULT_URL = "ws://127.0.0.1:8765"
-
-
-class AddressError(ValueError):
-    """A URL hud cannot use."""
 
 
 def control_url(url: str) -> str:

@@ -16,6 +16,9 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .eval.rollout import AgentCallable
     from .eval.run import Run
 
 GROUP = "hud.harnesses"
@@ -53,9 +56,12 @@ def available() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP)}
 
 
-def create_agent(name: str, **config: Any) -> Agent:
+def create_agent(name: str, **config: Any) -> AgentCallable:
     """A harness by registered name (``oracle``, ``openai_compatible``, ...) or by model
-    (``claude-…``, ``gpt-…``, ``gemini-…`` pick that family's harness, with ``model=name``)."""
+    (``claude-…``, ``gpt-…``, ``gemini-…`` pick that family's harness, with ``model=name``).
+
+    Returns what the harness's factory builds: an :class:`Agent`, or any ``async (run)``
+    callable."""
     registry = available()
     entry = registry.get(name)
     if entry is None:
@@ -67,7 +73,7 @@ def create_agent(name: str, **config: Any) -> Agent:
             raise LookupError(f"no harness named {name!r}{hint}; registered: {known}")
         entry = registry[family]
         config.setdefault("model", name)
-    factory = entry.load()
+    factory: Callable[..., AgentCallable] = entry.load()  # what the group's contract says
     agent = factory(**config)
     if not isinstance(agent, Agent) and not callable(agent):
         raise TypeError(f"harness {name!r} ({entry.value}) did not build an agent")

@@ -237,7 +237,7 @@ class Client:
 
     # -- replies --------------------------------------------------------------------------
 
-    def _on_message(self, frame: str | bytes) -> None:
+    def _on_message(self, frame: str | bytes | bytearray) -> None:
         try:
             reply = self.core.receive(frame)
         except HudError as exc:  # the server broke the protocol: nothing more can be trusted

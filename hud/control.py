@@ -55,7 +55,7 @@ class ControlConnection:
 
     # -- the core's calls -----------------------------------------------------------------
 
-    def _receive(self, frame: str | bytes) -> None:
+    def _receive(self, frame: str | bytes | bytearray) -> None:
         self._start(self.core.receive(frame))
         self._flush()
 

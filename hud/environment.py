@@ -147,8 +147,8 @@ class Environment:
     >>> env = Environment("letter-count")
     >>> @env.template()
     ... async def count(word: str = "strawberry", letter: str = "r"):
-    ...     answer = yield f"How many {letter!r} in {word!r}?"
-    ...     yield 1.0 if str(word.count(letter)) in (answer or "") else 0.0
+    ...     answer = yield f"How many {letter!r} in {word!r}? Just the number."
+    ...     yield 1.0 if str(answer).strip() == str(word.count(letter)) else 0.0
     >>> count().args
     {'word': 'strawberry', 'letter': 'r'}
     """

@@ -23,17 +23,13 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from . import capability, ports, wsconn
 from .address import TUNNEL_PREFIX
-from .errors import HudConnectionError
+from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
 from .protocol.messages import Binding
 from .tunnel import TcpEnd
 from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
-
-
-class CapabilityUnavailable(HudConnectionError):
-    """A capability's tunnel was refused or its daemon could not be reached."""
 
 
 def resolve_binding(capabilities: Iterable[Binding], ref: str) -> Binding:
@@ -165,7 +161,9 @@ def find_opener(family: str) -> Callable[[Binding], Awaitable[Any]]:
     """The installed opener for a protocol family (entry point group ``hud.capabilities``,
     named by family, e.g. ``ssh``): ``await opener(binding)`` returns a protocol client."""
     try:
-        return capability.find(family, capability.CLIENT_GROUP)  # type: ignore[no-any-return]
+        opener: Callable[[Binding], Awaitable[Any]] = capability.find(
+            family, capability.CLIENT_GROUP)  # what the group's entry points are
+        return opener
     except LookupError:
         installed = ", ".join(sorted(capability.available(capability.CLIENT_GROUP))) or "none"
         raise ValueError(f"no client is installed for protocol family {family!r} (installed: "

@@ -16,10 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .environment import Environment, Task
-
-
-class LoadError(Exception):
-    """The target could not be imported or holds no (or more than one) environment."""
+from .errors import LoadError
 
 
 def load_environment(target: str | Path = ".") -> Environment:

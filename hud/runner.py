@@ -3,7 +3,9 @@
 The generator's life has three phases, and an error names the one it happened in:
 
 * ``setup``: from the call up to the first ``yield`` (the prompt);
-* ``grade``: from sending the answer in up to the second ``yield`` (the reward);
+* ``grade``: from sending the answer in up to the second ``yield`` (the reward); a
+  :class:`~hud.errors.CapabilityLost` raised here (the agent killed its sandbox, crashed its
+  browser) is the agent's failure: reward 0 with ``info["cause"]``, not an error;
 * ``cleanup``: whatever runs after the second ``yield``, or in ``finally`` when the task is
   cancelled, expires, or fails.
 
@@ -30,6 +32,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from .errors import CapabilityLost
 from .protocol.errors import TemplateError
 from .protocol.messages import ContentBlock, ImageBlock, Message, Subscore, TextBlock
 
@@ -153,7 +156,8 @@ class TaskRunner:
             return await self._gen.__anext__()
         self._entered = contextlib.AsyncExitStack()
         for hook in self._hooks:
-            self._bindings.update(await self._entered.enter_async_context(hook(self.scope)) or {})
+            added = await self._entered.enter_async_context(hook(self.scope))
+            self._bindings.update(added or {})
         with self.scope.entered():  # again: the hooks may have added step contexts
             return await self._gen.__anext__()
 
@@ -197,6 +201,11 @@ class TaskRunner:
         except StopAsyncIteration:
             self.closed = True
             raise self._error("grade", "ended without yielding a reward") from None
+        except TemplateError as exc:
+            if not isinstance(exc.__cause__, CapabilityLost):
+                raise
+            log.info("template %r: scored 0, %s", self.template_id, exc.__cause__)
+            return Reward(reward=0.0, info={"cause": str(exc.__cause__)})
         try:
             reward = normalize_reward(value)
         except (TypeError, ValueError, msgspec.ValidationError) as exc:
@@ -234,6 +243,10 @@ class TaskRunner:
         except asyncio.CancelledError:
             await self.aclose()
             raise
+        except CapabilityLost as exc:
+            self.closed = True
+            raise self._error(phase, f"lost a capability: {exc}", error="CapabilityLost") \
+                from exc
         except Exception as exc:
             self.closed = True  # a generator that raised is finished
             log.error("template %r failed during %s", self.template_id, phase, exc_info=exc)

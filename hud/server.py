@@ -6,7 +6,9 @@ Paths on the port:
 * ``/v1/tunnel/{capability}``: a byte tunnel to a declared capability's daemon.
 
 When a token is set, every handshake must carry it (``Authorization: Bearer <token>``, or
-``?token=`` in the URL); a server bound beyond loopback always has one.
+``?token=`` in the URL); a server bound beyond loopback always has one. A handshake from a web
+page (its ``Origin`` not in ``allowed_origins``) is refused, and so is a new connection beyond
+``max_handshakes`` or ``max_connections``: each with an HTTP status and a JSON body.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .handlers import Host
 from .memory import MemoryEnd, memory_pipe
 from .nursery import Nursery
 from .protocol import codec
-from .protocol.errors import Unauthorized
+from .protocol.errors import InvalidRequest, LimitExceeded, Unauthorized
 from .protocol.messages import PROTOCOL_VERSION, TemplateInfo
 from .protocol.methods import METHODS
 from .session import Registry
@@ -44,6 +46,8 @@ from .wsconn import WsServerConnection
 
 log = logging.getLogger(__name__)
 
+LINGER = 1.0
+"""Seconds a refused connection may take to read its 503 and hang up."""
 
 
 @dataclass(slots=True)
@@ -66,6 +70,15 @@ class ServerConfig:
     """Seconds a new connection may take to complete its WebSocket handshake."""
     enable_solutions: bool = False
     """Serve ``tasks.solve`` (reference solutions reveal answers: never on by default)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Web origins (``https://app.example:8443``) whose pages may connect. Browsers send
+    ``Origin`` with every WebSocket handshake; hud's own clients send none. Any other origin
+    is refused (403): a page the user visits must not drive a server on their machine."""
+    max_handshakes: int = 2048
+    """Connections still in their WebSocket handshake; one more is answered 503 unparsed and
+    closed, so a flood of half-open connections cannot starve the sessions already open."""
+    max_connections: int = 100_000
+    """Connections in all (handshaking, control sessions, tunnels); one more gets 503."""
     keepalive: float | None = 20.0
     """Dead peers are found by TCP keepalive, not WebSocket pings (no task or memory per
     connection). Seconds of silence before the kernel probes a peer (then 4 probes 5 s
@@ -116,6 +129,8 @@ class Server:
             },
         )
         self.connections: set[ControlConnection] = set()
+        self._origins = {origin.lower() for origin in self.config.allowed_origins}
+        self._handshaking: set[WsServerConnection] = set()  # accepted, not yet open
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
         self._tasks = Nursery("hud-server")  # owns every task of the server
@@ -238,6 +253,9 @@ class Server:
     # -- handshake ------------------------------------------------------------------------
 
     def _check_request(self, connection: WsServerConnection, request: Request) -> Response | None:
+        refused = self._check_headers(connection, request.headers)
+        if refused is not None:
+            return refused
         parts = urlsplit(request.path)
         if self.token is not None and not self._authorized(request.headers, parts.query):
             err = Unauthorized("missing or wrong token: pass --token or set HUD_TOKEN")
@@ -254,6 +272,21 @@ class Server:
         return _reject(connection, 404, -32601,
                        f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
 
+    def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
+        """400 for a repeated ``Authorization`` or ``Origin`` (which one would count?); 403
+        for an ``Origin`` not allowed: only browsers send one, for the page that opened it."""
+        for name in ("Authorization", "Origin"):
+            if (count := len(headers.get_all(name))) > 1:
+                return _reject(connection, 400, InvalidRequest.code,
+                               f"the handshake carries {count} {name} headers: send one")
+        origin = headers.get("Origin")
+        if origin is not None and origin.lower() not in self._origins:
+            err = Unauthorized(f"connections from web pages are refused (Origin {origin!r}); "
+                               "allow this origin with --allow-origin (ServerConfig."
+                               "allowed_origins)")
+            return _reject(connection, 403, err.code, err.message)
+        return None
+
     def _authorized(self, headers: Headers, query: str) -> bool:
         assert self.token is not None
         supplied = headers.get("Authorization", "")
@@ -265,16 +298,36 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------
 
-    def _accept(self) -> WsServerConnection:
-        return WsServerConnection(
+    def _accept(self) -> asyncio.Protocol:
+        """The protocol for a new connection: a WebSocket, or a refusal past a limit."""
+        refused = self._over_limit()
+        if refused is not None:
+            return _Refusal(refused)
+        ws = WsServerConnection(
             self._check_request,
             self._opened,
             max_size=max(4 * self.config.max_message_size, 1 << 20),
             server_header=f"hud/{PROTOCOL_VERSION}",
             open_timeout=self.config.handshake_timeout,
         )
+        self._handshaking.add(ws)
+        ws.closed.add_done_callback(lambda _: self._handshaking.discard(ws))
+        return ws
+
+    def _over_limit(self) -> LimitExceeded | None:
+        config = self.config
+        if len(self._handshaking) >= config.max_handshakes:
+            return LimitExceeded(
+                f"too many connections in their handshake (limit {config.max_handshakes}): "
+                "try again shortly", {"limit": "max_handshakes", "value": config.max_handshakes})
+        if len(self._handshaking) + len(self._sockets) >= config.max_connections:
+            return LimitExceeded(
+                f"too many connections (limit {config.max_connections}): try again later",
+                {"limit": "max_connections", "value": config.max_connections})
+        return None
 
     def _opened(self, ws: WsServerConnection, target: str) -> None:
+        self._handshaking.discard(ws)
         self._sockets.add(ws)
         ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
@@ -306,6 +359,41 @@ def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:
         for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
             if hasattr(socket, option):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), int(value))
+
+
+class _Refusal(asyncio.Protocol):
+    """A connection past a limit, refused without a parser or a handshake: answered 503 with
+    the error as JSON as soon as its request starts (a client answered before it has sent its
+    request may miss the answer), then shut our side, so that a client still sending is not
+    reset before it reads it. Dropped when the client hangs up, or after :data:`LINGER`."""
+
+    def __init__(self, error: LimitExceeded) -> None:
+        self.error = error
+        self.transport: Any = None  # an asyncio or uvloop transport (no common base class)
+        self.timer: asyncio.TimerHandle | None = None
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(LINGER, self.transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered or self.transport.is_closing():
+            return
+        self.answered = True
+        body = codec.encode({"code": self.error.code, "message": self.error.message,
+                             "data": self.error.data}) + b"\n"
+        headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(body)),
+                           "Connection": "close", "Server": f"hud/{PROTOCOL_VERSION}"})
+        self.transport.write(Response(503, "Service Unavailable", headers, body).serialize())
+        self.transport.write_eof()
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def _reject(connection: WsServerConnection, status: int, code: int, message: str) -> Response:

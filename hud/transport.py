@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 from .errors import TransportClosed
 
-Receiver = Callable[[str | bytes], None]
-"""Called with each message as it arrives (text as ``str``, binary as bytes)."""
+Receiver = Callable[[str | bytes | bytearray], None]
+"""Called with each message as it arrives (text as ``str``, binary as ``bytes``, or as the
+parser's ``bytearray``, passed on uncopied)."""
 Closer = Callable[[BaseException | None], None]
 """Called once when the transport ends: ``None`` after a clean close, else the reason."""
 

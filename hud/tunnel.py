@@ -72,7 +72,7 @@ class TcpEnd(asyncio.Protocol):
         else:
             self.transport.close()
 
-    def write(self, message: str | bytes) -> None:
+    def write(self, message: str | bytes | bytearray) -> None:
         self.received = True
         if not self.transport.is_closing():
             self.transport.write(message.encode() if isinstance(message, str) else message)

@@ -30,9 +30,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from .errors import TransportClosed
-
-Receiver = Callable[[str | bytes], None]
-Closer = Callable[[BaseException | None], None]
+from .transport import Closer, Receiver
 
 CLOSE_TIMEOUT = 5.0
 """Seconds to wait for the peer to finish the close handshake before dropping TCP."""
@@ -50,9 +48,9 @@ class WsConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._receiver: Receiver | None = None
         self._closer: Closer | None = None
-        self._inbox: collections.deque[str | bytes] = collections.deque()
+        self._inbox: collections.deque[str | bytes | bytearray] = collections.deque()
         self._read_paused = False
-        self._fragments: list[bytes] = []
+        self._fragments: list[bytes | bytearray] = []
         self._fragment_text = False
         self._writable: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -72,9 +70,9 @@ class WsConnection(asyncio.Protocol):
         if self.closed.done():
             closer(self._close_error())
 
-    def _deliver(self, data: bytes, text: bool) -> None:
-        # binary data may be a bytearray (websockets unmasks in place): not copied here
-        message: str | bytes = data
+    def _deliver(self, data: bytes | bytearray, text: bool) -> None:
+        # binary data may be a bytearray (websockets' reader): not copied here
+        message: str | bytes | bytearray = data
         if text:
             try:
                 message = data.decode()
@@ -101,15 +99,17 @@ class WsConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
+        opcode, data = frame.opcode, frame.data
+        # websockets builds a memoryview only for compressed frames that it sends
+        assert not isinstance(data, memoryview)
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
-                self._deliver(frame.data, opcode is Opcode.TEXT)
+                self._deliver(data, opcode is Opcode.TEXT)
             else:
-                self._fragments = [frame.data]
+                self._fragments = [data]
                 self._fragment_text = opcode is Opcode.TEXT
         elif opcode is Opcode.CONT:
-            self._fragments.append(frame.data)
+            self._fragments.append(data)
             if frame.fin:
                 data = b"".join(self._fragments)
                 self._fragments = []
@@ -235,7 +235,7 @@ class WsConnection(asyncio.Protocol):
                 protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
             )
         rcvd = exc.rcvd
-        return TransportClosed(f"connection closed: {exc}", rcvd and rcvd.code,
+        return TransportClosed(f"connection closed: {exc}", rcvd.code if rcvd else None,
                                rcvd.reason if rcvd else "")
 
     def _close_error(self) -> BaseException | None:

@@ -7,19 +7,21 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import serving
 from hud.capabilities.cdp import Browser, BrowserNotFound, endpoint_url, find_chromium
 from hud.capabilities.cdp.connection import fetch_json
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from hud import Environment
 from hud.client import open_client
-from hud.protocol import errors
 from hud.server import Server
 
 pytestmark = [
@@ -121,8 +123,7 @@ async def test_playwright_drives_the_task_browser_through_the_tunnel(world: Worl
         assert started.bindings["browser"]["endpoint_path"].startswith("/")
         binding = await client.binding("browser")
         async with playwright.async_playwright() as p:
-            # The binding's URL as is: while one task holds a browser, it leads there.
-            browser = await p.chromium.connect_over_cdp(binding.url)
+            browser = await p.chromium.connect_over_cdp(endpoint_url(binding))
             page = browser.contexts[0].pages[0]
             assert page.url == f"{world.base}/form"
             await page.fill("#name", "Grace")
@@ -172,19 +173,27 @@ async def test_two_rollouts_at_once_share_no_browser_state(world: World) -> None
         assert await browser_b.evaluate("localStorage.getItem('who')") is None
         assert [c["name"] for c in await browser_a.cookies()] == ["who"]
         assert await browser_b.cookies() == []
-        # Without its task's path, a client is refused while two tasks hold browsers.
-        bare = (await a.binding("browser")).url
-        with pytest.raises(ConnectionError, match="2 tasks hold a browser"):
-            await fetch_json(bare + "/json/version")
         await a.grade("x")
         await b.grade("x")
     async with open_client(world.server.url) as c:  # and nothing survives the rollout
         assert json.loads((await c.start("storage")).prompt) == {"cookie": "", "stored": None}
-        # With one task, the bare URL reaches its browser: connect_over_cdp(binding.url).
-        bare = (await c.binding("browser")).url
-        version = await fetch_json(bare + "/json/version")
-        assert "/devtools/browser/" in version["webSocketDebuggerUrl"]
         await c.grade("x")
+
+
+async def test_every_request_needs_its_task_path_even_with_one_task(world: World) -> None:
+    async with open_client(world.server.url) as client:
+        await client.start("storage")  # the only task holding a browser
+        binding = await client.binding("browser")
+        version = await fetch_json(endpoint_url(binding) + "/json/version")
+        browser_ws = urlsplit(version["webSocketDebuggerUrl"]).path.split("/", 2)[2]
+        for path in ("/json/version", "/json/list", f"/{browser_ws}"):
+            with pytest.raises(ConnectionError, match=r"403.*secret path"):
+                await fetch_json(binding.url + path)
+        with pytest.raises(InvalidStatus) as refused:  # nor may its WebSocket skip the path
+            async with connect(binding.url.replace("http", "ws") + f"/{browser_ws}"):
+                pass
+        assert refused.value.response.status_code == 403
+        await client.grade("x")
 
 
 async def test_a_crashed_browser_is_a_clear_error_and_the_server_serves_on(
@@ -196,10 +205,9 @@ async def test_a_crashed_browser_is_a_clear_error_and_the_server_serves_on(
         await asyncio.sleep(0.3)
         with pytest.raises(ConnectionError, match=r"gone.*killed by SIGKILL"):
             await client.open("browser")
-        with pytest.raises(errors.TemplateError) as failed:
-            await client.grade("x")
-        assert failed.value.data["phase"] == "grade"
-        assert "BrowserFailed" in str(failed.value.data)
+        graded = await client.grade("x")  # the agent's failure: 0, with what happened
+        assert graded.reward == 0.0
+        assert re.search(r"browser of task-\w+ is gone.*killed by SIGKILL", graded.info["cause"])
     async with open_client(world.server.url) as client:
         await client.start("greet", {"name": "Again"})
         devtools = await client.open("browser")

@@ -59,7 +59,8 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
         (start,) = hud_lines(by_hand, "task")[:1]
         (grade,) = hud_lines(by_hand, "task")[1:]
         started = run([sys.executable, "-m", *start], tmp_path, env={"HUD_URL": url})
-        assert started.stdout == "How many times does 'a' occur in 'banana'?\n", started.stderr
+        prompt = "How many times does 'a' occur in 'banana'? Reply with the number."
+        assert started.stdout == f"{prompt}\n", started.stderr
         graded = run([sys.executable, "-m", *grade], tmp_path, env={"HUD_URL": url})
         assert (graded.returncode, graded.stdout) == (0, "1.0\n"), graded.stderr
 
@@ -67,8 +68,7 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
         client = block_after("**5. From Python, by hand.**", "python")
         (tmp_path / "by_hand.py").write_text(client.replace("ws://127.0.0.1:8765", url))
         by_python = run([sys.executable, "by_hand.py"], tmp_path)
-        assert by_python.stdout == "How many times does 'a' occur in 'banana'? 1.0\n", (
-            by_python.stderr)
+        assert by_python.stdout == f"{prompt} 1.0\n", by_python.stderr
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

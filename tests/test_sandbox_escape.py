@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -180,6 +183,35 @@ async def test_background_processes_die_with_the_sandbox(sandboxes: Sandboxes) -
             break
         await asyncio.sleep(0.02)
     assert not running("sleep 987654")
+
+
+async def test_background_processes_die_with_a_killed_server() -> None:
+    """SIGKILL of the server runs no cleanup: the sandbox's pid 1 must still die with it
+    (a parent-death signal set before bubblewrap changed user would have been cleared)."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "coding" / "env.py"
+    server = subprocess.Popen([sys.executable, "-m", "hud", "serve", str(example), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        async with open_client(url) as client:
+            await client.start("fix_failing_test")
+            shell = await client.open("shell")
+            await shell.run("setsid sleep 987655 > /dev/null 2>&1 < /dev/null &")
+            assert len(running("sleep 987655")) == 1
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+        for _ in range(200):
+            if not running("sleep 987655"):
+                break
+            await asyncio.sleep(0.05)
+        assert not running("sleep 987655")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for pid in running("sleep 987655"):  # a failed run must not leave it either
+            os.kill(pid, signal.SIGKILL)
 
 
 async def test_the_agent_cannot_read_the_servers_environment(

@@ -5,14 +5,14 @@ Environment side: :class:`Browser` (``env.browser()``). Harness side: :class:`De
 ``connect_over_cdp``.
 """
 
-from .browser import Browser, TaskBrowser
+from .browser import Browser, BrowserLost, TaskBrowser
 from .chromium import BrowserFailed, BrowserNotFound, Chromium, find_chromium
 from .client import endpoint_url, open_devtools
 from .connection import CDPConnection, CDPConnectionLost, CDPError
 from .page import DevTools, JavaScriptError, NavigationError, Page
 
 __all__ = [
-    "Browser", "BrowserFailed", "BrowserNotFound", "CDPConnection", "CDPConnectionLost",
-    "CDPError", "Chromium", "DevTools", "JavaScriptError", "NavigationError", "Page",
-    "TaskBrowser", "endpoint_url", "find_chromium", "open_devtools",
+    "Browser", "BrowserFailed", "BrowserLost", "BrowserNotFound", "CDPConnection",
+    "CDPConnectionLost", "CDPError", "Chromium", "DevTools", "JavaScriptError",
+    "NavigationError", "Page", "TaskBrowser", "endpoint_url", "find_chromium", "open_devtools",
 ]

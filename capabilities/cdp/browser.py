@@ -18,20 +18,24 @@ boot. With ``desktop=`` the browser is headed, on that task's display, and no sp
 
 Templates drive the task's browser for setup and grading: ``await browser.goto(url)``,
 ``await browser.evaluate("...")``, ``await browser.text("#status")``, or
-``await browser.devtools()`` for everything else. A browser that crashed raises
-:class:`BrowserFailed` there, saying how it ended; the environment serves on.
+``await browser.devtools()`` for everything else. A browser that exited during its task
+raises :class:`BrowserLost` there, saying how it ended: the agent drives the browser and can
+end it (``Browser.close`` or ``Browser.crash`` over CDP), so in grading that scores the task
+0 with the cause (:class:`~hud.errors.CapabilityLost`); the environment serves on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hud.capability import Service
+from hud.errors import CapabilityLost
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -45,8 +49,13 @@ if TYPE_CHECKING:
     from ..rfb.desktop import Desktop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROTOCOL = "cdp/1.3"
+
+
+class BrowserLost(BrowserFailed, CapabilityLost):
+    """The task's browser exited while its task ran (the agent may have crashed it)."""
 
 
 class TaskBrowser:
@@ -65,15 +74,24 @@ class TaskBrowser:
             try:
                 self._devtools = await DevTools.connect(endpoint)
             except (ConnectionError, OSError) as exc:
-                self.check()
+                await self.check_exited()
                 raise BrowserFailed(f"the browser of {self.task} does not answer: {exc}") \
                     from exc
         return self._devtools
 
+    async def check_exited(self, grace: float = 1.0) -> None:
+        """:meth:`check`, once a browser that stopped answering had ``grace`` seconds to be
+        seen exiting (a crash closes its sockets before its exit is reaped)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.chromium.proc.wait()
+        self.check()
+
     def check(self) -> None:
+        """Raise :class:`BrowserLost` if the browser has exited."""
         if not self.chromium.alive:
-            raise BrowserFailed(f"the browser of {self.task} is gone "
-                                f"({self.chromium.exit_reason()})")
+            raise BrowserLost(f"the browser of {self.task} is gone "
+                              f"({self.chromium.exit_reason()})")
 
     async def aclose(self) -> None:
         if self._devtools is not None:
@@ -156,11 +174,11 @@ class Browser(Service):
     def current(self) -> TaskBrowser:
         """The browser of the task whose code is running now."""
         scope = current_scope()
-        handle = scope.state.get(self) if scope is not None else None
+        handle: TaskBrowser | None = scope.state.get(self) if scope is not None else None
         if handle is None:
             raise RuntimeError(f"browser {self.name!r}: no task is running here; call this "
                                "from a template's setup or grading code")
-        return handle  # type: ignore[no-any-return]
+        return handle
 
     async def devtools(self) -> DevTools:
         """The current task's browser over CDP (a connection kept for the task)."""
@@ -192,12 +210,12 @@ class Browser(Service):
     async def screenshot(self, **options: Any) -> bytes:
         return await self._call(lambda d: d.screenshot(**options))
 
-    async def _call(self, action: Any) -> Any:
+    async def _call(self, action: Callable[[DevTools], Awaitable[T]]) -> T:
         handle = self.current()
         try:
             return await action(await handle.devtools())
         except CDPConnectionLost as exc:
-            handle.check()  # a crash explains itself better than a lost socket
+            await handle.check_exited()  # a crash explains itself better than a lost socket
             raise BrowserFailed(f"the browser of {handle.task} stopped answering: {exc}") \
                 from exc
 

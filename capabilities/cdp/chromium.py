@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 
 from hud import ports
 
@@ -127,7 +128,7 @@ class Chromium:
         try:
             proc = await _spawn(jail, bwrap, chromium, private, display)
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, jail.root, True)
+            await remove_tree(jail.root)
             if egress is not None:
                 await egress.aclose()
             raise
@@ -204,7 +205,18 @@ class Chromium:
         for port in self._claimed:
             ports.release(port)
         self.network.close()
-        await asyncio.to_thread(shutil.rmtree, self.jail.root, True)
+        await remove_tree(self.jail.root)
+
+
+async def remove_tree(root: Path, attempts: int = 40) -> None:
+    """Delete ``root``. The kernel kills a pid namespace's processes after its init is gone,
+    but not at once: one may still write a file while the tree goes, so try again briefly."""
+    for _ in range(attempts):
+        await asyncio.to_thread(shutil.rmtree, root, True)
+        if not root.exists():
+            return
+        await asyncio.sleep(0.05)
+    log.warning("could not remove the browser's profile %s", root)
 
 
 async def _spawn(jail: Jail, bwrap: str, chromium: list[str], private: bool,

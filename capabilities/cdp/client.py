@@ -20,7 +20,7 @@ CONNECT_TIMEOUT = 15.0
 def endpoint_url(binding: Binding) -> str:
     """The HTTP endpoint of this task's browser: the binding's URL plus the task's secret
     path (``endpoint_path`` in the bindings of ``tasks.start``). Without a task's path it is
-    the bare URL, which reaches the browser only while exactly one task holds one."""
+    the bare URL, which the DevTools proxy refuses (403): every request needs the path."""
     return binding.url.rstrip("/") + str(binding.params.get("endpoint_path", ""))
 
 

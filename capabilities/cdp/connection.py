@@ -135,12 +135,12 @@ class CDPConnection:
             else:
                 future.set_result(message.get("result", {}))
             return
-        method, session = message.get("method"), message.get("sessionId")
+        event, session = message.get("method"), message.get("sessionId")
         for waiter in list(self._waiters):
             want, want_session, predicate, future = waiter
             if future.done():
                 self._waiters.remove(waiter)
-            elif want == method and want_session in (None, session) and predicate(
+            elif want == event and want_session in (None, session) and predicate(
                     message.get("params", {})):
                 future.set_result(message.get("params", {}))
                 self._waiters.remove(waiter)

@@ -34,6 +34,7 @@ from ..relay import CHUNK, close_writer, pipe
 
 T = TypeVar("T")
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Socket = socket.socket  # inside Network, `socket` names its method
 
 CLONE_NEWNET = 0x40000000
 PROXY_PORT = 3128  # inside the browser's own network namespace: nothing else listens there
@@ -46,7 +47,7 @@ class Network:
     def __init__(self, pid: int | None = None) -> None:
         self._ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY) if pid is not None else None
 
-    async def socket(self) -> socket.socket:
+    async def socket(self) -> Socket:
         """A non-blocking TCP socket in this network."""
         if self._ns is None:
             sock = socket.socket()
@@ -65,7 +66,7 @@ class Network:
             raise
         return await asyncio.open_connection(sock=sock)
 
-    async def listen(self, port: int = 0) -> socket.socket:
+    async def listen(self, port: int = 0) -> Socket:
         """A socket listening on ``127.0.0.1:port`` of this network."""
         sock = await self.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -143,7 +144,8 @@ async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.Str
                       "DevTools): the browser may not connect to it")
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     family, _, proto, _, address = infos[0]
-    return await asyncio.open_connection(address[0], address[1], family=family, proto=proto)
+    ip, number = str(address[0]), int(address[1])  # an IPv4 or IPv6 address: host, port first
+    return await asyncio.open_connection(ip, number, family=family, proto=proto)
 
 
 async def _forward(client: Stream, upstream: Stream) -> None:

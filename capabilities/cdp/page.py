@@ -79,8 +79,9 @@ class Page:
     async def text(self, selector: str = "body") -> str | None:
         """The rendered text (``innerText``) of the first element matching ``selector``, or
         None when nothing matches."""
-        return await self.evaluate(f"document.querySelector({json.dumps(selector)})?.innerText"
+        text = await self.evaluate(f"document.querySelector({json.dumps(selector)})?.innerText"
                                    " ?? null")
+        return None if text is None else str(text)
 
     async def value(self, selector: str) -> Any:
         """The ``value`` (or ``checked``, for check boxes and radios) of a form field."""

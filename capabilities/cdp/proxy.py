@@ -12,8 +12,10 @@ reached through a tunnel, and both are mended here:
   client's end of the tunnel) and puts the key in the path, so ``connect_over_cdp`` and any
   raw CDP client dial the same task's browser again.
 
-A request without a key (``/json/version``) reaches the browser of the only task holding
-one; with none or several it is refused, saying why. Errors are JSON: ``{"error": ...}``.
+Every request must carry its task's key, even while only one task holds a browser: the key is
+the only credential, and a neighbour (or anything else that reaches this port) must not drive a
+task's browser without it. A request without one (``/json/version``) is refused with 403, one
+with an unknown key with 404. Errors are JSON: ``{"error": ...}``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import json
 from typing import Protocol
 
-from ..relay import LoopbackServer, RouteError, Routes, close_writer, pipe
+from ..relay import LoopbackServer, Routes, close_writer, pipe
 
 HEAD_LIMIT = 64 * 1024
 DEVTOOLS_ROOTS = ("json", "devtools")
@@ -68,7 +70,7 @@ class DevToolsProxy:
     removed from :attr:`routes`; :meth:`aclose` drops every connection."""
 
     def __init__(self, name: str) -> None:
-        self.routes: Routes[Backend] = Routes("browser")
+        self.routes: Routes[Backend] = Routes()
         self.server = LoopbackServer(self._serve, f"devtools proxy {name!r}")
 
     @property
@@ -108,17 +110,15 @@ class DevToolsProxy:
     def _route(self, target: str) -> tuple[str, Backend, str]:
         """``(key, backend, target without the key)`` for a request target."""
         first, _, rest = target.lstrip("/").partition("/")
-        backend = self.routes.get(first) if first not in DEVTOOLS_ROOTS else None
+        backend = self.routes.get(first)
         if backend is not None:
             return first, backend, "/" + rest
-        if first.split("?", 1)[0] not in DEVTOOLS_ROOTS:
-            raise _Failure(404, "no browser at this path: its task ended, or the path is wrong "
-                                "(use the endpoint in your task's bindings)")
-        try:
-            key, backend = self.routes.only()
-        except RouteError as exc:
-            raise _Failure(503 if "no task" in str(exc) else 409, str(exc)) from None
-        return key, backend, target
+        if first.split("?", 1)[0] in DEVTOOLS_ROOTS:
+            raise _Failure(403, "DevTools requests start with the task's secret path "
+                                "(endpoint_path in the bindings of tasks.start; "
+                                "endpoint_url(binding) gives the whole URL)")
+        raise _Failure(404, "no browser at this path: its task ended, or the path is wrong "
+                            "(use the endpoint in your task's bindings)")
 
     async def _splice(self, request: Request, rest: str, backend: Backend,
                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -171,7 +171,7 @@ async def _exchange(port: int, request: bytes) -> tuple[str, str, bytes]:
     return status, head.header("content-type") or "application/json", body
 
 
-REASONS = {404: "Not Found", 409: "Conflict", 502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {403: "Forbidden", 404: "Not Found", 502: "Bad Gateway"}
 
 
 async def _respond(writer: asyncio.StreamWriter, status: int, body: dict[str, str]) -> None:

@@ -75,7 +75,8 @@ class StdioBridge:
         from .server import HttpService
 
         params = StdioServerParameters(command=self.command[0], args=self.command[1:],
-                                       env=self.environ, cwd=self.cwd)
+                                       env=self.environ,
+                                       cwd=None if self.cwd is None else os.fspath(self.cwd))
         self.upstream = await Tools.open(params, self.name)
         try:
             self.http = HttpService(self._relay().streamable_http_app())

@@ -58,7 +58,7 @@ class Tool:
         self.title = title
         self.hooks_before: list[Hook] = []
         self.hooks_after: list[Hook] = []
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"

@@ -142,12 +142,12 @@ class Desktop(Service):
 
     def current(self, scope: TaskScope | None = None) -> TaskDesktop:
         scope = scope or current_scope()
-        handle = scope.state.get(self) if scope is not None else None
+        handle: TaskDesktop | None = scope.state.get(self) if scope is not None else None
         if handle is None:
             raise RuntimeError(f"desktop {self.name!r}: no task is running here; call this "
                                "from a template's setup or grading code (and create the "
                                "desktop before a browser that uses it)")
-        return handle  # type: ignore[no-any-return]
+        return handle
 
     @property
     def display(self) -> str:

@@ -1,10 +1,16 @@
-"""The opening of an RFB 3.8 connection (RFC 6143 §7.1), both ends of it, up to the point
-where the session proper (``ClientInit``) starts.
+"""The opening of an RFB connection (RFC 6143 §7.1), both ends of it, up to the point where
+the session proper (``ClientInit``) starts.
 
 Security types used: None (1) and VNC Authentication (2): a 16-byte challenge that the client
 encrypts with DES under its password (RFC 6143 §7.2.2). The desktop's proxy plays the server
-to learn which task a connection belongs to from its password, then plays the client to the
-task's own VNC server, which has no password and listens where only the proxy reaches it.
+to learn which task a connection belongs to from its password, then plays the client (3.8) to
+the task's own VNC server, which has no password and listens where only the proxy reaches it.
+
+As a server it speaks what RFC 6143 asks of one: 3.8, 3.7, and 3.3 for any other version a
+client names. The versions differ here (RFC 6143 §7.1.2, §7.1.3 and Appendix A): in 3.3 the
+server picks the security type and sends it as a u32; only 3.8 explains a failed
+SecurityResult (3.3 and 3.7 just close); a refusal before authentication carries a reason in
+every version.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import re
 
 VERSION = b"RFB 003.008\n"
 NONE, VNC_AUTH = 1, 2
@@ -80,38 +87,39 @@ async def client_handshake(
 # -- the server's end ------------------------------------------------------------------------
 
 
-async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Agree on the protocol version with a client (3.7 or 3.8)."""
+async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """Agree on the protocol version with a client: returns the minor version, 3, 7 or 8."""
     writer.write(VERSION)
-    version = await reader.readexactly(12)
-    if not version.startswith(b"RFB 003.") or version < b"RFB 003.007":
-        raise RFBRefused(f"the client speaks {version!r}; only RFB 3.7 and 3.8 are served")
+    line = await reader.readexactly(12)
+    if re.fullmatch(rb"RFB \d{3}\.\d{3}\n", line) is None:
+        raise RFBRefused(f"not a VNC client (it answered {line!r})")
+    # RFC 6143 §7.1.1: other version numbers "should be interpreted as 3.3"
+    return {b"RFB 003.008\n": 8, b"RFB 003.007\n": 7}.get(line, 3)
 
 
-async def offer(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, anonymous: bool
-) -> tuple[int, bytes, bytes]:
-    """After :func:`greet`, offer VNC Authentication (and None when ``anonymous``).
-
-    Returns ``(type chosen, challenge, response)``; both are empty for None. The caller
-    answers with :func:`accept` or :func:`refuse`.
-    """
-    types = [VNC_AUTH, NONE] if anonymous else [VNC_AUTH]
-    writer.write(bytes([len(types), *types]))
-    chosen = (await reader.readexactly(1))[0]
-    if chosen not in types:
-        raise RFBRefused(f"the client chose security type {chosen}, which was not offered")
-    if chosen == NONE:
-        return chosen, b"", b""
-    challenge = os.urandom(16)
-    writer.write(challenge)
-    return chosen, challenge, await reader.readexactly(16)
-
-
-async def refuse_early(writer: asyncio.StreamWriter, text: str) -> None:
-    """After :func:`greet`, refuse at once (no security types), giving ``text`` as reason."""
-    writer.write(b"\x00" + reason(text))
+async def refuse_early(writer: asyncio.StreamWriter, version: int, text: str) -> None:
+    """After :func:`greet`, refuse at once with ``text`` as the reason: no security types
+    (3.7, 3.8), or security type 0 (3.3)."""
+    writer.write((b"\x00" if version >= 7 else b"\x00" * 4) + reason(text))
     await writer.drain()
+
+
+async def challenge(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, version: int
+) -> tuple[bytes, bytes]:
+    """After :func:`greet`, require VNC Authentication: returns ``(challenge, response)``.
+    The caller answers with :func:`accept` or :func:`refuse`."""
+    if version >= 7:
+        writer.write(bytes([1, VNC_AUTH]))
+        chosen = (await reader.readexactly(1))[0]
+        if chosen != VNC_AUTH:
+            raise RFBRefused(f"the client chose security type {chosen}; only VNC "
+                             "Authentication (2) was offered")
+    else:
+        writer.write(VNC_AUTH.to_bytes(4, "big"))
+    sent = os.urandom(16)
+    writer.write(sent)
+    return sent, await reader.readexactly(16)
 
 
 async def accept(writer: asyncio.StreamWriter) -> None:
@@ -119,7 +127,8 @@ async def accept(writer: asyncio.StreamWriter) -> None:
     await writer.drain()
 
 
-async def refuse(writer: asyncio.StreamWriter, text: str) -> None:
-    """A failed SecurityResult carrying ``text`` (3.8 sends a reason)."""
-    writer.write(FAILED.to_bytes(4, "big") + reason(text))
+async def refuse(writer: asyncio.StreamWriter, version: int, text: str) -> None:
+    """A failed SecurityResult; 3.8 carries ``text`` as the reason, 3.3 and 3.7 have no room
+    for one (the caller closes the connection)."""
+    writer.write(FAILED.to_bytes(4, "big") + (reason(text) if version >= 8 else b""))
     await writer.drain()

@@ -4,9 +4,10 @@ It plays the VNC server up to authentication, finds the task whose password answ
 challenge, then plays the client to that task's display (whose VNC server has no password and
 listens where only this host reaches it) and joins the two connections.
 
-A client without a password (security type None) reaches the display of the only task
-holding one; with none or several it is refused, saying why. A display that has died is
-refused with the reason it ended, in words any VNC viewer shows.
+Every client must answer with its task's password, even while only one task holds a display
+(security type None is never offered). Clients of RFB 3.3, 3.7 and 3.8 are served. A refusal
+says why (no task, a wrong password, a display that has died) in words any VNC viewer shows,
+where the client's version has room for a reason (see :mod:`.handshake`); it is logged always.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class RFBProxy:
     from :attr:`routes` (by password). :meth:`aclose` drops every connection."""
 
     def __init__(self, name: str) -> None:
-        self.routes: Routes[VirtualDisplay] = Routes("desktop")
+        self.routes: Routes[VirtualDisplay] = Routes()
         self.server = LoopbackServer(self._serve, f"vnc proxy {name!r}")
 
     @property
@@ -47,35 +48,31 @@ class RFBProxy:
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 upstream = await self._authenticate(reader, writer)
-        except (RFBRefused, TimeoutError) as exc:
+        except (RFBRefused, RouteError, TimeoutError) as exc:
             log.info("vnc client refused: %s", exc)
             return
-        if upstream is not None:
-            await pipe((reader, writer), upstream)
+        await pipe((reader, writer), upstream)
 
     async def _authenticate(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """Authenticate the client and open its display; None when it was refused."""
-        await handshake.greet(reader, writer)
-        live = self.routes.items()
-        if not live:
-            await handshake.refuse_early(writer, "no task holds a desktop now: start a task "
-                                                 "first")
-            return None
-        chosen, challenge, response = await handshake.offer(reader, writer, len(live) == 1)
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Authenticate the client and open its display; raises :class:`RouteError` once
+        the client is told it was refused."""
+        version = await handshake.greet(reader, writer)
+        if not self.routes.items():
+            refusal = RouteError("no task holds a desktop now: start a task first")
+            await handshake.refuse_early(writer, version, str(refusal))
+            raise refusal
+        challenge, response = await handshake.challenge(reader, writer, version)
         try:
-            display = self._find(chosen, challenge, response)
-            upstream = await _open(display)
+            upstream = await _open(self._find(challenge, response))
         except RouteError as exc:
-            await handshake.refuse(writer, str(exc))
-            return None
+            await handshake.refuse(writer, version, str(exc))
+            raise
         await handshake.accept(writer)
         return upstream
 
-    def _find(self, chosen: int, challenge: bytes, response: bytes) -> VirtualDisplay:
-        if chosen == handshake.NONE:
-            return self.routes.only()[1]
+    def _find(self, challenge: bytes, response: bytes) -> VirtualDisplay:
         for password, display in self.routes.items():
             if handshake.password_matches(password, challenge, response):
                 return display

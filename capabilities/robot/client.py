@@ -21,7 +21,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from hud.client import HudConnectionError
+from hud.errors import HudConnectionError
 from hud.protocol.messages import Binding
 
 from .contract import Contract
@@ -177,7 +177,8 @@ async def open_for(client: Client, ref: str | None = None) -> Robot:
                 if b.protocol.split("/", 1)[0] == "openpi" and b.name in client.bindings]
         ref = ours[0] if len(ours) == 1 else "openpi"
     if not client.url.startswith("memory://"):
-        return await client.open(ref)  # type: ignore[no-any-return]
+        robot: Robot = await client.open(ref)  # the openpi family's opener makes one
+        return robot
     from hud.forward import resolve_binding
 
     declared = resolve_binding(client.manifest.capabilities, ref)

@@ -14,7 +14,7 @@ the environment says so). Sans-I/O: msgspec and numpy only.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -22,7 +22,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 MAX_DIMS = 8
 DType = Literal["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                 "float16", "float32", "float64"]
-DTYPES: frozenset[str] = frozenset(DType.__args__)  # type: ignore[attr-defined]
+DTYPES: frozenset[str] = frozenset(get_args(DType))
 Role = Literal["observation", "action"]
 Bound = list[float | None]  # one value for every element, or one for all; None: unbounded
 
@@ -64,11 +64,14 @@ class Feature(Struct, kw_only=True):
     def normalize(self, value: Any) -> np.ndarray:
         """``(value - mean) / std`` with this feature's stats (float32)."""
         mean, std = self._stat("mean"), self._stat("std")
-        return ((np.asarray(value, np.float32) - mean) / np.maximum(std, 1e-8)).astype(np.float32)
+        normalized: np.ndarray = (np.asarray(value, np.float32) - mean) / np.maximum(std, 1e-8)
+        return normalized.astype(np.float32)
 
     def unnormalize(self, value: Any) -> np.ndarray:
         """The inverse of :meth:`normalize`."""
-        return (np.asarray(value, np.float32) * self._stat("std") + self._stat("mean"))
+        std, mean = self._stat("std"), self._stat("mean")
+        unnormalized: np.ndarray = np.asarray(value, np.float32) * std + mean
+        return unnormalized
 
     def _stat(self, name: str) -> np.ndarray:
         if self.stats is UNSET or name not in self.stats:
@@ -158,9 +161,10 @@ class ActionCheck:
         if not outside.any():
             return chunk
         if self.clip:
-            return np.clip(chunk, low, high).astype(self.dtype)
+            clipped: np.ndarray = np.clip(chunk, low, high)
+            return clipped.astype(self.dtype)
         where = tuple(int(i) for i in np.argwhere(outside)[0])
-        lo = low if np.ndim(low) == 0 else low[where[1:]]
-        hi = high if np.ndim(high) == 0 else high[where[1:]]
+        lo = low if isinstance(low, float) or low.ndim == 0 else low[where[1:]]
+        hi = high if isinstance(high, float) or high.ndim == 0 else high[where[1:]]
         raise ActionError(f"action value {chunk[where].item()!r} (action {where[0]}, element "
                           f"{list(where[1:])}) is outside [{lo:g}, {hi:g}]")

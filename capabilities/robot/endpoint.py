@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 
 from hud import ports
 from hud.capability import Service
+from hud.nursery import Nursery
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
@@ -74,7 +75,7 @@ class RobotEndpoint(Service):
         self._open = 0
         self._server: Server | None = None
         self._claimed = 0  # the port registered in hud.ports
-        self._closing: set[asyncio.Task[None]] = set()  # simulators being closed; see stop()
+        self._closing = Nursery(f"{name} simulators")  # simulators being closed; see stop()
 
     @property
     def url(self) -> str:
@@ -84,6 +85,7 @@ class RobotEndpoint(Service):
 
     async def start(self) -> None:
         """Build the first simulator (for the contract), start the daemon, publish."""
+        await self._closing.open()
         instance = await self._instance()
         self._idle.append(instance)
         assert self.contract is not None
@@ -106,7 +108,7 @@ class RobotEndpoint(Service):
         idle, self._idle = self._idle, []
         for instance in idle:
             await instance.aclose()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._closing.aclose(cancel=False)
 
     # -- episodes -------------------------------------------------------------------------
 
@@ -168,10 +170,10 @@ class RobotEndpoint(Service):
             return
         self._open -= 1
         crashed = episode.status == "crashed"
-        if crashed or self._server is None:
-            task = asyncio.get_running_loop().create_task(instance.aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        if (crashed or self._server is None) and self._closing.accepting:
+            self._closing.spawn(instance.aclose())
+        elif crashed or self._server is None:  # after stop(): nothing may start any more
+            log.warning("%s: a simulator released after shutdown was not closed", self.name)
         else:
             self._idle.append(instance)
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from msgspec import UNSET
 
-from .contract import Contract, Feature
+from .contract import Contract, Feature, Role
 from .endpoint import RobotEndpoint
 from .episode import Outcome, Rules, SuccessRule
 
@@ -111,26 +111,27 @@ def control_rate(env: Any) -> float:
     return 1.0 / float(dt) if isinstance(dt, (int, float)) and dt > 0 else DEFAULT_RATE
 
 
-def space_feature(space: Any, role: str) -> Feature:
+def space_feature(space: Any, role: Role) -> Feature:
     """One feature for a non-composite space; ``TypeError`` for spaces with no array form."""
     from gymnasium import spaces
 
     if isinstance(space, spaces.Box):
         kind = "rgb" if _is_camera(space) else "state"
+        # numpy names a Box's (numeric) dtype as a str, not as the DType literal
         return Feature(role=role, dtype=space.dtype.name, shape=list(space.shape),  # type: ignore[arg-type]
                        type=kind if role == "observation" else "continuous",
                        low=_bound(space.low), high=_bound(space.high))
     if isinstance(space, spaces.Discrete):
         start = int(space.start)
-        return Feature(role=role, dtype="int64", shape=[], type="discrete", low=[start],  # type: ignore[arg-type]
+        return Feature(role=role, dtype="int64", shape=[], type="discrete", low=[start],
                        high=[start + int(space.n) - 1])
     if isinstance(space, spaces.MultiDiscrete):
-        start = np.asarray(space.start).ravel()
-        return Feature(role=role, dtype="int64", shape=list(space.shape), type="discrete",  # type: ignore[arg-type]
-                       low=[int(v) for v in start],
-                       high=[int(v) for v in start + np.asarray(space.nvec).ravel() - 1])
+        starts = np.asarray(space.start).ravel()
+        return Feature(role=role, dtype="int64", shape=list(space.shape), type="discrete",
+                       low=[int(v) for v in starts],
+                       high=[int(v) for v in starts + np.asarray(space.nvec).ravel() - 1])
     if isinstance(space, spaces.MultiBinary):
-        return Feature(role=role, dtype="int8", shape=list(space.shape), type="binary",  # type: ignore[arg-type]
+        return Feature(role=role, dtype="int8", shape=list(space.shape), type="binary",
                        low=[0], high=[1])
     raise TypeError(f"the {type(space).__name__} space has no array form for the contract; "
                     "wrap the environment so that it uses Box/Discrete/Dict spaces")

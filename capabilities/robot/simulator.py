@@ -17,13 +17,14 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from .contract import Contract
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SimulatorError(RuntimeError):
@@ -91,7 +92,7 @@ class Instance:
             observation, _ = self.sim.reset(seed=seed, options=options)
             return self.adapter.observe(observation)
 
-        return await self._call("reset", reset)  # type: ignore[no-any-return]
+        return await self._call("reset", reset)
 
     async def step(self, action: np.ndarray) -> Step:
         def step() -> Step:
@@ -101,7 +102,7 @@ class Instance:
             return (self.adapter.observe(observation), float(reward), bool(terminated),
                     bool(truncated), dict(info or {}))
 
-        return await self._call("step", step)  # type: ignore[no-any-return]
+        return await self._call("step", step)
 
     async def aclose(self) -> None:
         """Close the simulator (errors are logged) and stop the thread."""
@@ -114,7 +115,7 @@ class Instance:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _call(self, what: str, func: Callable[[], Any]) -> Any:
+    async def _call(self, what: str, func: Callable[[], T]) -> T:
         try:
             if self._executor is None:
                 return func()

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from .contract import DTYPES, MAX_DIMS, Contract, DType
+
+T = TypeVar("T")
 
 PROTOCOL = "openpi/0"
 
@@ -162,7 +164,8 @@ class EpisodeResult(Struct, kw_only=True):
 
     @property
     def info(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+        info: dict[str, Any] = msgspec.to_builtins(self)
+        return info
 
 
 class End(Message, tag="end"):
@@ -175,8 +178,8 @@ FromAgent = Claim | Action
 ToAgent = Start | Observation | Error | End
 
 _encoder = msgspec.msgpack.Encoder()
-_from_agent = msgspec.msgpack.Decoder(FromAgent)
-_to_agent = msgspec.msgpack.Decoder(ToAgent)
+_from_agent: msgspec.msgpack.Decoder[FromAgent] = msgspec.msgpack.Decoder(FromAgent)
+_to_agent: msgspec.msgpack.Decoder[ToAgent] = msgspec.msgpack.Decoder(ToAgent)
 
 
 def encode(message: Message) -> bytes:
@@ -185,15 +188,15 @@ def encode(message: Message) -> bytes:
 
 def decode_from_agent(frame: bytes | str) -> Claim | Action:
     """Decode a frame an agent sent; raises :class:`WireError` naming the problem."""
-    return _decode(_from_agent, frame)  # type: ignore[no-any-return]
+    return _decode(_from_agent, frame)
 
 
 def decode_to_agent(frame: bytes | str) -> Start | Observation | Error | End:
     """Decode a frame an environment sent; raises :class:`WireError` naming the problem."""
-    return _decode(_to_agent, frame)  # type: ignore[no-any-return]
+    return _decode(_to_agent, frame)
 
 
-def _decode(decoder: msgspec.msgpack.Decoder[Any], frame: bytes | str) -> Any:
+def _decode(decoder: msgspec.msgpack.Decoder[T], frame: bytes | str) -> T:
     if isinstance(frame, str):
         raise WireError("frames must be binary (msgpack), not text")
     try:

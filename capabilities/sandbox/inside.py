@@ -1,8 +1,14 @@
 """The spawner: the first process inside a sandbox, which starts every other one.
 
-It runs under the system's Python (``python3 -I -S``, standard library only) as the child of
-bubblewrap's pid 1, and is handed one end of a ``SOCK_SEQPACKET`` socket pair (its fd number
-is ``argv[1]``). Each datagram is one JSON object:
+It runs under the system's Python (``python3 -I -S``, standard library only) as the
+sandbox's pid 1 (``bwrap --as-pid-1``), and is handed one end of a ``SOCK_SEQPACKET``
+socket pair (its fd number is ``argv[1]``); ``argv[2]``, when given, is ``UID:GID``, the
+user every child runs as (the spawner then holds ``CAP_SETUID``, ``CAP_SETGID``,
+``CAP_SETPCAP`` and ``CAP_KILL``, and each child drops all of them before it runs
+anything). The spawner is not dumpable: nothing of its user may trace it, read its memory
+or take its fds (its socket to the host is what decides the grade).
+
+Each datagram is one JSON object:
 
 * host → spawner: ``{"op": "spawn", "id", "argv", "env", "cwd", "pty"}`` with the child's
   stdin, stdout and stderr passed as ``SCM_RIGHTS`` fds (one fd, the pty slave, when ``pty``);
@@ -17,6 +23,9 @@ SIGPIPE and SIGXFSZ back at their defaults. When the host closes its end, the sp
 every child's group and exits; under bubblewrap that ends the sandbox.
 """
 
+from __future__ import annotations
+
+import ctypes
 import errno
 import fcntl
 import json
@@ -24,17 +33,86 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import termios
 
-RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+TYPE_CHECKING = False  # not from typing: the spawner imports only what it runs on
+if TYPE_CHECKING:
+    from typing import Any
+
+    Message = dict[str, Any]  # one decoded datagram
+    User = tuple[int, ...]  # (uid, gid)
+
+# SIGINT too: the spawner ignores it (see main), and ignoring is inherited through exec
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 47, 4
+CAP_LAST = 63
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+libc = ctypes.CDLL(None, use_errno=True)
 
 
-def send(sock, **message):
+def set_capabilities(effective_and_permitted: int) -> None:
+    """Keep ``effective_and_permitted`` (a mask) or nothing; never any inheritable ones."""
+    header = ctypes.create_string_buffer(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
+    low, high = effective_and_permitted & 0xFFFFFFFF, effective_and_permitted >> 32
+    data = ctypes.create_string_buffer(struct.pack("=6I", low, low, 0, high, high, 0))
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "cannot set capabilities")
+
+
+def confine() -> None:
+    """What no child may inherit: ambient and inheritable capabilities, the bounding set
+    (execs start from it) and supplementary groups. The spawner keeps only its effective
+    capabilities, which an exec drops: in the sandbox's user namespace no id is root, so
+    no exec regains any."""
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for cap in range(CAP_LAST + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last: fine
+    header = ctypes.create_string_buffer(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
+    data = ctypes.create_string_buffer(24)
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "cannot read capabilities")
+    low, _, _, high, _, _ = struct.unpack("=6I", data.raw)
+    set_capabilities(low | high << 32)
+    os.setgroups([])
+
+
+def become(uid: int, gid: int) -> None:
+    """In a forked child: become ``uid:gid`` with no capabilities at all (changing ids
+    alone would keep them: neither id is root in the namespace)."""
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    set_capabilities(0)
+
+
+def spawn_as(
+    user: User | None, cwd: str, argv: list[str], env: dict[str, str], fds: list[int]
+) -> int:
+    """``posix_spawn`` with the spawner's real and effective ids switched to ``user``
+    (``(uid, gid)`` or None) for the call: the exec gives the child those for all three
+    (real, effective, saved), and ``cwd`` and the command are looked up with its rights."""
+    own = os.getresuid()[2], os.getresgid()[2]  # the saved ids stay the spawner's
+    if user is not None:
+        os.setresgid(user[1], user[1], -1)
+        os.setresuid(user[0], user[0], -1)
+    try:
+        os.chdir(cwd)
+        path = find(argv[0], env)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
+        return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+                              setsigdef=RESET_SIGNALS)
+    finally:
+        if user is not None:
+            os.setresuid(own[0], own[0], own[0])
+            os.setresgid(own[1], own[1], own[1])
+
+
+def send(sock: socket.socket, **message: object) -> None:
     sock.send(json.dumps(message).encode())
 
 
-def find(name, env):
+def find(name: str, env: dict[str, str]) -> str:
     """``name`` resolved on the child's PATH (``posix_spawnp`` would use ours)."""
     if "/" in name:
         return name
@@ -45,19 +123,20 @@ def find(name, env):
     raise FileNotFoundError(errno.ENOENT, "command not found", name)
 
 
-def start_child(message, fds):
-    """Start one child with ``fds`` as its stdio; returns its pid.
+def start_child(message: Message, fds: list[int], user: User | None) -> int:
+    """Start one child with ``fds`` as its stdio, as ``user`` (``(uid, gid)``, or None for
+    ours); returns its pid.
 
     ``posix_spawn`` (vfork and exec) costs half of ``fork`` here; a pty child needs
     ``TIOCSCTTY`` between the two, so it forks.
     """
     argv, env = message["argv"], message.get("env") or {}
-    os.chdir(message.get("cwd") or "/")
+    cwd = message.get("cwd") or "/"
     if not message.get("pty"):
-        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-        return os.posix_spawn(find(argv[0], env), argv, env, file_actions=actions,
-                              setsid=True, setsigdef=RESET_SIGNALS)
+        return spawn_as(user, cwd, argv, env, fds)
     path = find(argv[0], env)
+    if not os.path.isdir(cwd):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", cwd)
     pid = os.fork()
     if pid:
         return pid
@@ -66,7 +145,10 @@ def start_child(message, fds):
         fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
         for target in range(3):
             os.dup2(fds[0], target)
-        os.closerange(3, 1 << 16)
+        os.closerange(3, 1 << 16)  # the socket to the host above all
+        if user is not None:
+            become(*user)
+        os.chdir(cwd)
         for number in RESET_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         os.execve(path, argv, env)
@@ -75,32 +157,36 @@ def start_child(message, fds):
     os._exit(127)
 
 
-def signal_group(pid, sig):
+def signal_group(pid: int, sig: int) -> bool:
     """Signal the process group of child ``pid``; False if it has gone."""
     try:
         os.killpg(pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
 
-def reap(sock, children):
-    while children:
+def reap(sock: socket.socket, children: set[int]) -> None:
+    """Reap every exited child, reporting those the host started (as the sandbox's pid 1
+    the spawner also inherits its orphans, which the host never heard of)."""
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        children.discard(pid)
-        send(sock, op="exit", pid=pid, status=os.waitstatus_to_exitcode(status))
+        if pid in children:
+            children.discard(pid)
+            send(sock, op="exit", pid=pid, status=os.waitstatus_to_exitcode(status))
 
 
-def handle(sock, children, groups, message, fds):
+def handle(sock: socket.socket, children: set[int], groups: set[int], message: Message,
+           fds: list[int], user: User | None) -> None:
     op = message.get("op")
     if op == "spawn":
         try:
-            pid = start_child(message, fds)
+            pid = start_child(message, fds, user)
         except OSError as exc:
             send(sock, op="failed", id=message["id"], error=f"{message['argv'][0]}: {exc}")
             return
@@ -114,19 +200,27 @@ def handle(sock, children, groups, message, fds):
         signal_group(message["pid"], message.get("sig", signal.SIGKILL))
 
 
-def main():
+def main() -> None:
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
+    user = tuple(int(n) for n in sys.argv[2].split(":")) if len(sys.argv) > 2 else None
+    if user is not None:
+        confine()
+    # For the instant a spawn takes, the spawner's real id is the agent's, whose processes
+    # may then signal it; as pid 1 it gets only the signals it handles: not this one
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children = set()
-    groups = set()  # the process groups of our children, which may outlive their leaders
+    children: set[int] = set()
+    groups: set[int] = set()  # the process groups of our children, which may outlive their leaders
     send(sock, op="ready")
+    watched: list[socket.socket | int] = [sock, wake_r]
     while True:
         try:
-            readable = select.select([sock, wake_r], [], [])[0]
+            readable = select.select(watched, [], [])[0]
         except InterruptedError:
             continue
         if wake_r in readable:
@@ -141,7 +235,7 @@ def main():
                 data = b""
             if not data:
                 break
-            handle(sock, children, groups, json.loads(data), fds)
+            handle(sock, children, groups, json.loads(data), fds, user)
     for pid in groups:
         signal_group(pid, signal.SIGKILL)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from .sandbox import ETC, Isolation, Sandbox, SandboxConfig, bwrap_path, sandbox_python
+from .users import AGENT_HOST_ID, Users, open_users
 from .views import OverlayView, View, default_views_dir, open_view, overlay_supported
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,14 @@ class Sandboxes:
         for name, text in ETC.items():
             Path(self.scratch, name).write_text(text)
         self.views_dir = default_views_dir()
+        self.users: Users | None = None
+        if self.isolation == "bwrap":
+            self.users = open_users(config.root, self.views_dir)
+        if self.users is not None:  # bubblewrap runs as the sandbox's user: let it reach in
+            for path in (self.scratch, self.views_dir):
+                os.chmod(path, 0o711)
+        if self.users is not None and self.users.idmap is None:
+            self.overlay = False  # an overlay would show the agent files it cannot change
         self.live: set[Sandbox] = set()
         self.spares: list[Sandbox] = []
         self._refill: asyncio.Task[None] | None = None
@@ -79,17 +89,19 @@ class Sandboxes:
     async def _new(self) -> Sandbox:
         sandbox = Sandbox(self.config, await self._open_view())
         try:
-            await sandbox.start(self.bwrap, self.python, self.scratch)
+            await sandbox.start(self.bwrap, self.python, self.scratch, self.users)
         except BaseException:
             await sandbox.aclose()
             raise
         return sandbox
 
     async def _open_view(self) -> View:
+        owner = None if self.users is None else AGENT_HOST_ID
         if not self.overlay:
             return await asyncio.to_thread(open_view, self.config.root, self.views_dir,
-                                           size=self.config.size, overlay=False)
-        view = open_view(self.config.root, self.views_dir, size=self.config.size, overlay=True)
+                                           size=self.config.size, overlay=False, owner=owner)
+        view = open_view(self.config.root, self.views_dir, size=self.config.size, overlay=True,
+                         owner=owner, idmap=None if self.users is None else self.users.idmap)
         self.overlay = isinstance(view, OverlayView)  # after one failure, copy from now on
         return view
 
@@ -107,5 +119,7 @@ class Sandboxes:
         spares, self.spares = self.spares, []
         for sandbox in [*spares, *self.live]:
             await self.close(sandbox)
+        if self.users is not None:
+            self.users.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
         shutil.rmtree(self.views_dir, ignore_errors=True)

@@ -1,9 +1,12 @@
 """Sandboxes: one per session, each with its own copy-on-write view of the workspace.
 
-With bubblewrap (``isolation == "bwrap"``) a sandbox has its own user, mount, PID, IPC, UTS
-and (unless the network is allowed) network namespaces, with no capabilities, and (where a
-cgroup hierarchy is writable) its own group capping its processes and memory. Its root holds
-``/usr`` read-only, a fresh ``/proc``, ``/dev`` and ``/tmp``, three synthetic files in
+With bubblewrap (``isolation == "bwrap"``) a sandbox has its own mount, PID, IPC, UTS and
+(unless the network is allowed) network namespaces, a user namespace in which the agent's
+commands run as ``agent`` (uid 1000) with no capabilities (an unprivileged host id when the
+server is root, see :mod:`.users`), a seccomp filter refusing the system calls a shell has
+no use for (:mod:`.seccomp`), and (where a cgroup hierarchy is writable) its own group
+capping its processes and memory. Its root holds ``/usr`` read-only, a fresh ``/proc``,
+``/dev``, ``/dev/shm`` and ``/tmp``, three synthetic files in
 ``/etc``, and the session's view of the workspace at the guest path; the rest of the host is
 absent. bwrap starts with an empty environment, so no process inside (not even its pid 1,
 via ``/proc/1/environ``) sees the server's variables.
@@ -31,9 +34,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
+from . import seccomp
 from .limits import Limits
 from .process import CommandFailed, ProcessResult, SandboxProcess
 from .spawner import SOURCE, Spawner
+from .users import AGENT_ID, SPAWNER_ID, Users
 from .views import OverlayView, View
 
 log = logging.getLogger(__name__)
@@ -43,9 +48,11 @@ START_TIMEOUT = 10.0
 OUTPUT_GRACE = 0.5
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 ETC = {
-    "passwd": "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/tmp:/bin/sh\n"
+    "passwd": "root:x:0:0:root:/root:/bin/sh\n"
+              f"sandbox:x:{SPAWNER_ID}:{SPAWNER_ID}:sandbox:/:/usr/sbin/nologin\n"
+              f"agent:x:{AGENT_ID}:{AGENT_ID}:agent:/tmp:/bin/sh\n"
               "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-    "group": "root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n",
+    "group": f"root:x:0:\nsandbox:x:{SPAWNER_ID}:\nagent:x:{AGENT_ID}:\nnogroup:x:65534:\n",
     "hosts": "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
 }
 
@@ -194,14 +201,22 @@ class Sandbox:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, bwrap: str | None, python: str, etc_dir: str) -> None:
+    async def start(
+        self, bwrap: str | None, python: str, etc_dir: str, users: Users | None = None
+    ) -> None:
+        """Start the spawner (under bubblewrap when ``bwrap``, with ``users`` when given)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         info_r, info_w = os.pipe() if bwrap else (-1, -1)
+        filter_fd = _seccomp_fd() if bwrap else -1
         spawner_argv = [python, "-I", "-S", "-c", SOURCE, str(theirs.fileno())]
+        if users is not None:  # the spawner runs every command as the agent
+            spawner_argv.append(f"{AGENT_ID}:{AGENT_ID}")
         try:
             if bwrap:
-                argv = [bwrap, *self._bwrap_args(etc_dir, info_w), *spawner_argv]
-                fds: tuple[int, ...] = (theirs.fileno(), info_w)
+                argv = [bwrap, *self._bwrap_args(etc_dir, info_w, users, filter_fd),
+                        *spawner_argv]
+                extra = (filter_fd, users.userns if users else -1)
+                fds: tuple[int, ...] = (theirs.fileno(), info_w, *(f for f in extra if f >= 0))
             else:
                 argv, fds = spawner_argv, (theirs.fileno(),)
             self.limits = Limits(self.config.max_processes, self.config.max_memory)
@@ -217,8 +232,9 @@ class Sandbox:
             raise
         finally:
             theirs.close()
-            if info_w >= 0:
-                os.close(info_w)
+            for fd in (info_w, filter_fd):
+                if fd >= 0:
+                    os.close(fd)
         self.spawner = Spawner(ours)
         try:
             await self.spawner.wait_ready(START_TIMEOUT)
@@ -232,18 +248,25 @@ class Sandbox:
                 os.close(info_r)
         self.view.detach()
 
-    def _bwrap_args(self, etc_dir: str, info_fd: int) -> list[str]:
-        args = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-                "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
-                "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
-                "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
-                "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev",
-                "--tmpfs", "/tmp"]
+    def _bwrap_args(
+        self, etc_dir: str, info_fd: int, users: Users | None, filter_fd: int
+    ) -> list[str]:
+        args = _identity_args(users, self.config.network)
+        if filter_fd >= 0:
+            args += ["--seccomp", str(filter_fd)]
+        # The spawner is the sandbox's pid 1: its end ends the sandbox, and bubblewrap sets
+        # its parent-death signal after the change of user (which would clear it), so the
+        # sandbox also dies with the server
+        args += ["--as-pid-1", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+                 "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
+                 "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+                 "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev",
+                 "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm",
+                 "--perms", "0755", "--dir", "/etc"]
         for name in ETC:
             args += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
         host_etc = ["alternatives", "ld.so.cache"]
         if self.config.network:
-            args.append("--share-net")
             host_etc += ["resolv.conf", "ssl", "ca-certificates"]
         for name in host_etc:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
@@ -268,6 +291,41 @@ class Sandbox:
             self.view.close()
         else:  # a copy: removing it takes a while
             await asyncio.to_thread(self.view.close)
+
+
+def _identity_args(users: Users | None, network: bool) -> list[str]:
+    """The namespaces, user and capabilities. With ``users``, bubblewrap joins their
+    namespace as the spawner's user, which keeps only what it needs to become the agent
+    and to signal it (every child drops it all); without, a namespace of its own whose one
+    user is the agent. New namespaces are refused by the seccomp filter either way."""
+    if users is None:
+        args = ["--unshare-all", "--unshare-user", "--disable-userns",
+                "--uid", str(AGENT_ID), "--gid", str(AGENT_ID), "--cap-drop", "ALL"]
+        return args + (["--share-net"] if network else [])
+    args = ["--userns", str(users.userns), "--uid", str(SPAWNER_ID), "--gid", str(SPAWNER_ID),
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+            "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_KILL"]
+    return args + ([] if network else ["--unshare-net"])
+
+
+@cache
+def _seccomp_program() -> bytes | None:
+    program = seccomp.program()
+    if program is None:
+        log.warning("no seccomp filter for this architecture: sandboxes run without one")
+    return program
+
+
+def _seccomp_fd() -> int:
+    """A pipe holding the filter, for ``bwrap --seccomp`` to read; -1 without a filter."""
+    program = _seccomp_program()
+    if program is None:
+        return -1
+    read_end, write_end = os.pipe()
+    os.write(write_end, program)  # under a kilobyte: the pipe holds it
+    os.close(write_end)
+    return read_end
 
 
 async def _drain(proc: SandboxProcess, stream: asyncio.StreamReader) -> bytes:

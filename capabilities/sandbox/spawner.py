@@ -3,6 +3,13 @@
 A :class:`Spawner` owns the host end of the socket pair and one reader task. It starts
 processes inside the sandbox with the host's fds as their stdio, signals them, and hands out
 their exit statuses.
+
+Everything the spawner says is checked against what the host asked: state exists only for
+children the host spawned, and one message that does not fit (an exit for a pid the host
+never spawned or already saw exit, an answer to no request, a second ``ready``, anything
+not JSON) means the sandbox's side is not the spawner any more. The host then logs it,
+closes the socket (the spawner, if it still runs, kills everything) and fails every waiter
+with :class:`SandboxCompromised`: no status from that sandbox is trusted again.
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ class SpawnerGone(ConnectionError):
     """The sandbox's spawner exited: the sandbox is closed or died."""
 
 
+class SandboxCompromised(SpawnerGone):
+    """The sandbox's side broke the spawner protocol; the sandbox was closed."""
+
+
+class _Violation(ValueError):
+    pass
+
+
 class Spawner:
     """Talks to one spawner. Call :meth:`wait_ready` first and :meth:`aclose` last."""
 
@@ -35,6 +50,8 @@ class Spawner:
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._spawned: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
+        self._orphans: set[int] = set()  # spawned for a caller that stopped waiting
+        self._gone: SpawnerGone | None = None  # why the sandbox ended, once it has
         self._reader = asyncio.create_task(self._read(), name="hud-sandbox-spawner")
 
     async def wait_ready(self, timeout: float) -> None:
@@ -49,18 +66,23 @@ class Spawner:
         The caller still owns ``fds`` and should close its copies once this returns.
         """
         rid = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
-        self._spawned[rid] = future
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._spawned[rid] = future  # until answered, even if the caller stops waiting
         message = {"op": "spawn", "id": rid, "argv": argv, "env": env, "cwd": cwd, "pty": pty}
         try:
             await self._send(message, fds)
-            return await future  # type: ignore[no-any-return]
-        finally:
+        except BaseException:
             self._spawned.pop(rid, None)
+            raise
+        return await future
 
     async def wait(self, pid: int) -> int:
-        """The exit status of child ``pid``: its exit code, or minus the signal that ended it."""
-        future = self._exit_future(pid)
+        """The exit status of child ``pid``: its exit code, or minus the signal that ended it.
+        Once per child: ``ProcessLookupError`` for a pid that :meth:`spawn` did not return
+        or whose status was already handed out."""
+        future = self._exits.get(pid)
+        if future is None:
+            raise ProcessLookupError(f"no child {pid} to wait for")
         try:
             return await asyncio.shield(future)
         finally:
@@ -100,47 +122,91 @@ class Spawner:
                 finally:
                     loop.remove_writer(self.sock)
             except OSError as exc:
-                raise SpawnerGone(f"the sandbox is gone: {exc}") from None
-
-    def _exit_future(self, pid: int) -> asyncio.Future[int]:
-        future = self._exits.get(pid)
-        if future is None:
-            future = self._exits[pid] = asyncio.get_running_loop().create_future()
-            if not self.alive:
-                future.set_exception(SpawnerGone("the sandbox is gone"))
-        return future
+                raise self._gone or SpawnerGone(f"the sandbox is gone: {exc}") from None
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
+        gone: SpawnerGone = SpawnerGone("the sandbox is gone")
         try:
             while data := await loop.sock_recv(self.sock, 1 << 16):
-                self._dispatch(json.loads(data))
+                self._dispatch(data)
         except OSError as exc:
             log.debug("spawner socket failed: %s", exc)
+        except _Violation as exc:
+            log.error("the sandbox broke the spawner protocol (%s): treating it as "
+                      "compromised, closing it", exc)
+            self.sock.close()  # the spawner, if it still runs, kills every child and exits
+            gone = SandboxCompromised(f"the sandbox broke the spawner protocol: {exc}")
         finally:
-            self._fail_all()
+            self._fail_all(gone)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            raise _Violation(f"not JSON: {data[:80]!r}") from None
+        op = message.get("op") if isinstance(message, dict) else None
         if op == "ready" and not self._ready.done():
             self._ready.set_result(None)
-        elif op == "spawned":
-            self._exit_future(message["pid"])  # exists before its exit can arrive
-            future = self._spawned.get(message["id"])
-            if future is not None and not future.done():
-                future.set_result(message["pid"])
-        elif op == "failed":
-            future = self._spawned.get(message["id"])
-            if future is not None and not future.done():
-                future.set_exception(FileNotFoundError(message.get("error", "cannot start")))
-        elif op == "exit":
-            future = self._exit_future(message["pid"])
-            if not future.done():
-                future.set_result(message["status"])
+            return
+        if not self._ready.done():
+            raise _Violation(f"{str(op)[:40]!r} before ready")
+        handler = {"spawned": self._on_spawned, "failed": self._on_failed,
+                   "exit": self._on_exit}.get(str(op))
+        if handler is None:
+            raise _Violation(f"unexpected message {str(op)[:40]!r}")
+        handler(message)
 
-    def _fail_all(self) -> None:
-        gone = SpawnerGone("the sandbox is gone")
-        for future in [self._ready, *self._spawned.values(), *self._exits.values()]:
+    def _on_spawned(self, message: dict[str, Any]) -> None:
+        pid = _integer(message, "pid")
+        if pid in self._exits and not self._exits[pid].done():
+            raise _Violation(f"pid {pid} spawned while it runs")
+        request = self._answer(message)
+        self._exits[pid] = asyncio.get_running_loop().create_future()
+        if not request.cancelled():
+            request.set_result(pid)
+            return
+        self._orphans.add(pid)  # nobody holds this child: end it
+        with contextlib.suppress(OSError):
+            self.sock.send(json.dumps({"op": "kill", "pid": pid, "sig": 9}).encode())
+
+    def _on_failed(self, message: dict[str, Any]) -> None:
+        request = self._answer(message)
+        if not request.cancelled():
+            error = str(message.get("error", "cannot start"))[:500]
+            request.set_exception(FileNotFoundError(error))
+
+    def _on_exit(self, message: dict[str, Any]) -> None:
+        pid, status = _integer(message, "pid"), _integer(message, "status")
+        future = self._exits.get(pid)
+        if future is None or future.done():
+            raise _Violation(f"exit of pid {pid}, which the host did not spawn or already "
+                             "saw exit")
+        future.set_result(status)
+        if pid in self._orphans:
+            self._orphans.discard(pid)
+            del self._exits[pid]
+
+    def _answer(self, message: dict[str, Any]) -> asyncio.Future[int]:
+        """The :meth:`spawn` request that ``message`` answers (cancelled if its caller
+        stopped waiting), no longer pending."""
+        future = self._spawned.pop(_integer(message, "id"), None)
+        if future is None:
+            raise _Violation(f"answer to no request (id {message.get('id')!r:.40})")
+        return future
+
+    def _fail_all(self, gone: SpawnerGone) -> None:
+        self._gone = gone
+        futures: list[asyncio.Future[None] | asyncio.Future[int]] = [
+            self._ready, *self._spawned.values(), *self._exits.values()]
+        for future in futures:
             if not future.done():
                 future.set_exception(gone)
                 future.exception()  # retrieved: nobody may be waiting
+
+
+def _integer(message: dict[str, Any], key: str) -> int:
+    value = message.get(key)
+    if type(value) is not int:
+        raise _Violation(f"{key} is not an integer: {value!r:.40}")
+    return value

@@ -22,6 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .users import idmapped_mount
+
 log = logging.getLogger(__name__)
 
 MNT_DETACH = 2
@@ -58,7 +60,13 @@ class View:
 
 
 class OverlayView(View):
-    def __init__(self, pristine: str, views_dir: str, size: str) -> None:
+    """``owner`` (a host uid and gid) owns the view's root; with ``idmap`` (see
+    :mod:`.users`) the lower layer is ``pristine`` seen through it, in which the tree's
+    owner is ``owner`` too."""
+
+    def __init__(
+        self, pristine: str, views_dir: str, size: str, owner: int | None, idmap: int | None
+    ) -> None:
         self.base = tempfile.mkdtemp(prefix="v", dir=views_dir)
         self.path = os.path.join(self.base, "m")
         self.mounted: list[str] = []
@@ -67,10 +75,21 @@ class OverlayView(View):
             self.mounted.append(self.base)
             for sub in ("u", "w", "m"):
                 os.mkdir(os.path.join(self.base, sub))
-            options = (f"lowerdir={pristine},upperdir={self.base}/u,workdir={self.base}/w,"
+            if owner is not None:  # the upper root is the view's root
+                os.chown(os.path.join(self.base, "u"), owner, owner)
+            lower = pristine
+            if idmap is not None:
+                lower = os.path.join(self.base, "l")
+                os.mkdir(lower)
+                idmapped_mount(pristine, lower, idmap)
+                self.mounted.append(lower)
+            options = (f"lowerdir={lower},upperdir={self.base}/u,workdir={self.base}/w,"
                        "redirect_dir=on")
             _mount("overlay", self.path, "overlay", options)
             self.mounted.append(self.path)
+            if idmap is not None:  # the overlay holds its own reference to the lower layer
+                _detach(lower)
+                self.mounted.remove(lower)
         except BaseException:
             self.close()
             raise
@@ -91,9 +110,16 @@ class OverlayView(View):
 
 
 class CopyView(View):
-    def __init__(self, pristine: str, views_dir: str) -> None:
+    """A copy, every file of it owned by ``owner`` (a host uid and gid) when given."""
+
+    def __init__(self, pristine: str, views_dir: str, owner: int | None) -> None:
         self.path = tempfile.mkdtemp(prefix="c", dir=views_dir)
         shutil.copytree(pristine, self.path, symlinks=True, dirs_exist_ok=True)
+        if owner is not None:
+            os.chmod(self.path, 0o755)  # mkdtemp's 0700 would keep bubblewrap out
+            for folder, dirs, files in os.walk(self.path):
+                for name in (folder, *(os.path.join(folder, n) for n in dirs + files)):
+                    os.lchown(name, owner, owner)
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -106,14 +132,18 @@ def overlay_supported(pristine: str) -> bool:
     return not any(c in pristine for c in ",:\\\n")  # would need escaping in mount options
 
 
-def open_view(pristine: str, views_dir: str, *, size: str, overlay: bool) -> View:
-    """A fresh view of ``pristine``: an overlay when allowed and possible, else a copy."""
+def open_view(
+    pristine: str, views_dir: str, *, size: str, overlay: bool, owner: int | None = None,
+    idmap: int | None = None,
+) -> View:
+    """A fresh view of ``pristine``: an overlay when allowed and possible, else a copy;
+    ``owner`` owns it (``idmap``: see :class:`OverlayView`)."""
     if overlay:
         try:
-            return OverlayView(pristine, views_dir, size)
+            return OverlayView(pristine, views_dir, size, owner, idmap)
         except OSError as exc:
             log.warning("overlay view failed (%s); copying the workspace instead", exc)
-    return CopyView(pristine, views_dir)
+    return CopyView(pristine, views_dir, owner)
 
 
 def default_views_dir() -> str:

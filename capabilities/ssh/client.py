@@ -95,7 +95,7 @@ class Shell:
         """The bytes of ``path`` (relative paths start at the workspace)."""
         if self.binding.params.get("sftp"):
             async with (await self.sftp()).open(path, "rb") as f:
-                return await f.read()  # type: ignore[no-any-return]
+                return await f.read()
         done = await self.conn.run(f"cat -- {shlex.quote(path)}", encoding=None, check=False)
         if done.exit_status != 0:
             raise FileNotFoundError(_text(done.stderr).strip() or path)

@@ -16,7 +16,9 @@ Lifecycle, as :meth:`Workspace.attach` wires it into an environment:
 Setup and grading code runs commands in the task's own sandbox, seeing exactly what the
 agent left: ``await ws.run("pytest -q")``, ``await ws.read_file(...)``. While a task runs,
 ``BashGrader`` (``hud.graders``) runs there too. Grader files stay on the host, where the
-sandbox cannot see them, and the reward is computed by the template on the host.
+sandbox cannot see them, and the reward is computed by the template on the host. If the
+agent killed its sandbox (``kill -9 -1`` takes the spawner too), these calls raise
+:class:`~hud.errors.CapabilityLost`, which scores the task 0 with the cause.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hud.capability import Service
+from hud.errors import CapabilityLost
 from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
 from ..sandbox import Isolation, ProcessResult, Sandbox, SandboxConfig, Sandboxes
+from ..sandbox.spawner import SpawnerGone
 
 if TYPE_CHECKING:
     from .server import ShellDaemon
@@ -135,7 +139,7 @@ class Workspace(Service):
         sandbox = await self.sandboxes.open()
         key = self.daemon.admit(sandbox)
         scope.state[self] = sandbox
-        scope.during_steps(lambda: _graders_run_in(sandbox))
+        scope.during_steps(lambda: _graders_run_in(self.name, sandbox))
         try:
             yield {self.name: {"client_key": key.export_private_key().decode(),
                                "cwd": sandbox.cwd, "task": scope.id}}
@@ -150,7 +154,7 @@ class Workspace(Service):
     def sandbox(self) -> Sandbox:
         """The sandbox of the task whose code is running now."""
         scope = current_scope()
-        sandbox = scope.state.get(self) if scope is not None else None
+        sandbox: Sandbox | None = scope.state.get(self) if scope is not None else None
         if sandbox is None:
             raise RuntimeError(f"workspace {self.name!r}: no task is running here; call this "
                                "from a template's setup or grading code")
@@ -159,18 +163,32 @@ class Workspace(Service):
     async def run(self, command: str | list[str], **options: Any) -> ProcessResult:
         """Run ``command`` in the current task's sandbox, as the agent's shell would (see
         :meth:`~hud.capabilities.sandbox.Sandbox.run` for ``timeout``, ``input``,
-        ``check``, ``cwd`` and ``env``)."""
-        return await self.sandbox.run(command, **options)
+        ``check``, ``cwd`` and ``env``). Raises :class:`~hud.errors.CapabilityLost` if
+        the sandbox died (the agent can kill it)."""
+        with _lost(self.name):
+            return await self.sandbox.run(command, **options)
 
     async def read_file(self, path: str) -> bytes:
-        return await self.sandbox.read_file(path)
+        with _lost(self.name):
+            return await self.sandbox.read_file(path)
 
     async def write_file(self, path: str, data: bytes | str) -> None:
-        await self.sandbox.write_file(path, data)
+        with _lost(self.name):
+            await self.sandbox.write_file(path, data)
 
 
 @contextlib.contextmanager
-def _graders_run_in(sandbox: Sandbox) -> Iterator[None]:
+def _lost(name: str) -> Iterator[None]:
+    """Translate the sandbox's death into :class:`CapabilityLost`, naming the workspace."""
+    try:
+        yield
+    except SpawnerGone as exc:
+        raise CapabilityLost(f"workspace {name!r}: the sandbox is gone; something inside "
+                             "killed it (its process supervisor exited)") from exc
+
+
+@contextlib.contextmanager
+def _graders_run_in(name: str, sandbox: Sandbox) -> Iterator[None]:
     """While a step runs, ``BashGrader`` commands run in ``sandbox`` (when hud.graders is
     there to use it)."""
     try:
@@ -182,7 +200,8 @@ def _graders_run_in(sandbox: Sandbox) -> Iterator[None]:
     async def run_in_sandbox(
         command: str, *, cwd: str | os.PathLike[str] | None, timeout: float | None
     ) -> CommandResult:
-        result = await sandbox.run(command, cwd=cwd, timeout=timeout)
+        with _lost(name):
+            result = await sandbox.run(command, cwd=cwd, timeout=timeout)
         return CommandResult(exit_code=None if result.timed_out else result.exit_status,
                              stdout=result.stdout, stderr=result.stderr,
                              timed_out=result.timed_out)

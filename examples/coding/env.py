@@ -1,21 +1,26 @@
 """A coding environment: a sandboxed shell on a small repository, and a few plain tools.
 
 ``fix_failing_test`` gives each rollout its own copy-on-write view of ``repo/`` in a
-bubblewrap sandbox, reachable over SSH (``client.open("shell")``). Grading restores the
-original test file (so editing the tests does not help) and runs them inside the same
-sandbox, seeing exactly what the agent left. ``count_with_tools`` uses only ``@env.tool()``
-tools, served over MCP (``client.open("tools")``).
+bubblewrap sandbox, reachable over SSH (``client.open("shell")``). Grading runs the
+environment's own copy of the tests against the code the agent left, inside the same
+sandbox, with an interpreter and test runner the agent cannot shadow (``pristine_tests.py``):
+editing the tests or planting a ``unittest.py`` does not help. ``count_with_tools`` uses
+only ``@env.tool()`` tools, served over MCP (``client.open("tools")``).
 """
 
+import ast
+import json
 from pathlib import Path
 
 from hud.capabilities.mcp import ToolError
 
 from hud import Environment
-from hud.graders import BashGrader, Grade
 
-REPO = Path(__file__).resolve().parent / "repo"
-TEST_FILE = "tests/test_wordstats.py"
+HERE = Path(__file__).resolve().parent
+REPO = HERE / "repo"
+# Read once, at import: the sandbox never holds the copy that grading uses.
+TESTS = (REPO / "tests" / "test_wordstats.py").read_text()
+RUNNER = (HERE / "pristine_tests.py").read_text()
 
 env = Environment("coding", version="1.0.0")
 workspace = env.workspace(REPO)
@@ -28,10 +33,33 @@ async def fix_failing_test():
         "The repository in your shell's working directory has failing unit tests "
         "(run them with `python3 -m unittest -q`). Fix the code, not the tests."
     )
-    await workspace.write_file(TEST_FILE, (REPO / TEST_FILE).read_bytes())
-    yield await Grade.gather(
-        BashGrader.grade(name="tests", command="python3 -B -m unittest -q", timeout=60),
-    )
+    yield await run_pristine_tests()
+
+
+async def run_pristine_tests() -> dict:
+    """1.0 iff every one of the pristine tests ran and passed, within 60 s."""
+    result = await workspace.run(["python3", "-I", "-S", "-B", "-c", RUNNER],
+                                 input=TESTS, timeout=60)
+    verdict = {"ran": count_tests(TESTS), "failed": 0}
+    passed = result.ok and last_json_line(result.stdout) == verdict
+    return {"reward": 1.0 if passed else 0.0,
+            "info": {"exit_status": result.exit_status, "timed_out": result.timed_out,
+                     "verdict": result.stdout[-200:], "stderr": result.stderr[-2000:]}}
+
+
+def count_tests(source: str) -> int:
+    """How many test methods the module's TestCase classes define (as unittest finds them)."""
+    return sum(isinstance(node, ast.FunctionDef) and node.name.startswith("test")
+               for cls in ast.parse(source).body if isinstance(cls, ast.ClassDef)
+               for node in cls.body)
+
+
+def last_json_line(output: str) -> object:
+    lines = output.strip().splitlines()
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
 
 
 @fix_failing_test.solution

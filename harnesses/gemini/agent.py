@@ -114,8 +114,9 @@ class GeminiDialect:
         from google.genai import errors, types
 
         async def attempt(timeout: float) -> Any:
+            tools: types.ToolListUnion = [types.Tool.model_validate(t) for t in self.tools]
             config = types.GenerateContentConfig(
-                system_instruction=self.system, tools=self.tools or None,
+                system_instruction=self.system, tools=tools or None,
                 http_options=types.HttpOptions(timeout=int(timeout * 1000)),
                 **(self.settings.extra or {}))
             contents = [types.Content.model_validate(m) if isinstance(m, dict) else m

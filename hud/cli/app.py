@@ -48,7 +48,7 @@ DEFAULT_URL = "ws://127.0.0.1:8765"
 
 def _run(coro: Any) -> Any:
     """Run a client coroutine, turning every hud failure into its exit code."""
-    from ..client import HudConnectionError
+    from ..errors import HudConnectionError
     from ..eventloop import run
     from ..protocol import errors
 
@@ -107,6 +107,10 @@ def serve(
     enable_solutions: Annotated[
         bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
     ] = False,
+    allow_origin: Annotated[list[str] | None, typer.Option(
+        "--allow-origin", help="A web origin whose pages may connect (repeatable); "
+                               "others are refused."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
 ) -> None:
@@ -120,7 +124,8 @@ def serve(
     code = run_server(
         target, host=host, port=port, token=token, park_ttl=park_ttl,
         call_timeout=call_timeout, max_message_size=max_message_size,
-        enable_solutions=enable_solutions, verbose=verbose, quiet=quiet,
+        enable_solutions=enable_solutions, allowed_origins=tuple(allow_origin or ()),
+        verbose=verbose, quiet=quiet,
     )
     raise typer.Exit(code)
 

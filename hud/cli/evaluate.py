@@ -100,7 +100,9 @@ def make_agent(name: str, model: str | None, config: dict[str, Any]) -> Any:
         config = {**config, "model": model}
     try:
         agent = create_agent(name, **config)
-        agent.check()
+        check = getattr(agent, "check", None)  # an Agent's; a plain callable has none
+        if check is not None:
+            check()
     except (LookupError, ValueError, TypeError) as exc:
         fail(str(exc), EXIT_USAGE)
     return agent
@@ -188,7 +190,7 @@ def _run_row(run: Any) -> dict[str, Any]:
         "trace_id": run.trace_id, "job_id": run.job_id, "slug": run.task.slug,
         "template": run.task.id, "args": run.task.args, "group_id": run.group_id,
         "status": run.status, "reward": run.reward,
-        "subscores": run.trace.subscores, "answer": run.trace.answer,
+        "subscores": run.trace.subscores, "info": run.trace.info, "answer": run.trace.answer,
         "error": None if error is None else msgspec.to_builtins(error),
     }
 

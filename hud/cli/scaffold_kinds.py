@@ -18,7 +18,7 @@ env = Environment("{name}", version="0.1.0")
 async def count_letter(word: str = "strawberry", letter: str = "r"):
     """Count how often a letter occurs in a word."""
     answer = yield f"How many times does {{letter!r}} occur in {{word!r}}? Reply with the number."
-    yield 1.0 if str(word.count(letter)) in (answer or "") else 0.0
+    yield 1.0 if str(answer).strip() == str(word.count(letter)) else 0.0
 
 
 @count_letter.solution

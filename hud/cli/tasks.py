@@ -50,19 +50,15 @@ def list_source(source: str, as_json: bool) -> None:
     from ..loader import LoadError, load_environment, load_tasks
 
     try:
-        rows = load_tasks(source)
-        if not rows:
-            env = load_environment(source)
-            rows = [tpl.info() for tpl in env.templates.values()]  # type: ignore[misc]
+        tasks = load_tasks(source)
+        templates = [] if tasks else list(load_environment(source).templates.values())
     except LoadError as exc:
         fail(str(exc), EXIT_ENVIRONMENT)
-    for row in rows:
-        if as_json:
-            emit(row.to_dict() if hasattr(row, "to_dict") else msgspec.to_builtins(row))
-        elif hasattr(row, "slug"):
-            emit(f"{row.slug}\t{row.id}\t{msgspec.json.encode(row.args).decode()}")
-        else:
-            emit(f"{row.id}\t{row.description}")
+    for task in tasks:  # the task rows, else (a bare env.py) its templates
+        emit(task.to_dict() if as_json
+             else f"{task.slug}\t{task.id}\t{msgspec.json.encode(task.args).decode()}")
+    for info in (template.info() for template in templates):
+        emit(msgspec.to_builtins(info) if as_json else f"{info.id}\t{info.description}")
 
 
 def _resolve_slug(task: str, source: str) -> tuple[str, dict[str, Any]]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from ..eval.store import TraceStore
 
 EXIT_NOT_FOUND = 2  # the id or directory on the command line names nothing
+T = TypeVar("T")
 
 DirOption = Annotated[
     Path | None,
@@ -46,7 +48,7 @@ def jobs(
         result = _lookup(store.job, job_id) if job_id else store.jobs(limit)
     if json:
         _emit_json(result)
-    elif job_id:
+    elif isinstance(result, dict):  # one job's
         _console().print(_job_table(result))
     else:
         _console().print(_jobs_table(result))
@@ -105,7 +107,7 @@ def _open(directory: Path | None) -> TraceStore:
         _fail(str(exc))
 
 
-def _lookup(find: Any, key: str) -> Any:
+def _lookup(find: Callable[[str], T], key: str) -> T:
     from ..eval.store import UnknownId
 
     try:

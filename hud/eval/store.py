@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..errors import StoreError, UnknownId
 from .job import group_relative
 from .trace import Trace
 
@@ -84,17 +85,6 @@ SELECT j.id, j.name, j.agent, j.model, j.group_size AS "group", j.started_at, j.
        AVG(r.reward) AS reward
 FROM jobs j LEFT JOIN runs r ON r.job_id = j.id
 """
-
-
-class UnknownId(KeyError):
-    """No job or run matches an id (or prefix), or a prefix matches several."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown id"
-
-
-class StoreError(Exception):
-    """The store cannot be opened: missing (when not creating) or written by a newer hud."""
 
 
 def default_root() -> Path:
@@ -315,14 +305,14 @@ def _trace_document(trace: Trace, directory: Path) -> dict[str, Any]:
     """The trace as JSON builtins, each step's files written to ``directory`` and replaced
     by their paths relative to it."""
     directory.mkdir(parents=True, exist_ok=True)
-    steps = []
+    steps: list[dict[str, Any]] = []
     for step in trace.steps:
         paths = {}
         for name, payload in step.files.items():
             path = f"{step.index}-{_UNSAFE.sub('_', name) or 'file'}"
             (directory / path).write_bytes(payload)
             paths[name] = path
-        document = _builtins(msgspec.structs.replace(step, files={}))
+        document: dict[str, Any] = _builtins(msgspec.structs.replace(step, files={}))
         if paths:
             document["files"] = paths
         steps.append(document)

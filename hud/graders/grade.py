@@ -14,18 +14,12 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
+from ..errors import GraderError
 from ..protocol.messages import Subscore
 
 __all__ = ["Grade", "Grader", "GraderError", "Score", "make_score", "run_concurrently"]
 
 T = TypeVar("T")
-
-
-class GraderError(Exception):
-    """A grader could not produce a score (a judge that never answered, for instance).
-
-    Raised, never turned into a score of 0: a failure to grade is not a low reward.
-    """
 
 
 class Score(Subscore, kw_only=True):

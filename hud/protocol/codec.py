@@ -121,7 +121,7 @@ def encode_request(request_id: RequestId, method: str, params: Params | dict[str
     )
 
 
-def decode_reply(frame: bytes | str) -> Reply:
+def decode_reply(frame: bytes | bytearray | str) -> Reply:
     try:
         return _reply_decoder.decode(frame)
     except msgspec.DecodeError as exc:

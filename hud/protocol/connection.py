@@ -30,6 +30,8 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from msgspec import UNSET, UnsetType
+
 from . import codec
 from .errors import (
     Cancelled,
@@ -38,7 +40,7 @@ from .errors import (
     LimitExceeded,
     MethodNotFound,
 )
-from .messages import UNSET, Body, Params, RequestId, UnsetType
+from .messages import Body, Params, RequestId
 from .methods import METHODS, Method, Schedule
 
 MAX_WAITING = 64
@@ -79,7 +81,7 @@ class ServerConnection:
         self.opened = False
         """True once ``manifest`` succeeded, until ``bye`` succeeds."""
         self._outbox: list[bytes] = []
-        self._held: collections.deque[str | bytes] = collections.deque()
+        self._held: collections.deque[str | bytes | bytearray] = collections.deque()
         self._inline: Call | None = None
         self._running: Call | None = None
         self._queued: collections.deque[Call] = collections.deque()
@@ -94,7 +96,7 @@ class ServerConnection:
         """No call in progress and none waiting."""
         return self._inline is None and self._running is None and not self._queued
 
-    def receive(self, frame: str | bytes) -> list[Call]:
+    def receive(self, frame: str | bytes | bytearray) -> list[Call]:
         """Take one frame; return the calls to start now, in order (possibly none)."""
         if self._inline is not None:
             self._held.append(frame)
@@ -132,7 +134,7 @@ class ServerConnection:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _take(self, frame: str | bytes) -> list[Call]:
+    def _take(self, frame: str | bytes | bytearray) -> list[Call]:
         call = self._accept(frame)
         if call is None:
             return []
@@ -145,7 +147,7 @@ class ServerConnection:
         self._inline = call
         return [call]
 
-    def _accept(self, frame: str | bytes) -> Call | None:
+    def _accept(self, frame: str | bytes | bytearray) -> Call | None:
         """Decode and check one frame; None when it was answered with an error."""
         if not isinstance(frame, str):
             self._refuse(None, InvalidRequest(
@@ -251,7 +253,7 @@ class ClientConnection:
         """Stop waiting for ``request_id`` (its caller gave up); a late reply is ignored."""
         self._pending.pop(request_id, None)
 
-    def receive(self, frame: str | bytes) -> Reply | None:
+    def receive(self, frame: str | bytes | bytearray) -> Reply | None:
         """Match one frame to its request. None for a reply to a forgotten id. Raises
         :class:`HudError` when the frame cannot be trusted: undecodable, or an error tied
         to no request (the server refused something it could not attribute)."""

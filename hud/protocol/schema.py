@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,7 @@ def json_schema_only(schema: Any) -> Any:
 def _narrow_request(
     envelope: dict[str, Any], method: str, params: str, defs: dict[str, Any]
 ) -> dict[str, Any]:
-    schema = json.loads(json.dumps(envelope))  # a deep copy
+    schema: dict[str, Any] = json.loads(json.dumps(envelope))  # a deep copy
     schema["title"] = f"{method} request"
     schema["properties"]["method"] = {"const": method}
     schema["properties"]["params"] = {"$ref": REF_TEMPLATE.format(name=params)}
@@ -235,7 +236,7 @@ def _narrow_request(
 
 
 def _narrow_response(envelope: dict[str, Any], method: str, result: str) -> dict[str, Any]:
-    schema = json.loads(json.dumps(envelope))
+    schema: dict[str, Any] = json.loads(json.dumps(envelope))
     schema["title"] = f"{method} response"
     schema["description"] = f"The successful response to a {method} request."
     schema["properties"]["result"] = {"$ref": REF_TEMPLATE.format(name=result)}
@@ -315,11 +316,12 @@ def write(root: Path) -> list[Path]:
 
 def _with_table(readme: str) -> str:
     """``readme`` with each generated table replaced by what the types say now."""
-    for begin, end, render in (
+    tables: tuple[tuple[str, str, Callable[[], str]], ...] = (
         (TABLE_BEGIN, TABLE_END, lambda: render_error_table(error_table())),
         (METHODS_BEGIN, METHODS_END, render_method_table),
         (TYPES_BEGIN, TYPES_END, render_type_table),
-    ):
+    )
+    for begin, end, render in tables:
         head, found_begin, rest = readme.partition(begin)
         _, found_end, tail = rest.partition(end)
         if not found_begin or not found_end:

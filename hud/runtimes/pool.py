@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..client import Client, HudConnectionError
+from ..client import Client
+from ..errors import HudConnectionError
 from .base import Runtime, RuntimeOptions, end_session, source_of, stop_process
 
 if TYPE_CHECKING:

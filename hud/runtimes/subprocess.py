@@ -11,7 +11,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ..client import Client, HudConnectionError
+from ..client import Client
+from ..errors import HudConnectionError
 from .base import Runtime, end_session, source_of, stop_process
 
 if TYPE_CHECKING:

@@ -10,8 +10,9 @@ from ..agents import Agent, create_agent
 from ..environment import Environment, Task
 from ..eval.rollout import AgentCallable, rollout
 from ..eval.run import Run
-from ..eval.runtimes import InProcessRuntime, Runtime
 from ..eval.taskset import Taskset
+from ..runtimes.base import Runtime
+from ..runtimes.inprocess import InProcessRuntime
 from .capability import STEP_TIMEOUT, CapabilityProbe, ConformanceError
 
 ANSWER = "42"
@@ -177,7 +178,9 @@ async def _check_cancellation(label: str, agent: Any, probe: Probe, runtime: Run
 
     async def cancelled_at_once(run: Run) -> None:
         runs.append(run)
-        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        task = asyncio.current_task()
+        assert task is not None  # the rollout's task runs this coroutine
+        task.cancel()
         await agent(run)
 
     async with runtime:
