@@ -137,7 +137,7 @@ def machine_record(nofile: tuple, ref_venv: Path | None) -> dict:
         "mem_total_gb": round(int(mem) / 1048576, 1) if mem else None,
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "hud": _version("hud"),
+        "hud": _version("hud-runtime"),
         "websockets": _version("websockets"),
         "msgspec": _version("msgspec"),
         "typer": _version("typer"),

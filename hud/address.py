@@ -22,5 +22,9 @@ def control_url(url: str) -> str:
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
         raise AddressError(f"unsupported URL scheme {parts.scheme!r} in {url!r}; use ws://")
+    try:
+        parts.port  # noqa: B018  (urlsplit checks the port only when asked)
+    except ValueError:
+        raise AddressError(f"{url}: the port must be a number from 0 to 65535") from None
     path = parts.path if parts.path not in ("", "/") else CONTROL_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))

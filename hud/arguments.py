@@ -8,8 +8,10 @@ defaults, and yields the JSON Schema published in the manifest, so the three nev
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import logging
+import re
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +46,7 @@ class Arguments:
     """The argument contract of one template function."""
 
     def __init__(self, func: Callable[..., Any], name: str) -> None:
+        self.template = name
         self.signature = inspect.signature(func)
         hints = typing.get_type_hints(func, include_extras=True)
         fields: list[tuple[Any, ...]] = []
@@ -101,11 +104,33 @@ class Arguments:
             value = msgspec.convert(args, self.type)
         except msgspec.ValidationError as exc:
             message, path = split_validation_error(exc, "$.params.args")
-            raise InvalidParams(f"invalid argument: {message} at {path}", {"path": path}) from None
+            raise InvalidParams(self.explain(message, path), {"path": path}) from None
         kwargs = {name: getattr(value, name) for name in self.names}
         if self.open_ended:
             kwargs.update({k: v for k, v in args.items() if k not in kwargs})
         return kwargs, msgspec.to_builtins(kwargs)
+
+    def explain(self, message: str, path: str) -> str:
+        """msgspec's ``message`` at ``path`` in the words of the template's signature: which
+        argument of which template, the type it wants, and a "did you mean" for a typo."""
+        where = f"template {self.template!r}"
+        unknown = re.fullmatch(r"Object contains unknown field `(.+)`", message)
+        if unknown and path == "$.params.args":
+            name = unknown.group(1)
+            close = difflib.get_close_matches(name, self.names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(self.names) or "none"
+            return f"{where} has no argument {name!r}{hint}; its arguments: {known}"
+        missing = re.fullmatch(r"Object missing required field `(.+)`", message)
+        if missing and path == "$.params.args":
+            return f"{where}: argument {missing.group(1)!r} is required (it has no default)"
+        argument, _, inner = path.removeprefix("$.params.args.").partition(".")
+        if path.startswith("$.params.args.") and argument in self.names:
+            wrong = re.fullmatch(r"Expected `(.+)`, got `(.+)`", message)
+            said = f"must be {wrong.group(1)}, not {wrong.group(2)}" if wrong else message
+            at = f" (at {path})" if inner else ""
+            return f"{where}: argument {argument!r} {said}{at}"
+        return f"{where}: invalid arguments: {message} at {path}"
 
     def schema(self, title: str, description: str) -> dict[str, Any]:
         """The JSON Schema of the arguments, inlined (shared types under ``$defs``)."""

@@ -37,6 +37,11 @@ CLIENT_GROUP = "hud.capabilities"
 
 Declare = Callable[..., Any]
 
+# Built-in capabilities whose third-party modules come with an extra of hud-runtime (see
+# pyproject.toml), so a missing one names the extra to install.
+EXTRAS = {"desktop": "desktop", "rfb": "desktop", "gym": "robot", "robot": "robot",
+          "openpi": "robot"}
+
 # One scan of the installed distributions per process (each scan costs milliseconds, and
 # environments declare capabilities at import); a name not found scans again, for a plug-in
 # installed since.
@@ -62,7 +67,15 @@ def find(name: str, group: str = GROUP) -> Any:
         hint = known or "none; not even the built-ins: reinstall hud (pip install -e .)"
         raise LookupError(f"no capability named {name!r} is installed (entry-point group "
                           f"{group!r}: {hint})")
-    return entry.load()
+    try:
+        return entry.load()
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get(name)
+        if extra is None or (exc.name or "hud").partition(".")[0] == "hud":
+            raise
+        raise ModuleNotFoundError(f"the {name} capability needs {exc.name}, which hud installs "
+                                  f"with an extra: pip install 'hud-runtime[{extra}]'",
+                                  name=exc.name) from exc
 
 
 def declare(env: Environment, name: str, /, *args: Any, **options: Any) -> Any:

@@ -59,8 +59,9 @@ def _import_target(target: str, prefer: str) -> tuple[ModuleType, str | None]:
         if not candidate.exists():
             found = [p for p in sorted(path.glob("*.py")) if "Environment(" in p.read_text()]
             if len(found) != 1:
-                raise LoadError(f"{path}: no {prefer} or env.py, and {len(found)} files "
-                                "define an Environment; name the file")
+                looked = " or ".join(dict.fromkeys((prefer, "env.py")))
+                raise LoadError(f"{path}: no {looked}, and {len(found)} files define an "
+                                "Environment; name the file")
             candidate = found[0]
         return _import_file(candidate), attr or None
     if path.suffix == ".py" or path.exists():

@@ -67,6 +67,9 @@ class Nursery:
         task = self._group.create_task(self._logged(work), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never starts ``work``: close it (a no-op
+        # once it ran), or it warns "coroutine ... was never awaited" when collected.
+        task.add_done_callback(lambda _: work.close())
         return task
 
     async def _logged(self, work: Coroutine[Any, Any, T]) -> T | None:

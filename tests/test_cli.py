@@ -218,7 +218,7 @@ def test_init_writes_a_project_that_serves_and_grades(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert made.stdout == ""
     assert sorted(p.name for p in project.iterdir()) == [
-        "Dockerfile.hud", "README.md", "env.py", "pyproject.toml", "tasks.py"]
+        "Dockerfile.hud", "README.md", "env.py", "pyproject.toml", "tasks.py", "wheels"]
     assert hud("init", str(project)).returncode == 2  # not empty: refused
     assert len(hud("task", "list", "--source", str(project)).stdout.splitlines()) == 3
     served = serve(project / "env.py")

@@ -1,7 +1,7 @@
-"""End-to-end container test: build Dockerfile.hud with podman, serve the
-letter_count example in it, and drive it with the `hud` CLI.
+"""End-to-end container tests: build Dockerfile.hud with podman, serve the letter_count
+example in it, and drive it with the `hud` CLI; the same for the project `hud init` writes.
 
-Opt-in and slow (one image build, pip install from PyPI). Runs only when
+Opt-in and slow (two image builds, pip install from PyPI). Runs only when
 HUD_TEST_CONTAINER=1 (or CI=true), `podman` is on PATH and the base image
 exists. Prepare a machine with:
 
@@ -101,51 +101,99 @@ def _wait_ready(served: Served) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
+def _require_container_tools() -> None:
     reason = _skip_reason()
     if reason and os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI must run the container test: {reason}")
     if reason:
         pytest.skip(reason)
 
+
+def _build(dockerfile: Path, context: Path, image: str) -> None:
+    build = _run(
+        [
+            "podman", "build", "--pull=never",
+            "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
+            "-f", str(dockerfile), "-t", image, str(context),
+        ],
+        timeout=1200,
+    )  # fmt: skip
+    assert build.returncode == 0, f"image build failed\n{_describe(build)}"
+
+
+def _start(image: str, name: str, token: str) -> Served:
+    """Run ``image`` detached as ``name``, its port published on loopback; wait until it serves."""
+    run = _run(
+        [
+            "podman", "run", "-d", "--name", name,
+            "-e", f"HUD_TOKEN={token}",
+            "-p", f"127.0.0.1::{CONTAINER_PORT}",
+            image,
+        ],
+        timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, f"container start failed\n{_describe(run)}"
+
+    port = _run(["podman", "port", name, str(CONTAINER_PORT)], timeout=30)
+    assert port.returncode == 0 and port.stdout.strip(), _describe(port)
+    # e.g. "127.0.0.1:37181" (one line per binding; take the first)
+    host_port = int(port.stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+
+    served = Served(name=name, token=token, host_port=host_port)
+    _wait_ready(served)
+    return served
+
+
+def _remove(name: str, image: str) -> None:
+    subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, timeout=120)
+    subprocess.run(["podman", "rmi", "-f", image], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    _require_container_tools()
     suffix = uuid.uuid4().hex[:10]
-    image = f"localhost/hud-test-{suffix}"
-    name = f"hud-test-{suffix}"
-    token = secrets.token_urlsafe(24)
+    image, name = f"localhost/hud-test-{suffix}", f"hud-test-{suffix}"
     try:
-        build = _run(
-            [
-                "podman", "build", "--pull=never",
-                "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
-                "-f", str(DOCKERFILE), "-t", image, str(REPO_ROOT),
-            ],
-            timeout=1200,
-        )  # fmt: skip
-        assert build.returncode == 0, f"image build failed\n{_describe(build)}"
-
-        run = _run(
-            [
-                "podman", "run", "-d", "--name", name,
-                "-e", f"HUD_TOKEN={token}",
-                "-p", f"127.0.0.1::{CONTAINER_PORT}",
-                image,
-            ],
-            timeout=120,
-        )  # fmt: skip
-        assert run.returncode == 0, f"container start failed\n{_describe(run)}"
-
-        port = _run(["podman", "port", name, str(CONTAINER_PORT)], timeout=30)
-        assert port.returncode == 0 and port.stdout.strip(), _describe(port)
-        # e.g. "127.0.0.1:37181" (one line per binding; take the first)
-        host_port = int(port.stdout.strip().splitlines()[0].rsplit(":", 1)[1])
-
-        served = Served(name=name, token=token, host_port=host_port)
-        _wait_ready(served)
-        yield served
+        _build(DOCKERFILE, REPO_ROOT, image)
+        yield _start(image, name, secrets.token_urlsafe(24))
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, timeout=120)
-        subprocess.run(["podman", "rmi", "-f", image], capture_output=True, timeout=120)
+        _remove(name, image)
+
+
+@pytest.fixture(scope="module")
+def scaffold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The project `hud init` writes, built from its own Dockerfile.hud and served."""
+    _require_container_tools()
+    project = tmp_path_factory.mktemp("scaffold") / "my-env"
+    init = _run([sys.executable, "-m", "hud", "init", str(project)], timeout=600)
+    assert init.returncode == 0, _describe(init)
+    # hud is not on PyPI under its distribution name yet: the image must install this wheel.
+    assert list((project / "wheels").glob("hud_runtime-*.whl")), _describe(init)
+    suffix = uuid.uuid4().hex[:10]
+    image, name = f"localhost/hud-scaffold-{suffix}", f"hud-scaffold-{suffix}"
+    try:
+        _build(project / "Dockerfile.hud", project, image)
+        yield _start(image, name, secrets.token_urlsafe(24))
+    finally:
+        _remove(name, image)
+
+
+def test_scaffold_image_starts_and_grades(scaffold: Served) -> None:
+    start = scaffold.exec("hud", "task", "start", TEMPLATE, "--args", ARGS)
+    assert start.returncode == 0, _describe(start)
+    assert start.stdout == (
+        "How many times does 'r' occur in 'strawberry'? Reply with the number.\n"
+    ), _describe(start)
+
+    grade = scaffold.exec("hud", "task", "grade", TEMPLATE, "--answer", "3")
+    assert (grade.returncode, grade.stdout) == (0, "1.0\n"), _describe(grade)
+
+
+def test_scaffold_image_passes_hud_check(scaffold: Served) -> None:
+    check = scaffold.exec("hud", "check", "env.py", timeout=300)
+    assert check.returncode == 0, _describe(check)
+    assert check.stdout.startswith("ok  \tcount_letter-"), _describe(check)
 
 
 def test_task_list_inside_container(served: Served) -> None:

@@ -17,7 +17,7 @@ def test_wheel_holds_every_module_under_hud(tmp_path: Path) -> None:
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True, capture_output=True, text=True,
     )
-    (wheel,) = tmp_path.glob("hud-*.whl")
+    (wheel,) = tmp_path.glob("hud_runtime-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         f"{prefix}/{path.relative_to(folder).as_posix()}"
@@ -29,5 +29,5 @@ def test_wheel_holds_every_module_under_hud(tmp_path: Path) -> None:
     }
     missing = sorted(expected - names)
     assert not missing, f"not in the wheel (add the package to pyproject.toml): {missing}"
-    top_level = {name.split("/", 1)[0] for name in names if not name.startswith("hud-")}
+    top_level = {name.split("/", 1)[0] for name in names if not name.startswith("hud_runtime-")}
     assert top_level == {"hud"}

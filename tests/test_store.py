@@ -318,13 +318,13 @@ def test_cli_export(filled: Job, tmp_path: Path) -> None:
     assert output.read_text().splitlines() == result.stdout.splitlines()
 
 
-def test_cli_not_found_exits_6(filled: Job, tmp_path: Path) -> None:
+def test_cli_not_found_is_a_usage_error(filled: Job, tmp_path: Path) -> None:
     runner = CliRunner()
     for args in (["trace", "nope"], ["jobs", "nope"], ["export", "nope"]):
         result = runner.invoke(cli(), args)
-        assert result.exit_code == 6 and "error: no " in result.stderr, args
-    missing = runner.invoke(cli(), ["jobs", "--dir", str(tmp_path / "absent")])
-    assert missing.exit_code == 6 and "no trace store" in missing.stderr
+        assert result.exit_code == 2 and "error: no " in result.stderr, args
+    missing = runner.invoke(cli(), ["jobs", "--trace-dir", str(tmp_path / "absent")])
+    assert missing.exit_code == 2 and "no trace store" in missing.stderr
     assert not (tmp_path / "absent").exists()
 
 

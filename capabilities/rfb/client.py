@@ -69,7 +69,8 @@ class Screen:
         try:
             import asyncvnc
         except ImportError as exc:
-            raise ImportError("the rfb client needs asyncvnc: pip install 'hud[desktop]'") from exc
+            raise ImportError("the rfb client needs asyncvnc: "
+                              "pip install 'hud-runtime[desktop]'") from exc
         await client_handshake(reader, writer, password)
         video = await asyncvnc.Video.create(reader, writer)
         writer.write(RGBX)

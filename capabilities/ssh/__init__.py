@@ -8,7 +8,15 @@ declaring a workspace does not import asyncssh until the environment starts.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
+
+from cryptography.utils import CryptographyDeprecationWarning
+
+# asyncssh still defines its DSA key support, which cryptography deprecates: importing it
+# warns 5 lines per process about keys hud never makes. Only those warnings, only asyncssh's
+# (the submodules that import asyncssh all load through this package).
+warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"asyncssh\.")
 
 if TYPE_CHECKING:
     from .client import Shell, open_shell

@@ -19,15 +19,16 @@ from .common import (
     UsageError,
     emit,
     fail,
+    with_serve_hint,
 )
 
 __all__ = ["app"]
 
 app = typer.Typer(
     name="hud",
-    help="Serve agent environments, and drive their tasks by hand.",
+    help="Serve agent environments, and drive their tasks by hand.\n\n"
+    "Start with `hud init my-env`, then `hud check my-env/env.py`.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 task_app = typer.Typer(help="List, start and grade tasks.", no_args_is_help=True)
@@ -56,11 +57,28 @@ def _run(coro: Any) -> Any:
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE)
     except (HudConnectionError, errors.Unauthorized) as exc:
-        fail(str(exc), EXIT_CONNECTION)
+        fail(with_serve_hint(str(exc)), EXIT_CONNECTION)
     except TASK_ERRORS as exc:
         fail(exc.message, EXIT_TASK)
     except errors.HudError as exc:
         fail(exc.message, EXIT_PROTOCOL)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print hud's version and the protocol versions, then exit."),
+    ] = None,
+) -> None:
+    """The ``hud`` command; ``--version`` is handled by :func:`_print_version`."""
 
 
 @app.command()
@@ -75,7 +93,9 @@ def version() -> None:
 def serve(
     target: Annotated[str, typer.Argument(help="env.py, a directory, or module:attr.")] = ".",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free one).")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8765,
     token: TokenOption = None,
     park_ttl: Annotated[float, typer.Option(help="Seconds a parked task survives.")] = 600.0,
     call_timeout: Annotated[
@@ -94,7 +114,11 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
 ) -> None:
-    """Serve an environment. Prints its URL on stdout once it listens; logs go to stderr."""
+    """Serve an environment. Prints its URL on stdout once it listens; logs go to stderr.
+
+    Examples: `hud serve env.py`, `hud serve . --port 0`,
+    `hud serve env.py --host 0.0.0.0 --token "$HUD_TOKEN"`.
+    """
     from .serve import run_server
 
     code = run_server(
@@ -104,6 +128,28 @@ def serve(
         verbose=verbose, quiet=quiet,
     )
     raise typer.Exit(code)
+
+
+@app.command()
+def dev(
+    target: Annotated[str, typer.Argument(help="env.py, a directory, or module:attr.")] = ".",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8765,
+    enable_solutions: Annotated[
+        bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
+    ] = False,
+) -> None:
+    """Serve an environment and reload it when its .py files change; the URL stays the same.
+
+    A reload closes open sessions and cancels parked tasks (their cleanup runs).
+    Example: `hud dev env.py`, then edit env.py and run `hud task list --url ...` again.
+    """
+    from .dev import run_dev
+
+    extra = ["--enable-solutions"] if enable_solutions else []
+    raise typer.Exit(run_dev(target, host=host, port=port, serve_args=extra))
 
 
 @task_app.command("list")
@@ -117,13 +163,32 @@ def task_list(
     token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
-    """List task rows of a source, or the templates of a served environment (--url)."""
+    """List task rows of a source, or the templates of a served environment (--url).
+
+    Examples: `hud task list --source tasks.py`, `hud task list --url ws://127.0.0.1:8765`.
+    """
     from .tasks import list_served, list_source
 
     if url is not None:
         _run(list_served(url, token, json))
     else:
         list_source(source or ".", json)
+
+
+@task_app.command("describe")
+def task_describe(
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
+    """A served environment: its name and version, templates, and capabilities with their
+    parameters (an ssh capability's host key, to pin in known_hosts).
+
+    Example: `hud task describe --url ws://127.0.0.1:8765 --json`.
+    """
+    from .tasks import describe
+
+    _run(describe(url, token, json))
 
 
 @task_app.command("start")
@@ -140,6 +205,8 @@ def task_start(
     """Start a task: prints the prompt on stdout and the session id on stderr.
 
     The task stays parked on the server until `hud task grade` (or its expiry).
+
+    Example: `hud task start count_letter --args '{"word": "banana", "letter": "a"}'`.
     """
     from .tasks import start
 
@@ -160,7 +227,11 @@ def task_grade(
     token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Grade a started task: prints the reward on stdout."""
+    """Grade a started task: prints the reward on stdout.
+
+    Examples: `hud task grade count_letter --answer 3`,
+    `hud task grade count_letter --answer-file answer.txt --session sess-…`.
+    """
     from .common import read_answer
     from .tasks import grade
 
@@ -177,7 +248,10 @@ def task_status(
     token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Every task a served environment holds, live or parked: one line each on stdout."""
+    """Every task a served environment holds, live or parked: one line each on stdout.
+
+    Example: `hud task status --url ws://127.0.0.1:8765 --json`.
+    """
     from .tasks import status
 
     _run(status(url, token, json))
@@ -197,10 +271,12 @@ def eval_(
         int | None, typer.Option(min=1, help=f"Rollouts at once (default: up to {WIDTH_CAP}).")
     ] = DEFAULT.max_concurrent,
     max_steps: Annotated[
-        int | None, typer.Option(min=1, help="Agent steps per rollout.")
+        int | None,
+        typer.Option(min=1, help="Agent steps per rollout (default: the harness decides)."),
     ] = DEFAULT.max_steps,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds per rollout, all phases.")
+        float | None,
+        typer.Option(help="Seconds per rollout, all phases (default: no deadline)."),
     ] = DEFAULT.timeout,
     task_ids: Annotated[
         str | None, typer.Option(help="Comma-separated slugs, template ids or positions.")
@@ -223,6 +299,14 @@ def eval_(
     """Run every task against an agent, grade each rollout, report rewards.
 
     Exits 7 when any rollout errored (a low reward is not an error).
+
+    Harnesses (AGENT): oracle (the reference solutions), nop (does nothing),
+    claude, openai, gemini, openai_compatible, robot, robot_scripted, robot_random,
+    or a plug-in's (entry-point group hud.harnesses); a model name such as
+    claude-sonnet-4-6 or gpt-5.1 picks its provider's harness.
+
+    Examples: `hud eval tasks.py oracle --group 4`,
+    `hud eval tasks.py openai_compatible --config base_url=http://127.0.0.1:8000/v1 -m my-model`.
     """
     from ..eval.config import EvalConfig
     from .evaluate import EvalCommand, run_eval
@@ -248,7 +332,11 @@ def check(
     timeout: Annotated[float | None, typer.Option(help="Seconds per rollout.")] = 120.0,
     json: JsonOption = False,
 ) -> None:
-    """Check every task: the oracle must score 1 and nop must not. Exits 8 otherwise."""
+    """Check every task: the oracle must score 1 and nop must not. Exits 8 otherwise.
+
+    An env.py without task rows is checked with each template's default arguments.
+    Examples: `hud check env.py`, `hud check tasks.py --task-ids count_letter-352c4b24`.
+    """
     from .evaluate import run_check
 
     raise typer.Exit(run_check(source, env, task_ids, json, timeout))
@@ -260,15 +348,27 @@ def init(
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Write into a non-empty directory.")
     ] = False,
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="basic (a prompt and a grade), coding "
+                          "(a sandboxed shell on a repository, graded by its tests) or browser "
+                          "(a form in Chromium, graded from the page).")
+    ] = "basic",
 ) -> None:
-    """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades."""
-    from .scaffold import write_project
+    """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades.
 
+    Examples: `hud init my-env && hud check my-env/env.py`, `hud init repo-env -t coding`.
+    """
+    from .scaffold import KINDS, write_project
+
+    if template not in KINDS:
+        fail(f"--template {template!r}: choose one of {', '.join(KINDS)}", EXIT_USAGE)
     target = Path(name) if name else Path.cwd()
     try:
-        written = write_project(target, force=force)
+        written = write_project(target, force=force, kind=template)
     except FileExistsError as exc:
         fail(str(exc), EXIT_USAGE)
+    except RuntimeError as exc:  # the wheel of hud for the image did not build
+        fail(str(exc), 1)
     for path in written:
         sys.stderr.write(f"wrote {path}\n")
     sys.stderr.write(f"next: cd {target} && hud serve env.py\n")

@@ -28,6 +28,13 @@ def fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def with_serve_hint(message: str) -> str:
+    """A connection failure's message, plus what to do when nothing listens there."""
+    if message.startswith("cannot reach an environment") and "refused" in message:
+        return f"{message} (is it served? start it with `hud serve env.py`)"
+    return message
+
+
 def emit(value: Any) -> None:
     """Write one result to stdout: strings as they are, anything else as JSON."""
     if isinstance(value, str):

@@ -18,6 +18,7 @@ from .common import EXIT_ENVIRONMENT, EXIT_USAGE, fail
 
 EXIT_ROLLOUT_ERRORS = 7
 EXIT_CHECK_FAILED = 8
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,12 +53,18 @@ def parse_config(pairs: list[str]) -> dict[str, Any]:
     return config
 
 
-def load_taskset(source: str, env: str | None, task_ids: str | None) -> Any:
+def load_taskset(source: str, env: str | None, task_ids: str | None, *,
+                 templates: bool = False) -> Any:
+    """The tasks of ``source`` (exit 6 when it does not load), filtered by ``task_ids``; with
+    ``templates``, a source with no task rows (an ``env.py``) gives one task per template,
+    with its default arguments."""
     from ..errors import LoadError
     from ..eval.taskset import Taskset
 
     try:
         taskset = Taskset.from_source(source, env=env)
+        if templates and not len(taskset) and Path(source).suffix not in (".json", ".jsonl"):
+            taskset = _template_defaults(source)
     except (LoadError, OSError, ValueError) as exc:
         fail(str(exc), EXIT_ENVIRONMENT)
     if task_ids:
@@ -66,6 +73,24 @@ def load_taskset(source: str, env: str | None, task_ids: str | None) -> Any:
         fail(f"{source}: no tasks to run" + (f" matching {task_ids!r}" if task_ids else ""),
              EXIT_USAGE)
     return taskset
+
+
+def _template_defaults(source: str) -> Any:
+    """One task per template of the environment at ``source``, with its default arguments;
+    a template that needs arguments is named on stderr and left out."""
+    from ..eval.taskset import Taskset
+    from ..loader import load_environment
+    from ..protocol.errors import InvalidParams
+
+    environment = load_environment(source)
+    tasks = []
+    for template in environment.templates.values():
+        try:
+            tasks.append(template.task())
+        except InvalidParams as exc:
+            sys.stderr.write(f"skipped template {template.id}: {exc.message} (it has no "
+                             "default; list its tasks in tasks.py to check it)\n")
+    return Taskset(tasks, name=environment.name)
 
 
 def make_agent(name: str, model: str | None, config: dict[str, Any]) -> Any:
@@ -91,7 +116,20 @@ def run_eval(command: EvalCommand) -> int:
         runtime = command.config.create_runtime(agent, rollouts)
     except (LookupError, ValueError, TypeError) as exc:
         fail(f"--runtime {command.config.runtime}: {exc}", EXIT_USAGE)
-    job = run_on_loop(_run(taskset, agent, runtime, command, rollouts))
+    from ..eval.job import Job
+
+    job = Job(taskset.name, group=command.config.group, agent=getattr(agent, "name", None),
+              model=getattr(agent, "model", None))
+    finished: list[Any] = []
+    try:
+        run_on_loop(_run(taskset, agent, runtime, command, rollouts, job, finished.append))
+    except KeyboardInterrupt:
+        # Ctrl-C: the rollouts were cancelled and their environments stopped; one line, no
+        # traceback. The stored job keeps no end time and its cut-off runs are "cancelled".
+        sys.stderr.write(f"interrupted: job {job.id[:12]} stopped; {len(finished)} of "
+                         f"{rollouts} rollouts finished, and it stays unfinished in the trace "
+                         "store\n")
+        return EXIT_INTERRUPTED
     rows = [_run_row(run) for run in job.runs]
     if command.output:
         command.output.write_text(
@@ -107,24 +145,30 @@ def run_eval(command: EvalCommand) -> int:
 
 
 async def _run(taskset: Any, agent: Any, runtime: Any, command: EvalCommand,
-               rollouts: int) -> Any:
+               rollouts: int, job: Any, finished: Any) -> Any:
     from ..eval.store import TraceStore
 
     store = TraceStore(command.trace_dir)
     with store, _progress(rollouts) as advance:
+
+        def progress(run: Any) -> None:
+            finished(run)
+            if advance is not None:
+                advance(run)
+
         return await taskset.run(agent, command.config, runtime=runtime, store=store,
-                                 progress=advance)
+                                 progress=progress, job=job)
 
 
 class _progress:
-    """A progress bar on stderr for batches (more than one rollout)."""
+    """A progress bar on stderr, a terminal, for batches (more than one rollout)."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.bar: Any = None
 
     def __enter__(self) -> Any:
-        if self.total <= 1:
+        if self.total <= 1 or not sys.stderr.isatty():  # a bar in a log file is noise
             return None
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -175,7 +219,7 @@ def _print_table(job: Any) -> None:
 def run_check(source: str, env: str | None, task_ids: str | None, as_json: bool,
               timeout: float | None) -> int:
     """Every task: ``oracle`` must score 1 and ``nop`` must not; report the ones that fail."""
-    taskset = load_taskset(source, env, task_ids)
+    taskset = load_taskset(source, env, task_ids, templates=True)
     oracle = make_agent("oracle", None, {})
     nop = make_agent("nop", None, {})
     try:

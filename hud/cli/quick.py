@@ -23,7 +23,7 @@ import os
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from .common import (
@@ -37,6 +37,7 @@ from .common import (
     parse_args_json,
     prompt_text,
     read_answer,
+    with_serve_hint,
 )
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -67,7 +68,7 @@ class QuickClient:
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
-            raise QuickError(f"cannot reach an environment at {url}: {exc}",
+            raise QuickError(with_serve_hint(f"cannot reach an environment at {url}: {exc}"),
                              EXIT_CONNECTION) from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
@@ -165,8 +166,15 @@ class QuickClient:
         self.sock.close()
 
 
+class _SilentParser(argparse.ArgumentParser):
+    """Reports a usage error by raising, not printing: typer then reports it, once."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hud task", add_help=False)
+    parser = _SilentParser(prog="hud task", add_help=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("start", "grade"):
         cmd = sub.add_parser(name, add_help=False)

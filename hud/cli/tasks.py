@@ -26,6 +26,26 @@ async def list_served(url: str, token: str | None, as_json: bool) -> None:
         emit(f"{tpl.id}\t{tpl.description}")
 
 
+async def describe(url: str, token: str | None, as_json: bool) -> None:
+    """The served environment's manifest: who it is, its templates, and its capabilities
+    with every binding parameter (an ssh capability's host key among them)."""
+    async with _client(url, token) as client:
+        manifest = client.manifest
+    if as_json:
+        emit({"environment": msgspec.to_builtins(manifest.environment),
+              "protocol_version": manifest.protocol_version,
+              "templates": msgspec.to_builtins(manifest.templates),
+              "capabilities": msgspec.to_builtins(manifest.capabilities)})
+        return
+    env = manifest.environment
+    emit(f"environment\t{env.name} {env.version} (protocol {manifest.protocol_version})")
+    for tpl in manifest.templates:
+        emit(f"template\t{tpl.id}\t{tpl.description}")
+    for cap in manifest.capabilities:
+        params = msgspec.json.encode(cap.params).decode()
+        emit(f"capability\t{cap.name}\t{cap.protocol}\ttunnel /v1/tunnel/{cap.name}\t{params}")
+
+
 def list_source(source: str, as_json: bool) -> None:
     from ..errors import LoadError
     from ..loader import load_environment, load_tasks

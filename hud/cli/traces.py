@@ -1,7 +1,8 @@
 """``hud jobs``, ``hud trace``, ``hud export``: read the local trace store.
 
 stdout carries each command's result (a table, a rendered run, JSON, JSONL); messages go to
-stderr. A missing store, or an id that matches nothing (or several), exits with code 6.
+stderr. A missing store, or an id that matches nothing (or several), is a usage error (exit 2):
+exit 6 means a source could not be loaded.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import typer
 if TYPE_CHECKING:
     from ..eval.store import TraceStore
 
-EXIT_NOT_FOUND = 6
+EXIT_NOT_FOUND = 2  # the id or directory on the command line names nothing
 T = TypeVar("T")
 
 DirOption = Annotated[
     Path | None,
-    typer.Option("--dir", "-d", help="Trace store directory (default: $HUD_TRACE_DIR, "
-                 "else ~/.hud/traces)."),
+    typer.Option("--trace-dir", "--dir", "-d", help="Trace store directory (default: "
+                 "$HUD_TRACE_DIR, else ~/.hud/traces); `hud eval --trace-dir` writes there."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

@@ -36,11 +36,16 @@ async def rollout(
     group_id: str | None = None,
     timeout: float | None = None,
     max_steps: int | None = None,
+    on_start: Callable[[Run], object] | None = None,
 ) -> Run:
     """Run ``agent`` on ``task`` in an environment from ``runtime``; never raises for the
-    rollout's own failures (they are in ``run.error``), only for cancellation."""
+    rollout's own failures (they are in ``run.error``), only for cancellation, after marking
+    the run ``cancelled``: ``on_start`` receives the run as soon as it exists, so a caller
+    can still record it then."""
     deadline = None if timeout is None else time.monotonic() + timeout
     run = Run(task, group_id=group_id, max_steps=max_steps, deadline=deadline)
+    if on_start is not None:
+        on_start(run)
     run.agent_name = getattr(agent, "name", type(agent).__name__)
     run.model = getattr(agent, "model", None)
     phase: Phase = "environment"

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 Progress = Callable[[Run], None]
 
 
+ROWS_FORMAT = ('a JSON list of rows {"id": TEMPLATE, "args": {...}, "slug": optional} (or '
+               '{"tasks": [...]}), or .jsonl with one row per line, as `Taskset.to_file` writes')
+
+
 class Taskset:
     """An ordered collection of tasks, indexed by slug (slugs are unique: repeat a task
     with ``group=``, not by listing it twice)."""
@@ -84,12 +88,20 @@ class Taskset:
         from ..loader import load_environment
 
         path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
         text = path.read_text()
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            loaded = json.loads(text)
-            rows = loaded if isinstance(loaded, list) else loaded.get("tasks", [])
+        try:
+            if path.suffix == ".jsonl":
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                loaded = json.loads(text)
+                rows = loaded if isinstance(loaded, list) else loaded["tasks"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not task rows ({type(exc).__name__}: {exc}); "
+                             f"expected {ROWS_FORMAT}") from None
+        if not rows or not all(isinstance(row, dict) for row in rows):
+            raise ValueError(f"{path} holds no task rows; expected {ROWS_FORMAT}")
         environment = load_environment(env or path.parent)
         tasks = []
         for i, row in enumerate(rows):
@@ -147,13 +159,25 @@ class Taskset:
         gate = asyncio.Semaphore(config.width(rollouts))
         plan = [(task, gid) for task in self for gid in [new_id()] for _ in range(config.group)]
 
-        async def one(task: Task, group_id: str) -> Run:
-            async with gate:
-                run = await rollout(task, agent, runtime, group_id=group_id,
-                                    timeout=config.timeout, max_steps=config.max_steps)
+        def record(run: Run) -> Run:
             run.job_id = job.id
             if store is not None:
                 store.save_run(run)
+            return run
+
+        async def one(task: Task, group_id: str) -> Run:
+            started: list[Run] = []
+            async with gate:
+                try:
+                    run = await rollout(task, agent, runtime, group_id=group_id,
+                                        timeout=config.timeout, max_steps=config.max_steps,
+                                        on_start=started.append)
+                except asyncio.CancelledError:
+                    # Interrupted: the job keeps no end time, and its cut-off runs say so.
+                    for cut in started:
+                        record(cut)
+                    raise
+            record(run)
             if progress is not None:
                 progress(run)
             return run

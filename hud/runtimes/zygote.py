@@ -25,6 +25,9 @@ def main(argv: list[str]) -> int:
     solutions = "--enable-solutions" in argv[1:]
     token = os.environ.get("HUD_TOKEN")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished workers
+    # Ctrl-C reaches the whole process group: the parent that runs the pool owns it and stops
+    # the workers (SIGTERM, or closing stdin); the zygote and its workers ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from ..eventloop import loop_factory
     from ..loader import load_environment
@@ -51,6 +54,8 @@ def main(argv: list[str]) -> int:
                 with asyncio.Runner(loop_factory=loop_factory()) as runner:
                     runner.run(_serve_one(Server(env, config), out, zygote))
                 code = 0
+            except BrokenPipeError:
+                pass  # the pool closed while this worker started: no one to report to
             except BaseException as exc:
                 reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
                 with contextlib.suppress(OSError):
