@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from conftest import serving
+from hud.capabilities.sandbox.terminal import receive_master
 from hud.capabilities.ssh import Shell
 
 from hud.client import open_client
@@ -104,3 +107,20 @@ async def test_a_program_reading_the_terminal_gets_all_that_was_typed() -> None:
         output = await asyncio.wait_for(process.stdout.read(), 20)
         await process.wait()
     assert output.split() == [str(TYPED)], output[-200:]
+
+
+def test_the_host_takes_only_a_terminal_from_the_sandbox() -> None:
+    """What comes back on the console socket comes from the sandbox: a pipe posing as the
+    master is refused and closed, not read."""
+    console, sandbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    read_end, write_end = os.pipe()
+    with console, sandbox:
+        socket.send_fds(sandbox, [b"pty"], [read_end])
+        before = set(os.listdir("/proc/self/fd"))
+        with pytest.raises(OSError, match="no terminal"):
+            receive_master(console)
+        assert set(os.listdir("/proc/self/fd")) <= before  # the received copy is closed
+        with pytest.raises(OSError, match="no terminal"):
+            receive_master(console)  # nothing sent at all
+    os.close(read_end)
+    os.close(write_end)

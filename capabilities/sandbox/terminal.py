@@ -10,6 +10,7 @@ pty is the child's output.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import errno
@@ -33,11 +34,15 @@ def receive_master(console: socket.socket) -> int:
 
     Whatever arrives comes from the sandbox, so anything but exactly one terminal is closed
     and refused with ``OSError``."""
-    try:
-        _, fds, _, _ = socket.recv_fds(console, 16, 4,
-                                       socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    try:  # not socket.recv_fds: before Python 3.12 it drops the flags
+        _, ancillary, _, _ = console.recvmsg(16, socket.CMSG_SPACE(4 * fds.itemsize),
+                                             socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
     except BlockingIOError:
-        fds = []
+        ancillary = []
+    for level, kind, data in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
     if len(fds) == 1 and os.isatty(fds[0]):
         return fds[0]
     for fd in fds:
@@ -52,7 +57,7 @@ class PtyTransport(asyncio.Transport):
 
     The protocol gets ``eof_received`` when the child's side has gone (``EIO`` once no
     slave is open) and ``connection_lost`` only after :meth:`close`, or after a read error.
-    Writing to a terminal nobody reads any more drops the data (logged at debug level).
+    Input for a terminal that fails it (``EIO`` once its program has gone) is dropped.
     """
 
     def __init__(self, fd: int, protocol: asyncio.BaseProtocol) -> None:
