@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import serving
+from hud.capabilities.sandbox import bwrap_path
 from hud.capabilities.sandbox.terminal import receive_master
 from hud.capabilities.ssh import Shell
 
@@ -75,14 +76,17 @@ async def test_a_command_on_a_terminal_prints_its_tty_size_and_what_was_typed(
     kind: str,
 ) -> None:
     async with open_server(kind) as url, coding_shell(url) as shell:
-        process = await shell.create_process('tty; stty size; read -r line; echo "got:$line"',
-                                             term_type="xterm", term_size=(100, 30))
+        process = await shell.create_process(
+            'tty; stty size; stat -c "owner:%U" "$(tty)"; read -r line; echo "got:$line"',
+            term_type="xterm", term_size=(100, 30))
         process.stdin.write("typed words\n")
         output = await asyncio.wait_for(process.stdout.read(), 10)
         await process.wait()
     assert process.exit_status == 0, output
     assert re.search(r"^/dev/pts/\d+\r$", output, re.MULTILINE), output
     assert "30 100\r\n" in output and "got:typed words\r\n" in output, output
+    if bwrap_path():  # the agent's own terminal, as after a login
+        assert "owner:agent\r\n" in output, output
 
 
 @SERVERS
