@@ -10,13 +10,40 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from hud import eventloop
 from hud.environment import Environment
 from hud.server import Server, ServerConfig
 
+LOOPS = ("uvloop", "asyncio")
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+
+def chosen_loop() -> str:
+    """The loop async tests run on: ``uvloop`` (the default), the loop of ``hud serve``,
+    the other CLI commands and pool workers (:mod:`hud.eventloop`); ``HUD_TEST_LOOP=asyncio``
+    runs asyncio's own loop instead, the one library users may bring."""
+    name = os.environ.get("HUD_TEST_LOOP", "uvloop")
+    if name not in LOOPS:
+        raise pytest.UsageError(f"HUD_TEST_LOOP={name!r}: use one of {', '.join(LOOPS)}")
+    if name == "uvloop" and eventloop.loop_factory() is None:
+        raise pytest.UsageError("uvloop is not installed (pip install uvloop), "
+                                "or run on asyncio's loop with HUD_TEST_LOOP=asyncio")
+    return name
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen_loop()  # a mistyped HUD_TEST_LOOP stops the run before it starts
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"event loop: {chosen_loop()} (HUD_TEST_LOOP)"
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    """Module-scoped, so that module-scoped async fixtures run on it too."""
+    if chosen_loop() == "uvloop":
+        return "asyncio", {"loop_factory": eventloop.loop_factory()}
+    return "asyncio", {}
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -40,11 +40,6 @@ WEBSOCKET = """url => new Promise(done => {
 })"""
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class World:
     def __init__(self, server: Server, base: str, chromiums: list[Chromium]) -> None:
         self.server, self.base, self.chromiums = server, base, chromiums

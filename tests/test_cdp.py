@@ -37,11 +37,6 @@ FORM = """<!doctype html><title>form</title>
 <p id="out"></p>"""
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @contextlib.asynccontextmanager
 async def site(pages: dict[str, str]) -> AsyncIterator[str]:
     """A tiny HTTP server on 127.0.0.1 serving ``pages`` by path (cookies need http)."""

@@ -56,11 +56,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Lab:
     """The running server, its manifest's bindings by name, and one task's bindings."""
 

@@ -47,11 +47,6 @@ root.mainloop()
 WIDTH, HEIGHT = 800, 600
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class World:
     def __init__(self, server: Server, desktop: Desktop, logs: Path) -> None:
         self.server, self.desktop, self.logs = server, desktop, logs

@@ -12,11 +12,6 @@ from hud.capabilities.rfb.tight import TightDecoder, TightError
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def compact(length: int) -> bytes:
     out = bytearray([length & 0x7F])
     if length > 0x7F:

@@ -31,11 +31,6 @@ V3_3, V3_7, V3_8 = b"RFB 003.003\n", b"RFB 003.007\n", b"RFB 003.008\n"
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def server() -> AsyncIterator[Server]:
     env = Environment("versions")
     env.desktop(WIDTH, HEIGHT, spares=0)

@@ -14,9 +14,13 @@ socket to the host is what decides the grade).
 Each datagram is one JSON object:
 
 * host → spawner: ``{"op": "spawn", "id", "argv", "env", "cwd", "pty", "user"}`` with the
-  child's stdin, stdout and stderr passed as ``SCM_RIGHTS`` fds (one fd, the pty slave, when
-  ``pty``); ``{"op": "kill", "pid", "sig"}`` signals a child's process group (also after the
-  child itself has exited, while anything of its group lives on).
+  child's stdin, stdout and stderr passed as ``SCM_RIGHTS`` fds. When ``pty`` is
+  ``[cols, rows]`` the one fd passed is a console socket instead (as runc's): the spawner
+  opens a pty in the sandbox's own ``/dev/pts`` as the child's user (so ``tty`` names it
+  inside, that user owns it, and no host terminal is ever visible there), makes its slave
+  the child's terminal and sends the master back on that socket, before it answers.
+  ``{"op": "kill", "pid", "sig"}`` signals a child's process group (also after the child
+  itself has exited, while anything of its group lives on).
 * spawner → host: ``{"op": "ready"}`` once; ``{"op": "spawned", "id", "pid"}`` or
   ``{"op": "failed", "id", "error", "errno"}`` (no such command, directory or user, or
   not allowed to it);
@@ -147,8 +151,8 @@ def find(name: str, env: dict[str, str]) -> str:
 
 
 def start_child(message: Message, fds: list[int], user: User | None) -> int:
-    """Start one child with ``fds`` as its stdio, as ``user`` (``(uid, gid)``, or None for
-    ours); returns its pid.
+    """Start one child with ``fds`` as its stdio (or on a new pty: see the module's
+    docstring), as ``user`` (``(uid, gid)``, or None for ours); returns its pid.
 
     ``posix_spawn`` (vfork and exec) costs half of ``fork`` here; a pty child needs
     ``TIOCSCTTY`` between the two, so it forks.
@@ -157,17 +161,35 @@ def start_child(message: Message, fds: list[int], user: User | None) -> int:
     cwd = message.get("cwd") or "/"
     if not message.get("pty"):
         return spawn_as(user, cwd, argv, env, fds)
-    path = find(argv[0], env)
     if not os.path.isdir(cwd):
         raise FileNotFoundError(errno.ENOENT, "no such directory", cwd)
+    with acting_as(user):  # its command, and a terminal it owns (devpts: the opener's)
+        path = find(argv[0], env)
+        master, slave = os.openpty()
+    try:
+        cols, rows = message["pty"]
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        # sent before the fork: if the host cannot have the master, no child runs
+        with socket.socket(fileno=os.dup(fds[0])) as console:
+            socket.send_fds(console, [b"pty"], [master])
+        return start_on_terminal(path, argv, env, cwd, slave, user)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def start_on_terminal(
+    path: str, argv: list[str], env: dict[str, str], cwd: str, slave: int, user: User | None
+) -> int:
+    """Fork a child whose controlling terminal, stdin, stdout and stderr are ``slave``."""
     pid = os.fork()
     if pid:
         return pid
     try:
         os.setsid()
-        fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
         for target in range(3):
-            os.dup2(fds[0], target)
+            os.dup2(slave, target)
         os.closerange(3, 1 << 16)  # the socket to the host above all
         if user is not None:
             become(*user)

@@ -1,17 +1,16 @@
-"""Processes inside a sandbox, seen from the host: asyncio streams on the pipes (or the pty)
-that were handed to the spawner as the child's stdio."""
+"""Processes inside a sandbox, seen from the host: asyncio streams on the pipes that were
+handed to the spawner as the child's stdio, or on the master of the pty it opened inside."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import os
 import signal
-import struct
-import termios
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from .terminal import PtyTransport, receive_master
 
 if TYPE_CHECKING:
     from .spawner import Spawner
@@ -64,21 +63,13 @@ async def _writer(fd: int) -> asyncio.StreamWriter:
     return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
-def set_window_size(fd: int, cols: int, rows: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
 class SandboxProcess:
-    """One child of the spawner. ``stderr`` is None with a pty (it shares ``stdout``).
+    """One child of the spawner. ``stderr`` is None with a pty (it shares ``stdout``)."""
 
-    Reading the pty after the child has gone raises ``OSError`` (EIO) on some kernels;
-    :meth:`read` treats that as end of file.
-    """
-
-    def __init__(self, spawner: Spawner, pid: int, pty_master: int | None) -> None:
+    def __init__(self, spawner: Spawner, pid: int) -> None:
         self.spawner = spawner
         self.pid = pid
-        self.pty_master = pty_master
+        self.terminal: PtyTransport | None = None
         self.stdin: asyncio.StreamWriter | None = None
         self.stdout: asyncio.StreamReader
         self.stderr: asyncio.StreamReader | None = None
@@ -110,7 +101,7 @@ class SandboxProcess:
         finally:
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
-        self = cls(spawner, pid, None)
+        self = cls(spawner, pid)
         self.stdout = await self._read_end(out_r)
         self.stderr = await self._read_end(err_r)
         if stdin:
@@ -124,18 +115,25 @@ class SandboxProcess:
         cls, spawner: Spawner, argv: list[str], env: dict[str, str], cwd: str,
         size: tuple[int, int], user: str,
     ) -> SandboxProcess:
-        master, slave = os.openpty()
-        try:
-            set_window_size(master, *size)
-            pid = await spawner.spawn(argv, [slave], env=env, cwd=cwd, pty=True, user=user)
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
-        self = cls(spawner, pid, master)
-        self.stdout = await self._read_end(master)
-        self.stdin = await _writer(os.dup(master))
+        console, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with console:
+            try:
+                pid = await spawner.spawn(argv, [theirs.fileno()], env=env, cwd=cwd,
+                                          pty=size, user=user)
+            finally:
+                theirs.close()
+            try:
+                master = receive_master(console)
+            except OSError:
+                await spawner.kill(pid, signal.SIGKILL)
+                raise
+        self = cls(spawner, pid)
+        loop = asyncio.get_running_loop()
+        self.stdout = asyncio.StreamReader(limit=CHUNK, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(self.stdout, loop=loop)
+        self.terminal = PtyTransport(master, protocol)
+        self._transports.append(self.terminal)
+        self.stdin = asyncio.StreamWriter(self.terminal, protocol, self.stdout, loop)
         return self
 
     async def _read_end(self, fd: int) -> asyncio.StreamReader:
@@ -145,10 +143,7 @@ class SandboxProcess:
 
     async def read(self, stream: asyncio.StreamReader) -> bytes:
         """Up to one chunk from ``stream``; ``b""`` at end of file."""
-        try:
-            return await stream.read(CHUNK)
-        except OSError:  # EIO from a pty whose last writer has gone
-            return b""
+        return await stream.read(CHUNK)
 
     async def wait(self) -> int:
         return await self.spawner.wait(self.pid)
@@ -157,13 +152,12 @@ class SandboxProcess:
         await self.spawner.kill(self.pid, sig)
 
     def resize(self, cols: int, rows: int) -> None:
-        if self.pty_master is not None:
-            with contextlib.suppress(OSError):
-                set_window_size(self.pty_master, cols, rows)
+        if self.terminal is not None:
+            self.terminal.set_window_size(cols, rows)
 
     def close_stdin(self) -> None:
         if self.stdin is not None and not self.stdin.is_closing():
-            if self.pty_master is not None:  # a terminal has no EOF of its own: send ^D
+            if self.terminal is not None:  # a terminal has no EOF of its own: send ^D
                 self.stdin.write(b"\x04")
                 return
             self.stdin.close()

@@ -60,11 +60,12 @@ class Spawner:
             await asyncio.shield(self._ready)
 
     async def spawn(
-        self, argv: list[str], fds: list[int], *, env: dict[str, str], cwd: str, pty: bool = False,
-        user: str = "agent",
+        self, argv: list[str], fds: list[int], *, env: dict[str, str], cwd: str,
+        pty: tuple[int, int] | None = None, user: str = "agent",
     ) -> int:
         """Start ``argv`` inside as ``user`` (one of the spawner's, see :mod:`.inside`) with
-        ``fds`` as stdin, stdout, stderr (one fd for a pty).
+        ``fds`` as stdin, stdout, stderr; with ``pty`` (``(cols, rows)``) on a new terminal,
+        whose master comes back on ``fds[0]``, a console socket (see :mod:`.inside`).
 
         The caller still owns ``fds`` and should close its copies once this returns.
         """
