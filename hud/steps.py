@@ -56,8 +56,8 @@ async def run_step(
     try:
         with enter():
             first = inner.send(None)
-    except StopIteration as done:
-        return done.value
+    except StopIteration as finished:
+        return finished.value
     finally:
         _check(began, label)
     task = asyncio.ensure_future(_watched(_Timed(inner, first, label), enter))

@@ -358,7 +358,8 @@ def init(
 
     Examples: `hud init my-env && hud check my-env/env.py`, `hud init repo-env -t coding`.
     """
-    from .scaffold import KINDS, write_project
+    from .scaffold import write_project
+    from .scaffold_kinds import KINDS
 
     if template not in KINDS:
         fail(f"--template {template!r}: choose one of {', '.join(KINDS)}", EXIT_USAGE)

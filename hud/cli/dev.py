@@ -42,7 +42,8 @@ def run_dev(target: str, *, host: str, port: int, serve_args: list[str]) -> int:
             changed = sorted(str(p) for p in now.keys() | seen.keys() if now.get(p) != seen.get(p))
             seen = now
             log.info("reloading: %s changed", ", ".join(changed))
-            _stop(child)
+            if child is not None:
+                _stop(child)
             child, _ = _start(target, host, port, serve_args)  # None: fix the file, it retries
     except KeyboardInterrupt:
         return 0
@@ -72,7 +73,7 @@ def _stop(child: subprocess.Popen[str]) -> None:
     child.wait()
 
 
-def _mtimes(folder: Path) -> dict[Path, float]:
+def _mtimes(folder: Path) -> dict[Path, int]:
     """Every ``.py`` file under ``folder`` (hidden folders and virtualenvs left out)."""
     found = {}
     for path in folder.rglob("*.py"):
