@@ -80,9 +80,14 @@ class ServerConfig:
     max_connections: int = 100_000
     """Connections in all (handshaking, control sessions, tunnels); one more gets 503."""
     keepalive: float | None = 20.0
-    """Dead peers are found by TCP keepalive, not WebSocket pings (no task or memory per
-    connection). Seconds of silence before the kernel probes a peer (then 4 probes 5 s
-    apart); a dead peer closes the connection, which parks its session. ``None``: off."""
+    """Dead peers are found by TCP keepalive (no task or memory per connection). Seconds
+    of silence before the kernel probes a peer (then 4 probes 5 s apart); a dead peer
+    closes the connection, which parks its session. ``None``: off."""
+    ping_interval: float | None = 30.0
+    """Frozen peers (a stopped process, whose kernel still answers keepalive) are found by
+    WebSocket pings on control connections: after this many seconds, a ping; no pong within
+    ``ping_timeout`` seconds drops the connection, which parks its session. ``None``: off."""
+    ping_timeout: float = 30.0
 
 
 def is_loopback(host: str) -> bool:
@@ -332,6 +337,8 @@ class Server:
         ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
         if path == CONTROL_PATH:
+            if self.config.ping_interval:
+                ws.watch_liveness(self.config.ping_interval, self.config.ping_timeout)
             self._spawn(self._control(ws), ws)
         else:
             self._spawn(self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX))), ws)

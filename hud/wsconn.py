@@ -54,6 +54,9 @@ class WsConnection(asyncio.Protocol):
         self._fragment_text = False
         self._writable: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._liveness: tuple[float, float] | None = None  # see watch_liveness
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_due = False
         self.on_write_pause: Callable[[bool], None] | None = None
         """Called with True when the peer stops taking data, False when it takes it again
         (a tunnel pauses its other side)."""
@@ -114,6 +117,37 @@ class WsConnection(asyncio.Protocol):
                 data = b"".join(self._fragments)
                 self._fragments = []
                 self._deliver(data, self._fragment_text)
+        elif opcode is Opcode.PONG:
+            self._pong_due = False
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def watch_liveness(self, interval: float, timeout: float) -> None:
+        """After each ``interval`` seconds, ping the peer and drop the connection when its
+        pong takes longer than ``timeout``: a peer whose process is frozen (SIGSTOP, a
+        debugger) still has its kernel answer TCP keepalive, but never answers a ping. No
+        verdict while we are not reading (back-pressure): the pong may be waiting unread.
+        One timer per connection, no task."""
+        self._liveness = (interval, timeout)
+        self._ping_timer = asyncio.get_running_loop().call_later(interval, self._ping)
+
+    def _ping(self) -> None:
+        if self.protocol.state is not State.OPEN or self._liveness is None:
+            return
+        self._pong_due = True
+        self.protocol.send_ping(b"hud")
+        self._flush()
+        self._ping_timer = asyncio.get_running_loop().call_later(
+            self._liveness[1], self._check_pong)
+
+    def _check_pong(self) -> None:
+        if self._liveness is None or self.transport is None or self.closed.done():
+            return
+        if self._pong_due and not self._read_paused:  # frozen or gone: the driver parks
+            self.transport.abort()                    # what it holds
+            return
+        self._ping_timer = asyncio.get_running_loop().call_later(
+            self._liveness[0], self._ping)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -198,6 +232,8 @@ class WsConnection(asyncio.Protocol):
             self._writable.set_result(None)
         if self._close_timer is not None:
             self._close_timer.cancel()
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
             if self._closer is not None:

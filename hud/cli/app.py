@@ -107,6 +107,9 @@ def serve(
     enable_solutions: Annotated[
         bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
     ] = False,
+    ping_interval: Annotated[float, typer.Option(
+        help="Seconds between pings of each control connection; a frozen client (no pong "
+             "within as long again) is dropped and its task parked. 0: no pings.")] = 30.0,
     allow_origin: Annotated[list[str] | None, typer.Option(
         "--allow-origin", help="A web origin whose pages may connect (repeatable); "
                                "others are refused."),
@@ -125,6 +128,7 @@ def serve(
         target, host=host, port=port, token=token, park_ttl=park_ttl,
         call_timeout=call_timeout, max_message_size=max_message_size,
         enable_solutions=enable_solutions, allowed_origins=tuple(allow_origin or ()),
+        ping_interval=ping_interval or None, ping_timeout=ping_interval or 30.0,
         verbose=verbose, quiet=quiet,
     )
     raise typer.Exit(code)
