@@ -5,8 +5,7 @@ stall the server: a step that swallows :class:`asyncio.CancelledError` (it can t
 any timeout, ``tasks.cancel`` and shutdown), and a step that blocks the loop (``time.sleep``,
 a synchronous HTTP call), which stalls every session at once.
 
-:func:`run_step` runs each step in a task of its own (once it first suspends: a step that
-never waits runs in place) and waits for it. On a timeout, or when
+:func:`run_step` runs each step in a task of its own and waits for it. On a timeout, or when
 the caller is cancelled, the step is cancelled and gets :data:`CANCEL_GRACE` seconds to end;
 one that does not is *abandoned*: logged as an error, kept in :data:`ABANDONED` until it
 returns by itself, and no longer waited for, so the reply still goes out and shutdown still
@@ -48,19 +47,7 @@ async def run_step(
     :class:`asyncio.CancelledError` when the caller is cancelled; in the last two cases only
     once the step has ended or been abandoned (then ``on_abandon()`` is called first).
     ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``."""
-    # Most steps never wait (a prompt, a grade computed in place): run the first stretch
-    # here, and make a task only for a step that suspends. The rest of it then runs in the
-    # task, in the same scope entered again, from the very point where it suspended.
-    inner = step.__await__()
-    began = time.perf_counter()
-    try:
-        with enter():
-            first = inner.send(None)
-    except StopIteration as finished:
-        return finished.value
-    finally:
-        _check(began, label)
-    task = asyncio.ensure_future(_watched(_Timed(inner, first, label), enter))
+    task = asyncio.ensure_future(_watched(step, label, enter))
     try:
         done, _ = await asyncio.wait((task,), timeout=timeout)
     except asyncio.CancelledError:
@@ -88,50 +75,46 @@ async def _stop(task: asyncio.Task[Any], label: str, on_abandon: Callable[[], No
             task.exception()  # retrieved: the step was given up, its outcome is moot
 
 
-async def _watched(rest: _Timed, enter: Callable[[], contextlib.AbstractContextManager[Any]]
-                   ) -> Any:
+async def _watched(
+    step: Awaitable[Any], label: str,
+    enter: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> Any:
     with enter():
-        return await rest
+        return await _Timed(step, label)
 
 
 class _Timed:
-    """The rest of a step that suspended on ``first``: awaits it, then drives the step on,
-    timing each stretch it runs between two suspensions."""
+    """Awaits ``step``, timing each stretch it runs between two suspensions."""
 
-    __slots__ = ("first", "inner", "label")
+    __slots__ = ("label", "step")
 
-    def __init__(self, inner: Generator[Any, Any, Any], first: Any, label: str) -> None:
-        self.inner = inner
-        self.first = first
+    def __init__(self, step: Awaitable[Any], label: str) -> None:
+        self.step = step
         self.label = label
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        inner = self.inner
+        inner = self.step.__await__()
         value: Any = None
         error: BaseException | None = None
-        try:  # the future the step suspended on, handed to the task that now runs it
-            value = yield self.first
-        except BaseException as exc:  # thrown in by the task (cancellation): pass it on
-            error = exc
         while True:
             began = time.perf_counter()
             try:
                 yielded = inner.send(value) if error is None else inner.throw(error)
             except StopIteration as done:
-                _check(began, self.label)
+                self._check(began)
                 return done.value
             except BaseException:
-                _check(began, self.label)
+                self._check(began)
                 raise
-            _check(began, self.label)
+            self._check(began)
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:  # thrown in by the task (cancellation): pass it on
                 value, error = None, exc
 
-
-def _check(began: float, label: str) -> None:
-    held = time.perf_counter() - began
-    if held > BLOCKING_THRESHOLD:
-        log.warning("%s blocked the event loop for %.2f s, stalling every session: run "
-                    "blocking calls with `await asyncio.to_thread(func, ...)`", label, held)
+    def _check(self, began: float) -> None:
+        held = time.perf_counter() - began
+        if held > BLOCKING_THRESHOLD:
+            log.warning("%s blocked the event loop for %.2f s, stalling every session: run "
+                        "blocking calls with `await asyncio.to_thread(func, ...)`",
+                        self.label, held)
