@@ -1,0 +1,69 @@
+"""hud.steps: a template step's first stretch runs in place, as its own task, and a step that
+then waits goes on in that task, in the same context: what it entered before its first
+await (a timeout, a task group, a context variable) still holds after it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+
+import pytest
+from conftest import serving
+
+from hud import Environment
+from hud.client import open_client
+from hud.steps import run_step
+
+pytestmark = pytest.mark.anyio
+
+mark: contextvars.ContextVar[str] = contextvars.ContextVar("mark", default="unset")
+
+
+async def straddles() -> tuple[bool, str]:
+    """Enters a timeout, a task group and a context variable, then waits, then leaves them."""
+    before = asyncio.current_task()
+    token = mark.set("set in the first stretch")
+    async with asyncio.timeout(5), asyncio.TaskGroup() as group:
+        group.create_task(asyncio.sleep(0.01))
+        await asyncio.sleep(0.01)
+    seen = mark.get()
+    mark.reset(token)  # a token made in another context would raise here
+    return asyncio.current_task() is before, seen
+
+
+async def test_a_step_that_waits_keeps_its_task_and_context() -> None:
+    caller = asyncio.current_task()
+    same_task, seen = await run_step(straddles(), label="t", timeout=5,
+                                     enter=contextlib.nullcontext, on_abandon=lambda: None)
+    assert same_task and seen == "set in the first stretch"
+    assert asyncio.current_task() is caller and mark.get() == "unset"  # nothing leaked
+
+
+async def test_a_step_that_never_waits_runs_in_place_and_raises_its_own_error() -> None:
+    async def at_once() -> int:
+        return 7
+
+    async def broken() -> None:
+        raise KeyError("the step's own")
+
+    quiet = {"label": "t", "timeout": 5, "enter": contextlib.nullcontext,
+             "on_abandon": lambda: None}
+    assert await run_step(at_once(), **quiet) == 7
+    with pytest.raises(KeyError, match="the step's own"):
+        await run_step(broken(), **quiet)
+
+
+async def test_a_template_straddling_its_first_await_is_served() -> None:
+    env = Environment("straddle")
+
+    @env.template()
+    async def straddle():
+        same_task, seen = await straddles()
+        answer = yield f"{same_task} {seen}"
+        yield 1.0 if answer == "ok" else 0.0
+
+    async with serving(env) as server, open_client(server.url) as client:
+        started = await client.start("straddle")
+        assert started.prompt == "True set in the first stretch"
+        assert (await client.grade("ok")).reward == 1.0
