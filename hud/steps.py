@@ -49,7 +49,7 @@ async def run_step(
     :class:`asyncio.CancelledError` when the caller is cancelled; in the last two cases only
     once the step has ended or been abandoned (then ``on_abandon()`` is called first).
     ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``."""
-    task, finished = _start_eagerly(_watched(step, label, enter))
+    task, finished = _start_eagerly(_watched(step, enter), label)
     if finished is not None:  # the step never waited: it is done already
         return finished.result()
     try:
@@ -63,7 +63,7 @@ async def run_step(
     return task.result()
 
 
-def _start_eagerly(coro: Coroutine[Any, Any, Any]
+def _start_eagerly(coro: Coroutine[Any, Any, Any], label: str
                    ) -> tuple[asyncio.Task[Any], asyncio.Future[Any] | None]:
     """A task for ``coro`` whose first stretch runs here and now, as that task and in its
     own copy of the context (what Python 3.12's eager tasks do, done by hand for 3.11).
@@ -75,13 +75,14 @@ def _start_eagerly(coro: Coroutine[Any, Any, Any]
     """
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
-    resumed = _Resumed(coro)
+    resumed = _Resumed(coro, label)
     task = loop.create_task(_drive(resumed), context=context)
     caller = asyncio.current_task(loop)
     if caller is not None:
         _leave_task(loop, caller)
     _enter_task(loop, task)
     outcome: asyncio.Future[Any] | None = None
+    began = time.perf_counter()
     try:
         resumed.first = context.run(coro.send, None)
     except StopIteration as returned:
@@ -94,17 +95,20 @@ def _start_eagerly(coro: Coroutine[Any, Any, Any]
         _leave_task(loop, task)
         if caller is not None:
             _enter_task(loop, caller)
+        _check(began, label)
     resumed.finished = outcome is not None
     return task, outcome
 
 
 class _Resumed:
-    """The rest of a coroutine whose first stretch ran elsewhere (see _start_eagerly)."""
+    """The rest of a coroutine whose first stretch ran elsewhere (see _start_eagerly),
+    timing each stretch it runs between two suspensions."""
 
-    __slots__ = ("coro", "finished", "first")
+    __slots__ = ("coro", "finished", "first", "label")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], label: str) -> None:
         self.coro = coro
+        self.label = label
         self.first: Any = None
         self.finished = False
 
@@ -118,10 +122,13 @@ class _Resumed:
         except BaseException as exc:  # thrown in by the task (cancellation): pass it on
             error = exc
         while True:
+            began = time.perf_counter()
             try:
                 yielded = self.coro.send(value) if error is None else self.coro.throw(error)
             except StopIteration as returned:
                 return returned.value
+            finally:
+                _check(began, self.label)
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:
@@ -149,45 +156,14 @@ async def _stop(task: asyncio.Task[Any], label: str, on_abandon: Callable[[], No
 
 
 async def _watched(
-    step: Awaitable[Any], label: str,
-    enter: Callable[[], contextlib.AbstractContextManager[Any]],
+    step: Awaitable[Any], enter: Callable[[], contextlib.AbstractContextManager[Any]],
 ) -> Any:
     with enter():
-        return await _Timed(step, label)
+        return await step
 
 
-class _Timed:
-    """Awaits ``step``, timing each stretch it runs between two suspensions."""
-
-    __slots__ = ("label", "step")
-
-    def __init__(self, step: Awaitable[Any], label: str) -> None:
-        self.step = step
-        self.label = label
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        inner = self.step.__await__()
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            began = time.perf_counter()
-            try:
-                yielded = inner.send(value) if error is None else inner.throw(error)
-            except StopIteration as done:
-                self._check(began)
-                return done.value
-            except BaseException:
-                self._check(began)
-                raise
-            self._check(began)
-            try:
-                value, error = (yield yielded), None
-            except BaseException as exc:  # thrown in by the task (cancellation): pass it on
-                value, error = None, exc
-
-    def _check(self, began: float) -> None:
-        held = time.perf_counter() - began
-        if held > BLOCKING_THRESHOLD:
-            log.warning("%s blocked the event loop for %.2f s, stalling every session: run "
-                        "blocking calls with `await asyncio.to_thread(func, ...)`",
-                        self.label, held)
+def _check(began: float, label: str) -> None:
+    held = time.perf_counter() - began
+    if held > BLOCKING_THRESHOLD:
+        log.warning("%s blocked the event loop for %.2f s, stalling every session: run "
+                    "blocking calls with `await asyncio.to_thread(func, ...)`", label, held)
