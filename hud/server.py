@@ -245,7 +245,7 @@ class Server:
             work.close()
             transport.close_soon(1001, "server shutting down")
             return
-        self._tasks.spawn(work)
+        self._tasks.spawn(work, guarded=True)
 
     async def _sweep(self) -> None:
         interval = max(min(self.config.park_ttl / 4, 5.0), 0.01)
@@ -348,6 +348,8 @@ class Server:
         self.connections.add(conn)
         try:
             await conn.run()
+        except Exception:  # a bug in hud: this connection ends, the server serves on
+            log.exception("a control connection failed")
         finally:
             self.connections.discard(conn)
 
@@ -357,6 +359,9 @@ class Server:
         except OSError as exc:
             log.warning("tunnel to %r failed: %s", name, exc)
             await ws.close(1011, str(exc)[:120])
+        except Exception:  # a bug in hud: this tunnel ends, the server serves on
+            log.exception("tunnel to %r failed", name)
+            await ws.close(1011, "internal error")
 
 
 def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import ssl as ssl_module
 from collections.abc import Callable
 from typing import Any
@@ -129,7 +130,10 @@ class WsConnection(asyncio.Protocol):
         verdict while we are not reading (back-pressure): the pong may be waiting unread.
         One timer per connection, no task."""
         self._liveness = (interval, timeout)
-        self._ping_timer = asyncio.get_running_loop().call_later(interval, self._ping)
+        # the first ping at a random point of the interval: connections opened in a burst
+        # must not all be pinged in the same instant, again and again
+        self._ping_timer = asyncio.get_running_loop().call_later(
+            interval * (0.5 + random.random() / 2), self._ping)
 
     def _ping(self) -> None:
         if self.protocol.state is not State.OPEN or self._liveness is None:

@@ -234,7 +234,7 @@ class Driver:
         inline = [c for c in self.running if c.method.schedule is Schedule.INLINE]
         queued = [c for c in self.running if c.method.schedule is Schedule.QUEUED]
         assert len(inline) <= 1 and len(queued) <= 1, self.running
-        assert len(self.core._held) + len(self.core._queued) <= MAX_WAITING
+        assert len(self.core._held or ()) + len(self.core._queued or ()) <= MAX_WAITING
 
     def drain(self) -> None:
         while self.running:

@@ -89,16 +89,18 @@ class ServerConnection:
         self.opened = False
         """True once ``manifest`` succeeded, until ``bye`` succeeds."""
         self._outbox: list[bytes] = []
-        self._held: collections.deque[str | bytes | bytearray] = collections.deque()
+        # Made on first use: an empty deque is 760 bytes, and most connections never hold
+        # a frame or queue a call (10,000 open sessions would pay 15 MB for nothing).
+        self._held: collections.deque[str | bytes | bytearray] | None = None
         self._inline: Call | None = None
         self._running: Call | None = None
-        self._queued: collections.deque[Call] = collections.deque()
+        self._queued: collections.deque[Call] | None = None
         self._waiting_size = 0  # characters of the held frames and queued calls
 
     @property
     def saturated(self) -> bool:
         """Whether the driver should stop reading until more calls finish."""
-        return (len(self._held) + len(self._queued) >= MAX_WAITING
+        return (len(self._held or ()) + len(self._queued or ()) >= MAX_WAITING
                 or self._waiting_size >= MAX_WAITING_BYTES)
 
     @property
@@ -109,6 +111,8 @@ class ServerConnection:
     def receive(self, frame: str | bytes | bytearray) -> list[Call]:
         """Take one frame; return the calls to start now, in order (possibly none)."""
         if self._inline is not None:
+            if self._held is None:
+                self._held = collections.deque()
             self._held.append(frame)
             self._waiting_size += len(frame)
             return []
@@ -135,7 +139,7 @@ class ServerConnection:
     def cancel_waiting(self, reason: str) -> int:
         """Answer every queued call that has not started with :class:`Cancelled`; returns
         how many. The call in progress is the driver's to cancel (then :meth:`finish` it)."""
-        waiting, self._queued = self._queued, collections.deque()
+        waiting, self._queued = self._queued or collections.deque(), None
         self._waiting_size -= sum(call.size for call in waiting)
         for call in waiting:
             error = Cancelled(f"{call.method.name} was cancelled before it started: {reason}")
@@ -158,6 +162,8 @@ class ServerConnection:
                 self._running = call
                 return [call]
             call.size = len(frame)
+            if self._queued is None:
+                self._queued = collections.deque()
             self._queued.append(call)
             self._waiting_size += call.size
             return []
