@@ -53,9 +53,10 @@ class Workspace(Service):
     ``require_isolation``: refuse to start without bubblewrap instead of warning.
     ``isolation="none"`` turns isolation off on purpose. ``size`` caps what one task may
     write (overlay views), ``tmp_size`` each of its ``/``, ``/tmp`` and ``/dev/shm`` (both
-    held in memory; by default a quarter and an eighth of ``max_memory``). ``env`` adds variables to every command. ``spares`` sandboxes are
-    kept started ahead of need, so a new task does not wait for one. ``max_processes`` and
-    ``max_memory`` cap one task's sandbox as a whole (``None`` lifts a cap).
+    held in memory; by default a quarter and an eighth of ``max_memory``). ``env`` adds
+    variables to every command. ``spares`` sandboxes are kept started ahead of need, so a
+    new task does not wait for one. ``max_processes`` and ``max_memory`` cap one task's
+    sandbox as a whole (``None`` lifts a cap).
     """
 
     def __init__(
