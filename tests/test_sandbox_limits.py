@@ -113,8 +113,11 @@ async def test_the_next_start_removes_a_dead_servers_leftovers_only(tmp_path: Pa
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid is now no process's: a server SIGKILLed
     live = subprocess.Popen(["sleep", "60"])
+    stale: list[Path] = []
+    kept: list[Path] = []
     try:
-        stale, kept = make_leftovers(dead.pid), make_leftovers(live.pid)
+        stale += make_leftovers(dead.pid)
+        kept += make_leftovers(live.pid)
         leftovers.sweep_once.cache_clear()
         (tmp_path / "repo").mkdir()
         pool = Sandboxes(SandboxConfig(root=str(tmp_path / "repo")))
