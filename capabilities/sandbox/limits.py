@@ -198,9 +198,13 @@ class Limits:
 
 
 def sweep(alive: Callable[[int], bool]) -> None:
-    """Remove the empty groups left by servers that are gone (``alive(pid)`` false)."""
+    """Remove the empty groups left by servers that are gone (``alive(pid)`` false), where
+    groups are made now and where they were made before they nested in the server's."""
     layout = _layout()
-    for parent in layout[1] if layout else []:
+    if layout is None:
+        return
+    old = [ROOT / "hud"] if layout[0] == "v2" else [ROOT / "pids", ROOT / "memory"]
+    for parent in {*layout[1], *old}:
         for group in parent.glob("hud-*-*"):
             pid = group.name.split("-")[1]
             if pid.isdigit() and not alive(int(pid)):
