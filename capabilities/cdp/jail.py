@@ -28,6 +28,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..sandbox import leftovers
+
 # Not nobody (65534), which other daemons share: files this uid owns are our profiles only.
 UID = 64000  # and the group of the same number
 PROFILE = "/tmp/profile"  # where the profile appears inside
@@ -65,7 +67,8 @@ class Jail:
 
     @classmethod
     def create(cls, proxy: str) -> Jail:
-        jail = cls(Path(tempfile.mkdtemp(prefix="hud-chromium-")))
+        leftovers.sweep_once()  # a server killed before us may have left its jails
+        jail = cls(Path(tempfile.mkdtemp(prefix=leftovers.prefix("chromium"))))
         jail.root.chmod(0o711)  # the sandbox's uid must reach profile/ and policy/
         (jail.root / "policy").mkdir(mode=0o755)
         (jail.root / "policy" / "hud.json").write_text(json.dumps(policy(proxy)))

@@ -1,12 +1,16 @@
 """Per-sandbox resource limits: a control group capping processes and memory.
 
-Each sandbox gets its own group (``hud-<pid>-<n>``); the sandbox's first process joins it
-before it runs (:meth:`Limits.wrap`), so everything it ever starts is counted, with no
-window in which a child could escape. A fork bomb then meets ``pids.max``, a memory hog the
-group's memory limit (the kernel's OOM killer acts inside the group only). Works with
-cgroup v2 (a ``hud`` group under the unified root, controllers delegated to it) and with
-v1 (the ``pids`` and ``memory`` hierarchies). Where neither is writable (no root, a
-read-only ``/sys/fs/cgroup``), sandboxes run without these limits and one warning says so.
+Each sandbox gets its own group (``hud-<pid>-<n>``, ``<pid>`` the server's, see
+:mod:`.leftovers`) nested under the server's own group, so a limit on the server (a
+container's) holds its sandboxes too. The sandbox's first process joins it before it runs
+(:meth:`Limits.wrap`), so everything it ever starts is counted, with no window in which a
+child could escape. A fork bomb then meets ``pids.max``, a memory hog the group's memory
+limit (the kernel's OOM killer acts inside the group only). Works with cgroup v2 (a ``hud``
+group under the server's, controllers delegated to it; v2 allows that only where the
+server's group holds no process, else the groups go under the root, with one warning) and
+with v1 (the server's groups in the ``pids`` and ``memory`` hierarchies). Where neither is
+writable (no root, a read-only ``/sys/fs/cgroup``), sandboxes run without these limits and
+one warning says so.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import itertools
 import logging
 import os
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -37,31 +42,81 @@ def parse_size(size: str | int) -> int:
     return int(match[1]) * _UNITS[match[2]]
 
 
+def own_group(controller: str) -> str | None:
+    """This process's group (a path from the hierarchy's root) in the v1 hierarchy of
+    ``controller``, or in the unified v2 one for ``""``; None where it has none."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):  # "" matches only the unified line's ""
+            return path
+    return None
+
+
+def _under_own(base: Path, controller: str) -> Path:
+    """``base`` joined with this process's group, so that sandbox groups are nested in
+    it (and count against any limit a container running the server has)."""
+    path = own_group(controller)
+    return base / path.lstrip("/") if path else base
+
+
 @cache
 def _layout() -> tuple[str, list[Path]] | None:
-    """("v2", [parent]) or ("v1", [pids root, memory root]) where groups can be made."""
+    """("v2", [parent]) or ("v1", [pids parent, memory parent]) where groups can be made:
+    under this process's own group(s) where possible, else (one warning) under the root."""
     unified = ROOT / "cgroup.controllers"
     try:
         controllers = set(unified.read_text().split()) if unified.exists() else set()
     except OSError:
         controllers = set()
     if controllers and {"pids", "memory"} <= controllers:
-        parent = ROOT / "hud"
-        try:
-            parent.mkdir(exist_ok=True)
-            (ROOT / "cgroup.subtree_control").write_text("+pids +memory")
-            (parent / "cgroup.subtree_control").write_text("+pids +memory")
-        except OSError as exc:
-            log.warning("cgroup v2 is not writable (%s): sandboxes run without process "
-                        "and memory limits", exc)
-            return None
-        return "v2", [parent]
+        return _layout_v2()
     v1 = [ROOT / "pids", ROOT / "memory"]
     if all((root / "cgroup.procs").exists() and os.access(root, os.W_OK) for root in v1):
+        own = [_under_own(v1[0], "pids"), _under_own(v1[1], "memory")]
+        if all(os.access(group, os.W_OK) for group in own):
+            return "v1", own
+        _warn_outside(f"{own} is not writable")
         return "v1", v1
     log.warning("no writable cgroup hierarchy with pids and memory controllers: sandboxes "
                 "run without process and memory limits")
     return None
+
+
+def _layout_v2() -> tuple[str, list[Path]] | None:
+    """A delegated ``hud`` group under this process's own, with ``pids`` and ``memory``
+    enabled for its children; under the root where the own group cannot delegate (v2
+    refuses controllers below a group that holds processes, the server's own usually)."""
+    own = _under_own(ROOT, "")
+    if own != ROOT:
+        try:
+            _delegate(own)
+            return "v2", [own / "hud"]
+        except OSError as exc:
+            _warn_outside(f"cannot delegate pids and memory below {own}: {exc}")
+            with contextlib.suppress(OSError):
+                (own / "hud").rmdir()
+    try:
+        _delegate(ROOT)
+    except OSError as exc:
+        log.warning("cgroup v2 is not writable (%s): sandboxes run without process "
+                    "and memory limits", exc)
+        return None
+    return "v2", [ROOT / "hud"]
+
+
+def _delegate(parent: Path) -> None:
+    (parent / "cgroup.subtree_control").write_text("+pids +memory")
+    (parent / "hud").mkdir(exist_ok=True)
+    (parent / "hud" / "cgroup.subtree_control").write_text("+pids +memory")
+
+
+def _warn_outside(why: str) -> None:
+    log.warning("%s: sandbox groups go under the cgroup root, outside any limit on this "
+                "server's own group", why)
 
 
 def available() -> bool:
@@ -140,3 +195,18 @@ class Limits:
                 return
             await asyncio.sleep(0.01)
         log.warning("could not remove %s: processes are still inside", self.dirs)
+
+
+def sweep(alive: Callable[[int], bool]) -> None:
+    """Remove the empty groups left by servers that are gone (``alive(pid)`` false), where
+    groups are made now and where they were made before they nested in the server's."""
+    layout = _layout()
+    if layout is None:
+        return
+    old = [ROOT / "hud"] if layout[0] == "v2" else [ROOT / "pids", ROOT / "memory"]
+    for parent in {*layout[1], *old}:
+        for group in parent.glob("hud-*-*"):
+            pid = group.name.split("-")[1]
+            if pid.isdigit() and not alive(int(pid)):
+                with contextlib.suppress(OSError):  # still holds processes: keep it
+                    group.rmdir()

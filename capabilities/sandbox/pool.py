@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import leftovers
 from .sandbox import ETC, Isolation, Sandbox, SandboxConfig, bwrap_path, sandbox_python
 from .users import AGENT_HOST_ID, Users, open_users
 from .views import OverlayView, View, default_views_dir, open_view, overlay_supported
@@ -37,7 +38,8 @@ class Sandboxes:
         self.isolation: Isolation = "bwrap" if self.bwrap else "none"
         self.config.isolation = self.isolation
         self.overlay = self.isolation == "bwrap" and overlay_supported(config.root)
-        self.scratch = tempfile.mkdtemp(prefix="hud-sandbox-")
+        leftovers.sweep_once()  # a server killed before us may have left its own
+        self.scratch = tempfile.mkdtemp(prefix=leftovers.prefix("sandbox"))
         for name, text in ETC.items():
             Path(self.scratch, name).write_text(text)
         self.views_dir = default_views_dir()
@@ -97,10 +99,11 @@ class Sandboxes:
 
     async def _open_view(self) -> View:
         owner = None if self.users is None else AGENT_HOST_ID
+        size = self.config.view_bytes()
         if not self.overlay:
             return await asyncio.to_thread(open_view, self.config.root, self.views_dir,
-                                           size=self.config.size, overlay=False, owner=owner)
-        view = open_view(self.config.root, self.views_dir, size=self.config.size, overlay=True,
+                                           size=size, overlay=False, owner=owner)
+        view = open_view(self.config.root, self.views_dir, size=size, overlay=True,
                          owner=owner, idmap=None if self.users is None else self.users.idmap)
         self.overlay = isinstance(view, OverlayView)  # after one failure, copy from now on
         return view

@@ -7,10 +7,11 @@ private home, :data:`GRADER_HOME`), both without capabilities (unprivileged host
 the server is root; one user for both otherwise, see :mod:`.users`), a seccomp filter
 refusing the system calls a shell has no use for (:mod:`.seccomp`), and (where a cgroup
 hierarchy is writable) its own group capping its processes and memory. Its root holds
-``/usr`` read-only, a fresh ``/proc``, ``/dev``, ``/dev/shm`` and ``/tmp``, three synthetic
-files in ``/etc``, and the session's view of the workspace at the guest path; the rest of
-the host is absent. bwrap starts with an empty environment, so no process inside (not even
-its pid 1, via ``/proc/1/environ``) sees the server's variables.
+``/usr`` read-only, a fresh ``/proc``, read-only ``/dev``, and ``/dev/shm``, ``/tmp`` and
+``/`` on size-capped tmpfs (:attr:`SandboxConfig.tmp_size`), three synthetic files in
+``/etc``, and the session's view of the workspace at the guest path; the rest of the host is
+absent. bwrap starts with an empty environment, so no process inside (not even its pid 1,
+via ``/proc/1/environ``) sees the server's variables.
 
 Without bubblewrap (``isolation == "none"``) the same spawner runs on the host in the
 session's copy of the workspace, with a cleared environment and nothing more: the guest
@@ -37,7 +38,7 @@ from typing import Literal
 
 from . import seccomp
 from .grading import GraderCommands
-from .limits import Limits
+from .limits import Limits, parse_size
 from .process import CommandFailed, ProcessResult, SandboxProcess
 from .spawner import SOURCE, Spawner
 from .users import AGENT_ID, GRADER_ID, SPAWNER_ID, Users, spawner_users
@@ -102,8 +103,14 @@ class SandboxConfig:
     guest_path: str = "/workspace"
     network: bool = False
     isolation: Isolation = "bwrap"
-    size: str = "1g"
-    """Cap on what one session may write to its view (overlay views only)."""
+    size: str | None = None
+    """Cap on what one session may write to its view (overlay views only); by default a
+    quarter of ``max_memory`` (1g without a memory cap)."""
+    tmp_size: str | None = None
+    """Cap on each of the sandbox's memory-backed filesystems (``/``, ``/tmp``, ``/dev/shm``:
+    what is written there is held in memory); by default an eighth of ``max_memory`` (512m
+    without a memory cap). With the view's cap these leave the sandbox's processes at least
+    a quarter of its memory, so a full disk meets ENOSPC before the OOM killer."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Variables every command gets, besides PATH, HOME, LANG and TERM."""
     spares: int = 0
@@ -114,6 +121,19 @@ class SandboxConfig:
     """Memory all of one sandbox's processes may use together; past it the kernel's OOM
     killer acts inside the sandbox only. Both limits need a writable cgroup hierarchy
     (:mod:`.limits`); ``None`` lifts one."""
+
+    def view_bytes(self) -> int:
+        """:attr:`size` in bytes."""
+        return self._cap(self.size, 4)
+
+    def tmp_bytes(self) -> int:
+        """:attr:`tmp_size` in bytes."""
+        return self._cap(self.tmp_size, 8)
+
+    def _cap(self, size: str | None, share: int) -> int:
+        if size is not None:
+            return parse_size(size)
+        return parse_size(self.max_memory or "4g") // share
 
 
 class Sandbox:
@@ -282,12 +302,18 @@ class Sandbox:
         # The spawner is the sandbox's pid 1: its end ends the sandbox, and bubblewrap sets
         # its parent-death signal after the change of user (which would clear it), so the
         # sandbox also dies with the server
-        args += ["--as-pid-1", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        args += ["--as-pid-1", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+        # Every tmpfs holds its files in the host's memory: each gets a size (bubblewrap's
+        # own root included, replaced by a capped one), and /dev (which has no size
+        # option) is made read-only once /dev/shm is mounted in it
+        size = str(self.config.tmp_bytes())
+        args += ["--size", size, "--tmpfs", "/",
                  "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
                  "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
                  "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm",
-                 "--perms", "0755", "--dir", "/etc"]
+                 "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
+                 "--remount-ro", "/dev", "--perms", "0755", "--dir", "/etc"]
         for name in ETC:
             args += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
         host_etc = ["alternatives", "ld.so.cache"]

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import leftovers
 from .users import idmapped_mount
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class OverlayView(View):
     owner is ``owner`` too."""
 
     def __init__(
-        self, pristine: str, views_dir: str, size: str, owner: int | None, idmap: int | None
+        self, pristine: str, views_dir: str, size: int, owner: int | None, idmap: int | None
     ) -> None:
         self.base = tempfile.mkdtemp(prefix="v", dir=views_dir)
         self.path = os.path.join(self.base, "m")
@@ -133,11 +134,11 @@ def overlay_supported(pristine: str) -> bool:
 
 
 def open_view(
-    pristine: str, views_dir: str, *, size: str, overlay: bool, owner: int | None = None,
+    pristine: str, views_dir: str, *, size: int, overlay: bool, owner: int | None = None,
     idmap: int | None = None,
 ) -> View:
-    """A fresh view of ``pristine``: an overlay when allowed and possible, else a copy;
-    ``owner`` owns it (``idmap``: see :class:`OverlayView`)."""
+    """A fresh view of ``pristine``: an overlay (its writes capped at ``size`` bytes) when
+    allowed and possible, else a copy; ``owner`` owns it (``idmap``: see :class:`OverlayView`)."""
     if overlay:
         try:
             return OverlayView(pristine, views_dir, size, owner, idmap)
@@ -150,4 +151,4 @@ def default_views_dir() -> str:
     """Where view mount points and copies go: tmpfs ``/dev/shm`` if present, else temp."""
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    return tempfile.mkdtemp(prefix="hud-views-", dir=base)
+    return tempfile.mkdtemp(prefix=leftovers.prefix("views"), dir=base)

@@ -64,9 +64,11 @@ class Workspace(Service):
     ``network``: whether sandboxes may use the host's network (default: loopback only).
     ``require_isolation``: refuse to start without bubblewrap instead of warning.
     ``isolation="none"`` turns isolation off on purpose. ``size`` caps what one task may
-    write (overlay views). ``env`` adds variables to every command. ``spares`` sandboxes are
-    kept started ahead of need, so a new task does not wait for one. ``max_processes`` and
-    ``max_memory`` cap one task's sandbox as a whole (``None`` lifts a cap).
+    write (overlay views), ``tmp_size`` each of its ``/``, ``/tmp`` and ``/dev/shm`` (both
+    held in memory; by default a quarter and an eighth of ``max_memory``). ``env`` adds
+    variables to every command. ``spares`` sandboxes are kept started ahead of need, so a
+    new task does not wait for one. ``max_processes`` and ``max_memory`` cap one task's
+    sandbox as a whole (``None`` lifts a cap).
     """
 
     def __init__(
@@ -79,7 +81,8 @@ class Workspace(Service):
         guest_path: str = "/workspace",
         user: str = "agent",
         shell: str = "bash",
-        size: str = "1g",
+        size: str | None = None,
+        tmp_size: str | None = None,
         env: Mapping[str, str] | None = None,
         isolation: Isolation = "bwrap",
         spares: int = 1,
@@ -93,7 +96,8 @@ class Workspace(Service):
         self.require_isolation = require_isolation
         self.requested = isolation
         self.config = SandboxConfig(root=str(root), guest_path=guest_path, network=network,
-                                    isolation=isolation, size=size, env=dict(env or {}),
+                                    isolation=isolation, size=size, tmp_size=tmp_size,
+                                    env=dict(env or {}),
                                     spares=spares, max_processes=max_processes,
                                     max_memory=max_memory)
         self.sandboxes: Sandboxes | None = None
