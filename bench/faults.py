@@ -1,6 +1,7 @@
 """Load with faults: start/grade cycles while clients die or freeze, then count what was lost.
 
     .venv/bin/python bench/faults.py [--sessions 1000] [--cycles 10] [--park-ttl 5]
+        [--ping-interval 1]
 
 Spawns ``hud serve bench/bench_env.py --port 0 --park-ttl TTL`` (uvloop, as users run it).
 Each of ``--sessions`` clients (``hud.Client``, one connection each, ``--concurrency`` at a
@@ -179,11 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frozen", type=int, help="clients that go silent (1 %%)")
     parser.add_argument("--concurrency", type=int, default=250)
     parser.add_argument("--park-ttl", type=float, default=5.0)
+    parser.add_argument("--ping-interval", type=float, default=1.0,
+                        help="the server's liveness pings (frozen clients are found by them)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     args.killed = args.sessions // 10 if args.killed is None else args.killed
     args.frozen = max(1, args.sessions // 100) if args.frozen is None else args.frozen
-    with served("faults-server.log", "--park-ttl", str(args.park_ttl), "--quiet") as (proc, url):
+    with served("faults-server.log", "--park-ttl", str(args.park_ttl), "--ping-interval",
+                str(args.ping_interval), "--quiet") as (proc, url):
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             log(f"server pid {proc.pid} at {url}")
             result = runner.run(run(args, proc.pid, url))
