@@ -184,6 +184,11 @@ async def test_chromium_is_not_root_and_has_no_host_files_or_network(world: Worl
         assert (root / "usr").is_dir()  # the check below looks into the browser's own view
         for path in ("root", "home", "etc/passwd", "etc/shadow", str(SOURCE).lstrip("/")):
             assert not (root / path).exists(), path
+        # its /tmp and /dev/shm are memory, capped: a page cannot fill the host's
+        mounts = {line.split()[4]: line for line in
+                  Path(f"/proc/{main}/mountinfo").read_text().splitlines()}
+        for point in ("/tmp", "/dev/shm"):
+            assert " - tmpfs " in mounts[point] and "size=" in mounts[point], mounts[point]
         jail = world.chromiums[-1].jail.root
         assert (jail / "profile" / "DevToolsActivePort").exists()
         await client.grade("x")

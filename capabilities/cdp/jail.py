@@ -33,6 +33,10 @@ from ..sandbox import leftovers
 # Not nobody (65534), which other daemons share: files this uid owns are our profiles only.
 UID = 64000  # and the group of the same number
 PROFILE = "/tmp/profile"  # where the profile appears inside
+SHM_SIZE = 1 << 30
+"""Bytes of ``/dev/shm`` in the jail: Chromium's shared memory (tabs, the GPU process)."""
+TMP_SIZE = 256 << 20
+"""Bytes of the jail's own ``/tmp`` (the profile is a separate directory of the host)."""
 POLICY_DIR = "/etc/chromium/policies/managed"
 READ_ONLY = ("/usr", "/etc/fonts", "/etc/chromium.d", "/etc/alternatives",
              "/etc/ld.so.cache", "/etc/ssl/certs", "/var/cache/fontconfig", "/etc/localtime")
@@ -103,7 +107,10 @@ class Jail:
             argv += ["--ro-bind", home, home]
         for link in LINKS:
             argv += ["--symlink", f"usr/{link}", f"/{link}"]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        # tmpfs is memory: capped, so a page cannot fill the host's (bwrap's --size)
+        argv += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm",
+                 "--size", str(TMP_SIZE), "--tmpfs", "/tmp",
                  "--ro-bind", str(self.root / "policy"), POLICY_DIR,
                  "--bind", str(self.profile), PROFILE,
                  "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
