@@ -96,3 +96,9 @@ class GraderError(Exception):
 
     Raised, never turned into a score of 0: a failure to grade is not a low reward.
     """
+
+
+class TemplateBlocked(RuntimeError):
+    """Raised inside template code that held the event loop past the watchdog's limit (a
+    ``time.sleep``, a synchronous HTTP call): every other session was waiting. The template
+    fails with this as its error; blocking work belongs in ``asyncio.to_thread``."""

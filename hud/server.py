@@ -42,6 +42,7 @@ from .protocol.methods import METHODS
 from .session import Registry
 from .transport import Transport
 from .tunnel import link_daemon
+from .watchdog import Watchdog
 from .wsconn import WsServerConnection
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class ServerConfig:
     WebSocket pings on control connections: after this many seconds, a ping; no pong within
     ``ping_timeout`` seconds drops the connection, which parks its session. ``None``: off."""
     ping_timeout: float = 30.0
+    interrupt_blocking: float | None = None
+    """Seconds a template may hold the event loop in one go (a ``time.sleep``, a synchronous
+    call) before it is interrupted with a template error, so other sessions are served
+    (:mod:`hud.watchdog`; main thread only). ``None``: never (``hud serve`` sets 10 s)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -140,6 +145,7 @@ class Server:
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
         self._tasks = Nursery("hud-server")  # owns every task of the server
         self._sweeper: asyncio.Task[None] | None = None
+        self._watchdog: Watchdog | None = None
         self._closing = False
 
     @property
@@ -178,6 +184,11 @@ class Server:
             raise
         await self._tasks.open()
         self._sweeper = self._tasks.spawn(self._sweep(), name="hud-park-sweeper")
+        if self.config.interrupt_blocking:
+            self._watchdog = Watchdog(self.config.interrupt_blocking)
+            if not self._watchdog.start():
+                log.warning("interrupt_blocking needs the server's loop in the main thread: "
+                            "a template that blocks the loop will not be interrupted")
         if listen:
             ports.claim(self.port)  # the agent's browser must never reach the control port
             log.info("serving %r on %s", self.env.name, self.url)
@@ -229,6 +240,8 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self._tasks.aclose(cancel=False)  # the connections finish accepted work
+        if self._watchdog is not None:
+            self._watchdog.stop()
         runners = []
         for session in self.registry:
             self.registry.remove(session)

@@ -12,6 +12,8 @@ returns by itself, and no longer waited for, so the reply still goes out and shu
 ends. While a step runs, each stretch it holds the loop longer than
 :data:`BLOCKING_THRESHOLD` is logged with the template's name: blocking work belongs in
 ``await asyncio.to_thread(func, ...)``, which keeps every other session served meanwhile.
+Where a watchdog runs (:mod:`hud.watchdog`, ``hud serve``), a stretch that holds the loop
+past its limit is interrupted: :class:`~hud.errors.TemplateBlocked` is raised in it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 import time
 from asyncio.tasks import _enter_task, _leave_task  # see _start_eagerly
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import FrameType
 from typing import Any
+
+from .errors import TemplateBlocked
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,62 @@ BLOCKING_THRESHOLD = 0.25
 """Seconds a step may hold the event loop in one go before it is reported."""
 ABANDONED: set[asyncio.Task[Any]] = set()
 """Steps that ignored their cancellation and still run; each leaves once it returns."""
+
+# The stretch of template code running now, if any: (id, start, label). Read by the
+# watchdog thread (hud.watchdog), which asks for it to be interrupted when it runs too long.
+_running: tuple[int, float, str] | None = None
+_interrupt: int | None = None  # the id of the stretch the watchdog asked to interrupt
+_ids = itertools.count(1)
+
+
+def current_stretch() -> tuple[int, float, str] | None:
+    """The stretch of template code holding the event loop now: (id, perf_counter start,
+    label), or None. Safe to read from another thread."""
+    return _running
+
+
+def request_interrupt(stretch_id: int) -> None:
+    """Ask for stretch ``stretch_id`` to be interrupted by the next :func:`interrupt_here`."""
+    global _interrupt
+    _interrupt = stretch_id
+
+
+def interrupt_here(frame: FrameType | None) -> None:
+    """Called from a signal handler with the frame it interrupted: raise
+    :class:`~hud.errors.TemplateBlocked` there when that frame is template code inside the
+    stretch the watchdog asked about (never in hud's own code around it)."""
+    global _interrupt
+    running, target = _running, _interrupt
+    if running is None or target != running[0] or frame is None:
+        return
+    if frame.f_code is _STRETCH_CODE:
+        return  # in hud's bookkeeping around the step: not the template's code
+    outer: FrameType | None = frame
+    while outer is not None and outer.f_code is not _STRETCH_CODE:
+        outer = outer.f_back
+    if outer is None:
+        return
+    _interrupt = None
+    held = time.perf_counter() - running[1]
+    raise TemplateBlocked(
+        f"{running[2]} held the event loop for {held:.1f} s (every session waited): it was "
+        "interrupted; run blocking calls with `await asyncio.to_thread(func, ...)`")
+
+
+def _stretch(label: str, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``: one stretch of template code, recorded for the watchdog and timed."""
+    global _running
+    outer = _running
+    began = time.perf_counter()
+    _running = (next(_ids), began, label)
+    try:
+        return call(*args)
+    finally:
+        _running = outer
+        _check(began, label)
+
+
+_STRETCH_CODE = _stretch.__code__
 
 
 async def run_step(
@@ -82,9 +144,8 @@ def _start_eagerly(coro: Coroutine[Any, Any, Any], label: str
         _leave_task(loop, caller)
     _enter_task(loop, task)
     outcome: asyncio.Future[Any] | None = None
-    began = time.perf_counter()
     try:
-        resumed.first = context.run(coro.send, None)
+        resumed.first = _stretch(label, context.run, coro.send, None)
     except StopIteration as returned:
         outcome = loop.create_future()
         outcome.set_result(returned.value)
@@ -95,7 +156,6 @@ def _start_eagerly(coro: Coroutine[Any, Any, Any], label: str
         _leave_task(loop, task)
         if caller is not None:
             _enter_task(loop, caller)
-        _check(began, label)
     resumed.finished = outcome is not None
     return task, outcome
 
@@ -122,13 +182,13 @@ class _Resumed:
         except BaseException as exc:  # thrown in by the task (cancellation): pass it on
             error = exc
         while True:
-            began = time.perf_counter()
             try:
-                yielded = self.coro.send(value) if error is None else self.coro.throw(error)
+                if error is None:
+                    yielded = _stretch(self.label, self.coro.send, value)
+                else:
+                    yielded = _stretch(self.label, self.coro.throw, error)
             except StopIteration as returned:
                 return returned.value
-            finally:
-                _check(began, self.label)
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:

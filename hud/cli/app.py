@@ -110,6 +110,9 @@ def serve(
     ping_interval: Annotated[float, typer.Option(
         help="Seconds between pings of each control connection; a frozen client (no pong "
              "within as long again) is dropped and its task parked. 0: no pings.")] = 30.0,
+    interrupt_blocking: Annotated[float, typer.Option(
+        help="Seconds a template may hold the event loop in one go (time.sleep, a blocking "
+             "call) before it is interrupted with a template error. 0: never.")] = 10.0,
     allow_origin: Annotated[list[str] | None, typer.Option(
         "--allow-origin", help="A web origin whose pages may connect (repeatable); "
                                "others are refused."),
@@ -129,6 +132,7 @@ def serve(
         call_timeout=call_timeout, max_message_size=max_message_size,
         enable_solutions=enable_solutions, allowed_origins=tuple(allow_origin or ()),
         ping_interval=ping_interval or None, ping_timeout=ping_interval or 30.0,
+        interrupt_blocking=interrupt_blocking or None,
         verbose=verbose, quiet=quiet,
     )
     raise typer.Exit(code)
