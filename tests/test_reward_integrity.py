@@ -146,3 +146,37 @@ async def test_a_lost_capability_is_the_agents_failure_only_once_it_acted() -> N
         with pytest.raises(TemplateError, match="the widget never came up") as raised:
             await client.start("lost_in_setup")
         assert raised.value.data["phase"] == "setup"
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_an_intruders_attacks_fail_and_are_in_its_trace(tmp_path: Path) -> None:
+    """Through `hud eval` as users run it: every attack of a scripted intruder is refused,
+    each refusal is in the stored trace (`hud trace --json`), and the rollout scores 0 as the
+    agent's failure, never as an error of the infrastructure."""
+    site = tmp_path / "site"
+    info = site / "hud_intruder-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hud-intruder\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[hud.harnesses]\nintruder = hostile_harnesses:Intruder\n")
+    path = os.pathsep.join([str(site), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "HUD_TRACE_DIR": str(tmp_path / "traces")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hud", "eval", str(EXAMPLES / "coding" / "tasks.py"),
+         "intruder", "--task-ids", "0", "--json"],
+        capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    [run] = json.loads(done.stdout)["runs"]
+    assert (run["status"], run["reward"], run["error"]) == ("completed", 0.0, None)
+    shown = subprocess.run([sys.executable, "-m", "hud", "trace", run["trace_id"], "--json"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    steps = json.loads(shown.stdout)["steps"]
+    outcome = {s["data"]["tool_call_id"]: s["data"] for s in steps if s["kind"] == "tool_result"}
+    assert len(outcome) == 4
+    for refused in ("0", "1"):  # the host's /etc is not there; pid 1 is another user
+        assert outcome[refused]["exit_status"] != 0
+        assert ("Permission denied" in outcome[refused]["stderr"]
+                or "No such file" in outcome[refused]["stderr"]), outcome[refused]
+    assert "getfd -1 Operation not permitted" in outcome["2"]["stdout"], outcome["2"]
+    assert outcome["3"]["stdout"].strip() == "1000"
