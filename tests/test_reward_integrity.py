@@ -79,24 +79,30 @@ async def test_fix_tests_grades_with_its_own_pytest_config_and_tests(path: str,
         assert "2 failed" in graded.info["subscores"]["tests"]["stdout"]
 
 
+def eval_hostile(tmp_path: Path, name: str, cls: str
+                 ) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """``hud eval`` of the coding example's first task with harness ``name`` (class ``cls``
+    of tests/hostile_harnesses.py), installed as a third party would: an entry point in a
+    dist-info on PYTHONPATH. Returns the finished eval and the environment it ran with."""
+    info = tmp_path / "site" / f"hud_{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: hud-{name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[hud.harnesses]\n{name} = hostile_harnesses:{cls}\n")
+    path = os.pathsep.join([str(info.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "HUD_TRACE_DIR": str(tmp_path / "traces")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hud", "eval", str(EXAMPLES / "coding" / "tasks.py"), name,
+         "--task-ids", "0", "--json"], capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return done, env
+
+
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 def test_an_agent_that_kills_its_sandbox_fails_its_rollout(tmp_path: Path) -> None:
     """``kill -9 -1`` as the agent. With the sandbox's own users (server as root) it cannot
     reach the spawner, so grading runs and scores the agent's work; without them it kills
     the sandbox, and the lost capability scores 0 with the cause. Never an error."""
-    site = tmp_path / "site"
-    info = site / "hud_hostile-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hud-hostile\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[hud.harnesses]\nsandbox_killer = hostile_harnesses:SandboxKiller\n")
-    path = os.pathsep.join([str(site), str(TESTS), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "HUD_TRACE_DIR": str(tmp_path / "traces")}
-    done = subprocess.run(
-        [sys.executable, "-m", "hud", "eval", str(EXAMPLES / "coding" / "tasks.py"),
-         "sandbox_killer", "--task-ids", "0", "--json"],
-        capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done, _ = eval_hostile(tmp_path, "sandbox_killer", "SandboxKiller")
     summary = json.loads(done.stdout)
     assert summary["errors"] == 0 and summary["reward"] == 0.0
     [run] = summary["runs"]
@@ -153,19 +159,7 @@ def test_an_intruders_attacks_fail_and_are_in_its_trace(tmp_path: Path) -> None:
     """Through `hud eval` as users run it: every attack of a scripted intruder is refused,
     each refusal is in the stored trace (`hud trace --json`), and the rollout scores 0 as the
     agent's failure, never as an error of the infrastructure."""
-    site = tmp_path / "site"
-    info = site / "hud_intruder-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hud-intruder\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[hud.harnesses]\nintruder = hostile_harnesses:Intruder\n")
-    path = os.pathsep.join([str(site), str(TESTS), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "HUD_TRACE_DIR": str(tmp_path / "traces")}
-    done = subprocess.run(
-        [sys.executable, "-m", "hud", "eval", str(EXAMPLES / "coding" / "tasks.py"),
-         "intruder", "--task-ids", "0", "--json"],
-        capture_output=True, text=True, env=env, timeout=180)
-    assert done.returncode == 0, done.stderr
+    done, env = eval_hostile(tmp_path, "intruder", "Intruder")
     [run] = json.loads(done.stdout)["runs"]
     assert (run["status"], run["reward"], run["error"]) == ("completed", 0.0, None)
     shown = subprocess.run([sys.executable, "-m", "hud", "trace", run["trace_id"], "--json"],
