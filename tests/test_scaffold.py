@@ -69,6 +69,7 @@ def test_check_on_an_env_file_names_templates_without_defaults(tmp_path: Path) -
 @pytest.mark.parametrize(("kind", "packages", "checked"), [
     ("coding", "bubblewrap openssh-sftp-server", "fix_greeting"),
     ("browser", "bubblewrap chromium fonts-dejavu-core", "sign_up-734436e6"),
+    ("desktop", "bubblewrap xvfb x11vnc x11-utils fonts-dejavu-core", "write_note-642ebc59"),
 ])
 def test_capability_scaffolds_pass_check(tmp_path: Path, kind: str, packages: str,
                                          checked: str) -> None:
@@ -82,8 +83,22 @@ def test_capability_scaffolds_pass_check(tmp_path: Path, kind: str, packages: st
         0, f"ok  \t{checked}\toracle=1.0\tnop=0.0\n"), check.stderr
 
 
+def test_desktop_scaffold_types_over_vnc_and_installs_the_vnc_client(tmp_path: Path) -> None:
+    """The oracle types each note into the Tk app over VNC; the grade reads the saved file."""
+    init = hud("init", "my-env", "--template", "desktop", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    project = tmp_path / "my-env"
+    requirement = '"hud-runtime[desktop]>='  # asyncvnc and numpy, which env.desktop() needs
+    assert requirement in (project / "Dockerfile.hud").read_text()
+    assert requirement in (project / "pyproject.toml").read_text()
+    oracle = hud("eval", "tasks.py", "oracle", "--json", cwd=project)
+    assert oracle.returncode == 0, oracle.stderr
+    report = json.loads(oracle.stdout)
+    assert report["reward"] == 1.0, oracle.stdout
+
+
 def test_init_refuses_an_unknown_template(tmp_path: Path) -> None:
     refused = hud("init", "x", "--template", "robot", cwd=tmp_path)
     assert (refused.returncode, refused.stderr) == (
-        2, "error: --template 'robot': choose one of basic, coding, browser\n")
+        2, "error: --template 'robot': choose one of basic, coding, browser, desktop\n")
     assert not (tmp_path / "x").exists()

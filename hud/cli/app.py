@@ -358,8 +358,9 @@ def init(
     ] = False,
     template: Annotated[
         str, typer.Option("--template", "-t", help="basic (a prompt and a grade), coding "
-                          "(a sandboxed shell on a repository, graded by its tests) or browser "
-                          "(a form in Chromium, graded from the page).")
+                          "(a sandboxed shell on a repository, graded by its tests), browser "
+                          "(a form in Chromium, graded from the page) or desktop (an app "
+                          "on a virtual display, driven over VNC).")
     ] = "basic",
 ) -> None:
     """Write a minimal project (env.py, tasks.py, Dockerfile.hud, ...) that serves and grades.

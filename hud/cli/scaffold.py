@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .. import __version__
-from .scaffold_kinds import KINDS, SYSTEM_PACKAGES
+from .scaffold_kinds import EXTRAS, KINDS, SYSTEM_PACKAGES
 
 DISTRIBUTION = "hud-runtime"
 """hud's name on PyPI (``hud`` there is another project); the import name stays ``hud``."""
@@ -31,7 +31,7 @@ WORKDIR /app
 # hud is the {dist} distribution: from the wheel in wheels/ when there is one (written by
 # `hud init` from a source checkout), else from PyPI.
 COPY wheels/ wheels/
-RUN pip install --no-cache-dir --find-links wheels "{dist}>={version}"
+RUN pip install --no-cache-dir --find-links wheels "{dist}{extras}>={version}"
 COPY . .
 EXPOSE 8765
 CMD ["hud", "serve", "env.py", "--host", "0.0.0.0", "--port", "8765"]
@@ -42,7 +42,7 @@ PYPROJECT = '''\
 name = "{name}"
 version = "0.1.0"
 requires-python = ">=3.11"
-dependencies = ["{dist}>={version}"]
+dependencies = ["{dist}{extras}>={version}"]
 '''
 
 README = '''\
@@ -51,7 +51,7 @@ README = '''\
 A [hud](https://pypi.org/project/{dist}/) environment.
 
 ```sh
-pip install --find-links wheels "{dist}>={version}"   # wheels/: a hud not yet on PyPI
+pip install --find-links wheels "{dist}{extras}>={version}"   # wheels/: a hud not yet on PyPI
 hud check env.py                    # the oracle scores 1 on every template, doing nothing does not
 hud eval tasks.py oracle            # every task, with the reference solution
 hud serve env.py &                  # serve it on ws://127.0.0.1:8765
@@ -90,6 +90,7 @@ def write_project(target: Path, *, force: bool = False, kind: str = "basic") -> 
         path = target / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text.format(name=name, version=__version__, dist=DISTRIBUTION,
+                                    extras=EXTRAS.get(kind, ""),
                                     present=SYSTEM_PACKAGES[kind][0],
                                     packages=SYSTEM_PACKAGES[kind][1]))
         written.append(path)

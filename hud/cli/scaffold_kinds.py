@@ -143,7 +143,89 @@ tasks = [sign_up(), sign_up(name="Grace Hopper")]
 ''',
 }
 
-KINDS = {"basic": BASIC, "coding": CODING, "browser": BROWSER}
+DESKTOP = {
+    "env.py": '''\
+"""The {name} environment: a note app on a virtual display, driven over VNC.
+
+Each task gets a fresh X display with the Tk app of app.py started on it; the agent sees and
+drives it through the `screen` capability (`client.open("screen")`: screenshot, click,
+type). The grade reads the file the app saved. Tk comes with CPython (Debian: python3-tk).
+"""
+
+import base64
+import sys
+import tempfile
+from pathlib import Path
+
+from hud import Environment
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+env = Environment("{name}", version="0.1.0")
+desktop = env.desktop(640, 480)
+
+
+@env.template()
+async def write_note(text: str = "Hello from hud"):
+    """Type a note into the app on the screen and save it."""
+    with tempfile.TemporaryDirectory(prefix="note-") as workdir:
+        saved = Path(workdir) / "note.txt"
+        await desktop.launch([sys.executable, str(APP), str(saved)])
+        await desktop.wait_for_window("Note")
+        screenshot = await desktop.screenshot()
+        yield [
+            {{"type": "text", "text": f"Type {{text!r}} into the note app on the screen and "
+                                      "press Enter to save it. Answer 'done'."}},
+            {{"type": "image", "data": base64.b64encode(screenshot).decode(),
+             "mime_type": "image/png"}},
+        ]
+        yield 1.0 if saved.exists() and saved.read_text() == text else 0.0
+
+
+@write_note.solution
+async def type_note(text: str) -> str:
+    """The reference solution: click into the field, type, press Enter, as an agent would
+    over VNC; done once the app's title says it saved."""
+    screen = await desktop.screen()
+    await screen.click(200, 30)  # the text field (the window sits at the top left)
+    await screen.type(text)
+    await screen.press("Return")
+    await desktop.wait_for_window("Note (saved)")
+    return "done"
+''',
+    "app.py": '''\
+"""A one-line note: type, press Enter, and the text is written to the file named on the
+command line (how the grade reads it); the title then says "(saved)"."""
+
+import sys
+import tkinter as tk
+
+
+def save(_event: object = None) -> None:
+    with open(sys.argv[1], "w") as out:
+        out.write(entry.get())
+    root.title("Note (saved)")
+
+
+root = tk.Tk()
+root.title("Note")
+root.geometry("400x60+0+0")
+entry = tk.Entry(root, width=40)
+entry.place(x=10, y=20)
+entry.bind("<Return>", save)
+entry.focus_set()
+root.mainloop()
+''',
+    "tasks.py": '''\
+"""The task rows of {name}."""
+
+from env import write_note
+
+tasks = [write_note(), write_note(text="Call Ada at 5pm")]
+''',
+}
+
+KINDS = {"basic": BASIC, "coding": CODING, "browser": BROWSER, "desktop": DESKTOP}
 """Scaffold kinds by name, for ``hud init --template``."""
 
 SYSTEM_PACKAGES = {
@@ -152,6 +234,13 @@ SYSTEM_PACKAGES = {
                "bubblewrap openssh-sftp-server"),
     "browser": ("command -v bwrap >/dev/null && command -v chromium >/dev/null",
                 "bubblewrap chromium fonts-dejavu-core"),
+    "desktop": ("command -v bwrap >/dev/null && command -v Xvfb >/dev/null"
+                " && command -v x11vnc >/dev/null && command -v xwininfo >/dev/null",
+                "bubblewrap xvfb x11vnc x11-utils fonts-dejavu-core"),
 }
 """Per kind, the shell test that the image has what it needs, and the Debian packages that
-give it: the sandbox, the shell's SFTP server, the browser."""
+give it: the sandbox, the shell's SFTP server, the browser, the X display with its VNC
+server and xwininfo (Tk comes with the base image's CPython)."""
+
+EXTRAS = {"desktop": "[desktop]"}
+"""Per kind, the extra of hud its image installs: the VNC client for the desktop."""
