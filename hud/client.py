@@ -307,7 +307,10 @@ async def _dial(
             raise _rejected(url, exc) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             if time.monotonic() + delay > deadline:
-                raise HudConnectionError(f"cannot reach an environment at {url}: {exc}") from None
+                # some causes have no message (a TimeoutError): name the class then
+                reason = str(exc) or type(exc).__name__
+                raise HudConnectionError(f"cannot reach an environment at {url}: {reason}") \
+                    from None
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 from conftest import serving, shouting_daemon
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from hud import Environment
+from hud import Environment, wsconn
 from hud.client import Client, HudConnectionError, open_client
 from hud.protocol import errors
 from hud.server import Server, ServerConfig
@@ -67,6 +68,23 @@ async def test_connection_refused_is_a_clear_connection_error() -> None:
         url = server.url
     with pytest.raises(HudConnectionError, match="cannot reach an environment"):
         await Client.connect(url)
+
+
+async def test_a_wss_failure_without_a_message_names_its_cause(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that accepts and never answers the TLS handshake: the open times out with a
+    TimeoutError, whose str() is empty, so the message names the exception's class."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # the client's TLS hello, unanswered, until the client gives up
+        writer.close()
+
+    monkeypatch.setattr(wsconn, "connect", functools.partial(wsconn.connect, open_timeout=0.2))
+    peer = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with peer:
+        url = f"wss://127.0.0.1:{peer.sockets[0].getsockname()[1]}/v1/control"
+        with pytest.raises(HudConnectionError) as failed:
+            await Client.connect(url)
+    assert str(failed.value) == f"cannot reach an environment at {url}: TimeoutError"
 
 
 
