@@ -21,7 +21,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
 
 from . import __version__, address, wsconn
 from .address import DEFAULT_URL
@@ -259,6 +264,9 @@ class Client:
             lost: BaseException = HudConnectionError(f"connection to {self.url} closed")
         elif isinstance(error, HudError | HudConnectionError):
             lost = error
+        elif isinstance(error, ConnectionClosed) and error.rcvd and error.rcvd.reason:
+            # the server said why (an environment reloaded by hud dev): that, not the codes
+            lost = HudConnectionError(f"connection to {self.url} closed: {error.rcvd.reason}")
         else:
             lost = HudConnectionError(f"connection to {self.url} lost: {error}")
         self._fail_waiting(lost)

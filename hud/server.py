@@ -217,10 +217,13 @@ class Server:
         assert self._listener is not None, "the server is not started"
         await self._listener.serve_forever()
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, code: int = 1001, reason: str = "server shutting down") -> None:
         """Shut down: stop listening, cancel requests in flight, close every connection
         (all at once: an unresponsive client costs its close timeout, not everyone's), run
-        every open task's cleanup (all at once), then the shutdown hooks. Idempotent."""
+        every open task's cleanup (all at once), then the shutdown hooks. Idempotent.
+
+        Clients read ``code`` and ``reason`` in the close frame (1012, "service restart",
+        when ``hud dev`` reloads the environment)."""
         if self._closing:
             return
         self._closing = True
@@ -229,11 +232,11 @@ class Server:
             self._listener.close()
         conns = list(self.connections)
         for conn in conns:
-            conn.cancel_soon("the server is shutting down")
+            conn.cancel_soon(reason)
         for ws in list(self._sockets):  # tunnels (control sockets close below)
-            ws.close_soon(1001, "server shutting down")
+            ws.close_soon(code, reason)
         await asyncio.gather(
-            *(conn.transport.close(1001, "server shutting down") for conn in conns),
+            *(conn.transport.close(code, reason) for conn in conns),
             *(ws.close() for ws in list(self._sockets)),
             return_exceptions=True,
         )

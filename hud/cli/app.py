@@ -151,7 +151,8 @@ def dev(
 ) -> None:
     """Serve an environment and reload it when its .py files change; the URL stays the same.
 
-    A reload closes open sessions and cancels parked tasks (their cleanup runs).
+    A reload ends every task (its cleanup runs); a client connected across it is told
+    on its next call that the environment was reloaded and it must start again.
     Example: `hud dev env.py`, then edit env.py and run `hud task list --url ...` again.
     """
     from .dev import run_dev

@@ -1,8 +1,10 @@
 """``hud dev``: serve an environment and restart it when its files change.
 
 The environment runs in a child ``hud serve`` on a fixed port, so the URL stays the same
-across reloads. A reload shuts the child down as SIGTERM does (open sessions are closed,
-parked tasks are cancelled and their cleanup runs) and serves the new code.
+across reloads. A reload sends the child SIGUSR1: it shuts down as on SIGTERM (parked tasks
+expire and every task's cleanup runs), but closes each open session's connection with 1012
+and a reason saying the environment was reloaded, which the client's next call raises
+(:data:`hud.cli.serve.RELOADED`); then the new code is served.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def run_dev(target: str, *, host: str, port: int, serve_args: list[str]) -> int:
             seen = now
             log.info("reloading: %s changed", ", ".join(changed))
             if child is not None:
-                _stop(child)
+                _stop(child, signal.SIGUSR1)
             child, _ = _start(target, host, port, serve_args)  # None: fix the file, it retries
     except KeyboardInterrupt:
         return 0
@@ -67,9 +69,10 @@ def _start(target: str, host: str, port: int,
     return child, url
 
 
-def _stop(child: subprocess.Popen[str]) -> None:
+def _stop(child: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> None:
+    """Stop the child ``hud serve`` with ``sig`` (SIGUSR1: for a reload, see above)."""
     if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(sig)
     child.wait()
 
 

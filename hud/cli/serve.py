@@ -1,4 +1,8 @@
-"""``hud serve``: load an environment, serve it until SIGTERM or Ctrl-C, shut down cleanly."""
+"""``hud serve``: load an environment, serve it until SIGTERM or Ctrl-C, shut down cleanly.
+
+SIGUSR1 (sent by ``hud dev``, which then serves the edited code) shuts down the same way,
+but closes each connection with 1012 (service restart) and :data:`RELOADED` as the reason,
+so that a client's next call says why its session ended."""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ from ..loader import load_environment
 from ..server import Server, ServerConfig
 
 log = logging.getLogger("hud.serve")
+RELOADED = ("the environment was reloaded (hud dev) and its tasks ended: connect again and "
+            "start a new task")
+SERVICE_RESTART = 1012  # RFC 6455 close code registry: "Service Restart"
 
 
 def run_server(target: str, *, verbose: bool = False, quiet: bool = False,
@@ -56,15 +63,25 @@ def _close(runner: asyncio.Runner) -> None:
 
 
 async def serve_until_signalled(env: Environment, config: ServerConfig) -> None:
-    stop = asyncio.Event()
+    stop, reloading = asyncio.Event(), asyncio.Event()
+
+    def reload() -> None:
+        reloading.set()
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set}
+    if hasattr(signal, "SIGUSR1"):  # POSIX only, as is hud dev
+        handlers[signal.SIGUSR1] = reload
+    for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError):  # not on Windows
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
     async with Server(env, config) as server:
         sys.stdout.write(server.url + "\n")
         sys.stdout.flush()
         if server.token and config.token is None:
             sys.stderr.write(f"token: {server.token}\n")
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down for a reload" if reloading.is_set() else "shutting down")
+        if reloading.is_set():
+            await server.aclose(code=SERVICE_RESTART, reason=RELOADED)
