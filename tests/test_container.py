@@ -1,5 +1,6 @@
 """End-to-end container tests: build Dockerfile.hud with podman, serve the letter_count
-example in it, and drive it with the `hud` CLI; the same for the project `hud init` writes.
+example in it, and drive it with the `hud` CLI; the same for the project `hud init` writes
+(and `hud check` in the image of its desktop template).
 
 Opt-in and slow (two image builds, pip install from PyPI). Runs only when
 HUD_TEST_CONTAINER=1 (or CI=true), `podman` is on PATH and the base image
@@ -161,12 +162,13 @@ def served() -> Iterator[Served]:
         _remove(name, image)
 
 
-@pytest.fixture(scope="module")
-def scaffold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The project `hud init` writes, built from its own Dockerfile.hud and served."""
+def _serve_scaffold(folder: Path, kind: str) -> Iterator[Served]:
+    """The project `hud init --template KIND` writes, built from its own Dockerfile.hud and
+    served."""
     _require_container_tools()
-    project = tmp_path_factory.mktemp("scaffold") / "my-env"
-    init = _run([sys.executable, "-m", "hud", "init", str(project)], timeout=600)
+    project = folder / "my-env"
+    init = _run([sys.executable, "-m", "hud", "init", str(project), "--template", kind],
+                timeout=600)
     assert init.returncode == 0, _describe(init)
     # hud is not on PyPI under its distribution name yet: the image must install this wheel.
     assert list((project / "wheels").glob("hud_runtime-*.whl")), _describe(init)
@@ -177,6 +179,16 @@ def scaffold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield _start(image, name, secrets.token_urlsafe(24))
     finally:
         _remove(name, image)
+
+
+@pytest.fixture(scope="module")
+def scaffold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    yield from _serve_scaffold(tmp_path_factory.mktemp("scaffold"), "basic")
+
+
+@pytest.fixture(scope="module")
+def desktop_scaffold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    yield from _serve_scaffold(tmp_path_factory.mktemp("desktop"), "desktop")
 
 
 def test_scaffold_image_starts_and_grades(scaffold: Served) -> None:
@@ -194,6 +206,14 @@ def test_scaffold_image_passes_hud_check(scaffold: Served) -> None:
     check = scaffold.exec("hud", "check", "env.py", timeout=300)
     assert check.returncode == 0, _describe(check)
     assert check.stdout.startswith("ok  \tcount_letter-"), _describe(check)
+
+
+def test_desktop_scaffold_image_types_over_vnc(desktop_scaffold: Served) -> None:
+    """Its image has the X display, the VNC server, Tk and the VNC client: the oracle types
+    the note into the app over VNC, and nothing typed scores 0."""
+    check = desktop_scaffold.exec("hud", "check", "env.py", timeout=300)
+    assert (check.returncode, check.stdout) == (
+        0, "ok  \twrite_note-642ebc59\toracle=1.0\tnop=0.0\n"), _describe(check)
 
 
 def test_task_list_inside_container(served: Served) -> None:

@@ -69,7 +69,8 @@ def test_check_on_an_env_file_names_templates_without_defaults(tmp_path: Path) -
 @pytest.mark.parametrize(("kind", "packages", "checked"), [
     ("coding", "bubblewrap openssh-sftp-server", "fix_greeting"),
     ("browser", "bubblewrap chromium fonts-dejavu-core", "sign_up-734436e6"),
-    ("desktop", "bubblewrap xvfb x11vnc x11-utils fonts-dejavu-core", "write_note-642ebc59"),
+    ("desktop", "bubblewrap xvfb x11vnc x11-utils fonts-dejavu-core python3-tk",
+     "write_note-642ebc59"),
 ])
 def test_capability_scaffolds_pass_check(tmp_path: Path, kind: str, packages: str,
                                          checked: str) -> None:

@@ -235,12 +235,13 @@ SYSTEM_PACKAGES = {
     "browser": ("command -v bwrap >/dev/null && command -v chromium >/dev/null",
                 "bubblewrap chromium fonts-dejavu-core"),
     "desktop": ("command -v bwrap >/dev/null && command -v Xvfb >/dev/null"
-                " && command -v x11vnc >/dev/null && command -v xwininfo >/dev/null",
-                "bubblewrap xvfb x11vnc x11-utils fonts-dejavu-core"),
+                " && command -v x11vnc >/dev/null && command -v xwininfo >/dev/null"
+                " && python3 -c 'import tkinter' 2>/dev/null",
+                "bubblewrap xvfb x11vnc x11-utils fonts-dejavu-core python3-tk"),
 }
 """Per kind, the shell test that the image has what it needs, and the Debian packages that
 give it: the sandbox, the shell's SFTP server, the browser, the X display with its VNC
-server and xwininfo (Tk comes with the base image's CPython)."""
+server, xwininfo and Tk (python:3.11-slim has Tk; Debian's python3 needs python3-tk)."""
 
 EXTRAS = {"desktop": "[desktop]"}
 """Per kind, the extra of hud its image installs: the VNC client for the desktop."""
