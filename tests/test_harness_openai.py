@@ -179,6 +179,7 @@ async def play(tmp_path: Path, script: Any, **config: Any) -> tuple[Run, Any]:
                              **config)
         async with serving(env) as server, UrlRuntime(server.url) as runtime:
             run = await rollout(fix(), agent, runtime, timeout=60)
+    assert fake.refused == []  # every request kept the documented contract
     return run, fake
 
 
