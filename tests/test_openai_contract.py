@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from hud.harnesses.openai_responses import Settings, wire
 from hud.harnesses.openai_responses.agent import ResponsesDialect
 from hud.harnesses.openai_responses.models import TABLE, families, model_tools
 from hud.harnesses.openai_responses.tools import responses_tools
+from hud.harnesses.tool import ToolOutput
 from hud.harnesses.workbench import Workbench
 from openai.types.responses.response_create_params import ResponseCreateParamsNonStreaming
 from test_harness_openai import coding_env
@@ -108,6 +110,28 @@ def test_replayed_items_carry_only_input_fields() -> None:
     assert all("created_by" not in item for item in items)
     assert violation({"model": "gpt-5.1", "input": items},
                      ResponseCreateParamsNonStreaming) is None
+
+
+def test_the_input_field_table_agrees_with_the_sdk() -> None:
+    from fakes.sdk_types import typeddict_fields, unwrap
+    from openai.types.responses import ResponseInputItemParam
+
+    for kind, fields in wire.INPUT_FIELDS.items():
+        members = [m for m in typing.get_args(ResponseInputItemParam)
+                   if kind in typing.get_args(unwrap(typeddict_fields(m)[0].get("type", Any)))]
+        assert members and fields <= set().union(*(typeddict_fields(m)[0] for m in members)), kind
+
+
+def test_a_computer_call_with_no_screenshot_is_still_answered_by_one() -> None:
+    call = {"id": "c1", "type": "computer_call", "arguments": {"actions": []}}
+    timed_out = ToolOutput("error: tool 'computer' timed out after 2 s", is_error=True)
+    items = wire.results([(call, timed_out)])
+    assert items == [
+        {"type": "computer_call_output", "call_id": "c1",
+         "output": {"type": "computer_screenshot", "image_url": wire.BLANK}},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text",
+             "text": "computer call c1: error: tool 'computer' timed out after 2 s"}]}]
 
 
 # -- one table: model family -> tools ----------------------------------------------------------

@@ -23,7 +23,7 @@ _SEQUENCES = {list, tuple, collections.abc.Iterable, collections.abc.Sequence}
 def violation(value: Any, kind: Any, path: str = "") -> tuple[str, str, str] | None:
     """The first way ``value`` breaks type ``kind``: ``(code, param, message)``, or None.
     ``code`` is ``unknown_parameter``, ``missing_required_parameter`` or ``invalid_type``."""
-    kind = _unwrap(kind)
+    kind = unwrap(kind)
     if kind in (Any, object):
         return None
     if is_typeddict(kind):
@@ -44,7 +44,7 @@ def violation(value: Any, kind: Any, path: str = "") -> tuple[str, str, str] | N
     return _scalar(value, kind, path)
 
 
-def _unwrap(kind: Any) -> Any:
+def unwrap(kind: Any) -> Any:
     while True:
         origin = typing.get_origin(kind)
         if origin in _WRAPPERS or origin is typing.Annotated:
@@ -54,7 +54,7 @@ def _unwrap(kind: Any) -> Any:
 
 
 @functools.cache
-def _fields(kind: Any) -> tuple[dict[str, Any], frozenset[str]]:
+def typeddict_fields(kind: Any) -> tuple[dict[str, Any], frozenset[str]]:
     hints = typing.get_type_hints(kind, include_extras=True)
     required = {name for name, hint in hints.items()
                 if typing.get_origin(hint) is Required
@@ -65,7 +65,7 @@ def _fields(kind: Any) -> tuple[dict[str, Any], frozenset[str]]:
 def _typeddict(value: Any, kind: Any, path: str) -> tuple[str, str, str] | None:
     if not isinstance(value, dict):
         return _bad(path, "an object", value)
-    hints, required = _fields(kind)
+    hints, required = typeddict_fields(kind)
     for key in value:
         if key not in hints:
             where = f"{path}.{key}" if path else key
@@ -80,7 +80,7 @@ def _union(value: Any, options: tuple[Any, ...], path: str) -> tuple[str, str, s
     if value is None and type(None) in options:
         return None
     options = tuple(o for o in options if o is not type(None))
-    tagged = [o for o in options if _tag_matches(_unwrap(o), value)]
+    tagged = [o for o in options if _tag_matches(unwrap(o), value)]
     failures = [violation(value, option, path) for option in tagged or options]
     if any(f is None for f in failures):
         return None
@@ -95,9 +95,9 @@ def _tag_matches(kind: Any, value: Any) -> bool:
     ``kind``: a tagged union is checked against its tag's member only."""
     if not (is_typeddict(kind) and isinstance(value, dict)):
         return False
-    hints = _fields(kind)[0]
+    hints = typeddict_fields(kind)[0]
     for key in ("type", "role"):
-        tag = _unwrap(hints.get(key, Any))
+        tag = unwrap(hints.get(key, Any))
         if key in value and typing.get_origin(tag) is typing.Literal:
             return value[key] in typing.get_args(tag)
     return False
