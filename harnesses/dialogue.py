@@ -2,10 +2,11 @@
 
 Each provider supplies a :class:`Dialect`: how to send its messages (with retries, see
 :func:`~hud.harnesses.retry.send_with_retries`), how to read a reply and how to give tool
-results back. The loop asks, runs the calls of a turn concurrently on a
-:class:`~hud.harnesses.toolbox.ToolBox` (:func:`run_tools`, each under ``tool_timeout``: a
-timeout is a tool error the model reads), prunes old screenshots, and stops when the model
-answers without calling a tool, at ``max_steps`` turns, or at the agent phase's deadline (the
+results back. The loop asks, runs the calls of a turn in the model's order on a
+:class:`~hud.harnesses.toolbox.ToolBox` (:func:`run_tools` states which may overlap; each under
+``tool_timeout``: a timeout is a tool error the model reads), prunes old screenshots, and
+stops when the model answers without calling a tool, when a reply says to stop
+(:attr:`Turn.stop`), at ``max_steps`` turns, or at the agent phase's deadline (the
 rollout's, or ``agent_timeout`` seconds, whichever comes first).
 """
 
@@ -27,13 +28,16 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class Turn:
     """One model reply, read: its text, its tool calls (``{"id", "name", "arguments"}``,
-    arguments a dict), the messages to append to the conversation, and token usage."""
+    arguments a dict), the messages to append to the conversation, and token usage.
+    ``stop``, when set, ends the run with that reason after this reply is recorded, and none
+    of its calls runs (a truncated reply, a safety check the policy will not pass)."""
 
     text: str | None
     calls: list[dict[str, Any]]
     messages: list[Any]
     usage: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    stop: str | None = None
 
 
 class Dialect(Protocol):
@@ -93,6 +97,8 @@ async def _turns(run: Run, dialect: Dialect, toolbox: ToolBox, messages: list[An
         messages.extend(turn.messages)
         if turn.text is not None:
             state["answer"] = turn.text
+        if turn.stop:
+            return turn.stop
         if not turn.calls:
             return "done"
         outputs = await run_tools(run, toolbox, turn.calls, _tool_timeout(run, limits))
@@ -112,27 +118,55 @@ def _tool_timeout(run: Run, limits: Limits) -> float | None:
 
 async def run_tools(run: Run, toolbox: ToolBox, calls: Sequence[dict[str, Any]],
                     timeout: float | None) -> list[tuple[str, ToolOutput]]:
-    """Run the calls of one turn (``{"id", "name", "arguments"}``) concurrently; record each
-    result (in call order) as a ``tool_result`` step with how long it took. Only a fatal
-    error (see :class:`~hud.harnesses.toolbox.ToolBox`) escapes: the first one is raised."""
+    """Run the calls of one turn (``{"id", "name", "arguments"}``) in the order the model
+    gave them, and record each result (in call order) as a ``tool_result`` step with how long
+    it took. Only a fatal error (see :class:`~hud.harnesses.toolbox.ToolBox`) escapes.
+
+    The ordering rule: a call starts only after every call before it has finished, because
+    calls share state (a screen, a file, a shell session) and the model wrote them as a
+    sequence (click, then type; two edits of one file). The one exception is a run of
+    consecutive calls to tools marked ``read_only`` (independent by construction, such as an
+    MCP tool annotated ``readOnlyHint``): those overlap, and the next call waits for all.
+    """
 
     async def one(call: dict[str, Any]) -> tuple[ToolOutput, float]:
         started = time.monotonic()
         output = await toolbox.call(call["name"], call["arguments"], timeout)
         return output, time.monotonic() - started
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(call)) for call in calls]
-    except BaseExceptionGroup as failed:  # only fatal errors escape a tool: raise the first
-        raise failed.exceptions[0] from None
+    done: list[tuple[ToolOutput, float]] = []
+    for batch in _batches(toolbox, calls):
+        if len(batch) == 1:
+            done.append(await one(batch[0]))
+            continue
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(call)) for call in batch]
+        except BaseExceptionGroup as failed:  # only fatal errors escape a tool: the first
+            raise failed.exceptions[0] from None
+        done.extend(task.result() for task in tasks)
     results = []
-    for call, task in zip(calls, tasks, strict=True):
-        output, duration = task.result()
+    for call, (output, duration) in zip(calls, done, strict=True):
         run.record("tool_result", duration, **tool_result_step(call["id"], call["name"],
                                                                output))
         results.append((call["id"], output))
     return results
+
+
+def _batches(toolbox: ToolBox, calls: Sequence[dict[str, Any]]
+             ) -> list[list[dict[str, Any]]]:
+    """``calls`` cut into the groups that may run together: each run of consecutive
+    read-only calls is one group, every other call a group of its own."""
+    batches: list[list[dict[str, Any]]] = []
+    overlapping = False  # whether the last group is a run of read-only calls
+    for call in calls:
+        read_only = toolbox.read_only(call["name"])
+        if read_only and overlapping:
+            batches[-1].append(call)
+        else:
+            batches.append([call])
+        overlapping = read_only
+    return batches
 
 
 def tool_result_step(call_id: str, name: str, output: ToolOutput) -> dict[str, Any]:

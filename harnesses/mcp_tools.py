@@ -34,8 +34,17 @@ async def mcp_tools(handle: McpHandle, prefix: str | None = None) -> list[Tool]:
         spec = ToolSpec(name=sanitize_name(name, prefix),
                         description=str(_field(entry, "description", default="") or ""),
                         parameters=dict(schema))
-        tools.append(Tool(spec=spec, function=_caller(handle, name)))
+        tools.append(Tool(spec=spec, function=_caller(handle, name),
+                          read_only=_read_only(entry)))
     return tools
+
+
+def _read_only(entry: Any) -> bool:
+    """Whether the server annotates the tool ``readOnlyHint: true`` (it changes nothing in
+    its environment, so it may run alongside other read-only calls)."""
+    notes = _field(entry, "annotations", default=None)
+    return _field(notes, "read_only_hint", "readOnlyHint", default=False) is True \
+        if notes is not None else False
 
 
 def _caller(handle: McpHandle, name: str) -> ToolFunction:

@@ -50,10 +50,16 @@ ToolFunction = Callable[[dict[str, Any]], Awaitable["ToolOutput | str"]]
 
 @dataclass(frozen=True, slots=True)
 class Tool:
-    """A tool: its spec, and the function that runs a call on the decoded arguments."""
+    """A tool: its spec, and the function that runs a call on the decoded arguments.
+
+    ``read_only`` says the tool is independent by construction: it changes nothing another
+    call could see (an MCP tool annotated ``readOnlyHint``). Only such calls may overlap
+    (see :func:`~hud.harnesses.dialogue.run_tools`); leave it False when in doubt.
+    """
 
     spec: ToolSpec
     function: ToolFunction
+    read_only: bool = False
 
 
 def sanitize_name(name: str, prefix: str | None = None) -> str:

@@ -40,6 +40,11 @@ class ToolBox:
     def specs(self) -> list[ToolSpec]:
         return [tool.spec for tool in self._tools.values()]
 
+    def read_only(self, name: str) -> bool:
+        """Whether the tool ``name`` is marked read-only (an unknown name is not)."""
+        tool = self._tools.get(name)
+        return tool is not None and tool.read_only
+
     def add(self, tool: Tool) -> Tool:
         """Add ``tool``; a name already taken gets a numeric suffix (``name_2``)."""
         name, n = tool.spec.name, 2
@@ -49,7 +54,7 @@ class ToolBox:
         if name != tool.spec.name:
             spec = ToolSpec(name=name, description=tool.spec.description,
                             parameters=tool.spec.parameters)
-            tool = Tool(spec=spec, function=tool.function)
+            tool = Tool(spec=spec, function=tool.function, read_only=tool.read_only)
         self._tools[name] = tool
         return tool
 

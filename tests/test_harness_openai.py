@@ -23,7 +23,8 @@ from fakes.responses import (
 )
 from hud.harnesses.editing import apply_diff, new_file
 from hud.harnesses.openai_responses import OpenAIAgent, wire
-from hud.harnesses.openai_responses.agent import responses_tools
+from hud.harnesses.openai_responses.models import model_tools
+from hud.harnesses.openai_responses.tools import responses_tools
 from hud.harnesses.tool import Image, ToolOutput
 from hud.harnesses.workbench import Workbench
 
@@ -92,7 +93,7 @@ def test_tool_specs_for_shells_and_mcp_are_golden() -> None:
     functions = ToolBox([Tool(ToolSpec("add", "Add two integers.", {
         "type": "object", "properties": {"a": {"type": "integer"}}}), nothing)])
     bench = Workbench(shells=[("shell", NoShell()), ("second", NoShell())], functions=functions)
-    box, tools = responses_tools(bench)
+    box, tools = responses_tools(bench, model_tools("gpt-5.1"))
     assert matches_golden("tools_ssh_mcp.json", tools)
     assert tools[:2] == [{"type": "shell", "environment": {"type": "local"}},
                          {"type": "apply_patch"}]
@@ -178,6 +179,7 @@ async def play(tmp_path: Path, script: Any, **config: Any) -> tuple[Run, Any]:
                              **config)
         async with serving(env) as server, UrlRuntime(server.url) as runtime:
             run = await rollout(fix(), agent, runtime, timeout=60)
+    assert fake.refused == []  # every request kept the documented contract
     return run, fake
 
 
@@ -222,8 +224,7 @@ async def test_server_errors_are_retried_and_bad_requests_are_not(tmp_path: Path
     assert run.status == "error" and "bad input" in str(run.error) and len(fake.bodies) == 1
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed")
-async def test_computer_use_in_a_browser_viewport() -> None:
+def browser_env() -> tuple[Environment, Any]:
     env = Environment("openai-browser", version="1.0.0")
     browser = env.browser()
 
@@ -236,25 +237,57 @@ async def test_computer_use_in_a_browser_viewport() -> None:
         state = await browser.evaluate("[document.querySelector('#f').value, window.scrollY]")
         yield {"reward": 1.0 if state == ["hello!", 250] else 0.0, "info": {"state": state}}
 
-    check = {"id": "sc1", "code": "irrelevant_domain", "message": "check"}
-    script = [
-        response(None, computer_call({"type": "screenshot"}, call_id="c0")),
-        response(None, computer_call({"type": "click", "button": "left", "x": 300, "y": 50},
-                                     {"type": "type", "text": "hello"},
-                                     {"type": "keypress", "keys": ["SHIFT", "1"]},
-                                     call_id="c1", checks=[check])),
-        response(None, computer_call({"type": "scroll", "x": 300, "y": 300, "scroll_x": 0,
-                                      "scroll_y": 250}, call_id="c2")),
-        response("done"),
-    ]
-    with serve_responses(script) as fake:
-        agent = create_agent("gpt-5.1", api_key="k", base_url=fake.base_url + "/v1",
-                             retry_delay=0.001)
+    return env, fill
+
+
+CHECK = {"id": "sc1", "code": "irrelevant_domain", "message": "check"}
+BROWSER_SCRIPT = [
+    response(None, computer_call({"type": "screenshot"}, call_id="c0")),
+    # one turn, three calls that share the screen: they must run in this order
+    response(None, computer_call({"type": "click", "button": "left", "x": 300, "y": 50},
+                                 call_id="c1"),
+             computer_call({"type": "type", "text": "hello"}, call_id="c2", checks=[CHECK]),
+             computer_call({"type": "keypress", "keys": ["SHIFT", "1"]}, call_id="c3")),
+    # a failed action and a timed-out one (a wait of 1 s and the settle time, with 1 s of
+    # the 2 s tool_timeout for actions): each is still answered with a screenshot
+    response(None, computer_call({"type": "drag", "path": []}, call_id="c4"),
+             computer_call({"type": "wait"}, call_id="c5")),
+    response(None, computer_call({"type": "scroll", "x": 300, "y": 300, "scroll_x": 0,
+                                  "scroll_y": 250}, call_id="c6")),
+    response("done"),
+]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed")
+@pytest.mark.parametrize("model", ["gpt-5.4", "gpt-5.1"])
+async def test_computer_use_in_a_browser_survives_failed_actions(model: str) -> None:
+    env, fill = browser_env()
+    with serve_responses(BROWSER_SCRIPT) as fake:
+        agent = create_agent(model, api_key="k", base_url=fake.base_url + "/v1",
+                             retry_delay=0.001, tool_timeout=2)
         async with serving(env) as server, UrlRuntime(server.url) as runtime:
             run = await rollout(fill(), agent, runtime, timeout=60)
-    assert run.reward == 1.0, (run.error, run.trace.info)
-    assert fake.bodies[0]["tools"] == [{"type": "computer"}]
-    answer = fake.bodies[2]["input"][-1]
-    assert answer["type"] == "computer_call_output" and answer["call_id"] == "c1"
-    assert answer["acknowledged_safety_checks"] == [check]
-    assert answer["output"]["image_url"].startswith("data:image/png;base64,")
+    assert fake.refused == [] and run.reward == 1.0, (fake.refused, run.error, run.trace.info)
+    tool = fake.bodies[0]["tools"][0]
+    if model == "gpt-5.4":
+        assert tool == {"type": "computer"} and "truncation" not in fake.bodies[0]
+    else:
+        assert tool == {"type": "computer_use_preview", "display_width": 1280,  # the viewport,
+                        "display_height": tool["display_height"],  # fitted to 1280 x 800
+                        "environment": "browser"} and tool["display_height"] <= 800
+        assert fake.bodies[0]["truncation"] == "auto"
+    answers = {i["call_id"]: i for i in fake.bodies[2]["input"]
+               if i["type"] == "computer_call_output"}
+    assert answers["c2"]["acknowledged_safety_checks"] == [CHECK]
+    failed = fake.bodies[3]["input"]
+    assert [(i["type"], i["call_id"]) for i in failed[-3:-1]] == [
+        ("computer_call_output", "c4"), ("computer_call_output", "c5")]
+    assert all(i["output"]["image_url"].startswith("data:image/png;base64,iVBOR")
+               for i in failed[-3:-1])
+    errors = [part["text"] for part in failed[-1]["content"]]
+    assert failed[-1]["role"] == "user" and errors == [
+        "computer call c4: error: a drag needs a path of at least two points",
+        "computer call c5: error: the computer actions timed out after 1 s"]
+    checks = [s.data for s in run.trace.steps if s.kind == "safety_check"]
+    assert checks == [{"call_id": "c2", "id": "sc1", "code": "irrelevant_domain",
+                       "message": "check", "decision": "acknowledged"}]

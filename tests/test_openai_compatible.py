@@ -113,6 +113,7 @@ async def play(script: Any, task: Any = None, tools: ToolBox | None = None, *,
         async with InProcessRuntime() as runtime:
             run = await rollout(task or count_letter(), agent, runtime, timeout=timeout,
                                 max_steps=run_max_steps)
+    assert server.refused == []  # every request kept the documented contract
     return run, server
 
 
@@ -384,14 +385,70 @@ async def test_a_conversation_prompt_is_passed_through() -> None:
         {"role": "user", "content": "Say ok"}]
 
 
-async def test_tool_calls_of_one_turn_run_concurrently() -> None:
-    barrier = asyncio.Barrier(3)
-    script = [reply(tool_calls=[call("meet", {}, id=f"c{i}") for i in range(3)]), reply("3")]
-    run, server = await play(script, tools=toolbox(barrier), tool_timeout=5)
+def test_the_stand_in_refuses_what_the_api_refuses() -> None:
+    from fakes.chat_completions import contract_violation
+
+    asked = {"role": "assistant", "content": "", "tool_calls": [call("add", {}, id="c1")]}
+    assert contract_violation({"model": "m", "messages": [
+        {"role": "user", "content": "hi"}, asked, {"role": "user", "content": "?"}]}) == (
+        "An assistant message with 'tool_calls' must be followed by tool messages responding "
+        "to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+        "c1", "messages.[2].role", None)
+    assert contract_violation({"model": "m", "messages": [
+        {"role": "tool", "tool_call_id": "c9", "content": "x"}]})[1] == "messages.[0].role"
+    assert contract_violation({"model": "m", "messages": [], "reasoning": "x"}) == (
+        "Unknown parameter: 'reasoning'.", "reasoning", "unknown_parameter")
+
+
+async def test_calls_of_one_turn_run_in_the_models_order() -> None:
+    events: list[str] = []
+
+    def recorder(name: str, yields: int) -> Tool:
+        async def act(args: dict[str, Any]) -> str:
+            events.append(f"{name} starts")
+            for _ in range(yields):  # a slow action: the next call must still wait for it
+                await asyncio.sleep(0)
+            events.append(f"{name} ends")
+            return name
+
+        return Tool(ToolSpec(name, "", {"type": "object", "properties": {}}), act)
+
+    script = [reply(tool_calls=[call("left_click", {}, id="c1"), call("type", {}, id="c2")]),
+              reply("3")]
+    run, _ = await play(script, tools=ToolBox([recorder("left_click", 20),
+                                                    recorder("type", 0)]))
+    assert run.reward == 1.0
+    assert events == ["left_click starts", "left_click ends", "type starts", "type ends"]
+
+
+async def test_only_read_only_calls_overlap() -> None:
+    barrier = asyncio.Barrier(2)
+    box = toolbox(barrier)
+    meet = next(tool for tool in box if tool.spec.name == "meet")
+    overlapping = ToolBox([Tool(meet.spec, meet.function, read_only=True), *list(box)[:1]])
+    script = [reply(tool_calls=[call("meet", {}, id="c0"), call("meet", {}, id="c1"),
+                                call("add", {"a": 1, "b": 2}, id="c2")]), reply("3")]
+    run, server = await play(script, tools=overlapping, tool_timeout=5)
     assert run.reward == 1.0
     tool_messages = [m for m in server.bodies[1]["messages"] if m["role"] == "tool"]
     assert [(m["tool_call_id"], m["content"]) for m in tool_messages] == [
-        ("c0", "met"), ("c1", "met"), ("c2", "met")]
+        ("c0", "met"), ("c1", "met"), ("c2", "3")]
+
+
+async def test_mcp_tools_marked_read_only_may_overlap() -> None:
+    class Handle:
+        async def list_tools(self) -> dict[str, Any]:
+            return {"tools": [
+                {"name": "look", "inputSchema": {}, "annotations": {"readOnlyHint": True}},
+                {"name": "poke", "inputSchema": {}, "annotations": {"readOnlyHint": False}},
+                {"name": "plain", "inputSchema": {}}]}
+
+        async def call_tool(self, name: str, arguments: Any = None) -> Any:
+            return {"content": []}
+
+    box = ToolBox(await mcp_tools(Handle()))
+    assert [box.read_only(name) for name in ("look", "poke", "plain", "nope")] == [
+        True, False, False, False]
 
 
 async def test_a_429_is_retried_after_the_servers_hint() -> None:
@@ -542,20 +599,23 @@ async def test_the_workspace_tools_through_a_real_ssh_capability(tmp_path: Path)
 
     from hud.eval import UrlRuntime
 
-    (tmp_path / "app.py").write_text("print('hi')\n")
+    (tmp_path / "app.py").write_text("print('hi')\n# todo\n")
     shell_env = Environment("shell-test", version="1.0.0")
     workspace = shell_env.workspace(tmp_path)
 
     @shell_env.template()
     async def fix():
         yield "Make app.py print bye."
-        done = await workspace.run("python3 app.py && cat notes/todo.txt")
-        yield 1.0 if done.stdout == "bye\nnothing\n" else 0.0
+        done = await workspace.run("python3 app.py && tail -1 app.py && cat notes/todo.txt")
+        yield 1.0 if done.stdout == "bye\n# done\nnothing\n" else 0.0
 
     script = [
         reply(tool_calls=[call("read_file", {"path": "app.py"}, id="c1")]),
+        # two edits of one file in one turn: both must survive
         reply(tool_calls=[call("edit_file", {"path": "app.py", "old_string": "hi",
-                                             "new_string": "bye"}, id="c2")]),
+                                             "new_string": "bye"}, id="c2"),
+                          call("edit_file", {"path": "app.py", "old_string": "# todo",
+                                             "new_string": "# done"}, id="c2b")]),
         reply(tool_calls=[call("write_file", {"path": "notes/todo.txt", "content": "nothing\n"},
                                id="c3"), call("bash", {"command": "python3 app.py"}, id="c4")]),
         reply("done"),
@@ -567,9 +627,9 @@ async def test_the_workspace_tools_through_a_real_ssh_capability(tmp_path: Path)
     assert run.status == "completed" and run.reward == 1.0, run.error
     assert server.bodies[0]["tools"] == SHELL_TOOLS_GOLDEN
     assert [(r["content"], r["is_error"]) for r in steps(run, "tool_result")] == [
-        ("print('hi')\n", False), ("edited app.py", False),
+        ("print('hi')\n# todo\n", False), ("edited app.py", False), ("edited app.py", False),
         ("wrote 8 bytes to notes/todo.txt", False), ("exit status 0\n[stdout]\nbye\n", False)]
-    assert (tmp_path / "app.py").read_text() == "print('hi')\n"  # the pristine workspace
+    assert (tmp_path / "app.py").read_text() == "print('hi')\n# todo\n"  # pristine
 
 
 def test_mcp_results_read_as_protocol_json() -> None:

@@ -1,5 +1,6 @@
-"""The Chat Completions agent loop: ask the model, run the tools it calls, give back the
-results, repeat.
+"""The Chat Completions agent loop: ask the model, run the tools it calls (in the order the
+model gave them: :func:`~hud.harnesses.dialogue.run_tools` says which may overlap), give back
+the results, repeat.
 
 It stops when the model answers without calling a tool (its text is the answer), at
 ``max_steps`` model turns, or when the rollout's deadline has passed. Requests are retried as

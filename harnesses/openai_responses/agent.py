@@ -1,53 +1,57 @@
 """``openai``: OpenAI's Responses API with its native tools.
 
-Tools, by capability: the first ``ssh`` shell gets the native ``shell`` and ``apply_patch``
-tools (V4A diffs applied here; further shells get function tools ``<capability>__bash``...);
-``rfb`` and ``cdp`` get the native ``computer`` tool (screenshots fitted to
-``display_width`` x ``display_height``, coordinates scaled back; scroll distances are pixels;
-a ``switch_screen`` function with several screens); ``mcp`` tools are function tools.
+Tools, by capability and by model family (``models.json``, see :mod:`.models`): the first
+``ssh`` shell gets the native ``shell`` and ``apply_patch`` tools where the model has them
+(V4A diffs applied here; other shells, and every shell of an older model, get function tools
+``bash``...); ``rfb`` and ``cdp`` get the model's computer tool (GA ``computer`` on
+gpt-5.4/5.5, else ``computer_use_preview`` with ``truncation: "auto"``; screenshots fitted
+to ``display_width`` x ``display_height``, coordinates scaled back; scroll distances are
+pixels; a ``switch_screen`` function with several screens); ``mcp`` tools are function tools.
+Calls run in the model's order (:func:`~hud.harnesses.dialogue.run_tools`).
 
 Settings (``--config key=value``): ``api_key`` (else ``$OPENAI_API_KEY``), ``base_url`` (else
-``$OPENAI_BASE_URL``), ``model`` (``gpt-5.1``), ``max_output_tokens``, ``max_steps``,
+``$OPENAI_BASE_URL``), ``model`` (``gpt-5.1``), ``tool_version`` (``computer`` or
+``computer_use_preview``: overrides the table), ``safety`` (``acknowledge``, the default, or
+``stop``: what to do with a computer call's ``pending_safety_checks``; each check and the
+decision are recorded as a ``safety_check`` step), ``max_output_tokens``, ``max_steps``,
 ``system_prompt`` (sent as ``instructions``), ``tool_timeout`` (120 s), ``agent_timeout``,
 ``keep_screenshots`` (3), ``display_width``/``display_height`` (1280 x 800), ``extra``
 (request fields: ``reasoning``, ``temperature``...), and the retry policy.
+
+A response with status ``incomplete`` (``max_output_tokens``, ``content_filter``) ends the
+run with that reason, recorded as an ``incomplete`` step: none of its calls runs, since a
+truncated call's arguments are cut.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import posixpath
-import shlex
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hud.errors import ToolError
-
-from ..computer import SETTLE, switch_screen
 from ..dialogue import Turn
-from ..editing import apply_diff, new_file
 from ..provider import ProviderAgent, ProviderSettings, describe_error
 from ..retry import send_with_retries
-from ..shell_tools import read_text, shell_tools
-from ..tool import Image, Tool, ToolOutput, ToolSpec
+from ..tool import ToolOutput
 from ..toolbox import ToolBox
 from ..workbench import Workbench
 from . import wire
+from .models import ModelTools, model_tools
+from .tools import responses_tools
 
 if TYPE_CHECKING:
     from hud.eval.run import Run
 
 DEFAULT_MODEL = "gpt-5.1"
-MAX_OUTPUT = 30_000
-KEY_NAMES = {"arrowleft": "left", "arrowright": "right", "arrowup": "up", "arrowdown": "down",
-             "cmd": "super", "option": "alt", "ctl": "ctrl"}
+SAFETY_POLICIES = ("acknowledge", "stop")
 
 
 @dataclasses.dataclass(kw_only=True)
 class Settings(ProviderSettings):
     model: str = DEFAULT_MODEL
     max_output_tokens: int | None = None
+    tool_version: str | None = None
+    safety: str = "acknowledge"
 
 
 class OpenAIAgent(ProviderAgent):
@@ -59,6 +63,13 @@ class OpenAIAgent(ProviderAgent):
     base_env = ("OPENAI_BASE_URL",)
     settings: Settings
 
+    def check(self) -> None:
+        super().check()
+        if self.settings.safety not in SAFETY_POLICIES:
+            raise ValueError(f"openai: safety must be {' or '.join(SAFETY_POLICIES)}, not "
+                             f"{self.settings.safety!r}")
+        model_tools(self.settings.model, self.settings.tool_version)  # a bad tool_version
+
     def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         import openai
 
@@ -69,170 +80,79 @@ class OpenAIAgent(ProviderAgent):
 
     def start(self, run: Run, client: Any, bench: Workbench
               ) -> tuple[ResponsesDialect, ToolBox, list[Any]]:
-        toolbox, tools = responses_tools(bench)
-        return (ResponsesDialect(client, self.settings, tools), toolbox,
+        spec = model_tools(self.settings.model, self.settings.tool_version)
+        toolbox, tools = responses_tools(bench, spec, self.settings.tool_timeout)
+        return (ResponsesDialect(client, self.settings, tools, spec), toolbox,
                 wire.prompt_items(run.prompt, run.messages))
 
 
-def responses_tools(bench: Workbench) -> tuple[ToolBox, list[dict[str, Any]]]:
-    """The tools for ``bench``: a box that runs them, and their native specs."""
-    toolbox, tools = ToolBox(), list[dict[str, Any]]()
-    for index, (name, shell) in enumerate(bench.shells):
-        if index == 0:
-            toolbox.add(Tool(ToolSpec("shell", "", {}), shell_function(shell)))
-            toolbox.add(Tool(ToolSpec("apply_patch", "", {}), patch_function(shell)))
-            tools += [dict(wire.SHELL), dict(wire.APPLY_PATCH)]
-            continue
-        for tool in shell_tools(shell, prefix=name):
-            tools.append(wire.function_tool(toolbox.add(tool).spec))
-    if bench.screens:
-        current = {"screen": bench.screens[0][1]}
-        toolbox.add(Tool(ToolSpec("computer", "", {}), computer_function(current)))
-        tools.append(dict(wire.COMPUTER))
-        if len(bench.screens) > 1:
-            tools.append(wire.function_tool(toolbox.add(
-                switch_screen(current, dict(bench.screens))).spec))
-    for tool in bench.functions:
-        tools.append(wire.function_tool(toolbox.add(tool).spec))
-    return toolbox, tools
-
-
-def shell_function(shell: Any) -> Any:
-    """The native shell tool: each command of the action in turn, with its ``timeout_ms``;
-    the result is the JSON list of ``{"stdout", "stderr", "outcome"}`` the API expects."""
-
-    async def run_commands(action: dict[str, Any]) -> ToolOutput:
-        commands = action.get("commands")
-        if not isinstance(commands, list) or not commands:
-            raise ToolError("the shell action has no commands")
-        timeout = (action.get("timeout_ms") or 120_000) / 1000
-        limit = int(action.get("max_output_length") or MAX_OUTPUT)
-        results = []
-        for command in commands:
-            done = await shell.run(str(command), timeout=timeout)
-            outcome = {"type": "timeout"} if getattr(done, "timed_out", False) else {
-                "type": "exit", "exit_code": done.exit_status}
-            results.append({"stdout": _tail(done.stdout, limit),
-                            "stderr": _tail(done.stderr, limit), "outcome": outcome})
-        return ToolOutput(json.dumps(results))
-
-    return run_commands
-
-
-def patch_function(shell: Any) -> Any:
-    """The native apply_patch tool: one V4A file operation."""
-
-    async def apply(operation: dict[str, Any]) -> ToolOutput:
-        kind, path = operation.get("type"), operation.get("path")
-        if not isinstance(path, str) or not path:
-            raise ToolError("the operation has no path")
-        if kind == "delete_file":
-            done = await shell.run(f"rm -- {shlex.quote(path)}", timeout=30)
-            if done.exit_status:
-                raise ToolError(f"cannot delete {path}: {done.stderr.strip()}")
-            return ToolOutput(f"Deleted {path}")
-        diff = str(operation.get("diff") or "")
-        if kind == "create_file":
-            parent = posixpath.dirname(path)
-            if parent not in ("", ".", "/"):
-                await shell.run(f"mkdir -p -- {shlex.quote(parent)}", timeout=30)
-            await shell.write_file(path, new_file(diff))
-            return ToolOutput(f"Created {path}")
-        if kind == "update_file":
-            text = await read_text(shell, path)
-            await shell.write_file(path, apply_diff(text, diff, path))
-            return ToolOutput(f"Updated {path}")
-        raise ToolError(f"unknown operation {kind!r}")
-
-    return apply
-
-
-def computer_function(current: dict[str, Any]) -> Any:
-    """The native computer tool: a batch of actions, then a screenshot."""
-
-    async def act(args: dict[str, Any]) -> ToolOutput:
-        screen = current["screen"]
-        for action in args.get("actions") or []:
-            await perform(screen, action)
-        if any(a.get("type") != "screenshot" for a in args.get("actions") or []):
-            await screen.wait(SETTLE)
-        return ToolOutput("", images=[Image(await screen.screenshot())])
-
-    return act
-
-
-async def perform(screen: Any, action: dict[str, Any]) -> None:
-    """One action of the computer tool on a :class:`~hud.harnesses.computer.Computer`."""
-    kind = action.get("type")
-    keys = [_key(k) for k in action.get("keys") or []]
-    x, y = action.get("x"), action.get("y")
-    if kind in ("click", "double_click"):
-        button = {"wheel": "middle"}.get(action.get("button", "left"),
-                                         action.get("button", "left"))
-        await screen.click(x, y, button=button, count=2 if kind == "double_click" else 1,
-                           modifiers=keys)
-    elif kind == "move":
-        await screen.move(x, y)
-    elif kind == "drag":
-        await screen.drag([(p["x"], p["y"]) for p in action.get("path") or []])
-    elif kind == "scroll":  # pixels, never wheel clicks
-        await screen.scroll(x, y, dx=action.get("scroll_x") or 0,
-                            dy=action.get("scroll_y") or 0, unit="pixels")
-    elif kind == "type":
-        await screen.type(str(action.get("text") or ""))
-    elif kind == "keypress":
-        await screen.press("+".join(keys))
-    elif kind == "wait":
-        await screen.wait(float(action.get("ms") or 1000) / 1000)
-    elif kind != "screenshot":
-        raise ToolError(f"unknown computer action {kind!r}")
-
-
-def _key(name: str) -> str:
-    return KEY_NAMES.get(name.lower(), name if len(name) == 1 else name.lower())
-
-
-def _tail(data: Any, limit: int) -> str:
-    text = data.decode(errors="replace") if isinstance(data, bytes) else str(data or "")
-    return text if len(text) <= limit else text[-limit:]
-
-
 class ResponsesDialect:
-    """Responses requests (stateless: the whole input each turn) and replies."""
+    """Responses requests (stateless: the whole input each turn) and replies. Each reply's
+    safety checks and an ``incomplete`` status are recorded as it arrives (:meth:`review`)
+    and decide whether its calls run (:meth:`read`)."""
 
-    def __init__(self, client: Any, settings: Settings, tools: list[dict[str, Any]]) -> None:
+    def __init__(self, client: Any, settings: Settings, tools: list[dict[str, Any]],
+                 spec: ModelTools) -> None:
         self.client = client
         self.settings = settings
         self.tools = tools
+        self.spec = spec
 
-    async def send(self, run: Run, messages: list[Any]) -> tuple[Any, float]:
-        import openai
-
+    def body(self, messages: list[Any]) -> dict[str, Any]:
+        """The request for the conversation so far."""
         body: dict[str, Any] = {"model": self.settings.model, "input": messages,
                                 **(self.settings.extra or {})}
         if self.tools:
             body["tools"] = self.tools
             body["parallel_tool_calls"] = True
+        if any(tool["type"] == "computer_use_preview" for tool in self.tools):
+            # https://platform.openai.com/docs/guides/tools-computer-use: required with it
+            body["truncation"] = "auto"
         if self.settings.system_prompt:
             body["instructions"] = self.settings.system_prompt
         if self.settings.max_output_tokens:
             body["max_output_tokens"] = self.settings.max_output_tokens
+        return body
+
+    async def send(self, run: Run, messages: list[Any]) -> tuple[Any, float]:
+        import openai
+
+        body = self.body(messages)
 
         async def attempt(timeout: float) -> dict[str, Any]:
             reply = await self.client.responses.create(**body, timeout=timeout)
             return dict(reply.to_dict())
 
-        return await send_with_retries(run, self.settings.policy, attempt, openai.APIError,
-                                       describe_error)
+        reply, duration = await send_with_retries(run, self.settings.policy, attempt,
+                                                  openai.APIError, describe_error)
+        self.review(run, reply)
+        return reply, duration
+
+    def review(self, run: Run, reply: dict[str, Any]) -> None:
+        """Record each pending safety check with the policy's decision, and an incomplete
+        response with its reason and the calls that will not run."""
+        output = reply.get("output") or []
+        decision = "acknowledged" if self.settings.safety == "acknowledge" else "stopped"
+        for call_id, check in wire.safety_checks(output):
+            run.record("safety_check", call_id=call_id, id=check.get("id"),
+                       code=check.get("code"), message=check.get("message"), decision=decision)
+        reason = wire.incomplete_reason(reply)
+        if reason is not None:
+            run.record("incomplete", reason=reason,
+                       calls_not_run=[call["id"] for call in wire.calls(output)])
 
     def read(self, reply: dict[str, Any]) -> Turn:
         output = reply.get("output") or []
+        stop = wire.incomplete_reason(reply)
+        if stop is None and self.settings.safety == "stop" and wire.safety_checks(output):
+            stop = "safety_check"
         return Turn(text=wire.output_text(output), calls=wire.calls(output),
                     messages=wire.replayed(output), usage=wire.usage_tokens(reply.get("usage")),
-                    extra={"finish_reason": reply.get("status"), "model": reply.get("model")})
+                    extra={"finish_reason": reply.get("status"), "model": reply.get("model")},
+                    stop=stop)
 
     def results(self, results: list[tuple[dict[str, Any], ToolOutput]]) -> list[Any]:
-        return [wire.result_item(call, output) for call, output in results]
+        return wire.results(results)
 
     def prune(self, messages: list[Any], keep: int) -> None:
         wire.prune_images(messages, keep)

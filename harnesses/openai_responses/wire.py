@@ -91,26 +91,95 @@ def output_text(output: list[dict[str, Any]]) -> str | None:
     return "\n".join(texts) if texts else None
 
 
+# The fields each output item may carry back as input (the input item schemas of
+# https://platform.openai.com/docs/api-reference/responses/create): the API answers 400
+# "Unknown parameter" to an output-only field such as ``created_by``, as OpenAI's SDKs know.
+INPUT_FIELDS = {
+    "message": {"type", "id", "role", "content", "status", "phase"},
+    "reasoning": {"type", "id", "summary", "content", "encrypted_content", "status"},
+    "function_call": {"type", "id", "call_id", "name", "namespace", "arguments", "status"},
+    "computer_call": {"type", "id", "call_id", "action", "actions", "pending_safety_checks",
+                      "status"},
+    "shell_call": {"type", "id", "call_id", "action", "environment", "status"},
+    "apply_patch_call": {"type", "id", "call_id", "operation", "status"},
+}
+CONTENT_FIELDS = {"output_text": {"type", "text", "annotations", "logprobs"},
+                  "refusal": {"type", "refusal"}}
+SHELL_ACTION_FIELDS = {"commands", "timeout_ms", "max_output_length"}
+
+
 def replayed(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The response's output items as the next request's input (nulls dropped)."""
-    return [{k: v for k, v in item.items() if v is not None} for item in output]
+    """The response's output items as the next request's input: nulls and output-only
+    fields (``created_by``...) dropped; an item of a type we do not know loses nulls and
+    ``created_by`` only."""
+    return [_input_item(item) for item in output]
+
+
+def _input_item(item: dict[str, Any]) -> dict[str, Any]:
+    allowed = INPUT_FIELDS.get(item.get("type", ""))
+    kept = {k: v for k, v in item.items() if v is not None and k != "created_by"
+            and (allowed is None or k in allowed)}
+    if kept.get("type") == "message" and isinstance(kept.get("content"), list):
+        kept["content"] = [_only(part, CONTENT_FIELDS.get(part.get("type", "")))
+                           for part in kept["content"]]
+    if kept.get("type") == "shell_call" and isinstance(kept.get("action"), dict):
+        kept["action"] = _only(kept["action"], SHELL_ACTION_FIELDS)
+    return kept
+
+
+def _only(value: dict[str, Any], fields: set[str] | None) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if v is not None and (fields is None or k in fields)}
+
+
+def safety_checks(output: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Each computer call's pending safety checks, as ``(call_id, check)``."""
+    return [(item["call_id"], dict(check)) for item in output
+            if item.get("type") == "computer_call"
+            for check in item.get("pending_safety_checks") or []]
+
+
+def incomplete_reason(reply: dict[str, Any]) -> str | None:
+    """Why a response is ``incomplete`` (``max_output_tokens``, ``content_filter``), or
+    None for any other status."""
+    if reply.get("status") != "incomplete":
+        return None
+    return str((reply.get("incomplete_details") or {}).get("reason") or "incomplete")
+
+
+def results(results: list[tuple[dict[str, Any], ToolOutput]]) -> list[dict[str, Any]]:
+    """The items that answer one turn's calls, in call order. A computer call's output is
+    only a screenshot, so a failed computer call's error follows all of them as a user
+    message naming the call."""
+    items = [result_item(call, output) for call, output in results]
+    notes = [{"type": "input_text", "text": f"computer call {call['id']}: {output.text}"}
+             for call, output in results
+             if call.get("type") == "computer_call" and output.is_error]
+    if notes:
+        items.append({"type": "message", "role": "user", "content": notes})
+    return items
 
 
 def result_item(call: dict[str, Any], output: ToolOutput) -> dict[str, Any]:
     """The output item that answers ``call``, in its tool's format."""
     kind, call_id = call.get("type"), call["id"]
+    item: dict[str, Any]
     if kind == "shell_call":
-        return {"type": "shell_call_output", "call_id": call_id, "output": shell_output(output)}
+        item = {"type": "shell_call_output", "call_id": call_id, "output": shell_output(output)}
+        limit = (call.get("arguments") or {}).get("max_output_length")
+        if limit is not None:  # the tool's guide: pass the model's limit back with the output
+            item["max_output_length"] = limit
+        return item
     if kind == "apply_patch_call":
         return {"type": "apply_patch_call_output", "call_id": call_id,
                 "status": "failed" if output.is_error else "completed", "output": output.text}
     if kind == "computer_call":
-        if not output.images:  # the actions failed before any screenshot: say why
-            return {"type": "function_call_output", "call_id": call_id, "output": output.text}
-        image = output.images[-1]
-        item: dict[str, Any] = {"type": "computer_call_output", "call_id": call_id, "output": {
-            "type": "computer_screenshot",
-            "image_url": f"data:{image.mime_type};base64,{image.data}"}}
+        # Every computer call is answered by a screenshot, even a failed one (the API
+        # answers 400 otherwise); without one (the call timed out whole) a blank stands in.
+        image_url = BLANK
+        if output.images:
+            image_url = f"data:{output.images[-1].mime_type};base64,{output.images[-1].data}"
+        item = {"type": "computer_call_output", "call_id": call_id,
+                "output": {"type": "computer_screenshot", "image_url": image_url}}
         checks = call["arguments"].get("pending_safety_checks")
         if checks:
             item["acknowledged_safety_checks"] = checks

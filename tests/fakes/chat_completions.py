@@ -8,7 +8,11 @@ script, in the API's real wire format, for the real ``openai`` SDK to talk to.
 ...     server.requests[0]["body"]["messages"]
 
 A script is a list of :class:`Reply` played in order (a request past its end gets a 500
-whose message says so), or a function from the request body to a :class:`Reply`. The server
+whose message says so), or a function from the request body to a :class:`Reply`.
+
+It is strict: a request that breaks the documented contract (:func:`contract_violation`) is
+answered as the real API answers it, HTTP 400 with OpenAI's error body, and kept in
+``server.refused``; the script is not consulted. The server
 runs on its own thread, so sync and async clients, and other processes, can all use it; it
 answers each request on a fresh connection (``Connection: close``).
 """
@@ -24,6 +28,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
+
+from .sdk_types import violation
 
 MODEL = "fake-model"
 
@@ -76,10 +84,45 @@ def completion(body: dict[str, Any], answer: Reply, number: int) -> dict[str, An
     }
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
+def error_body(status: int, message: str, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body (https://platform.openai.com/docs/guides/error-codes)."""
     kind = {400: "invalid_request_error", 401: "authentication_error",
             429: "rate_limit_exceeded"}.get(status, "server_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+    return {"error": {"message": message, "type": kind, "param": param,
+                      "code": code if status == 400 else kind}}
+
+
+def contract_violation(body: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
+    """The first documented rule ``body`` breaks, as ``(message, param, code)``, or None."""
+    # https://platform.openai.com/docs/api-reference/chat/create (the SDK's types are
+    # generated from it): unknown fields refused, required ones enforced
+    found = violation(body, CompletionCreateParamsNonStreaming)
+    if found:
+        return found[2], found[1], found[0]
+    return _tool_messages_answer_calls(body.get("messages") or [])
+
+
+def _tool_messages_answer_calls(messages: list[Any]) -> tuple[str, str, None] | None:
+    # https://platform.openai.com/docs/guides/function-calling: every tool call of an
+    # assistant message is answered by a tool message right after it, and only those
+    waiting: list[str] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            if message.get("tool_call_id") not in waiting:
+                return ("Invalid parameter: messages with role 'tool' must be a response to a "
+                        "preceeding message with 'tool_calls'.", f"messages.[{index}].role",
+                        None)
+            waiting.remove(message["tool_call_id"])
+            continue
+        if waiting:
+            return ("An assistant message with 'tool_calls' must be followed by tool messages "
+                    "responding to each 'tool_call_id'. The following tool_call_ids did not "
+                    f"have response messages: {', '.join(waiting)}", f"messages.[{index}].role",
+                    None)
+        waiting = [call["id"] for call in message.get("tool_calls") or []]
+    return None
 
 
 class ChatCompletionsServer:
@@ -89,6 +132,7 @@ class ChatCompletionsServer:
     def __init__(self, script: Sequence[Reply] | Responder, model: str = MODEL) -> None:
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         if callable(script):
@@ -125,6 +169,10 @@ class ChatCompletionsServer:
                 return 404, {}, error_body(404, f"no route {method} {path}")
             if body.get("stream"):
                 return 400, {}, error_body(400, "the fake does not stream")
+            problem = contract_violation(body)
+            if problem:
+                self.refused.append(error_body(400, *problem))
+                return 400, {}, self.refused[-1]
             answer = self._respond(body)
         if answer.status >= 400:
             return answer.status, answer.headers, error_body(answer.status,

@@ -35,6 +35,7 @@ class ProviderServer:
     def __init__(self, script: Sequence[Step] | Callable[[dict[str, Any]], Step],
                  route: Route, error_body: ErrorBody) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []  # error bodies of requests a strict fake refused
         self.route = route
         self.error_body = error_body
         self._lock = threading.Lock()
@@ -66,6 +67,8 @@ class ProviderServer:
             if not self.route(method, path, body):
                 return 404, {}, self.error_body(404, f"no route {method} {path}")
             step = self._respond(body)
+        if step.status >= 400 and "error" in step.body:  # a full error body, as the API's
+            return step.status, step.headers, step.body
         if step.status >= 400:
             return step.status, step.headers, self.error_body(
                 step.status, step.body.get("message", f"fake error {step.status}"))
