@@ -1,9 +1,12 @@
 """Model requests with bounded, deadline-aware retries, for any provider's SDK.
 
-Requests that fail with 408, 409, 429, 5xx or a connection error are retried with exponential
-backoff (bounded in count and by the rollout's deadline, each retry recorded as a ``retry``
-step); any other API error, or the last failed retry, raises :class:`ModelAPIError`, which
-fails the run (phase ``agent``) and is never scored as a 0.
+Requests that fail with 408, 409, 429, 5xx (529, Anthropic's "overloaded", included), a
+dropped or refused connection, or a timeout are retried (bounded in count and by the
+rollout's deadline, each retry recorded as a ``retry`` step). The wait is the server's
+``Retry-After`` when it sends one, honoured in full as long as it ends before the rollout's
+deadline (with no deadline, up to ``max_retry_after``); otherwise exponential backoff with
+jitter. Any other API error, a ``Retry-After`` past the deadline, or the last failed retry
+raises :class:`ModelAPIError`, which fails the run (phase ``agent``) and is never scored as a 0.
 """
 
 from __future__ import annotations
@@ -22,30 +25,33 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 409, 429})
+_sleep = asyncio.sleep  # the one place retries wait: tests replace it with a recording clock
 
 
 @dataclass(slots=True)
 class RequestPolicy:
     """How requests are sent: SDK timeout per request and the retry schedule
-    (``retry_delay`` doubles each retry, up to ``max_retry_delay``, with jitter)."""
+    (``retry_delay`` doubles each retry, up to ``max_retry_delay``, with jitter; a server's
+    ``Retry-After`` is honoured up to the deadline, or ``max_retry_after`` without one)."""
 
     request_timeout: float = 600.0
     max_retries: int = 4
     retry_delay: float = 1.0
     max_retry_delay: float = 30.0
+    max_retry_after: float = 600.0
 
 
 async def send_with_retries(run: Run, policy: RequestPolicy,
                             send: Callable[[float], Awaitable[T]],
-                            errors: type[Exception] | tuple[type[Exception], ...],
+                            errors: type[BaseException] | tuple[type[BaseException], ...],
                             describe: Callable[[Any], str] = str,
                             fail: Callable[[Any, int], str] | None = None) -> tuple[T, float]:
     """``await send(timeout)`` with bounded, deadline-aware retries: an exception of
-    ``errors`` that :func:`retryable` accepts is retried with backoff (recorded as a
-    ``retry`` step), any other, or the last, raises :class:`ModelAPIError` (its message
-    ``fail(exc, attempts)`` when given). Works for any SDK whose errors carry ``status_code``
-    and ``response.headers`` (openai, anthropic) or ``code`` (google-genai). Returns the
+    ``errors`` (or a transport error, see :func:`retryable`) that may be retried is retried
+    after :func:`retry_delay` (recorded as a ``retry`` step); any other, or the last, raises
+    :class:`ModelAPIError` (its message ``fail(exc, attempts)`` when given). Returns the
     result and how long its attempt took."""
+    caught = (errors if isinstance(errors, tuple) else (errors,)) + transport_errors()
     for attempt in range(policy.max_retries + 1):
         remaining = run.remaining()
         timeout = policy.request_timeout if remaining is None else max(
@@ -53,40 +59,73 @@ async def send_with_retries(run: Run, policy: RequestPolicy,
         started = time.monotonic()
         try:
             return await send(timeout), time.monotonic() - started
-        except errors as exc:
-            delay = retry_delay(policy, exc, attempt)
-            left = run.remaining()
-            if delay is None or (left is not None and delay >= left):
-                message = fail(exc, attempt + 1) if fail else (
-                    f"model request failed after {attempt + 1} attempt(s): {describe(exc)}")
-                raise ModelAPIError(message) from exc
+        except caught as exc:
+            delay = retry_delay(policy, exc, attempt, run.remaining())
+            if delay is None:
+                raise ModelAPIError(_failure(exc, attempt + 1, describe, fail)) from exc
             run.record("retry", attempt=attempt + 1, error=describe(exc), delay=delay)
-            await asyncio.sleep(delay)
+            await _sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def retry_delay(policy: RequestPolicy, exc: BaseException, attempt: int) -> float | None:
-    """Seconds to wait before retrying, or None when ``exc`` is final."""
+def _failure(exc: BaseException, attempts: int, describe: Callable[[Any], str],
+             fail: Callable[[Any, int], str] | None) -> str:
+    if fail is not None:
+        return fail(exc, attempts)
+    return f"model request failed after {attempts} attempt(s): {describe(exc)}"
+
+
+def retry_delay(policy: RequestPolicy, exc: BaseException, attempt: int,
+                remaining: float | None = None) -> float | None:
+    """Seconds to wait before retrying, or None when ``exc`` is final: not retryable,
+    retries used up, or the wait would end at or past the deadline (``remaining`` seconds
+    away; None: no deadline)."""
     if attempt >= policy.max_retries or not retryable(exc):
         return None
     hinted = retry_after(exc)
     if hinted is not None:
-        return min(hinted, policy.max_retry_delay)
-    delay = min(policy.retry_delay * 2.0**attempt, policy.max_retry_delay)
-    return delay * random.uniform(0.5, 1.0)  # jitter: concurrent rollouts spread out
+        delay = hinted if remaining is not None else min(hinted, policy.max_retry_after)
+    else:
+        delay = min(policy.retry_delay * 2.0**attempt, policy.max_retry_delay)
+        delay *= random.uniform(0.5, 1.0)  # jitter: concurrent rollouts spread out
+    if remaining is not None and delay >= remaining:
+        return None
+    return delay
 
 
 def retryable(exc: BaseException) -> bool:
-    """429, 408, 409 and 5xx replies, and connection failures (timeouts included): an SDK's
-    connection error class, or a class it derives from, has "Connection" or "Timeout" in its
-    name (openai's and anthropic's ``APIConnectionError`` and ``APITimeoutError``)."""
-    if any("Connection" in kind.__name__ or "Timeout" in kind.__name__
-           for kind in type(exc).__mro__):
+    """429, 408, 409 and 5xx replies, and transport failures: a timeout, a refused or dropped
+    connection (:func:`transport_errors`, or an SDK class whose name, or a base's, has
+    "Connection" or "Timeout" in it: openai's and anthropic's ``APIConnectionError`` and
+    ``APITimeoutError``)."""
+    if isinstance(exc, transport_errors()) or any(
+            "Connection" in kind.__name__ or "Timeout" in kind.__name__
+            for kind in type(exc).__mro__):
         return True
     status = getattr(exc, "status_code", None)
     if status is None:
         status = getattr(exc, "code", None)  # google-genai's APIError
     return isinstance(status, int) and (status in RETRY_STATUSES or status >= 500)
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP stacks' own transport failures, which some SDKs (google-genai) let through
+    unwrapped: httpx's (``ConnectError``, ``RemoteProtocolError``, ``ReadTimeout``...),
+    aiohttp's when installed, and the builtin ``ConnectionError`` and ``TimeoutError``."""
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import httpx
+
+        kinds.append(httpx.TransportError)
+    except ImportError:  # pragma: no cover - every provider SDK depends on httpx
+        pass
+    try:
+        import aiohttp
+
+        kinds.extend([aiohttp.ClientConnectionError, aiohttp.ClientPayloadError])
+    except ImportError:
+        pass
+    return tuple(kinds)
 
 
 def retry_after(exc: BaseException) -> float | None:
