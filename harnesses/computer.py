@@ -87,6 +87,9 @@ class Display(Protocol):
 
     async def press(self, keys: list[str], hold: float = 0.0) -> None: ...
 
+    async def key(self, name: str, down: bool) -> None:
+        """Press or release one key, leaving it so until the other call."""
+
 
 class Computer:
     """The actions of computer-use tools on a display, in the model's coordinates
@@ -265,6 +268,16 @@ class VNCDisplay:
             await asyncio.sleep(hold)
         await self.screen.vnc.drain()
 
+    async def key(self, name: str, down: bool) -> None:
+        """Press (``down``) or release one key and leave it so (RFB KeyEvent, RFC 6143
+        7.5.4): for actions that hold a key across others."""
+        from asyncvnc import key_codes
+        from hud.capabilities.rfb.client import _keysym
+
+        sym = key_codes[_keysym(name)]
+        self.screen.vnc.writer.write(bytes([4, int(down), 0, 0]) + sym.to_bytes(4, "big"))
+        await self.screen.vnc.drain()
+
 
 class BrowserDisplay:
     """A browser tab's viewport over CDP (a ``hud.capabilities.cdp`` Page): pixels are its
@@ -343,6 +356,13 @@ class BrowserDisplay:
             await self.page.send("Input.dispatchKeyEvent", {
                 "type": "keyUp", "key": key, "code": code, "windowsVirtualKeyCode": vk,
                 "modifiers": flags})
+
+    async def key(self, name: str, down: bool) -> None:
+        """Press (``down``) or release one key and leave it so."""
+        key, code, vk = _cdp_key(name)
+        await self.page.send("Input.dispatchKeyEvent", {
+            "type": "rawKeyDown" if down else "keyUp", "key": key, "code": code,
+            "windowsVirtualKeyCode": vk})
 
 
 def _cdp_key(name: str) -> tuple[str, str, int]:

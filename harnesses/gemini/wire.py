@@ -77,20 +77,31 @@ def text(content: dict[str, Any]) -> str | None:
 
 def function_responses(results: list[tuple[dict[str, Any], ToolOutput]],
                        structured: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """One user turn answering every call of a model turn, in order; images (screenshots)
-    as inline parts of their function response. Tools named in ``structured`` (the
-    computer-use functions) return their response object as JSON text."""
+    """One user turn answering every call of a model turn, in order (the API refuses a turn
+    that leaves a call unanswered); images (screenshots) as inline parts of their function
+    response. Tools named in ``structured`` (the computer-use functions) return their
+    response object as JSON text, failed or not; any other failure is ``{"error": ...}``."""
     out = []
     for call, output in results:
-        response: dict[str, Any] = {"error": output.text} if output.is_error else (
-            json.loads(output.text) if call["name"] in structured else {"output": output.text})
-        body: dict[str, Any] = {"name": call["name"], "response": response}
+        body: dict[str, Any] = {"name": call["name"],
+                                "response": _response(call["name"], output, structured)}
         if call.get("wire_id"):
             body["id"] = call["wire_id"]
         if output.images:
             body["parts"] = [inline(i.data, i.mime_type) for i in output.images]
         out.append({"function_response": body})
     return {"role": "user", "parts": out}
+
+
+def _response(name: str, output: ToolOutput, structured: frozenset[str]) -> dict[str, Any]:
+    if name in structured:
+        try:
+            value = json.loads(output.text)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
+    return {"error": output.text} if output.is_error else {"output": output.text}
 
 
 def prune_images(contents: list[Any], keep: int) -> None:
