@@ -12,6 +12,7 @@ raises :class:`ModelAPIError`, which fails the run (phase ``agent``) and is neve
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,12 @@ async def send_with_retries(run: Run, policy: RequestPolicy,
         except caught as exc:
             delay = retry_delay(policy, exc, attempt, run.remaining())
             if delay is None:
-                raise ModelAPIError(_failure(exc, attempt + 1, describe, fail)) from exc
+                message = _failure(exc, attempt + 1, describe, fail)
+                hinted = retry_after(exc)
+                if hinted is not None and retryable(exc) and attempt < policy.max_retries:
+                    message += (f" (the server asked for a retry after {hinted:g} s, past "
+                                "the rollout's deadline)")
+                raise ModelAPIError(message) from exc
             run.record("retry", attempt=attempt + 1, error=describe(exc), delay=delay)
             await _sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -110,21 +116,17 @@ def retryable(exc: BaseException) -> bool:
 
 def transport_errors() -> tuple[type[BaseException], ...]:
     """The HTTP stacks' own transport failures, which some SDKs (google-genai) let through
-    unwrapped: httpx's (``ConnectError``, ``RemoteProtocolError``, ``ReadTimeout``...),
-    aiohttp's when installed, and the builtin ``ConnectionError`` and ``TimeoutError``."""
+    unwrapped: httpx's or its fork httpx2's (``ConnectError``, ``RemoteProtocolError``,
+    ``ReadTimeout``...), aiohttp's, whichever are installed, and the builtin
+    ``ConnectionError`` and ``TimeoutError``."""
     kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    try:
-        import httpx
-
-        kinds.append(httpx.TransportError)
-    except ImportError:  # pragma: no cover - every provider SDK depends on httpx
-        pass
-    try:
-        import aiohttp
-
-        kinds.extend([aiohttp.ClientConnectionError, aiohttp.ClientPayloadError])
-    except ImportError:
-        pass
+    for module, names in (("httpx", ("TransportError",)), ("httpx2", ("TransportError",)),
+                          ("aiohttp", ("ClientConnectionError", "ClientPayloadError"))):
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError:
+            continue
+        kinds.extend(getattr(loaded, name) for name in names)
     return tuple(kinds)
 
 

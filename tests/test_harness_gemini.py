@@ -14,9 +14,13 @@ from typing import Any
 
 import pytest
 from conftest import serving
-from fakes.gemini import call, failure, reply, serve_gemini
+from fakes.gemini import Fault, blocked, call, failure, reply, serve_gemini, violation
+from hud.harnesses.computer import Computer
 from hud.harnesses.gemini import GeminiAgent, wire
+from hud.harnesses.gemini.agent import gemini_tools
+from hud.harnesses.gemini.models import BROWSER, DESKTOP, FUNCTION_SETS, MODELS, spec_for
 from hud.harnesses.tool import Image, ToolOutput
+from hud.harnesses.workbench import Workbench
 
 from hud import Environment
 from hud.agents import create_agent
@@ -100,13 +104,13 @@ def coding_env(root: Path) -> tuple[Environment, Any, Any]:
     return env, fix, picture
 
 
-async def play(tmp_path: Path, script: Any, which: int = 1, **config: Any) -> tuple[Run, Any]:
+async def play(tmp_path: Path, script: Any, which: int = 1, model: str = "gemini-2.5-pro",
+               **config: Any) -> tuple[Run, Any]:
     (tmp_path / "app.py").write_text("print('hi')\n")
     env, *templates = coding_env(tmp_path)
     config.setdefault("retry_delay", 0.001)
     with serve_gemini(script) as fake:
-        agent = create_agent("gemini-2.5-pro", api_key="test-key", base_url=fake.base_url,
-                             **config)
+        agent = create_agent(model, api_key="test-key", base_url=fake.base_url, **config)
         async with serving(env) as server, UrlRuntime(server.url) as runtime:
             run = await rollout(templates[which - 1](), agent, runtime, timeout=60)
     return run, fake
@@ -177,3 +181,192 @@ async def test_computer_use_on_a_grid_in_a_browser() -> None:
     assert answer["name"] == "type_text_at" and answer["response"]["url"].startswith("data:")
     blob = answer["parts"][0].get("inlineData") or answer["parts"][0]["inline_data"]
     assert blob.get("mimeType", blob.get("mime_type")) == "image/png"
+
+
+# -- the model table: one test per row --------------------------------------------------------
+
+ROWS = [  # (a model of the family, tool version, environments, computer_use on every request)
+    ("gemini-2.5-computer-use-preview-10-2025", "2025-10", (BROWSER,), True),
+    ("gemini-3-flash-preview", "2025-10", (BROWSER,), False),
+    ("gemini-3-pro-preview", "2025-10", (BROWSER,), False),
+    ("gemini-3.1-pro-preview", "2025-10", (BROWSER,), False),
+    ("gemini-3.5-flash", "2026-06", (BROWSER, DESKTOP), False),
+    ("gemini-2.5-pro", None, (), False),
+    ("gemini-2.5-flash", None, (), False),
+    ("gemini-2.0-flash-001", None, (), False),
+]
+
+
+class StubDisplay:
+    """Only what building the tools reads of a screen: its kind and size."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.size = kind, (1024, 768)
+
+
+def bench(kind: str | None) -> Workbench:
+    return Workbench(screens=[("screen", Computer(StubDisplay(kind)))] if kind else [])
+
+
+def test_every_family_of_the_api_is_a_row() -> None:
+    assert sorted(row.prefix for row in MODELS) == sorted(
+        next(r.prefix for r in MODELS if m.startswith(r.prefix)) for m, *_ in ROWS)
+    assert len(FUNCTION_SETS["2026-06"]) == 20 and len(FUNCTION_SETS["2025-10"]) == 13
+
+
+@pytest.mark.parametrize(("model", "version", "environments", "required"), ROWS,
+                         ids=[r[0] for r in ROWS])
+def test_a_model_family_gets_its_row(model: str, version: str | None,
+                                     environments: tuple[str, ...], required: bool) -> None:
+    spec = spec_for(model)
+    assert (spec.tool_version, spec.environments, spec.requires_computer_use) == (
+        version, environments, required)
+    for kind in ("browser", "desktop", None):
+        if kind and not environments:
+            with pytest.raises(ValueError, match="has no computer use"):
+                gemini_tools(bench(kind), spec)
+            continue
+        toolbox, tools = gemini_tools(bench(kind), spec)
+        computer = [t["computer_use"] for t in tools if "computer_use" in t]
+        if kind is None and not required:
+            assert computer == []
+            continue
+        wanted = DESKTOP if kind == "desktop" and DESKTOP in environments else BROWSER
+        assert computer == [{"environment": wanted}]  # never a desktop to a browser model
+        assert [t.spec.name for t in toolbox] == list(FUNCTION_SETS[version or ""])
+
+
+def test_an_unknown_model_gets_the_newest_spec_and_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        spec = spec_for("gemini-9-ultra")
+    assert spec.tool_version == "2026-06" and DESKTOP in spec.environments
+    assert "hud.harnesses.gemini.models.MODELS" in caplog.text and "gemini-9-ultra" in caplog.text
+
+
+def test_tool_version_overrides_the_rows_function_set() -> None:
+    agent = create_agent("gemini-3-flash-preview", api_key="k", tool_version="2026-06")
+    spec = spec_for(agent.settings.model, agent.settings.tool_version)
+    toolbox, _ = gemini_tools(bench("browser"), spec)
+    assert "take_screenshot" in toolbox and "click_at" not in toolbox
+    with pytest.raises(ValueError, match="unknown tool_version 'v9'; known: 2025-10, 2026-06"):
+        create_agent("gemini-3.5-flash", api_key="k", tool_version="v9")
+    with pytest.raises(ValueError, match="safety must be one of acknowledge, stop"):
+        create_agent("gemini-3.5-flash", api_key="k", safety="ask")
+
+
+# -- the strict stand-in refuses what the API refuses -----------------------------------------
+
+def test_the_stand_in_refuses_what_the_api_refuses() -> None:
+    user = {"role": "user", "parts": [{"text": "hi"}]}
+    asked = {"role": "model", "parts": [call("a", {}), call("b", {})]}
+    one = {"role": "user", "parts": [{"functionResponse": {"name": "a", "response": {}}}]}
+    assert violation("gemini-2.5-pro", {"contents": [user]}) is None
+    assert "Unknown name \"temperature\"" in violation(
+        "gemini-2.5-pro", {"contents": [user], "temperature": 1})
+    assert "Extra inputs are not permitted" in violation(
+        "gemini-2.5-pro", {"contents": [{"role": "user", "parts": [{"txt": "hi"}]}]})
+    assert "number of function response parts" in violation(
+        "gemini-2.5-pro", {"contents": [user, asked, one]})
+    assert violation("gemini-2.5-computer-use-preview-10-2025", {"contents": [user]}) == \
+        "This model requires the use of the Computer Use tool."
+    desktop = {"contents": [user], "tools": [{"computerUse": {"environment": DESKTOP}}]}
+    assert "not supported" in violation("gemini-2.5-computer-use-preview-10-2025", desktop)
+    assert violation("gemini-3.5-flash", desktop) is None
+    assert "not supported" in violation("gemini-2.5-pro", desktop)
+    risky = {"role": "model", "parts": [call("click", {"x": 1, "y": 1, "safety_decision": {
+        "decision": "require_confirmation", "explanation": "a purchase"}})]}
+    ran = {"role": "user", "parts": [{"functionResponse": {"name": "click",
+                                                           "response": {"url": ""}}}]}
+    assert "safety_acknowledgement" in violation(
+        "gemini-3.5-flash", {"contents": [user, risky, ran], "tools": desktop["tools"]})
+
+
+# -- item 3: the computer-use model on a task without a screen --------------------------------
+
+async def test_the_computer_use_model_gets_its_tool_without_a_screen(tmp_path: Path) -> None:
+    script = [
+        reply(None, call("click_at", {"x": 1, "y": 2})),  # no screen: an error, not an end
+        reply(None, call("edit_file", {"path": "app.py", "old_string": "hi",
+                                       "new_string": "bye"})),
+        reply("done"),
+    ]
+    run, fake = await play(tmp_path, script, model="gemini-2.5-computer-use-preview-10-2025")
+    assert run.status == "completed" and run.reward == 1.0, run.error
+    assert fake.violations == []
+    assert all({"computerUse": {"environment": BROWSER}} in b["tools"] for b in fake.bodies)
+    answer = fake.bodies[1]["contents"][-1]["parts"][0]["functionResponse"]
+    assert answer["name"] == "click_at" and "no screen" in answer["response"]["error"]
+
+
+# -- finish reasons, blocked prompts, safety --------------------------------------------------
+
+def steps_of(run: Run, kind: str) -> list[dict[str, Any]]:
+    return [s.data for s in run.trace.steps if s.kind == kind]
+
+
+async def test_a_malformed_function_call_is_asked_again(tmp_path: Path) -> None:
+    script = [reply(None, finish="MALFORMED_FUNCTION_CALL"), reply("red")]
+    run, fake = await play(tmp_path, script, which=2)
+    assert run.reward == 1.0 and len(fake.bodies) == 2
+    assert fake.bodies[0] == fake.bodies[1]
+    assert steps_of(run, "finish") == [
+        {"reason": "MALFORMED_FUNCTION_CALL", "outcome": "retry", "attempt": 1}]
+
+
+@pytest.mark.parametrize("reason", ["MAX_TOKENS", "SAFETY", "RECITATION"])
+async def test_other_finish_reasons_end_the_run_without_running_its_calls(
+        tmp_path: Path, reason: str) -> None:
+    edit = call("edit_file", {"path": "app.py", "old_string": "hi", "new_string": "bye"})
+    run, fake = await play(tmp_path, [reply(None, edit, finish=reason)])
+    assert run.status == "completed" and run.reward == 0.0, run.error
+    assert (tmp_path / "app.py").read_text() == "print('hi')\n"  # the call never ran
+    assert steps_of(run, "finish") == [{"reason": reason, "outcome": "end"}]
+    assert steps_of(run, "model")[0]["stop_reason"] == reason
+    assert len(fake.bodies) == 1
+
+
+async def test_a_blocked_prompt_ends_the_run_with_its_reason(tmp_path: Path) -> None:
+    run, _ = await play(tmp_path, [blocked("PROHIBITED_CONTENT")], which=2)
+    assert run.status == "completed" and run.reward == 0.0
+    assert steps_of(run, "finish") == [{"reason": "BLOCKED_PROHIBITED_CONTENT",
+                                         "outcome": "end"}]
+
+
+# -- retries: dropped connections, timeouts, retryable statuses, Retry-After ------------------
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The retry waits, recorded instead of slept."""
+    from hud.harnesses import retry
+
+    waited: list[float] = []
+
+    async def record(delay: float) -> None:
+        waited.append(delay)
+
+    monkeypatch.setattr(retry, "_sleep", record)
+    return waited
+
+
+async def test_dropped_connections_timeouts_and_busy_replies_are_retried(
+        tmp_path: Path, waits: list[float]) -> None:
+    script = [Fault(drop=True), Fault(delay=3, drop=True), failure(408), failure(409),
+              failure(429, headers={"retry-after": "45"}), failure(500), reply("red")]
+    run, fake = await play(tmp_path, script, which=2, request_timeout=1, max_retries=6)
+    assert run.status == "completed" and run.reward == 1.0, run.error
+    errors = [s["error"] for s in steps_of(run, "retry")]
+    assert errors[0].startswith("RemoteProtocolError") and "Timeout" in errors[1]
+    assert [e[:3] for e in errors[2:]] == ["408", "409", "429", "500"]
+    assert waits[4] == 45  # Retry-After honoured in full, not cut at 30 s
+    assert len(fake.bodies) == 7
+
+
+async def test_a_retry_after_past_the_deadline_fails_at_once(tmp_path: Path,
+                                                             waits: list[float]) -> None:
+    script = [failure(429, "quota", headers={"retry-after": "600"}), reply("red")]
+    run, fake = await play(tmp_path, script, which=2)
+    assert run.status == "error" and run.error is not None
+    assert "429 RESOURCE_EXHAUSTED: quota" in run.error.message
+    assert "retry after 600 s, past the rollout's deadline" in run.error.message
+    assert waits == [] and len(fake.bodies) == 1
