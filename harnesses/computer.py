@@ -289,6 +289,7 @@ class BrowserDisplay:
         self.page = page
         self.size = size
         self._buttons: set[str] = set()
+        self._held = 0  # modifier flags of keys held by key(): CDP wants them on each event
 
     @classmethod
     async def attach(cls, page: Any) -> BrowserDisplay:
@@ -306,6 +307,7 @@ class BrowserDisplay:
         return base64.b64decode(result["data"])
 
     async def _mouse(self, kind: str, x: int, y: int, **extra: Any) -> None:
+        extra["modifiers"] = extra.get("modifiers", 0) | self._held
         await self.page.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y,
                                                           **extra})
 
@@ -360,9 +362,11 @@ class BrowserDisplay:
     async def key(self, name: str, down: bool) -> None:
         """Press (``down``) or release one key and leave it so."""
         key, code, vk = _cdp_key(name)
+        flag = CDP_MODIFIERS.get(name.lower(), 0)
+        self._held = self._held | flag if down else self._held & ~flag
         await self.page.send("Input.dispatchKeyEvent", {
             "type": "rawKeyDown" if down else "keyUp", "key": key, "code": code,
-            "windowsVirtualKeyCode": vk})
+            "windowsVirtualKeyCode": vk, "modifiers": self._held})
 
 
 def _cdp_key(name: str) -> tuple[str, str, int]:
