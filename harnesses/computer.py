@@ -347,6 +347,8 @@ class BrowserDisplay:
         for name, (key, code, vk) in zip(keys, infos, strict=True):
             flags |= CDP_MODIFIERS.get(name.lower(), 0)
             text = key if len(key) == 1 and flags & ~8 == 0 else ""
+            if key == "Enter" and flags == 0:
+                text = "\r"  # Enter's keypress, which submits forms and clicks buttons
             if text and flags & 8:
                 text = SHIFTED.get(text, text.upper())
             await self.page.send("Input.dispatchKeyEvent", {
