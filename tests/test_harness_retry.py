@@ -5,7 +5,6 @@ the rollout's deadline (not cut at 30 s), one past the deadline fails at once, s
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
