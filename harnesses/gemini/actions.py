@@ -38,17 +38,17 @@ def computer_tools(current: dict[str, Any], functions: tuple[str, ...]) -> list[
     def bind(name: str) -> Any:
         async def call(args: dict[str, Any]) -> ToolOutput:
             screen = current.get("screen")
+            response: dict[str, Any] = {"error": NO_SCREEN} if screen is None else {}
+            if args.get("safety_decision"):  # acknowledged, or the call would not run
+                response["safety_acknowledgement"] = "true"
             if screen is None:
-                raise ToolError(NO_SCREEN)
-            response: dict[str, Any] = {}
+                return ToolOutput(json.dumps({**response, "url": ""}), is_error=True)
             try:
                 await ACTIONS[name](screen, args)
             except ToolError as exc:
                 response["error"] = str(exc)
             await screen.wait(SETTLE)
             response["url"] = await _url(screen)
-            if args.get("safety_decision"):  # acknowledged, or the call would not run
-                response["safety_acknowledgement"] = "true"
             return ToolOutput(json.dumps(response), images=[Image(await screen.screenshot())],
                               is_error="error" in response)
 
