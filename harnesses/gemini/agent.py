@@ -36,7 +36,7 @@ from ..workbench import Workbench
 from . import wire
 from .actions import computer_tools
 from .dialect import GeminiDialect
-from .models import BROWSER, DESKTOP, TABLE, ModelSpec, spec_for
+from .models import BROWSER, DESKTOP, FUNCTION_SETS, TABLE, ModelSpec, spec_for
 from .outcomes import SAFETY_POLICIES
 
 if TYPE_CHECKING:
@@ -59,7 +59,9 @@ class Settings(ProviderSettings):
         if self.safety not in SAFETY_POLICIES:
             raise ValueError(f"gemini: safety must be one of {', '.join(SAFETY_POLICIES)}, "
                              f"got {self.safety!r}")
-        spec_for(self.model, self.tool_version)  # an unknown tool_version fails here
+        if self.tool_version is not None and self.tool_version not in FUNCTION_SETS:
+            raise ValueError(f"gemini: unknown tool_version {self.tool_version!r}; known: "
+                             f"{', '.join(FUNCTION_SETS)}")
 
 
 class GeminiAgent(ProviderAgent):
