@@ -1,6 +1,7 @@
 """Retries on every provider harness (``hud.harnesses.retry``), through each real SDK and its
 stand-in: 408, 409, 429, 5xx and 529 are retried, a ``Retry-After`` is honoured in full up to
-the rollout's deadline (not cut at 30 s), one past the deadline fails at once, saying so."""
+the rollout's deadline (not cut at 30 s), one past the deadline fails at once, saying so; a
+dropped connection and a timed-out request are retried."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import serving
 from fakes import anthropic, gemini, responses
-from fakes.provider import failure
+from fakes.provider import Fault, failure
 from hud.harnesses import retry
 
 from hud import Environment
@@ -40,7 +41,8 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return waited
 
 
-async def play(provider: str, script: list[Any], timeout: float = 60) -> tuple[Run, Any]:
+async def play(provider: str, script: list[Any], timeout: float = 60, **config: Any
+               ) -> tuple[Run, Any]:
     model, serve, _, suffix = PROVIDERS[provider]
     env = Environment("retry-test", version="1.0.0")
 
@@ -51,7 +53,7 @@ async def play(provider: str, script: list[Any], timeout: float = 60) -> tuple[R
 
     with serve(script) as fake:
         agent = create_agent(model, api_key="k", base_url=fake.base_url + suffix,
-                             retry_delay=0.001, max_retries=6)
+                             retry_delay=0.001, max_retries=6, **config)
         async with serving(env) as server, UrlRuntime(server.url) as runtime:
             run = await rollout(colour(), agent, runtime, timeout=timeout)
     return run, fake
@@ -82,3 +84,13 @@ async def test_a_retry_after_past_the_deadline_fails_at_once(
     assert run.status == "error" and run.error is not None
     assert "past the rollout's deadline" in run.error.message
     assert waits == [] and len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+async def test_dropped_connections_and_timeouts_are_retried(
+        provider: str, waits: list[float]) -> None:
+    script = [Fault(drop=True), Fault(delay=3, drop=True), PROVIDERS[provider][2]("red")]
+    run, fake = await play(provider, script, request_timeout=1)
+    assert run.status == "completed" and run.reward == 1.0, run.error
+    assert len([s for s in run.trace.steps if s.kind == "retry"]) == 2
+    assert len(fake.requests) == 3

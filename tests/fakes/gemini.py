@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .provider import ProviderServer, Step, failure, serve
+from .provider import Fault, ProviderServer, Step, failure, serve
 
 STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED",
           409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
@@ -44,19 +41,6 @@ MODELS: dict[str, tuple[tuple[str, ...], bool]] = {
     "gemini-2.0-flash": ((), False),
 }
 NEWEST = "gemini-3.5-flash"
-
-
-@dataclass
-class Fault(Step):
-    """A step that misbehaves: ``drop`` closes the connection without an answer; ``delay``
-    seconds pass before the answer (past the client's timeout, it never arrives)."""
-
-    drop: bool = False
-    delay: float = 0.0
-
-
-class Dropped(Exception):
-    """Raised in the handler thread: the server closes the connection unanswered."""
 
 
 def call(name: str, args: dict[str, Any], id: str | None = None) -> dict[str, Any]:
@@ -199,31 +183,17 @@ class GeminiServer(ProviderServer):
     def __init__(self, script: Sequence[Step] | Callable[[dict[str, Any]], Step]) -> None:
         super().__init__(script, _route, error_body)
         self.violations: list[tuple[str, str]] = []
-        report = self._http.handle_error
-        # a Dropped answer is the point, not an error worth a traceback
-        self._http.handle_error = lambda request, address: (  # type: ignore[method-assign]
-            None if isinstance(sys.exc_info()[1], Dropped) else report(request, address))
 
     def answer(self, method: str, path: str, headers: dict[str, str],
                body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        found = violation(model_of(path), body) if _route(method, path, body) else None
+        if found is None:
+            return super().answer(method, path, headers, body)
         with self._lock:
             self.requests.append({"method": method, "path": path, "headers": headers,
                                   "body": body})
-            if not _route(method, path, body):
-                return 404, {}, error_body(404, f"no route {method} {path}")
-            found = violation(model_of(path), body)
-            if found:
-                self.violations.append((model_of(path), found))
-                return 400, {}, error_body(400, found)
-            step = self._respond(body)
-        if isinstance(step, Fault):
-            time.sleep(step.delay)
-            if step.drop:
-                raise Dropped()
-        if step.status >= 400:
-            return step.status, step.headers, error_body(
-                step.status, step.body.get("message", f"fake error {step.status}"))
-        return 200, step.headers, step.body
+            self.violations.append((model_of(path), found))
+        return 400, {}, error_body(400, found)
 
 
 @contextlib.contextmanager

@@ -3,13 +3,16 @@
 Each provider's fake (``anthropic.py``, ``responses.py``, ``gemini.py``) says how a scripted
 :class:`Step` looks on its wire; this module serves it: it records every request
 (``{"method", "path", "headers", "body"}``) and answers the next step of the script, or a
-500 saying the script has run out. It runs on its own thread (``Connection: close``).
+500 saying the script has run out; a :class:`Fault` step drops the connection or answers
+late. It runs on its own thread (``Connection: close``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -25,6 +28,19 @@ class Step:
     body: dict[str, Any] = field(default_factory=dict)
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Fault(Step):
+    """A step that misbehaves: ``drop`` closes the connection without an answer; ``delay``
+    seconds pass before the answer (past the client's timeout, it never arrives)."""
+
+    drop: bool = False
+    delay: float = 0.0
+
+
+class Dropped(Exception):
+    """Raised in the handler thread: the server closes the connection unanswered."""
 
 
 Route = Callable[[str, str, dict[str, Any]], bool]
@@ -47,6 +63,10 @@ class ProviderServer:
                 steps, Step(status=500, body={"message": "the fake's script has no more replies"}))
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))  # type: ignore[arg-type]
         self._http.daemon_threads = True
+        report = self._http.handle_error
+        # a Dropped answer is the point, not an error worth a traceback
+        self._http.handle_error = lambda request, address: (  # type: ignore[method-assign]
+            None if isinstance(sys.exc_info()[1], Dropped) else report(request, address))
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True,
                                         kwargs={"poll_interval": 0.05})
 
@@ -67,6 +87,10 @@ class ProviderServer:
             if not self.route(method, path, body):
                 return 404, {}, self.error_body(404, f"no route {method} {path}")
             step = self._respond(body)
+        if isinstance(step, Fault):
+            time.sleep(step.delay)
+            if step.drop:
+                raise Dropped()
         if step.status >= 400 and "error" in step.body:  # a full error body, as the API's
             return step.status, step.headers, step.body
         if step.status >= 400:
