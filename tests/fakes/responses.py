@@ -21,7 +21,7 @@ from typing import Any
 
 from openai.types.responses.response_create_params import ResponseCreateParamsNonStreaming
 
-from .provider import ProviderServer, Step, failure, serve
+from .provider import Fault, ProviderServer, Step, failure, serve
 from .sdk_types import violation
 
 MODEL = "gpt-5.1"
@@ -218,7 +218,7 @@ def _output_length_echoed(body: dict[str, Any]) -> Problem | None:
 
 def _shaped(step: Step, body: dict[str, Any]) -> Step:
     """``step`` for this request: its model, and computer calls in the tool's own shape."""
-    if step.status >= 400:
+    if step.status >= 400 or isinstance(step, Fault):  # errors and faults go as scripted
         return step
     reply = copy.deepcopy(step.body)
     reply["model"] = body.get("model", MODEL)
