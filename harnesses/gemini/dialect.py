@@ -91,7 +91,8 @@ class GeminiDialect:
         """Add a screenshot to the opening user turn, unless it carries an image already."""
         screen, self.screen = self.screen, None
         opening = messages[-1] if messages and isinstance(messages[-1], dict) else None
-        if opening is None or any("inline_data" in p for p in opening["parts"]):
+        if opening is None or opening.get("role") != "user" or any(
+                "inline_data" in p for p in opening["parts"]):
             return
         opening["parts"].append(wire.inline(await screen.screenshot(), "image/png"))
 

@@ -65,7 +65,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("gemini-2.5-flash", None, ()),
     ModelSpec("gemini-2.0-flash", None, ()),
 )
-NEWEST = MODELS[4]
+NEWEST = next(row for row in MODELS if row.prefix == "gemini-3.5-flash")  # the newest family
 
 
 def spec_for(model: str, tool_version: str | None = None) -> ModelSpec:
