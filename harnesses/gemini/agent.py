@@ -28,6 +28,7 @@ from ..retry import send_with_retries
 from ..shell_tools import shell_tools
 from ..tool import ToolOutput
 from ..toolbox import ToolBox
+from ..usage import from_gemini
 from ..workbench import Workbench
 from . import wire
 from .actions import FUNCTIONS, computer_tools
@@ -137,7 +138,7 @@ class GeminiDialect:
             reply.usage_metadata) else {}
         return Turn(text=wire.text(data), calls=[{k: v for k, v in c.items()} for c in calls],
                     messages=[content] if content else [],
-                    usage=wire.usage_tokens(usage),
+                    usage=from_gemini(usage),
                     extra={"finish_reason": str(candidates[0].finish_reason)
                            if candidates else None, "model": reply.model_version})
 
