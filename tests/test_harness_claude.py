@@ -68,6 +68,18 @@ def coding_env(root: Path) -> tuple[Environment, Any]:
         await asyncio.sleep(seconds)
         return "awake"
 
+    @env.tool()
+    def snap() -> Any:
+        """A screenshot."""
+        from mcp.types import ImageContent
+
+        return ImageContent(type="image", data=PIXEL, mimeType="image/png")
+
+    @env.template()
+    async def snapshots():
+        yield "Take snapshots."
+        yield 1.0
+
     @env.template()
     async def fix():
         yield "Make app.py print bye."
@@ -80,7 +92,7 @@ def coding_env(root: Path) -> tuple[Environment, Any]:
                         ImageBlock(data=PIXEL, mime_type="image/png")]
         yield 1.0 if answer == "red" else 0.0
 
-    return env, {"fix": fix, "picture": picture}
+    return env, {"fix": fix, "picture": picture, "snapshots": snapshots}
 
 
 async def play(tmp_path: Path, script: Any, template: str = "fix", *,

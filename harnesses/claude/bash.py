@@ -4,9 +4,9 @@ As Anthropic's bash tool documents (https://platform.claude.com/docs/en/agents-a
 tool-use/bash-tool), the session keeps its state between calls: ``cd``, exported variables
 and shell functions carry over; ``{"restart": true}`` ends it and the next command starts a
 fresh one. Each command runs with stdin from ``/dev/null`` (a command waiting for input would
-hang the session), is given ``timeout`` seconds (then the session is killed, the model is told
-its state is gone, and the next command starts afresh), and its output is cut to ``limit``
-characters, head and tail kept.
+hang the session), is given ``timeout`` seconds less a moment (then the session is killed,
+the model is told its state is gone, and the next command starts afresh), and its output is
+cut to ``limit`` characters, head and tail kept.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..shell_tools import MAX_OUTPUT_CHARS, command_report, truncate
 from ..tool import ToolOutput
 
 RESTARTED = "tool has been restarted."
+MARGIN = 0.25
 
 
 @dataclass(slots=True)
@@ -41,7 +42,9 @@ class BashSession:
     def __init__(self, shell: Any, timeout: float | None = None,
                  limit: int = MAX_OUTPUT_CHARS) -> None:
         self.shell = shell
-        self.timeout = timeout
+        # A moment inside the loop's own limit for the call, so that the session reports
+        # its timeout (and restart) itself rather than being cancelled.
+        self.timeout = None if timeout is None else max(timeout - MARGIN, timeout / 2)
         self.limit = limit
         self._process: Any = None
         self._lock = asyncio.Lock()  # one command at a time: they share one shell
@@ -54,7 +57,11 @@ class BashSession:
         if not isinstance(command, str) or not command.strip():
             raise ToolError("missing string argument 'command' (or restart: true)")
         async with self._lock:
-            done = await self._run(command)
+            try:
+                done = await self._run(command)
+            except BaseException:  # cancelled mid-command: its output would leak into the next
+                await asyncio.shield(self.aclose())
+                raise
         report = command_report(done, self.timeout)
         if done.timed_out:
             report += ("\nthe shell session was killed and restarted: the working directory "
