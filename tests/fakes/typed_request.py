@@ -74,6 +74,9 @@ def _typeddict(value: Any, typed: Any, path: str) -> str | None:
 
 
 def _union(value: Any, members: tuple[Any, ...], path: str) -> str | None:
+    # The SDKs also accept their response objects as input (serialised by the SDK): those are
+    # a convenience of the client, not the wire contract; the request types alone define it.
+    members = tuple(m for m in members if not _response_model(m))
     for tag in ("type", "role"):  # the discriminators the SDKs' unions use
         tagged = [m for m in members if te.is_typeddict(m) and tag in _hints(m)]
         if not (isinstance(value, dict) and tagged and tag in value):
@@ -95,3 +98,11 @@ def _literals(hint: Any) -> list[str]:
     if te.get_origin(hint) in (te.Literal, typing.Literal):
         return [a for a in te.get_args(hint) if isinstance(a, str)]
     return [t for a in te.get_args(hint) for t in _literals(a)]
+
+
+def _response_model(hint: Any) -> bool:
+    if te.get_origin(hint) is te.Annotated:
+        return _response_model(te.get_args(hint)[0])
+    if te.get_origin(hint) in (typing.Union, types.UnionType):
+        return all(_response_model(a) for a in te.get_args(hint))
+    return isinstance(hint, type) and hasattr(hint, "model_fields")
