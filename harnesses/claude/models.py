@@ -34,7 +34,8 @@ class ModelTools:
 
     def beta(self, kind: str) -> str | None:
         """The ``anthropic-beta`` flag the tool of ``kind`` needs (``None``: GA)."""
-        return tool_info(getattr(self, kind))["beta"]
+        beta = tool_info(getattr(self, kind))["beta"]
+        return None if beta is None else str(beta)
 
     def name(self, kind: str) -> str:
         """The name the tool of ``kind`` is declared and called under."""
@@ -65,5 +66,8 @@ def model_tools(model: str, tool_version: str | None = None) -> ModelTools:
         if version not in table()["tools"]:
             raise ValueError(f"claude: unknown tool_version {version!r}; known: "
                              f"{', '.join(sorted(table()['tools']))}")
-        tools = replace(tools, **{tool_info(version)["kind"]: version})
+        kind = str(tool_info(version)["kind"])
+        tools = replace(tools, computer=version if kind == "computer" else tools.computer,
+                        editor=version if kind == "editor" else tools.editor,
+                        bash=version if kind == "bash" else tools.bash)
     return tools
