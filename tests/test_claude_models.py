@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,8 +22,16 @@ ROWS = json.loads(TABLE.read_text())["families"]
 NEWEST_FIRST = ("computer_toolset_20260801", "computer_20251124", "computer_20250124")
 
 
+class Display:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
 class Screen:
     size = (1024, 768)
+
+    def __init__(self, kind: str = "desktop") -> None:
+        self.display = Display(kind)
 
 
 class NoShell:
@@ -92,3 +101,13 @@ def test_tool_version_overrides_the_row() -> None:
     assert agent.settings.tool_version == "computer_20251124"
     with pytest.raises(ValueError, match="unknown tool_version 'computer_2099'; known: "):
         model_tools("claude-opus-4-8", "computer_2099")
+
+
+def test_a_screen_of_a_kind_the_row_does_not_drive_is_not_offered(
+        caplog: pytest.LogCaptureFixture) -> None:
+    browser_only = replace(model_tools("claude-opus-4-6"), environments=("browser",))
+    bench = Workbench(screens=[("desk", Screen("desktop")), ("web", Screen("browser"))])
+    with caplog.at_level(logging.WARNING):
+        box, tools, _ = claude_tools(browser_only, bench)
+    assert [t["type"] for t in tools] == ["computer_20251124"]  # one screen: no switch_screen
+    assert "screen 'desk' is a desktop" in caplog.text and "switch_screen" not in box

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..computer import switch_screen
@@ -48,6 +49,7 @@ from .models import ModelTools, model_tools
 if TYPE_CHECKING:
     from hud.eval.run import Run
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
@@ -101,19 +103,35 @@ def claude_tools(model: ModelTools, bench: Workbench, timeout: float | None = No
             continue
         for tool in shell_tools(shell, prefix=name):
             tools.append(wire.function_tool(toolbox.add(tool).spec))
-    if bench.screens:
-        current = {"screen": bench.screens[0][1]}
+    screens = usable_screens(model, bench.screens)
+    if screens:
+        current = {"screen": screens[0][1]}
         width, height = current["screen"].size
         computer, beta = wire.computer_tool(model, width, height)
         toolbox.add(Tool(ToolSpec(wire.COMPUTER_NAME, "", {}), computer_function(current)))
         tools.append(computer)
         betas += [beta] if beta else []
-        if len(bench.screens) > 1:
-            tool = toolbox.add(switch_screen(current, dict(bench.screens)))
+        if len(screens) > 1:
+            tool = toolbox.add(switch_screen(current, dict(screens)))
             tools.append(wire.function_tool(tool.spec))
     for tool in bench.functions:
         tools.append(wire.function_tool(toolbox.add(tool).spec))
     return toolbox, tools, betas
+
+
+def usable_screens(model: ModelTools, screens: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The screens whose kind (``browser``, ``desktop``) the model's table row drives; the
+    others are left out, with a warning."""
+    usable = []
+    for name, screen in screens:
+        kind = getattr(screen.display, "kind", "desktop")
+        if kind in model.environments:
+            usable.append((name, screen))
+        else:
+            log.warning("claude: screen %r is a %s, which the model's row of the model table "
+                        "does not drive (only %s); it is not offered", name, kind,
+                        ", ".join(model.environments))
+    return usable
 
 
 class ClaudeDialect:
