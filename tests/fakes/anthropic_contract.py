@@ -9,6 +9,7 @@ refuses it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typing_extensions as te
@@ -16,7 +17,7 @@ from anthropic.types import Model
 from anthropic.types import message_create_params as ga
 from anthropic.types.beta import message_create_params as beta
 
-from .typed_request import problem
+from .sdk_types import violation
 
 # https://platform.claude.com/docs/en/about-claude/models/overview: the model ids the API
 # serves; the installed SDK lists the current ones.
@@ -50,14 +51,23 @@ def refusal(body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str] | 
     if model not in MODELS:
         return 404, f"model: {model}"
     betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip()]
-    shape = problem(body, (beta if betas else ga).MessageCreateParamsNonStreaming)
+    shape = violation(body, (beta if betas else ga).MessageCreateParamsNonStreaming)
     if shape:
-        return 400, shape.removeprefix("body.")
+        return 400, _in_anthropic_words(*shape)
     for rule in (_tool_versions, _tool_pairs):
         found = rule(body, model, betas)
         if found:
             return 400, found
     return None
+
+
+def _in_anthropic_words(code: str, param: str, message: str) -> str:
+    """A request-type violation as the Messages API words it (``messages.1.content.0.x:
+    Extra inputs are not permitted``)."""
+    where = re.sub(r"\[(\d+)\]", r".\1", param)
+    what = {"unknown_parameter": "Extra inputs are not permitted",
+            "missing_required_parameter": "Field required"}.get(code, message)
+    return f"{where}: {what}"
 
 
 def _family(model: str) -> str:
