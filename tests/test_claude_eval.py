@@ -57,7 +57,7 @@ def test_hud_eval_coding_with_claude(tmp_path: Path, model: str) -> None:
         done = hud("eval", "examples/coding/tasks.py", "claude", "--model", model,
                    "--config", f"base_url={fake.base_url}", "--config", "api_key=test-key",
                    "--runtime", "inprocess", "--json", trace_dir=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert fake.refusals == []
     assert {b["model"] for b in fake.bodies} == {model}
     result = json.loads(done.stdout)
