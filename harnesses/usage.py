@@ -139,9 +139,18 @@ def _shipped() -> dict[str, Any]:
 
 
 def _rows(source: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The rows of a price table given as JSON text, a path to a JSON file, or a mapping
+    (``{"models": {...}}`` or the rows alone); a ``ValueError`` saying which could not be read."""
     if not source:
         return {}
     if isinstance(source, str):
-        text = source if source.lstrip().startswith("{") else Path(source).expanduser().read_text()
-        source = json.loads(text)
-    return dict(source.get("models", source)) if isinstance(source, Mapping) else {}
+        try:
+            text = source if source.lstrip().startswith("{") else \
+                Path(source).expanduser().read_text()
+            source = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the price table {source!r} ($HUD_PRICES or "
+                             f"--config prices=): {exc}") from None
+    if not isinstance(source, Mapping):
+        raise ValueError("a price table is a JSON object of model -> {input, output, ...}")
+    return dict(source.get("models", source))

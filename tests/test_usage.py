@@ -73,3 +73,10 @@ def test_prices_are_overridden_by_a_user_file_and_by_config(
         assert prices.cost("nobody-knows", usage) is None
         assert prices.cost("nobody-knows", usage) is None
     assert caplog.text.count("no price for model 'nobody-knows'") == 1
+
+
+def test_an_unreadable_price_table_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"cannot read the price table .*missing\.json"):
+        Prices.load(environ={"HUD_PRICES": str(tmp_path / "missing.json")})
+    with pytest.raises(ValueError, match="cannot read the price table"):
+        Prices.load("{not json", environ={})
