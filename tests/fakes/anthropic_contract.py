@@ -51,6 +51,8 @@ def refusal(body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str] | 
     if model not in MODELS:
         return 404, f"model: {model}"
     betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip()]
+    # https://platform.claude.com/docs/en/api/messages (and /api/beta/messages with a beta
+    # header): the request body's fields; an unknown one is refused, not ignored.
     shape = violation(body, (beta if betas else ga).MessageCreateParamsNonStreaming)
     if shape:
         return 400, _in_anthropic_words(*shape)
