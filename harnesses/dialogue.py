@@ -7,7 +7,9 @@ results back. The loop asks, runs the calls of a turn in the model's order on a
 ``tool_timeout``: a timeout is a tool error the model reads), prunes old screenshots, and
 stops when the model answers without calling a tool, when a reply says to stop
 (:attr:`Turn.stop`), at ``max_steps`` turns, or at the agent phase's deadline (the
-rollout's, or ``agent_timeout`` seconds, whichever comes first).
+rollout's, or ``agent_timeout`` seconds, whichever comes first). Each model step carries its
+normalised usage record and its cost (see :mod:`~hud.harnesses.usage`); the trace's usage
+holds the run's totals.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .tool import Image, ToolOutput
 from .toolbox import ToolBox
+from .usage import Prices
 
 if TYPE_CHECKING:
     from hud.eval.run import Run
@@ -28,9 +31,11 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class Turn:
     """One model reply, read: its text, its tool calls (``{"id", "name", "arguments"}``,
-    arguments a dict), the messages to append to the conversation, and token usage.
-    ``stop``, when set, ends the run with that reason after this reply is recorded, and none
-    of its calls runs (a truncated reply, a safety check the policy will not pass)."""
+    arguments a dict), the messages to append to the conversation, and its usage record
+    (:mod:`~hud.harnesses.usage`). ``stop``, when set, ends the run with that reason after
+    this reply is recorded, and none of its calls runs (a truncated reply, a refusal, a safety
+    check the policy will not pass); ``resume`` asks the model again with no tool results (a
+    paused turn, a retry)."""
 
     text: str | None
     calls: list[dict[str, Any]]
@@ -38,6 +43,7 @@ class Turn:
     usage: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     stop: str | None = None
+    resume: bool = False
 
 
 class Dialect(Protocol):
@@ -52,7 +58,8 @@ class Dialect(Protocol):
         """The messages that give a turn's tool results back, in call order."""
 
     def prune(self, messages: list[Any], keep: int) -> None:
-        """Drop the images of all but the last ``keep`` tool results that carry any."""
+        """Drop the images of old tool results, keeping at least the last ``keep`` that
+        carry any (see :func:`prunable`)."""
 
 
 @dataclass(slots=True)
@@ -66,11 +73,28 @@ class Limits:
     keep_screenshots: int = 3
 
 
+def prunable(count: int, keep: int) -> int:
+    """How many of ``count`` image-carrying results (oldest first) lose their images: a
+    multiple of ``keep``, so the conversation's prefix changes once per ``keep`` new images,
+    not every step, and a provider's prompt cache survives in between."""
+    if keep <= 0:
+        return count
+    return max(count - keep, 0) // keep * keep
+
+
+def account(run: Run, usage: dict[str, int], prices: Prices | None) -> float | None:
+    """Add one call's usage record to the run's totals, and its cost (``cost_usd``) when
+    the model has a price; the cost."""
+    cost = prices.cost(run.model or "", usage) if prices is not None else None
+    run.trace.add_usage(**usage, **({"cost_usd": cost} if cost is not None else {}))
+    return cost
+
+
 async def converse(run: Run, dialect: Dialect, toolbox: ToolBox, messages: list[Any],
-                   limits: Limits) -> None:
+                   limits: Limits, prices: Prices | None = None) -> None:
     """Drive ``run`` to its answer, recording ``model``, ``tool_result`` and ``stop`` steps."""
     started = time.monotonic()
-    state: dict[str, Any] = {"answer": None, "steps": 0}
+    state: dict[str, Any] = {"answer": None, "steps": 0, "prices": prices}
     try:
         async with asyncio.timeout(limits.agent_timeout):
             reason = await _turns(run, dialect, toolbox, messages, limits, state)
@@ -91,14 +115,17 @@ async def _turns(run: Run, dialect: Dialect, toolbox: ToolBox, messages: list[An
         reply, duration = await dialect.send(run, messages)
         turn = dialect.read(reply)
         state["steps"] = step + 1
-        run.trace.add_usage(**turn.usage)
+        cost = account(run, turn.usage, state["prices"])
         run.record("model", duration, content=turn.text, tool_calls=turn.calls,
-                   usage=turn.usage, **turn.extra)
+                   usage=turn.usage, **({"cost_usd": cost} if cost is not None else {}),
+                   **turn.extra)
         messages.extend(turn.messages)
         if turn.text is not None:
             state["answer"] = turn.text
-        if turn.stop:
+        if turn.stop is not None:
             return turn.stop
+        if turn.resume:
+            continue
         if not turn.calls:
             return "done"
         outputs = await run_tools(run, toolbox, turn.calls, _tool_timeout(run, limits))

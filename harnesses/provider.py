@@ -16,6 +16,7 @@ from hud.agents import Agent
 from .dialogue import Dialect, Limits, converse
 from .retry import RequestPolicy
 from .toolbox import ToolBox
+from .usage import Prices
 from .workbench import Workbench, open_workbench
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class ProviderSettings:
     display_width: int = 1280
     display_height: int = 800
     extra: dict[str, Any] | None = None
+    prices: str | dict[str, Any] | None = None  # see hud.harnesses.usage.Prices.load
     policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
     def limits(self, run_max_steps: int | None) -> Limits:
@@ -113,7 +115,8 @@ class ProviderAgent(Agent):
             dialect, toolbox, messages = self.start(run, client, bench)
             if settings.system_prompt:
                 run.record("message", role="system", content=settings.system_prompt)
-            await converse(run, dialect, toolbox, messages, settings.limits(run.max_steps))
+            await converse(run, dialect, toolbox, messages, settings.limits(run.max_steps),
+                           Prices.load(settings.prices))
 
     def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         """The provider SDK's async client, with its own retries off (ours are bounded and

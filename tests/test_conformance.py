@@ -130,7 +130,7 @@ def provider_stand_ins() -> list[tuple[str, Any, Any, str]]:
     from fakes import anthropic, gemini, responses
 
     return [
-        ("claude-fake", anthropic.serve_messages,
+        ("claude-haiku-4-5", anthropic.serve_messages,  # the strict fake serves real models
          lambda body: anthropic.message(None, anthropic.tool_use("missing", {})), ""),
         ("gpt-fake", responses.serve_responses,
          lambda body: responses.response(None, responses.function_call("missing", {})), "/v1"),

@@ -20,6 +20,7 @@ from conftest import serving
 from fakes.anthropic import failure, message, serve_messages, tool_use
 from hud.harnesses.claude import ClaudeAgent, wire
 from hud.harnesses.claude.agent import claude_tools
+from hud.harnesses.claude.models import model_tools
 from hud.harnesses.editing import TextEditor
 from hud.harnesses.tool import ToolOutput, ToolSpec
 from hud.harnesses.workbench import Workbench
@@ -67,6 +68,18 @@ def coding_env(root: Path) -> tuple[Environment, Any]:
         await asyncio.sleep(seconds)
         return "awake"
 
+    @env.tool()
+    def snap() -> Any:
+        """A screenshot."""
+        from mcp.types import ImageContent
+
+        return ImageContent(type="image", data=PIXEL, mimeType="image/png")
+
+    @env.template()
+    async def snapshots():
+        yield "Take snapshots."
+        yield 1.0
+
     @env.template()
     async def fix():
         yield "Make app.py print bye."
@@ -79,7 +92,7 @@ def coding_env(root: Path) -> tuple[Environment, Any]:
                         ImageBlock(data=PIXEL, mime_type="image/png")]
         yield 1.0 if answer == "red" else 0.0
 
-    return env, {"fix": fix, "picture": picture}
+    return env, {"fix": fix, "picture": picture, "snapshots": snapshots}
 
 
 async def play(tmp_path: Path, script: Any, template: str = "fix", *,
@@ -117,29 +130,27 @@ def test_tool_specs_for_shells_and_mcp_are_golden() -> None:
         "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
         "required": ["a", "b"]}), nothing)])
     bench = Workbench(shells=[("shell", NoShell()), ("second", NoShell())], functions=functions)
-    box, tools, betas = claude_tools("claude-sonnet-4-5", bench)
+    box, tools, betas = claude_tools(model_tools("claude-haiku-4-5"), bench)
     assert tools == golden("tools_ssh_mcp.json")
     assert betas == []
     assert "bash" in box and "second__bash" in box and "add" in box
 
 
-def test_tool_versions_follow_the_model() -> None:
-    assert wire.editor_tool("claude-3-7-sonnet-20250219") == {
-        "type": "text_editor_20250124", "name": "str_replace_editor"}
-    assert wire.editor_tool("claude-opus-4-5") == {
-        "type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}
-    for model in ("claude-sonnet-4-5", "claude-3-7-sonnet-latest", "claude-haiku-4-5",
-                  "claude-opus-4-1", "claude-sonnet-4-20250514"):
-        assert list(wire.computer_tool(model, 1280, 800)) == golden("computer_20250124.json"), model
-    for model in ("claude-opus-4-5", "claude-opus-4-6", "claude-sonnet-4-6", "claude-next"):
-        assert list(wire.computer_tool(model, 1024, 768)) == golden("computer_20251124.json"), model
+def test_computer_tool_specs_are_golden() -> None:
+    tools = model_tools("claude-haiku-4-5-20251001")
+    assert list(wire.computer_tool(tools, 1280, 800)) == golden("computer_20250124.json")
+    tools = model_tools("claude-opus-4-6")
+    assert list(wire.computer_tool(tools, 1024, 768)) == golden("computer_20251124.json")
+    assert wire.computer_tool(model_tools("claude-sonnet-5-5"), 1024, 768) == (
+        {"type": "computer_toolset_20260801"}, None)
 
 
 def test_request_caches_the_stable_prefix_and_keeps_prompt_images() -> None:
     system, messages = wire.prompt_messages(
         [TextBlock(text="What is this?"), ImageBlock(data=PIXEL, mime_type="image/png")],
         system_prompt="Be brief.")
-    body = wire.request("claude-sonnet-4-5", 1024, system, [dict(wire.BASH)], messages)
+    body = wire.request("claude-sonnet-4-5", 1024, system,
+                        [wire.bash_tool(model_tools("claude-haiku-4-5"))], messages)
     assert body == golden("request_cached.json")
     assert "cache_control" not in messages[0]["content"][-1]  # the conversation is untouched
 
@@ -172,13 +183,6 @@ def _image() -> Any:
     from hud.harnesses.tool import Image
 
     return Image(PIXEL)
-
-
-def test_usage_maps_cache_reads() -> None:
-    assert wire.usage_tokens({"input_tokens": 5, "output_tokens": 2,
-                              "cache_read_input_tokens": 100,
-                              "cache_creation_input_tokens": 0}) == {
-        "input_tokens": 5, "output_tokens": 2, "cached_input_tokens": 100}
 
 
 def test_a_missing_key_is_a_clear_error_before_anything_starts(
@@ -266,8 +270,14 @@ async def test_a_coding_rollout_on_the_native_tools(tmp_path: Path) -> None:
     assert [r["tool_use_id"] for r in results] == ["t2", "t3"]
     assert results[1]["content"][0] == {"type": "text", "text": "5"}
     assert steps(run, "tool_result")[-1]["content"] == "exit status 0\n[stdout]\nbye\n"
-    assert run.trace.usage == {"input_tokens": 270, "output_tokens": 54,
-                               "cached_input_tokens": 90}
+    models = steps(run, "model")
+    assert models[0]["usage"] == {"input_tokens": 100, "output_tokens": 20}
+    assert models[0]["cost_usd"] == pytest.approx((100 * 3 + 20 * 15) / 1e6)  # Sonnet 4.6
+    assert models[1]["usage"] == {"input_tokens": 240, "output_tokens": 30,
+                                  "cached_input_tokens": 90}  # Claude's 150 leave out the 90
+    for key in ("input_tokens", "output_tokens", "cached_input_tokens"):
+        assert run.trace.usage[key] == sum(m["usage"].get(key, 0) for m in models)
+    assert run.trace.usage["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in models))
     assert steps(run, "stop") == [{"reason": "done", "steps": 4}]
     assert (tmp_path / "app.py").read_text() == "print('hi')\n"  # the pristine workspace
 

@@ -132,7 +132,8 @@ async def test_function_declarations_on_a_real_workspace(tmp_path: Path) -> None
     assert matches_golden("contents_turn2.json", second["contents"][1:])
     assert fake.requests[0]["headers"]["x-goog-api-key"] == "test-key"
     assert [s.data["error"][:3] for s in run.trace.steps if s.kind == "retry"] == ["503"]
-    assert run.trace.usage == {"input_tokens": 100, "output_tokens": 6}
+    assert run.trace.usage == {"input_tokens": 100, "output_tokens": 6,  # computer-use prices
+                               "cost_usd": pytest.approx((100 * 1.25 + 6 * 10) / 1e6)}
 
 
 async def test_prompt_images_reach_gemini(tmp_path: Path) -> None:

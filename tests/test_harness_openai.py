@@ -211,7 +211,8 @@ async def test_a_coding_rollout_on_shell_and_apply_patch(tmp_path: Path) -> None
     assert matches_golden("conversation_turn3.json", third["input"][-5:])
     assert fake.requests[0]["headers"]["authorization"] == "Bearer test-key"
     assert run.trace.usage == {"input_tokens": 120, "output_tokens": 14,
-                               "cached_input_tokens": 60}
+                               "cached_input_tokens": 60,  # gpt-5.1's prices:
+                               "cost_usd": pytest.approx((60 * 1.25 + 60 * 0.125 + 14 * 10) / 1e6)}
     assert (tmp_path / "junk.txt").exists()  # the pristine workspace
 
 

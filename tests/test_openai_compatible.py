@@ -244,14 +244,6 @@ def test_a_reply_becomes_the_next_assistant_message_and_a_trace_step() -> None:
         {"id": "c2", "name": "add", "arguments": '{"a": 1'}]}
 
 
-def test_usage_maps_to_our_token_names() -> None:
-    usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
-             "prompt_tokens_details": {"cached_tokens": 8}}
-    assert wire.usage_tokens(usage) == {"input_tokens": 12, "output_tokens": 5,
-                                        "cached_input_tokens": 8}
-    assert wire.usage_tokens(None) == {}
-
-
 def test_tool_names_are_sanitised_and_made_unique() -> None:
     assert sanitize_name("search files!") == "search_files_"
     assert sanitize_name("x" * 80) == "x" * 64

@@ -29,5 +29,8 @@ def test_wheel_holds_every_module_under_hud(tmp_path: Path) -> None:
     }
     missing = sorted(expected - names)
     assert not missing, f"not in the wheel (add the package to pyproject.toml): {missing}"
+    tables = {f"hud/harnesses/{p.relative_to(MAPPED['hud/harnesses']).as_posix()}"
+              for p in MAPPED["hud/harnesses"].rglob("*.json")}
+    assert tables and not tables - names, f"data tables not in the wheel: {tables - names}"
     top_level = {name.split("/", 1)[0] for name in names if not name.startswith("hud_runtime-")}
     assert top_level == {"hud"}

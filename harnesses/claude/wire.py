@@ -7,41 +7,41 @@ No I/O and no SDK types: tested with golden dicts in Anthropic's own format
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..content import convert, opening_turns
+from ..dialogue import prunable
 from ..tool import ToolOutput, ToolSpec, object_schema
+from .models import ModelTools
 
-BASH = {"type": "bash_20250124", "name": "bash"}
 EDITOR_NAME = "str_replace_based_edit_tool"
 COMPUTER_NAME = "computer"
+TOOLSET = "computer_toolset_20260801"
 EPHEMERAL = {"type": "ephemeral"}
 PRUNED = "[an older screenshot, removed to save context]"
 
-# Tool versions by model. Claude 4 models have the text editor without undo_edit; Claude 3.7
-# has the earlier one (named str_replace_editor), with it. The newest computer tool (with
-# zoom) is for the models that support it; unknown models get the newest.
-_OLD_EDITOR = re.compile(r"claude-3")
-_COMPUTER_2025_01 = re.compile(r"claude-(3|sonnet-4-5|haiku-4-5|opus-4-1|(sonnet|opus)-4-0"
-                               r"|(sonnet|opus)-4-\d{8}|(sonnet|opus)-4$)")
+
+def bash_tool(tools: ModelTools) -> dict[str, Any]:
+    return {"type": tools.bash, "name": tools.name("bash")}
 
 
-def editor_tool(model: str) -> dict[str, Any]:
-    """The text editor tool this model was trained on."""
-    if _OLD_EDITOR.search(model):
-        return {"type": "text_editor_20250124", "name": "str_replace_editor"}
-    return {"type": "text_editor_20250728", "name": EDITOR_NAME}
+def editor_tool(tools: ModelTools) -> dict[str, Any]:
+    """The text editor tool of the model's table row."""
+    return {"type": tools.editor, "name": tools.name("editor")}
 
 
-def computer_tool(model: str, width: int, height: int) -> tuple[dict[str, Any], str]:
-    """The computer tool for this model, for a ``width`` x ``height`` screenshot, and the
-    beta flag it needs."""
-    if _COMPUTER_2025_01.search(model):
-        return ({"type": "computer_20250124", "name": COMPUTER_NAME, "display_width_px": width,
-                 "display_height_px": height}, "computer-use-2025-01-24")
-    return ({"type": "computer_20251124", "name": COMPUTER_NAME, "display_width_px": width,
-             "display_height_px": height, "enable_zoom": True}, "computer-use-2025-11-24")
+def computer_tool(tools: ModelTools, width: int, height: int
+                  ) -> tuple[dict[str, Any], str | None]:
+    """The computer tool of the model's table row, for a ``width`` x ``height`` screenshot,
+    and the beta flag it needs. The toolset (GA) takes no name and no display size: the
+    model's coordinates are in the screenshots' pixels, which is what we send."""
+    if tools.computer == TOOLSET:
+        return {"type": TOOLSET}, None
+    tool = {"type": tools.computer, "name": COMPUTER_NAME, "display_width_px": width,
+            "display_height_px": height}
+    if tools.computer == "computer_20251124":
+        tool["enable_zoom"] = True
+    return tool, tools.beta("computer")
 
 
 def function_tool(spec: ToolSpec) -> dict[str, Any]:
@@ -103,9 +103,26 @@ def _cached(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``tool_use`` blocks of a reply as ``{"id", "name", "arguments"}``."""
-    return [{"id": b["id"], "name": b["name"], "arguments": b.get("input") or {}}
-            for b in message.get("content") or [] if b.get("type") == "tool_use"]
+    """The ``tool_use`` blocks of a reply as ``{"id", "name", "arguments"}``. A member of the
+    computer toolset (``name`` the action, ``toolset_name`` "computer") becomes a call of
+    the computer tool with that ``action``."""
+    calls = []
+    for block in message.get("content") or []:
+        if block.get("type") != "tool_use":
+            continue
+        args = dict(block.get("input") or {})
+        name = block["name"]
+        if block.get("toolset_name") == COMPUTER_NAME:
+            name, args = COMPUTER_NAME, {**args, "action": block["name"]}
+        calls.append({"id": block["id"], "name": name, "arguments": args})
+    return calls
+
+
+def truncated(message: dict[str, Any]) -> bool:
+    """Whether the reply was cut off inside a ``tool_use`` block (its input is partial)."""
+    content = message.get("content") or []
+    return message.get("stop_reason") in ("max_tokens", "model_context_window_exceeded") and \
+        bool(content) and content[-1].get("type") == "tool_use"
 
 
 def reply_text(message: dict[str, Any]) -> str | None:
@@ -138,21 +155,12 @@ def tool_results(results: list[tuple[dict[str, Any], ToolOutput]]) -> dict[str, 
 
 
 def prune_images(messages: list[dict[str, Any]], keep: int) -> None:
-    """Replace the images of all but the last ``keep`` tool results that have any with a
-    short note (in place). Prompt images are never touched."""
+    """Replace the images of old tool results with a short note (in place), in chunks of
+    ``keep`` (:func:`~hud.harnesses.dialogue.prunable`) so that the prompt cache breaks at
+    most once per ``keep`` screenshots. Prompt images are never touched."""
     results = [b for m in messages if m["role"] == "user" for b in m["content"]
                if isinstance(b, dict) and b.get("type") == "tool_result"]
     with_images = [b for b in results if any(i.get("type") == "image" for i in b["content"])]
-    for block in with_images[:max(len(with_images) - keep, 0)]:
+    for block in with_images[:prunable(len(with_images), keep)]:
         block["content"] = [i if i.get("type") != "image" else {"type": "text", "text": PRUNED}
                             for i in block["content"]]
-
-
-def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
-    """Anthropic ``usage`` as our token counts."""
-    usage = usage or {}
-    names = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
-             "cache_read_input_tokens": "cached_input_tokens",
-             "cache_creation_input_tokens": "cache_write_input_tokens"}
-    return {ours: int(usage[theirs]) for theirs, ours in names.items()
-            if isinstance(usage.get(theirs), int) and (usage[theirs] or "cache" not in theirs)}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..dialogue import Turn
 from ..retry import send_with_retries
 from ..tool import ToolOutput
+from ..usage import from_gemini
 from . import outcomes, wire
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class GeminiDialect:
             calls, extra["stop_reason"] = [], reply.outcome.reason
         usage = reply.data.get("usage_metadata")
         return Turn(text=wire.text(data), calls=calls, messages=[content] if content else [],
-                    usage=wire.usage_tokens(usage), extra=extra)
+                    usage=from_gemini(usage), extra=extra)
 
     def results(self, results: list[tuple[dict[str, Any], ToolOutput]]) -> list[Any]:
         return [wire.function_responses(results, self.functions)]

@@ -113,12 +113,3 @@ def prune_images(contents: list[Any], keep: int) -> None:
     for response in carrying[:max(len(carrying) - keep, 0)]:
         del response["parts"]
         response["response"] = {**response["response"], "note": PRUNED}
-
-
-def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
-    usage = usage or {}
-    names = {"prompt_token_count": "input_tokens", "candidates_token_count": "output_tokens",
-             "cached_content_token_count": "cached_input_tokens",
-             "thoughts_token_count": "reasoning_tokens"}
-    return {ours: int(usage[theirs]) for theirs, ours in names.items()
-            if isinstance(usage.get(theirs), int)}

@@ -17,9 +17,10 @@ import openai
 
 from hud.errors import ModelAPIError
 
-from ..dialogue import run_tools
+from ..dialogue import account, run_tools
 from ..retry import RequestPolicy, send_with_retries
 from ..toolbox import ToolBox
+from ..usage import default_prices, from_chat_completions
 from . import wire
 
 if TYPE_CHECKING:
@@ -91,11 +92,11 @@ async def _turn(run: Run, model: ChatModel, request: dict[str, Any]) -> dict[str
     if not choices:
         raise ModelAPIError(f"the reply has no choices: {str(reply)[:300]}")
     message = choices[0].get("message") or {}
-    usage = wire.usage_tokens(reply.get("usage"))
-    run.trace.add_usage(**usage)
+    usage = from_chat_completions(reply.get("usage"))
+    cost = account(run, usage, default_prices())
     run.record("model", duration, **wire.model_step(message),
                finish_reason=choices[0].get("finish_reason"), usage=usage,
-               model=reply.get("model"))
+               model=reply.get("model"), **({"cost_usd": cost} if cost is not None else {}))
     return dict(message)
 
 

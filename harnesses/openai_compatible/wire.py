@@ -122,18 +122,6 @@ def model_step(message: dict[str, Any]) -> dict[str, Any]:
     return step
 
 
-def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
-    """Chat Completions ``usage`` as our token counts (``input_tokens``, ``output_tokens``)."""
-    if not usage:
-        return {}
-    tokens = {"input_tokens": usage.get("prompt_tokens"),
-              "output_tokens": usage.get("completion_tokens")}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    if cached:
-        tokens["cached_input_tokens"] = cached
-    return {key: int(value) for key, value in tokens.items() if isinstance(value, int)}
-
-
 def error_text(body: Any) -> str:
     """The message of an error body (``{"error": {"message": ...}}``), else the body."""
     if isinstance(body, dict):

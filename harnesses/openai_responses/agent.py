@@ -34,6 +34,7 @@ from ..provider import ProviderAgent, ProviderSettings, describe_error
 from ..retry import send_with_retries
 from ..tool import ToolOutput
 from ..toolbox import ToolBox
+from ..usage import from_openai_responses
 from ..workbench import Workbench
 from . import wire
 from .models import ModelTools, model_tools
@@ -147,7 +148,8 @@ class ResponsesDialect:
         if stop is None and self.settings.safety == "stop" and wire.safety_checks(output):
             stop = "safety_check"
         return Turn(text=wire.output_text(output), calls=wire.calls(output),
-                    messages=wire.replayed(output), usage=wire.usage_tokens(reply.get("usage")),
+                    messages=wire.replayed(output),
+                    usage=from_openai_responses(reply.get("usage")),
                     extra={"finish_reason": reply.get("status"), "model": reply.get("model")},
                     stop=stop)
 

@@ -225,15 +225,3 @@ def _has_image(item: dict[str, Any]) -> bool:
     if item["type"] == "computer_call_output":
         return isinstance(out, dict) and out.get("image_url") != BLANK
     return isinstance(out, list) and any(p.get("type") == "input_image" for p in out)
-
-
-def usage_tokens(usage: dict[str, Any] | None) -> dict[str, int]:
-    usage = usage or {}
-    tokens = {"input_tokens": usage.get("input_tokens"),
-              "output_tokens": usage.get("output_tokens"),
-              "cached_input_tokens": (usage.get("input_tokens_details") or {}).get(
-                  "cached_tokens"),
-              "reasoning_tokens": (usage.get("output_tokens_details") or {}).get(
-                  "reasoning_tokens")}
-    return {k: int(v) for k, v in tokens.items() if isinstance(v, int) and (
-        v or k in ("input_tokens", "output_tokens"))}

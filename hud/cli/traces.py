@@ -137,10 +137,12 @@ def _console() -> Any:
 def _jobs_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table("job", "name", "agent", "model", "runs", "errors", "reward", "started")
+    table = Table("job", "name", "agent", "model", "runs", "errors", "reward", "tokens in/out",
+                  "cost", "started")
     for row in rows:
         table.add_row(row["id"][:12], row["name"], row["agent"] or "", row["model"] or "",
                       str(row["runs"]), _errors(row["errors"]), _reward(row["reward"]),
+                      f"{row['input_tokens']}/{row['output_tokens']}", _cost(row["cost_usd"]),
                       _when(row["started_at"]))
     if not rows:
         table.caption = "no jobs yet"
@@ -151,19 +153,24 @@ def _job_table(job: dict[str, Any]) -> Any:
     from rich.table import Table
 
     title = (f"{job['name']} ({job['id']}): {job['runs']} runs, {job['errors']} errors, "
-             f"reward {_reward(job['reward'])}")
+             f"reward {_reward(job['reward'])}, cost {_cost(job['cost_usd'])}")
     table = Table("trace", "task", "group", "status", "reward", "error", "steps", "seconds",
-                  title=title)
+                  "cost", title=title)
     for run in job["traces"]:
         error = f"{run['error_phase']}: {run['error_type']}" if run["error_phase"] else ""
         seconds = (f"{run['ended_at'] - run['started_at']:.2f}" if run["ended_at"] else "")
         table.add_row(run["trace_id"][:12], run["slug"], run["group_id"][:8], run["status"],
-                      _reward(run["reward"]), error, str(run["steps"]), seconds)
+                      _reward(run["reward"]), error, str(run["steps"]), seconds,
+                      _cost(run["usage"].get("cost_usd")))
     return table
 
 
 def _reward(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _cost(dollars: float | None) -> str:
+    return "-" if dollars is None else f"${dollars:.4f}"
 
 
 def _errors(count: int) -> str:

@@ -82,7 +82,10 @@ SELECT j.id, j.name, j.agent, j.model, j.group_size AS "group", j.started_at, j.
        COUNT(r.trace_id) AS runs,
        COALESCE(SUM(r.status = 'completed'), 0) AS completed,
        COALESCE(SUM(r.status IN ('error', 'timeout', 'cancelled')), 0) AS errors,
-       AVG(r.reward) AS reward
+       AVG(r.reward) AS reward,
+       COALESCE(SUM(r.input_tokens), 0) AS input_tokens,
+       COALESCE(SUM(r.output_tokens), 0) AS output_tokens,
+       SUM(json_extract(r.usage, '$.cost_usd')) AS cost_usd  -- NULL when no run was priced
 FROM jobs j LEFT JOIN runs r ON r.job_id = j.id
 """
 
@@ -191,7 +194,9 @@ class TraceStore:
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent jobs first: id, name, agent, model, group, runs, completed,
-        errors, reward (mean over completed runs, ``None`` when none), started/ended_at."""
+        errors, reward (mean over completed runs, ``None`` when none), input_tokens and
+        output_tokens (totals), cost_usd (total, ``None`` when no run was priced),
+        started/ended_at."""
         rows = self._query(_JOB_SUMMARY + " GROUP BY j.id ORDER BY j.started_at DESC LIMIT ?",
                            (limit,))
         return [dict(row) for row in rows]

@@ -53,7 +53,7 @@ class Trace(msgspec.Struct, kw_only=True, omit_defaults=True):
     subscores: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
     error: Failure | None = None
-    usage: dict[str, int] = {}
+    usage: dict[str, int | float] = {}  # token totals, and cost_usd when priced
     started_at: float = msgspec.field(default_factory=time.time)
     ended_at: float | None = None
 
@@ -65,7 +65,8 @@ class Trace(msgspec.Struct, kw_only=True, omit_defaults=True):
         self.steps.append(step)
         return step
 
-    def add_usage(self, **tokens: int) -> None:
-        """Add token counts (``input_tokens=``, ``output_tokens=``, ...) to the running total."""
-        for key, value in tokens.items():
-            self.usage[key] = self.usage.get(key, 0) + int(value)
+    def add_usage(self, **counts: int | float) -> None:
+        """Add token counts (``input_tokens=``, ``output_tokens=``, ...) and dollars
+        (``cost_usd=``) to the running totals."""
+        for key, value in counts.items():
+            self.usage[key] = self.usage.get(key, 0) + value

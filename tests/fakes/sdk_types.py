@@ -81,6 +81,9 @@ def _union(value: Any, options: tuple[Any, ...], path: str) -> tuple[str, str, s
         return None
     options = tuple(o for o in options if o is not type(None))
     tagged = [o for o in options if _tag_matches(unwrap(o), value)]
+    if tagged:  # an untagged plain mapping beside the tagged shapes (Anthropic's InputSchema)
+        tagged += [o for o in options if typing.get_origin(unwrap(o)) in (dict,
+                                                                         collections.abc.Mapping)]
     failures = [violation(value, option, path) for option in tagged or options]
     if any(f is None for f in failures):
         return None
