@@ -137,11 +137,12 @@ def _console() -> Any:
 def _jobs_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table("job", "name", "agent", "model", "runs", "errors", "reward", "started")
+    table = Table("job", "name", "agent", "model", "status", "runs", "errors", "reward",
+                  "started")
     for row in rows:
         table.add_row(row["id"][:12], row["name"], row["agent"] or "", row["model"] or "",
-                      str(row["runs"]), _errors(row["errors"]), _reward(row["reward"]),
-                      _when(row["started_at"]))
+                      row["status"], str(row["runs"]), _errors(row["errors"]),
+                      _reward(row["reward"]), _when(row["started_at"]))
     if not rows:
         table.caption = "no jobs yet"
     return table
@@ -150,8 +151,8 @@ def _jobs_table(rows: list[dict[str, Any]]) -> Any:
 def _job_table(job: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    title = (f"{job['name']} ({job['id']}): {job['runs']} runs, {job['errors']} errors, "
-             f"reward {_reward(job['reward'])}")
+    title = (f"{job['name']} ({job['id']}, {job['status']}): {job['runs']} runs, "
+             f"{job['errors']} errors, reward {_reward(job['reward'])}")
     table = Table("trace", "task", "group", "status", "reward", "error", "steps", "seconds",
                   title=title)
     for run in job["traces"]:
