@@ -322,10 +322,11 @@ def eval_(
 ) -> None:
     """Run every task against an agent, grade each rollout, report rewards.
 
-    Progress (done, mean reward, errors, cost, ETA) goes to stderr. Ctrl-C stops cleanly
-    (rollouts cancelled, their cleanup run, the job marked interrupted); Ctrl-C twice quits
-    at once. Exits 7 when any rollout errored (a low reward is not an error), 130 when
-    interrupted.
+    Progress (done, mean reward, errors, cost, ETA) goes to stderr.
+    Ctrl-C stops cleanly and marks the job interrupted (exit 130); twice quits at once.
+    `--resume JOB` then runs what it did not finish.
+
+    Exits 7 when any rollout errored (a low reward is not an error).
 
     Harnesses (AGENT): oracle (the reference solutions), nop (does nothing),
     claude, openai, gemini, openai_compatible, robot, robot_scripted, robot_random,

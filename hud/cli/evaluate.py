@@ -118,7 +118,6 @@ def make_agent(name: str, model: str | None, config: dict[str, Any]) -> Any:
 
 
 def run_eval(command: EvalCommand) -> int:
-    from ..eval.job import Job
     from ..eval.progress import Tally
     from ..eval.store import TraceStore
 
@@ -127,24 +126,41 @@ def run_eval(command: EvalCommand) -> int:
             from .resume import resumed
 
             command, job, slots, taskset = resumed(command, store)
+            agent = _agent(command)
         else:
             taskset = load_taskset(command.source or ".", command.env, command.task_ids)
-            job, slots = None, taskset.plan(command.config.group)
-        agent = make_agent(command.agent or "", command.model,
-                           parse_config(list(command.harness_settings)))
+            slots = taskset.plan(command.config.group)
+            agent = _agent(command)
+            job = _new_job(command, taskset.name, agent, slots)
         try:
             runtime = command.config.create_runtime(agent, len(slots))
         except (LookupError, ValueError, TypeError) as exc:
             fail(f"--runtime {command.config.runtime}: {exc}", EXIT_USAGE)
-        if job is None:
-            job = Job(taskset.name, group=command.config.group,
-                      agent=getattr(agent, "name", None), model=getattr(agent, "model", None))
-            job.plan = _plan(command, slots)
         tally = Tally(len(slots))
         finished = run_on_loop(_run(taskset, agent, runtime, command, job, slots, tally, store))
     if not finished:
         _print_interrupted(job, tally)
         return EXIT_INTERRUPTED
+    _report(command, job)
+    return EXIT_ROLLOUT_ERRORS if job.errors else 0
+
+
+def _agent(command: EvalCommand) -> Any:
+    return make_agent(command.agent or "", command.model,
+                      parse_config(list(command.harness_settings)))
+
+
+def _new_job(command: EvalCommand, name: str, agent: Any, slots: list[Any]) -> Any:
+    from ..eval.job import Job
+
+    job = Job(name, group=command.config.group, agent=getattr(agent, "name", None),
+              model=getattr(agent, "model", None))
+    job.plan = _plan(command, slots)
+    return job
+
+
+def _report(command: EvalCommand, job: Any) -> None:
+    """The results on stdout (a table, or JSON), and one JSON line per run in ``--output``."""
     rows = [_run_row(run) for run in job.runs]
     if command.output:
         command.output.write_text(
@@ -156,7 +172,6 @@ def run_eval(command: EvalCommand) -> int:
         sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
     else:
         _print_table(job)
-    return EXIT_ROLLOUT_ERRORS if job.errors else 0
 
 
 def _plan(command: EvalCommand, slots: list[Any]) -> dict[str, Any]:
@@ -207,8 +222,13 @@ class _interrupts:
     def _interrupt(self) -> None:
         self.count += 1
         if self.count > 1:
-            sys.stderr.write("interrupted again: exiting now, without waiting for cleanup\n")
-            sys.stderr.flush()
+            # The real stderr: a live display holds a proxy of it, and hid the cursor.
+            stream = sys.__stderr__
+            if stream is not None:
+                show_cursor = "\x1b[?25h" if stream.isatty() else ""
+                stream.write(f"{show_cursor}interrupted again: exiting now, without waiting "
+                             "for cleanup\n")
+                stream.flush()
             os._exit(EXIT_INTERRUPTED)  # at once: no cleanup, by request
         in_flight = self.tally.total - self.tally.done
         sys.stderr.write(f"stopping: cancelling the rollouts in flight (up to {in_flight}) "

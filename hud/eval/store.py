@@ -233,12 +233,6 @@ class TraceStore:
         rows = self._query("SELECT plan FROM job_status WHERE job_id = ?", (job_id,))
         return json.loads(rows[0]["plan"]) if rows and rows[0]["plan"] else None
 
-    def unfinished_runs(self, job_id: str) -> list[dict[str, Any]]:
-        """A job's runs that were cut off (``cancelled``) or never ended (``pending``)."""
-        rows = self._query("SELECT * FROM runs WHERE job_id = ? AND status IN "
-                           "('cancelled', 'pending') ORDER BY slug, started_at", (job_id,))
-        return [_run_row(row) for row in rows]
-
     def _with_status(self, job: dict[str, Any]) -> dict[str, Any]:
         """``job`` with ``status``: the recorded one; for a job recorded without one,
         ``completed`` once it has an end time, else ``unfinished``."""
