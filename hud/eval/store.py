@@ -71,13 +71,6 @@ CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, group_id);
 CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (started_at);
 """
 
-# Outside the versioned schema, created by every store that opens the index: a job's status
-# (running, completed, interrupted) and its plan (what `hud eval --resume` reruns).
-_JOB_STATUS = """
-CREATE TABLE IF NOT EXISTS job_status (job_id TEXT PRIMARY KEY, status TEXT NOT NULL, plan TEXT)
-"""
-JOB_STATUSES = ("running", "completed", "interrupted")
-
 _RUN_COLUMNS = (
     "trace_id", "job_id", "env", "slug", "template", "args", "group_id", "status", "reward",
     "error_phase", "error_type", "error_message", "agent", "model", "started_at", "ended_at",
@@ -97,6 +90,13 @@ FROM jobs j LEFT JOIN runs r ON r.job_id = j.id
 def default_root() -> Path:
     """``$HUD_TRACE_DIR`` when set, else ``~/.hud/traces``."""
     return Path(os.environ.get("HUD_TRACE_DIR") or Path.home() / ".hud" / "traces")
+
+# Outside the versioned schema, created by every store that opens the index: a job's status
+# (running, completed, interrupted) and its plan (what `hud eval --resume` reruns).
+_JOB_STATUS = """
+CREATE TABLE IF NOT EXISTS job_status (job_id TEXT PRIMARY KEY, status TEXT NOT NULL, plan TEXT)
+"""
+JOB_STATUSES = ("running", "completed", "interrupted")
 
 
 class TraceStore:
@@ -120,6 +120,7 @@ class TraceStore:
         self._db.row_factory = sqlite3.Row
         try:
             self._open_schema()
+            self._db.execute(_JOB_STATUS)
         except BaseException:
             self._db.close()
             raise
@@ -134,7 +135,6 @@ class TraceStore:
         if version < SCHEMA_VERSION:  # IF NOT EXISTS: another store may have just made it
             self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}"
                                    f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
-        self._db.execute(_JOB_STATUS)
 
     def close(self) -> None:
         """Close the connection; the store is unusable afterwards."""
@@ -166,18 +166,6 @@ class TraceStore:
                 " ended_at=COALESCE(excluded.ended_at, jobs.ended_at)",
                 (job.id, job.name, job.agent, job.model, job.group, job.started_at, ended_at),
             )
-
-    def set_job_status(self, job_id: str, status: str, plan: dict[str, Any] | None = None,
-                       ) -> None:
-        """Record a job's status (one of :data:`JOB_STATUSES`) and, when given, its plan
-        (JSON: what a resumed job runs again); a plan recorded before is kept otherwise."""
-        if status not in JOB_STATUSES:
-            raise ValueError(f"job status {status!r} is not one of {', '.join(JOB_STATUSES)}")
-        with _Transaction(self._db, self._lock) as db:
-            db.execute("INSERT INTO job_status (job_id, status, plan) VALUES (?, ?, ?) "
-                       "ON CONFLICT (job_id) DO UPDATE SET status=excluded.status, "
-                       "plan=COALESCE(excluded.plan, job_status.plan)",
-                       (job_id, status, None if plan is None else _dumps(plan)))
 
     def save_run(self, run: Run) -> None:
         """Write a run's trace files and its index row; saving the same trace id again
@@ -211,8 +199,7 @@ class TraceStore:
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent jobs first: id, name, agent, model, group, runs, completed,
-        errors, reward (mean over completed runs, ``None`` when none), started/ended_at,
-        status (running, completed, interrupted; ``unfinished`` if none was recorded)."""
+        errors, reward (mean over completed runs, ``None`` when none), started/ended_at."""
         rows = self._query(_JOB_SUMMARY + " GROUP BY j.id ORDER BY j.started_at DESC LIMIT ?",
                            (limit,))
         return [self._with_status(dict(row)) for row in rows]
@@ -227,19 +214,6 @@ class TraceStore:
                            "ORDER BY slug, group_id, started_at", (full,))
         summary["traces"] = [_run_row(row) for row in rows]
         return summary
-
-    def job_plan(self, job_id: str) -> dict[str, Any] | None:
-        """The plan recorded with a job's status (``job_id`` in full), ``None`` if none."""
-        rows = self._query("SELECT plan FROM job_status WHERE job_id = ?", (job_id,))
-        return json.loads(rows[0]["plan"]) if rows and rows[0]["plan"] else None
-
-    def _with_status(self, job: dict[str, Any]) -> dict[str, Any]:
-        """``job`` with ``status``: the recorded one; for a job recorded without one,
-        ``completed`` once it has an end time, else ``unfinished``."""
-        rows = self._query("SELECT status FROM job_status WHERE job_id = ?", (job["id"],))
-        job["status"] = rows[0]["status"] if rows else (
-            "completed" if job["ended_at"] is not None else "unfinished")
-        return job
 
     def run(self, trace_id: str) -> dict[str, Any]:
         """One run's index row plus ``trace``: its stored JSON (file paths relative to
@@ -305,6 +279,33 @@ class TraceStore:
             raise UnknownId(f"no {what} with id {prefix!r} in {self.root}")
         shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
         raise UnknownId(f"{what} id prefix {prefix!r} is ambiguous: {shown}")
+
+    # -- job status (every summary above carries it: :meth:`_with_status`) ------------------
+
+    def set_job_status(self, job_id: str, status: str, plan: dict[str, Any] | None = None,
+                       ) -> None:
+        """Record a job's status (one of :data:`JOB_STATUSES`) and, when given, its plan
+        (JSON: what a resumed job runs again); a plan recorded before is kept otherwise."""
+        if status not in JOB_STATUSES:
+            raise ValueError(f"job status {status!r} is not one of {', '.join(JOB_STATUSES)}")
+        with _Transaction(self._db, self._lock) as db:
+            db.execute("INSERT INTO job_status (job_id, status, plan) VALUES (?, ?, ?) "
+                       "ON CONFLICT (job_id) DO UPDATE SET status=excluded.status, "
+                       "plan=COALESCE(excluded.plan, job_status.plan)",
+                       (job_id, status, None if plan is None else _dumps(plan)))
+
+    def job_plan(self, job_id: str) -> dict[str, Any] | None:
+        """The plan recorded with a job's status (``job_id`` in full), ``None`` if none."""
+        rows = self._query("SELECT plan FROM job_status WHERE job_id = ?", (job_id,))
+        return json.loads(rows[0]["plan"]) if rows and rows[0]["plan"] else None
+
+    def _with_status(self, job: dict[str, Any]) -> dict[str, Any]:
+        """``job`` with ``status``: the recorded one; for a job recorded without one,
+        ``completed`` once it has an end time, else ``unfinished``."""
+        rows = self._query("SELECT status FROM job_status WHERE job_id = ?", (job["id"],))
+        job["status"] = rows[0]["status"] if rows else (
+            "completed" if job["ended_at"] is not None else "unfinished")
+        return job
 
 
 class _Transaction:
