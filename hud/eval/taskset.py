@@ -156,8 +156,9 @@ class Taskset:
             runtime = None
         config = dataclasses.replace(config or DEFAULT, **settings)
         slots = self.plan(config.group) if slots is None else slots
+        rollouts = len(slots)
         if runtime is None:
-            runtime = config.create_runtime(agent, len(slots))
+            runtime = config.create_runtime(agent, rollouts)
         elif needs_solutions(agent) and not runtime.solutions:
             raise ValueError(f"{getattr(agent, 'name', 'this agent')} needs a runtime with "
                              "solutions enabled (solutions=True)")
@@ -166,14 +167,14 @@ class Taskset:
         if store is not None:
             store.begin_job(job)
             store.set_job_status(job.id, "running", job.plan)
-        rollouts = _Rollouts(agent, runtime, config, job, store, progress,
-                             asyncio.Semaphore(config.width(len(slots))))
+        each = _Rollouts(agent, runtime, config, job, store, progress,
+                         asyncio.Semaphore(config.width(rollouts)))
         try:
             async with runtime, asyncio.TaskGroup() as group:
                 # A task group, not gather: cancelled, it waits for every rollout to record
                 # its cut-off run (gather returns at the first, and the store closed under
                 # the others).
-                tasks = [group.create_task(rollouts.one(slot)) for slot in slots]
+                tasks = [group.create_task(each.one(slot)) for slot in slots]
         except asyncio.CancelledError:
             if store is not None:
                 store.set_job_status(job.id, "interrupted")
