@@ -61,7 +61,9 @@ def start_eval(tmp_path: Path, *, stuck: bool) -> subprocess.Popen[str]:
     # zygote and its workers alike.
     proc = subprocess.Popen(
         [sys.executable, "-m", "hud", "eval", "env.py", "oracle"], cwd=tmp_path,
-        env={**os.environ, "HUD_TRACE_DIR": str(tmp_path / "traces")},
+        # No progress line before the Ctrl-C, however slowly the pool starts: one at the end.
+        env={**os.environ, "HUD_TRACE_DIR": str(tmp_path / "traces"),
+             "HUD_PROGRESS_INTERVAL": "600"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     deadline = time.monotonic() + 60
@@ -85,6 +87,8 @@ def test_ctrl_c_during_eval_cancels_cleans_up_summarises_and_marks_the_job_inter
     assert (proc.returncode, out) == (130, "")
     assert "Traceback" not in err, err
     lines = err.splitlines()
+    assert re.fullmatch(r"0/3 rollouts · mean reward - · 0 errors · \d+s elapsed · ETA -",
+                        lines[1]), err  # the progress as it stopped
     assert lines[0] == ("stopping: cancelling the rollouts in flight (up to 3) and running "
                         "their cleanup; Ctrl-C again to quit at once"), err
     assert re.fullmatch(r"interrupted: job ([0-9a-f]{12}) stopped with 0 of 3 rollouts "

@@ -4,6 +4,7 @@ job, and retrying rollouts that failed for infrastructure reasons."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -88,19 +90,21 @@ def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
              "TERM": "xterm"},
         stdout=subprocess.PIPE, stderr=secondary, text=True)
     os.close(secondary)
-    screen = b""
+    chunks: list[bytes] = []
+
+    def read() -> None:  # as it comes: a full terminal buffer would block the eval
+        with contextlib.suppress(OSError):  # EIO: the terminal's other end closed
+            while chunk := os.read(primary, 65536):
+                chunks.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
     try:
         out, _ = proc.communicate(timeout=120)
-        while True:
-            try:
-                chunk = os.read(primary, 65536)
-            except OSError:  # the terminal's other end closed: all read
-                break
-            if not chunk:
-                break
-            screen += chunk
     finally:
+        reader.join(timeout=10)
         os.close(primary)
+    screen = b"".join(chunks)
     text = screen.decode(errors="replace")
     assert json.loads(out)["errors"] == 1  # stdout (a pipe): the JSON, no escapes
     assert "\x1b[?25l" in text  # the cursor hidden while the display redraws in place
