@@ -19,19 +19,25 @@ SLOW_ENV = textwrap.dedent('''
     from hud import Environment
 
     env = Environment("slow")
+    HERE = Path(__file__).parent
 
     @env.template()
-    async def wait(n: int = 0):
-        Path(__file__).with_name(f"started-{n}").touch()
-        await asyncio.sleep(120)
-        yield "Say ok."
-        yield 1.0
+    async def wait(n: int = 0, stuck: bool = False):
+        try:
+            (HERE / f"started-{n}").touch()
+            await asyncio.sleep(120)
+            yield "Say ok."
+            yield 1.0
+        finally:
+            if stuck:
+                await asyncio.sleep(60)  # a cleanup that hangs: only a second Ctrl-C ends it
+            (HERE / f"cleaned-{n}").touch()
 
     @wait.solution
-    def solve(n: int) -> str:
+    def solve(n: int, stuck: bool) -> str:
         return "ok"
 
-    tasks = [wait(n=n) for n in range(3)]
+    tasks = [wait(n=n, stuck=STUCK) for n in range(3)]
 ''')
 
 
@@ -48,34 +54,78 @@ def test_importing_the_shell_capability_prints_no_cryptography_warning() -> None
                            "still shown\n")
 
 
-def test_ctrl_c_during_eval_prints_one_line_and_leaves_the_job_unfinished(
-        tmp_path: Path) -> None:
-    (tmp_path / "env.py").write_text(SLOW_ENV)
-    traces = tmp_path / "traces"
+def start_eval(tmp_path: Path, *, stuck: bool) -> subprocess.Popen[str]:
+    """``hud eval`` of three rollouts that never finish, once all three are in setup."""
+    (tmp_path / "env.py").write_text(SLOW_ENV.replace("STUCK", str(stuck)))
     # A terminal's Ctrl-C signals the whole foreground process group: the CLI, the pool's
     # zygote and its workers alike.
     proc = subprocess.Popen(
         [sys.executable, "-m", "hud", "eval", "env.py", "oracle"], cwd=tmp_path,
-        env={**os.environ, "HUD_TRACE_DIR": str(traces)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # No progress line before the Ctrl-C, however slowly the pool starts: one at the end.
+        env={**os.environ, "HUD_TRACE_DIR": str(tmp_path / "traces"),
+             "HUD_PROGRESS_INTERVAL": "600"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("started-*"))) < 3:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(proc.communicate())
+        time.sleep(0.1)
+    return proc
+
+
+def test_ctrl_c_during_eval_cancels_cleans_up_summarises_and_marks_the_job_interrupted(
+        tmp_path: Path) -> None:
+    proc = start_eval(tmp_path, stuck=False)
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("started-*"))) < 3:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert (proc.returncode, out) == (130, "")
-    assert re.fullmatch(r"interrupted: job [0-9a-f]{12} stopped; 0 of 3 rollouts finished, "
-                        r"and it stays unfinished in the trace store\n", err), err
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert re.fullmatch(r"0/3 rollouts · mean reward - · 0 errors · \d+s elapsed · ETA -",
+                        lines[1]), err  # the progress as it stopped
+    assert lines[0] == ("stopping: cancelling the rollouts in flight (up to 3) and running "
+                        "their cleanup; Ctrl-C again to quit at once"), err
+    assert re.fullmatch(r"interrupted: job ([0-9a-f]{12}) stopped with 0 of 3 rollouts "
+                        r"finished \(mean reward -, 0 errors\); it is marked interrupted in "
+                        r"the trace store: `hud eval --resume \1` runs the rest", lines[-1]), err
+    # Each template's cleanup ran in its environment: cancelled over the protocol.
+    assert sorted(p.name for p in tmp_path.glob("cleaned-*")) == [
+        "cleaned-0", "cleaned-1", "cleaned-2"]
 
-    with TraceStore(traces, create=False) as store:
+    with TraceStore(tmp_path / "traces", create=False) as store:
         (job,) = store.jobs()
-        assert err.split()[2] == job["id"][:12]
-        assert (job["ended_at"], job["runs"], job["completed"], job["errors"]) == (None, 3, 0, 3)
+        assert lines[-1].split()[2] == job["id"][:12]
+        assert (job["status"], job["ended_at"], job["runs"], job["errors"]) == (
+            "interrupted", None, 3, 3)
         statuses = {run["status"] for run in store.job(job["id"])["traces"]}
-    assert statuses == {"cancelled"}
+    assert statuses == {"cancelled"}  # every rollout cut off is recorded, none lost
+    listed = subprocess.run([sys.executable, "-m", "hud", "jobs", "--dir",
+                             str(tmp_path / "traces")], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"}, timeout=60)
+    assert re.search(rf"{job['id'][:12]} .* interrupted ", listed.stdout), listed.stdout
+
+
+def test_a_second_ctrl_c_exits_at_once_without_waiting_for_cleanup(tmp_path: Path) -> None:
+    proc = start_eval(tmp_path, stuck=True)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("stopping: cancelling the rollouts in flight"), first
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, out) == (130, "")
+    # It left while the cleanups hung (they had a minute to go): no summary. (The lines
+    # after it are the environments' own, about the cleanups they then abandon.)
+    lines = err.splitlines()
+    assert lines[0] == "interrupted again: exiting now, without waiting for cleanup", err
+    assert "interrupted: job" not in err and "Traceback" not in err, err

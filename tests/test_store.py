@@ -337,3 +337,22 @@ def test_cli_in_a_subprocess_imports_lean(filled: Job, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "lean=True" in result.stderr
     assert json.loads(result.stdout)[0]["id"] == filled.id
+
+
+def test_a_job_status_and_plan_are_recorded_and_listed(tmp_path: Path) -> None:
+    with TraceStore(tmp_path / "traces") as store:
+        job = saved_job(store)  # recorded without a status, as before there was one
+        assert store.jobs()[0]["status"] == "completed"  # it has an end time
+        unended = Job("unended")
+        store.begin_job(unended)
+        assert store.job(unended.id)["status"] == "unfinished"
+        store.set_job_status(job.id, "running", {"group": 4, "tasks": []})
+        store.set_job_status(job.id, "interrupted")  # the plan stays
+        assert store.job(job.id)["status"] == "interrupted"
+        assert store.job_plan(job.id) == {"group": 4, "tasks": []}
+        assert store.job_plan(unended.id) is None
+        with pytest.raises(ValueError, match="not one of running, completed, interrupted"):
+            store.set_job_status(job.id, "paused")
+    with TraceStore(tmp_path / "traces", create=False) as reopened:  # kept on disk
+        assert {row["id"]: row["status"] for row in reopened.jobs()} == {
+            job.id: "interrupted", unended.id: "unfinished"}

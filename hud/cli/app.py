@@ -268,8 +268,12 @@ def task_status(
 
 @app.command("eval")
 def eval_(
-    source: Annotated[str, typer.Argument(help="tasks.py, env.py, a directory, or .json/.jsonl.")],
-    agent: Annotated[str, typer.Argument(help="Harness name (oracle, nop, ...) or a model.")],
+    source: Annotated[
+        str | None, typer.Argument(help="tasks.py, env.py, a directory, or .json/.jsonl.")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Argument(help="Harness name (oracle, nop, ...) or a model.")
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model for the harness.")
     ] = None,
@@ -304,8 +308,23 @@ def eval_(
     ] = None,
     token: TokenOption = None,
     json: JsonOption = False,
+    resume: Annotated[
+        str | None, typer.Option(help="Run what job JOB (an id or prefix) did not finish, into "
+                                 "that job, with its taskset, agent and settings.",
+                                 metavar="JOB")
+    ] = None,
+    retry_errors: Annotated[
+        int | None, typer.Option(min=0, help="Try a rollout again, up to N times, when it "
+                                 "failed for infrastructure reasons (environment, setup, lost "
+                                 "connection; never a low reward or the agent's own error).",
+                                 metavar="N")
+    ] = DEFAULT.retry_errors,
 ) -> None:
     """Run every task against an agent, grade each rollout, report rewards.
+
+    Progress (done, mean reward, errors, cost, ETA) goes to stderr.
+    Ctrl-C stops cleanly and marks the job interrupted (exit 130); twice quits at once.
+    `--resume JOB` then runs what it did not finish.
 
     Exits 7 when any rollout errored (a low reward is not an error).
 
@@ -323,13 +342,15 @@ def eval_(
     try:
         settings = EvalConfig.from_options(
             group=group, max_concurrent=max_concurrent, max_steps=max_steps, timeout=timeout,
-            runtime=runtime, token=token)
+            runtime=runtime, token=token, retry_errors=retry_errors)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
+    if resume is None and (source is None or agent is None):
+        fail("hud eval needs SOURCE and AGENT (or --resume JOB)", EXIT_USAGE)
     raise typer.Exit(run_eval(EvalCommand(
         source=source, agent=agent, model=model, harness_settings=tuple(config or ()),
         task_ids=task_ids, env=env, output=output, trace_dir=trace_dir, json=json,
-        config=settings,
+        config=settings, resume=resume,
     )))
 
 

@@ -1,10 +1,16 @@
 """``hud eval`` and ``hud check``: run a taskset against an agent and report the rewards.
 
-Progress goes to stderr; the results (a table, or JSON with ``--json``) to stdout.
+Progress goes to stderr (:mod:`hud.eval.progress`); the results (a table, or JSON with
+``--json``) to stdout. The first Ctrl-C cancels the rollouts in flight over the protocol (their
+cleanup runs), records them, marks the job ``interrupted`` and prints a summary; a second one
+exits at once. ``--resume JOB`` runs what an interrupted job did not finish.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +32,9 @@ class EvalCommand:
     """``hud eval`` as parsed: what to run, with which harness, where the results go, and
     the :class:`~hud.eval.config.EvalConfig` handed to the library as it is."""
 
-    source: str
-    agent: str
+    source: str | None
+    """``None`` only with :attr:`resume` (the job's own)."""
+    agent: str | None
     model: str | None = None
     harness_settings: tuple[str, ...] = ()
     """``--config key=value`` pairs, for the harness."""
@@ -37,6 +44,8 @@ class EvalCommand:
     trace_dir: Path | None = None
     json: bool = False
     config: EvalConfig = DEFAULT
+    resume: str | None = None
+    """A job id (or prefix) to resume: its own taskset, agent and config."""
 
 
 def parse_config(pairs: list[str]) -> dict[str, Any]:
@@ -109,27 +118,49 @@ def make_agent(name: str, model: str | None, config: dict[str, Any]) -> Any:
 
 
 def run_eval(command: EvalCommand) -> int:
-    taskset = load_taskset(command.source, command.env, command.task_ids)
-    agent = make_agent(command.agent, command.model, parse_config(list(command.harness_settings)))
-    rollouts = len(taskset) * command.config.group
-    try:
-        runtime = command.config.create_runtime(agent, rollouts)
-    except (LookupError, ValueError, TypeError) as exc:
-        fail(f"--runtime {command.config.runtime}: {exc}", EXIT_USAGE)
+    from ..eval.progress import Tally
+    from ..eval.store import TraceStore
+
+    with TraceStore(command.trace_dir) as store:
+        if command.resume:
+            from .resume import resumed
+
+            command, job, slots, taskset = resumed(command, store)
+            agent = _agent(command)
+        else:
+            taskset = load_taskset(command.source or ".", command.env, command.task_ids)
+            slots = taskset.plan(command.config.group)
+            agent = _agent(command)
+            job = _new_job(command, taskset.name, agent, slots)
+        try:
+            runtime = command.config.create_runtime(agent, len(slots))
+        except (LookupError, ValueError, TypeError) as exc:
+            fail(f"--runtime {command.config.runtime}: {exc}", EXIT_USAGE)
+        tally = Tally(len(slots))
+        finished = run_on_loop(_run(taskset, agent, runtime, command, job, slots, tally, store))
+    if not finished:
+        _print_interrupted(job, tally)
+        return EXIT_INTERRUPTED
+    _report(command, job)
+    return EXIT_ROLLOUT_ERRORS if job.errors else 0
+
+
+def _agent(command: EvalCommand) -> Any:
+    return make_agent(command.agent or "", command.model,
+                      parse_config(list(command.harness_settings)))
+
+
+def _new_job(command: EvalCommand, name: str, agent: Any, slots: list[Any]) -> Any:
     from ..eval.job import Job
 
-    job = Job(taskset.name, group=command.config.group, agent=getattr(agent, "name", None),
+    job = Job(name, group=command.config.group, agent=getattr(agent, "name", None),
               model=getattr(agent, "model", None))
-    finished: list[Any] = []
-    try:
-        run_on_loop(_run(taskset, agent, runtime, command, rollouts, job, finished.append))
-    except KeyboardInterrupt:
-        # Ctrl-C: the rollouts were cancelled and their environments stopped; one line, no
-        # traceback. The stored job keeps no end time and its cut-off runs are "cancelled".
-        sys.stderr.write(f"interrupted: job {job.id[:12]} stopped; {len(finished)} of "
-                         f"{rollouts} rollouts finished, and it stays unfinished in the trace "
-                         "store\n")
-        return EXIT_INTERRUPTED
+    job.plan = _plan(command, slots)
+    return job
+
+
+def _report(command: EvalCommand, job: Any) -> None:
+    """The results on stdout (a table, or JSON), and one JSON line per run in ``--output``."""
     rows = [_run_row(run) for run in job.runs]
     if command.output:
         command.output.write_text(
@@ -141,47 +172,77 @@ def run_eval(command: EvalCommand) -> int:
         sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
     else:
         _print_table(job)
-    return EXIT_ROLLOUT_ERRORS if job.errors else 0
 
 
-async def _run(taskset: Any, agent: Any, runtime: Any, command: EvalCommand,
-               rollouts: int, job: Any, finished: Any) -> Any:
-    from ..eval.store import TraceStore
+def _plan(command: EvalCommand, slots: list[Any]) -> dict[str, Any]:
+    from ..eval.resume import make_plan
 
-    store = TraceStore(command.trace_dir)
-    with store, _progress(rollouts) as advance:
+    config = command.config
+    return make_plan(
+        slots, group=config.group,
+        config={"max_concurrent": config.max_concurrent, "max_steps": config.max_steps,
+                "timeout": config.timeout, "runtime": config.runtime,
+                "retry_errors": config.retry_errors},
+        command={"source": str(Path(command.source or ".").resolve()), "env": command.env,
+                 "task_ids": command.task_ids, "agent": command.agent,
+                 "model": command.model,
+                 "harness": parse_config(list(command.harness_settings))})
 
-        def progress(run: Any) -> None:
-            finished(run)
-            if advance is not None:
-                advance(run)
 
-        return await taskset.run(agent, command.config, runtime=runtime, store=store,
-                                 progress=progress, job=job)
+async def _run(taskset: Any, agent: Any, runtime: Any, command: EvalCommand, job: Any,
+               slots: list[Any], tally: Any, store: Any) -> bool:
+    """Run the eval with progress on stderr; False when a Ctrl-C cut it off (the rollouts in
+    flight were cancelled and recorded, and the job marked ``interrupted``)."""
+    from ..eval.progress import open_progress
+
+    async with open_progress(tally, sys.stderr) as advance:
+        work = asyncio.ensure_future(taskset.run(
+            agent, command.config, runtime=runtime, store=store, progress=advance, job=job,
+            slots=slots))
+        with _interrupts(work, tally):
+            await asyncio.wait([work])
+    if work.cancelled():
+        return False
+    work.result()
+    return True
 
 
-class _progress:
-    """A progress bar on stderr, a terminal, for batches (more than one rollout)."""
+class _interrupts:
+    """``with``: the first SIGINT cancels ``work``; the second exits the process at once."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar: Any = None
+    def __init__(self, work: asyncio.Future[Any], tally: Any) -> None:
+        self.work, self.tally, self.count = work, tally, 0
 
-    def __enter__(self) -> Any:
-        if self.total <= 1 or not sys.stderr.isatty():  # a bar in a log file is noise
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.bar = Progress("rollouts", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)
-        self.bar.start()
-        task = self.bar.add_task("rollouts", total=self.total)
-        return lambda run: self.bar.advance(task)
+    def __enter__(self) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._interrupt)
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+    def _interrupt(self) -> None:
+        self.count += 1
+        if self.count > 1:
+            # The real stderr: a live display holds a proxy of it, and hid the cursor.
+            stream = sys.__stderr__
+            if stream is not None:
+                show_cursor = "\x1b[?25h" if stream.isatty() else ""
+                stream.write(f"{show_cursor}interrupted again: exiting now, without waiting "
+                             "for cleanup\n")
+                stream.flush()
+            os._exit(EXIT_INTERRUPTED)  # at once: no cleanup, by request
+        in_flight = self.tally.total - self.tally.done
+        sys.stderr.write(f"stopping: cancelling the rollouts in flight (up to {in_flight}) "
+                         "and running their cleanup; Ctrl-C again to quit at once\n")
+        sys.stderr.flush()
+        self.work.cancel()
+
+
+def _print_interrupted(job: Any, tally: Any) -> None:
+    mean = "-" if tally.mean is None else f"{tally.mean:.3f}"
+    sys.stderr.write(
+        f"interrupted: job {job.id[:12]} stopped with {tally.done} of {tally.total} "
+        f"rollouts finished (mean reward {mean}, {tally.errors} errors); it is marked "
+        f"interrupted in the trace store: `hud eval --resume {job.id[:12]}` runs the rest\n")
 
 
 def _run_row(run: Any) -> dict[str, Any]:
@@ -189,7 +250,7 @@ def _run_row(run: Any) -> dict[str, Any]:
     return {
         "trace_id": run.trace_id, "job_id": run.job_id, "slug": run.task.slug,
         "template": run.task.id, "args": run.task.args, "group_id": run.group_id,
-        "status": run.status, "reward": run.reward,
+        "status": run.status, "reward": run.reward, "attempt": run.attempt,
         "subscores": run.trace.subscores, "info": run.trace.info, "answer": run.trace.answer,
         "error": None if error is None else msgspec.to_builtins(error),
     }

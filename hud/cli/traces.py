@@ -137,13 +137,13 @@ def _console() -> Any:
 def _jobs_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table("job", "name", "agent", "model", "runs", "errors", "reward", "tokens in/out",
-                  "cost", "started")
+    table = Table("job", "name", "agent", "model", "status", "runs", "errors", "reward",
+                  "tokens in/out", "cost", "started")
     for row in rows:
         table.add_row(row["id"][:12], row["name"], row["agent"] or "", row["model"] or "",
-                      str(row["runs"]), _errors(row["errors"]), _reward(row["reward"]),
-                      f"{row['input_tokens']}/{row['output_tokens']}", _cost(row["cost_usd"]),
-                      _when(row["started_at"]))
+                      row["status"], str(row["runs"]), _errors(row["errors"]),
+                      _reward(row["reward"]), f"{row['input_tokens']}/{row['output_tokens']}",
+                      _cost(row["cost_usd"]), _when(row["started_at"]))
     if not rows:
         table.caption = "no jobs yet"
     return table
@@ -152,8 +152,9 @@ def _jobs_table(rows: list[dict[str, Any]]) -> Any:
 def _job_table(job: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    title = (f"{job['name']} ({job['id']}): {job['runs']} runs, {job['errors']} errors, "
-             f"reward {_reward(job['reward'])}, cost {_cost(job['cost_usd'])}")
+    title = (f"{job['name']} ({job['id']}, {job['status']}): {job['runs']} runs, "
+             f"{job['errors']} errors, reward {_reward(job['reward'])}, "
+             f"cost {_cost(job['cost_usd'])}")
     table = Table("trace", "task", "group", "status", "reward", "error", "steps", "seconds",
                   "cost", title=title)
     for run in job["traces"]:

@@ -35,12 +35,17 @@ class EvalConfig:
     registered runtime (see :mod:`hud.runtimes`)."""
     token: str | None = None
     """Access token for a runtime that attaches to a served environment."""
+    retry_errors: int = 0
+    """Further attempts for a rollout that failed for infrastructure reasons (see
+    :data:`hud.eval.rollout.RETRIED`); the run's trace keeps every attempt."""
 
     def __post_init__(self) -> None:
         for name in ("group", "max_concurrent", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
+        if self.retry_errors < 0:
+            raise ValueError(f"retry_errors must be 0 or more, not {self.retry_errors}")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout}")
 

@@ -25,6 +25,8 @@ class Job:
         self.runs: list[Run] = []
         self.started_at = time.time()
         self.ended_at: float | None = None
+        self.plan: dict[str, Any] | None = None
+        """What a resumed job runs again (JSON; the CLI's ``hud eval`` records its own)."""
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, runs={len(self.runs)}, reward={self.reward})"

@@ -109,6 +109,11 @@ class Run:
         return self.trace.error
 
     @property
+    def attempt(self) -> int:
+        """1, or more for a run that was retried or resumed (the trace keeps every attempt)."""
+        return self.trace.attempt
+
+    @property
     def errored(self) -> bool:
         return self.trace.status in ("error", "timeout", "cancelled")
 

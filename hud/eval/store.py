@@ -94,6 +94,13 @@ def default_root() -> Path:
     """``$HUD_TRACE_DIR`` when set, else ``~/.hud/traces``."""
     return Path(os.environ.get("HUD_TRACE_DIR") or Path.home() / ".hud" / "traces")
 
+# Outside the versioned schema, created by every store that opens the index: a job's status
+# (running, completed, interrupted) and its plan (what `hud eval --resume` reruns).
+_JOB_STATUS = """
+CREATE TABLE IF NOT EXISTS job_status (job_id TEXT PRIMARY KEY, status TEXT NOT NULL, plan TEXT)
+"""
+JOB_STATUSES = ("running", "completed", "interrupted")
+
 
 class TraceStore:
     """An open trace store: one SQLite connection, safe to share between threads.
@@ -116,6 +123,7 @@ class TraceStore:
         self._db.row_factory = sqlite3.Row
         try:
             self._open_schema()
+            self._db.execute(_JOB_STATUS)
         except BaseException:
             self._db.close()
             raise
@@ -199,13 +207,14 @@ class TraceStore:
         started/ended_at."""
         rows = self._query(_JOB_SUMMARY + " GROUP BY j.id ORDER BY j.started_at DESC LIMIT ?",
                            (limit,))
-        return [dict(row) for row in rows]
+        return [self._with_status(dict(row)) for row in rows]
 
     def job(self, job_id: str) -> dict[str, Any]:
         """One job's summary (as in :meth:`jobs`) plus ``traces``: its run rows, by task and
         group. ``job_id`` may be a unique prefix; else :class:`UnknownId`."""
         full = self._resolve("jobs", "id", job_id, "job")
-        summary = dict(self._query(_JOB_SUMMARY + " WHERE j.id = ? GROUP BY j.id", (full,))[0])
+        summary = self._with_status(
+            dict(self._query(_JOB_SUMMARY + " WHERE j.id = ? GROUP BY j.id", (full,))[0]))
         rows = self._query("SELECT * FROM runs WHERE job_id = ? "
                            "ORDER BY slug, group_id, started_at", (full,))
         summary["traces"] = [_run_row(row) for row in rows]
@@ -275,6 +284,33 @@ class TraceStore:
             raise UnknownId(f"no {what} with id {prefix!r} in {self.root}")
         shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
         raise UnknownId(f"{what} id prefix {prefix!r} is ambiguous: {shown}")
+
+    # -- job status (every summary above carries it: :meth:`_with_status`) ------------------
+
+    def set_job_status(self, job_id: str, status: str, plan: dict[str, Any] | None = None,
+                       ) -> None:
+        """Record a job's status (one of :data:`JOB_STATUSES`) and, when given, its plan
+        (JSON: what a resumed job runs again); a plan recorded before is kept otherwise."""
+        if status not in JOB_STATUSES:
+            raise ValueError(f"job status {status!r} is not one of {', '.join(JOB_STATUSES)}")
+        with _Transaction(self._db, self._lock) as db:
+            db.execute("INSERT INTO job_status (job_id, status, plan) VALUES (?, ?, ?) "
+                       "ON CONFLICT (job_id) DO UPDATE SET status=excluded.status, "
+                       "plan=COALESCE(excluded.plan, job_status.plan)",
+                       (job_id, status, None if plan is None else _dumps(plan)))
+
+    def job_plan(self, job_id: str) -> dict[str, Any] | None:
+        """The plan recorded with a job's status (``job_id`` in full), ``None`` if none."""
+        rows = self._query("SELECT plan FROM job_status WHERE job_id = ?", (job_id,))
+        return json.loads(rows[0]["plan"]) if rows and rows[0]["plan"] else None
+
+    def _with_status(self, job: dict[str, Any]) -> dict[str, Any]:
+        """``job`` with ``status``: the recorded one; for a job recorded without one,
+        ``completed`` once it has an end time, else ``unfinished``."""
+        rows = self._query("SELECT status FROM job_status WHERE job_id = ?", (job["id"],))
+        job["status"] = rows[0]["status"] if rows else (
+            "completed" if job["ended_at"] is not None else "unfinished")
+        return job
 
 
 class _Transaction:

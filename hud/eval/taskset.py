@@ -15,7 +15,7 @@ from .config import DEFAULT, needs_solutions
 from .job import Job
 from .rollout import AgentCallable, rollout
 from .run import Run
-from .trace import new_id
+from .trace import Trace, new_id
 
 if TYPE_CHECKING:
     from ..runtimes import Runtime
@@ -125,6 +125,10 @@ class Taskset:
 
     # -- running --------------------------------------------------------------------------
 
+    def plan(self, group: int = 1) -> list[Slot]:
+        """The rollouts of a job: every task ``group`` times, its repeats sharing a group id."""
+        return [Slot(task, gid) for task in self for gid in [new_id()] for _ in range(group)]
+
     async def run(
         self,
         agent: AgentCallable,
@@ -134,19 +138,25 @@ class Taskset:
         job: Job | None = None,
         store: Any = None,
         progress: Progress | None = None,
+        slots: list[Slot] | None = None,
         **settings: Any,
     ) -> Job:
         """Run every task ``group`` times (each task's repeats share a group id), at most
         ``config.width(...)`` at once, each in a fresh environment from ``runtime``: an open
         :class:`~hud.runtimes.Runtime`, else the one ``config.runtime`` names (default: a warm
         pool of isolated processes). ``settings`` are :class:`EvalConfig` fields that
-        override ``config``'s (``run(agent, group=16)``). Returns the :class:`Job`; ``store``
-        (a ``TraceStore``) records every run as it finishes, ``progress`` sees each one."""
+        override ``config``'s (``run(agent, group=16)``). ``slots`` replaces the rollouts
+        :meth:`plan` makes (a resumed job's). Returns the :class:`Job`.
+
+        ``store`` (a ``TraceStore``) records every run as it finishes, and every run cut off
+        when this is cancelled, before the cancellation propagates; the job's status goes
+        from ``running`` to ``completed``, or ``interrupted``. ``progress`` sees each run."""
         if isinstance(runtime, str):
             settings["runtime"] = runtime
             runtime = None
         config = dataclasses.replace(config or DEFAULT, **settings)
-        rollouts = len(self) * config.group
+        slots = self.plan(config.group) if slots is None else slots
+        rollouts = len(slots)
         if runtime is None:
             runtime = config.create_runtime(agent, rollouts)
         elif needs_solutions(agent) and not runtime.solutions:
@@ -156,35 +166,71 @@ class Taskset:
                          model=getattr(agent, "model", None))
         if store is not None:
             store.begin_job(job)
-        gate = asyncio.Semaphore(config.width(rollouts))
-        plan = [(task, gid) for task in self for gid in [new_id()] for _ in range(config.group)]
-
-        def record(run: Run) -> Run:
-            run.job_id = job.id
+            store.set_job_status(job.id, "running", job.plan)
+        each = _Rollouts(agent, runtime, config, job, store, progress,
+                         asyncio.Semaphore(config.width(rollouts)))
+        try:
+            async with runtime, asyncio.TaskGroup() as group:
+                # A task group, not gather: cancelled, it waits for every rollout to record
+                # its cut-off run (gather returns at the first, and the store closed under
+                # the others).
+                tasks = [group.create_task(each.one(slot)) for slot in slots]
+        except asyncio.CancelledError:
             if store is not None:
-                store.save_run(run)
-            return run
-
-        async def one(task: Task, group_id: str) -> Run:
-            started: list[Run] = []
-            async with gate:
-                try:
-                    run = await rollout(task, agent, runtime, group_id=group_id,
-                                        timeout=config.timeout, max_steps=config.max_steps,
-                                        on_start=started.append)
-                except asyncio.CancelledError:
-                    # Interrupted: the job keeps no end time, and its cut-off runs say so.
-                    for cut in started:
-                        record(cut)
-                    raise
-            record(run)
-            if progress is not None:
-                progress(run)
-            return run
-
-        async with runtime:
-            job.runs.extend(await asyncio.gather(*(one(t, g) for t, g in plan)))
+                store.set_job_status(job.id, "interrupted")
+            raise
+        job.runs.extend(task.result() for task in tasks)
         job.ended_at = time.time()
         if store is not None:
             store.end_job(job)
+            store.set_job_status(job.id, "completed")
         return job
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Slot:
+    """One rollout of a job: a task, its group id, and the trace it continues (a resumed
+    run's, which keeps its id and steps), if any."""
+
+    task: Task
+    group_id: str
+    trace: Trace | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Rollouts:
+    """What every rollout of one :meth:`Taskset.run` shares."""
+
+    agent: AgentCallable
+    runtime: Runtime
+    config: EvalConfig
+    job: Job
+    store: Any
+    progress: Progress | None
+    gate: asyncio.Semaphore
+
+    def record(self, run: Run) -> Run:
+        run.job_id = self.job.id
+        if self.store is not None:
+            self.store.save_run(run)
+        return run
+
+    async def one(self, slot: Slot) -> Run:
+        started: list[Run] = []
+        async with self.gate:
+            try:
+                run = await rollout(slot.task, self.agent, self.runtime, group_id=slot.group_id,
+                                    timeout=self.config.timeout,
+                                    max_steps=self.config.max_steps,
+                                    retries=self.config.retry_errors, trace=slot.trace,
+                                    on_start=started.append)
+            except asyncio.CancelledError:
+                # Interrupted: the run (marked cancelled by the rollout) is recorded, so a
+                # resumed job knows to run it again.
+                for cut in started:
+                    self.record(cut)
+                raise
+        self.record(run)
+        if self.progress is not None:
+            self.progress(run)
+        return run

@@ -56,6 +56,9 @@ class Trace(msgspec.Struct, kw_only=True, omit_defaults=True):
     usage: dict[str, int | float] = {}  # token totals, and cost_usd when priced
     started_at: float = msgspec.field(default_factory=time.time)
     ended_at: float | None = None
+    attempt: int = 1
+    """Which attempt this is: a retried or resumed run continues its trace (its earlier
+    attempts' steps stay, each followed by a ``retry`` or ``resume`` step)."""
 
     def record(self, kind: str, duration: float | None = None, **data: Any) -> Step:
         """Append a step; ``files=`` (name → bytes) may carry binary payloads."""
