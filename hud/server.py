@@ -169,13 +169,7 @@ class Server:
         await self.env.start()
         try:
             if listen:
-                self._listener = await asyncio.get_running_loop().create_server(
-                    self._accept,
-                    self.config.host,
-                    self.config.port,
-                    backlog=self.config.backlog,
-                    reuse_address=True,
-                )
+                self._listener = await self._listen()
                 if self.config.keepalive:  # accepted sockets inherit these options (Linux)
                     for sock in self._listener.sockets:
                         _probe_when_silent(sock, self.config.keepalive)
@@ -192,6 +186,28 @@ class Server:
         if listen:
             ports.claim(self.port)  # the agent's browser must never reach the control port
             log.info("serving %r on %s", self.env.name, self.url)
+
+    async def _listen(self) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        host, port, backlog = self.config.host, self.config.port, self.config.backlog
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # a name, or "" (every interface): the loop resolves it
+            return await loop.create_server(self._accept, host, port, backlog=backlog,
+                                            reuse_address=True)
+        # A numeric address needs no resolver: binding it here spares uvloop's, which
+        # starts four threads in a fresh process (each pool worker is one).
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return await loop.create_server(self._accept, sock=sock, backlog=backlog)
 
     @property
     def port(self) -> int:
