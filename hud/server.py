@@ -41,7 +41,7 @@ from .protocol.messages import PROTOCOL_VERSION, TemplateInfo
 from .protocol.methods import METHODS
 from .session import Registry
 from .transport import Transport
-from .tunnel import link_daemon
+from .tunnel import RAW_UPGRADE, SPLICE_AVAILABLE, BareTunnel, link_daemon, take_socket
 from .watchdog import Watchdog
 from .wsconn import WsServerConnection
 
@@ -143,6 +143,8 @@ class Server:
         self._handshaking: set[WsServerConnection] = set()  # accepted, not yet open
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
+        self._bare_pending: set[WsServerConnection] = set()  # answered hud-tunnel/1
+        self._bare: set[BareTunnel] = set()  # bare tunnels (see hud.tunnel)
         self._tasks = Nursery("hud-server")  # owns every task of the server
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
@@ -248,6 +250,8 @@ class Server:
             conn.cancel_soon("the server is shutting down")
         for ws in list(self._sockets):  # tunnels (control sockets close below)
             ws.close_soon(1001, "server shutting down")
+        for tunnel in list(self._bare):
+            tunnel.close()
         await asyncio.gather(
             *(conn.transport.close(1001, "server shutting down") for conn in conns),
             *(ws.close() for ws in list(self._sockets)),
@@ -300,11 +304,22 @@ class Server:
             name = unquote(parts.path.removeprefix(TUNNEL_PREFIX))
             names = [b.name for b in self.env.capabilities]
             if name in names:
-                return None
+                return self._bare_upgrade(connection, request)
             return _reject(connection, 404, -32602,
                            f"no capability {name!r} is declared (declared: {names})")
         return _reject(connection, 404, -32601,
                        f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
+
+    def _bare_upgrade(self, connection: WsServerConnection, request: Request) -> Response | None:
+        """A 101 to ``hud-tunnel/1`` for a client that asks for a bare tunnel (and a
+        platform that can splice); None, the WebSocket handshake, for any other."""
+        asked = [token.strip().lower() for value in request.headers.get_all("Upgrade")
+                 for token in value.split(",")]
+        if not SPLICE_AVAILABLE or RAW_UPGRADE not in asked:
+            return None
+        self._bare_pending.add(connection)
+        return Response(101, "Switching Protocols",
+                        Headers([("Upgrade", RAW_UPGRADE), ("Connection", "Upgrade")]))
 
     def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
         """400 for a repeated ``Authorization`` or ``Origin`` (which one would count?); 403
@@ -354,7 +369,8 @@ class Server:
             return LimitExceeded(
                 f"too many connections in their handshake (limit {config.max_handshakes}): "
                 "try again shortly", {"limit": "max_handshakes", "value": config.max_handshakes})
-        if len(self._handshaking) + len(self._sockets) >= config.max_connections:
+        if len(self._handshaking) + len(self._sockets) + len(self._bare) \
+                >= config.max_connections:
             return LimitExceeded(
                 f"too many connections (limit {config.max_connections}): try again later",
                 {"limit": "max_connections", "value": config.max_connections})
@@ -362,6 +378,10 @@ class Server:
 
     def _opened(self, ws: WsServerConnection, target: str) -> None:
         self._handshaking.discard(ws)
+        if ws in self._bare_pending:
+            self._bare_pending.discard(ws)
+            self._open_bare(ws, unquote(urlsplit(target).path.removeprefix(TUNNEL_PREFIX)))
+            return
         self._sockets.add(ws)
         ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
@@ -381,6 +401,24 @@ class Server:
             log.exception("a control connection failed")
         finally:
             self.connections.discard(conn)
+
+    def _open_bare(self, ws: WsServerConnection, name: str) -> None:
+        # from here on the socket is the tunnel's: the WebSocket object is dropped
+        tunnel = BareTunnel(take_socket(ws.transport))
+        if self._closing or not self._tasks.accepting:
+            tunnel.close()
+            return
+        self._bare.add(tunnel)
+        tunnel.closed.add_done_callback(lambda _: self._bare.discard(tunnel))
+        self._tasks.spawn(self._bare_tunnel(tunnel, name), guarded=True)
+
+    async def _bare_tunnel(self, tunnel: BareTunnel, name: str) -> None:
+        try:
+            await tunnel.run(self.env.capability(name))
+        except OSError as exc:
+            log.warning("tunnel to %r failed: %s", name, exc)
+        except Exception:  # a bug in hud: this tunnel ends, the server serves on
+            log.exception("tunnel to %r failed", name)
 
     async def _tunnel(self, ws: WsServerConnection, name: str) -> None:
         try:
