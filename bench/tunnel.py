@@ -8,10 +8,11 @@ on uvloop as hud's commands run: directly to the daemon, and through the tunnel 
 client's forwarder in this process → the control port of ``hud``'s server, in its own
 process → the daemon). Rounds interleave direct and tunnel, each way; each line gives the
 medians and their ratio, with the load average, and the CPU the tunnel adds per MB (this
-process and the server's, tunnel minus direct: the figure other users' load moves least). "Under load" runs as many busy-looping
-processes as there are cores beside the transfer. The tunnel's mode (``raw``: the
-HTTP upgrade to ``hud-tunnel/1``, spliced; ``websocket``: binary frames) is chosen with
-``--mode``. The reference ``hud==0.6.21`` has no tunnels, so there is no reference line.
+process and the server's, tunnel minus direct: the figure other users' load moves least).
+"Under load" runs as many busy-looping processes as there are cores beside the transfer.
+The tunnel's mode (``raw``: the HTTP upgrade to ``hud-tunnel/1``, spliced; ``websocket``:
+binary frames) is chosen with ``--mode``. The reference ``hud==0.6.21`` has no tunnels,
+so there is no reference line.
 
 Stdout carries one JSON line per measurement (``C1.tunnel_throughput``); progress on stderr.
 """
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from common import emit, loadavg, logger
 
@@ -96,7 +98,7 @@ async def transfer(port: int, verb: str, size: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (clock ticks)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -126,7 +126,7 @@ async def test_server_shutdown_closes_bare_tunnels() -> None:
         srv_cm = serving(make_env(port))
         srv = await srv_cm.__aenter__()
         try:
-            head, reader, writer = await upgrade(srv.port, "/v1/tunnel/shout")
+            _, reader, writer = await upgrade(srv.port, "/v1/tunnel/shout")
             assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
         finally:
             await asyncio.wait_for(srv_cm.__aexit__(None, None, None), 10)
