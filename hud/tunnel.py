@@ -27,8 +27,10 @@ DIAL_TIMEOUT = 10.0
 RAW_UPGRADE = "hud-tunnel/1"
 """The ``Upgrade`` token of a bare byte tunnel (see protocol/README.md)."""
 SPLICE_AVAILABLE = hasattr(os, "splice")
-PIPE_SIZE = 1 << 20
-"""Bytes each direction's pipe may hold (the kernel may grant less)."""
+PIPE_SIZE = 256 * 1024
+"""Bytes each direction's pipe may hold: at most this much moves per ``splice`` call. Pipe
+capacity counts against a per-user limit (``fs.pipe-user-pages-soft``, 64 MB by default),
+so a server with many tunnels keeps its pipes modest (the kernel may grant less)."""
 
 
 def daemon_address(binding: Binding) -> tuple[str, int]:
