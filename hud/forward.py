@@ -10,7 +10,8 @@ binary frames carry the bytes, as it does over ``wss://``. When either side clos
 other is closed.
 
 When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
-1011 and a reason naming the capability. The forwarder keeps that reason
+1011 and a reason naming the capability (a bare tunnel answers ``error REASON`` instead of
+``ok``). The forwarder keeps that reason
 (:attr:`Forwarder.errors`) so that whoever opened the capability can raise it
 (:class:`CapabilityUnavailable`) instead of a protocol client's "connection lost".
 """
