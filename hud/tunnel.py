@@ -286,6 +286,7 @@ class BareTunnel:
 
     def __init__(self, client: socket.socket) -> None:
         self.client = client
+        self.daemon: socket.socket | None = None
         self.splice: Splice | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -295,12 +296,14 @@ class BareTunnel:
         loop = asyncio.get_running_loop()
         try:
             daemon = await self._dial(binding)
-            if self.closed.done():
+            if self.closed.done():  # closed while dialling
                 daemon.close()
                 return
+            self.daemon = daemon
             await loop.sock_sendall(self.client, b"ok\n")
-            self.splice = Splice(self.client, daemon, lambda _: self.close())
-            await self.closed
+            if not self.closed.done():
+                self.splice = Splice(self.client, daemon, lambda _: self.close())
+                await self.closed
         finally:
             self.close()
 
@@ -323,6 +326,8 @@ class BareTunnel:
         self.closed.set_result(None)  # first: the splice's own close calls back here
         if self.splice is not None:
             self.splice.close()
-        else:
-            self.client.close()
+            return
+        self.client.close()
+        if self.daemon is not None:
+            self.daemon.close()
 
