@@ -215,17 +215,41 @@ def busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
     return round(100.0 * (after[0] - before[0]) / total, 1) if total else 0.0
 
 
+def reaped_cpu_seconds(pid: int) -> float | None:
+    """cutime + cstime of ``pid``: the CPU of the children it has reaped (the zygote reaps
+    its workers, so this is theirs)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pool_cpu(eval_s: float, zygote_s: float, workers_s: float, n: int) -> dict[str, Any]:
+    """CPU per pool rollout, by process, and the rollouts/s it allows when the machine's
+    every core does nothing else: the figure that does not move with other users' load.
+    Workers still running when it is read (at most the pool's size) are not counted."""
+    total = eval_s + zygote_s + workers_s
+    ms = 1000.0 / n
+    return {"zygote_cpu_ms_per_rollout": round(zygote_s * ms, 3),
+            "workers_cpu_ms_per_rollout": round(workers_s * ms, 3),
+            "total_cpu_ms_per_rollout": round(total * ms, 3),
+            "cpu_bound_rollouts_per_s": round(n * (os.cpu_count() or 1) / total, 1)}
+
+
 async def bench_eval(kind: str, n: int, concurrency: int, timeout: float) -> dict:
     """B4: ``oracle`` over ``n`` distinct tasks, ``concurrency`` at once."""
     runtime = make_runtime(kind, size=concurrency, solutions=True)
     finished: list[float] = []
     helpers_cpu: list[float] = []  # the zygote's CPU, read as the last run finishes
+    workers_cpu: list[float] = []  # its reaped workers' CPU (all but the last few)
 
     def progress(_run: Run) -> None:
         finished.append(time.perf_counter())
         if len(finished) == n:
             kids = ref_eval.children_of(os.getpid())
             helpers_cpu.extend(c for c in map(core.cpu_seconds, kids) if c is not None)
+            workers_cpu.extend(c for c in map(reaped_cpu_seconds, kids) if c is not None)
 
     machine0, cpu0, t0 = machine_cpu(), time.process_time(), time.perf_counter()
     job = await Taskset(make_tasks(n), name="bench").run(
@@ -242,6 +266,9 @@ async def bench_eval(kind: str, n: int, concurrency: int, timeout: float) -> dic
     if len(finished) > 2 * concurrency:  # from the end of the first wave to the last run
         first = finished[concurrency - 1]
         steady = round((len(finished) - concurrency) / (finished[-1] - first), 2)
+    per_rollout = {}
+    if kind == "pool" and helpers_cpu:
+        per_rollout = pool_cpu(cpu, sum(helpers_cpu), sum(workers_cpu), n)
     return record(
         f"B4.eval_{kind}", n=n, max_concurrent=concurrency, wall_s=round(wall, 3),
         rollouts_per_s=round(n / wall, 3), steady_rollouts_per_s=steady,
@@ -249,8 +276,7 @@ async def bench_eval(kind: str, n: int, concurrency: int, timeout: float) -> dic
         failures=len(errors) + not_1,
         first_error=str(errors[0].error) if errors else None,
         mean_reward=job.reward, eval_process_cpu_ms_per_rollout=round(cpu * 1000 / n, 3),
-        zygote_cpu_ms_per_rollout=round(sum(helpers_cpu) * 1000 / n, 3)
-        if kind == "pool" and helpers_cpu else None,
+        **per_rollout,
         machine_cpu_busy_pct=machine_busy,
         runtime=type(runtime).__name__ + (f"(size={concurrency})" if kind == "pool" else ""),
     )

@@ -1,12 +1,17 @@
 """The client side of capability tunnels: a loopback port per binding, spliced to its daemon.
 
 A :class:`Forwarder` listens on ``127.0.0.1:0``. Each TCP connection accepted there (from an
-SSH client, an MCP client, a browser driver, a VNC viewer...) opens its own WebSocket to
-``/v1/tunnel/{name}`` on the environment's port, with the control connection's token, and
-bytes flow both ways in binary frames. When either side closes, the other is closed.
+SSH client, an MCP client, a browser driver, a VNC viewer...) opens its own tunnel to
+``/v1/tunnel/{name}`` on the environment's port, with the control connection's token. Over
+``ws://`` it asks for a bare tunnel (``Upgrade: hud-tunnel/1``): the bytes then go as they
+are, spliced between the two sockets in the kernel (:class:`~hud.tunnel.Splice`). A server
+that does not offer one answers 400 or 426, and the forwarder falls back to a WebSocket whose
+binary frames carry the bytes, as it does over ``wss://``. When either side closes, the
+other is closed.
 
 When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
-1011 and a reason naming the capability. The forwarder keeps that reason
+1011 and a reason naming the capability (a bare tunnel answers ``error REASON`` instead of
+``ok``). The forwarder keeps that reason
 (:attr:`Forwarder.errors`) so that whoever opened the capability can raise it
 (:class:`CapabilityUnavailable`) instead of a protocol client's "connection lost".
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -26,7 +32,15 @@ from .address import TUNNEL_PREFIX
 from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
 from .protocol.messages import Binding
-from .tunnel import TcpEnd
+from .tunnel import (
+    DIAL_TIMEOUT,
+    RAW_UPGRADE,
+    SPLICE_AVAILABLE,
+    Splice,
+    TcpEnd,
+    dial,
+    take_socket,
+)
 from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
@@ -71,8 +85,13 @@ class Forwarder:
     """One capability's loopback port. ``await start()``, then hand :attr:`port` to a client;
     :meth:`aclose` stops listening and closes every tunnel it opened.
 
-    Each accepted TCP connection gets its own tunnel WebSocket, joined to it at the protocol
-    level (:class:`~hud.tunnel.TcpEnd`): bytes are not copied through tasks."""
+    Each accepted TCP connection gets its own tunnel: a bare one spliced to it
+    (:class:`~hud.tunnel.Splice`) where the server offers it, else a WebSocket joined to it
+    at the protocol level (:class:`~hud.tunnel.TcpEnd`); bytes are not copied through
+    tasks either way."""
+
+    raw = SPLICE_AVAILABLE
+    """Ask for bare tunnels (``ws://`` URLs only); False once the server has declined."""
 
     def __init__(self, control_url: str, name: str, token: str | None = None) -> None:
         self.name = name
@@ -85,6 +104,9 @@ class Forwarder:
         self._opening = Nursery(f"hud-forwarder-{name}")  # tunnels being opened
         self._ends: set[TcpEnd] = set()
         self._sockets: set[WsConnection] = set()
+        self._splices: set[Splice] = set()
+        if not self.url.startswith("ws://"):
+            self.raw = False
 
     @property
     def port(self) -> int:
@@ -112,6 +134,8 @@ class Forwarder:
         await self._opening.aclose()
         for end in list(self._ends):
             end.close()
+        for splice in list(self._splices):
+            splice.close()
         await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
         if self._server is not None:
             await self._server.wait_closed()
@@ -127,6 +151,8 @@ class Forwarder:
 
     async def _open(self, end: TcpEnd) -> None:
         try:
+            if self.raw and await self._open_bare(end):
+                return
             ws = await wsconn.connect(self.url, headers=self.headers, max_size=None)
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             detail = (f"HTTP {exc.response.status_code}" if isinstance(exc, InvalidStatus)
@@ -143,6 +169,41 @@ class Forwarder:
         ws.closed.add_done_callback(lambda _: self._tunnel_ended(ws, end))
         end.join(ws)
 
+    async def _open_bare(self, end: TcpEnd) -> bool:
+        """Open a bare tunnel for ``end`` and splice them; False (and :attr:`raw` off) when
+        the server offers none. Errors as :meth:`_open` has them."""
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            opened = await open_bare(self.url, self.headers)
+        if opened is None:
+            self.raw = False
+            return False
+        sock, status, rest = opened
+        if status != "ok":
+            sock.close()
+            self._fail(status.removeprefix("error ") or "the environment closed the tunnel")
+            end.close()
+            self._ends.discard(end)
+            return True
+        if end.transport is None or end.transport.is_closing():
+            sock.close()
+            self._ends.discard(end)
+            return True
+        app = take_socket(end.transport)
+        self._ends.discard(end)
+        loop = asyncio.get_running_loop()
+        try:
+            for data in end.take_early():  # read before its reading paused
+                await loop.sock_sendall(sock, data)
+            if rest:  # the daemon's first bytes came with the status line
+                await loop.sock_sendall(app, rest)
+        except OSError:
+            sock.close()
+            app.close()
+            return True
+        splice = Splice(app, sock, lambda _: self._splices.discard(splice))
+        self._splices.add(splice)
+        return True
+
     def _tunnel_ended(self, ws: WsConnection, end: TcpEnd) -> None:
         self._sockets.discard(ws)
         self._ends.discard(end)
@@ -155,6 +216,62 @@ class Forwarder:
         log.warning("tunnel to capability %r failed: %s", self.name, reason)
         self.errors.append(reason)
         self.failed.set()
+
+
+async def open_bare(url: str, headers: dict[str, str] | None,
+                    ) -> tuple[socket.socket, str, bytes] | None:
+    """Ask the server at ``url`` (``ws://``) for a bare tunnel (``Upgrade: hud-tunnel/1``).
+    Returns the socket, the server's status line (``ok``, or ``error REASON``) and the bytes
+    read past it; None when the server offers no bare tunnels (it answers 400 or 426, as a
+    WebSocket-only server does). Raises ``OSError`` naming the HTTP status for any other
+    refusal (401, 404...) and when the server cannot be reached."""
+    parts = urlsplit(url)
+    sock = await dial(parts.hostname or "127.0.0.1", parts.port or 80)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", f"Upgrade: {RAW_UPGRADE}",
+                 "Connection: Upgrade", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        head, rest = await _read_until(sock, b"\r\n\r\n", b"")
+        status, upgrade = _parse_head(head)
+        if status in (400, 426):
+            sock.close()
+            return None
+        if status != 101 or upgrade != RAW_UPGRADE:
+            raise OSError(f"HTTP {status}")
+        line, rest = await _read_until(sock, b"\n", rest)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, line.decode(errors="replace").rstrip(), rest
+
+
+async def _read_until(sock: socket.socket, marker: bytes, data: bytes,
+                      limit: int = 65536) -> tuple[bytes, bytes]:
+    """Bytes up to ``marker`` (excluded) and those after it, reading ``sock`` as needed."""
+    loop = asyncio.get_running_loop()
+    while marker not in data:
+        if len(data) > limit:
+            raise OSError(f"no {marker!r} in the first {limit} bytes of the server's answer")
+        more = await loop.sock_recv(sock, 65536)
+        if not more:
+            raise OSError("the server closed the connection during the tunnel's handshake")
+        data += more
+    head, _, rest = data.partition(marker)
+    return head, rest
+
+
+def _parse_head(head: bytes) -> tuple[int, str]:
+    """The status code and the ``Upgrade`` header (lower case) of an HTTP response head."""
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(status_line.split(" ", 2)[1])
+    except (IndexError, ValueError):
+        raise OSError(f"not an HTTP response: {status_line[:80]!r}") from None
+    upgrade = next((value.strip().lower() for name, _, value in
+                    (f.partition(":") for f in fields) if name.strip().lower() == "upgrade"), "")
+    return status, upgrade
 
 
 def find_opener(family: str) -> Callable[[Binding], Awaitable[Any]]:

@@ -41,7 +41,7 @@ from .protocol.messages import PROTOCOL_VERSION, TemplateInfo
 from .protocol.methods import METHODS
 from .session import Registry
 from .transport import Transport
-from .tunnel import link_daemon
+from .tunnel import RAW_UPGRADE, SPLICE_AVAILABLE, BareTunnel, link_daemon, take_socket
 from .watchdog import Watchdog
 from .wsconn import WsServerConnection
 
@@ -143,6 +143,8 @@ class Server:
         self._handshaking: set[WsServerConnection] = set()  # accepted, not yet open
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
+        self._bare_pending: set[WsServerConnection] = set()  # answered hud-tunnel/1
+        self._bare: set[BareTunnel] = set()  # bare tunnels (see hud.tunnel)
         self._tasks = Nursery("hud-server")  # owns every task of the server
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
@@ -169,13 +171,7 @@ class Server:
         await self.env.start()
         try:
             if listen:
-                self._listener = await asyncio.get_running_loop().create_server(
-                    self._accept,
-                    self.config.host,
-                    self.config.port,
-                    backlog=self.config.backlog,
-                    reuse_address=True,
-                )
+                self._listener = await self._listen()
                 if self.config.keepalive:  # accepted sockets inherit these options (Linux)
                     for sock in self._listener.sockets:
                         _probe_when_silent(sock, self.config.keepalive)
@@ -192,6 +188,28 @@ class Server:
         if listen:
             ports.claim(self.port)  # the agent's browser must never reach the control port
             log.info("serving %r on %s", self.env.name, self.url)
+
+    async def _listen(self) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        host, port, backlog = self.config.host, self.config.port, self.config.backlog
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # a name, or "" (every interface): the loop resolves it
+            return await loop.create_server(self._accept, host, port, backlog=backlog,
+                                            reuse_address=True)
+        # A numeric address needs no resolver: binding it here spares uvloop's, which
+        # starts four threads in a fresh process (each pool worker is one).
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return await loop.create_server(self._accept, sock=sock, backlog=backlog)
 
     @property
     def port(self) -> int:
@@ -235,6 +253,8 @@ class Server:
             conn.cancel_soon(reason)
         for ws in list(self._sockets):  # tunnels (control sockets close below)
             ws.close_soon(code, reason)
+        for tunnel in list(self._bare):
+            tunnel.close()
         await asyncio.gather(
             *(conn.transport.close(code, reason) for conn in conns),
             *(ws.close() for ws in list(self._sockets)),
@@ -287,11 +307,22 @@ class Server:
             name = unquote(parts.path.removeprefix(TUNNEL_PREFIX))
             names = [b.name for b in self.env.capabilities]
             if name in names:
-                return None
+                return self._bare_upgrade(connection, request)
             return _reject(connection, 404, -32602,
                            f"no capability {name!r} is declared (declared: {names})")
         return _reject(connection, 404, -32601,
                        f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
+
+    def _bare_upgrade(self, connection: WsServerConnection, request: Request) -> Response | None:
+        """A 101 to ``hud-tunnel/1`` for a client that asks for a bare tunnel (and a
+        platform that can splice); None, the WebSocket handshake, for any other."""
+        asked = [token.strip().lower() for value in request.headers.get_all("Upgrade")
+                 for token in value.split(",")]
+        if not SPLICE_AVAILABLE or RAW_UPGRADE not in asked:
+            return None
+        self._bare_pending.add(connection)
+        return Response(101, "Switching Protocols",
+                        Headers([("Upgrade", RAW_UPGRADE), ("Connection", "Upgrade")]))
 
     def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
         """400 for a repeated ``Authorization`` or ``Origin`` (which one would count?); 403
@@ -341,7 +372,8 @@ class Server:
             return LimitExceeded(
                 f"too many connections in their handshake (limit {config.max_handshakes}): "
                 "try again shortly", {"limit": "max_handshakes", "value": config.max_handshakes})
-        if len(self._handshaking) + len(self._sockets) >= config.max_connections:
+        if len(self._handshaking) + len(self._sockets) + len(self._bare) \
+                >= config.max_connections:
             return LimitExceeded(
                 f"too many connections (limit {config.max_connections}): try again later",
                 {"limit": "max_connections", "value": config.max_connections})
@@ -349,6 +381,10 @@ class Server:
 
     def _opened(self, ws: WsServerConnection, target: str) -> None:
         self._handshaking.discard(ws)
+        if ws in self._bare_pending:
+            self._bare_pending.discard(ws)
+            self._open_bare(ws, unquote(urlsplit(target).path.removeprefix(TUNNEL_PREFIX)))
+            return
         self._sockets.add(ws)
         ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
@@ -368,6 +404,24 @@ class Server:
             log.exception("a control connection failed")
         finally:
             self.connections.discard(conn)
+
+    def _open_bare(self, ws: WsServerConnection, name: str) -> None:
+        # from here on the socket is the tunnel's: the WebSocket object is dropped
+        tunnel = BareTunnel(take_socket(ws.transport))
+        if self._closing or not self._tasks.accepting:
+            tunnel.close()
+            return
+        self._bare.add(tunnel)
+        tunnel.closed.add_done_callback(lambda _: self._bare.discard(tunnel))
+        self._tasks.spawn(self._bare_tunnel(tunnel, name), guarded=True)
+
+    async def _bare_tunnel(self, tunnel: BareTunnel, name: str) -> None:
+        try:
+            await tunnel.run(self.env.capability(name))
+        except OSError as exc:
+            log.warning("tunnel to %r failed: %s", name, exc)
+        except Exception:  # a bug in hud: this tunnel ends, the server serves on
+            log.exception("tunnel to %r failed", name)
 
     async def _tunnel(self, ws: WsServerConnection, name: str) -> None:
         try:

@@ -1,13 +1,21 @@
-"""Byte tunnels: a WebSocket on the control port joined to a capability's TCP daemon.
+"""Byte tunnels: a connection on the control port joined to a capability's TCP daemon.
 
-One tunnel carries one TCP connection. Binary frames carry the bytes; when either side
-closes, the other is closed too.
+One tunnel carries one TCP connection; when either side closes, the other is closed too.
+A tunnel is a WebSocket whose binary frames carry the bytes (:class:`TcpEnd`), or, where
+the client asks for it with an HTTP upgrade to ``hud-tunnel/1`` and both ends are plain TCP
+sockets, the bare byte stream: then :class:`Splice` moves the bytes between the two sockets
+inside the kernel (``splice(2)`` through a pipe), without copying them through Python.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import fcntl
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +24,13 @@ from .protocol.messages import Binding
 from .wsconn import WsConnection
 
 DIAL_TIMEOUT = 10.0
+RAW_UPGRADE = "hud-tunnel/1"
+"""The ``Upgrade`` token of a bare byte tunnel (see protocol/README.md)."""
+SPLICE_AVAILABLE = hasattr(os, "splice")
+PIPE_SIZE = 256 * 1024
+"""Bytes each direction's pipe may hold: at most this much moves per ``splice`` call. Pipe
+capacity counts against a per-user limit (``fs.pipe-user-pages-soft``, 64 MB by default),
+so a server with many tunnels keeps its pipes modest (the kernel may grant less)."""
 
 
 def daemon_address(binding: Binding) -> tuple[str, int]:
@@ -65,6 +80,11 @@ class TcpEnd(asyncio.Protocol):
             self.data_received(data)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def take_early(self) -> list[bytes]:
+        """What was read before :meth:`join` (the caller now delivers it)."""
+        early, self._early = self._early, []
+        return early
 
     def close(self, _reason: BaseException | None = None) -> None:
         if self.transport is None:
@@ -131,3 +151,183 @@ async def until_first_ends(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
             task.cancel()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     return outcomes
+
+
+# -- bare byte tunnels ----------------------------------------------------------------------
+
+
+def take_socket(transport: Any) -> socket.socket:
+    """The TCP socket under ``transport``, as a non-blocking socket of the caller's own; the
+    transport lets go of it (closing its descriptor, not the connection). Bytes the transport
+    still held to write are lost: call it only when nothing is pending."""
+    fd = os.dup(transport.get_extra_info("socket").fileno())
+    transport.set_protocol(asyncio.Protocol())
+    transport.abort()
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock
+
+
+async def dial(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to ``host:port``; a numeric host needs no
+    resolver (uvloop's starts four threads in the process)."""
+    loop = asyncio.get_running_loop()
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        address: Any = (host, port)
+    except ValueError:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _Direction:
+    """One way of a :class:`Splice`: ``src`` → pipe → ``dst``. At any time it waits on one
+    thing only: ``src`` readable while its pipe is empty, ``dst`` writable while not, so a
+    slow reader stops the reading of its writer (back-pressure, as TCP has it)."""
+
+    ROUNDS = 16  # moves per wake-up, then the loop serves others
+
+    def __init__(self, splice: Splice, src: socket.socket, dst: socket.socket) -> None:
+        self.splice, self.src, self.dst = splice, src.fileno(), dst.fileno()
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # the kernel may cap it
+            fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self.capacity = fcntl.fcntl(self.pipe_w, fcntl.F_GETPIPE_SZ)
+        self.pending = 0  # bytes in the pipe
+        self.eof = False
+        self.waiting: str | None = None  # "read" or "write"
+
+    def pump(self) -> None:
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        try:
+            for _ in range(self.ROUNDS):
+                if self.pending:
+                    self.pending -= os.splice(self.pipe_r, self.dst, self.pending, flags=flags)
+                elif self.eof:
+                    self.splice.close()
+                    return
+                else:
+                    moved = os.splice(self.src, self.pipe_w, self.capacity, flags=flags)
+                    self.eof = moved == 0
+                    self.pending = moved
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # reset, broken pipe: the tunnel ends
+            self.splice.close(exc)
+            return
+        self.wait("write" if self.pending else "read")
+
+    def wait(self, what: str) -> None:
+        if self.waiting == what:
+            return
+        self.unwait()
+        loop = self.splice.loop
+        if what == "read":
+            loop.add_reader(self.src, self.pump)
+        else:
+            loop.add_writer(self.dst, self.pump)
+        self.waiting = what
+
+    def unwait(self) -> None:
+        if self.waiting == "read":
+            self.splice.loop.remove_reader(self.src)
+        elif self.waiting == "write":
+            self.splice.loop.remove_writer(self.dst)
+        self.waiting = None
+
+    def close(self) -> None:
+        self.unwait()
+        os.close(self.pipe_r)
+        os.close(self.pipe_w)
+
+
+class Splice:
+    """Two connected TCP sockets joined both ways inside the kernel; when either ends (EOF,
+    reset), both close once what was already read is delivered the same way. :attr:`closed`
+    is done then; :meth:`close` ends it at once. No task: the event loop's readiness
+    callbacks drive it."""
+
+    def __init__(self, a: socket.socket, b: socket.socket,
+                 on_close: Callable[[BaseException | None], None] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sockets = (a, b)
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self._on_close = on_close
+        self._ways = (_Direction(self, a, b), _Direction(self, b, a))
+        for way in self._ways:
+            way.wait("read")
+
+    def close(self, exc: BaseException | None = None) -> None:
+        if self.closed.done():
+            return
+        for way in self._ways:
+            way.close()
+        for sock in self.sockets:
+            sock.close()
+        self.closed.set_result(None)
+        if self._on_close is not None:
+            self._on_close(exc)
+
+
+class BareTunnel:
+    """The environment's end of a bare tunnel (``Upgrade: hud-tunnel/1``), once its 101 is
+    sent: :meth:`run` dials the daemon, then answers one line, ``ok`` or ``error REASON``
+    (what a WebSocket tunnel says with close code 1011), and splices the two sockets until
+    either side closes. :meth:`close` ends it at any point."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.daemon: socket.socket | None = None
+        self.splice: Splice | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def run(self, binding: Binding) -> None:
+        """Returns when the tunnel has ended; raises ``OSError`` naming the capability and
+        its address when the daemon cannot be reached."""
+        loop = asyncio.get_running_loop()
+        try:
+            daemon = await self._dial(binding)
+            if self.closed.done():  # closed while dialling
+                daemon.close()
+                return
+            self.daemon = daemon
+            await loop.sock_sendall(self.client, b"ok\n")
+            if not self.closed.done():
+                self.splice = Splice(self.client, daemon, lambda _: self.close())
+                await self.closed
+        finally:
+            self.close()
+
+    async def _dial(self, binding: Binding) -> socket.socket:
+        host, port = daemon_address(binding)
+        try:
+            return await asyncio.wait_for(dial(host, port), DIAL_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            reason = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
+                      else type(exc).__name__)
+            message = f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
+            if not self.closed.done():
+                with contextlib.suppress(OSError):
+                    self.client.send(f"error {message}\n".encode())
+            raise OSError(message) from exc
+
+    def close(self) -> None:
+        if self.closed.done():
+            return
+        self.closed.set_result(None)  # first: the splice's own close calls back here
+        if self.splice is not None:
+            self.splice.close()
+            return
+        self.client.close()
+        if self.daemon is not None:
+            self.daemon.close()
+

@@ -77,6 +77,17 @@ async def test_pool_gives_every_rollout_a_fresh_process() -> None:
     assert sorted(int(run.trace.prompt.split()[1]) for run in shared.runs)[-1] >= 3
 
 
+async def test_a_pool_worker_serves_its_rollout_on_one_thread() -> None:
+    # uvloop resolves "127.0.0.1" for create_server with libuv's thread pool: four threads
+    # started in every worker, for nothing
+    task = eval_env.whoami()
+    async with PoolRuntime(size=1) as pool, pool.open(task) as client:
+        started = await client.start(task.id, task.args)
+        pid = int(str(started.prompt).split()[0])
+        assert os.listdir(f"/proc/{pid}/task") == [str(pid)]
+        assert (await client.grade("ok")).reward == 1.0
+
+
 async def test_group_runs_share_a_group_id_and_give_advantages() -> None:
     flaky = iter([1, 0, 1, 1] * 3)
 

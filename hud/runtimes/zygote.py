@@ -24,7 +24,9 @@ def main(argv: list[str]) -> int:
     target = argv[0]
     solutions = "--enable-solutions" in argv[1:]
     token = os.environ.get("HUD_TOKEN")
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished workers
+    # Finished workers are reaped here (not left to the kernel with SIG_IGN), so that their
+    # CPU time adds up in this process's children's time, which the pool's owner can read.
+    signal.signal(signal.SIGCHLD, _reap)
     # Ctrl-C reaches the whole process group: the parent that runs the pool owns it and stops
     # the workers (SIGTERM, or closing stdin); the zygote and its workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -34,7 +36,12 @@ def main(argv: list[str]) -> int:
     from ..server import Server, ServerConfig
 
     env = load_environment(target)
-    _warm_up(Server, ServerConfig, loop_factory)
+    _warm_up(loop_factory, token)
+    # Built once, before forking: its manifest (every template's argument schema) is then
+    # shared by all workers instead of computed again in each. Each worker starts its own
+    # copy (the initialize hooks run there), so no state is shared between rollouts.
+    server = Server(env, ServerConfig(host="127.0.0.1", port=0, token=token,
+                                      enable_solutions=solutions))
     # Everything imported so far is shared with the workers copy-on-write; keep the garbage
     # collector from walking (and so writing to, and copying) those pages in every worker.
     gc.collect()
@@ -49,10 +56,8 @@ def main(argv: list[str]) -> int:
             code = 1
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                config = ServerConfig(host="127.0.0.1", port=0, token=token,
-                                      enable_solutions=solutions)
                 with asyncio.Runner(loop_factory=loop_factory()) as runner:
-                    runner.run(_serve_one(Server(env, config), out, zygote))
+                    runner.run(_serve_one(server, out, zygote))
                 code = 0
             except BrokenPipeError:
                 pass  # the pool closed while this worker started: no one to report to
@@ -67,19 +72,49 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _warm_up(server_type: Any, config_type: Any, loop_factory: Any) -> None:
-    """Pay, once and before forking, what every worker's first server start would pay
-    (importing uvloop, websockets' lazily imported modules, first-use caches): about a
-    third of a worker's CPU (see BENCHMARKS.md). The loop is closed again, so the process
-    forks with no loop and no threads."""
-    from ..environment import Environment
-
-    async def start_and_stop() -> None:
-        async with server_type(Environment("warm-up"), config_type(port=0)):
+def _reap(_signum: int, _frame: object) -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
             pass
 
+
+def _warm_up(loop_factory: Any, token: str | None) -> None:
+    """Pay, once and before forking, what each worker would otherwise pay again: importing
+    uvloop and websockets' lazily imported modules, first-use caches, and above all the
+    interpreter's own warm-up of hud's code (CPython specializes a function's bytecode in
+    place once it has run a few times; done here, every worker inherits it instead of
+    writing, and so copying, those pages itself). A rehearsal environment serves a few
+    rollouts the way the pool does: server start, a client's connect, start, solve, grade,
+    bye, stop. The loop is closed again, so the process forks with no loop and no threads."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(start_and_stop())
+        runner.run(_rehearse(token))
+
+
+async def _rehearse(token: str | None, servers: int = 4, rollouts: int = 16) -> None:
+    from ..client import Client
+    from ..environment import Environment
+    from ..server import Server, ServerConfig
+    from .base import end_session
+
+    env = Environment("warm-up")
+
+    @env.template()
+    async def echo(text: str = "hi"):  # type: ignore[no-untyped-def]
+        answer = yield text
+        yield 1.0 if answer == text else 0.0
+
+    @echo.solution
+    def solve(text: str) -> str:
+        return text
+
+    for _ in range(servers):
+        config = ServerConfig(host="127.0.0.1", port=0, token=token, enable_solutions=True)
+        async with Server(env, config) as server:
+            for _ in range(rollouts):
+                client = await Client.connect(server.url, token=token)
+                await client.start("echo", {"text": "hi"})
+                await client.grade(await client.solve())
+                await end_session(client)
 
 
 async def _serve_one(server: object, out: int, zygote: int) -> None:

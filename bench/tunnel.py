@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Tunnel throughput against direct TCP, quiet and under load (issue 18).
+
+    .venv/bin/python bench/tunnel.py [--quick] [--mb 128] [--rounds 5]
+
+One TCP stream to a sink/source daemon (its own process), read and written by this process
+on uvloop as hud's commands run: directly to the daemon, and through the tunnel (the
+client's forwarder in this process → the control port of ``hud``'s server, in its own
+process → the daemon). Rounds interleave direct and tunnel, each way; each line gives the
+medians and their ratio, with the load average, and the CPU the tunnel adds per MB (this
+process and the server's, tunnel minus direct: the figure other users' load moves least).
+"Under load" runs as many busy-looping processes as there are cores beside the transfer.
+The tunnel's mode (``raw``: the HTTP upgrade to ``hud-tunnel/1``, spliced; ``websocket``:
+binary frames) is chosen with ``--mode``. The reference ``hud==0.6.21`` has no tunnels,
+so there is no reference line.
+
+Stdout carries one JSON line per measurement (``C1.tunnel_throughput``); progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from common import emit, loadavg, logger
+
+CHUNK = 256 * 1024
+log = logger("tunnel")
+
+
+async def pipe_daemon() -> None:
+    """First line of each connection: ``down N`` (send N bytes) or ``up N`` (read N bytes,
+    answer ``ok``)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        verb, size = (await reader.readline()).split()
+        remaining = int(size)
+        if verb == b"down":
+            block = b"\0" * CHUNK
+            while remaining > 0:
+                writer.write(block[:remaining])
+                remaining -= min(CHUNK, remaining)
+                await writer.drain()
+        else:
+            while remaining > 0:
+                remaining -= len(await reader.read(CHUNK))
+            writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+
+    daemon = await asyncio.start_server(pipe, "127.0.0.1", 0)
+    print(daemon.sockets[0].getsockname()[1], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def serve(pipe_port: int) -> None:
+    from hud import Environment
+    from hud.server import Server, ServerConfig
+
+    env = Environment("bench-tunnel")
+    env.add_capability("pipe", "tcp/1", f"tcp://127.0.0.1:{pipe_port}")
+    async with Server(env, ServerConfig(host="127.0.0.1", port=0)) as server:
+        print(server.url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def transfer(port: int, verb: str, size: int) -> float:
+    """Bytes/s of one stream of ``size`` bytes (``down``: from the daemon; ``up``: to it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.perf_counter()
+    writer.write(f"{verb} {size}\n".encode())
+    if verb == "down":
+        remaining = size
+        while remaining > 0:
+            data = await reader.read(CHUNK)
+            if not data:
+                raise ConnectionError("short transfer")
+            remaining -= len(data)
+    else:
+        block = b"\0" * CHUNK
+        for offset in range(0, size, CHUNK):
+            writer.write(block[: min(CHUNK, size - offset)])
+            await writer.drain()
+        if await reader.readline() != b"ok\n":
+            raise ConnectionError("the daemon did not confirm the upload")
+    elapsed = time.perf_counter() - started
+    writer.close()
+    return size / elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed_transfer(port: int, verb: str, size: int, server: int) -> tuple[float, float]:
+    """(bytes/s, CPU seconds of this process and the server's process) of one transfer."""
+    cpu0 = time.process_time() + cpu_seconds(server)
+    rate = await transfer(port, verb, size)
+    return rate, time.process_time() + cpu_seconds(server) - cpu0
+
+
+async def measure(url: str, server: int, size: int, rounds: int, condition: str,
+                  mode: str) -> None:
+    from urllib.parse import urlsplit
+
+    from hud import forward
+    from hud.client import open_client
+
+    forward.Forwarder.raw = mode == "raw"
+    async with open_client(url) as client:
+        declared = next(b for b in client.manifest.capabilities if b.name == "pipe")
+        ports = {"direct": urlsplit(declared.url).port,
+                 "tunnel": urlsplit((await client.binding("pipe")).url).port}
+        for verb in ("down", "up"):
+            rates: dict[str, list[float]] = {"direct": [], "tunnel": []}
+            cpu: dict[str, list[float]] = {"direct": [], "tunnel": []}
+            for port in ports.values():
+                await transfer(port, verb, size // 4)  # warm-up
+            for i in range(rounds):
+                order = ("direct", "tunnel") if i % 2 == 0 else ("tunnel", "direct")
+                for path in order:
+                    rate, seconds = await timed_transfer(ports[path], verb, size, server)
+                    rates[path].append(rate)
+                    cpu[path].append(seconds)
+            direct, tunnel = (statistics.median(rates[p]) for p in ("direct", "tunnel"))
+            ratios = [t / d for d, t in zip(rates["direct"], rates["tunnel"], strict=True)]
+            extra_cpu = statistics.median(cpu["tunnel"]) - statistics.median(cpu["direct"])
+            emit("C1.tunnel_throughput", direction=verb, condition=condition, mode=mode,
+                 bytes=size, rounds=rounds, direct_MBps=round(direct / 1e6, 1),
+                 tunnel_MBps=round(tunnel / 1e6, 1), ratio=round(tunnel / direct, 3),
+                 round_ratios=[round(r, 3) for r in ratios],
+                 tunnel_cpu_ms_per_MB=round(extra_cpu * 1e9 / size, 3))
+
+
+@contextlib.contextmanager
+def child(*args: str) -> Iterator[tuple[int, str]]:
+    """This script in another process; yields its pid and the first line it prints."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        yield proc.pid, proc.stdout.readline().strip()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def busy(count: int) -> Iterator[None]:
+    """``count`` processes spinning on a core each, stopped on exit."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(count)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="16 MB, 3 rounds")
+    parser.add_argument("--mb", type=int, default=128, help="megabytes per transfer")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--mode", choices=("raw", "websocket"), default="raw")
+    parser.add_argument("--serve", metavar="PIPE_PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    import uvloop
+
+    if args.serve or args.pipe:
+        uvloop.run(serve(int(args.serve)) if args.serve else pipe_daemon())
+        return
+    size, rounds = (16_000_000, 3) if args.quick else (args.mb * 1_000_000, args.rounds)
+    emit("machine", nproc=os.cpu_count(), python=sys.version.split()[0])
+    with child("--pipe") as (_, port), child("--serve", port) as (server, url):
+        log(f"environment at {url}; quiet")
+        uvloop.run(measure(url, server, size, rounds, "quiet", args.mode))
+        cores = os.cpu_count() or 1
+        with busy(cores):
+            log(f"under load: {cores} busy processes")
+            uvloop.run(measure(url, server, size, rounds, f"load ({cores} busy processes)",
+                               args.mode))
+    log("done; loadavg " + str(loadavg()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Bare tunnels (``Upgrade: hud-tunnel/1``): the same guarantees as WebSocket tunnels (token,
+declared capabilities only, the daemon's failure named, back-pressure, closing), bytes
+spliced in the kernel, and the forwarder's fall-back to WebSocket frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import serving, shouting_daemon
+
+from hud import Environment, forward, server
+from hud.client import open_client
+from hud.errors import CapabilityUnavailable
+
+pytestmark = pytest.mark.anyio
+
+
+def make_env(port: int) -> Environment:
+    env = Environment("bare")
+    env.add_capability("shout", "tcp/1", f"tcp://127.0.0.1:{port}")
+    return env
+
+
+async def upgrade(port: int, path: str, *headers: str) -> tuple[bytes, asyncio.StreamReader,
+                                                                   asyncio.StreamWriter]:
+    """Send a bare-tunnel upgrade; the response head, and the open stream."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: hud-tunnel/1",
+             "Connection: Upgrade", *headers]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return head, reader, writer
+
+
+async def test_upgrade_is_answered_with_ok_then_the_daemons_bytes_as_they_are() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
+        head, reader, writer = await upgrade(srv.port, "/v1/tunnel/shout",
+                                             "Authorization: Bearer t0k")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"\r\nUpgrade: hud-tunnel/1\r\n" in head
+        assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
+        writer.write(b"x" * 300_000)
+        assert await asyncio.wait_for(reader.readexactly(300_000), 5) == b"X" * 300_000
+        writer.close()
+
+
+async def test_upgrade_needs_the_token_and_a_declared_capability() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
+        head, _, writer = await upgrade(srv.port, "/v1/tunnel/shout")
+        assert head.startswith(b"HTTP/1.1 401 ")
+        writer.close()
+        head, _, writer = await upgrade(srv.port, "/v1/tunnel/shout?token=wrong")
+        assert head.startswith(b"HTTP/1.1 401 ")
+        writer.close()
+        head, _, writer = await upgrade(srv.port, "/v1/tunnel/other?token=t0k")
+        assert head.startswith(b"HTTP/1.1 404 ")
+        writer.close()
+
+
+async def test_unreachable_daemon_is_an_error_line_naming_the_capability() -> None:
+    async with shouting_daemon() as (port, _):
+        pass  # nothing listens there any more
+    async with serving(make_env(port)) as srv:
+        head, reader, writer = await upgrade(srv.port, "/v1/tunnel/shout")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        line = await asyncio.wait_for(reader.readline(), 5)
+        assert line.startswith(b"error capability 'shout' unreachable at 127.0.0.1:")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        async with open_client(srv.url) as client:  # the forwarder keeps that reason
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            with pytest.raises(CapabilityUnavailable,
+                               match=r"'shout' unreachable at 127.0.0.1:\d+: Connection refused"):
+                client._tunnels.forwarders["shout"].raise_for_errors()
+
+
+@contextlib.asynccontextmanager
+async def flooding_daemon(total: int) -> AsyncIterator[tuple[int, list[int]]]:
+    """A daemon that writes ``total`` bytes to each connection, counting what the kernel
+    has taken (``sent[0]``) as it goes."""
+    sent = [0]
+
+    async def handle(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        block = b"z" * 65536
+        while sent[0] < total:
+            writer.write(block)
+            await writer.drain()
+            sent[0] += len(block)
+        writer.close()
+
+    daemon = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield daemon.sockets[0].getsockname()[1], sent
+    finally:
+        daemon.close()
+
+
+async def test_a_reader_that_stops_stops_the_daemon() -> None:
+    total = 256 << 20
+    async with flooding_daemon(total) as (port, sent), serving(make_env(port)) as srv, \
+            open_client(srv.url) as client:
+        local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", local, limit=1 << 16)
+        await reader.readexactly(1)
+        stalled = -1
+        while stalled != sent[0]:  # wait until the daemon can write no more
+            stalled = sent[0]
+            await asyncio.sleep(0.3)
+        # held back by socket and pipe buffers on the way, not read into memory
+        assert stalled < 96 << 20
+        received = 1
+        while data := await reader.read(1 << 20):
+            received += len(data)
+        assert received == total
+        writer.close()
+
+
+async def test_server_shutdown_closes_bare_tunnels() -> None:
+    async with shouting_daemon() as (port, _):
+        srv_cm = serving(make_env(port))
+        srv = await srv_cm.__aenter__()
+        try:
+            _, reader, writer = await upgrade(srv.port, "/v1/tunnel/shout")
+            assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
+        finally:
+            await asyncio.wait_for(srv_cm.__aexit__(None, None, None), 10)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+async def test_forwarder_splices_where_offered_and_falls_back_to_websocket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        async with open_client(srv.url) as client:
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"hi")
+            assert await asyncio.wait_for(reader.readexactly(2), 5) == b"HI"
+            forwarder = client._tunnels.forwarders["shout"]
+            assert forwarder.raw and len(forwarder._splices) == 1 and not forwarder._sockets
+            writer.close()
+        monkeypatch.setattr(server, "SPLICE_AVAILABLE", False)  # a WebSocket-only server
+        async with open_client(srv.url) as client:
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"ho")
+            assert await asyncio.wait_for(reader.readexactly(2), 5) == b"HO"
+            forwarder = client._tunnels.forwarders["shout"]
+            assert not forwarder.raw and len(forwarder._sockets) == 1
+            writer.close()
+    assert forward.Forwarder.raw  # the class default is untouched
