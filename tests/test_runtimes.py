@@ -135,7 +135,8 @@ def test_a_spec_without_a_name_or_argument_is_refused(text: str) -> None:
 def test_the_config_holds_every_default() -> None:
     config = EvalConfig()
     assert dataclasses.asdict(config) == {"group": 1, "max_concurrent": None, "max_steps": None,
-                                          "timeout": None, "runtime": "pool", "token": None}
+                                          "timeout": None, "runtime": "pool", "token": None,
+                                          "retry_errors": 0}
     assert [config.width(n) for n in (0, 1, 5, 32, 500)] == [1, 1, 5, 32, 32]
     assert EvalConfig(max_concurrent=3).width(500) == 3
     assert EvalConfig.from_options(group=None, runtime=None, timeout=2.5) == EvalConfig(
