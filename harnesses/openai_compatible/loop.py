@@ -65,6 +65,8 @@ async def converse(run: Run, model: ChatModel, toolbox: ToolBox, settings: LoopS
         request["tools"] = [wire.tool_param(spec) for spec in toolbox.specs]
         if settings.tool_choice is not None:
             request["tool_choice"] = settings.tool_choice
+    run.set_tools(toolbox.specs)
+    run.set_agent_settings(**{k: v for k, v in request.items() if k != "tools"})
     answer: Any = None
     for step in range(settings.max_steps):
         left = run.remaining()

@@ -56,7 +56,8 @@ def jobs(
 
 def trace(
     trace_id: Annotated[str, typer.Argument(help="Trace id (or a unique prefix).")],
-    json: Annotated[bool, typer.Option("--json", help="Print the stored trace as JSON.")]
+    json: Annotated[bool, typer.Option("--json", help="Print the whole stored trace as JSON "
+                                                    "(task, agent, tools, every step).")]
     = False,
     directory: DirOption = None,
 ) -> None:
@@ -64,7 +65,10 @@ def trace(
     with _open(directory) as store:
         record = _lookup(store.run, trace_id)
     if json:
-        _emit_json(record["trace"])
+        # Everything the store holds: the document's image and step file paths resolve
+        # against ``stored_at`` (images: root; step files: run_dir).
+        _emit_json({**record["trace"], "stored_at": {
+            "root": str(Path(record["dir"]).parent.parent), "run_dir": record["dir"]}})
         return
     _console().print(_render_run(record))
 

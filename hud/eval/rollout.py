@@ -46,18 +46,21 @@ async def rollout(
     run = Run(task, group_id=group_id, max_steps=max_steps, deadline=deadline)
     if on_start is not None:
         on_start(run)
-    run.agent_name = getattr(agent, "name", type(agent).__name__)
-    run.model = getattr(agent, "model", None)
+    run.describe_agent(agent)
     phase: Phase = "environment"
+    run.enter_phase(phase)
     try:
         async with asyncio.timeout_at(_loop_deadline(deadline)), runtime.open(task) as client:
             run.attach(client)
             try:
                 phase = "setup"
+                run.enter_phase(phase)
                 run.started(await client.start(task.id, task.args))
                 phase = "agent"
+                run.enter_phase(phase)
                 await agent(run)
                 phase = "grade"
+                run.enter_phase(phase)
                 run.graded(await client.grade(run.answer, template=task.id))
             except TimeoutError:
                 await _cancel(client)
