@@ -1,4 +1,4 @@
-"""``hud jobs``, ``hud trace``, ``hud export``: read the local trace store.
+"""``hud jobs``, ``hud trace``, ``hud export``, ``hud view``: read the local trace store.
 
 stdout carries each command's result (a table, a rendered run, JSON, JSONL); messages go to
 stderr. A missing store, or an id that matches nothing (or several), is a usage error (exit 2):
@@ -30,10 +30,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``jobs``, ``trace`` and ``export`` commands to ``app``."""
+    """Add the ``jobs``, ``trace``, ``export`` and ``view`` commands to ``app``."""
     app.command("jobs")(jobs)
     app.command("trace")(trace)
     app.command("export")(export)
+    app.command("view")(view)
 
 
 def jobs(
@@ -92,6 +93,41 @@ def export(
         return
     output.write_bytes(lines)
     sys.stderr.write(f"wrote {len(rows)} rows to {output}\n")
+
+
+def view(
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535,
+                                      help="Port (0: any free one).")] = 8766,
+    host: Annotated[str, typer.Option(help="Interface to listen on; beyond loopback a token "
+                                           "is required.")] = "127.0.0.1",
+    traces: Annotated[
+        Path | None, typer.Option("--traces", "--trace-dir", "-d", help="Trace store "
+                                  "directory (default: $HUD_TRACE_DIR, else ~/.hud/traces).")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="HUD_TOKEN", help="Access "
+                     "token (generated and printed when listening beyond loopback).")] = None,
+) -> None:
+    """Browse jobs and runs in a web browser: prints the URL on stdout, serves until Ctrl-C.
+
+    Examples: `hud view`, `hud view --port 0 --traces ./traces`,
+    `hud view --host 0.0.0.0` (prints a URL with its token).
+    """
+    import asyncio
+    import contextlib
+
+    from ..errors import StoreError
+    from ..eventloop import loop_factory
+    from ..view import serve_view
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt), \
+                asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve_view(traces, host=host, port=port, token=token))
+    except StoreError as exc:
+        _fail(f"{exc}; run `hud eval` first, or pass --traces DIR")
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot listen on {host}:{port}: {exc}\n")
+        raise typer.Exit(3) from None
 
 
 # -- plumbing ---------------------------------------------------------------------------------

@@ -181,6 +181,11 @@ class TraceStore:
         summary["traces"] = [_run_row(row) for row in rows]
         return summary
 
+    def find_job(self, prefix: str) -> str:
+        """The full id of the job ``prefix`` names (an id or a unique prefix); else
+        :class:`UnknownId`."""
+        return self._resolve("jobs", "id", prefix, "job")
+
     def run(self, trace_id: str) -> dict[str, Any]:
         """One run's index row plus ``trace``: its stored JSON (file paths relative to
         ``dir``, the run's directory). ``trace_id`` may be a unique prefix."""
