@@ -87,9 +87,12 @@ async def _turns(run: Run, dialect: Dialect, toolbox: ToolBox, messages: list[An
         reply, duration = await dialect.send(run, messages)
         turn = dialect.read(reply)
         state["steps"] = step + 1
-        run.trace.add_usage(**turn.usage)
-        run.record("model", duration, content=turn.text, tool_calls=turn.calls,
-                   usage=turn.usage, **turn.extra)
+        extra = dict(turn.extra)
+        run.record_model_call(
+            latency=duration, content=turn.text, tool_calls=turn.calls, usage=turn.usage,
+            stop_reason=extra.pop("stop_reason", extra.get("finish_reason")),
+            request={"messages": len(messages)},
+            response=reply if isinstance(reply, dict) else None, **extra)
         messages.extend(turn.messages)
         if turn.text is not None:
             state["answer"] = turn.text

@@ -93,10 +93,12 @@ async def _turn(run: Run, model: ChatModel, request: dict[str, Any]) -> dict[str
         raise ModelAPIError(f"the reply has no choices: {str(reply)[:300]}")
     message = choices[0].get("message") or {}
     usage = wire.usage_tokens(reply.get("usage"))
-    run.trace.add_usage(**usage)
-    run.record("model", duration, **wire.model_step(message),
-               finish_reason=choices[0].get("finish_reason"), usage=usage,
-               model=reply.get("model"))
+    summary = {key: value for key, value in request.items() if key not in ("messages", "tools")}
+    run.record_model_call(latency=duration, **wire.model_step(message),
+                          stop_reason=choices[0].get("finish_reason"), usage=usage,
+                          request={**summary, "messages": len(request.get("messages", []))},
+                          response=reply, finish_reason=choices[0].get("finish_reason"),
+                          model=reply.get("model"))
     return dict(message)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -186,13 +187,15 @@ class Run:
                                          settings=agent.settings)
 
 
-_SECRET = ("key", "token", "secret", "password", "authorization")
+# api_key, token, auth_token, client_secret, ... but not max_tokens.
+_SECRET = re.compile(r"(^|_)(api_?key|key|token|secret|password|authorization|auth|"
+                     r"credentials?|headers)$", re.IGNORECASE)
 
 
 def redacted(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` as JSON, with the values of names that look secret replaced."""
-    return {name: "<redacted>" if any(word in name.lower() for word in _SECRET)
-            else _jsonable(value) for name, value in settings.items()}
+    return {name: "<redacted>" if _SECRET.search(name) else _jsonable(value)
+            for name, value in settings.items()}
 
 
 def _task_info(task: Task) -> TaskInfo:

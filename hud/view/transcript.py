@@ -12,6 +12,7 @@ TEXT_LIMIT = 4000
 """Characters of one text shown before it is cut (the raw JSON has all of it)."""
 
 _EDIT_KEYS = ("old_str", "new_str", "file_text")
+_WIRE = ("request", "response")  # a model call's provider-side detail: shown folded
 
 
 def text(value: Any, limit: int = TEXT_LIMIT) -> dict[str, Any]:
@@ -23,8 +24,9 @@ def text(value: Any, limit: int = TEXT_LIMIT) -> dict[str, Any]:
 
 def entries(document: dict[str, Any], trace_id: str) -> list[dict[str, Any]]:
     """One entry per step: ``kind``, ``offset`` (seconds since the run began), ``duration``,
-    ``parts`` (text and images, in order), ``calls`` (a model turn's tool calls), ``fields``
-    (other data as short texts) and ``files`` (the step's own files, by URL)."""
+    ``parts`` (text and images, in order), ``calls`` (a model turn's tool calls), ``usage``,
+    ``wire`` (a model call's request summary and response), ``fields`` (other data as short
+    texts) and ``files`` (the step's own files, by URL)."""
     start = document.get("started_at") or 0.0
     out = []
     for step in document.get("steps", []):
@@ -41,6 +43,9 @@ def entries(document: dict[str, Any], trace_id: str) -> list[dict[str, Any]]:
             entry["calls"].append({"id": call.get("id"), "name": call.get("name"),
                                    "arguments": text(_arguments(call.get("arguments")))})
         entry["is_error"] = bool(data.pop("is_error", False))
+        usage = data.pop("usage", None)
+        entry["usage"] = usage if isinstance(usage, dict) else {}
+        entry["wire"] = {key: text(data.pop(key)) for key in _WIRE if key in data}
         entry["fields"] = {key: text(value, 600) for key, value in data.items()
                            if value not in (None, [], {})}
         entry["files"] = [{"name": name, "url": f"/runs/{trace_id}/files/{path}",
@@ -64,7 +69,8 @@ def parts(content: Any) -> list[dict[str, Any]]:
         if isinstance(block, dict) and block.get("type") in ("image", "base64"):
             out.append({"type": "image", "src": image_src(block)})
         elif isinstance(block, dict) and isinstance(block.get("text"), str):
-            out.append({"type": "text", **text(block["text"])})
+            if block["text"]:  # a tool's empty text beside its screenshot: nothing to show
+                out.append({"type": "text", **text(block["text"])})
         else:
             out.append({"type": "text", **text(block)})
     return out
