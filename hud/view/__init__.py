@@ -44,6 +44,7 @@ async def serve_view(root: Path | None, *, host: str = "127.0.0.1", port: int = 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            sock.listen(128)  # connections wait in the backlog from the moment the URL shows
         except OSError:
             sock.close()
             raise

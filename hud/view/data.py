@@ -24,7 +24,7 @@ SELECT j.id, j.name, j.agent, j.model, j.group_size, j.started_at, j.ended_at, j
        AVG(r.reward) AS reward,
        AVG(r.reward * r.reward) - AVG(r.reward) * AVG(r.reward) AS variance,
        COALESCE(SUM(r.cost), 0) AS cost,
-       MAX(r.ended_at) AS last_ended
+       MAX(r.ended_at) AS last_ended, MIN(r.env) AS env
 FROM jobs j LEFT JOIN runs r ON r.job_id = j.id
 """
 
@@ -146,9 +146,11 @@ def runs(store: TraceStore, job_id: str, listing: Listing) -> tuple[list[dict[st
 
 
 def comparable(store: TraceStore, job: dict[str, Any]) -> list[dict[str, Any]]:
-    """Other jobs on the same taskset (same name), most recent first."""
-    rows = store.query("SELECT id, name, agent, model, started_at FROM jobs WHERE name = ? "
-                       "AND id != ? ORDER BY started_at DESC LIMIT 50", (job["name"], job["id"]))
+    """Other jobs on the same taskset (same name, same environment), most recent first."""
+    rows = store.query(
+        "SELECT id, name, agent, model, started_at FROM jobs j WHERE name = ? AND id != ? "
+        "AND (SELECT MIN(env) FROM runs WHERE job_id = j.id) IS ? "
+        "ORDER BY started_at DESC LIMIT 50", (job["name"], job["id"], job.get("env")))
     return [dict(row) for row in rows]
 
 
