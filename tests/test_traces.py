@@ -236,3 +236,18 @@ def test_a_v1_store_is_migrated_and_its_traces_read(tmp_path: Path) -> None:
     # Opened twice (a second process, say): the migration does not run again.
     with TraceStore(root) as again:
         assert len(again.jobs()) == 2
+
+
+def test_workspace_edits_read_as_diffs() -> None:
+    document = {"steps": [{"kind": "model", "data": {"tool_calls": [
+        {"id": "a", "name": "str_replace_based_edit_tool", "arguments": {
+            "command": "str_replace", "path": "app.py", "old_str": "print('hi')",
+            "new_str": "print('bye')"}},
+        {"id": "b", "name": "apply_patch", "arguments": json.dumps({
+            "path": "new.py", "diff": "@@\n-old line\n+new line\n"})},
+        {"id": "c", "name": "bash", "arguments": {"command": "ls"}},
+    ]}}]}
+    first, second = transcript.edits(document)
+    assert first == {"path": "app.py", "lines": [("@", "@@ -1 +1 @@"), ("-", "-print('hi')"),
+                                                 ("+", "+print('bye')")]}
+    assert second["path"] == "new.py" and ("+", "+new line") in second["lines"]

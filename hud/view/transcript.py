@@ -17,7 +17,9 @@ _WIRE = ("request", "response")  # a model call's provider-side detail: shown fo
 
 def text(value: Any, limit: int = TEXT_LIMIT) -> dict[str, Any]:
     """``{"text", "cut"}``: ``value`` as text (JSON when not a string), cut at ``limit``."""
-    shown = value if isinstance(value, str) else json.dumps(value, indent=1, default=repr)
+    shown = value if isinstance(value, str) else json.dumps(value, default=repr)
+    if len(shown) > 80 and not isinstance(value, str):  # long JSON reads better indented
+        shown = json.dumps(value, indent=1, default=repr)
     cut = max(len(shown) - limit, 0)
     return {"text": shown[:limit] if cut else shown, "cut": cut}
 
