@@ -47,7 +47,7 @@ def create_app(store: TraceStore, token: str | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers={UnknownId: _not_found})
     if token is not None:
-        app.add_middleware(_TokenGate, token=token)  # type: ignore[arg-type]
+        app.add_middleware(_TokenGate, token=token)
     return app
 
 

@@ -48,7 +48,8 @@ class Listing:
 
 def jobs(store: TraceStore, listing: Listing, limit: int = 500) -> list[dict[str, Any]]:
     """Jobs with their aggregates, filtered by ``listing.text`` (name, harness, model, id)."""
-    where, params = "", ()
+    where = ""
+    params: tuple[str, ...] = ()
     if listing.text:
         where = ("WHERE j.name LIKE ?1 OR j.agent LIKE ?1 OR j.model LIKE ?1 "
                  "OR j.id LIKE ?1")

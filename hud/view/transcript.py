@@ -79,8 +79,9 @@ def parts(content: Any) -> list[dict[str, Any]]:
 
 
 def image_src(block: dict[str, Any]) -> str:
-    if isinstance(block.get("file"), str):
-        return "/" + block["file"]
+    stored = block.get("file")
+    if isinstance(stored, str):
+        return "/" + stored
     mime = block.get("mime_type") or block.get("media_type") or "image/png"
     return f"data:{mime};base64,{block.get('data', '')}"
 
