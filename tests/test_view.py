@@ -219,6 +219,19 @@ def test_beyond_loopback_a_token_is_required(served: Served) -> None:
             assert "hud_view_token" in response.headers["Set-Cookie"]
 
 
+def test_only_stored_files_are_served(served: Served) -> None:
+    run = served.jobs["browser"]["runs"][0]["trace_id"]
+    for path in ("blobs/../index.db", "blobs/..%2F/index.db", "blobs/aa/..%2F..%2Findex.db",
+                 f"runs/{run}/files/..%2Ftrace.json", f"runs/{run}/files/trace.json%00",
+                 "static/../index.db"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(served.url + path, timeout=10)
+        assert refused.value.code == 404, path
+    with urllib.request.urlopen(f"{served.url}runs/{run}/files/trace.json",
+                                timeout=10) as response:  # a file of the run's own: served
+        assert json.loads(response.read())["id"] == run
+
+
 def test_missing_store_is_a_usage_error(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "hud", "view", "--traces",
                              str(tmp_path / "none")], capture_output=True, text=True,

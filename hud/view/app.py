@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,6 +32,10 @@ from . import data, transcript
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "hud_view_token"
+# Only names the store writes are served: no "..", no hidden files, nothing outside it.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_BLOB = re.compile(r"[0-9a-f]{64}\.[a-z]+")
 
 
 def create_app(store: TraceStore, token: str | None = None) -> Starlette:
@@ -110,14 +115,16 @@ class Pages:
         return _file(Path(record["dir"]), request.path_params["path"])
 
     async def blob(self, request: Request) -> Response:
-        shard = request.path_params["shard"]
-        return _file(self.store.root / "blobs" / shard, request.path_params["name"])
+        shard, name = request.path_params["shard"], request.path_params["name"]
+        if not (_SHARD.fullmatch(shard) and _BLOB.fullmatch(name)):
+            return Response("not found", status_code=404)
+        return _file(self.store.root / "blobs" / shard, name)
 
 
 def _file(directory: Path, name: str) -> Response:
     """A file directly inside ``directory`` (no other path is served), else 404."""
     path = directory / name
-    if "/" in name or name.startswith(".") or not path.is_file():
+    if not _NAME.fullmatch(name) or not path.is_file():
         return Response("not found", status_code=404)
     return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
