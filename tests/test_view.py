@@ -190,6 +190,8 @@ def test_a_running_job_updates_live(served: Served, page: Any, tmp_path: Path) -
         job.planned = 2
         store.begin_job(job)
         store.save_run(make_run(job, count(), "g", reward=1.0))
+        page.goto(served.url)
+        assert page.get_attribute("#jobs", "data-live") == "true"  # the list reloads too
         page.goto(f"{served.url}jobs/{job.id}")
         assert "running" in page.inner_text("#live")
         assert page.inner_text("#job-runs").startswith("1 of 2")

@@ -56,7 +56,6 @@ SELECT j.id, j.name, j.agent, j.model, j.group_size AS "group", j.started_at, j.
        COALESCE(SUM(r.status = 'completed'), 0) AS completed,
        COALESCE(SUM(r.status IN ('error', 'timeout', 'cancelled')), 0) AS errors,
        AVG(r.reward) AS reward,
-       AVG(r.reward * r.reward) - AVG(r.reward) * AVG(r.reward) AS reward_variance,
        COALESCE(SUM(r.cost), 0) AS cost
 FROM jobs j LEFT JOIN runs r ON r.job_id = j.id
 """
@@ -165,8 +164,9 @@ class TraceStore:
     # -- reading --------------------------------------------------------------------------
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The most recent jobs first: id, name, agent, model, group, runs, completed,
-        errors, reward (mean over completed runs, ``None`` when none), started/ended_at."""
+        """The most recent jobs first: id, name, agent, model, group, planned, runs,
+        completed, errors, reward (mean over completed runs, ``None`` when none), cost (US
+        dollars, from usage), started/ended_at."""
         rows = self._query(_JOB_SUMMARY + " GROUP BY j.id ORDER BY j.started_at DESC LIMIT ?",
                            (limit,))
         return [dict(row) for row in rows]

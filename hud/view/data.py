@@ -21,6 +21,7 @@ _JOBS = f"""
 SELECT j.id, j.name, j.agent, j.model, j.group_size, j.started_at, j.ended_at, j.planned,
        COUNT(r.trace_id) AS runs,
        COALESCE(SUM(r.status IN {ERRORED}), 0) AS errors,
+       COALESCE(SUM(r.status = 'cancelled'), 0) AS cancelled,
        AVG(r.reward) AS reward,
        AVG(r.reward * r.reward) - AVG(r.reward) * AVG(r.reward) AS variance,
        COALESCE(SUM(r.cost), 0) AS cost,
@@ -72,8 +73,10 @@ def _job_row(row: dict[str, Any]) -> dict[str, Any]:
     end = row["ended_at"] or row.pop("last_ended", None) or row["started_at"]
     row.pop("last_ended", None)
     row["duration"] = end - row["started_at"]
-    row["running"] = row["ended_at"] is None and (row["planned"] is None
-                                                  or row["runs"] < row["planned"])
+    # Not ended: running while runs are still to come, unless it was cut off (Ctrl-C leaves
+    # its in-flight runs cancelled and no end time).
+    row["running"] = (row["ended_at"] is None and not row["cancelled"]
+                      and (row["planned"] is None or row["runs"] < row["planned"]))
     row["interrupted"] = row["ended_at"] is None and not row["running"]
     return row
 

@@ -1,6 +1,9 @@
-// hud view: a running job's page polls its counts and reloads when runs finish.
+// hud view: a running job's page polls its counts and reloads when runs finish; the jobs
+// list reloads every few seconds while any job runs.
 (function () {
   "use strict";
+  var list = document.getElementById("jobs");
+  if (list && list.dataset.live === "true") setTimeout(function () { window.location.reload(); }, 3000);
   var job = document.getElementById("job");
   if (!job || job.dataset.running !== "true") return;
   var seen = job.dataset.runs;
