@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ def test_hud_trace_json_prints_the_whole_run(traces: tuple[Path, dict[str, Any]]
                                                      "terms"]
     assert steps(doc, "grade")[0]["data"]["info"] == doc["info"] == {"thanks": ""}
     assert doc["stored_at"]["root"] == str(root)
+    table = hud("trace", run["trace_id"], traces=root).stdout
+    assert re.search(r"phases +environment [\d.]+s · setup [\d.]+s · agent", table)
+    assert re.search(r"tools +computer", table)
 
 
 def test_screenshots_are_files_named_by_their_hash(

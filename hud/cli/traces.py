@@ -233,6 +233,12 @@ def _render_run(record: dict[str, Any]) -> Any:
     color = "green" if record["status"] == "completed" else "red"
     head.add_row("status", f"[{color}]{record['status']}[/{color}]  reward "
                  f"{_reward(record['reward'])}  {_seconds(record)}")
+    if doc.get("phases"):
+        head.add_row("phases", " · ".join(
+            f"{p['phase']} {p['ended_at'] - p['started_at']:.2f}s"
+            for p in doc["phases"] if p.get("ended_at") is not None))
+    if doc.get("tools"):
+        head.add_row("tools", escape(", ".join(str(t.get("name")) for t in doc["tools"])))
     if doc.get("usage"):
         head.add_row("usage", escape(_short(doc["usage"], 200)))
     if "answer" in doc:

@@ -180,11 +180,10 @@ class Run:
         self.trace.end_phase()
         self.trace.status = status
         self.trace.ended_at = time.time()
-        if self.trace.agent is None or self.trace.agent.model != self.model:
-            # A harness may set run.model once it knows (a default model, say).
-            agent = self.trace.agent or AgentInfo()
-            self.trace.agent = AgentInfo(name=self.agent_name or agent.name, model=self.model,
-                                         settings=agent.settings)
+        # A harness may set run.model once it knows it (its default model, say).
+        agent = self.trace.agent or AgentInfo()
+        agent.name, agent.model = self.agent_name or agent.name, self.model
+        self.trace.agent = agent
 
 
 # api_key, token, auth_token, client_secret, ... but not max_tokens.

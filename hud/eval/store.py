@@ -126,7 +126,7 @@ class TraceStore:
                 " group_size=excluded.group_size, planned=excluded.planned,"
                 " ended_at=COALESCE(excluded.ended_at, jobs.ended_at)",
                 (job.id, job.name, job.agent, job.model, job.group, job.started_at, ended_at,
-                 getattr(job, "planned", None)),
+                 job.planned),
             )
 
     def save_run(self, run: Run) -> None:
