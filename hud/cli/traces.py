@@ -114,11 +114,15 @@ def view(
     """
     import asyncio
     import contextlib
+    import signal
 
     from ..errors import StoreError
     from ..eventloop import loop_factory
     from ..view import serve_view
 
+    # uvicorn stops on SIGINT or SIGTERM, then raises the signal again: make SIGTERM end as
+    # Ctrl-C does, in a clean exit 0 (as `hud serve` does).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with contextlib.suppress(KeyboardInterrupt), \
                 asyncio.Runner(loop_factory=loop_factory()) as runner:
