@@ -95,6 +95,13 @@ def test_screenshots_are_files_named_by_their_hash(
     # Loading the trace back puts each image inline again, as the harness recorded it.
     with TraceStore(root) as store:
         loaded = store.trace(run["trace_id"])
+        exported = next(row for row in store.export(jobs["browser"]["job"])
+                        if row["trace_id"] == run["trace_id"])
+    # The training export carries the images inline too (data URLs), read from the files.
+    urls = [part["image_url"]["url"] for message in exported["messages"]
+            if message["role"] == "tool" and isinstance(message["content"], list)
+            for part in message["content"] if part["type"] == "image_url"]
+    assert len(urls) == 3 and base64.b64decode(urls[0].split(",", 1)[1]).startswith(b"\x89PNG")
     result = next(s for s in loaded.steps if s.kind == "tool_result")
     image = result.data["content"][1]
     assert base64.b64decode(image["data"]) == (root / images[0]["file"]).read_bytes()
