@@ -82,11 +82,13 @@ def prunable(count: int, keep: int) -> int:
     return max(count - keep, 0) // keep * keep
 
 
-def account(run: Run, usage: dict[str, int], prices: Prices | None) -> float | None:
-    """Add one call's usage record to the run's totals, and its cost (``cost_usd``) when
-    the model has a price; the cost."""
+def price(run: Run, usage: dict[str, int], prices: Prices | None) -> float | None:
+    """One call's cost in dollars when the model has a price (else ``None``), added to the
+    run's ``cost_usd`` total; the tokens are added when the call is recorded
+    (:meth:`Run.record_model_call`)."""
     cost = prices.cost(run.model or "", usage) if prices is not None else None
-    run.trace.add_usage(**usage, **({"cost_usd": cost} if cost is not None else {}))
+    if cost is not None:
+        run.trace.add_usage(cost_usd=cost)
     return cost
 
 
@@ -115,10 +117,15 @@ async def _turns(run: Run, dialect: Dialect, toolbox: ToolBox, messages: list[An
         reply, duration = await dialect.send(run, messages)
         turn = dialect.read(reply)
         state["steps"] = step + 1
-        cost = account(run, turn.usage, state["prices"])
-        run.record("model", duration, content=turn.text, tool_calls=turn.calls,
-                   usage=turn.usage, **({"cost_usd": cost} if cost is not None else {}),
-                   **turn.extra)
+        extra = dict(turn.extra)
+        cost = price(run, turn.usage, state["prices"])
+        if cost is not None:
+            extra["cost_usd"] = cost
+        run.record_model_call(
+            latency=duration, content=turn.text, tool_calls=turn.calls, usage=turn.usage,
+            stop_reason=extra.pop("stop_reason", extra.get("finish_reason")),
+            request={"messages": len(messages)},
+            response=reply if isinstance(reply, dict) else None, **extra)
         messages.extend(turn.messages)
         if turn.text is not None:
             state["answer"] = turn.text

@@ -113,6 +113,7 @@ class ProviderAgent(Agent):
             bench = await open_workbench(run.client, stack,
                                          (settings.display_width, settings.display_height))
             dialect, toolbox, messages = self.start(run, client, bench)
+            run.set_tools(toolbox.specs)
             if settings.system_prompt:
                 run.record("message", role="system", content=settings.system_prompt)
             await converse(run, dialect, toolbox, messages, settings.limits(run.max_steps),

@@ -125,7 +125,7 @@ def test_the_tally_counts_rewards_errors_cost_and_time_left() -> None:
 
     first, second = Run(noop.task()), Run(noop.task())
     first.trace.reward, first.trace.status = 0.5, "completed"
-    first.trace.usage["cost"] = 0.25  # a harness that prices its calls
+    first.trace.usage["cost_usd"] = 0.25  # a harness that prices its calls
     second.trace.status = "error"
     now[0] = 130.0
     tally.add(first)

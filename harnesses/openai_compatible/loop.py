@@ -17,7 +17,7 @@ import openai
 
 from hud.errors import ModelAPIError
 
-from ..dialogue import account, run_tools
+from ..dialogue import price, run_tools
 from ..retry import RequestPolicy, send_with_retries
 from ..toolbox import ToolBox
 from ..usage import default_prices, from_chat_completions
@@ -67,6 +67,8 @@ async def converse(run: Run, model: ChatModel, toolbox: ToolBox, settings: LoopS
         request["tools"] = [wire.tool_param(spec) for spec in toolbox.specs]
         if settings.tool_choice is not None:
             request["tool_choice"] = settings.tool_choice
+    run.set_tools(toolbox.specs)
+    run.set_agent_settings(**{k: v for k, v in request.items() if k != "tools"})
     answer: Any = None
     for step in range(settings.max_steps):
         left = run.remaining()
@@ -93,10 +95,14 @@ async def _turn(run: Run, model: ChatModel, request: dict[str, Any]) -> dict[str
         raise ModelAPIError(f"the reply has no choices: {str(reply)[:300]}")
     message = choices[0].get("message") or {}
     usage = from_chat_completions(reply.get("usage"))
-    cost = account(run, usage, default_prices())
-    run.record("model", duration, **wire.model_step(message),
-               finish_reason=choices[0].get("finish_reason"), usage=usage,
-               model=reply.get("model"), **({"cost_usd": cost} if cost is not None else {}))
+    cost = price(run, usage, default_prices())
+    summary = {key: value for key, value in request.items() if key not in ("messages", "tools")}
+    run.record_model_call(latency=duration, **wire.model_step(message),
+                          stop_reason=choices[0].get("finish_reason"), usage=usage,
+                          request={**summary, "messages": len(request.get("messages", []))},
+                          response=reply, finish_reason=choices[0].get("finish_reason"),
+                          model=reply.get("model"),
+                          **({"cost_usd": cost} if cost is not None else {}))
     return dict(message)
 
 

@@ -1,4 +1,4 @@
-"""``hud jobs``, ``hud trace``, ``hud export``: read the local trace store.
+"""``hud jobs``, ``hud trace``, ``hud export``, ``hud view``: read the local trace store.
 
 stdout carries each command's result (a table, a rendered run, JSON, JSONL); messages go to
 stderr. A missing store, or an id that matches nothing (or several), is a usage error (exit 2):
@@ -30,10 +30,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``jobs``, ``trace`` and ``export`` commands to ``app``."""
+    """Add the ``jobs``, ``trace``, ``export`` and ``view`` commands to ``app``."""
     app.command("jobs")(jobs)
     app.command("trace")(trace)
     app.command("export")(export)
+    app.command("view")(view)
 
 
 def jobs(
@@ -56,7 +57,8 @@ def jobs(
 
 def trace(
     trace_id: Annotated[str, typer.Argument(help="Trace id (or a unique prefix).")],
-    json: Annotated[bool, typer.Option("--json", help="Print the stored trace as JSON.")]
+    json: Annotated[bool, typer.Option("--json", help="Print the whole stored trace as JSON "
+                                                    "(task, agent, tools, every step).")]
     = False,
     directory: DirOption = None,
 ) -> None:
@@ -64,7 +66,10 @@ def trace(
     with _open(directory) as store:
         record = _lookup(store.run, trace_id)
     if json:
-        _emit_json(record["trace"])
+        # Everything the store holds: the document's image and step file paths resolve
+        # against ``stored_at`` (images: root; step files: run_dir).
+        _emit_json({**record["trace"], "stored_at": {
+            "root": str(Path(record["dir"]).parent.parent), "run_dir": record["dir"]}})
         return
     _console().print(_render_run(record))
 
@@ -88,6 +93,45 @@ def export(
         return
     output.write_bytes(lines)
     sys.stderr.write(f"wrote {len(rows)} rows to {output}\n")
+
+
+def view(
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535,
+                                      help="Port (0: any free one).")] = 8766,
+    host: Annotated[str, typer.Option(help="Interface to listen on; beyond loopback a token "
+                                           "is required.")] = "127.0.0.1",
+    traces: Annotated[
+        Path | None, typer.Option("--trace-dir", "-d", help="Trace store "
+                                  "directory (default: $HUD_TRACE_DIR, else ~/.hud/traces).")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="HUD_TOKEN", help="Access "
+                     "token (generated and printed when listening beyond loopback).")] = None,
+) -> None:
+    """Browse jobs and runs in a web browser: prints the URL on stdout, serves until Ctrl-C.
+
+    Examples: `hud view`, `hud view --port 0 --trace-dir ./traces`,
+    `hud view --host 0.0.0.0` (prints a URL with its token).
+    """
+    import asyncio
+    import contextlib
+    import signal
+
+    from ..errors import StoreError
+    from ..eventloop import loop_factory
+    from ..view import serve_view
+
+    # uvicorn stops on SIGINT or SIGTERM, then raises the signal again: make SIGTERM end as
+    # Ctrl-C does, in a clean exit 0 (as `hud serve` does).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with contextlib.suppress(KeyboardInterrupt), \
+                asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve_view(traces, host=host, port=port, token=token))
+    except StoreError as exc:
+        _fail(f"{exc}; run `hud eval` first, or pass --trace-dir DIR")
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot listen on {host}:{port}: {exc}\n")
+        raise typer.Exit(3) from None
 
 
 # -- plumbing ---------------------------------------------------------------------------------
@@ -201,6 +245,12 @@ def _render_run(record: dict[str, Any]) -> Any:
     color = "green" if record["status"] == "completed" else "red"
     head.add_row("status", f"[{color}]{record['status']}[/{color}]  reward "
                  f"{_reward(record['reward'])}  {_seconds(record)}")
+    if doc.get("phases"):
+        head.add_row("phases", " · ".join(
+            f"{p['phase']} {p['ended_at'] - p['started_at']:.2f}s"
+            for p in doc["phases"] if p.get("ended_at") is not None))
+    if doc.get("tools"):
+        head.add_row("tools", escape(", ".join(str(t.get("name")) for t in doc["tools"])))
     if doc.get("usage"):
         head.add_row("usage", escape(_short(doc["usage"], 200)))
     if "answer" in doc:

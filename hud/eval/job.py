@@ -23,6 +23,8 @@ class Job:
         self.agent = agent
         self.model = model
         self.runs: list[Run] = []
+        self.planned: int | None = None
+        """How many rollouts the job will run, once known (a running job's progress)."""
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.plan: dict[str, Any] | None = None

@@ -73,14 +73,9 @@ class Tally:
 
 
 def run_cost(run: Run) -> float | None:
-    """The run's cost in dollars where its harness recorded one (``trace.cost``, or ``cost``
-    in its usage), else ``None``."""
-    trace = run.trace
-    cost = getattr(trace, "cost", None)
-    if cost is None:
-        usage = getattr(trace, "usage", None)
-        cost = usage.get("cost") if isinstance(usage, dict) else None
-    return float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
+    """The run's cost in dollars where its harness priced its model calls, else ``None``."""
+    cost = run.trace.usage.get("cost_usd")
+    return None if cost is None else float(cost)
 
 
 def duration(seconds: float) -> str:

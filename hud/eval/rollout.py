@@ -59,8 +59,7 @@ async def rollout(
         _next_attempt(run, "resume")
     if on_start is not None:
         on_start(run)
-    run.agent_name = getattr(agent, "name", type(agent).__name__)
-    run.model = getattr(agent, "model", None)
+    run.describe_agent(agent)
     for attempt in range(retries + 1):
         if attempt:
             _next_attempt(run, "retry")
@@ -91,16 +90,20 @@ async def _attempt(run: Run, agent: AgentCallable, runtime: Runtime,
     task = run.task
     run.deadline = None if timeout is None else time.monotonic() + timeout
     phase: Phase = "environment"
+    run.enter_phase(phase)
     try:
         async with asyncio.timeout_at(_loop_deadline(run.deadline)), \
                 runtime.open(task) as client:
             run.attach(client)
             try:
                 phase = "setup"
+                run.enter_phase(phase)
                 run.started(await client.start(task.id, task.args))
                 phase = "agent"
+                run.enter_phase(phase)
                 await agent(run)
                 phase = "grade"
+                run.enter_phase(phase)
                 run.graded(await client.grade(run.answer, template=task.id))
             except (TimeoutError, asyncio.CancelledError):
                 await _cancel(client)  # over the protocol, so the template's cleanup runs

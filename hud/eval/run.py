@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.messages import GradeResult, StartResult
-from .trace import Failure, Phase, Status, Trace, new_id
+from .trace import AgentInfo, Failure, Phase, Status, TaskInfo, Trace, new_id
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -35,7 +36,7 @@ class Run:
         self.group_id = group_id or new_id()
         self.max_steps = max_steps
         self.deadline = deadline
-        self.trace = Trace()
+        self.trace = Trace(group_id=self.group_id, task=_task_info(task))
         self.job_id: str | None = None
         self.agent_name: str | None = None
         self.model: str | None = None
@@ -90,6 +91,22 @@ class Run:
         """Record a step of the agent's work in the trace (model turns, tool calls, ...)."""
         self.trace.record(kind, duration, **data)
 
+    def record_model_call(self, **call: Any) -> None:
+        """Record one model call (see :meth:`Trace.record_model_call`): its latency, reply,
+        tool calls, stop reason, usage, and a summary of the request."""
+        self.trace.record_model_call(**call)
+
+    def set_tools(self, tools: list[Any]) -> None:
+        """Record the tools the model is offered (names, descriptions, JSON Schemas)."""
+        self.trace.set_tools(tools)
+
+    def set_agent_settings(self, **settings: Any) -> None:
+        """Record the harness's settings (sampling: temperature, max tokens, ...) in the
+        trace, merged into what the engine recorded; secrets are redacted."""
+        info = self.trace.agent or AgentInfo(name=self.agent_name, model=self.model)
+        info.settings = {**info.settings, **redacted(settings)}
+        self.trace.agent = info
+
     # -- what the engine reads ------------------------------------------------------------
 
     @property
@@ -118,6 +135,19 @@ class Run:
         return self.trace.status in ("error", "timeout", "cancelled")
 
     # -- transitions, driven by the rollout -----------------------------------------------
+
+    def describe_agent(self, agent: Any) -> None:
+        """Take the agent's name, model and settings (``config``, secrets redacted)."""
+        self.agent_name = getattr(agent, "name", type(agent).__name__)
+        self.model = getattr(agent, "model", None)
+        config = getattr(agent, "config", None)
+        self.trace.agent = AgentInfo(name=self.agent_name, model=self.model,
+                                     settings=redacted(config) if isinstance(config, dict)
+                                     else {})
+
+    def enter_phase(self, phase: Phase) -> None:
+        """The rollout moved to ``phase`` (its timing goes in the trace)."""
+        self.trace.enter_phase(phase)
 
     def attach(self, client: Client | None) -> None:
         self._client = client
@@ -152,8 +182,31 @@ class Run:
         self._finish(status)
 
     def _finish(self, status: Status) -> None:
+        self.trace.end_phase()
         self.trace.status = status
         self.trace.ended_at = time.time()
+        # A harness may set run.model once it knows it (its default model, say).
+        agent = self.trace.agent or AgentInfo()
+        agent.name, agent.model = self.agent_name or agent.name, self.model
+        self.trace.agent = agent
+
+
+# api_key, token, auth_token, client_secret, ... but not max_tokens.
+_SECRET = re.compile(r"(^|_)(api_?key|key|token|secret|password|authorization|auth|"
+                     r"credentials?|headers)$", re.IGNORECASE)
+
+
+def redacted(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as JSON, with the values of names that look secret replaced."""
+    return {name: "<redacted>" if _SECRET.search(name) else _jsonable(value)
+            for name, value in settings.items()}
+
+
+def _task_info(task: Task) -> TaskInfo:
+    template = getattr(task, "template", None)
+    env = getattr(template, "env", None)
+    return TaskInfo(env=task.env, slug=task.slug, template=task.id, args=dict(task.args),
+                    env_version=getattr(env, "version", None))
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,28 +2,16 @@
 
 Layout under the root (argument, else ``$HUD_TRACE_DIR``, else ``~/.hud/traces``)::
 
-    index.db                        SQLite (WAL): tables ``jobs`` and ``runs``
+    index.db                        SQLite (WAL): tables ``jobs`` and ``runs`` (:mod:`.schema`)
     runs/<trace_id>/trace.json      the full Trace; each step's ``files`` maps name → path
-    runs/<trace_id>/<index>-<name>  the bytes of one step file (a screenshot, ...)
+    runs/<trace_id>/<index>-<name>  the bytes of one step file
+    blobs/<2 hex>/<sha256>.<ext>    every image in any trace, once (:mod:`.blobs`)
 
-File paths in ``trace.json`` are relative to the directory holding it, so a run's directory
-can be copied elsewhere whole. Files are written before the index row is committed: a row
-never points at a missing trace.
+Step file paths in ``trace.json`` are relative to the directory holding it; image paths are
+relative to the root. Files are written before the index row is committed: a row never
+points at a missing trace. Nothing is truncated in the store (views truncate).
 
-Exports rebuild OpenAI chat messages from the trace's steps. The step kinds and ``data`` keys
-they read (harnesses record their work this way; other kinds are kept in the trace but left
-out of the messages):
-
-``prompt``       ``{"prompt": str | [block], "messages"?: [{"role", "content"}]}`` — the task's
-                 prompt as a user message, or the template's whole conversation when
-                 ``messages`` is present. Blocks are ``{"type": "text", "text"}`` and
-                 ``{"type": "image", "data": <base64>, "mime_type"}``.
-``message``      ``{"role": "system" | "user" | "assistant", "content"}`` — any other turn (a
-                 harness's system prompt, a user follow-up); system turns go first.
-``model``        ``{"content": str | None, "tool_calls"?: [{"id", "name", "arguments"}]}`` —
-                 one model turn; ``arguments`` is a dict or its JSON text.
-``tool_result``  ``{"tool_call_id", "content": str | [block], "name"?}`` — the result of one
-                 tool call, as the model saw it (tool errors included).
+Exports rebuild OpenAI chat messages from the trace's steps (:mod:`.messages`).
 """
 
 from __future__ import annotations
@@ -41,45 +29,30 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..errors import StoreError, UnknownId
+from .blobs import inline_images, write_document, write_json
 from .job import group_relative
+from .messages import trace_messages
+from .schema import SCHEMA_VERSION, open_schema
 from .trace import Trace
 
 if TYPE_CHECKING:
     from .job import Job
     from .run import Run
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "TraceStore", "default_root", "trace_messages"]
+
 INDEX_NAME = "index.db"
 ERRORED = ("error", "timeout", "cancelled")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, agent TEXT, model TEXT,
-    group_size INTEGER NOT NULL DEFAULT 1, started_at REAL NOT NULL, ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    trace_id TEXT PRIMARY KEY, job_id TEXT,
-    env TEXT NOT NULL, slug TEXT NOT NULL, template TEXT NOT NULL, args TEXT NOT NULL,
-    group_id TEXT NOT NULL, status TEXT NOT NULL,
-    reward REAL,  -- NULL unless status = 'completed'
-    error_phase TEXT, error_type TEXT, error_message TEXT, agent TEXT, model TEXT,
-    started_at REAL NOT NULL, ended_at REAL, steps INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
-    usage TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, group_id);
-CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (started_at);
-"""
 
 _RUN_COLUMNS = (
     "trace_id", "job_id", "env", "slug", "template", "args", "group_id", "status", "reward",
     "error_phase", "error_type", "error_message", "agent", "model", "started_at", "ended_at",
-    "steps", "input_tokens", "output_tokens", "usage",
+    "steps", "input_tokens", "output_tokens", "usage", "env_version", "cost",
 )
 
 _JOB_SUMMARY = """
 SELECT j.id, j.name, j.agent, j.model, j.group_size AS "group", j.started_at, j.ended_at,
-       COUNT(r.trace_id) AS runs,
+       j.planned, COUNT(r.trace_id) AS runs,
        COALESCE(SUM(r.status = 'completed'), 0) AS completed,
        COALESCE(SUM(r.status IN ('error', 'timeout', 'cancelled')), 0) AS errors,
        AVG(r.reward) AS reward,
@@ -131,13 +104,7 @@ class TraceStore:
     def _open_schema(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.root} holds schema v{version}; this hud reads up to "
-                             f"v{SCHEMA_VERSION} (upgrade hud)")
-        if version < SCHEMA_VERSION:  # IF NOT EXISTS: another store may have just made it
-            self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}"
-                                   f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        open_schema(self._db, self.root)
 
     def close(self) -> None:
         """Close the connection; the store is unusable afterwards."""
@@ -163,11 +130,13 @@ class TraceStore:
     def _upsert_job(self, job: Job, ended_at: float | None) -> None:
         with _Transaction(self._db, self._lock) as db:
             db.execute(
-                "INSERT INTO jobs (id, name, agent, model, group_size, started_at, ended_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name=excluded.name,"
-                " agent=excluded.agent, model=excluded.model, group_size=excluded.group_size,"
+                "INSERT INTO jobs (id, name, agent, model, group_size, started_at, ended_at,"
+                " planned) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " name=excluded.name, agent=excluded.agent, model=excluded.model,"
+                " group_size=excluded.group_size, planned=excluded.planned,"
                 " ended_at=COALESCE(excluded.ended_at, jobs.ended_at)",
-                (job.id, job.name, job.agent, job.model, job.group, job.started_at, ended_at),
+                (job.id, job.name, job.agent, job.model, job.group, job.started_at, ended_at,
+                 job.planned),
             )
 
     def save_run(self, run: Run) -> None:
@@ -178,10 +147,13 @@ class TraceStore:
         trace = run.trace
         if not _SAFE_ID.fullmatch(trace.id):
             raise ValueError(f"trace id {trace.id!r} is not a plain name (letters, digits, ._-)")
+        trace.job_id = run.job_id
+        trace.group_id = run.group_id
         directory = self.root / "runs" / trace.id
-        _write_json(directory / "trace.json", _trace_document(trace, directory))
+        write_json(directory / "trace.json", write_document(trace, self.root, directory))
         error = trace.error
         usage = dict(trace.usage)
+        task = trace.task
         row = (
             trace.id, run.job_id, run.task.env, run.task.slug, run.task.id,
             _dumps(run.task.args), run.group_id, trace.status,
@@ -190,6 +162,7 @@ class TraceStore:
             error.message if error else None, run.agent_name, run.model,
             trace.started_at, trace.ended_at, len(trace.steps),
             usage.get("input_tokens", 0), usage.get("output_tokens", 0), _dumps(usage),
+            task.env_version if task else None, float(usage.get("cost_usd", 0)),
         )
         with _Transaction(self._db, self._lock) as db:
             if run.job_id is not None:
@@ -220,13 +193,18 @@ class TraceStore:
         summary["traces"] = [_run_row(row) for row in rows]
         return summary
 
+    def find_job(self, prefix: str) -> str:
+        """The full id of the job ``prefix`` names (an id or a unique prefix); else
+        :class:`UnknownId`."""
+        return self._resolve("jobs", "id", prefix, "job")
+
     def run(self, trace_id: str) -> dict[str, Any]:
         """One run's index row plus ``trace``: its stored JSON (file paths relative to
         ``dir``, the run's directory). ``trace_id`` may be a unique prefix."""
         full = self._resolve("runs", "trace_id", trace_id, "run")
         row = _run_row(self._query("SELECT * FROM runs WHERE trace_id = ?", (full,))[0])
         row["dir"] = str(self.root / "runs" / full)
-        row["trace"] = self._document(full)
+        row["trace"] = _upgraded(self._document(full), row)
         return row
 
     def _document(self, trace_id: str) -> dict[str, Any]:
@@ -238,7 +216,7 @@ class TraceStore:
         """Load a run's :class:`Trace` back, step files read in as bytes."""
         record = self.run(trace_id)
         directory = Path(record["dir"])
-        document = record["trace"]
+        document = inline_images(record["trace"], self.root)
         for step in document.get("steps", []):
             step["files"] = {name: (directory / path).read_bytes()
                              for name, path in step.get("files", {}).items()}
@@ -259,7 +237,7 @@ class TraceStore:
             rewards = [row["reward"] for row in members]
             advantages = group_relative(rewards, normalize_std=normalize_std)
             for row, advantage in zip(members, advantages, strict=True):
-                trace = self._document(row["trace_id"])
+                trace = inline_images(self._document(row["trace_id"]), self.root)
                 yield {
                     "trace_id": row["trace_id"], "job_id": full,
                     "task": {"env": row["env"], "slug": row["slug"], "id": row["template"],
@@ -267,6 +245,10 @@ class TraceStore:
                     "group_id": group_id, "messages": trace_messages(trace),
                     "reward": row["reward"], "advantage": advantage,
                 }
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only query on the index (the tables of :mod:`.schema`)."""
+        return self._query(sql, params)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         with self._lock:
@@ -336,41 +318,9 @@ class _Transaction:
             self.lock.release()
 
 
-# -- trace files ------------------------------------------------------------------------------
+# -- rows and documents ----------------------------------------------------------------------
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-
-def _trace_document(trace: Trace, directory: Path) -> dict[str, Any]:
-    """The trace as JSON builtins, each step's files written to ``directory`` and replaced
-    by their paths relative to it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    steps: list[dict[str, Any]] = []
-    for step in trace.steps:
-        paths = {}
-        for name, payload in step.files.items():
-            path = f"{step.index}-{_UNSAFE.sub('_', name) or 'file'}"
-            (directory / path).write_bytes(payload)
-            paths[name] = path
-        document: dict[str, Any] = _builtins(msgspec.structs.replace(step, files={}))
-        if paths:
-            document["files"] = paths
-        steps.append(document)
-    document = _builtins(msgspec.structs.replace(trace, steps=[]))
-    document["steps"] = steps
-    return document
-
-
-def _builtins(value: Any) -> Any:
-    # Agents record what they like in step data; what JSON cannot hold is kept as its repr.
-    return msgspec.to_builtins(value, enc_hook=repr)
-
-
-def _write_json(path: Path, document: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    temporary.write_bytes(msgspec.json.encode(document))
-    os.replace(temporary, path)
 
 
 def _dumps(value: Any) -> str:
@@ -384,72 +334,14 @@ def _run_row(row: sqlite3.Row) -> dict[str, Any]:
     return record
 
 
-# -- training messages ------------------------------------------------------------------------
-
-
-def trace_messages(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    """OpenAI chat messages rebuilt from a stored trace's steps (kinds: module docstring)."""
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    for step in trace.get("steps", []):
-        for message in _step_messages(step.get("kind"), step.get("data", {})):
-            (system if message["role"] == "system" else messages).append(message)
-    return system + messages
-
-
-def _step_messages(kind: str | None, data: dict[str, Any]) -> list[dict[str, Any]]:
-    if kind == "prompt":
-        turns = data.get("messages")
-        if isinstance(turns, list) and turns:
-            return [_chat(turn.get("role", "user"), turn.get("content")) for turn in turns]
-        return [_chat("user", data.get("prompt"))]
-    if kind == "message":
-        return [_chat(data.get("role", "user"), data.get("content"))]
-    if kind == "model":
-        return [_assistant(data)]
-    if kind == "tool_result":
-        message = {"role": "tool", "tool_call_id": data.get("tool_call_id"),
-                   "content": _content(data.get("content"))}
-        if data.get("name"):
-            message["name"] = data["name"]
-        return [message]
-    return []
-
-
-def _chat(role: str, content: Any) -> dict[str, Any]:
-    return {"role": role, "content": _content(content)}
-
-
-def _assistant(data: dict[str, Any]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": _content(data.get("content"))}
-    calls = data.get("tool_calls") or []
-    if calls:
-        message["tool_calls"] = [{
-            "id": call.get("id"), "type": "function",
-            "function": {"name": call.get("name"), "arguments": _arguments(call.get("arguments"))},
-        } for call in calls]
-    return message
-
-
-def _arguments(arguments: Any) -> str:
-    if isinstance(arguments, str):
-        return arguments
-    return _dumps({} if arguments is None else arguments)
-
-
-def _content(content: Any) -> Any:
-    """Text stays text; content blocks become OpenAI content parts (images as data URLs)."""
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return [_part(block) for block in content]
-    return str(content)
-
-
-def _part(block: Any) -> Any:
-    if isinstance(block, str):
-        return {"type": "text", "text": block}
-    if isinstance(block, dict) and block.get("type") == "image":
-        url = f"data:{block.get('mime_type', 'image/png')};base64,{block.get('data', '')}"
-        return {"type": "image_url", "image_url": {"url": url}}
-    return block
+def _upgraded(document: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A v1 document (no ``version``) completed from its index row: job, group, task and
+    agent, as a v2 document holds them. A v2 document is returned as it is."""
+    if document.get("version"):
+        return document
+    task = {"env": row["env"], "slug": row["slug"], "template": row["template"],
+            "args": row["args"]}
+    agent = {key: row[key] for key in ("agent", "model") if row[key] is not None}
+    return {"version": 1, "job_id": row["job_id"], "group_id": row["group_id"],
+            "task": task, "agent": {"name": agent.get("agent"), "model": agent.get("model")},
+            **document}

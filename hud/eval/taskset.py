@@ -164,6 +164,7 @@ class Taskset:
                              "solutions enabled (solutions=True)")
         job = job or Job(self.name, group=config.group, agent=getattr(agent, "name", None),
                          model=getattr(agent, "model", None))
+        job.planned = rollouts
         if store is not None:
             store.begin_job(job)
             store.set_job_status(job.id, "running", job.plan)
