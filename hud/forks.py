@@ -277,6 +277,7 @@ class _Branch:
             runner.run(self._serve())
 
     async def _serve(self) -> None:
+        # lazy: the server module builds its Forks from this one
         from .server import Server
 
         self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
