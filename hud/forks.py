@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import secrets
@@ -44,7 +45,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from .eventloop import loop_factory
 from .protocol.errors import CannotFork, LimitExceeded, NoTaskInProgress
@@ -53,7 +54,7 @@ from .session import Session, new_session_id
 
 if TYPE_CHECKING:
     from .environment import Environment
-    from .runner import TaskRunner
+    from .runner import Bindings, TaskRunner
     from .server import ServerConfig
 
 log = logging.getLogger(__name__)
@@ -99,17 +100,20 @@ class Forks:
         try:
             for _ in range(count):  # no await in between: every branch sees the same state
                 made.append(self._fork_one(env, runner, task))
-            urls = await asyncio.gather(*(self._ready(child) for child in made),
-                                        return_exceptions=True)
-            for url in urls:
-                if isinstance(url, BaseException):
-                    raise url
+            outcomes = await asyncio.gather(*(self._ready(child) for child in made),
+                                            return_exceptions=True)
+            readies = []
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                readies.append(outcome)
         except BaseException:
             await self._stop(made)
             raise
         expires_in = round(self.config.park_ttl, 3)
-        return [Fork(session_id=child.session_id, url=str(url), token=child.token, task=task,
-                     expires_in=expires_in) for child, url in zip(made, urls, strict=True)]
+        return [Fork(session_id=child.session_id, url=ready["url"], token=child.token, task=task,
+                     bindings=ready["bindings"], expires_in=expires_in)
+                for child, ready in zip(made, readies, strict=True)]
 
     async def aclose(self) -> None:
         """Stop every branch still running (SIGTERM: its task's cleanup runs)."""
@@ -156,9 +160,9 @@ class Forks:
         self._watch(child)
         return child
 
-    async def _ready(self, child: _Child) -> str:
-        """The URL the branch reports once it serves; raises :class:`CannotFork` if it
-        exits or says it failed first."""
+    async def _ready(self, child: _Child) -> dict[str, Any]:
+        """What the branch reports once it serves (``url``, ``bindings``); raises
+        :class:`CannotFork` if it exits or says it failed first."""
         loop = asyncio.get_running_loop()
         got: asyncio.Future[bytes] = loop.create_future()
         chunks: list[bytes] = []
@@ -182,7 +186,8 @@ class Forks:
         if kind != "READY":
             raise CannotFork(f"a branch failed to start: {detail or 'it exited'}",
                              {"cause": "start"})
-        return detail
+        ready: dict[str, Any] = json.loads(detail)
+        return ready
 
     def _watch(self, child: _Child) -> None:
         """Reap the branch as soon as it exits (a pidfd turns readable then)."""
@@ -224,19 +229,48 @@ class Forks:
             pending = [c for c in pending if not self._reap(c)]
 
 
+class Branchable(Protocol):
+    """A capability that follows a task into its branches (``env.branching[name]``).
+
+    :meth:`rehome` runs once in each branch, on its fresh event loop, before it serves: it
+    serves the capability anew (the copied daemon's sockets are the parent's) and publishes
+    its binding again. A capability with a task hook also has ``branch(scope)``: an async
+    context manager entered in the branch in place of that hook, which takes over the
+    copied task's state (``scope.state``), yields the branch's own bindings, and exits
+    when the branch's task ends."""
+
+    async def rehome(self) -> None: ...
+
+
 def refuse_uncopyable(env: Environment) -> None:
-    """Raise :class:`CannotFork` naming the first capability of ``env`` whose state a branch
-    cannot copy (today: every capability served by a daemon or a task hook)."""
+    """Raise :class:`CannotFork` naming the first capability of ``env`` that no branch can
+    take along (one not in ``env.branching``, or whose task hook has no ``branch``)."""
     for binding in env.capabilities:
-        raise CannotFork(
-            f"capability {binding.name!r} ({binding.protocol}) cannot be copied into a branch: "
-            "tasks with it cannot be forked; nothing was created",
-            {"cause": "capability", "capability": binding.name, "protocol": binding.protocol})
-    for hook in env.task_hooks:
-        name = getattr(hook, "__qualname__", repr(hook))
-        raise CannotFork(f"task hook {name} cannot be copied into a branch: tasks with it "
-                         "cannot be forked; nothing was created",
-                         {"cause": "capability", "capability": name})
+        if binding.name not in env.branching:
+            raise _uncopyable(binding.name, {"protocol": binding.protocol},
+                              f"capability {binding.name!r} ({binding.protocol})")
+    owners = [getattr(hook, "__self__", None) for hook in env.task_hooks]
+    for hook, owner in zip(env.task_hooks, owners, strict=True):
+        if not any(owner is b for b in env.branching.values()) or not hasattr(owner, "branch"):
+            name = getattr(hook, "__qualname__", repr(hook))
+            raise _uncopyable(name, {}, f"task hook {name}")
+
+
+def _uncopyable(name: str, data: dict[str, str], what: str) -> CannotFork:
+    return CannotFork(f"{what} cannot be copied into a branch: tasks with it cannot be "
+                      "forked; nothing was created",
+                      {"cause": "capability", "capability": name, **data})
+
+
+async def _take_along(env: Environment, runner: TaskRunner) -> Bindings:
+    """In a branch: serve each capability anew, then hand the task's hooks their copies."""
+    env.started = False  # republishing bindings now is no "capability added after start"
+    try:
+        for capability in {id(c): c for c in env.branching.values()}.values():
+            await capability.rehome()
+    finally:
+        env.started = True
+    return await runner.adopt_in_branch(lambda hook: hook.__self__.branch(runner.scope))
 
 
 # -- the child's side -----------------------------------------------------------------------
@@ -281,11 +315,12 @@ class _Branch:
         from .server import Server
 
         self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
+        bindings = await _take_along(self.env, self.runner)
         server = Server(self.env, self.config)
         await server.start()  # the environment is started already: its hooks do not rerun
         try:
             server.registry.park_branch(self.session_id, self.runner, self.task)
-            self.report_line(f"READY {server.url}")
+            self.report_line("READY " + json.dumps({"url": server.url, "bindings": bindings}))
             while (server.registry.holds_tasks or server.connections) \
                     and os.getppid() == self.parent:
                 with contextlib.suppress(TimeoutError):

@@ -30,3 +30,29 @@ async def guess(secret: int = 7, mark: str = ""):
             import os
 
             Path(mark, str(os.getpid())).touch()
+
+
+# -- tools: state the agent changes through MCP, kept in this process --------------------------
+
+notes: dict[str, str] = {}
+
+
+@env.tool()
+def write_note(name: str, text: str) -> int:
+    """Write a note; returns how many notes there are."""
+    notes[name] = text
+    return len(notes)
+
+
+@env.tool()
+def read_notes() -> dict[str, str]:
+    """Every note written so far."""
+    return dict(notes)
+
+
+@env.template()
+async def plan(want: str = "left"):
+    """The agent must leave a note ``route`` saying ``want``."""
+    notes.clear()
+    yield "Leave a note named 'route' with the way to go."
+    yield {"reward": 1.0 if notes.get("route") == want else 0.0, "info": {"notes": dict(notes)}}

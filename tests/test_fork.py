@@ -218,3 +218,27 @@ async def test_pool_and_subprocess_rollouts_fork(runtime_type: type) -> None:
         assert rewards == [(1.0, ["4"]), (0.0, ["5"])]
         original = await client.grade("9")
         assert (original.reward, original.info["seen"]) == (0.0, ["9"])
+
+
+async def test_in_process_tools_come_along_with_their_state() -> None:
+    async with serving(env, max_forks=4) as server, open_client(server.url) as client:
+        await client.start("plan", {"want": "left"})
+        tools = await client.open("tools")
+        await tools.call_tool("write_note", {"name": "start", "text": "home"})
+        branches = await client.fork(2)
+        assert [b.bindings for b in branches] == [{}, {}]
+        graded = []
+        for branch, way in zip(branches, ["left", "right"], strict=True):
+            async with await Client.claim(branch) as claimed:
+                (binding,) = claimed.manifest.capabilities
+                assert binding.url != client.manifest.capabilities[0].url  # its own server
+                branch_tools = await claimed.open("tools")
+                await branch_tools.call_tool("write_note", {"name": "route", "text": way})
+                graded.append(await claimed.grade())
+        assert [(g.reward, g.info["notes"]) for g in graded] == [
+            (1.0, {"start": "home", "route": "left"}),
+            (0.0, {"start": "home", "route": "right"})]
+        listed = await tools.call_tool("read_notes", {})
+        assert listed.structured_content == {"start": "home"}  # the original's, untouched
+        original = await client.grade()
+        assert (original.reward, original.info["notes"]) == (0.0, {"start": "home"})
