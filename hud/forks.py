@@ -54,7 +54,7 @@ from .session import Session, new_session_id
 
 if TYPE_CHECKING:
     from .environment import Environment
-    from .runner import Bindings, TaskRunner
+    from .runner import Bindings, TaskRunner, TaskScope
     from .server import ServerConfig
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,11 @@ class Forks:
         Raises :class:`LimitExceeded`, :class:`NoTaskInProgress` or :class:`CannotFork`
         before anything is made; a failure while forking, or the
         caller's cancellation, stops the branches made so far, so it makes all or none."""
-        runner, task = self._check(env, session, count)
+        self._check(env, session, count)
+        for capability in _unique(env.branching):
+            if hasattr(capability, "settle"):
+                await capability.settle(session.runner.scope)  # type: ignore[union-attr]
+        runner, task = self._check(env, session, count)  # it may have ended meanwhile
         made: list[_Child] = []
         try:
             for _ in range(count):  # no await in between: every branch sees the same state
@@ -237,9 +241,17 @@ class Branchable(Protocol):
     its binding again. A capability with a task hook also has ``branch(scope)``: an async
     context manager entered in the branch in place of that hook, which takes over the
     copied task's state (``scope.state``), yields the branch's own bindings, and exits
-    when the branch's task ends."""
+    when the branch's task ends. One may also be :class:`Settling`."""
 
     async def rehome(self) -> None: ...
+
+
+class Settling(Protocol):
+    """A :class:`Branchable` whose state may be mid-change outside the event loop (a
+    simulator stepping on its thread): ``settle(scope)`` returns once it is not, and the
+    fork follows before the loop runs anything else."""
+
+    async def settle(self, scope: TaskScope) -> None: ...
 
 
 def refuse_uncopyable(env: Environment) -> None:
@@ -262,11 +274,16 @@ def _uncopyable(name: str, data: dict[str, str], what: str) -> CannotFork:
                       {"cause": "capability", "capability": name, **data})
 
 
+def _unique(branching: dict[str, Any]) -> list[Any]:
+    """Each capability of ``env.branching`` once (one may serve several names)."""
+    return list({id(c): c for c in branching.values()}.values())
+
+
 async def _take_along(env: Environment, runner: TaskRunner) -> Bindings:
     """In a branch: serve each capability anew, then hand the task's hooks their copies."""
     env.started = False  # republishing bindings now is no "capability added after start"
     try:
-        for capability in {id(c): c for c in env.branching.values()}.values():
+        for capability in _unique(env.branching):
             await capability.rehome()
     finally:
         env.started = True
