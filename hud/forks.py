@@ -182,14 +182,15 @@ class Forks:
             async with asyncio.timeout(READY_TIMEOUT):
                 line = (await got).decode(errors="replace").strip()
         except TimeoutError:
-            line = f"FAILED no report within {READY_TIMEOUT:g} s"
+            line = f"FAILED start no report within {READY_TIMEOUT:g} s"
         finally:
             loop.remove_reader(child.report)
             os.close(child.report)
         kind, _, detail = line.partition(" ")
         if kind != "READY":
-            raise CannotFork(f"a branch failed to start: {detail or 'it exited'}",
-                             {"cause": "start"})
+            cause, _, why = detail.partition(" ")
+            raise CannotFork(f"a branch failed to start: {why or 'it exited'}",
+                             {"cause": cause or "start"})
         ready: dict[str, Any] = json.loads(detail)
         return ready
 
@@ -373,7 +374,8 @@ def _become_branch(branch: _Branch) -> NoReturn:
             raise failed[0]
         code = 0
     except BaseException as exc:
-        branch.report_line(f"FAILED {type(exc).__name__}: {exc}".replace("\n", " "))
+        cause = _CAUSES.get(exc.errno or 0, "start") if isinstance(exc, OSError) else "start"
+        branch.report_line(f"FAILED {cause} {type(exc).__name__}: {exc}".replace("\n", " "))
         traceback.print_exc()
     finally:
         os._exit(code)
