@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import gc
 import json
 import logging
 import os
@@ -93,12 +94,12 @@ class Forks:
         """Fork ``session``'s task ``count`` times; each branch parks a new session.
 
         Raises :class:`LimitExceeded`, :class:`NoTaskInProgress` or :class:`CannotFork`
-        before anything is made; a failure while forking, or the
-        caller's cancellation, stops the branches made so far, so it makes all or none."""
-        self._check(env, session, count)
+        before anything is made; a failure while forking, or the caller's cancellation,
+        stops the branches made so far, so it makes all or none."""
+        runner, _ = self._check(env, session, count)
         for capability in _unique(env.branching):
             if hasattr(capability, "settle"):
-                await capability.settle(session.runner.scope)  # type: ignore[union-attr]
+                await capability.settle(runner.scope)
         runner, task = self._check(env, session, count)  # it may have ended meanwhile
         made: list[_Child] = []
         try:
@@ -383,8 +384,12 @@ def _become_branch(branch: _Branch) -> NoReturn:
 
 def _let_go_of_parent(*, keep: int) -> None:
     """Point stdin, stdout and every inherited socket and pipe but ``keep`` at /dev/null,
-    and stop signals from waking the parent's loop (its wake-up descriptor is shared)."""
+    stop signals from waking the parent's loop (its wake-up descriptor is shared), and keep
+    the garbage collector off what was copied."""
     signal.set_wakeup_fd(-1)
+    # Whatever was alive at the fork stays out of the collector's walks: each walk writes
+    # to every object it visits, which would copy the parent's pages into this process.
+    gc.freeze()
     devnull = os.open(os.devnull, os.O_RDWR)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)

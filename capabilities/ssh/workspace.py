@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -168,11 +167,17 @@ class Workspace(Service):
         return self
 
     async def rehome(self) -> None:
-        """In a branch: a daemon (a new host key) and sandboxes of its own, no spares (it
-        serves one task); the copied ones are the parent's and are never touched here."""
-        self.daemon = self.sandboxes = None
-        self.config = dataclasses.replace(self.config, spares=0)
-        await self.start()
+        """In a branch: a daemon of its own (a new host key), and sandboxes without the
+        parent's (see :meth:`Sandboxes.for_branch`); the copied daemon is never touched."""
+        from .server import ShellDaemon
+
+        assert self.sandboxes is not None and self.binding is not None, "not started"
+        self.sandboxes = self.sandboxes.for_branch()
+        self.daemon = ShellDaemon(self.user, self.shell)
+        await self.daemon.start()
+        self.publish(Binding(
+            name=self.name, protocol=PROTOCOL, url=f"ssh://127.0.0.1:{self.daemon.port}",
+            params={**self.binding.params, "host_pubkey": self.daemon.host_pubkey}))
 
     @contextlib.asynccontextmanager
     async def branch(self, scope: TaskScope) -> AsyncIterator[Bindings]:
