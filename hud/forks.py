@@ -289,7 +289,9 @@ async def _take_along(env: Environment, runner: TaskRunner) -> Bindings:
             await capability.rehome()
     finally:
         env.started = True
-    return await runner.adopt_in_branch(lambda hook: hook.__self__.branch(runner.scope))
+    # refuse_uncopyable let only hooks bound to a Branchable with a branch() through
+    return await runner.adopt_in_branch(
+        lambda hook: getattr(hook, "__self__").branch(runner.scope))  # noqa: B009
 
 
 # -- the child's side -----------------------------------------------------------------------

@@ -169,7 +169,8 @@ class TaskRunner:
         self.scope._step_contexts.clear()
         bindings: Bindings = {}
         for hook in self._hooks:
-            bindings.update(await self._entered.enter_async_context(enter(hook)) or {})
+            added = await self._entered.enter_async_context(enter(hook))
+            bindings.update(added or {})
         return bindings
 
     async def _setup(self) -> Any:
