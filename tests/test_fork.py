@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +245,24 @@ async def test_in_process_tools_come_along_with_their_state() -> None:
         assert listed.structured_content == {"start": "home"}  # the original's, untouched
         original = await client.grade()
         assert (original.reward, original.info["notes"]) == (0.0, {"start": "home"})
+
+
+async def test_branches_end_with_their_server_even_when_it_is_killed(tmp_path: Path) -> None:
+    target = Path(__file__).with_name("fork_env.py")
+    proc = subprocess.Popen([sys.executable, "-m", "hud", "serve", str(target), "--port", "0",
+                             "--max-forks", "2", "--quiet"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.to_thread(proc.stdout.readline)).strip()
+        async with open_client(url) as client:
+            await client.start("guess", {"mark": str(tmp_path)})
+            [branch] = await client.fork(1)
+            async with await Client.claim(branch) as claimed:
+                assert claimed.manifest.resumed
+            proc.send_signal(signal.SIGKILL)  # no shutdown: the branch must notice alone
+            await wait_until(lambda: len(cleaned_up(tmp_path)) == 1)
+        [pid] = cleaned_up(tmp_path)  # the branch ran its task's cleanup, then exited
+        await wait_until(lambda: not alive(pid))
+    finally:
+        proc.kill()
+        proc.wait()
