@@ -310,8 +310,10 @@ class _Branch:
     parent: int = dataclasses.field(default_factory=os.getppid)
     loop: asyncio.AbstractEventLoop | None = None
     stop: asyncio.Event | None = None
+    stopping: bool = False  # SIGTERM came, maybe before the loop was there to tell
 
     def stop_soon(self, *_: object) -> None:
+        self.stopping = True
         loop, stop = self.loop, self.stop
         if loop is not None and stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed already
@@ -343,7 +345,7 @@ class _Branch:
             server.registry.park_branch(self.session_id, self.runner, self.task)
             self.report_line("READY " + json.dumps({"url": server.url, "bindings": bindings}))
             while (server.registry.holds_tasks or server.connections) \
-                    and os.getppid() == self.parent:
+                    and os.getppid() == self.parent and not self.stopping:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(WATCH_INTERVAL):
                         await self.stop.wait()
