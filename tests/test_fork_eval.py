@@ -8,7 +8,9 @@ import itertools
 from pathlib import Path
 
 import pytest
+from fakes.chat_completions import call, reply, serve_chat_completions
 from fork_env import env
+from hud.harnesses.openai_compatible import OpenAICompatibleAgent
 
 from hud.eval import Taskset
 from hud.eval.branching import finish_branch
@@ -92,3 +94,33 @@ async def test_run_fork_by_hand() -> None:
     assert original.reward == 0.0
     assert [(b.reward, b.trace.parent_id) for b in forked] == [
         (0.0, original.trace_id), (1.0, original.trace_id)]
+
+
+async def test_a_harness_branch_goes_on_from_the_prefix_conversation() -> None:
+    ways = iter(["left", "right"])
+
+    def respond(body: dict[str, object]) -> object:
+        said = [m for m in body["messages"] if m["role"] == "tool"]  # type: ignore[index]
+        if not said:  # the prefix's one turn
+            return reply(tool_calls=[call("write_note", {"name": "start", "text": "home"})])
+        if len(said) == 1:  # a branch's first turn: it saw the prefix's tool result
+            return reply(tool_calls=[call("write_note", {"name": "route",
+                                                         "text": next(ways)})])
+        return reply("done")
+
+    with serve_chat_completions(respond) as fake:
+        agent = OpenAICompatibleAgent(model="fake-model", base_url=fake.base_url)
+        taskset = Taskset([env.templates["plan"](want="left")])
+        async with PoolRuntime(size=1) as runtime:
+            job = await taskset.run(agent, runtime=runtime, branch_at=1, branches=2)
+    prefix, *branches = job.runs
+    assert sorted(b.reward for b in branches) == [0.0, 1.0], [b.error for b in branches]
+    bodies = [r["body"] for r in fake.requests if r["path"].endswith("/completions")]
+    assert len(bodies) == 5  # the prefix's turn, then two turns per branch
+    prefix_turn = bodies[0]["messages"]
+    firsts = [b["messages"] for b in bodies if len(b["messages"]) == len(prefix_turn) + 2]
+    assert len(firsts) == 2
+    for messages in firsts:  # each branch's first request carries the prefix's conversation
+        assert messages[:len(prefix_turn)] == prefix_turn
+        assert messages[-1]["role"] == "tool"
+    assert len(prefix.memory["messages"]) == len(prefix_turn) + 2  # untouched by branches
