@@ -14,9 +14,10 @@ from hud.harnesses.openai_compatible import OpenAICompatibleAgent
 
 from hud.eval import Taskset
 from hud.eval.branching import finish_branch
+from hud.eval.rollout import rollout
 from hud.eval.run import Run
 from hud.eval.store import TraceStore
-from hud.runtimes import PoolRuntime
+from hud.runtimes import InProcessRuntime, PoolRuntime
 
 pytestmark = pytest.mark.anyio
 
@@ -124,3 +125,19 @@ async def test_a_harness_branch_goes_on_from_the_prefix_conversation() -> None:
         assert messages[:len(prefix_turn)] == prefix_turn
         assert messages[-1]["role"] == "tool"
     assert len(prefix.memory["messages"]) == len(prefix_turn) + 2  # untouched by branches
+
+
+async def test_a_retried_attempt_starts_with_empty_memory() -> None:
+    seen: list[dict[str, object]] = []
+
+    async def agent(run: Run) -> None:
+        seen.append(dict(run.memory))
+        run.memory["messages"] = ["the first attempt's conversation"]
+        if len(seen) == 1:
+            raise ConnectionError("the environment went away")
+        run.answer = "7"
+
+    async with InProcessRuntime() as runtime:
+        run = await rollout(env.templates["guess"](), agent, runtime, retries=1)
+    assert run.reward == 1.0 and run.trace.attempt == 2
+    assert seen == [{}, {}]  # the retry did not go on from the failed attempt's memory
