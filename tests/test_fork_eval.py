@@ -60,7 +60,7 @@ async def test_taskset_branches_each_rollout_and_records_the_tree(tmp_path: Path
             assert branch.status == "completed", branch.error
             assert (branch.trace.parent_id, branch.trace.branch_step) == (prefix.trace_id,
                                                                            shared)
-            assert branch.group_id == prefix.trace_id  # siblings are a group
+            assert branch.group_id == branch.trace.group_id == prefix.trace_id  # siblings: a group
             assert branch.trace.steps[:shared] == prefix.trace.steps[:shared]
             assert branch.memory["notes"] == ["start", "route"]
             way = branch.trace.steps[-2].data["way"]  # the last tool call, before the grade

@@ -61,8 +61,11 @@ def _branch_of(parent: Run, client: Client, fork: Fork) -> Run:
         parent.model
     branch.memory = copy.deepcopy(parent.memory)
     branch.answer = copy.deepcopy(parent.answer)
+    # everything but the steps copied deeply (the trace's lists and records are appended to
+    # and changed as a run goes on); the steps so far are shared, as they never change
+    trace = copy.deepcopy(msgspec.structs.replace(parent.trace, steps=[]))
     branch.trace = msgspec.structs.replace(
-        parent.trace, id=new_id(), steps=list(parent.trace.steps), usage=dict(parent.trace.usage),
+        trace, id=new_id(), group_id=branch.group_id, steps=list(parent.trace.steps),
         parent_id=parent.trace.id, branch_step=len(parent.trace.steps))
     branch.started_from(parent, fork)
     branch.attach(client)
