@@ -114,8 +114,13 @@ class ProviderAgent(Agent):
                                          (settings.display_width, settings.display_height))
             dialect, toolbox, messages = self.start(run, client, bench)
             run.set_tools(toolbox.specs)
-            if settings.system_prompt:
-                run.record("message", role="system", content=settings.system_prompt)
+            # kept in run.memory: a branch of this run (run.fork) goes on from this conversation
+            if "messages" in run.memory:
+                messages = run.memory["messages"]
+            else:
+                run.memory["messages"] = messages
+                if settings.system_prompt:
+                    run.record("message", role="system", content=settings.system_prompt)
             await converse(run, dialect, toolbox, messages, settings.limits(run.max_steps),
                            Prices.load(settings.prices))
 

@@ -40,6 +40,9 @@ from .protocol.messages import (
     ByeParams,
     CancelParams,
     CancelResult,
+    Fork,
+    ForkParams,
+    ForkResult,
     GradeParams,
     GradeResult,
     ListParams,
@@ -157,6 +160,21 @@ class Client:
 
     async def list_templates(self) -> list[TemplateInfo]:
         return (await self.call("tasks.list", ListParams(), ListResult)).templates
+
+    async def fork(self, count: int = 1) -> list[Fork]:
+        """Branch this session's task (started, not yet graded) into ``count`` new sessions,
+        each parked on a server of its own; claim one with :meth:`claim`. This session's
+        task goes on unchanged."""
+        return (await self.call("tasks.fork", ForkParams(count=count), ForkResult)).sessions
+
+    @classmethod
+    async def claim(cls, fork: Fork, **options: Any) -> Client:
+        """Connect to a branch made by :meth:`fork` and resume its session; ``options`` as
+        for :meth:`connect`. The client's bindings are the branch's."""
+        client = await cls.connect(fork.url, token=fork.token, session_id=fork.session_id,
+                                   **options)
+        client.bindings = dict(fork.bindings)
+        return client
 
     async def status(self) -> StatusResult:
         """Every task the server holds, attached or parked, with its age and expiry."""

@@ -169,6 +169,10 @@ class Environment:
         self._initializers: list[Hook] = []
         self._finalizers: list[Hook] = []
         self.task_hooks: list[TaskHook] = []
+        self.branching: dict[str, Any] = {}
+        """Capabilities a branch made by ``tasks.fork`` can take along, by name: each a
+        :class:`hud.forks.Branchable`. A task of an environment with any other capability
+        cannot be forked."""
         self.started = False
         for binding in capabilities:
             self.add_capability(binding)

@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .environment import Environment
 from .protocol.errors import (
+    CannotFork,
     HudError,
     InvalidParams,
     InvalidRequest,
@@ -33,6 +34,8 @@ from .protocol.messages import (
     ByeResult,
     CancelParams,
     CancelResult,
+    ForkParams,
+    ForkResult,
     GradeParams,
     GradeResult,
     ListParams,
@@ -51,6 +54,9 @@ from .protocol.messages import (
 from .protocol.methods import METHODS
 from .session import Registry, Session
 
+if TYPE_CHECKING:
+    from .forks import Forks
+
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +72,8 @@ class Host:
     templates: list[TemplateInfo] = field(default_factory=list)
     declined: dict[str, str] = field(default_factory=dict)
     """Methods of the table this server does not serve, with the reason (for the error)."""
+    forks: Forks | None = None
+    """Where ``tasks.fork`` makes branches; None where the server does not fork."""
 
     def timeout(self, own: float | None) -> float:
         return own if own is not None else self.call_timeout
@@ -264,6 +272,15 @@ async def solve(ctx: Context, params: SolveParams) -> SolveResult:
         raise TemplateError(f"solution of {template.id!r} failed: {type(exc).__name__}: "
                             f"{exc}", phase) from exc
     return SolveResult(answer=answer)
+
+
+@handles("tasks.fork")
+async def fork(ctx: Context, params: ForkParams) -> ForkResult:
+    session, forks = session_of(ctx), ctx.host.forks
+    if forks is None:  # a host that declines tasks.fork never gets here; one built by hand
+        raise CannotFork("this server does not fork tasks", {"cause": "runtime"})
+    branches = await forks.branch(ctx.host.env, session, params.count)
+    return ForkResult(session_id=session.id, sessions=branches)
 
 
 @handles("tasks.cancel")

@@ -122,6 +122,7 @@ _current_scope: ContextVar[TaskScope | None] = ContextVar("hud_task_scope", defa
 
 Bindings = dict[str, dict[str, Any]]
 TaskHook = Callable[[TaskScope], contextlib.AbstractAsyncContextManager[Bindings | None]]
+BranchHook = Callable[[TaskHook], contextlib.AbstractAsyncContextManager[Bindings | None]]
 
 
 def current_scope() -> TaskScope | None:
@@ -145,6 +146,7 @@ class TaskRunner:
         self.scope = TaskScope(template_id)
         self._hooks = list(hooks)
         self._entered: contextlib.AsyncExitStack | None = None
+        self._copied_hooks: contextlib.AsyncExitStack | None = None
         self._bindings: Bindings = {}
 
     async def start(self, timeout: float | None) -> Prompt:
@@ -157,6 +159,19 @@ class TaskRunner:
         for name, params in self._bindings.items():  # the template's own values win
             prompt.bindings[name] = {**params, **prompt.bindings.get(name, {})}
         return prompt
+
+    async def adopt_in_branch(self, enter: BranchHook) -> Bindings:
+        """In a branch made by ``tasks.fork``: let go of the task hooks entered in the parent
+        (without exiting them: what they hold is the parent's) and enter ``enter(hook)`` for
+        each instead, the branch's own copy of what that hook set up. Returns their bindings."""
+        # kept, never exited: exiting (or collecting) it would tear down the parent's resources
+        self._copied_hooks, self._entered = self._entered, contextlib.AsyncExitStack()
+        self.scope._step_contexts.clear()
+        bindings: Bindings = {}
+        for hook in self._hooks:
+            added = await self._entered.enter_async_context(enter(hook))
+            bindings.update(added or {})
+        return bindings
 
     async def _setup(self) -> Any:
         if not self._hooks:

@@ -32,6 +32,7 @@ from . import ports
 from .address import CONTROL_PATH, TUNNEL_PREFIX
 from .control import ControlConnection
 from .environment import Environment
+from .forks import Forks
 from .handlers import Host
 from .memory import MemoryEnd, memory_pipe
 from .nursery import Nursery
@@ -89,6 +90,10 @@ class ServerConfig:
     WebSocket pings on control connections: after this many seconds, a ping; no pong within
     ``ping_timeout`` seconds drops the connection, which parks its session. ``None``: off."""
     ping_timeout: float = 30.0
+    max_forks: int = 0
+    """Branches one ``tasks.fork`` may make (:mod:`hud.forks`). 0: the method is not served
+    (declined), the default: forking copies the whole process, which suits only a server
+    whose process serves one task (a pool worker, a ``hud serve`` per rollout)."""
     interrupt_blocking: float | None = None
     """Seconds a template may hold the event loop in one go (a ``time.sleep``, a synchronous
     call) before it is interrupted with a template error, so other sessions are served
@@ -128,15 +133,15 @@ class Server:
             max_sessions=self.config.max_sessions,
             max_parked=self.config.max_parked,
         )
+        self.forks = Forks(self.config) if self.config.max_forks > 0 else None
         self.host = Host(
             env=env,
             registry=self.registry,
             call_timeout=self.config.call_timeout,
             max_message_size=self.config.max_message_size,
             templates=[tpl.info() for tpl in env.templates.values()],
-            declined={} if self.config.enable_solutions else {
-                name: m.optional for name, m in METHODS.items() if m.optional
-            },
+            declined=self._declined(),
+            forks=self.forks,
         )
         self.connections: set[ControlConnection] = set()
         self._origins = {origin.lower() for origin in self.config.allowed_origins}
@@ -149,6 +154,13 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
         self._closing = False
+
+    def _declined(self) -> dict[str, str]:
+        """The optional methods this server's config leaves unserved, with the reason."""
+        served = {"tasks.solve": self.config.enable_solutions,
+                  "tasks.fork": self.config.max_forks > 0}
+        return {name: m.optional for name, m in METHODS.items()
+                if m.optional and not served.get(name, False)}
 
     @property
     def templates(self) -> list[TemplateInfo]:
@@ -263,6 +275,8 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self._tasks.aclose(cancel=False)  # the connections finish accepted work
+        if self.forks is not None:
+            await self.forks.aclose()
         if self._watchdog is not None:
             self._watchdog.stop()
         runners = []

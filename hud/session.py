@@ -151,6 +151,20 @@ class Registry:
         self._parked[session.id] = session
         return None
 
+    @property
+    def holds_tasks(self) -> bool:
+        """Whether any session holds a task (attached or parked)."""
+        return any(s.has_task for s in self._sessions.values())
+
+    def park_branch(self, session_id: str, runner: TaskRunner, task: TaskRef) -> Session:
+        """A new session ``session_id`` holding ``runner``, parked: a branch made by
+        ``tasks.fork``, waiting for a client to resume it (or for the park TTL)."""
+        session = Session(session_id)
+        session.hold(runner, task)
+        self._sessions[session.id] = session
+        self.detach(session)
+        return session
+
     def remove(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
         self._parked.pop(session.id, None)

@@ -44,6 +44,8 @@ from hud.protocol.messages import (
     Body,
     ByeResult,
     CancelResult,
+    Fork,
+    ForkResult,
     GradeResult,
     ListResult,
     ManifestParams,
@@ -69,6 +71,7 @@ VALID_PARAMS: dict[str, dict[str, Any]] = {
     "manifest": MANIFEST, "tasks.list": {}, "tasks.status": {}, "tasks.cancel": {},
     "tasks.start": {"template": "t", "args": {"word": "ünïcode", "n": 3}},
     "tasks.grade": {"answer": "3", "template": "t"}, "tasks.solve": {}, "bye": {},
+    "tasks.fork": {"count": 2},
 }
 TASK = TaskRef(template="t")
 RESULTS: dict[str, Body] = {
@@ -81,6 +84,8 @@ RESULTS: dict[str, Body] = {
     "tasks.solve": SolveResult(answer="3"),
     "tasks.cancel": CancelResult(cancelled=True),
     "bye": ByeResult(),
+    "tasks.fork": ForkResult(session_id="s", sessions=[Fork(
+        session_id="s2", url="ws://127.0.0.1:1", token="k", task=TASK, expires_in=1.0)]),
 }
 
 text = st.text(st.characters(exclude_categories=["Cs"]))

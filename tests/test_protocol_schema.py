@@ -249,6 +249,7 @@ REQUIRED_DATA = {
     "template_error": "phase",
     "unsupported_version": "supported",
     "limit_exceeded": "limit",
+    "cannot_fork": "cause",
 }
 
 

@@ -44,8 +44,11 @@ from .chromium import BrowserFailed, Chromium, find_chromium
 from .connection import CDPConnectionLost
 from .page import DevTools, Page
 from .proxy import DevToolsProxy
+from .snapshot import restore, snapshot
 
 if TYPE_CHECKING:
+    from hud.environment import Environment
+
     from ..rfb.desktop import Desktop
 
 log = logging.getLogger(__name__)
@@ -153,11 +156,45 @@ class Browser(Service):
     @contextlib.asynccontextmanager
     async def task(self, scope: TaskScope) -> AsyncIterator[Bindings]:
         """The task hook: a fresh browser for the task, gone when it ends."""
-        assert self._proxy is not None, f"browser {self.name!r} is not started"
+        async with self._hold(await self._chromium_for(scope), scope) as bindings:
+            yield bindings
+
+    async def _chromium_for(self, scope: TaskScope) -> Chromium:
         if self.desktop is not None:
-            chromium = await self._launch(self.desktop.task_display(scope).display)
-        else:
-            chromium = await self._spares.take() or await self._launch()
+            return await self._launch(self.desktop.task_display(scope).display)
+        return await self._spares.take() or await self._launch()
+
+    # -- branches (tasks.fork; see hud.forks.Branchable) -----------------------------------
+
+    def attach(self, env: Environment) -> Browser:
+        super().attach(env)
+        env.branching[self.name] = self  # best effort: see .snapshot
+        return self
+
+    async def rehome(self) -> None:
+        """In a branch: a proxy of its own and no spares (the copied ones are the parent's,
+        and never touched here)."""
+        assert self.binding is not None, f"browser {self.name!r} is not started"
+        self._spares = Spares(self._launch, _close, 0, f"browser {self.name!r} spares")
+        self._proxy = await DevToolsProxy(self.name).start()
+        self.publish(Binding(name=self.name, protocol=PROTOCOL,
+                             url=f"http://127.0.0.1:{self._proxy.port}",
+                             params=self.binding.params))
+
+    @contextlib.asynccontextmanager
+    async def branch(self, scope: TaskScope) -> AsyncIterator[Bindings]:
+        """In a branch, in place of :meth:`task`: a new browser with the original's cookies,
+        URL and storage (best effort: :mod:`.snapshot` says what is carried)."""
+        source: TaskBrowser = scope.state.pop(self)
+        state = await snapshot(f"http://127.0.0.1:{source.chromium.port}")
+        async with self._hold(await self._chromium_for(scope), scope) as bindings:
+            await restore(await scope.state[self].devtools(), state)
+            yield bindings
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, chromium: Chromium, scope: TaskScope) -> AsyncIterator[Bindings]:
+        """``chromium`` is the task's, behind a secret path, until the task ends."""
+        assert self._proxy is not None, f"browser {self.name!r} is not started"
         key = secrets.token_urlsafe(18)
         handle = TaskBrowser(chromium, key, scope.id)
         self._proxy.routes.add(key, chromium)

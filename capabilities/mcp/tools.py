@@ -120,6 +120,7 @@ class Toolbox:
         self.server: ToolServer | None = None
         env.initialize(self.start)
         env.shutdown(self.stop)
+        env.branching[name] = self  # tools keep their state in this process: forks copy it
 
     def tool(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Tool]:
         def register(fn: Callable[..., Any]) -> Tool:
@@ -152,6 +153,11 @@ class Toolbox:
         if self.server is not None:
             await self.server.aclose()
             self.server = None
+
+    async def rehome(self) -> None:
+        """In a branch made by ``tasks.fork``: serve the tools anew, on the branch's loop
+        (the copied server's sockets are the parent's); their state came with the copy."""
+        await self.start()
 
 
 _toolboxes: weakref.WeakKeyDictionary[Environment, Toolbox] = weakref.WeakKeyDictionary()

@@ -88,6 +88,10 @@ class RobotEndpoint(Service):
         await self._closing.open()
         instance = await self._instance()
         self._idle.append(instance)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        """Start the daemon on 127.0.0.1:0 and publish the binding."""
         assert self.contract is not None
         limit = max(self.contract.max_chunk * self.contract.action.nbytes * 2, 1 << 16)
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=limit,
@@ -157,6 +161,43 @@ class RobotEndpoint(Service):
         finally:
             for episode in scope.state.pop(self, []):
                 episode.cancel()
+
+    # -- branches (tasks.fork; see hud.forks.Branchable) -----------------------------------
+
+    def attach(self, env: Environment) -> RobotEndpoint:
+        super().attach(env)
+        env.branching[self.name] = self  # the simulators live in this process: forks copy them
+        return self
+
+    async def settle(self, scope: TaskScope) -> None:
+        """Before the fork: no simulator of the task may be mid-call on its thread."""
+        for episode in scope.state.get(self, []):
+            if episode.instance is not None:
+                await episode.instance.settle()
+
+    async def rehome(self) -> None:
+        """In a branch: a daemon of its own; only the forked task's episodes come along
+        (:meth:`branch`), and idle simulators stay behind (their threads did)."""
+        self._closing = Nursery(f"{self.name} simulators")
+        await self._closing.open()
+        self.episodes, self._idle, self._open = {}, [], 0
+        await self._listen()
+
+    @contextlib.asynccontextmanager
+    async def branch(self, scope: TaskScope) -> AsyncIterator[Bindings | None]:
+        """In a branch, in place of :meth:`task`: the task's episodes, copied mid-way, each
+        waiting for a policy of the branch's own (its token in the bindings)."""
+        bindings: Bindings = {}
+        for episode in scope.state.get(self, []):
+            episode.rebranch()
+            if episode.instance is not None:
+                episode.instance.rethread()
+            if not episode.ended:
+                self._open += 1
+                self.episodes[episode.token] = episode
+                bindings.update(episode.bindings)
+        async with self.task(scope):
+            yield bindings
 
     def _ended(self, episode: Episode) -> None:
         self.episodes.pop(episode.token, None)

@@ -102,7 +102,7 @@ class Episode:
         self.queue = ActionQueue()
         self.check = ActionCheck(contract.action, max_chunk=contract.max_chunk,
                                  clip=rules.clip_actions)
-        self._first = first
+        self._latest = first  # the observation the policy saw last (a branch starts there)
         self._last: Any = None
         self._last_action_at = 0.0
         self._wake = asyncio.Event()
@@ -145,6 +145,19 @@ class Episode:
         """End the episode now, if it has not ended (a policy still connected is told)."""
         self._end("cancelled", reason)
 
+    def rebranch(self) -> None:
+        """In a branch made by ``tasks.fork``: this copy of the episode waits for a policy
+        of its own (a new id and token), from the step it had reached; actions queued for
+        the original's policy are dropped. Its events are made anew: the copied ones may be
+        bound to the parent's event loop."""
+        self.id, self.token = "ep-" + secrets.token_hex(8), secrets.token_urlsafe(18)
+        self._wake, self._done = asyncio.Event(), asyncio.Event()
+        self.queue, self.serving = ActionQueue(), False
+        if self._result is not None:
+            self._done.set()
+        else:
+            self.state = "ready"
+
     def on_end(self, callback: Callable[[Episode], None]) -> None:
         self._on_end.append(callback)
 
@@ -158,7 +171,7 @@ class Episode:
         receiver = asyncio.create_task(self._receive(ws), name=f"hud-robot-recv-{self.id}")
         try:
             await self._send(ws, self._start())
-            await self._send(ws, self._observation(self._first, 0.0, False, False))
+            await self._send(ws, self._observation(self._latest, 0.0, False, False))
             await (self._lockstep(ws) if self.rules.pace == "lockstep" else self._realtime(ws))
         except ConnectionClosed:
             self._end("failed", f"the policy disconnected at step {self.index}")
@@ -236,7 +249,7 @@ class Episode:
             self._end("crashed", f"{exc} (episode {self.id}, step {self.index})",
                       code="simulator_error")
             return
-        self._last = action
+        self._last, self._latest = action, observation
         self.index += 1
         self.episode_return += reward
         truncated = truncated or (self.index >= self.rules.max_steps and not terminated)

@@ -72,6 +72,7 @@ class Instance:
                           if threaded else None)
         self.sim: Any = None
         self.adapter: Adapter | None = None
+        self._inflight: concurrent.futures.Future[Any] | None = None  # the thread's call
 
     async def open(self, describe: Callable[[Any], Adapter]) -> Instance:
         """Build the simulator and its adapter (``describe(sim)``) on the instance's thread."""
@@ -115,13 +116,27 @@ class Instance:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def settle(self) -> None:
+        """Return once the simulator's thread runs no call, at a point where the caller can
+        act before the event loop submits another (``tasks.fork`` copies it then)."""
+        while self._inflight is not None and not self._inflight.done():
+            await asyncio.wait([asyncio.wrap_future(self._inflight)])
+
+    def rethread(self) -> None:
+        """In a branch made by ``tasks.fork``: a thread of its own again (the copied
+        executor's thread was the parent's, and did not come along)."""
+        if self._executor is not None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, "hud-robot-sim")
+            self._inflight = None
+
     async def _call(self, what: str, func: Callable[[], T]) -> T:
         try:
             if self._executor is None:
                 return func()
             # A cancelled caller leaves the call running; later calls queue behind it on the
             # same thread, so close() never overlaps a step.
-            return await asyncio.wrap_future(self._executor.submit(func))
+            self._inflight = self._executor.submit(func)
+            return await asyncio.wrap_future(self._inflight)
         except SimulatorError:
             raise
         except Exception as exc:

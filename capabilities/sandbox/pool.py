@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import logging
 import os
 import shutil
@@ -55,6 +57,15 @@ class Sandboxes:
         self.spares: list[Sandbox] = []
         self._refill: asyncio.Task[None] | None = None
         self.closed = False
+
+    def for_branch(self) -> Sandboxes:
+        """For a branch made by ``tasks.fork`` (a copy of this process): the same probe
+        results, users and directories, which stay this process's to remove (a branch never
+        outlives it), and none of its sandboxes or spares, whose spawners it cannot reach."""
+        branch = copy.copy(self)
+        branch.live, branch.spares, branch._refill = set(), [], None
+        branch.config = dataclasses.replace(self.config, spares=0)  # it serves one task
+        return branch
 
     async def open(self) -> Sandbox:
         """A started sandbox with a pristine view of the workspace, now in :attr:`live`."""

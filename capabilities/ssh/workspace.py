@@ -35,6 +35,7 @@ is one user for both, and the server's log warns that graders are then unprotect
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -48,9 +49,12 @@ from hud.protocol.messages import Binding
 from hud.runner import Bindings, TaskScope, current_scope
 
 from ..sandbox import Isolation, ProcessResult, Sandbox, SandboxConfig, Sandboxes, User
+from ..sandbox.copies import copy_changes, files_of
 from ..sandbox.spawner import SpawnerGone
 
 if TYPE_CHECKING:
+    from hud.environment import Environment
+
     from .server import ShellDaemon
 
 log = logging.getLogger(__name__)
@@ -151,8 +155,50 @@ class Workspace(Service):
     @contextlib.asynccontextmanager
     async def task(self, scope: TaskScope) -> AsyncIterator[Bindings]:
         """The task hook: a sandbox and a one-time key for the task, gone when it ends."""
-        assert self.sandboxes is not None and self.daemon is not None, "not started"
+        assert self.sandboxes is not None, "not started"
+        async with self._hold(await self.sandboxes.open(), scope) as bindings:
+            yield bindings
+
+    # -- branches (tasks.fork; see hud.forks.Branchable) -----------------------------------
+
+    def attach(self, env: Environment) -> Workspace:
+        super().attach(env)
+        env.branching[self.name] = self  # a branch gets a sandbox with a copy of the files
+        return self
+
+    async def rehome(self) -> None:
+        """In a branch: a daemon of its own (a new host key), and sandboxes without the
+        parent's (see :meth:`Sandboxes.for_branch`); the copied daemon is never touched."""
+        from .server import ShellDaemon
+
+        assert self.sandboxes is not None and self.binding is not None, "not started"
+        self.sandboxes = self.sandboxes.for_branch()
+        self.daemon = ShellDaemon(self.user, self.shell)
+        await self.daemon.start()
+        self.publish(Binding(
+            name=self.name, protocol=PROTOCOL, url=f"ssh://127.0.0.1:{self.daemon.port}",
+            params={**self.binding.params, "host_pubkey": self.daemon.host_pubkey}))
+
+    @contextlib.asynccontextmanager
+    async def branch(self, scope: TaskScope) -> AsyncIterator[Bindings]:
+        """In a branch, in place of :meth:`task`: a new sandbox holding a copy of the files
+        the task's sandbox holds now (its running processes stay behind), and a new key."""
+        assert self.sandboxes is not None, "not started"
+        source: Sandbox = scope.state.pop(self)
         sandbox = await self.sandboxes.open()
+        try:
+            await asyncio.to_thread(copy_changes, files_of(source), files_of(sandbox),
+                                    self.config.root)
+        except BaseException:
+            await self.sandboxes.close(sandbox)
+            raise
+        async with self._hold(sandbox, scope) as bindings:
+            yield bindings
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, sandbox: Sandbox, scope: TaskScope) -> AsyncIterator[Bindings]:
+        """``sandbox`` is the task's, with a one-time key, until the task ends."""
+        assert self.sandboxes is not None and self.daemon is not None, "not started"
         key = self.daemon.admit(sandbox)
         scope.state[self] = sandbox
         scope.during_steps(lambda: _graders_run_in(self.name, sandbox, scope))

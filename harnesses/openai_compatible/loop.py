@@ -59,9 +59,13 @@ class ChatModel:
 
 async def converse(run: Run, model: ChatModel, toolbox: ToolBox, settings: LoopSettings) -> None:
     """Drive one run to its answer (``run.answer``), recording every turn in its trace."""
-    messages = wire.prompt_messages(run.prompt, run.messages, settings.system_prompt)
-    if settings.system_prompt:
-        run.record("message", role="system", content=settings.system_prompt)
+    # kept in run.memory: a branch of this run (run.fork) goes on from this conversation
+    messages = run.memory.get("messages")
+    if messages is None:
+        messages = run.memory["messages"] = wire.prompt_messages(
+            run.prompt, run.messages, settings.system_prompt)
+        if settings.system_prompt:
+            run.record("message", role="system", content=settings.system_prompt)
     request = dict(settings.request)
     if len(toolbox):
         request["tools"] = [wire.tool_param(spec) for spec in toolbox.specs]

@@ -107,6 +107,9 @@ def serve(
     enable_solutions: Annotated[
         bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
     ] = False,
+    max_forks: Annotated[int, typer.Option(
+        min=0, help="Serve tasks.fork, with at most this many branches per call (each a "
+                    "copy of this process: for a process serving one task). 0: off.")] = 0,
     ping_interval: Annotated[float, typer.Option(
         help="Seconds between pings of each control connection; a frozen client (no pong "
              "within as long again) is dropped and its task parked. 0: no pings.")] = 30.0,
@@ -131,6 +134,7 @@ def serve(
         target, host=host, port=port, token=token, park_ttl=park_ttl,
         call_timeout=call_timeout, max_message_size=max_message_size,
         enable_solutions=enable_solutions, allowed_origins=tuple(allow_origin or ()),
+        max_forks=max_forks,
         ping_interval=ping_interval or None, ping_timeout=ping_interval or 30.0,
         interrupt_blocking=interrupt_blocking or None,
         verbose=verbose, quiet=quiet,

@@ -134,6 +134,7 @@ def _next_attempt(run: Run, why: str) -> None:
     trace.status, trace.error, trace.ended_at = "pending", None, None
     trace.reward, trace.subscores, trace.info = None, [], {}
     run.answer = None
+    run.memory.clear()  # a fresh environment: the agent starts over, not from its last try
 
 
 def _loop_deadline(deadline: float | None) -> float | None:

@@ -6,7 +6,9 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..protocol.messages import GradeResult, StartResult
+import msgspec
+
+from ..protocol.messages import Fork, GradeResult, StartResult
 from .trace import AgentInfo, Failure, Phase, Status, TaskInfo, Trace, new_id
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ class Run:
         self.agent_name: str | None = None
         self.model: str | None = None
         self.answer: Any = None
+        self.memory: dict[str, Any] = {}
+        """The agent's own state (its conversation): a fork (:meth:`fork`) gets a copy."""
         self._client: Client | None = None
         self._started: StartResult | None = None
 
@@ -107,6 +111,16 @@ class Run:
         info.settings = {**info.settings, **redacted(settings)}
         self.trace.agent = info
 
+    async def fork(self, count: int = 1) -> list[Run]:
+        """Branch this run's episode ``count`` ways (``tasks.fork``): runs that go on from
+        here, each in a copy of the environment as it is now, with a copy of this run's
+        trace and :attr:`memory`; this run goes on unchanged. Finish each branch with
+        ``await hud.eval.branching.finish_branch(branch)`` (grade, end its session)."""
+        # lazy: branching builds Runs, so it imports this module
+        from .branching import fork_run
+
+        return await fork_run(self, count)
+
     # -- what the engine reads ------------------------------------------------------------
 
     @property
@@ -151,6 +165,11 @@ class Run:
 
     def attach(self, client: Client | None) -> None:
         self._client = client
+
+    def started_from(self, parent: Run, fork: Fork) -> None:
+        """A branch of ``parent``: its prompt, under the branch's session and bindings."""
+        self._started = msgspec.structs.replace(parent._start, session_id=fork.session_id,
+                                                bindings=fork.bindings)
 
     def started(self, result: StartResult) -> None:
         self._started = result

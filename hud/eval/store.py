@@ -244,6 +244,7 @@ class TraceStore:
                              "args": json.loads(row["args"])},
                     "group_id": group_id, "messages": trace_messages(trace),
                     "reward": row["reward"], "advantage": advantage,
+                    **_branch_fields(trace),
                 }
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -321,6 +322,14 @@ class _Transaction:
 # -- rows and documents ----------------------------------------------------------------------
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _branch_fields(trace: dict[str, Any]) -> dict[str, Any]:
+    """A branch's row names its prefix run (``tasks.fork``) and the step it branched at;
+    its group is its siblings, so its advantage is against them."""
+    if trace.get("parent_id") is None:
+        return {}
+    return {"prefix_id": trace["parent_id"], "branch_step": trace.get("branch_step")}
 
 
 def _dumps(value: Any) -> str:

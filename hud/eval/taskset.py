@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..environment import Task, default_slug
+from .branching import branch_rollout
 from .config import DEFAULT, needs_solutions
 from .job import Job
 from .rollout import AgentCallable, rollout
@@ -139,6 +140,8 @@ class Taskset:
         store: Any = None,
         progress: Progress | None = None,
         slots: list[Slot] | None = None,
+        branch_at: int | None = None,
+        branches: int = 2,
         **settings: Any,
     ) -> Job:
         """Run every task ``group`` times (each task's repeats share a group id), at most
@@ -150,7 +153,12 @@ class Taskset:
 
         ``store`` (a ``TraceStore``) records every run as it finishes, and every run cut off
         when this is cancelled, before the cancellation propagates; the job's status goes
-        from ``running`` to ``completed``, or ``interrupted``. ``progress`` sees each run."""
+        from ``running`` to ``completed``, or ``interrupted``. ``progress`` sees each run.
+
+        With ``branch_at=K``, each rollout runs the agent ``K`` steps, forks the episode
+        ``branches`` ways (``tasks.fork``: a runtime that runs each task in its own process)
+        and finishes each branch (:func:`hud.eval.branching.branch_rollout`); the job holds
+        each prefix, then its branches."""
         if isinstance(runtime, str):
             settings["runtime"] = runtime
             runtime = None
@@ -175,12 +183,15 @@ class Taskset:
                 # A task group, not gather: cancelled, it waits for every rollout to record
                 # its cut-off run (gather returns at the first, and the store closed under
                 # the others).
-                tasks = [group.create_task(each.one(slot)) for slot in slots]
+                tasks = [group.create_task(each.one(slot) if branch_at is None else
+                                           each.tree(slot, branch_at, branches))
+                         for slot in slots]
         except asyncio.CancelledError:
             if store is not None:
                 store.set_job_status(job.id, "interrupted")
             raise
-        job.runs.extend(task.result() for task in tasks)
+        for task in tasks:
+            job.runs.extend(task.result())
         job.ended_at = time.time()
         if store is not None:
             store.end_job(job)
@@ -216,7 +227,7 @@ class _Rollouts:
             self.store.save_run(run)
         return run
 
-    async def one(self, slot: Slot) -> Run:
+    async def one(self, slot: Slot) -> list[Run]:
         started: list[Run] = []
         async with self.gate:
             try:
@@ -234,4 +245,18 @@ class _Rollouts:
         self.record(run)
         if self.progress is not None:
             self.progress(run)
-        return run
+        return [run]
+
+    async def tree(self, slot: Slot, branch_at: int, branches: int) -> list[Run]:
+        """A prefix of ``branch_at`` steps, then its ``branches`` branches (see
+        :func:`~hud.eval.branching.branch_rollout`), each recorded."""
+        async with self.gate:
+            runs = await branch_rollout(slot.task, self.agent, self.runtime,
+                                        branch_at=branch_at, branches=branches,
+                                        group_id=slot.group_id,
+                                        max_steps=self.config.max_steps)
+        for run in runs:
+            self.record(run)
+            if self.progress is not None:
+                self.progress(run)
+        return runs

@@ -118,6 +118,10 @@ class Trace(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempt: int = 1
     """Which attempt this is: a retried or resumed run continues its trace (its earlier
     attempts' steps stay, each followed by a ``retry`` or ``resume`` step)."""
+    parent_id: str | None = None
+    """The run this one branched from (``tasks.fork``), whose first steps it shares."""
+    branch_step: int | None = None
+    """How many of the parent's steps this run shares (it went on from there)."""
 
     def record(self, kind: str, duration: float | None = None, **data: Any) -> Step:
         """Append a step; ``files=`` (name → bytes) may carry binary payloads."""

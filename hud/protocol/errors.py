@@ -131,6 +131,14 @@ class Cancelled(HudError):
     kind = "cancelled"
 
 
+class CannotFork(HudError):
+    """``tasks.fork`` made nothing: ``data["cause"]`` says why: ``capability`` (named in
+    ``data["capability"]``), ``memory``, ``processes``, ``disk`` or ``start``, or ``runtime``."""
+
+    code = -32011
+    kind = "cannot_fork"
+
+
 ERRORS: tuple[type[HudError], ...] = (
     ParseError,
     InvalidRequest,
@@ -147,6 +155,7 @@ ERRORS: tuple[type[HudError], ...] = (
     UnknownSession,
     SessionBusy,
     Cancelled,
+    CannotFork,
 )
 
 _BY_CODE: dict[int, type[HudError]] = {cls.code: cls for cls in ERRORS}

@@ -248,6 +248,41 @@ class StatusResult(Body, kw_only=True):
     tasks: list[TaskStatus]
 
 
+class ForkParams(Params, kw_only=True):
+    """Branches the episode this session holds into ``count`` new sessions.
+
+    The task must have started and not yet been graded. Each new session holds an
+    independent copy of the episode as it is now (the template's suspended state, the
+    environment's in-memory state, the copyable capabilities' state); it is parked until a
+    client claims it by resuming its ``session_id`` at its ``url``. The original goes on
+    unchanged. The server caps ``count`` (``limit_exceeded``, limit ``max_forks``).
+    """
+
+    count: Annotated[int, Meta(ge=1)] = 1
+
+
+class Fork(Body, kw_only=True):
+    """One branch: a parked session on a server of its own, waiting to be claimed."""
+
+    session_id: str
+    """Resume it (``manifest`` with this ``session_id``) to claim the branch."""
+    url: str
+    """The branch's server, as the environment's host sees it (``ws://127.0.0.1:PORT``)."""
+    token: str
+    """The bearer token of the branch's server (its own, not the original's)."""
+    task: TaskRef
+    bindings: dict[str, dict[str, Any]] = {}
+    """The branch's own per-episode capability parameters, as ``tasks.start`` gives them."""
+    expires_in: float
+    """Seconds the branch waits to be claimed before it is cleaned up (the park TTL)."""
+
+
+class ForkResult(Body, kw_only=True):
+    session_id: str
+    """The original session, which goes on unchanged."""
+    sessions: list[Fork]
+
+
 class ByeParams(Params, kw_only=True):
     pass
 
@@ -269,6 +304,9 @@ __all__ = [
     "ContentBlock",
     "ErrorObject",
     "ErrorResponse",
+    "Fork",
+    "ForkParams",
+    "ForkResult",
     "GradeParams",
     "GradeResult",
     "ImageBlock",

@@ -19,6 +19,8 @@ from .messages import (
     ByeResult,
     CancelParams,
     CancelResult,
+    ForkParams,
+    ForkResult,
     GradeParams,
     GradeResult,
     ListParams,
@@ -72,6 +74,9 @@ METHODS: dict[str, Method] = {
         Method("tasks.solve", SolveParams, SolveResult, Schedule.QUEUED,
                optional="start the server with solutions enabled"),
         Method("tasks.cancel", CancelParams, CancelResult),
+        Method("tasks.fork", ForkParams, ForkResult, Schedule.QUEUED,
+               optional="this runtime does not run each task in its own process: use the "
+                        "pool or subprocess runtime, or hud serve --max-forks N"),
         Method("bye", ByeParams, ByeResult, ends_session=True),
     )
 }

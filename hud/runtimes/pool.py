@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..client import Client
 from ..errors import HudConnectionError
 from .base import Runtime, RuntimeOptions, end_session, source_of, stop_process
+from .subprocess import MAX_FORKS
 
 if TYPE_CHECKING:
     from ..environment import Task
@@ -48,7 +49,8 @@ class Zygote:
         self._live: set[int] = set()
 
     async def start(self) -> None:
-        argv = [sys.executable, "-m", "hud.runtimes.zygote", self.target]
+        argv = [sys.executable, "-m", "hud.runtimes.zygote", self.target,
+                "--max-forks", str(MAX_FORKS)]
         if self.solutions:
             argv.append("--enable-solutions")
         self._proc = await asyncio.create_subprocess_exec(

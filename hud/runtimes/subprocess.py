@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ..environment import Task
 
 
+MAX_FORKS = 64
+"""Branches one ``tasks.fork`` may make in a rollout's process (it serves that task alone)."""
+
+
 class SubprocessRuntime(Runtime):
     """A new ``hud serve`` process per rollout, on 127.0.0.1 with a one-time token."""
 
@@ -34,7 +38,8 @@ class SubprocessRuntime(Runtime):
     async def open(self, task: Task) -> AsyncIterator[Client]:
         target = self.target or source_of(task)
         token = secrets.token_urlsafe(16)
-        argv = [sys.executable, "-m", "hud", "serve", target, "--port", "0", "--quiet"]
+        argv = [sys.executable, "-m", "hud", "serve", target, "--port", "0", "--quiet",
+                "--max-forks", str(MAX_FORKS)]
         if self.solutions:
             argv.append("--enable-solutions")
         proc = await asyncio.create_subprocess_exec(

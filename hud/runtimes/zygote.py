@@ -23,6 +23,8 @@ from typing import Any
 def main(argv: list[str]) -> int:
     target = argv[0]
     solutions = "--enable-solutions" in argv[1:]
+    # each worker serves one rollout in a process of its own: it may fork that rollout
+    max_forks = int(argv[argv.index("--max-forks") + 1]) if "--max-forks" in argv else 0
     token = os.environ.get("HUD_TOKEN")
     # Finished workers are reaped here (not left to the kernel with SIG_IGN), so that their
     # CPU time adds up in this process's children's time, which the pool's owner can read.
@@ -41,7 +43,7 @@ def main(argv: list[str]) -> int:
     # shared by all workers instead of computed again in each. Each worker starts its own
     # copy (the initialize hooks run there), so no state is shared between rollouts.
     server = Server(env, ServerConfig(host="127.0.0.1", port=0, token=token,
-                                      enable_solutions=solutions))
+                                      enable_solutions=solutions, max_forks=max_forks))
     # Everything imported so far is shared with the workers copy-on-write; keep the garbage
     # collector from walking (and so writing to, and copying) those pages in every worker.
     gc.collect()
