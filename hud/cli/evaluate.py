@@ -123,6 +123,7 @@ def run_eval(command: EvalCommand) -> int:
 
     with TraceStore(command.trace_dir) as store:
         if command.resume:
+            # lazy: only --resume needs it, and it imports load_taskset back from here
             from .resume import resumed
 
             command, job, slots, taskset = resumed(command, store)
