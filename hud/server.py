@@ -133,6 +133,7 @@ class Server:
             registry=self.registry,
             call_timeout=self.config.call_timeout,
             max_message_size=self.config.max_message_size,
+            spawn=self._spawn_call,
             templates=[tpl.info() for tpl in env.templates.values()],
             declined={} if self.config.enable_solutions else {
                 name: m.optional for name, m in METHODS.items() if m.optional
@@ -210,7 +211,7 @@ class Server:
         The connection is owned by the server and closed by :meth:`aclose`.
         """
         client_end, server_end = memory_pipe()
-        self._spawn(self._control(server_end), server_end)
+        self._serve_control(server_end)
         return client_end
 
     async def serve_forever(self) -> None:
@@ -352,19 +353,23 @@ class Server:
         if path == CONTROL_PATH:
             if self.config.ping_interval:
                 ws.watch_liveness(self.config.ping_interval, self.config.ping_timeout)
-            self._spawn(self._control(ws), ws)
+            self._serve_control(ws)
         else:
             self._spawn(self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX))), ws)
 
-    async def _control(self, transport: Transport) -> None:
-        conn = ControlConnection(self.host, transport)
+    def _serve_control(self, transport: Transport) -> None:
+        """Serve a control connection (it runs from the transport's callbacks, and its calls
+        in the server's nursery); once shutting down, close instead."""
+        if self._closing or not self._tasks.accepting:
+            transport.close_soon(1001, "server shutting down")
+            return
+        conn = ControlConnection(self.host, transport, self.connections.discard)
         self.connections.add(conn)
-        try:
-            await conn.run()
-        except Exception:  # a bug in hud: this connection ends, the server serves on
-            log.exception("a control connection failed")
-        finally:
-            self.connections.discard(conn)
+        conn.open()
+
+    def _spawn_call(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[Any]:
+        """A control connection's call (it answers its own errors) in the nursery."""
+        return self._tasks.spawn(work, guarded=True)
 
     async def _tunnel(self, ws: WsServerConnection, name: str) -> None:
         try:
