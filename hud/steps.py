@@ -117,13 +117,19 @@ async def run_step(
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("run_step must be called from a task")
-    return await _Step(_watched(step, enter), label, timeout, task, on_abandon)
+    coro = _watched(step, enter)
+    context = contextvars.copy_context()
+    try:
+        first = _stretch(label, context.run, coro.send, None)
+    except StopIteration as returned:
+        return returned.value  # it never waited: nothing to arm
+    return await _Step(coro, context, first, label, timeout, task, on_abandon)
 
 
 class _Step:
-    """One step driven in place: each stretch of its coroutine runs in the calling task (no
-    task of its own: a step that never waits costs no timer and no turn of the event loop),
-    in the step's own copy of the context, timed by :func:`_stretch`.
+    """The rest of a step whose first stretch waited (:func:`run_step` ran that stretch):
+    each stretch of its coroutine runs in the calling task, in the step's own copy of the
+    context, timed by :func:`_stretch`.
 
     The deadline and the grace are timers that cancel the calling task; the cancellation is
     passed on to the step. A step that swallows a cancellation (it waits again while the
@@ -131,14 +137,15 @@ class _Step:
     it is handed to a task of its own, abandoned there, and the caller goes on.
     """
 
-    __slots__ = ("baseline", "context", "coro", "deadline", "label", "on_abandon", "owed",
-                 "state", "task", "timeout", "timer")
+    __slots__ = ("baseline", "context", "coro", "deadline", "first", "label", "on_abandon",
+                 "owed", "state", "task", "timeout", "timer")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], label: str, timeout: float | None,
-                 task: asyncio.Task[Any], on_abandon: Callable[[], None]) -> None:
-        self.coro, self.label, self.timeout = coro, label, timeout
+    def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context,
+                 first: Any, label: str, timeout: float | None, task: asyncio.Task[Any],
+                 on_abandon: Callable[[], None]) -> None:
+        self.coro, self.context, self.first = coro, context, first  # what it first awaits
+        self.label, self.timeout = label, timeout
         self.task, self.on_abandon = task, on_abandon
-        self.context = contextvars.copy_context()
         self.timer: asyncio.TimerHandle | None = None
         self.baseline = 0  # the task's cancelling() count when the step began to wait
         self.deadline = False  # the timeout ran out (then the step ends in TimeoutError)
@@ -146,10 +153,7 @@ class _Step:
         self.owed = 0  # cancel() calls of ours that the task must take back (uncancel)
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        try:
-            yielded = _stretch(self.label, self.context.run, self.coro.send, None)
-        except StopIteration as returned:
-            return returned.value  # it never waited: nothing was armed
+        yielded, self.first = self.first, None
         self.baseline = self.task.cancelling()
         if self.timeout is not None:
             self.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
