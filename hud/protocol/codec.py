@@ -40,8 +40,8 @@ from .methods import METHODS
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(Request)
 _reply_decoder = msgspec.json.Decoder(Reply)
-_params_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
-_result_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+_params_decoders: dict[str, msgspec.json.Decoder[Params]] = {}
+_result_decoders: dict[str, msgspec.json.Decoder[Body]] = {}
 _any_decoder = msgspec.json.Decoder()
 
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
