@@ -43,7 +43,7 @@ from .session import Registry
 from .transport import Transport
 from .tunnel import link_daemon
 from .watchdog import Watchdog
-from .wsconn import WsServerConnection
+from .wsserver import WsServerConnection
 
 log = logging.getLogger(__name__)
 
