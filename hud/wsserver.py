@@ -77,6 +77,9 @@ class WsServerConnection(WsConnection):
         request, accept = parsed
         self._stop_open_timer()
         self.transport.write(switching_protocols(accept, self._server_header))
+        # the handshake's protocol is dropped: its parser (a generator holding it) would
+        # keep it alive, as cyclic garbage, until the next full collection
+        self.protocol.parser.close()
         self.protocol = ServerProtocol(state=State.OPEN, max_size=self._max_size)
         self.path = request.path
         self._opened(self, self.path)
