@@ -79,7 +79,8 @@ class ControlConnection:
             if runner is not None:
                 log.warning("parking limit reached: cancelling task of session %s",
                             self.session.id)
-                self._spawn(runner.aclose())
+                with contextlib.suppress(RuntimeError):  # shutting down: the server closes it
+                    self.host.tasks.spawn(runner.aclose(), name="hud-unparked-cleanup")
         self._on_end(self)
 
     # -- the core's calls -----------------------------------------------------------------
@@ -116,7 +117,7 @@ class ControlConnection:
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[Any] | None:
         try:
-            return self.host.spawn(work)
+            return self.host.tasks.spawn_quiet(work)
         except RuntimeError:  # the server's nursery is closed (it closed work unrun)
             return None
 
@@ -147,6 +148,7 @@ class ControlConnection:
             self._busy -= 1
             if not self._open and self._busy == 0 and not self._ended:
                 self._end()
+            self.host.tasks.forget(asyncio.current_task())
 
     def _flush(self) -> None:
         for payload in self.core.data_to_send():

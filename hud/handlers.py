@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from .environment import Environment
+from .nursery import Nursery
 from .protocol.errors import (
     HudError,
     InvalidParams,
@@ -65,9 +66,8 @@ class Host:
     call_timeout: float
     """Seconds each template phase may take, unless the template sets its own."""
     max_message_size: int
-    spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]]
-    """Runs a connection's work in a task the server owns; raises ``RuntimeError`` (and
-    closes the coroutine) once the server is shutting down."""
+    tasks: Nursery
+    """The server's: runs a connection's calls (:meth:`Nursery.spawn_quiet`)."""
     templates: list[TemplateInfo] = field(default_factory=list)
     declined: dict[str, str] = field(default_factory=dict)
     """Methods of the table this server does not serve, with the reason (for the error)."""

@@ -128,12 +128,13 @@ class Server:
             max_sessions=self.config.max_sessions,
             max_parked=self.config.max_parked,
         )
+        self._tasks = Nursery("hud-server")  # owns every task of the server
         self.host = Host(
             env=env,
             registry=self.registry,
             call_timeout=self.config.call_timeout,
             max_message_size=self.config.max_message_size,
-            spawn=self._spawn_call,
+            tasks=self._tasks,
             templates=[tpl.info() for tpl in env.templates.values()],
             declined={} if self.config.enable_solutions else {
                 name: m.optional for name, m in METHODS.items() if m.optional
@@ -144,7 +145,6 @@ class Server:
         self._handshaking: set[WsServerConnection] = set()  # accepted, not yet open
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
-        self._tasks = Nursery("hud-server")  # owns every task of the server
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
         self._closing = False
@@ -366,10 +366,6 @@ class Server:
         conn = ControlConnection(self.host, transport, self.connections.discard)
         self.connections.add(conn)
         conn.open()
-
-    def _spawn_call(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[Any]:
-        """A control connection's call (it answers its own errors) in the nursery."""
-        return self._tasks.spawn(work, guarded=True)
 
     async def _tunnel(self, ws: WsServerConnection, name: str) -> None:
         try:
