@@ -4,8 +4,9 @@
 server, a tunnel forwarder or a capability daemon lives longer than any such block, and is
 often started by one task and closed by another. :class:`Nursery` gives them the same
 guarantees: every task it starts belongs to one ``TaskGroup``, held open by one root task
-that the nursery owns; :meth:`Nursery.aclose` cancels what is left and returns only when
-every task has ended. Nothing it starts is fire-and-forget.
+that the nursery owns (or, from :meth:`Nursery.spawn_quiet`, to the nursery alone, without
+the group's done callbacks); :meth:`Nursery.aclose` cancels what is left and returns only
+when every task has ended. Nothing it starts is fire-and-forget.
 
 Unlike a bare ``TaskGroup``, a task that fails does not cancel its siblings: one broken
 connection must not end a server. The failure is logged with the task's name.
