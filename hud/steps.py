@@ -138,7 +138,7 @@ class _Step:
     """
 
     __slots__ = ("baseline", "context", "coro", "deadline", "first", "label", "on_abandon",
-                 "owed", "state", "task", "timeout", "timer")
+                 "owed", "state", "task", "thrown", "timeout", "timer")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context,
                  first: Any, label: str, timeout: float | None, task: asyncio.Task[Any],
@@ -151,6 +151,7 @@ class _Step:
         self.deadline = False  # the timeout ran out (then the step ends in TimeoutError)
         self.state = "running"  # then "grace" (a cancellation swallowed), then "given up"
         self.owed = 0  # cancel() calls of ours that the task must take back (uncancel)
+        self.thrown = False  # a cancellation was passed on to the step
 
     def __await__(self) -> Generator[Any, Any, Any]:
         yielded, self.first = self.first, None
@@ -172,6 +173,7 @@ class _Step:
                         yielded = _stretch(self.label, self.context.run, self.coro.send,
                                            value)
                     else:
+                        self.thrown = True
                         yielded = _stretch(self.label, self.context.run, self.coro.throw,
                                            error)
                 except StopIteration as returned:
@@ -206,10 +208,11 @@ class _Step:
 
     def _ended(self, value: Any) -> Any:
         """The step ended with ``value`` (or raised, then value is None and the caller
-        re-raises). After our deadline, that is a TimeoutError."""
+        re-raises). After our deadline, that is a TimeoutError; after a cancellation of the
+        caller that the step swallowed, a CancelledError all the same."""
         for _ in range(self.owed):
             self.task.uncancel()
-        if self.deadline:
+        if self.deadline or (self.thrown and self.task.cancelling() > self.baseline):
             self._raise_cancelled_or_timeout()
         return value
 

@@ -98,3 +98,25 @@ async def test_a_step_past_its_timeout_raises_timeout_error_and_leaves_no_cancel
                        enter=contextlib.nullcontext, on_abandon=lambda: None)
     assert task.cancelling() == 0
     await asyncio.sleep(0)  # and the task is not cancelled later by a stale timer
+
+
+async def test_a_cancelled_caller_is_cancelled_even_when_its_step_swallows_it() -> None:
+    waiting = asyncio.Event()
+
+    async def swallows() -> str:
+        try:
+            waiting.set()
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            pass  # and returns as if nothing happened
+        return "as if nothing happened"
+
+    async def caller() -> str:
+        return await run_step(swallows(), label="t", timeout=5,
+                              enter=contextlib.nullcontext, on_abandon=lambda: None)
+
+    task = asyncio.create_task(caller())
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
