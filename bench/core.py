@@ -653,8 +653,14 @@ def _cli_once(url: str, env: dict, timeout: float) -> tuple[float, float]:
 
 
 def bench_cli_cycle(url: str, n: int, warmup: int, timeout: float = 120.0) -> dict:
-    """B5.cli_cycle: two CLI processes per cycle (cf. ref.bench_cli_cycle)."""
+    """B5.cli_cycle: two CLI processes per cycle (cf. ref.bench_cli_cycle).
+
+    With bytecode cached, as an installed hud (and the reference, installed by pip) runs:
+    under ``PYTHONDONTWRITEBYTECODE`` an editable checkout compiles every module it imports
+    in each process, which measures the source's size, not the CLI. The warmup cycle
+    writes the cache."""
     env = ref._child_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     tally, starts, grades = ref.cli_cycles(lambda: _cli_once(url, env, timeout), n, warmup)
     return record(
         SYSTEM, "B5.cli_cycle", **tally.fields(n), warmup=warmup,

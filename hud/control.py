@@ -1,13 +1,15 @@
 """One control connection: the asyncio driver of :class:`hud.protocol.connection.ServerConnection`.
 
-The sans-I/O core decides what runs when; this module runs it. Each call the core releases
-runs its handler (:mod:`hud.handlers`) in a task of the connection's task group, and every
-reply goes out as soon as the core produces it. Reading pauses while the core is saturated
-or the peer is not taking our replies, so a client that floods requests or never reads
-costs bounded memory; a peer that takes none of our data for :data:`UNREAD_LIMIT` seconds
-(frozen, e.g. stopped with SIGSTOP, which TCP keepalive cannot tell from a quiet peer) is
-taken as gone and disconnected. When the connection drops, the calls already accepted still finish
-(the task group waits for them), then the session is parked if it holds a task.
+The sans-I/O core decides what runs when; this module runs it, from the transport's
+callbacks: the connection has no task of its own. A call whose handler is a plain function
+(it cannot wait) is answered on the spot; one whose handler is a coroutine runs in a task
+of the server's nursery (:attr:`hud.handlers.Host.spawn`). Every reply goes out as soon as
+the core produces it. Reading pauses while the core is saturated or the peer is not taking
+our replies, so a client that floods requests or never reads costs bounded memory; a peer
+that takes none of our data for :data:`UNREAD_LIMIT` seconds (frozen, e.g. stopped with
+SIGSTOP, which TCP keepalive cannot tell from a quiet peer) is taken as gone and
+disconnected. When the connection drops, the calls already accepted still finish, then the
+session is parked if it holds a task.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .errors import TransportClosed
 from .handlers import HANDLERS, Host
 from .protocol.connection import Call, Outcome, ServerConnection
 from .protocol.errors import Cancelled, HudError, InternalError
+from .protocol.messages import Body
 from .protocol.methods import Schedule
 from .session import Session
 from .transport import Transport
@@ -33,36 +38,50 @@ UNREAD_LIMIT = 60.0
 class ControlConnection:
     """Serves one transport until it closes; see the module docstring."""
 
-    __slots__ = ("_doomed", "_group", "_op", "_started", "_unread_timer", "_write_blocked",
-                 "core", "host", "session", "transport")
+    __slots__ = ("_busy", "_doomed", "_ended", "_on_end", "_op", "_open", "_started",
+                 "_unread_timer", "_write_blocked", "core", "host", "session", "transport")
 
-    def __init__(self, host: Host, transport: Transport) -> None:
+    def __init__(self, host: Host, transport: Transport,
+                 on_end: Callable[[ControlConnection], None] = lambda _: None) -> None:
         self.host = host
         self.transport = transport
         self.session: Session | None = None
         self.core = ServerConnection(max_message_size=host.max_message_size,
                                      declined=host.declined)
-        self._group: asyncio.TaskGroup | None = None
+        self._on_end = on_end
+        self._open = True  # until the transport closes
+        self._ended = False  # the session is detached: nothing more runs
+        self._busy = 0  # call tasks not finished yet
         self._op: asyncio.Task[None] | None = None  # the queued call in progress
         self._started = False  # whether _op has had its first turn (a task cancelled
         self._doomed = False  # before that never runs: it is doomed, and answers at once)
         self._write_blocked = False
         self._unread_timer: asyncio.TimerHandle | None = None
 
-    async def run(self) -> None:
-        """Serve until the transport closes and accepted calls finish; then park or drop
-        the session."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                self._group = group
-                self.transport.on_write_pause = self._write_paused
-                self.transport.attach(self._receive, _ignore)
-                await self.transport.closed
-        finally:
-            self._group = None
-            if self._unread_timer is not None:
-                self._unread_timer.cancel()
-            await self._detach()
+    def open(self) -> None:
+        """Serve the transport from now on. When it closes and the accepted calls have
+        finished, the session is parked or dropped and ``on_end(self)`` is called."""
+        self.transport.on_write_pause = self._write_paused
+        self.transport.attach(self._receive, self._closed)
+
+    def _closed(self, _reason: BaseException | None) -> None:
+        self._open = False
+        if self._unread_timer is not None:
+            self._unread_timer.cancel()
+            self._unread_timer = None
+        if self._busy == 0:
+            self._end()
+
+    def _end(self) -> None:
+        self._ended = True
+        if self.session is not None:
+            runner = self.host.registry.detach(self.session)
+            if runner is not None:
+                log.warning("parking limit reached: cancelling task of session %s",
+                            self.session.id)
+                with contextlib.suppress(RuntimeError):  # shutting down: the server closes it
+                    self.host.tasks.spawn(runner.aclose(), name="hud-unparked-cleanup")
+        self._on_end(self)
 
     # -- the core's calls -----------------------------------------------------------------
 
@@ -71,39 +90,65 @@ class ControlConnection:
         self._flush()
 
     def _start(self, calls: list[Call]) -> None:
-        group = self._group
-        for call in calls:
-            if group is None:  # only after the group is done: nothing can run any more
+        """Run each call: in place when its handler cannot wait (it may release more calls,
+        run here too), else in a task."""
+        while calls:
+            call = calls.pop(0)
+            if self._ended:  # nothing can run any more
                 self.core.finish(call, Cancelled(f"{call.method.name}: connection ended"))
                 continue
-            task = group.create_task(self._run(call))
+            try:
+                work = HANDLERS[call.method.name](self, call.params)
+            except Exception as exc:
+                calls += self.core.finish(call, _failure(call, exc))
+                continue
+            if isinstance(work, Body):
+                calls += self.core.finish(call, work)
+                continue
+            task = self._spawn(self._run(call, work))
+            if task is None:
+                work.close()
+                calls += self.core.finish(call, Cancelled(
+                    f"{call.method.name}: the server is shutting down"))
+                continue
+            self._busy += 1
             if call.method.schedule is Schedule.QUEUED:
                 self._op, self._started, self._doomed = task, False, False
 
-    async def _run(self, call: Call) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[Any] | None:
+        try:
+            return self.host.tasks.spawn_quiet(work)
+        except RuntimeError:  # the server's nursery is closed (it closed work unrun)
+            return None
+
+    async def _run(self, call: Call, work: Coroutine[Any, Any, Body]) -> None:
         outcome: Outcome
         queued = call.method.schedule is Schedule.QUEUED
         if queued:
             self._started = True
         try:
             if queued and self._doomed:
+                work.close()
                 raise asyncio.CancelledError
-            outcome = await HANDLERS[call.method.name](self, call.params)
-        except HudError as exc:
-            outcome = exc
+            outcome = await work
         except asyncio.CancelledError:
             outcome = Cancelled(f"{call.method.name} was cancelled")
-        except Exception as exc:  # a bug in hud itself: say so, keep serving
-            log.exception("internal error while handling %s", call.method.name)
-            outcome = InternalError(f"internal error: {exc!r}")
+        except Exception as exc:
+            outcome = _failure(call, exc)
         if self._op is asyncio.current_task():
             self._op = None
         ready = self.core.finish(call, outcome)
         # an error's traceback holds this frame, and the frame the error: without this the
         # call's params (up to max_message_size) live on until the next cyclic GC
         del outcome
-        self._flush()
-        self._start(ready)
+        try:
+            self._start(ready)
+            self._flush()
+        finally:
+            self._busy -= 1
+            if not self._open and self._busy == 0 and not self._ended:
+                self._end()
+            self.host.tasks.forget(asyncio.current_task())
 
     def _flush(self) -> None:
         for payload in self.core.data_to_send():
@@ -165,14 +210,11 @@ class ControlConnection:
     def close_soon(self) -> None:
         asyncio.get_running_loop().call_soon(self.transport.close_soon, 1000, "bye")
 
-    async def _detach(self) -> None:
-        if self.session is not None:
-            runner = self.host.registry.detach(self.session)
-            if runner is not None:
-                log.warning("parking limit reached: cancelling task of session %s",
-                            self.session.id)
-                await runner.aclose()
 
-
-def _ignore(_reason: BaseException | None) -> None:
-    """The end of the transport is awaited in :meth:`ControlConnection.run` instead."""
+def _failure(call: Call, exc: Exception) -> HudError:
+    """What a handler's exception is answered with: its own error, or (a bug in hud
+    itself: said so, and the connection serves on) an internal error."""
+    if isinstance(exc, HudError):
+        return exc
+    log.error("internal error while handling %s", call.method.name, exc_info=exc)
+    return InternalError(f"internal error: {exc!r}")

@@ -1,9 +1,11 @@
 """What the server does for each method: one handler per row of the method table.
 
 A handler takes the connection's :class:`Context` and the decoded params and returns the
-result Struct, or raises a :class:`~hud.protocol.errors.HudError`. It does no I/O on the
-connection: the driver (:mod:`hud.control`) sends what it returns. Handlers reach the
-server only through :class:`Host`, the narrow view of it they need.
+result Struct, or raises a :class:`~hud.protocol.errors.HudError`. A handler that never
+waits is a plain function: the driver answers it on the spot, without a task; one that may
+wait (it runs template code, or waits for other calls) is a coroutine function. It does no
+I/O on the connection: the driver (:mod:`hud.control`) sends what it returns. Handlers
+reach the server only through :class:`Host`, the narrow view of it they need.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .environment import Environment
+from .nursery import Nursery
 from .protocol.errors import (
     CannotFork,
     HudError,
@@ -69,6 +72,8 @@ class Host:
     call_timeout: float
     """Seconds each template phase may take, unless the template sets its own."""
     max_message_size: int
+    tasks: Nursery
+    """The server's: runs a connection's calls (:meth:`Nursery.spawn_quiet`)."""
     templates: list[TemplateInfo] = field(default_factory=list)
     declined: dict[str, str] = field(default_factory=dict)
     """Methods of the table this server does not serve, with the reason (for the error)."""
@@ -93,13 +98,16 @@ class Context(Protocol):
         """Close the connection once the reply in progress is out."""
 
 
-Handler = Callable[[Context, Any], Awaitable[Body]]
+Handler = Callable[[Context, Any], Coroutine[Any, Any, Body] | Body]
 HANDLERS: dict[str, Handler] = {}
 """The handler of each method, by name; checked against the method table below."""
 
 
-def handles(method: str) -> Callable[[Handler], Handler]:
-    def register(func: Handler) -> Handler:
+H = TypeVar("H", bound=Handler)
+
+
+def handles(method: str) -> Callable[[H], H]:
+    def register(func: H) -> H:
         HANDLERS[method] = func
         return func
 
@@ -116,7 +124,7 @@ def session_of(ctx: Context) -> Session:
 
 
 @handles("manifest")
-async def manifest(ctx: Context, params: ManifestParams) -> ManifestResult:
+def manifest(ctx: Context, params: ManifestParams) -> ManifestResult:
     common = [v for v in params.protocol_versions if v in SUPPORTED_VERSIONS]
     if not common:
         raise UnsupportedVersion(
@@ -165,12 +173,12 @@ async def bye(ctx: Context, params: ByeParams) -> ByeResult:
 
 
 @handles("tasks.list")
-async def list_templates(ctx: Context, params: ListParams) -> ListResult:
+def list_templates(ctx: Context, params: ListParams) -> ListResult:
     return ListResult(templates=ctx.host.templates)
 
 
 @handles("tasks.status")
-async def status(ctx: Context, params: StatusParams) -> StatusResult:
+def status(ctx: Context, params: StatusParams) -> StatusResult:
     registry, now = ctx.host.registry, time.monotonic()
     tasks = [
         TaskStatus(

@@ -4,8 +4,9 @@
 server, a tunnel forwarder or a capability daemon lives longer than any such block, and is
 often started by one task and closed by another. :class:`Nursery` gives them the same
 guarantees: every task it starts belongs to one ``TaskGroup``, held open by one root task
-that the nursery owns; :meth:`Nursery.aclose` cancels what is left and returns only when
-every task has ended. Nothing it starts is fire-and-forget.
+that the nursery owns (or, from :meth:`Nursery.spawn_quiet`, to the nursery alone, without
+the group's done callbacks); :meth:`Nursery.aclose` cancels what is left and returns only
+when every task has ended. Nothing it starts is fire-and-forget.
 
 Unlike a bare ``TaskGroup``, a task that fails does not cancel its siblings: one broken
 connection must not end a server. The failure is logged with the task's name.
@@ -32,6 +33,7 @@ class Nursery:
         self._root: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # the group's, to cancel at close
+        self._quiet: set[asyncio.Task[Any]] = set()  # see spawn_quiet
 
     @property
     def accepting(self) -> bool:
@@ -52,8 +54,11 @@ class Nursery:
             self._group = group
             ready.set_result(None)
             await self._stop.wait()
-            for task in list(self._tasks):
+            for task in [*self._tasks, *self._quiet]:
                 task.cancel()
+            while quiet := [task for task in self._quiet if not task.done()]:
+                await asyncio.wait(quiet)
+            self._quiet.clear()
         self._group = None
 
     def spawn(self, work: Coroutine[Any, Any, T], name: str | None = None, *,
@@ -79,6 +84,26 @@ class Nursery:
         task.add_done_callback(lambda _: work.close())
         return task
 
+    def spawn_quiet(self, work: Coroutine[Any, Any, T], name: str | None = None
+                    ) -> asyncio.Task[T]:
+        """Run ``work`` in a task that carries no done callback (a task of the group carries
+        two, and each costs a turn of the event loop when the task ends: once per request
+        on a busy server). The nursery owns it all the same: :meth:`aclose` waits for it,
+        and cancels it when cancelling. Contract: ``work`` catches its own errors and calls
+        :meth:`forget` with its task as its last act, and its task is not cancelled before
+        its first turn (it would never call :meth:`forget`). Raises ``RuntimeError`` once
+        closing, as :meth:`spawn` does."""
+        if self._group is None or not self.accepting:
+            work.close()
+            raise RuntimeError(f"{self.name}: closed, cannot start more tasks")
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._quiet.add(task)
+        return task
+
+    def forget(self, task: asyncio.Task[Any] | None) -> None:
+        """``task`` (from :meth:`spawn_quiet`) is ending: stop owning it."""
+        self._quiet.discard(task)
+
     async def _logged(self, work: Coroutine[Any, Any, T]) -> T | None:
         try:
             return await work
@@ -92,7 +117,7 @@ class Nursery:
         if self._stop is None or self._root is None:
             return
         if not cancel:
-            while self._tasks:
-                await asyncio.wait(list(self._tasks))
+            while pending := [t for t in (*self._tasks, *self._quiet) if not t.done()]:
+                await asyncio.wait(pending)
         self._stop.set()
         await self._root

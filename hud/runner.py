@@ -9,10 +9,10 @@ The generator's life has three phases, and an error names the one it happened in
 * ``cleanup``: whatever runs after the second ``yield``, or in ``finally`` when the task is
   cancelled, expires, or fails.
 
-Every step is bounded by a timeout, runs in a task of its own and is watched for blocking the
-event loop (:mod:`hud.steps`): a template that ignores its cancellation is abandoned, not
-waited for. What the generator yields is checked here and turned into
-wire types; anything malformed is a :class:`TemplateError`, never passed on as-is.
+Every step is bounded by a timeout, runs in place in the caller's task and is watched for
+blocking the event loop (:mod:`hud.steps`): a template that ignores its cancellation is
+abandoned, not waited for. What the generator yields is checked here and turned into wire
+types; anything malformed is a :class:`TemplateError`, never passed on as-is.
 
 The environment's *task hooks* (capabilities such as the workspace) wrap the whole task: each
 is an async context manager entered at the start of setup, whose value (bindings by capability

@@ -44,7 +44,7 @@ from .session import Registry
 from .transport import Transport
 from .tunnel import RAW_UPGRADE, SPLICE_AVAILABLE, BareTunnel, link_daemon, take_socket
 from .watchdog import Watchdog
-from .wsconn import WsServerConnection
+from .wsserver import WsServerConnection
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +134,13 @@ class Server:
             max_parked=self.config.max_parked,
         )
         self.forks = Forks(self.config) if self.config.max_forks > 0 else None
+        self._tasks = Nursery("hud-server")  # owns every task of the server
         self.host = Host(
             env=env,
             registry=self.registry,
             call_timeout=self.config.call_timeout,
             max_message_size=self.config.max_message_size,
+            tasks=self._tasks,
             templates=[tpl.info() for tpl in env.templates.values()],
             declined=self._declined(),
             forks=self.forks,
@@ -150,7 +152,6 @@ class Server:
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
         self._bare_pending: set[WsServerConnection] = set()  # answered hud-tunnel/1
         self._bare: set[BareTunnel] = set()  # bare tunnels (see hud.tunnel)
-        self._tasks = Nursery("hud-server")  # owns every task of the server
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
         self._closing = False
@@ -240,7 +241,7 @@ class Server:
         The connection is owned by the server and closed by :meth:`aclose`.
         """
         client_end, server_end = memory_pipe()
-        self._spawn(self._control(server_end), server_end)
+        self._serve_control(server_end)
         return client_end
 
     async def serve_forever(self) -> None:
@@ -405,19 +406,19 @@ class Server:
         if path == CONTROL_PATH:
             if self.config.ping_interval:
                 ws.watch_liveness(self.config.ping_interval, self.config.ping_timeout)
-            self._spawn(self._control(ws), ws)
+            self._serve_control(ws)
         else:
             self._spawn(self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX))), ws)
 
-    async def _control(self, transport: Transport) -> None:
-        conn = ControlConnection(self.host, transport)
+    def _serve_control(self, transport: Transport) -> None:
+        """Serve a control connection (it runs from the transport's callbacks, and its calls
+        in the server's nursery); once shutting down, close instead."""
+        if self._closing or not self._tasks.accepting:
+            transport.close_soon(1001, "server shutting down")
+            return
+        conn = ControlConnection(self.host, transport, self.connections.discard)
         self.connections.add(conn)
-        try:
-            await conn.run()
-        except Exception:  # a bug in hud: this connection ends, the server serves on
-            log.exception("a control connection failed")
-        finally:
-            self.connections.discard(conn)
+        conn.open()
 
     def _open_bare(self, ws: WsServerConnection, name: str) -> None:
         # from here on the socket is the tunnel's: the WebSocket object is dropped

@@ -5,11 +5,12 @@ stall the server: a step that swallows :class:`asyncio.CancelledError` (it can t
 any timeout, ``tasks.cancel`` and shutdown), and a step that blocks the loop (``time.sleep``,
 a synchronous HTTP call), which stalls every session at once.
 
-:func:`run_step` runs each step in a task of its own and waits for it. On a timeout, or when
-the caller is cancelled, the step is cancelled and gets :data:`CANCEL_GRACE` seconds to end;
-one that does not is *abandoned*: logged as an error, kept in :data:`ABANDONED` until it
-returns by itself, and no longer waited for, so the reply still goes out and shutdown still
-ends. While a step runs, each stretch it holds the loop longer than
+:func:`run_step` runs each step in place, in the calling task, so a step that never waits
+costs no task and no turn of the event loop. On a timeout, or when the caller is cancelled,
+the step is cancelled and gets :data:`CANCEL_GRACE` seconds to end; one that does not is
+*abandoned*: logged as an error, moved to a task of its own that is kept in :data:`ABANDONED`
+until it returns by itself, and no longer waited for, so the reply still goes out and
+shutdown still ends. While a step runs, each stretch it holds the loop longer than
 :data:`BLOCKING_THRESHOLD` is logged with the template's name: blocking work belongs in
 ``await asyncio.to_thread(func, ...)``, which keeps every other session served meanwhile.
 Where a watchdog runs (:mod:`hud.watchdog`, ``hud serve``), a stretch that holds the loop
@@ -24,7 +25,6 @@ import contextvars
 import itertools
 import logging
 import time
-from asyncio.tasks import _enter_task, _leave_task  # see _start_eagerly
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import FrameType
 from typing import Any
@@ -105,82 +105,148 @@ async def run_step(
     enter: Callable[[], contextlib.AbstractContextManager[Any]],
     on_abandon: Callable[[], None],
 ) -> Any:
-    """Await ``step`` in its own task with ``enter()`` around it and return its result.
+    """Await ``step`` in the calling task, in a copy of its context, with ``enter()`` around
+    it, and return its result.
 
     Raises what the step raises, :class:`TimeoutError` after ``timeout`` seconds, and
     :class:`asyncio.CancelledError` when the caller is cancelled; in the last two cases only
     once the step has ended or been abandoned (then ``on_abandon()`` is called first).
-    ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``."""
-    task, finished = _start_eagerly(_watched(step, enter), label)
-    if finished is not None:  # the step never waited: it is done already
-        return finished.result()
-    try:
-        done, _ = await asyncio.wait((task,), timeout=timeout)
-    except asyncio.CancelledError:
-        await _stop(task, label, on_abandon)
-        raise
-    if not done:
-        await _stop(task, label, on_abandon)
-        raise TimeoutError
-    return task.result()
-
-
-def _start_eagerly(coro: Coroutine[Any, Any, Any], label: str
-                   ) -> tuple[asyncio.Task[Any], asyncio.Future[Any] | None]:
-    """A task for ``coro`` whose first stretch runs here and now, as that task and in its
-    own copy of the context (what Python 3.12's eager tasks do, done by hand for 3.11).
-
-    Most steps never wait (a prompt, a grade computed in place); for them the stretch is
-    the whole step, and the second item holds its outcome: the task then only returns at
-    its first turn. A step that suspends goes on in the task, from where it stopped, with
-    ``asyncio.current_task()`` and every context variable the same as in its first stretch.
-    """
-    loop = asyncio.get_running_loop()
+    ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``. Must be called
+    from a task: the step runs as that task (``asyncio.current_task()``) until it ends or is
+    abandoned."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("run_step must be called from a task")
+    coro = _watched(step, enter)
     context = contextvars.copy_context()
-    resumed = _Resumed(coro, label)
-    task = loop.create_task(_drive(resumed), context=context)
-    caller = asyncio.current_task(loop)
-    if caller is not None:
-        _leave_task(loop, caller)
-    _enter_task(loop, task)
-    outcome: asyncio.Future[Any] | None = None
     try:
-        resumed.first = _stretch(label, context.run, coro.send, None)
+        first = _stretch(label, context.run, coro.send, None)
     except StopIteration as returned:
-        outcome = loop.create_future()
-        outcome.set_result(returned.value)
-    except BaseException as exc:  # the step's own error, raised to the caller
-        outcome = loop.create_future()
-        outcome.set_exception(exc)
-    finally:
-        _leave_task(loop, task)
-        if caller is not None:
-            _enter_task(loop, caller)
-    resumed.finished = outcome is not None
-    return task, outcome
+        return returned.value  # it never waited: nothing to arm
+    return await _Step(coro, context, first, label, timeout, task, on_abandon)
 
 
-class _Resumed:
-    """The rest of a coroutine whose first stretch ran elsewhere (see _start_eagerly),
-    timing each stretch it runs between two suspensions."""
+class _Step:
+    """The rest of a step whose first stretch waited (:func:`run_step` ran that stretch):
+    each stretch of its coroutine runs in the calling task, in the step's own copy of the
+    context, timed by :func:`_stretch`.
 
-    __slots__ = ("coro", "finished", "first", "label")
+    The deadline and the grace are timers that cancel the calling task; the cancellation is
+    passed on to the step. A step that swallows a cancellation (it waits again while the
+    task's ``cancelling()`` count stays raised) has :data:`CANCEL_GRACE` seconds to end; then
+    it is handed to a task of its own, abandoned there, and the caller goes on.
+    """
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], label: str) -> None:
-        self.coro = coro
-        self.label = label
-        self.first: Any = None
-        self.finished = False
+    __slots__ = ("baseline", "context", "coro", "deadline", "first", "label", "on_abandon",
+                 "owed", "state", "task", "thrown", "timeout", "timer")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context,
+                 first: Any, label: str, timeout: float | None, task: asyncio.Task[Any],
+                 on_abandon: Callable[[], None]) -> None:
+        self.coro, self.context, self.first = coro, context, first  # what it first awaits
+        self.label, self.timeout = label, timeout
+        self.task, self.on_abandon = task, on_abandon
+        self.timer: asyncio.TimerHandle | None = None
+        self.baseline = 0  # the task's cancelling() count when the step began to wait
+        self.deadline = False  # the timeout ran out (then the step ends in TimeoutError)
+        self.state = "running"  # then "grace" (a cancellation swallowed), then "given up"
+        self.owed = 0  # cancel() calls of ours that the task must take back (uncancel)
+        self.thrown = False  # a cancellation was passed on to the step
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        if self.finished:
-            return None
-        value: Any = None
-        error: BaseException | None = None
-        try:  # what the first stretch suspended on, now awaited by the task
-            value = yield self.first
-        except BaseException as exc:  # thrown in by the task (cancellation): pass it on
-            error = exc
+        yielded, self.first = self.first, None
+        self.baseline = self.task.cancelling()
+        if self.timeout is not None:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
+        try:
+            while True:
+                value: Any = None
+                error: BaseException | None = None
+                try:
+                    value = yield yielded
+                except BaseException as exc:  # thrown in by the task: a cancellation
+                    error = exc
+                if self.state == "given up":
+                    return self._abandon(value, error)
+                try:
+                    if error is None:
+                        yielded = _stretch(self.label, self.context.run, self.coro.send,
+                                           value)
+                    else:
+                        self.thrown = True
+                        yielded = _stretch(self.label, self.context.run, self.coro.throw,
+                                           error)
+                except StopIteration as returned:
+                    return self._ended(returned.value)
+                except BaseException:
+                    self._ended(None)
+                    raise
+                if self.state == "running" and self.task.cancelling() > self.baseline:
+                    self._begin_grace()  # it waits again with a cancellation unanswered
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+
+    def _cancel(self) -> None:
+        self.timer = None
+        self.owed += 1
+        self.task.cancel()
+
+    def _expire(self) -> None:
+        self.deadline = True
+        self._cancel()
+
+    def _begin_grace(self) -> None:
+        self.state = "grace"
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, self._give_up)
+
+    def _give_up(self) -> None:
+        self.state = "given up"
+        self._cancel()  # wakes the task; the step is abandoned then (see _abandon)
+
+    def _ended(self, value: Any) -> Any:
+        """The step ended with ``value`` (or raised, then value is None and the caller
+        re-raises). After our deadline, that is a TimeoutError; after a cancellation of the
+        caller that the step swallowed, a CancelledError all the same."""
+        for _ in range(self.owed):
+            self.task.uncancel()
+        if self.deadline or (self.thrown and self.task.cancelling() > self.baseline):
+            self._raise_cancelled_or_timeout()
+        return value
+
+    def _abandon(self, value: Any, error: BaseException | None) -> Any:
+        rest = asyncio.get_running_loop().create_task(
+            _drive(_Rest(self.coro, self.label, value, error)), context=self.context)
+        log.error("%s ignored its cancellation for %g s: abandoned (it runs on until it "
+                  "returns); template code must let CancelledError propagate",
+                  self.label, CANCEL_GRACE)
+        ABANDONED.add(rest)
+        rest.add_done_callback(_forget)
+        self.on_abandon()
+        for _ in range(self.owed):
+            self.task.uncancel()
+        self._raise_cancelled_or_timeout()
+
+    def _raise_cancelled_or_timeout(self) -> None:
+        if self.deadline and self.task.cancelling() <= self.baseline:
+            raise TimeoutError
+        raise asyncio.CancelledError
+
+
+class _Rest:
+    """The rest of an abandoned step: it goes on from where it stopped (with ``value`` or
+    ``error``, what it was woken with) in a task of its own, each stretch still timed."""
+
+    __slots__ = ("coro", "error", "label", "value")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], label: str, value: Any,
+                 error: BaseException | None) -> None:
+        self.coro, self.label, self.value, self.error = coro, label, value, error
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        value, error = self.value, self.error
         while True:
             try:
                 if error is None:
@@ -195,24 +261,14 @@ class _Resumed:
                 value, error = None, exc
 
 
-async def _drive(resumed: _Resumed) -> Any:
-    return await resumed
+async def _drive(rest: _Rest) -> Any:
+    return await rest
 
 
-async def _stop(task: asyncio.Task[Any], label: str, on_abandon: Callable[[], None]) -> None:
-    task.cancel()
-    try:
-        await asyncio.wait((task,), timeout=CANCEL_GRACE)
-    finally:
-        if not task.done():
-            log.error("%s ignored its cancellation for %g s: abandoned (it runs on until it "
-                      "returns); template code must let CancelledError propagate",
-                      label, CANCEL_GRACE)
-            ABANDONED.add(task)
-            task.add_done_callback(ABANDONED.discard)
-            on_abandon()
-        elif not task.cancelled():
-            task.exception()  # retrieved: the step was given up, its outcome is moot
+def _forget(task: asyncio.Task[Any]) -> None:
+    ABANDONED.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: the step was given up, its outcome is moot
 
 
 async def _watched(

@@ -9,8 +9,8 @@ connection feeds its protocol core, a tunnel writes to its daemon). Each end imp
 kernel's buffer is full. Pings, pongs and the close handshake are kept by the sans-I/O
 protocol.
 
-:class:`WsClient` (with :func:`connect`) is the client end; :class:`WsServerConnection` is
-one accepted connection of :class:`hud.server.Server`.
+:class:`WsClient` (with :func:`connect`) is the client end; one accepted connection of
+:class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
-from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from .errors import TransportClosed
@@ -342,60 +341,3 @@ async def connect(
             conn.transport.abort()
             raise
     return conn
-
-
-Gate = Callable[["WsServerConnection", Request], Response | None]
-Opened = Callable[["WsServerConnection", str], None]
-
-
-class WsServerConnection(WsConnection):
-    """One accepted connection. ``gate`` sees the handshake request and may answer it with
-    an HTTP response (a refusal); otherwise the WebSocket opens and ``opened`` is called with
-    the request path. Headers are dropped after the handshake (a long-lived session should
-    not hold them)."""
-
-    protocol: ServerProtocol
-
-    def __init__(self, gate: Gate, opened: Opened, *, max_size: int | None,
-                 server_header: str, open_timeout: float = 10.0) -> None:
-        super().__init__(ServerProtocol(max_size=max_size))
-        self._gate = gate
-        self._opened = opened
-        self._server_header = server_header
-        self._open_timeout = open_timeout
-        self._open_timer: asyncio.TimerHandle | None = None
-        self.path = ""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._open_timer = asyncio.get_running_loop().call_later(
-            self._open_timeout, self._abort_if_connecting
-        )
-
-    def _abort_if_connecting(self) -> None:
-        if self.protocol.state is State.CONNECTING and self.transport is not None:
-            self.transport.abort()
-
-    def respond(self, status: int, text: str) -> Response:
-        """An HTTP response refusing the handshake (for ``gate``)."""
-        return self.protocol.reject(status, text)
-
-    def _handshake(self, event: Request | Response) -> None:
-        if not isinstance(event, Request):
-            return
-        response = self._gate(self, event)
-        if response is None:
-            response = self.protocol.accept(event)
-        response.headers["Server"] = self._server_header
-        self.protocol.send_response(response)
-        if self._open_timer is not None:
-            self._open_timer.cancel()
-            self._open_timer = None
-        if self.protocol.state is State.OPEN:
-            self.path = event.path
-            event.headers.clear()
-            self._flush()  # the 101 goes out before anything the handler sends
-            self._opened(self, self.path)
-        else:
-            self._flush()
-            self.transport.close()

@@ -88,3 +88,44 @@ async def test_aclose_without_cancel_lets_tasks_finish() -> None:
     nursery.spawn(work())
     await nursery.aclose(cancel=False)
     assert finished == [True]
+
+
+async def test_a_quiet_task_is_owned_without_done_callbacks() -> None:
+    nursery = await Nursery("t").open()
+    ended: list[str] = []
+
+    async def call(name: str, wait: asyncio.Event) -> None:
+        try:
+            await wait.wait()
+            ended.append(name)
+        except asyncio.CancelledError:
+            ended.append(f"{name} cancelled")
+        finally:
+            nursery.forget(asyncio.current_task())
+
+    finishes, hangs = asyncio.Event(), asyncio.Event()
+    quick = nursery.spawn_quiet(call("quick", finishes))
+    stuck = nursery.spawn_quiet(call("stuck", hangs))
+    assert quick._callbacks in (None, [])  # type: ignore[attr-defined]
+    asyncio.get_running_loop().call_later(0.01, finishes.set)
+    closing = asyncio.create_task(nursery.aclose(cancel=False))
+    await asyncio.sleep(0.05)
+    assert ended == ["quick"] and not closing.done()  # it waits for the stuck one too
+    hangs.set()
+    await closing
+    assert ended == ["quick", "stuck"] and stuck.done()
+
+
+async def test_aclose_cancels_quiet_tasks() -> None:
+    nursery = await Nursery("t").open()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            nursery.forget(asyncio.current_task())
+
+    task = nursery.spawn_quiet(forever())
+    await asyncio.sleep(0)
+    await nursery.aclose()
+    assert task.cancelled()

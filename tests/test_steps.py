@@ -11,7 +11,7 @@ import contextvars
 import pytest
 from conftest import serving
 
-from hud import Environment
+from hud import Environment, steps
 from hud.client import open_client
 from hud.steps import run_step
 
@@ -67,3 +67,56 @@ async def test_a_template_straddling_its_first_await_is_served() -> None:
         started = await client.start("straddle")
         assert started.prompt == "True set in the first stretch"
         assert (await client.grade("ok")).reward == 1.0
+
+
+async def test_a_step_that_handles_its_own_timeout_is_not_taken_for_stubborn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(steps, "CANCEL_GRACE", 0.05)
+    abandoned: list[bool] = []
+
+    async def patient() -> str:
+        try:
+            async with asyncio.timeout(0.01):  # cancels the task it runs in: the caller's
+                await asyncio.sleep(1)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(0.2)  # waits on, well past the grace
+        return "done"
+
+    result = await run_step(patient(), label="t", timeout=5, enter=contextlib.nullcontext,
+                            on_abandon=lambda: abandoned.append(True))
+    assert result == "done" and not abandoned and not steps.ABANDONED
+
+
+async def test_a_step_past_its_timeout_raises_timeout_error_and_leaves_no_cancellation(
+) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    with pytest.raises(TimeoutError):
+        await run_step(asyncio.sleep(5), label="t", timeout=0.01,
+                       enter=contextlib.nullcontext, on_abandon=lambda: None)
+    assert task.cancelling() == 0
+    await asyncio.sleep(0)  # and the task is not cancelled later by a stale timer
+
+
+async def test_a_cancelled_caller_is_cancelled_even_when_its_step_swallows_it() -> None:
+    waiting = asyncio.Event()
+
+    async def swallows() -> str:
+        try:
+            waiting.set()
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            pass  # and returns as if nothing happened
+        return "as if nothing happened"
+
+    async def caller() -> str:
+        return await run_step(swallows(), label="t", timeout=5,
+                              enter=contextlib.nullcontext, on_abandon=lambda: None)
+
+    task = asyncio.create_task(caller())
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

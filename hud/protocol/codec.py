@@ -5,7 +5,9 @@ Decoding happens in two stages. :func:`decode_request` reads the envelope and le
 Every failure becomes the :mod:`hud.protocol.errors` class whose code belongs on the wire,
 with the JSON path of the offending member in ``data["path"]``.
 
-Encoders and decoders are built once, at import, and reused for every message.
+Encoders and decoders are built once and reused for every message: the envelopes' at import,
+each method's params and result decoders on first use (building all sixteen would cost
+every ``hud task`` process start-up time for two it needs).
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from .methods import METHODS
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(Request)
 _reply_decoder = msgspec.json.Decoder(Reply)
-_params_decoders = {name: msgspec.json.Decoder(m.params) for name, m in METHODS.items()}
-_result_decoders = {name: msgspec.json.Decoder(m.result) for name, m in METHODS.items()}
+_params_decoders: dict[str, msgspec.json.Decoder[Params]] = {}
+_result_decoders: dict[str, msgspec.json.Decoder[Body]] = {}
 _any_decoder = msgspec.json.Decoder()
 
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -93,7 +95,11 @@ def decode_params(request: Request) -> Params:
     """Decode ``request.params`` with the type its method declares."""
     decoder = _params_decoders.get(request.method)
     if decoder is None:
-        raise MethodNotFound(f"method not found: {request.method!r}", {"method": request.method})
+        method = METHODS.get(request.method)
+        if method is None:
+            raise MethodNotFound(f"method not found: {request.method!r}",
+                                 {"method": request.method})
+        decoder = _params_decoders[method.name] = msgspec.json.Decoder(method.params)
     try:
         return decoder.decode(request.params)
     except RecursionError:
@@ -138,7 +144,10 @@ def error_of(error: ErrorObject) -> HudError:
 def decode_result(method: str, raw: msgspec.Raw) -> Body:
     """Decode a ``result`` with the type of ``method``'s result."""
     try:
-        return _result_decoders[method].decode(raw)
+        decoder = _result_decoders.get(method)
+        if decoder is None:
+            decoder = _result_decoders[method] = msgspec.json.Decoder(METHODS[method].result)
+        return decoder.decode(raw)
     except RecursionError:
         raise ParseError(f"{_TOO_DEEP} ({method} result from server)") from None
     except msgspec.ValidationError as exc:

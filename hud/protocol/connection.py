@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from msgspec import UNSET, UnsetType
 
@@ -60,17 +59,21 @@ Outcome = Body | HudError
 """What a call ended with: its result, or the error to send instead."""
 
 
-@dataclass(slots=True, eq=False)
 class Call:
     """One accepted request, for the driver to run and then pass to
-    :meth:`ServerConnection.finish` exactly once."""
+    :meth:`ServerConnection.finish` exactly once.
 
-    id: RequestId | UnsetType
-    """``UNSET`` for a notification: it runs, but gets no reply."""
-    method: Method
-    params: Params
-    size: int = 0
-    """Characters of the frame it came in."""
+    ``id`` is ``UNSET`` for a notification (it runs, but gets no reply); ``size`` counts the
+    characters of the frame it came in, while it waits its turn. (A plain class, as is
+    :class:`Reply`: the CLI imports this module, and a dataclass costs it start-up time.)"""
+
+    __slots__ = ("id", "method", "params", "size")
+
+    def __init__(self, id: RequestId | UnsetType, method: Method, params: Params) -> None:
+        self.id = id
+        self.method = method
+        self.params = params
+        self.size = 0
 
 
 class ServerConnection:
@@ -244,13 +247,15 @@ def _echoable_id_of(frame: str) -> RequestId:
     return None if _too_long(request_id) else request_id
 
 
-@dataclass(slots=True, eq=False)
 class Reply:
     """A reply the client matched to one of its requests."""
 
-    id: int
-    method: Method
-    outcome: Outcome
+    __slots__ = ("id", "method", "outcome")
+
+    def __init__(self, id: int, method: Method, outcome: Outcome) -> None:
+        self.id = id
+        self.method = method
+        self.outcome = outcome
 
 
 class ClientConnection:

@@ -11,7 +11,6 @@ handler in :mod:`hud.handlers`, and its call on :class:`hud.client.Client`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from .messages import (
     Body,
@@ -49,18 +48,29 @@ class Schedule(enum.Enum):
     ``tasks.cancel`` can interrupt it). Requests waiting their turn can be cancelled."""
 
 
-@dataclass(frozen=True, slots=True)
 class Method:
-    name: str
-    params: type[Params]
-    result: type[Body]
-    schedule: Schedule = Schedule.INLINE
-    needs_session: bool = True
-    """False only for ``manifest``, which opens the session every other method needs."""
-    ends_session: bool = False
-    """True for ``bye``: after its reply, the next request must be ``manifest`` again."""
-    optional: str = ""
-    """Non-empty for a method a server may decline to serve: the reason it gives then."""
+    """One row of the table. (A plain class: the CLI imports the table, and a dataclass
+    costs it start-up time.)"""
+
+    __slots__ = ("ends_session", "name", "needs_session", "optional", "params", "result",
+                 "schedule")
+
+    def __init__(self, name: str, params: type[Params], result: type[Body],
+                 schedule: Schedule = Schedule.INLINE, *, needs_session: bool = True,
+                 ends_session: bool = False, optional: str = "") -> None:
+        self.name = name
+        self.params = params
+        self.result = result
+        self.schedule = schedule
+        self.needs_session = needs_session
+        """False only for ``manifest``, which opens the session every other method needs."""
+        self.ends_session = ends_session
+        """True for ``bye``: after its reply, the next request must be ``manifest`` again."""
+        self.optional = optional
+        """Non-empty for a method a server may decline to serve: the reason it gives then."""
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r})"
 
 
 METHODS: dict[str, Method] = {

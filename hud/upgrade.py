@@ -1,0 +1,103 @@
+"""The common case of the WebSocket opening handshake (RFC 6455 section 4.2), without I/O.
+
+websockets' ``ServerProtocol`` parses a handshake with a generic, generator-driven HTTP
+parser and builds its response header by header: about a tenth of the server's CPU for a
+short-lived connection. :func:`parse_upgrade` takes a complete request head and returns
+the request and its ``Sec-WebSocket-Accept`` value, or None for anything but a plain,
+valid upgrade; :func:`switching_protocols` is the 101 response, from a template.
+
+Every check here is a strict subset of websockets' own (``Request.parse`` and
+``ServerProtocol.process_request`` of websockets 17): what this module accepts, websockets
+would accept too, and everything else (malformed, unusual, or asking for extensions or
+subprotocols) goes to websockets, which answers it exactly as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import time
+from email.utils import formatdate
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request
+
+MAX_HEAD = 8192
+"""Bytes of request head parsed here; a longer one goes to websockets (and its limits)."""
+MAX_HEADERS = 128  # websockets' MAX_NUM_HEADERS
+
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # RFC 9110 section 5.6.2
+_VALUE = re.compile(rb"[\x09\x20-\x7e]*")  # visible ASCII (websockets also takes obs-text)
+_PATH = re.compile(rb"/[\x21-\x7e]*")
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+_AT_MOST_ONCE = ("Upgrade", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Origin")
+_ABSENT = ("Transfer-Encoding", "Content-Length", "Sec-WebSocket-Extensions",
+           "Sec-WebSocket-Protocol")
+
+
+def parse_upgrade(head: bytes | bytearray) -> tuple[Request, str] | None:
+    """The request whose head (up to, not including, the blank line) is ``head``, and the
+    ``Sec-WebSocket-Accept`` value that answers it; None when websockets must decide."""
+    lines = bytes(head).split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if (len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1"
+            or not _PATH.fullmatch(parts[1]) or len(lines) > MAX_HEADERS + 1):
+        return None
+    headers = Headers()
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+            return None
+        headers[name.decode()] = value.decode()
+    key = _key(headers)
+    if key is None:
+        return None
+    accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+    return Request(parts[1].decode(), headers), accept
+
+
+def _key(headers: Headers) -> str | None:
+    """``Sec-WebSocket-Key`` when the headers ask for a plain upgrade to WebSocket 13."""
+    if any(name in headers for name in _ABSENT):
+        return None
+    if any(len(headers.get_all(name)) > 1 for name in _AT_MOST_ONCE):
+        return None
+    tokens = [t.strip() for v in headers.get_all("Connection") for t in v.split(",")]
+    if not all(_TOKEN.fullmatch(t.encode()) for t in tokens):
+        return None
+    if "upgrade" not in {t.lower() for t in tokens}:
+        return None
+    if headers.get("Upgrade", "").lower() != "websocket":
+        return None
+    if headers.get("Sec-WebSocket-Version") != "13":
+        return None
+    key = headers.get("Sec-WebSocket-Key", "")
+    try:
+        raw = base64.b64decode(key.encode(), validate=True)
+    except binascii.Error:
+        return None
+    return key if len(raw) == 16 else None
+
+
+def switching_protocols(accept: str, server: str) -> bytes:
+    """The 101 response, with the headers websockets sends (and ``Server``)."""
+    return b"".join((
+        b"HTTP/1.1 101 Switching Protocols\r\nDate: ", _date(),
+        b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+        accept.encode(), b"\r\nServer: ", server.encode(), b"\r\n\r\n",
+    ))
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date() -> bytes:
+    """The ``Date`` header's value (RFC 9110 section 6.6.1), formatted once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode())
+    return _date_cache[1]

@@ -1,0 +1,121 @@
+"""The server end of a lean WebSocket connection (:mod:`hud.wsconn`): one accepted
+connection of :class:`hud.server.Server`, from its opening handshake on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from .upgrade import MAX_HEAD, parse_upgrade, switching_protocols
+from .wsconn import WsConnection
+
+Gate = Callable[["WsServerConnection", Request], Response | None]
+Opened = Callable[["WsServerConnection", str], None]
+
+
+class WsServerConnection(WsConnection):
+    """One accepted connection. ``gate`` sees the handshake request and may answer it with
+    an HTTP response (a refusal); otherwise the WebSocket opens and ``opened`` is called with
+    the request path. Headers are dropped after the handshake (a long-lived session should
+    not hold them).
+
+    A plain upgrade is parsed and answered by :mod:`hud.upgrade`; anything else (and every
+    refusal) goes through websockets' own handshake, as it arrived."""
+
+    protocol: ServerProtocol
+
+    def __init__(self, gate: Gate, opened: Opened, *, max_size: int | None,
+                 server_header: str, open_timeout: float = 10.0) -> None:
+        super().__init__(ServerProtocol(max_size=max_size))
+        self._max_size = max_size
+        self._head: bytearray | None = bytearray()  # None once handed on (opened or not)
+        self._gate = gate
+        self._opened = opened
+        self._server_header = server_header
+        self._open_timeout = open_timeout
+        self._open_timer: asyncio.TimerHandle | None = None
+        self.path = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._open_timer = asyncio.get_running_loop().call_later(
+            self._open_timeout, self._abort_if_connecting
+        )
+
+    def _abort_if_connecting(self) -> None:
+        if self.protocol.state is State.CONNECTING and self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None:
+            super().data_received(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end >= 0:
+            self._upgrade(end)
+        elif len(self._head) > MAX_HEAD:
+            self._fall_back()
+
+    def eof_received(self) -> bool | None:
+        if self._head is not None:
+            self._fall_back()
+        return super().eof_received()
+
+    def _upgrade(self, end: int) -> None:
+        assert self._head is not None
+        head, rest = self._head[:end], self._head[end + 4:]
+        parsed = parse_upgrade(head) if end <= MAX_HEAD else None
+        if parsed is None or self._gate(self, parsed[0]) is not None:
+            self._fall_back()  # websockets answers it (the gate refuses it again there)
+            return
+        self._head = None
+        request, accept = parsed
+        self._stop_open_timer()
+        self.transport.write(switching_protocols(accept, self._server_header))
+        # the handshake's protocol is dropped: its parser (a generator holding it) would
+        # keep it alive, as cyclic garbage, until the next full collection
+        self.protocol.parser.close()
+        self.protocol = ServerProtocol(state=State.OPEN, max_size=self._max_size)
+        self.path = request.path
+        self._opened(self, self.path)
+        if rest:  # frames sent right behind the handshake
+            super().data_received(bytes(rest))
+
+    def _fall_back(self) -> None:
+        """Hand what arrived to websockets' own handshake."""
+        assert self._head is not None
+        data, self._head = bytes(self._head), None
+        if data:
+            super().data_received(data)
+
+    def _stop_open_timer(self) -> None:
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
+
+    def respond(self, status: int, text: str) -> Response:
+        """An HTTP response refusing the handshake (for ``gate``)."""
+        return self.protocol.reject(status, text)
+
+    def _handshake(self, event: Request | Response) -> None:
+        if not isinstance(event, Request):
+            return
+        response = self._gate(self, event)
+        if response is None:
+            response = self.protocol.accept(event)
+        response.headers["Server"] = self._server_header
+        self.protocol.send_response(response)
+        self._stop_open_timer()
+        if self.protocol.state is State.OPEN:
+            self.path = event.path
+            event.headers.clear()
+            self._flush()  # the 101 goes out before anything the handler sends
+            self._opened(self, self.path)
+        else:
+            self._flush()
+            self.transport.close()
