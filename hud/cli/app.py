@@ -105,7 +105,8 @@ def serve(
         int, typer.Option(help="Largest control frame accepted (characters).")
     ] = 16 * 1024 * 1024,
     enable_solutions: Annotated[
-        bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
+        bool, typer.Option(envvar="HUD_ENABLE_SOLUTIONS",
+                           help="Serve tasks.solve (reveals answers; for oracle runs).")
     ] = False,
     ping_interval: Annotated[float, typer.Option(
         help="Seconds between pings of each control connection; a frozen client (no pong "
@@ -291,8 +292,14 @@ def eval_(
     ] = None,
     runtime: Annotated[  # None: the config's default, named in the help
         str | None,
-        typer.Option(help=f"{DEFAULT.runtime} (default), inprocess, subprocess, or a ws:// URL."),
+        typer.Option(help=f"{DEFAULT.runtime} (default), inprocess, subprocess, a ws:// URL, "
+                          "or container:IMAGE (a fresh container per rollout)."),
     ] = None,
+    warm: Annotated[int | None, typer.Option(
+        min=0, help="Containers kept started and ready (container:IMAGE; default: 0).")] = None,
+    max_starting: Annotated[int | None, typer.Option(
+        min=1, help=f"Containers starting at once (container:IMAGE; default: "
+                    f"{DEFAULT.max_starting}).")] = None,
     config: Annotated[
         list[str] | None, typer.Option("--config", "-c", help="Harness setting key=value.")
     ] = None,
@@ -322,7 +329,7 @@ def eval_(
     try:
         settings = EvalConfig.from_options(
             group=group, max_concurrent=max_concurrent, max_steps=max_steps, timeout=timeout,
-            runtime=runtime, token=token)
+            runtime=runtime, token=token, warm=warm, max_starting=max_starting)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     raise typer.Exit(run_eval(EvalCommand(

@@ -35,9 +35,15 @@ class EvalConfig:
     registered runtime (see :mod:`hud.runtimes`)."""
     token: str | None = None
     """Access token for a runtime that attaches to a served environment."""
+    warm: int = 0
+    """Environments the runtime keeps started ahead of demand (``container:IMAGE``)."""
+    max_starting: int = 4
+    """Environments starting at once, at most (``container:IMAGE``)."""
 
     def __post_init__(self) -> None:
-        for name in ("group", "max_concurrent", "max_steps"):
+        if self.warm < 0:
+            raise ValueError(f"warm must be at least 0, not {self.warm}")
+        for name in ("group", "max_concurrent", "max_steps", "max_starting"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
@@ -60,7 +66,8 @@ class EvalConfig:
         from ..runtimes import RuntimeOptions, create_runtime
 
         options = RuntimeOptions(solutions=needs_solutions(agent), token=self.token,
-                                 concurrency=self.width(rollouts))
+                                 concurrency=self.width(rollouts), warm=self.warm,
+                                 max_starting=self.max_starting)
         return create_runtime(self.runtime, options)
 
 
