@@ -391,9 +391,10 @@ def init(
 
 
 def _register_trace_commands() -> None:
-    from .traces import register
+    from . import build, traces
 
-    register(app)
+    traces.register(app)
+    build.register(app)
 
 
 _register_trace_commands()
