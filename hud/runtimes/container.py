@@ -70,7 +70,7 @@ class ContainerRuntime(Runtime):
         self._tasks: set[asyncio.Task[None]] = set()  # warm-ups and removals: owned here
         self._numbers = itertools.count(1)
         self._reaper: subprocess.Popen[bytes] | None = None
-        self._swept = False
+        self._begun = False
 
     @classmethod
     def from_spec(cls, argument: str | None, options: RuntimeOptions) -> ContainerRuntime:
@@ -88,9 +88,9 @@ class ContainerRuntime(Runtime):
 
     async def _begin(self) -> None:
         """Once, before the first container: sweep leftovers, start the reaper, warm up."""
-        if self._swept:
+        if self._begun:
             return
-        self._swept = True
+        self._begun = True
         with contextlib.suppress(EngineFailed, OSError):
             stale = await self.engine.sweep()
             if stale:
@@ -103,7 +103,8 @@ class ContainerRuntime(Runtime):
             self._spawn(self._warm_one())
 
     async def aclose(self) -> None:
-        """Remove every container this runtime started (warm ones too), then stop the reaper."""
+        """Remove every container this runtime started (warm ones too), then stop the reaper.
+        The runtime stays usable: its next rollout starts them again."""
         while self._tasks:
             for task in list(self._tasks):
                 if not task.done() and task.get_name() == "hud-container-warm":
@@ -116,6 +117,7 @@ class ContainerRuntime(Runtime):
             self._reaper.stdin.close()  # end-of-file: it removes what is left, then exits
             await asyncio.to_thread(self._reaper.wait)
             self._reaper = None
+        self._begun = False  # a later rollout begins again: sweep, reaper, warm containers
 
     def _spawn(self, coro: object, name: str = "hud-container-warm") -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
