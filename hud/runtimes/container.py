@@ -22,9 +22,9 @@ import logging
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..client import Client
 from ..errors import HudConnectionError
@@ -119,9 +119,8 @@ class ContainerRuntime(Runtime):
             self._reaper = None
         self._begun = False  # a later rollout begins again: sweep, reaper, warm containers
 
-    def _spawn(self, coro: object, name: str = "hud-container-warm") -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "hud-container-warm") -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
