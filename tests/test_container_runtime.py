@@ -161,6 +161,25 @@ async def test_failed_and_cancelled_rollouts_leave_no_container(images: dict[str
     assert owned_by(owner_id()) == []
 
 
+@pytest.mark.anyio
+async def test_an_image_that_does_not_serve_is_an_environment_error() -> None:
+    """The base image's command (bash, no terminal) exits at once: the rollout fails in its
+    environment phase, saying so with the container's logs, and the container is removed."""
+    _require_container_tools()
+    taskset = Taskset.from_source(EXAMPLES / "letter_count" / "tasks.py").filter(["0"])
+
+    async def never_runs(run: Run) -> None:
+        raise AssertionError("no environment, no agent")
+
+    async with ContainerRuntime(BASE_IMAGE, engine="podman") as runtime:
+        job = await taskset.run(never_runs, runtime=runtime)
+    [run] = job.runs
+    assert (run.status, run.error and run.error.phase) == ("error", "environment")
+    assert run.error and run.error.message.startswith(
+        f"container of {BASE_IMAGE} exited before serving:")
+    assert owned_by(owner_id()) == []
+
+
 HANGING_EVAL = """
 import asyncio, sys
 from hud.eval import Taskset

@@ -22,9 +22,10 @@ import logging
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..client import Client
 from ..errors import HudConnectionError
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CONTROL_PORT = 8765
 """The port ``hud serve`` listens on inside the container (``Dockerfile.hud``'s EXPOSE)."""
+POLL = 0.025
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,8 @@ class ContainerRuntime(Runtime):
                 await self.engine.start(self.image, name=name, port=CONTROL_PORT, env=env,
                                         labels=labels)
                 port = await self.engine.host_port(name, CONTROL_PORT)
+                if port is None:
+                    await self._exited(name)
                 client = await self._connect(name, f"ws://127.0.0.1:{port}", token)
             except BaseException as exc:
                 await asyncio.shield(self.engine.remove(name))
@@ -176,21 +180,25 @@ class ContainerRuntime(Runtime):
         return Container(name, client)
 
     async def _connect(self, name: str, url: str, token: str) -> Client:
-        """Connect once the server in ``name`` listens; fail at once if the container exits."""
-        exited = asyncio.ensure_future(self.engine.wait(name))
-        connecting = asyncio.ensure_future(
-            Client.connect(url, token=token, ready_timeout=self.ready_timeout))
-        try:
-            await asyncio.wait({exited, connecting}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            exited.cancel()
-            if not connecting.done():
-                connecting.cancel()
-            await asyncio.gather(exited, connecting, return_exceptions=True)
-        if not connecting.cancelled() and connecting.exception() is None:
-            return connecting.result()
-        if exited.done() and not exited.cancelled() and exited.exception() is None:
-            logs = await self.engine.logs(name)
-            raise HudConnectionError(f"container of {self.image} exited (code "
-                                     f"{exited.result()}) before serving:\n{logs}")
-        raise connecting.exception() or HudConnectionError(f"{url}: no environment ready")
+        """Connect once the server in ``name`` listens (tried every ``POLL`` seconds; its
+        start-up is a few hundred ms); fail as soon as the container is seen to have exited."""
+        deadline = time.monotonic() + self.ready_timeout
+        checked = time.monotonic()
+        while True:
+            try:
+                return await Client.connect(url, token=token)
+            except HudConnectionError:
+                if time.monotonic() > deadline:
+                    raise HudConnectionError(f"container of {self.image}: no environment "
+                                             f"ready after {self.ready_timeout:g} s") from None
+            # Asking the engine costs a process; once a second is enough to notice a crash.
+            if time.monotonic() - checked > 1.0:
+                checked = time.monotonic()
+                state = await self.engine.run("inspect", "--format={{.State.Running}}", name)
+                if state != "true":
+                    await self._exited(name)
+            await asyncio.sleep(POLL)
+
+    async def _exited(self, name: str) -> NoReturn:
+        logs = await self.engine.logs(name)
+        raise HudConnectionError(f"container of {self.image} exited before serving:\n{logs}")

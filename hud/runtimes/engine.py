@@ -100,14 +100,11 @@ class Engine:
         await self.run("run", "--detach", f"--name={name}", "--stop-timeout=2",
                        f"--publish=127.0.0.1::{port}", *flags, image)
 
-    async def host_port(self, name: str, port: int) -> int:
-        """The port of 127.0.0.1 that container port ``port`` of ``name`` is published on."""
+    async def host_port(self, name: str, port: int) -> int | None:
+        """The port of 127.0.0.1 that container port ``port`` of ``name`` is published on;
+        ``None`` once the container has stopped (its ports are gone)."""
         out = await self.run("port", name, str(port))
-        return int(out.splitlines()[0].rsplit(":", 1)[1])  # "127.0.0.1:40123"
-
-    async def wait(self, name: str) -> str:
-        """Wait until container ``name`` stops; its exit code (as the engine prints it)."""
-        return await self.run("wait", name, timeout=1e9)
+        return int(out.splitlines()[0].rsplit(":", 1)[1]) if out else None  # 127.0.0.1:40123
 
     async def logs(self, name: str) -> str:
         with contextlib.suppress(EngineFailed, TimeoutError, OSError):
