@@ -91,13 +91,14 @@ def test_a_failed_build_exits_9_with_the_engines_output(tmp_path: Path) -> None:
                                 "code 3 (its output is above)\n"), proc.stderr[-2000:]
 
 
-def test_eval_in_fresh_containers_leaves_none(images: dict[str, str]) -> None:
+def test_eval_in_fresh_containers_leaves_none(images: dict[str, str], tmp_path: Path) -> None:
     """``hud eval --runtime container:IMAGE`` with a warm container and one start at a time:
     every rollout graded, every container (the warm one too) gone when it exits."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py", "oracle",
          "--runtime", f"container:{images['letter_count']}", "--warm", "1",
-         "--max-starting", "1", "--max-concurrent", "2", "--json"],
+         "--max-starting", "1", "--max-concurrent", "2", "--json",
+         "--trace-dir", str(tmp_path / "traces")],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-4000:]
