@@ -113,9 +113,12 @@ class Engine:
 
     async def remove(self, *names: str) -> None:
         """Remove containers, running or not; never raises (one already gone is fine)."""
+        # podman 4.3 stops at the first name already gone (and exits 0) unless --ignore;
+        # docker has no --ignore and goes on past a missing name.
+        ignore = ["--ignore"] if self.name == "podman" else []
         if names:
             with contextlib.suppress(EngineFailed, TimeoutError, OSError):
-                await self.run("rm", "--force", *names, timeout=60)
+                await self.run("rm", "--force", *ignore, *names, timeout=60)
 
     async def labelled(self, label: str) -> dict[str, str]:
         """Every container (running or not) carrying ``label``: its name → the label's value."""
