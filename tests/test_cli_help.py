@@ -18,7 +18,7 @@ from hud.protocol.messages import SUPPORTED_VERSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [["serve"], ["eval"], ["check"], ["init"], ["task", "list"], ["task", "start"],
-            ["task", "grade"], ["task", "status"], ["task", "describe"]]
+            ["task", "grade"], ["task", "status"], ["task", "describe"], ["build"]]
 
 
 def hud_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -76,7 +76,8 @@ def test_an_unknown_runtime_is_a_usage_error_listing_the_runtimes(
                site=plugin_site, tmp_path=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (
-        "error: --runtime kubernetes: no runtime named 'kubernetes'; available: inprocess, "
+        "error: --runtime kubernetes: no runtime named 'kubernetes'; available: "
+        "container:IMAGE, inprocess, "
         "loopback:LOG, notaruntime, pool, subprocess, ws://HOST:PORT, wss://HOST:PORT\n")
     refused = hud("eval", str(EXAMPLE / "tasks.py"), "oracle", "--runtime", "pool:8",
                   site=plugin_site, tmp_path=tmp_path)
@@ -136,14 +137,15 @@ def test_the_config_holds_every_default() -> None:
     config = EvalConfig()
     assert dataclasses.asdict(config) == {"group": 1, "max_concurrent": None, "max_steps": None,
                                           "timeout": None, "runtime": "pool", "token": None,
-                                          "retry_errors": 0}
+                                          "retry_errors": 0, "warm": 0, "max_starting": 4}
     assert [config.width(n) for n in (0, 1, 5, 32, 500)] == [1, 1, 5, 32, 32]
     assert EvalConfig(max_concurrent=3).width(500) == 3
     assert EvalConfig.from_options(group=None, runtime=None, timeout=2.5) == EvalConfig(
         timeout=2.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.group = 2  # type: ignore[misc]
-    for bad in ({"group": 0}, {"max_concurrent": 0}, {"max_steps": 0}, {"timeout": 0}):
+    for bad in ({"group": 0}, {"max_concurrent": 0}, {"max_steps": 0}, {"timeout": 0},
+                {"warm": -1}, {"max_starting": 0}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
             EvalConfig(**bad)
 

@@ -7,7 +7,8 @@ carries only results (a prompt, a reward, a table, JSON); messages and logs go t
 
 Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 connection, 4 protocol, 5 task,
 6 environment (the source could not be loaded), 7 some rollouts of ``hud eval`` errored,
-8 ``hud check`` found tasks whose grader does not separate oracle from nop.
+8 ``hud check`` found tasks whose grader does not separate oracle from nop, 9 ``hud build``
+found no container engine or the build failed.
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def serve(
         int, typer.Option(help="Largest control frame accepted (characters).")
     ] = 16 * 1024 * 1024,
     enable_solutions: Annotated[
-        bool, typer.Option(help="Serve tasks.solve (reveals answers; for oracle runs).")
+        bool, typer.Option(envvar="HUD_ENABLE_SOLUTIONS",
+                           help="Serve tasks.solve (reveals answers; for oracle runs).")
     ] = False,
     max_forks: Annotated[int, typer.Option(
         min=0, help="Serve tasks.fork, with at most this many branches per call (each a "
@@ -300,8 +301,14 @@ def eval_(
     ] = None,
     runtime: Annotated[  # None: the config's default, named in the help
         str | None,
-        typer.Option(help=f"{DEFAULT.runtime} (default), inprocess, subprocess, or a ws:// URL."),
+        typer.Option(help=f"{DEFAULT.runtime} (default), inprocess, subprocess, a ws:// URL, "
+                          "or container:IMAGE (a fresh container per rollout)."),
     ] = None,
+    warm: Annotated[int | None, typer.Option(
+        min=0, help="Containers kept started and ready (container:IMAGE; default: 0).")] = None,
+    max_starting: Annotated[int | None, typer.Option(
+        min=1, help=f"Containers starting at once (container:IMAGE; default: "
+                    f"{DEFAULT.max_starting}).")] = None,
     config: Annotated[
         list[str] | None, typer.Option("--config", "-c", help="Harness setting key=value.")
     ] = None,
@@ -346,7 +353,8 @@ def eval_(
     try:
         settings = EvalConfig.from_options(
             group=group, max_concurrent=max_concurrent, max_steps=max_steps, timeout=timeout,
-            runtime=runtime, token=token, retry_errors=retry_errors)
+            runtime=runtime, token=token, retry_errors=retry_errors, warm=warm,
+            max_starting=max_starting)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     if resume is None and (source is None or agent is None):
@@ -411,9 +419,10 @@ def init(
 
 
 def _register_trace_commands() -> None:
-    from .traces import register
+    from . import build, traces
 
-    register(app)
+    traces.register(app)
+    build.register(app)
 
 
 _register_trace_commands()

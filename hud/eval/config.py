@@ -38,9 +38,15 @@ class EvalConfig:
     retry_errors: int = 0
     """Further attempts for a rollout that failed for infrastructure reasons (see
     :data:`hud.eval.rollout.RETRIED`); the run's trace keeps every attempt."""
+    warm: int = 0
+    """Environments the runtime keeps started ahead of demand (``container:IMAGE``)."""
+    max_starting: int = 4
+    """Environments starting at once, at most (``container:IMAGE``)."""
 
     def __post_init__(self) -> None:
-        for name in ("group", "max_concurrent", "max_steps"):
+        if self.warm < 0:
+            raise ValueError(f"warm must be at least 0, not {self.warm}")
+        for name in ("group", "max_concurrent", "max_steps", "max_starting"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
@@ -65,7 +71,8 @@ class EvalConfig:
         from ..runtimes import RuntimeOptions, create_runtime
 
         options = RuntimeOptions(solutions=needs_solutions(agent), token=self.token,
-                                 concurrency=self.width(rollouts))
+                                 concurrency=self.width(rollouts), warm=self.warm,
+                                 max_starting=self.max_starting)
         return create_runtime(self.runtime, options)
 
 

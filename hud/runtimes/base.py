@@ -25,6 +25,10 @@ class RuntimeOptions:
     """Access token for environments served elsewhere (a URL runtime)."""
     concurrency: int = 4
     """How many rollouts will run at once (the pool keeps that many workers ready)."""
+    warm: int = 0
+    """Environments kept started and ready ahead of demand (the container runtime)."""
+    max_starting: int = 4
+    """Environments starting at once, at most (the container runtime)."""
 
 
 class Runtime:

@@ -1,0 +1,204 @@
+"""``container:IMAGE``: a fresh container per rollout, from an image ``hud build`` made (or
+any image whose command is ``hud serve ... --host 0.0.0.0 --port 8765``).
+
+Each container gets its own token (``HUD_TOKEN``) and publishes its control port on
+127.0.0.1 only; capabilities are tunnelled through that one port, as with any served
+environment. When a rollout ends (graded, failed or cancelled), its container is removed.
+Containers hud could not remove itself (it was killed) are removed by a reaper process the
+moment hud is gone (:mod:`hud.runtimes.reaper`), and, failing that, by the next container
+runtime started on the same host (:meth:`~hud.runtimes.engine.Engine.sweep`).
+
+Admission: rollouts at once are bounded by the caller (``hud eval --max-concurrent``); at
+most ``max_starting`` containers start at once, and ``warm`` started ones wait ready, so a
+rollout that finds one skips the start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ..client import Client
+from ..errors import HudConnectionError
+from .base import Runtime, RuntimeOptions, end_session
+from .engine import OWNER_LABEL, RUNTIME_LABEL, Engine, EngineFailed, find_engine, owner_id
+
+if TYPE_CHECKING:
+    from ..environment import Task
+
+log = logging.getLogger(__name__)
+
+CONTROL_PORT = 8765
+"""The port ``hud serve`` listens on inside the container (``Dockerfile.hud``'s EXPOSE)."""
+POLL = 0.025
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A started container and the control session connected to it."""
+
+    name: str
+    client: Client
+
+
+class ContainerRuntime(Runtime):
+    """A fresh container of ``image`` per rollout (see the module's docstring)."""
+
+    name = "container"
+    usage = "container:IMAGE"
+
+    def __init__(self, image: str, *, engine: str | None = None, solutions: bool = False,
+                 warm: int = 0, max_starting: int = 4, ready_timeout: float = 60.0) -> None:
+        super().__init__(solutions=solutions)
+        if warm < 0 or max_starting < 1:
+            raise ValueError(f"warm must be at least 0 (not {warm}) and max_starting at "
+                             f"least 1 (not {max_starting})")
+        self.image = image
+        self.engine = Engine(find_engine(engine))
+        self.warm = warm
+        self.ready_timeout = ready_timeout
+        self.owner = owner_id()
+        self._starting = asyncio.Semaphore(max_starting)
+        self._ready: asyncio.Queue[Container] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()  # warm-ups and removals: owned here
+        self._numbers = itertools.count(1)
+        self._reaper: subprocess.Popen[bytes] | None = None
+        self._begun = False
+
+    @classmethod
+    def from_spec(cls, argument: str | None, options: RuntimeOptions) -> ContainerRuntime:
+        """``container:IMAGE``; the engine is ``HUD_CONTAINER_ENGINE``, else podman or docker,
+        whichever is on ``PATH``. Raises ``ValueError`` without an image or engine."""
+        if argument is None:
+            raise ValueError(f"the container runtime wants an image: {cls.usage}")
+        try:
+            return cls(argument, solutions=options.solutions, warm=options.warm,
+                       max_starting=options.max_starting)
+        except LookupError as exc:
+            raise ValueError(str(exc)) from None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _begin(self) -> None:
+        """Once, before the first container: sweep leftovers, start the reaper, warm up."""
+        if self._begun:
+            return
+        self._begun = True
+        with contextlib.suppress(EngineFailed, OSError):
+            stale = await self.engine.sweep()
+            if stale:
+                log.warning("removed %d container(s) left by a hud that was killed: %s",
+                            len(stale), ", ".join(stale))
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "hud.runtimes.reaper", self.engine.path, self.owner],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(self.warm):
+            self._spawn(self._warm_one())
+
+    async def aclose(self) -> None:
+        """Remove every container this runtime started (warm ones too), then stop the reaper.
+        The runtime stays usable: its next rollout starts them again."""
+        while self._tasks:
+            for task in list(self._tasks):
+                if not task.done() and task.get_name() == "hud-container-warm":
+                    task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while not self._ready.empty():
+            await self._discard(self._ready.get_nowait())
+        if self._reaper is not None:
+            assert self._reaper.stdin is not None
+            self._reaper.stdin.close()  # end-of-file: it removes what is left, then exits
+            await asyncio.to_thread(self._reaper.wait)
+            self._reaper = None
+        self._begun = False  # a later rollout begins again: sweep, reaper, warm containers
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "hud-container-warm") -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one rollout ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def open(self, task: Task) -> AsyncIterator[Client]:
+        await self._begin()
+        container = await self._take()
+        try:
+            yield container.client
+        finally:
+            # Removal is the runtime's task, not the rollout's: it completes even when the
+            # rollout is cancelled, and aclose waits for it.
+            self._spawn(self._discard(container), "hud-container-remove")
+
+    async def _take(self) -> Container:
+        if not self._ready.empty():
+            container = self._ready.get_nowait()
+            self._spawn(self._warm_one())
+            return container
+        return await self._start()
+
+    async def _warm_one(self) -> None:
+        try:
+            self._ready.put_nowait(await self._start())
+        except HudConnectionError as exc:
+            log.warning("a warm container did not start: %s", exc)
+
+    async def _discard(self, container: Container) -> None:
+        await end_session(container.client)
+        await self.engine.remove(container.name)
+
+    async def _start(self) -> Container:
+        """Start a container and connect to it (at most ``max_starting`` at once)."""
+        name = f"hud-{self.owner.replace(':', '-')}-{next(self._numbers)}"
+        token = secrets.token_urlsafe(24)
+        env = {"HUD_TOKEN": token}
+        if self.solutions:
+            env["HUD_ENABLE_SOLUTIONS"] = "1"
+        labels = {RUNTIME_LABEL: "container", OWNER_LABEL: self.owner}
+        async with self._starting:
+            try:
+                await self.engine.start(self.image, name=name, port=CONTROL_PORT, env=env,
+                                        labels=labels)
+                port = await self.engine.host_port(name, CONTROL_PORT)
+                if port is None:
+                    await self._exited(name)
+                client = await self._connect(name, f"ws://127.0.0.1:{port}", token)
+            except BaseException as exc:
+                await asyncio.shield(self.engine.remove(name))
+                if isinstance(exc, EngineFailed):
+                    raise HudConnectionError(f"container of {self.image}: {exc}") from None
+                raise
+        return Container(name, client)
+
+    async def _connect(self, name: str, url: str, token: str) -> Client:
+        """Connect once the server in ``name`` listens (tried every ``POLL`` seconds; its
+        start-up is a few hundred ms); fail as soon as the container is seen to have exited."""
+        deadline = time.monotonic() + self.ready_timeout
+        checked = time.monotonic()
+        while True:
+            try:
+                return await Client.connect(url, token=token)
+            except HudConnectionError:
+                if time.monotonic() > deadline:
+                    raise HudConnectionError(f"container of {self.image}: no environment "
+                                             f"ready after {self.ready_timeout:g} s") from None
+            # Asking the engine costs a process; once a second is enough to notice a crash.
+            if time.monotonic() - checked > 1.0:
+                checked = time.monotonic()
+                state = await self.engine.run("inspect", "--format={{.State.Running}}", name)
+                if state != "true":
+                    await self._exited(name)
+            await asyncio.sleep(POLL)
+
+    async def _exited(self, name: str) -> NoReturn:
+        logs = await self.engine.logs(name)
+        raise HudConnectionError(f"container of {self.image} exited before serving:\n{logs}")

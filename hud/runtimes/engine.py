@@ -1,0 +1,165 @@
+"""The container engine's command line (docker or podman), as the container runtime and
+``hud build`` use it: one subprocess per operation, the same flags for both engines.
+
+Which engine: ``HUD_CONTAINER_ENGINE`` (or an explicit name), else ``podman`` when it is on
+``PATH`` (it needs no daemon), else ``docker``. Every container hud starts carries the labels
+:data:`OWNER_LABEL` (who started it, ``HOST:PID``) and :data:`RUNTIME_LABEL`, so leftovers
+of a killed ``hud`` can be found and removed (:meth:`Engine.sweep`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+ENGINES = ("podman", "docker")
+RUNTIME_LABEL = "org.hud.runtime"
+OWNER_LABEL = "org.hud.owner"
+JOB_LABEL = "org.hud.job"
+
+
+class EngineMissing(LookupError):
+    """Neither docker nor podman (nor the engine asked for) is on ``PATH``."""
+
+
+class EngineFailed(RuntimeError):
+    """An engine command exited non-zero; :attr:`output` is what it wrote on stderr."""
+
+    def __init__(self, argv: Sequence[str], code: int, output: str) -> None:
+        super().__init__(f"`{' '.join(argv[:3])} …` exited with code {code}: "
+                         f"{output.strip()[-2000:] or '(no output)'}")
+        self.code = code
+        self.output = output
+
+
+def find_engine(name: str | None = None) -> str:
+    """The engine's executable: ``name`` (or ``HUD_CONTAINER_ENGINE``) if given, else the
+    first of podman and docker on ``PATH``. Raises :class:`EngineMissing`."""
+    wanted = name or os.environ.get("HUD_CONTAINER_ENGINE") or None
+    if wanted is not None and wanted not in ENGINES:
+        raise EngineMissing(f"unknown container engine {wanted!r}: choose docker or podman")
+    for candidate in (wanted,) if wanted else ENGINES:
+        path = shutil.which(candidate)
+        if path is not None:
+            return path
+    if wanted:
+        raise EngineMissing(f"{wanted} is not installed (not found on PATH)")
+    raise EngineMissing("no container engine found: install podman or docker "
+                        "(neither is on PATH)")
+
+
+def owner_id(pid: int | None = None) -> str:
+    """The owner label's value for process ``pid`` (default: this one) on this host."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """One engine's command line (``path`` from :func:`find_engine`)."""
+
+    path: str
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    async def run(self, *args: str, timeout: float = 120.0) -> str:
+        """Run ``ENGINE args...``; its stdout, stripped. Raises :class:`EngineFailed`."""
+        argv = [self.path, *args]
+        # Files, not pipes: ``run --detach`` leaves conmon (or containerd-shim) holding the
+        # engine's stdout and stderr, so a pipe would never reach end-of-file.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err)
+            try:
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+            out.seek(0)
+            err.seek(0)
+            if proc.returncode != 0:
+                raise EngineFailed(argv, proc.returncode or 1, err.read().decode(errors="replace"))
+            return out.read().decode().strip()
+
+    async def start(self, image: str, *, name: str, port: int, env: dict[str, str],
+                    labels: dict[str, str]) -> None:
+        """Start ``image`` detached as ``name``, container port ``port`` published on a free
+        port of 127.0.0.1 only (never on other interfaces)."""
+        flags = [f"--label={key}={value}" for key, value in labels.items()]
+        flags += [f"--env={key}={value}" for key, value in env.items()]
+        await self.run("run", "--detach", f"--name={name}", "--stop-timeout=2",
+                       f"--publish=127.0.0.1::{port}", *flags, image)
+
+    async def host_port(self, name: str, port: int) -> int | None:
+        """The port of 127.0.0.1 that container port ``port`` of ``name`` is published on;
+        ``None`` once the container has stopped (its ports are gone)."""
+        out = await self.run("port", name, str(port))
+        return int(out.splitlines()[0].rsplit(":", 1)[1]) if out else None  # 127.0.0.1:40123
+
+    async def logs(self, name: str) -> str:
+        with contextlib.suppress(EngineFailed, TimeoutError, OSError):
+            return await self.run("logs", "--tail=20", name, timeout=30)
+        return "(no logs)"
+
+    async def remove(self, *names: str) -> None:
+        """Remove containers, running or not; never raises (one already gone is fine)."""
+        # podman 4.3 stops at the first name already gone (and exits 0) unless --ignore;
+        # docker has no --ignore and goes on past a missing name.
+        ignore = ["--ignore"] if self.name == "podman" else []
+        if names:
+            with contextlib.suppress(EngineFailed, TimeoutError, OSError):
+                await self.run("rm", "--force", *ignore, *names, timeout=60)
+
+    async def labelled(self, label: str) -> dict[str, str]:
+        """Every container (running or not) carrying ``label``: its name → the label's value."""
+        out = await self.run("ps", "--all", f"--filter=label={label}",
+                             "--format={{.Names}} {{.Labels}}", timeout=60)
+        found = {}
+        for line in out.splitlines():
+            name, _, _ = line.partition(" ")
+            found[name] = _label_value(line, label)
+        return found
+
+    async def sweep(self) -> list[str]:
+        """Remove containers that a ``hud`` on this host started and that outlived it (it
+        was killed before it could remove them). Returns their names."""
+        host = socket.gethostname()
+        stale = []
+        for name, owner in (await self.labelled(OWNER_LABEL)).items():
+            owner_host, _, pid = owner.rpartition(":")
+            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+                stale.append(name)
+        await self.remove(*stale)
+        return stale
+
+
+def _label_value(line: str, label: str) -> str:
+    """``label``'s value in a ``ps`` line's labels: podman prints ``map[k:v k2:v2]``,
+    docker ``k=v,k2=v2``; values here never hold spaces, commas or colons before a port."""
+    labels = line.partition(" ")[2].removeprefix("map[").removesuffix("]")
+    for item in labels.replace(",", " ").split():
+        for sep in ("=", ":"):
+            key, found, value = item.partition(sep)
+            if found and key == label:
+                return value
+    return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

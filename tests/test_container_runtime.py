@@ -1,0 +1,263 @@
+"""``hud build`` and the ``container:IMAGE`` runtime, with podman and the examples' images.
+
+Opt-in like tests/test_container.py (HUD_TEST_CONTAINER=1, or CI=true where it must run):
+the two images are built once per module, by ``hud build`` itself; the second build reuses
+the first one's layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from test_container import BASE_IMAGE, REPO_ROOT, _require_container_tools
+
+from hud.client import Client
+from hud.eval import Run, Taskset
+from hud.protocol import errors
+from hud.runtimes import RuntimeOptions, create_runtime
+from hud.runtimes.container import ContainerRuntime
+from hud.runtimes.engine import OWNER_LABEL, Engine, find_engine, owner_id
+
+EXAMPLES = REPO_ROOT / "examples"
+
+
+def hud(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT,
+        timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hud", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+
+
+def owned_by(owner: str) -> list[str]:
+    """Names of the containers (running or not) whose owner label is ``owner``."""
+    return podman("ps", "--all", f"--filter=label={OWNER_LABEL}={owner}",
+                  "--format={{.Names}}").split()
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[dict[str, str]]:
+    """``hud build`` of the letter_count and coding examples: their tags, by example."""
+    _require_container_tools()
+    built = {}
+    for example in ("letter_count", "coding"):
+        proc = hud("build", ".", "--engine", "podman", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
+                   "--build-arg", f"ENV_PATH=examples/{example}/env.py")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        built[example] = proc.stdout
+    try:
+        yield {name: tag.strip() for name, tag in built.items()}
+    finally:
+        for tag in built.values():
+            subprocess.run(["podman", "rmi", "--force", tag.strip()], capture_output=True)
+
+
+def test_build_tags_the_image_with_the_environments_name_and_version(
+        images: dict[str, str]) -> None:
+    assert images == {"letter_count": "letter-count:1.0.0", "coding": "coding:1.0.0"}
+    served = podman("image", "inspect", "--format={{.Config.Env}}", images["coding"])
+    assert "HUD_ENV_PATH=/src/examples/coding/env.py" in served
+
+
+def test_build_without_an_engine_says_so(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile.hud").write_text("FROM scratch\n")
+    env = {**os.environ, "PATH": str(tmp_path)}  # no podman, no docker
+    proc = hud("build", str(tmp_path), "-t", "x:1", env=env)
+    assert (proc.returncode, proc.stdout) == (9, "")
+    assert proc.stderr == ("error: no container engine found: install podman or docker "
+                           "(neither is on PATH)\n")
+
+
+def test_a_failed_build_exits_9_with_the_engines_output(tmp_path: Path) -> None:
+    _require_container_tools()
+    (tmp_path / "Dockerfile.hud").write_text(
+        f"FROM {BASE_IMAGE}\nRUN echo the-step-failed >&2; exit 3\n")
+    proc = hud("build", str(tmp_path), "-t", "hud-test-fails:1", "--engine", "podman")
+    assert (proc.returncode, proc.stdout) == (9, "")
+    assert "the-step-failed" in proc.stderr
+    assert proc.stderr.endswith("error: podman build of hud-test-fails:1 failed with exit "
+                                "code 3 (its output is above)\n"), proc.stderr[-2000:]
+
+
+def test_eval_in_fresh_containers_leaves_none(images: dict[str, str], tmp_path: Path) -> None:
+    """``hud eval --runtime container:IMAGE`` with a warm container and one start at a time:
+    every rollout graded, every container (the warm one too) gone when it exits."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py", "oracle",
+         "--runtime", f"container:{images['letter_count']}", "--warm", "1",
+         "--max-starting", "1", "--max-concurrent", "2", "--json",
+         "--trace-dir", str(tmp_path / "traces")],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-4000:]
+    runs = msgspec.json.decode(out)["runs"]
+    assert [(run["status"], run["reward"]) for run in runs] == [("completed", 1.0)] * 5
+    assert owned_by(owner_id(proc.pid)) == []
+
+
+@pytest.mark.anyio
+async def test_the_coding_workspace_runs_inside_the_container(images: dict[str, str]) -> None:
+    """The ssh capability, tunnelled through the one published port, is a shell inside the
+    rollout's own container; that port is on 127.0.0.1 only and wants the token."""
+    taskset = Taskset.from_source(EXAMPLES / "coding" / "tasks.py").filter(["fix_failing_test"])
+    seen: dict[str, str] = {}
+
+    async def agent(run: Run) -> None:
+        shell = await run.client.open("shell")
+        seen["hostname"] = (await shell.run("hostname")).stdout.strip()
+        seen["tests"] = (await shell.run("python3 -m unittest -q")).stderr
+        [name] = owned_by(owner_id())
+        seen["id"] = podman("inspect", "--format={{.Config.Hostname}}", name).strip()
+        seen["ports"] = podman("port", name).strip()
+        url = run.client.url.replace("/v1/control", "")
+        with pytest.raises(errors.Unauthorized):
+            await Client.connect(url)
+        run.answer = "done"
+
+    async with ContainerRuntime(images["coding"], engine="podman") as runtime:
+        job = await taskset.run(agent, runtime=runtime)
+    [run] = job.runs
+    assert (run.status, run.reward) == ("completed", 0.0), run.error
+    assert seen["hostname"] == seen["id"]
+    assert "FAILED" in seen["tests"]
+    host_port = int(seen["ports"].rpartition(":")[2])
+    assert seen["ports"] == f"8765/tcp -> 127.0.0.1:{host_port}"
+    assert owned_by(owner_id()) == []
+
+
+@pytest.mark.anyio
+async def test_failed_and_cancelled_rollouts_leave_no_container(images: dict[str, str]) -> None:
+    taskset = Taskset.from_source(EXAMPLES / "letter_count" / "tasks.py").filter(["0"])
+    in_agent = asyncio.Event()
+
+    async def crashes(run: Run) -> None:
+        raise RuntimeError("the agent crashed")
+
+    async def hangs(run: Run) -> None:
+        in_agent.set()
+        await asyncio.sleep(3600)
+
+    async with ContainerRuntime(images["letter_count"], engine="podman", warm=1) as runtime:
+        failed = await taskset.run(crashes, runtime=runtime)
+        hung = asyncio.ensure_future(taskset.run(hangs, runtime=runtime))
+        await in_agent.wait()
+        assert len(owned_by(owner_id())) == 2  # the hung rollout's, and the warm one
+        hung.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung
+    [run] = failed.runs
+    assert (run.status, run.error and run.error.phase) == ("error", "agent")
+    assert owned_by(owner_id()) == []
+
+
+@pytest.mark.anyio
+async def test_an_image_that_does_not_serve_is_an_environment_error() -> None:
+    """The base image's command (bash, no terminal) exits at once: the rollout fails in its
+    environment phase, saying so with the container's logs, and the container is removed."""
+    _require_container_tools()
+    taskset = Taskset.from_source(EXAMPLES / "letter_count" / "tasks.py").filter(["0"])
+
+    async def never_runs(run: Run) -> None:
+        raise AssertionError("no environment, no agent")
+
+    async with ContainerRuntime(BASE_IMAGE, engine="podman") as runtime:
+        job = await taskset.run(never_runs, runtime=runtime)
+    [run] = job.runs
+    assert (run.status, run.error and run.error.phase) == ("error", "environment")
+    assert run.error and run.error.message.startswith(
+        f"container of {BASE_IMAGE} exited before serving:")
+    assert owned_by(owner_id()) == []
+
+
+HANGING_EVAL = """
+import asyncio, sys
+from hud.eval import Taskset
+from hud.runtimes.container import ContainerRuntime
+
+async def hangs(run):
+    print("in agent", flush=True)
+    await asyncio.sleep(3600)
+
+async def main():
+    taskset = Taskset.from_source(sys.argv[2]).filter(["0"])
+    async with ContainerRuntime(sys.argv[1], engine="podman") as runtime:
+        await taskset.run(hangs, runtime=runtime)
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_hud_leaves_no_container(images: dict[str, str]) -> None:
+    """SIGKILL gives hud no chance to clean up: its reaper removes the container."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HANGING_EVAL, images["letter_count"],
+         str(EXAMPLES / "letter_count" / "tasks.py")],
+        stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "in agent\n"
+    owner = owner_id(proc.pid)
+    assert len(owned_by(owner)) == 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while owned_by(owner) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert owned_by(owner) == []
+
+
+@pytest.mark.anyio
+async def test_leftovers_of_a_dead_hud_are_swept() -> None:
+    """Containers whose owner is a process gone from this host (its reaper died with it)
+    are removed by the next container runtime; live owners' containers are left alone."""
+    _require_container_tools()
+    dead = _dead_pid()
+    names = {f"hud-test-sweep-{dead}": owner_id(dead),
+             f"hud-test-keep-{os.getpid()}": owner_id()}
+    for name, owner in names.items():
+        podman("create", f"--name={name}", f"--label={OWNER_LABEL}={owner}", BASE_IMAGE)
+    try:
+        engine = Engine(find_engine("podman"))
+        swept = await engine.sweep()
+        assert f"hud-test-sweep-{dead}" in swept
+        assert owned_by(owner_id(dead)) == []
+        assert owned_by(owner_id()) == [f"hud-test-keep-{os.getpid()}"]
+        await engine.remove(*names)  # the first is gone already: the second goes all the same
+        assert owned_by(owner_id()) == []
+    finally:
+        podman("rm", "--force", "--ignore", *names)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_runtime_is_registered_and_wants_an_image(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("HUD_CONTAINER_ENGINE", raising=False)
+    runtime = create_runtime("container:my-env:1.0", RuntimeOptions(warm=2, max_starting=3))
+    assert isinstance(runtime, ContainerRuntime)
+    assert (runtime.image, runtime.engine.path, runtime.warm) == ("my-env:1.0", str(fake), 2)
+    with pytest.raises(ValueError, match=r"^the container runtime wants an image: container:"):
+        create_runtime("container")
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(ValueError, match=r"^no container engine found: install podman or docker"):
+        create_runtime("container:my-env:1.0")
