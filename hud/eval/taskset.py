@@ -86,10 +86,14 @@ class Taskset:
         """Rows ``{"id", "args", "slug"?}`` from JSON (a list) or JSONL, bound to the live
         templates of their environment so every runtime can run them."""
         from ..loader import load_environment
+        from ..taskfile_env import load_task_file
 
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
+        mcp_tasks = load_task_file(path)  # the original SDK's rows: prompt, mcp_config, ...
+        if mcp_tasks is not None:
+            return cls(mcp_tasks[1], name=path.stem)
         text = path.read_text()
         try:
             if path.suffix == ".jsonl":
