@@ -169,13 +169,21 @@ class Taskset:
                 store.save_run(run)
             return run
 
+        # A runtime that places whole rollouts, agent included (ray), runs them itself.
+        place = getattr(runtime, "rollout", None)
+
         async def one(task: Task, group_id: str) -> Run:
             started: list[Run] = []
             async with gate:
                 try:
-                    run = await rollout(task, agent, runtime, group_id=group_id,
-                                        timeout=config.timeout, max_steps=config.max_steps,
-                                        on_start=started.append)
+                    if place is not None:
+                        run = await place(task, agent, group_id=group_id,
+                                          timeout=config.timeout, max_steps=config.max_steps,
+                                          on_start=started.append)
+                    else:
+                        run = await rollout(task, agent, runtime, group_id=group_id,
+                                            timeout=config.timeout, max_steps=config.max_steps,
+                                            on_start=started.append)
                 except asyncio.CancelledError:
                     # Interrupted: the job keeps no end time, and its cut-off runs say so.
                     for cut in started:
