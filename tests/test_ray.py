@@ -4,6 +4,7 @@ over both nodes, and a node killed under a rollout makes it an error, never a re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -19,9 +20,9 @@ import pytest
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
-from hud.agents import create_agent  # noqa: E402
-from hud.eval.taskset import Taskset  # noqa: E402
-from hud.runtimes.ray import RayRuntime  # noqa: E402
+from hud.agents import create_agent
+from hud.eval.taskset import Taskset
+from hud.runtimes.ray import RayRuntime
 
 pytestmark = pytest.mark.anyio
 RAY = str(Path(sys.executable).parent / "ray")
@@ -76,9 +77,8 @@ class Cluster:
                                 stderr=subprocess.DEVNULL, env={**os.environ, **RAY_ENV})
 
     def _alive(self) -> list[str]:
-        script = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
-                  "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))"
-                  % self.address)
+        script = (f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
+                  "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               timeout=120, env={**os.environ, **RAY_ENV})
         return done.stdout.split() if done.returncode == 0 else []
@@ -90,8 +90,22 @@ class Cluster:
             time.sleep(1)
 
     def kill_worker(self) -> None:
+        """SIGKILL the second node's every process: its raylet and workers put themselves in
+        process groups of their own, so walk the tree from the ``ray start`` we started."""
         assert self.worker is not None
-        os.killpg(self.worker.pid, signal.SIGKILL)
+        table = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True,
+                               text=True, check=True).stdout.split()
+        children: dict[int, list[int]] = {}
+        for pid, ppid in zip(table[::2], table[1::2], strict=True):
+            children.setdefault(int(ppid), []).append(int(pid))
+        doomed, frontier = [], [self.worker.pid]
+        while frontier:
+            pid = frontier.pop()
+            doomed.append(pid)
+            frontier += children.get(pid, [])
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         for proc in (self.worker, getattr(self, 'head', None)):
@@ -137,9 +151,13 @@ def nodes_of(job: Any) -> list[str]:
 
 async def test_rollouts_spread_over_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
     taskset = Taskset.from_source(gated_env(tmp_path))
-    (tmp_path / "go").touch()
     async with RayRuntime(f"{cluster.address}", solutions=True) as runtime:
-        job = await taskset.run(create_agent("oracle"), runtime=runtime)
+        running = asyncio.ensure_future(taskset.run(create_agent("oracle"), runtime=runtime))
+        # two rollouts at once, one CPU per node: they can only run on different nodes
+        while len(list(tmp_path.glob("started-*"))) < 2:
+            await asyncio.sleep(0.1)
+        (tmp_path / "go").touch()
+        job = await running
         assert runtime.capacity is not None and runtime.capacity.total["cpu"] == 2
     assert [run.reward for run in job.runs] == [1.0] * 4
     assert set(nodes_of(job)) == {cluster.head_node, cluster.worker_node}
