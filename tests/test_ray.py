@@ -57,13 +57,18 @@ class Cluster:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.client_port = probe.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
+        self.client_url = f"ray://127.0.0.1:{self.client_port}"
         common = ["--num-cpus", "1", "--object-store-memory", str(80 * 2**20), "--block",
                   "--disable-usage-stats"]
         self.worker: subprocess.Popen[bytes] | None = None
         self.head = self._start([RAY, "start", "--head", "--port", str(self.port),
                                  "--node-ip-address", "127.0.0.1", "--include-dashboard",
-                                 "false", "--temp-dir", str(root), *common])
+                                 "false", "--ray-client-server-port", str(self.client_port),
+                                 "--temp-dir", str(root), *common])
         self._wait_for(1)
         self.worker = self._start([RAY, "start", "--address", self.address,
                                    "--node-ip-address", "127.0.0.1", *common])
@@ -149,9 +154,10 @@ def nodes_of(job: Any) -> list[str]:
             for run in job.runs]
 
 
-async def test_rollouts_spread_over_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
+async def test_rollouts_spread_over_both_nodes_through_the_ray_client(
+        cluster: Cluster, tmp_path: Path) -> None:
     taskset = Taskset.from_source(gated_env(tmp_path))
-    async with RayRuntime(f"{cluster.address}", solutions=True) as runtime:
+    async with RayRuntime(cluster.client_url, solutions=True) as runtime:
         running = asyncio.ensure_future(taskset.run(create_agent("oracle"), runtime=runtime))
         # two rollouts at once, one CPU per node: they can only run on different nodes
         while len(list(tmp_path.glob("started-*"))) < 2:
@@ -165,7 +171,7 @@ async def test_rollouts_spread_over_both_nodes(cluster: Cluster, tmp_path: Path)
 
 async def test_a_dead_node_is_an_error_not_a_reward(cluster: Cluster, tmp_path: Path) -> None:
     taskset = Taskset.from_source(gated_env(tmp_path))
-    async with RayRuntime(f"{cluster.address}", solutions=True) as runtime:
+    async with RayRuntime(cluster.address, solutions=True) as runtime:
         running = asyncio.ensure_future(taskset.run(create_agent("oracle"), runtime=runtime))
         while len(list(tmp_path.glob("started-*"))) < 2:
             await asyncio.sleep(0.1)

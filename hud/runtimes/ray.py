@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +126,8 @@ class RayRuntime(Runtime):
     @classmethod
     def from_spec(cls, argument: str | None, options: RuntimeOptions) -> RayRuntime:
         """``ray`` (``RAY_ADDRESS``, a running local cluster, or a new one) or ``ray://…``."""
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("the ray runtime needs Ray: pip install 'hud-runtime[ray]'")
         return cls(argument, solutions=options.solutions)
 
     async def _connected(self) -> Any:
