@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,7 @@ def parse_row(row: Any, where: str) -> McpTask:
     )
 
 
-def substitute(value: Any, environ: dict[str, str] | None = None) -> Any:
+def substitute(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """``value`` with every ``${VAR}`` in its strings replaced from ``environ`` (default:
     ``os.environ``); an unset variable raises ``LookupError`` naming it."""
     names = os.environ if environ is None else environ
@@ -215,7 +216,8 @@ def _strings(value: Any, where: str) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
             raise LoadError(f"{where}.{key}: must be a string, not {_kind(item)}")
-    return value
+    strings: dict[str, str] = value
+    return strings
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:

@@ -171,11 +171,8 @@ async def open_server(server: McpServer, folder: str) -> Tools:
         target = StdioServerParameters(command=spec.command[0], args=spec.command[1:],
                                        env=spec.env, cwd=cwd)
     elif spec.headers:
-        from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
-
         assert spec.url is not None
-        target = streamable_http_client(spec.url,
-                                        http_client=create_mcp_http_client(headers=spec.headers))
+        target = _with_headers(spec.url, spec.headers)
     else:
         target = spec.url
     try:
@@ -184,6 +181,19 @@ async def open_server(server: McpServer, folder: str) -> Tools:
         where = " ".join(spec.command) if spec.command else spec.url
         raise RuntimeError(f"mcp_config.{server.name}: could not start an MCP session with "
                            f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _with_headers(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+    """A streamable-HTTP transport that sends ``headers``, with the SDK's timeouts (30 s,
+    300 s to read a held-open stream); its HTTP client closes with it."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http, \
+            streamable_http_client(url, http_client=http) as streams:
+        yield streams
 
 
 def substitute_server(server: McpServer) -> McpServer:

@@ -150,3 +150,44 @@ def test_a_bad_row_is_named_with_its_field(folder: Path, bad: dict[str, Any],
     (folder / "tasks.json").write_text(json.dumps([row("fine", 0), row("bad", 0) | bad]))
     done = hud(folder, "eval", "tasks.json", "nop")
     assert (done.returncode, done.stderr, done.stdout) == (6, f"error: {message}\n", "")
+
+
+async def test_a_url_server_gets_its_headers_with_variables_substituted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hud.capabilities.mcp import Tool
+    from hud.capabilities.mcp.server import HttpService, ToolServer
+
+    def evaluate() -> float:
+        return 1.0
+
+    tools = ToolServer("remote")
+    tools.add(Tool(evaluate))
+    app = tools.mcp.streamable_http_app()
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (b"authorization", b"Bearer s3cret") not in scope["headers"]:
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await app(scope, receive, send)
+
+    http = HttpService(guarded)
+    await http.start()
+    monkeypatch.setenv("V5_TOKEN", "s3cret")
+    url = f"http://127.0.0.1:{http.port}/mcp"
+    rows = [{"id": token, "prompt": "Nothing to do.", "evaluate_tool": {"name": "evaluate"},
+             "mcp_config": {"remote": {"url": url, "headers": {"Authorization": token}}}}
+            for token in ("Bearer ${V5_TOKEN}", "Bearer wrong")]
+    (tmp_path / "tasks.json").write_text(json.dumps(rows))
+
+    async def agent(run: Any) -> None:
+        run.answer = ""
+
+    try:
+        job = await Taskset.from_file(tmp_path / "tasks.json").run(agent, runtime="inprocess")
+    finally:
+        await http.aclose()
+    right, wrong = job.runs
+    assert right.reward == 1.0
+    assert wrong.status == "error" and wrong.error.phase == "setup"
+    assert f"could not start an MCP session with {url}" in wrong.error.message

@@ -177,7 +177,7 @@ class Taskset:
             async with gate:
                 try:
                     if place is not None:
-                        run = await place(task, agent, group_id=group_id,
+                        run: Run = await place(task, agent, group_id=group_id,
                                           timeout=config.timeout, max_steps=config.max_steps,
                                           on_start=started.append)
                     else:

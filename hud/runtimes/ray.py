@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ class RayRuntime(Runtime):
         self.address = address
         self.capacity: Capacity | None = None
         self._remote: Any = None
+        self._owns = False  # whether this runtime called ray.init (and so shuts Ray down)
         self._connect = asyncio.Lock()
 
     @classmethod
@@ -141,16 +143,17 @@ class RayRuntime(Runtime):
 
         from .ray_worker import run_remote
 
-        if not ray.is_initialized():
+        self._owns = not ray.is_initialized()
+        if self._owns:
             address = self.address or os.environ.get("RAY_ADDRESS")
             try:
-                ray.init(address=address or "auto", logging_level="WARNING",
+                ray.init(address=address or "auto", logging_level=logging.WARNING,
                          log_to_driver=False)
             except ConnectionError:
                 if address:
                     raise
-                ray.init(logging_level="WARNING", log_to_driver=False)  # a local cluster
-        total = ray.cluster_resources()
+                ray.init(logging_level=logging.WARNING, log_to_driver=False)  # a local cluster
+        total: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         self.capacity = Capacity(total.get("CPU", 0.0), total.get("GPU", 0.0))
         return ray.remote(max_retries=0)(run_remote)
 
@@ -187,12 +190,13 @@ class RayRuntime(Runtime):
         return run
 
     async def aclose(self) -> None:
-        """Leaves the cluster (a cluster this process started stops with it)."""
-        if self._remote is not None:
+        """Leaves the cluster if this runtime joined it (a cluster it started stops with it);
+        a Ray session the caller opened stays open."""
+        if self._remote is not None and self._owns:
             import ray
 
-            self._remote = None
             await asyncio.to_thread(ray.shutdown)
+        self._remote = None
 
 
 async def _result(ref: Any) -> bytes:
