@@ -22,7 +22,7 @@ pytest.importorskip("ray", reason="the ray extra is not installed (pip install -
 
 from hud.agents import create_agent
 from hud.eval.taskset import Taskset
-from hud.runtimes.ray import RayRuntime
+from hud.runtimes.ray import Capacity, RayRuntime, Request, request_for
 
 pytestmark = pytest.mark.anyio
 RAY = str(Path(sys.executable).parent / "ray")
@@ -188,3 +188,33 @@ async def test_a_dead_node_is_an_error_not_a_reward(cluster: Cluster, tmp_path: 
     assert died[0].reward is None and died[0].error.phase == "environment"
     assert "the node or worker running this rollout died" in died[0].error.message
     assert sorted(run.reward for run in job.runs if not run.errored) == [1.0, 1.0, 1.0]
+
+
+def test_a_task_file_row_asks_for_resources_and_a_bad_field_is_named() -> None:
+    from hud.environment import Environment
+
+    env = Environment("rows")
+
+    @env.template()
+    async def mcp_task(row: dict[str, Any]):  # the shape of a task file's template
+        yield "prompt"
+        yield 1.0
+
+    asks = mcp_task(row={"metadata": {"resources": {"cpu": 0.5, "memory_mb": 512, "gpu": 1}}})
+    assert request_for(asks) == Request(cpu=0.5, memory_mb=512, gpu=1)
+    assert Request(cpu=0.5, memory_mb=512, gpu=1).ray_options() == {
+        "num_cpus": 0.5, "num_gpus": 1, "memory": 512 * 2**20}
+    wrong = mcp_task(row={"metadata": {"resources": {"cpus": 2}}})
+    with pytest.raises(ValueError, match=r"metadata.resources: .*'cpus'.* \(fields: cpu, "
+                                         r"memory_mb, gpu\)"):
+        request_for(wrong)
+
+
+async def test_a_rollout_larger_than_the_cluster_is_refused_not_queued_forever() -> None:
+    capacity = Capacity(cpu=2, gpu=0)
+    with pytest.raises(ValueError, match="a rollout asks for 1 GPUs; the cluster has 0"):
+        async with capacity.hold(Request(gpu=1)):
+            pass
+    async with capacity.hold(Request(cpu=2)):
+        assert capacity.free == {"cpu": 0, "gpu": 0}
+    assert capacity.free == {"cpu": 2, "gpu": 0}
