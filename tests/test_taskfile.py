@@ -76,7 +76,7 @@ def test_hud_eval_runs_a_jsonl_task_file_setup_then_evaluate(folder: Path) -> No
     rows = [row("ready", 3), row("unready", 0),
             row("text", 0, evaluate_tool={"name": "evaluate_text", "arguments": {"target": 1}})]
     (folder / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    done = hud(folder, "eval", "tasks.jsonl", "nop", "--json")
+    done = hud(folder, "eval", "tasks.jsonl", "nop", "--json", "--trace-dir", "traces")
     assert done.returncode == 0, done.stderr
     runs = {r["slug"]: r for r in json.loads(done.stdout)["runs"]}
     # setup ran in the same server the evaluate tool read: start=3 is already the target
