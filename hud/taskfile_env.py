@@ -92,6 +92,7 @@ def load_task_file_environment(path: Path) -> TaskFileEnvironment:
     loaded = load_task_file(path)
     if loaded is None:
         raise LoadError(f"{path} holds hud task rows, not MCP tasks: name their environment")
+    import jsonschema  # noqa: F401  (the SDK checks every tool result with it)
     import mcp.client.stdio
     import mcp.client.streamable_http  # noqa: F401
 
