@@ -1,8 +1,9 @@
 """Finds the environment (and task rows) a user points at: a file, a directory, or a module.
 
 Targets: ``env.py``, ``env.py:attr``, a directory (its ``env.py``, else the one file that
-defines an environment), ``package.module`` or ``package.module:attr``. An ``attr`` that is
-a function is called as a factory. A file's directory goes on ``sys.path`` and the file is
+defines an environment), ``package.module`` or ``package.module:attr``, or an MCP task file
+(``tasks.json``, see :mod:`hud.taskfile`). An ``attr`` that is a function is called as a
+factory. A file's directory goes on ``sys.path`` and the file is
 imported under its own name, so ``tasks.py`` doing ``from env import count`` shares the
 environment object with the server.
 """
@@ -20,6 +21,10 @@ from .errors import LoadError
 
 
 def load_environment(target: str | Path = ".") -> Environment:
+    if Path(target).suffix in (".json", ".jsonl") and Path(target).is_file():
+        from .taskfile_env import load_task_file_environment
+
+        return load_task_file_environment(Path(target))
     module, attr = _import_target(str(target), prefer="env.py")
     if attr:
         value = getattr(module, attr, None)

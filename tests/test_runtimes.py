@@ -78,7 +78,8 @@ def test_an_unknown_runtime_is_a_usage_error_listing_the_runtimes(
     assert done.stderr == (
         "error: --runtime kubernetes: no runtime named 'kubernetes'; available: "
         "container:IMAGE, inprocess, "
-        "loopback:LOG, notaruntime, pool, subprocess, ws://HOST:PORT, wss://HOST:PORT\n")
+        "loopback:LOG, notaruntime, pool, ray://HOST:PORT, subprocess, ws://HOST:PORT, "
+        "wss://HOST:PORT\n")
     refused = hud("eval", str(EXAMPLE / "tasks.py"), "oracle", "--runtime", "pool:8",
                   site=plugin_site, tmp_path=tmp_path)
     assert refused.returncode == 2

@@ -10,13 +10,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from ..environment import Task, default_slug
 from .branching import branch_rollout
 from .config import DEFAULT, needs_solutions
 from .job import Job
 from .rollout import AgentCallable, rollout
 from .run import Run
-from .trace import Trace, new_id
+from .trace import Step, Trace, new_id
 
 if TYPE_CHECKING:
     from ..runtimes import Runtime
@@ -87,10 +89,14 @@ class Taskset:
         """Rows ``{"id", "args", "slug"?}`` from JSON (a list) or JSONL, bound to the live
         templates of their environment so every runtime can run them."""
         from ..loader import load_environment
+        from ..taskfile_env import load_task_file
 
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
+        mcp_tasks = load_task_file(path)  # the original SDK's rows: prompt, mcp_config, ...
+        if mcp_tasks is not None:
+            return cls(mcp_tasks[1], name=path.stem)
         text = path.read_text()
         try:
             if path.suffix == ".jsonl":
@@ -231,11 +237,14 @@ class _Rollouts:
         started: list[Run] = []
         async with self.gate:
             try:
-                run = await rollout(slot.task, self.agent, self.runtime, group_id=slot.group_id,
-                                    timeout=self.config.timeout,
-                                    max_steps=self.config.max_steps,
-                                    retries=self.config.retry_errors, trace=slot.trace,
-                                    on_start=started.append)
+                if getattr(self.runtime, "rollout", None) is None:
+                    run = await rollout(slot.task, self.agent, self.runtime,
+                                        group_id=slot.group_id, timeout=self.config.timeout,
+                                        max_steps=self.config.max_steps,
+                                        retries=self.config.retry_errors, trace=slot.trace,
+                                        on_start=started.append)
+                else:
+                    run = await self.placed(slot, started.append)
             except asyncio.CancelledError:
                 # Interrupted: the run (marked cancelled by the rollout) is recorded, so a
                 # resumed job knows to run it again.
@@ -246,6 +255,32 @@ class _Rollouts:
         if self.progress is not None:
             self.progress(run)
         return [run]
+
+    async def placed(self, slot: Slot, on_start: Callable[[Run], object]) -> Run:
+        """A rollout that its runtime places whole, agent included (``ray``), placed again
+        while it fails in the environment phase (a dead node), up to ``retry_errors`` more
+        times; each later attempt's trace starts with a ``retry`` step naming the last
+        attempt's error."""
+        place = self.runtime.rollout  # type: ignore[attr-defined]
+        run: Run = await place(slot.task, self.agent, group_id=slot.group_id,
+                               timeout=self.config.timeout, max_steps=self.config.max_steps,
+                               on_start=on_start)
+        for attempt in range(2, self.config.retry_errors + 2):
+            error = run.trace.error
+            if run.status != "error" or error is None or error.phase != "environment":
+                break
+            last = msgspec.to_builtins(error)
+            run = await place(slot.task, self.agent, group_id=slot.group_id,
+                              timeout=self.config.timeout, max_steps=self.config.max_steps,
+                              on_start=on_start)
+            trace = run.trace
+            trace.attempt = attempt
+            trace.steps.insert(0, Step(index=0, kind="retry", time=trace.started_at,
+                                       data={"attempt": attempt, "after": "error",
+                                             "error": last}))
+            for index, step in enumerate(trace.steps):
+                step.index = index
+        return run
 
     async def tree(self, slot: Slot, branch_at: int, branches: int) -> list[Run]:
         """A prefix of ``branch_at`` steps, then its ``branches`` branches (see

@@ -83,6 +83,9 @@ def environment_of(task: Task) -> Environment:
 def source_of(task: Task) -> str:
     """A ``file.py:attr`` target that serves the environment of ``task`` in a new process."""
     env = environment_of(task)
+    source = getattr(env, "source", None)  # an environment built from a file, not a module
+    if isinstance(source, str):
+        return source
     module = sys.modules.get(task.template.func.__module__) if task.template else None
     path = getattr(module, "__file__", None)
     if module is None or path is None:
