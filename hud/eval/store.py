@@ -31,7 +31,7 @@ import msgspec
 from ..errors import StoreError, UnknownId
 from .blobs import inline_images, write_document, write_json
 from .job import group_relative
-from .messages import trace_messages
+from .messages import trace_messages, training_row
 from .schema import SCHEMA_VERSION, open_schema
 from .trace import Trace
 
@@ -223,9 +223,8 @@ class TraceStore:
         return msgspec.convert(document, Trace)
 
     def export(self, job_id: str, *, normalize_std: bool = True) -> Iterator[dict[str, Any]]:
-        """Training rows for a job's completed runs: trace_id, job_id, task (env, slug, id,
-        args), group_id, messages (OpenAI chat format, see the module docstring), reward,
-        and advantage (:func:`group_relative` over the completed runs of its group).
+        """Training rows (:func:`~.messages.training_row`) for a job's completed runs, the
+        ``advantage`` of each :func:`group_relative` over the completed runs of its group.
         Runs that errored are left out, of the rows and of every group's advantages."""
         full = self._resolve("jobs", "id", job_id, "job")
         rows = self._query("SELECT * FROM runs WHERE job_id = ? AND status = 'completed' "
@@ -233,18 +232,12 @@ class TraceStore:
         groups: dict[str, list[sqlite3.Row]] = {}
         for row in rows:
             groups.setdefault(row["group_id"], []).append(row)
-        for group_id, members in groups.items():
+        for members in groups.values():
             rewards = [row["reward"] for row in members]
             advantages = group_relative(rewards, normalize_std=normalize_std)
             for row, advantage in zip(members, advantages, strict=True):
                 trace = inline_images(self._document(row["trace_id"]), self.root)
-                yield {
-                    "trace_id": row["trace_id"], "job_id": full,
-                    "task": {"env": row["env"], "slug": row["slug"], "id": row["template"],
-                             "args": json.loads(row["args"])},
-                    "group_id": group_id, "messages": trace_messages(trace),
-                    "reward": row["reward"], "advantage": advantage,
-                }
+                yield training_row(trace, {**dict(row), "job_id": full}, advantage)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Rows of a read-only query on the index (the tables of :mod:`.schema`)."""
