@@ -11,7 +11,8 @@ Step file paths in ``trace.json`` are relative to the directory holding it; imag
 relative to the root. Files are written before the index row is committed: a row never
 points at a missing trace. Nothing is truncated in the store (views truncate).
 
-Exports rebuild OpenAI chat messages from the trace's steps (:mod:`.messages`).
+Exports rebuild training rows (chat messages, tools, sampled tokens) from the traces
+(:mod:`.messages`).
 """
 
 from __future__ import annotations
