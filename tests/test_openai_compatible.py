@@ -669,3 +669,65 @@ def test_hud_eval_without_a_base_url_fails_before_any_environment(tmp_path: Path
                     "inprocess", trace_dir=tmp_path)
     assert done.returncode != 0 and done.returncode != 7  # a usage error, not rollout errors
     assert "base_url=http://HOST:PORT/v1" in done.stderr
+
+
+# -- sampled tokens: ids and logprobs, in each server's dialect ---------------------------------
+
+
+def entry(token: str, logprob: float, **extra: Any) -> dict[str, Any]:
+    """One ``choice.logprobs.content`` entry (OpenAI's fields, plus a server's extras)."""
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()),
+            "top_logprobs": [{"token": token, "logprob": logprob, "bytes": None}], **extra}
+
+
+def test_sampled_tokens_in_each_servers_dialect() -> None:
+    # llama.cpp's server: each entry carries the token's id
+    llama_cpp = {"logprobs": {"content": [entry("3", -0.5, id=18), entry("!", -1.0, id=0)]}}
+    assert wire.sampled_tokens(llama_cpp) == {
+        "token_ids": [18, 0], "tokens": ["3", "!"], "token_logprobs": [-0.5, -1.0]}
+    # vLLM, return_token_ids: the ids beside the choice
+    vllm = {"token_ids": [7, 9], "logprobs": {"content": [entry("a", -0.1), entry("b", -0.2)]}}
+    assert wire.sampled_tokens(vllm)["token_ids"] == [7, 9]
+    # vLLM, return_tokens_as_token_ids: ids in place of the token text
+    as_ids = {"logprobs": {"content": [entry("token_id:7", -0.1), entry("token_id:9", -0.2)]}}
+    assert wire.sampled_tokens(as_ids) == {
+        "token_ids": [7, 9], "tokens": None, "token_logprobs": [-0.1, -0.2]}
+    # llama-cpp-python: text and logprobs, no ids
+    text_only = {"logprobs": {"content": [entry(" hi", -0.3)], "refusal": None}}
+    assert wire.sampled_tokens(text_only) == {
+        "token_ids": None, "tokens": [" hi"], "token_logprobs": [-0.3]}
+    assert wire.sampled_tokens({"logprobs": None}) == {}
+
+
+def test_logprobs_are_asked_for_only_when_set() -> None:
+    assert "logprobs" not in Settings.from_config("m", {}).request_fields()
+    fields = Settings.from_config("m", {"logprobs": True, "top_logprobs": 3,
+                                        "extra_body": {"top_k": 5}}).request_fields()
+    assert (fields["logprobs"], fields["top_logprobs"]) == (True, 3)
+    assert fields["extra_body"] == {"return_token_ids": True,
+                                    "return_tokens_as_token_ids": True, "top_k": 5}
+    with pytest.raises(TypeError, match="logprobs must be true or false"):
+        Settings.from_config("m", {"logprobs": "yes"})
+
+
+async def test_sampled_tokens_are_recorded_and_exported(tmp_path: Path) -> None:
+    sampled = {"logprobs": {"content": [entry("3", -0.5, id=18)], "refusal": None}}
+    script = [reply("3", usage=(20, 1), choice=sampled)]
+    vllm_fields = ("return_token_ids", "return_tokens_as_token_ids")
+    with serve_chat_completions(script, extensions=vllm_fields) as server:
+        agent = WithTools(None, model="fake-model", base_url=server.base_url, logprobs=True)
+        async with InProcessRuntime() as runtime:
+            run = await rollout(count_letter(), agent, runtime)
+    assert server.refused == [] and run.status == "completed"
+    (body,) = server.bodies
+    assert {key: body[key] for key in ("logprobs", "top_logprobs", *vllm_fields)} == {
+        "logprobs": True, "top_logprobs": 1, "return_token_ids": True,
+        "return_tokens_as_token_ids": True}
+    (step,) = steps(run, "model")
+    assert (step["token_ids"], step["tokens"], step["token_logprobs"]) == ([18], ["3"], [-0.5])
+    run.job_id, run.group_id = "job-1", "group-1"
+    with TraceStore(tmp_path) as store:
+        store.save_run(run)
+        (row,) = store.export("job-1")
+    final = row["messages"][-1]
+    assert (final["token_ids"], final["tokens"], final["logprobs"]) == ([18], ["3"], [-0.5])

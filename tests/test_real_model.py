@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pytest
 from hud.harnesses import Tool, ToolBox, ToolSpec
 from hud.harnesses.openai_compatible import OpenAICompatibleAgent
@@ -126,6 +127,43 @@ def test_hud_eval_with_a_real_model(model_server: str, tmp_path: Path) -> None:
             assert model_steps[-1].data["model"] == "smollm2"  # listed by the server
             assert trace.usage["input_tokens"] > 10 and trace.usage["output_tokens"] > 0
             assert trace.answer == model_steps[-1].data["content"]
+
+
+def test_the_export_carries_the_sampled_tokens(model_server: str, tmp_path: Path) -> None:
+    # llama-cpp-python's server returns each sampled token's text and logprob, never its id
+    # (llama_cpp/llama_chat_format.py, _convert_text_completion_logprobs_to_chat); the
+    # tokens are checked against the model's own vocabulary here instead.
+    environ = {**os.environ, "HUD_TRACE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py",
+         "openai_compatible", "--config", f"base_url={model_server}",
+         "--config", "temperature=0", "--config", "max_tokens=24",
+         "--config", "logprobs=true", "--runtime", "inprocess", "--json"],
+        capture_output=True, text=True, timeout=300, env=environ, cwd=ROOT)
+    assert done.returncode in (0, 7), done.stderr
+    path = tmp_path / "rows.jsonl"
+    exported = subprocess.run(
+        [sys.executable, "-m", "hud", "export", json.loads(done.stdout)["job"], "-o", str(path)],
+        capture_output=True, text=True, timeout=60, env=environ, cwd=ROOT)
+    assert exported.returncode == 0, exported.stderr
+    from llama_cpp import Llama  # after the fixture's skip when it is not installed
+
+    rows = datasets.load_dataset("json", data_files=str(path), split="train",
+                                 keep_in_memory=True, cache_dir=str(tmp_path / "hf"))
+    assert rows.num_rows > 0
+    vocabulary = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
+    for row in rows:
+        assert row["sampling"]["temperature"] == 0.0 and row["sampling"]["max_tokens"] == 24
+        (turn,) = [m for m in row["messages"] if m["role"] == "assistant"]
+        text = "".join(part["text"] for part in turn["content"])
+        assert turn["token_ids"] is None and text.strip()
+        assert "".join(turn["tokens"]) == text and len(turn["logprobs"]) == len(turn["tokens"])
+        assert all(logprob <= 0.0 for logprob in turn["logprobs"])
+        # Each token is one token of the model's vocabulary, and their ids spell the text.
+        ids = [vocabulary.tokenize(token.encode(), add_bos=False, special=True)
+               for token in turn["tokens"]]
+        assert all(len(one) == 1 for one in ids), ids
+        assert vocabulary.detokenize([one[0] for one in ids]).decode() == text
 
 
 env = Environment("real-model-test", version="1.0.0")

@@ -182,14 +182,14 @@ def test_export_messages_and_advantages(store: TraceStore) -> None:
     row = a[0]
     assert row["job_id"] == job.id and row["reward"] == 1.0
     assert row["task"] == {"env": "letters", "slug": job.runs[0].task.slug, "id": "count",
-                           "args": {"word": "banana", "letter": "a"}}
+                           "args": '{"word":"banana","letter":"a"}'}  # JSON text: any args
     assert row["messages"] == [
-        {"role": "user", "content": f"Count in {job.runs[0].task.slug}"},
-        {"role": "assistant", "content": "Let me look.", "tool_calls": [{
+        message("user", [text(f"Count in {job.runs[0].task.slug}")]),
+        {**message("assistant", [text("Let me look.")]), "tool_calls": [{
             "id": "call_1", "type": "function",
             "function": {"name": "bash", "arguments": '{"cmd":"echo 3"}'}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "3", "name": "bash"},
-        {"role": "assistant", "content": "3"},
+        message("tool", [text("3")], tool_call_id="call_1", name="bash"),
+        message("assistant", [text("3")]),
     ]
     unnormalized = list(store.export(job.id, normalize_std=False))
     assert sorted(r["advantage"] for r in unnormalized if r["group_id"] == "group-a") == \
@@ -205,16 +205,28 @@ def test_export_of_block_prompts_and_conversations(store: TraceStore) -> None:
     run.record("message", role="system", content="Be terse.")
     store.save_run(run)
     messages = next(store.export(job.id))["messages"]
-    assert messages[0] == {"role": "system", "content": "Be terse."}
-    assert messages[1] == {"role": "user", "content": [
-        {"type": "text", "text": "What is shown?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}
+    assert messages[0] == message("system", [text("Be terse.")])
+    assert messages[1] == message("user", [
+        text("What is shown?"),
+        {"type": "image", "text": None, "image": "data:image/png;base64,iVBORw0KGgo="}])
     conversation = {"steps": [{"index": 0, "kind": "prompt", "time": 0.0, "data": {
         "prompt": "Hi?", "messages": [{"role": "system", "content": "Be kind."},
                                       {"role": "user", "content": "Hi?"}]}},
         {"index": 1, "kind": "grade", "time": 0.0, "data": {"reward": 1.0}}]}
-    assert trace_messages(conversation) == [{"role": "system", "content": "Be kind."},
-                                            {"role": "user", "content": "Hi?"}]
+    assert trace_messages(conversation) == [message("system", [text("Be kind.")]),
+                                            message("user", [text("Hi?")])]
+
+
+def text(value: str) -> dict[str, Any]:
+    """A text part of an exported message."""
+    return {"type": "text", "text": value, "image": None}
+
+
+def message(role: str, content: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """An exported message: every key present, in every message (one Arrow schema)."""
+    return {"role": role, "content": content, "tool_calls": [],
+            "tool_call_id": fields.get("tool_call_id"), "name": fields.get("name"),
+            "token_ids": None, "tokens": None, "logprobs": None}
 
 
 def test_two_stores_on_one_directory_write_concurrently(tmp_path: Path) -> None:

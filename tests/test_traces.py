@@ -101,9 +101,8 @@ def test_screenshots_are_files_named_by_their_hash(
         exported = next(row for row in store.export(jobs["browser"]["job"])
                         if row["trace_id"] == run["trace_id"])
     # The training export carries the images inline too (data URLs), read from the files.
-    urls = [part["image_url"]["url"] for message in exported["messages"]
-            if message["role"] == "tool" and isinstance(message["content"], list)
-            for part in message["content"] if part["type"] == "image_url"]
+    urls = [part["image"] for message in exported["messages"] if message["role"] == "tool"
+            for part in message["content"] if part["type"] == "image"]
     assert len(urls) == 3 and base64.b64decode(urls[0].split(",", 1)[1]).startswith(b"\x89PNG")
     result = next(s for s in loaded.steps if s.kind == "tool_result")
     image = result.data["content"][1]
@@ -229,8 +228,8 @@ def test_a_v1_store_is_migrated_and_its_traces_read(tmp_path: Path) -> None:
         loaded = store.trace("t1")
         assert loaded.steps[2].files == {"screen.png": base64.b64decode(PIXEL)}
         (row,) = store.export("job1")
-        assert row["messages"][-1] == {"role": "assistant", "content": "2"}
-        assert row["messages"][2]["content"][0]["image_url"]["url"].endswith(PIXEL)
+        assert row["messages"][-1]["content"] == [{"type": "text", "text": "2", "image": None}]
+        assert row["messages"][2]["content"][0]["image"].endswith(PIXEL)
         # New runs go in beside the old ones.
         from test_store import count as count_template
         from test_store import make_run

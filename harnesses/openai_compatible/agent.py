@@ -8,6 +8,14 @@ arguments in Python):
 ``model``            else the first model the server lists at ``/models``
 ``max_steps``        model turns at most (else the run's ``max_steps``, else 30)
 ``temperature``, ``max_tokens``, ``extra_body`` (extra request fields, a JSON object)
+``logprobs``         ``true``: ask for the sampled tokens with their log-probabilities
+                     (``logprobs``, ``top_logprobs``) and their ids (vLLM's
+                     ``return_token_ids`` and ``return_tokens_as_token_ids``; llama.cpp's
+                     server gives ids with its logprobs); recorded on each ``model`` step and
+                     exported by ``hud export``. Off by default: OpenAI's own API refuses
+                     the vLLM fields.
+``top_logprobs``     alternatives per token with ``logprobs`` (default 1; llama.cpp's server
+                     returns no logprobs at all with 0)
 ``tool_choice``      ``auto``, ``required``, ``none`` or a function (sent when there are tools)
 ``system_prompt``    a system message before the prompt
 ``tool_timeout``     seconds for one tool call (none by default: the rollout's deadline bounds it)
@@ -64,6 +72,8 @@ class Settings:
     tool_timeout: float | None = None
     extra_body: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 1
     policy: RequestPolicy = dataclasses.field(default_factory=RequestPolicy)
 
     @classmethod
@@ -82,7 +92,11 @@ class Settings:
             "max_steps": int, "max_tokens": int, "temperature": (int, float),
             "tool_timeout": (int, float), "extra_body": dict, "tool_choice": (str, dict),
             "system_prompt": str, "base_url": str, "api_key": str, "model": str,
+            "top_logprobs": int,
         }
+        if not isinstance(self.logprobs, bool):
+            raise TypeError(f"openai_compatible: logprobs must be true or false, "
+                            f"got {self.logprobs!r}")
         for name, kind in expected.items():
             value = getattr(self, name)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
@@ -98,6 +112,14 @@ class Settings:
         for name in ("temperature", "max_tokens", "extra_body"):
             if getattr(self, name) is not None:
                 fields[name] = getattr(self, name)
+        if self.logprobs:
+            fields.update(logprobs=True, top_logprobs=self.top_logprobs)
+            # vLLM's extensions (docs.vllm.ai, OpenAI-compatible server): the sampled ids
+            # beside the choice, and ids in place of token strings on older versions;
+            # servers without them ignore unknown fields (llama.cpp, llama-cpp-python).
+            fields["extra_body"] = {"return_token_ids": True,
+                                    "return_tokens_as_token_ids": True,
+                                    **(self.extra_body or {})}
         return fields
 
 

@@ -102,6 +102,7 @@ async def _turn(run: Run, model: ChatModel, request: dict[str, Any]) -> dict[str
     cost = price(run, usage, default_prices())
     summary = {key: value for key, value in request.items() if key not in ("messages", "tools")}
     run.record_model_call(latency=duration, **wire.model_step(message),
+                          **wire.sampled_tokens(choices[0]),
                           stop_reason=choices[0].get("finish_reason"), usage=usage,
                           request={**summary, "messages": len(request.get("messages", []))},
                           response=reply, finish_reason=choices[0].get("finish_reason"),

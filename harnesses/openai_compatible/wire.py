@@ -8,6 +8,7 @@ the mapping is tested with golden dicts in the provider's own format
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -120,6 +121,32 @@ def model_step(message: dict[str, Any]) -> dict[str, Any]:
     if message.get("refusal"):
         step["refusal"] = message["refusal"]
     return step
+
+
+_VLLM_TOKEN_ID = re.compile(r"token_id:(\d+)")
+
+
+def sampled_tokens(choice: dict[str, Any]) -> dict[str, Any]:
+    """The sampled completion of a choice, where the server returned it, as trace ``model``
+    step fields: ``token_ids`` (null when the server gave none), ``tokens`` (their text, null
+    when the server gave ids only) and ``token_logprobs``; ``{}`` when it returned neither.
+
+    Ids come from vLLM's ``choice.token_ids`` (``return_token_ids``), else from llama.cpp's
+    ``id`` on each logprobs entry, else from vLLM's ``"token_id:N"`` token strings
+    (``return_tokens_as_token_ids``). llama-cpp-python returns token text only."""
+    entries = (choice.get("logprobs") or {}).get("content") or []
+    ids = choice.get("token_ids")
+    if not entries and ids is None:
+        return {}
+    tokens: list[str] | None = [str(entry.get("token", "")) for entry in entries] or None
+    matches = [_VLLM_TOKEN_ID.fullmatch(token) for token in tokens or []]
+    if tokens and all(matches):
+        ids = ids if ids is not None else [int(m.group(1)) for m in matches if m]
+        tokens = None
+    elif ids is None and entries and all(isinstance(e.get("id"), int) for e in entries):
+        ids = [entry["id"] for entry in entries]
+    logprobs = [entry.get("logprob") for entry in entries] or None
+    return {"token_ids": ids, "tokens": tokens, "token_logprobs": logprobs}
 
 
 def error_text(body: Any) -> str:

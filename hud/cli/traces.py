@@ -81,7 +81,8 @@ def export(
     ] = None,
     directory: DirOption = None,
 ) -> None:
-    """Write a job's completed runs as training JSONL: messages, reward, group id, advantage."""
+    """Write a job's completed runs as training JSONL (one schema, loads in `datasets`):
+    messages, tools, sampling, reward, subscores, group id, advantage, sampled tokens."""
     import msgspec
 
     with _open(directory) as store:

@@ -11,7 +11,8 @@ Step file paths in ``trace.json`` are relative to the directory holding it; imag
 relative to the root. Files are written before the index row is committed: a row never
 points at a missing trace. Nothing is truncated in the store (views truncate).
 
-Exports rebuild OpenAI chat messages from the trace's steps (:mod:`.messages`).
+Exports rebuild training rows (chat messages, tools, sampled tokens) from the traces
+(:mod:`.messages`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import msgspec
 from ..errors import StoreError, UnknownId
 from .blobs import inline_images, write_document, write_json
 from .job import group_relative
-from .messages import trace_messages
+from .messages import trace_messages, training_row
 from .schema import SCHEMA_VERSION, open_schema
 from .trace import Trace
 
@@ -223,9 +224,8 @@ class TraceStore:
         return msgspec.convert(document, Trace)
 
     def export(self, job_id: str, *, normalize_std: bool = True) -> Iterator[dict[str, Any]]:
-        """Training rows for a job's completed runs: trace_id, job_id, task (env, slug, id,
-        args), group_id, messages (OpenAI chat format, see the module docstring), reward,
-        and advantage (:func:`group_relative` over the completed runs of its group).
+        """Training rows (:func:`~.messages.training_row`) for a job's completed runs, the
+        ``advantage`` of each :func:`group_relative` over the completed runs of its group.
         Runs that errored are left out, of the rows and of every group's advantages."""
         full = self._resolve("jobs", "id", job_id, "job")
         rows = self._query("SELECT * FROM runs WHERE job_id = ? AND status = 'completed' "
@@ -233,19 +233,13 @@ class TraceStore:
         groups: dict[str, list[sqlite3.Row]] = {}
         for row in rows:
             groups.setdefault(row["group_id"], []).append(row)
-        for group_id, members in groups.items():
+        for members in groups.values():
             rewards = [row["reward"] for row in members]
             advantages = group_relative(rewards, normalize_std=normalize_std)
             for row, advantage in zip(members, advantages, strict=True):
                 trace = inline_images(self._document(row["trace_id"]), self.root)
-                yield {
-                    "trace_id": row["trace_id"], "job_id": full,
-                    "task": {"env": row["env"], "slug": row["slug"], "id": row["template"],
-                             "args": json.loads(row["args"])},
-                    "group_id": group_id, "messages": trace_messages(trace),
-                    "reward": row["reward"], "advantage": advantage,
-                    **_branch_fields(trace),
-                }
+                yield {**training_row(trace, {**dict(row), "job_id": full}, advantage),
+                       **_branch_fields(trace)}
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Rows of a read-only query on the index (the tables of :mod:`.schema`)."""
@@ -325,11 +319,10 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def _branch_fields(trace: dict[str, Any]) -> dict[str, Any]:
-    """A branch's row names its prefix run (``tasks.fork``) and the step it branched at;
-    its group is its siblings, so its advantage is against them."""
-    if trace.get("parent_id") is None:
-        return {}
-    return {"prefix_id": trace["parent_id"], "branch_step": trace.get("branch_step")}
+    """A branch's row names its prefix run (``tasks.fork``) and the step it branched at
+    (both null in every other row: one schema for all rows); its group is its siblings, so
+    its advantage is against them."""
+    return {"prefix_id": trace.get("parent_id"), "branch_step": trace.get("branch_step")}
 
 
 def _dumps(value: Any) -> str:

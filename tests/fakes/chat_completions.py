@@ -45,6 +45,8 @@ class Reply:
     usage: tuple[int, int] = (10, 2)
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    choice: dict[str, Any] = field(default_factory=dict)
+    """More fields of the choice: ``logprobs``, a server's extensions (vLLM's ``token_ids``)."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -58,12 +60,13 @@ def call(name: str, arguments: dict[str, Any] | str, id: str | None = None) -> d
 
 
 def reply(content: str | None = None, *, tool_calls: Sequence[dict[str, Any]] = (),
-          usage: tuple[int, int] = (10, 2), finish_reason: str | None = None) -> Reply:
+          usage: tuple[int, int] = (10, 2), finish_reason: str | None = None,
+          choice: dict[str, Any] | None = None) -> Reply:
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = list(tool_calls)
     reason = finish_reason or ("tool_calls" if tool_calls else "stop")
-    return Reply(message=message, finish_reason=reason, usage=usage)
+    return Reply(message=message, finish_reason=reason, usage=usage, choice=dict(choice or {}))
 
 
 def failure(status: int, message: str = "", headers: dict[str, str] | None = None) -> Reply:
@@ -78,7 +81,8 @@ def completion(body: dict[str, Any], answer: Reply, number: int) -> dict[str, An
         "id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()),
         "model": body.get("model") or MODEL, "system_fingerprint": None,
         "choices": [{"index": 0, "message": answer.message,
-                     "finish_reason": answer.finish_reason, "logprobs": None}],
+                     "finish_reason": answer.finish_reason, "logprobs": None,
+                     **answer.choice}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
@@ -129,8 +133,10 @@ class ChatCompletionsServer:
     """The running fake: :attr:`base_url` for the SDK, :attr:`requests` as received
     (``{"method", "path", "headers", "body"}``)."""
 
-    def __init__(self, script: Sequence[Reply] | Responder, model: str = MODEL) -> None:
+    def __init__(self, script: Sequence[Reply] | Responder, model: str = MODEL,
+                 extensions: Sequence[str] = ()) -> None:
         self.model = model
+        self.extensions = set(extensions)  # request fields accepted beyond OpenAI's (vLLM's)
         self.requests: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -169,7 +175,8 @@ class ChatCompletionsServer:
                 return 404, {}, error_body(404, f"no route {method} {path}")
             if body.get("stream"):
                 return 400, {}, error_body(400, "the fake does not stream")
-            problem = contract_violation(body)
+            problem = contract_violation(
+                {k: v for k, v in body.items() if k not in self.extensions})
             if problem:
                 self.refused.append(error_body(400, *problem))
                 return 400, {}, self.refused[-1]
@@ -189,10 +196,11 @@ class ChatCompletionsServer:
 
 
 @contextlib.contextmanager
-def serve_chat_completions(script: Sequence[Reply] | Responder,
-                           model: str = MODEL) -> Iterator[ChatCompletionsServer]:
-    """Serve ``script`` on 127.0.0.1 (a free port) until the block ends."""
-    server = ChatCompletionsServer(script, model)
+def serve_chat_completions(script: Sequence[Reply] | Responder, model: str = MODEL,
+                           extensions: Sequence[str] = ()) -> Iterator[ChatCompletionsServer]:
+    """Serve ``script`` on 127.0.0.1 (a free port) until the block ends; ``extensions``
+    are request fields it accepts beyond OpenAI's (as vLLM does)."""
+    server = ChatCompletionsServer(script, model, extensions)
     server.start()
     try:
         yield server
