@@ -82,8 +82,9 @@ def test_datasets_loads_the_export_as_it_is(exported: tuple[Job, Path]) -> None:
     assert table.num_rows == 3
     assert set(table.column_names) == {
         "trace_id", "job_id", "group_id", "task", "agent", "model", "sampling", "settings",
-        "tools", "messages", "reward", "subscores", "advantage"}
+        "tools", "messages", "reward", "subscores", "advantage", "prefix_id", "branch_step"}
     rows = {row["trace_id"]: row for row in table}
+    assert {(row["prefix_id"], row["branch_step"]) for row in table} == {(None, None)}  # no fork
     plain, with_tokens, blocks = (rows[run.trace_id] for run in job.runs)
     assert plain["task"] == {"env": "letters", "slug": job.runs[0].task.slug, "id": "count",
                              "args": '{"word":"kiwi","letter":"i"}'}
