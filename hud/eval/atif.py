@@ -124,9 +124,15 @@ class _Steps:
         if kind == "prompt":
             turns = data.get("messages") or [{"role": "user", "content": data.get("prompt")}]
             for turn in turns:
-                self._append(_ROLES.get(turn.get("role"), "user"), turn.get("content"), when)
+                self._append(_ROLES.get(str(turn.get("role")), "user"), turn.get("content"),
+                             when)
         elif kind == "message":
-            self._append(_ROLES.get(data.get("role"), "user"), data.get("content"), when)
+            step = self._append(_ROLES.get(str(data.get("role")), "user"), data.get("content"),
+                                when)
+            if step["source"] == "system":  # a harness's system prompt: first, as it was sent
+                leading = next((i for i, other in enumerate(self.steps)
+                                if other["source"] != "system"), len(self.steps))
+                self.steps.insert(leading, self.steps.pop())
         elif kind == "model":
             self._model(data, step.get("duration"), when)
         elif kind == "tool_result":
@@ -138,7 +144,13 @@ class _Steps:
                          f"{data.get('type')}: {data.get('message')}", when)
 
     def close(self, answer: Any) -> None:
-        """End with the answer, unless the last agent turn said it (or there is none)."""
+        """End with the answer, unless the last agent turn said it (or there is none), and
+        number the steps."""
+        self._close(answer)
+        for number, step in enumerate(self.steps, 1):
+            step["step_id"] = number
+
+    def _close(self, answer: Any) -> None:
         if answer is None:
             return
         text = answer if isinstance(answer, str) else msgspec.json.encode(answer).decode()
@@ -150,7 +162,7 @@ class _Steps:
 
     def _append(self, source: str, content: Any, when: str | None, **fields: Any
                 ) -> dict[str, Any]:
-        step = _present({"step_id": len(self.steps) + 1, "timestamp": when, "source": source,
+        step = _present({"step_id": 0, "timestamp": when, "source": source,
                          "message": self._message(content), **fields})
         self.steps.append(step)
         return step
