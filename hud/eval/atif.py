@@ -105,8 +105,8 @@ def _grade(trace: dict[str, Any]) -> dict[str, Any]:
 
 def _run(trace: dict[str, Any]) -> dict[str, Any]:
     return _present({key: trace.get(key) for key in (
-        "id", "job_id", "group_id", "task", "status", "attempt", "phases", "started_at",
-        "ended_at")})
+        "id", "job_id", "group_id", "task", "status", "attempt", "parent_id", "branch_step",
+        "phases", "started_at", "ended_at")})
 
 
 class _Steps:

@@ -164,7 +164,8 @@ def _run_attributes(trace: Trace) -> dict[str, Any]:
         if task.env_version:
             attributes["hud.task.env_version"] = task.env_version
     for key, value in (("hud.job.id", trace.job_id), ("hud.group.id", trace.group_id),
-                       ("hud.reward", trace.reward)):
+                       ("hud.reward", trace.reward), ("hud.parent.id", trace.parent_id),
+                       ("hud.branch_step", trace.branch_step)):
         if value is not None:
             attributes[key] = value
     if trace.error is not None:
