@@ -278,3 +278,16 @@ def test_the_default_directory_is_named_after_the_job(tmp_path: Path) -> None:
     assert written == sorted(Path(f"atif-{job.id}") / f"{run.trace_id}.json"
                              for run in runs)
     validate([tmp_path / path for path in written])
+
+
+def test_a_run_that_recorded_nothing_is_still_a_valid_trajectory(tmp_path: Path) -> None:
+    job = Job("pictures")
+    run = Run(describe(), group_id="g")  # saved before it started: no steps, no answer
+    run.job_id = job.id
+    with TraceStore(tmp_path / "store") as store:
+        store.begin_job(job)
+        store.save_run(run)
+    (path,) = export(tmp_path / "store", job.id, tmp_path / "out")
+    validate([path])
+    assert json.loads(path.read_text())["steps"] == [
+        {"step_id": 1, "source": "system", "message": "the run recorded no steps (status pending)"}]

@@ -72,6 +72,10 @@ def trajectory(trace: dict[str, Any], images: _Images) -> dict[str, Any]:
     for step in trace.get("steps", []):
         steps.add(step)
     steps.close(trace.get("answer"))
+    if not steps.steps:  # ATIF wants one step at least
+        status = trace.get("status", "pending")
+        steps.steps.append({"step_id": 1, "source": "system",
+                            "message": f"the run recorded no steps (status {status})"})
     usage = trace.get("usage") or {}
     final = {"total_prompt_tokens": usage.get("input_tokens"),
              "total_completion_tokens": usage.get("output_tokens"),
@@ -99,7 +103,7 @@ def _agent(agent: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]
 
 def _grade(trace: dict[str, Any]) -> dict[str, Any]:
     return _present({"reward": trace.get("reward"), "subscores": trace.get("subscores") or None,
-                     "info": trace.get("info") or None, "status": trace.get("status"),
+                     "info": trace.get("info") or None, "status": trace.get("status", "pending"),
                      "error": trace.get("error")})
 
 
