@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 from interchange_jobs import MODEL, hud, oracle_job, tool_job
-from otlp_receiver import serve_otlp
 
 from hud.eval.otel import traces_endpoint
 from hud.eval.store import TraceStore
+
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http",
+                    reason="the otel extra is not installed: pip install -e '.[otel]'")
+from otlp_receiver import serve_otlp  # after the check: it needs opentelemetry-proto
 
 NS = 1_000_000_000
 SPAN_KIND_INTERNAL, SPAN_KIND_CLIENT = 1, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
