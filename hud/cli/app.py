@@ -330,6 +330,11 @@ def eval_(
                                  "connection; never a low reward or the agent's own error).",
                                  metavar="N")
     ] = DEFAULT.retry_errors,
+    otlp: Annotated[
+        str | None, typer.Option(help="Send each run as an OpenTelemetry trace (GenAI "
+                                 "conventions) to this OTLP/HTTP endpoint (default: "
+                                 "$OTEL_EXPORTER_OTLP_ENDPOINT; unset: off).", metavar="URL")
+    ] = None,
 ) -> None:
     """Run every task against an agent, grade each rollout, report rewards.
 
@@ -362,7 +367,7 @@ def eval_(
     raise typer.Exit(run_eval(EvalCommand(
         source=source, agent=agent, model=model, harness_settings=tuple(config or ()),
         task_ids=task_ids, env=env, output=output, trace_dir=trace_dir, json=json,
-        config=settings, resume=resume,
+        config=settings, resume=resume, otlp=otlp,
     )))
 
 

@@ -46,6 +46,8 @@ class EvalCommand:
     config: EvalConfig = DEFAULT
     resume: str | None = None
     """A job id (or prefix) to resume: its own taskset, agent and config."""
+    otlp: str | None = None
+    """An OTLP/HTTP endpoint for the runs as OpenTelemetry traces (:mod:`hud.eval.otel`)."""
 
 
 def parse_config(pairs: list[str]) -> dict[str, Any]:
@@ -138,7 +140,9 @@ def run_eval(command: EvalCommand) -> int:
         except (LookupError, ValueError, TypeError) as exc:
             fail(f"--runtime {command.config.runtime}: {exc}", EXIT_USAGE)
         tally = Tally(len(slots))
-        finished = run_on_loop(_run(taskset, agent, runtime, command, job, slots, tally, store))
+        with _otlp_export(command.otlp) as export:
+            finished = run_on_loop(_run(taskset, agent, runtime, command, job, slots, tally,
+                                        store, export))
     if not finished:
         _print_interrupted(job, tally)
         return EXIT_INTERRUPTED
@@ -190,16 +194,42 @@ def _plan(command: EvalCommand, slots: list[Any]) -> dict[str, Any]:
                  "harness": parse_config(list(command.harness_settings))})
 
 
+def _otlp_export(url: str | None) -> Any:
+    """``with``: a function exporting a finished run over OTLP, or ``None`` when export is
+    off (no ``--otlp``, no ``OTEL_EXPORTER_OTLP_*ENDPOINT``)."""
+    import contextlib
+
+    from ..eval.otel import traces_endpoint
+
+    endpoint = traces_endpoint(url)
+    if endpoint is None:
+        return contextlib.nullcontext()
+    from ..eval.otel import open_otlp_export
+
+    try:  # the extra is imported here, when asked for, so that a missing one is a usage error
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError as exc:
+        fail(f"exporting to {endpoint} needs OpenTelemetry ({exc.name} is missing): "
+             "pip install 'hud-runtime[otel]'", EXIT_USAGE)
+    return open_otlp_export(endpoint)
+
+
 async def _run(taskset: Any, agent: Any, runtime: Any, command: EvalCommand, job: Any,
-               slots: list[Any], tally: Any, store: Any) -> bool:
+               slots: list[Any], tally: Any, store: Any, export: Any = None) -> bool:
     """Run the eval with progress on stderr; False when a Ctrl-C cut it off (the rollouts in
-    flight were cancelled and recorded, and the job marked ``interrupted``)."""
+    flight were cancelled and recorded, and the job marked ``interrupted``). ``export``
+    receives each finished run's trace."""
     from ..eval.progress import open_progress
 
     async with open_progress(tally, sys.stderr) as advance:
+        def finished(run: Any) -> None:
+            export(run.trace)
+            advance(run)
+
         work = asyncio.ensure_future(taskset.run(
-            agent, command.config, runtime=runtime, store=store, progress=advance, job=job,
-            slots=slots))
+            agent, command.config, runtime=runtime, store=store, job=job, slots=slots,
+            progress=advance if export is None else finished))
         with _interrupts(work, tally):
             await asyncio.wait([work])
     if work.cancelled():

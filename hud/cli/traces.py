@@ -80,11 +80,21 @@ def export(
         Path | None, typer.Option("--output", "-o", help="Write JSONL here instead of stdout.")
     ] = None,
     directory: DirOption = None,
+    export_format: Annotated[str, typer.Option(
+        "--format", "-f", help="jsonl (training rows, the default) or atif (one ATIF "
+        "trajectory per run, written to the --output directory, default ./atif-JOB).")]
+    = "jsonl",
 ) -> None:
     """Write a job's completed runs as training JSONL (one schema, loads in `datasets`):
-    messages, tools, sampling, reward, subscores, group id, advantage, sampled tokens."""
+    messages, tools, sampling, reward, subscores, group id, advantage, sampled tokens; or,
+    with `--format atif`, every run as a Harbor ATIF trajectory file."""
     import msgspec
 
+    if export_format == "atif":
+        _export_atif(job_id, output, directory)
+        return
+    if export_format != "jsonl":
+        _fail(f"unknown export format {export_format!r}: use jsonl or atif")
     with _open(directory) as store:
         rows = list(_lookup(lambda key: list(store.export(key)), job_id))
     lines = b"".join(msgspec.json.encode(row) + b"\n" for row in rows)
@@ -94,6 +104,18 @@ def export(
         return
     output.write_bytes(lines)
     sys.stderr.write(f"wrote {len(rows)} rows to {output}\n")
+
+
+def _export_atif(job_id: str, output: Path | None, directory: Path | None) -> None:
+    """Write the ATIF files; their paths on stdout, one a line."""
+    from ..eval.atif import write_trajectories
+
+    with _open(directory) as store:
+        full = _lookup(store.find_job, job_id)
+        paths = write_trajectories(store, full, output or Path(f"atif-{full}"))
+    sys.stdout.write("".join(f"{path}\n" for path in paths))
+    sys.stdout.flush()
+    sys.stderr.write(f"wrote {len(paths)} ATIF trajectories to {output or f'atif-{full}'}\n")
 
 
 def view(
