@@ -120,7 +120,7 @@ def prefix_breaks(bodies: Sequence[dict[str, Any]], key: str) -> int:
     """Requests whose ``key`` list (``input`` for Responses, ``contents`` for Gemini) does not
     start with the whole previous request's: each breaks an automatic prefix cache, which
     reuses only an identical leading part of the prompt
-    (https://platform.openai.com/docs/guides/prompt-caching, "exact prefix matches";
+    (https://developers.openai.com/api/docs/guides/prompt-caching, "exact prefix matches";
     https://ai.google.dev/gemini-api/docs/caching, implicit caching of a common prefix)."""
     return sum(now[key][:len(before[key])] != before[key]
                for before, now in itertools.pairwise(bodies))
