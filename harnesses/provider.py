@@ -115,16 +115,16 @@ class ProviderAgent(Agent):
             raise ValueError(f"{self.name} needs an API key: set {' or '.join(self.key_env)} "
                              "(or --config api_key=...)")
         fields = self.request_fields()
-        unknown = sorted(set(self.settings.extra or {}) - fields)
-        if unknown:
+        unknown = sorted(set(self.settings.extra or {}) - (fields or set()))
+        if fields is not None and unknown:
             raise ValueError(f"{self.name}: --config extra has {', '.join(unknown)}, which the "
                              f"provider's request does not take; it takes "
                              f"{', '.join(sorted(fields))}")
 
-    def request_fields(self) -> frozenset[str]:
+    def request_fields(self) -> frozenset[str] | None:
         """The fields ``extra`` may set: those of the installed SDK's request type, less
-        the ones the harness writes itself."""
-        raise NotImplementedError
+        the ones the harness writes itself; None (the default) leaves ``extra`` unchecked."""
+        return None
 
     def request_settings(self) -> dict[str, Any]:
         """What the requests carry besides the conversation and tools (the sampling settings:
