@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hud.agents import Agent
@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from hud.eval.run import Run
 
 DEFAULT_MAX_STEPS = 50
+# What a harness does with a provider's safety check (OpenAI's pending_safety_checks,
+# Gemini's safety_decision): run the call and acknowledge it, or end the run before it.
+SAFETY_POLICIES = ("acknowledge", "stop")
+
+
+def check_choice(harness: str, setting: str, value: Any, known: Sequence[str]) -> None:
+    """A ``ValueError``, in the same words for every harness, unless ``value`` is one of
+    ``known`` (``safety``, ``tool_version``...)."""
+    if value not in known:
+        raise ValueError(f"{harness}: {setting} must be one of {', '.join(known)}, "
+                         f"not {value!r}")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -98,9 +109,27 @@ class ProviderAgent(Agent):
         self.model = self.settings.model
 
     def check(self) -> None:
+        """Refuse, before any environment starts, a run the provider would refuse: no API
+        key, or an ``extra`` field that is not a field of the provider's request."""
         if not self.settings.api_key:
             raise ValueError(f"{self.name} needs an API key: set {' or '.join(self.key_env)} "
                              "(or --config api_key=...)")
+        fields = self.request_fields()
+        unknown = sorted(set(self.settings.extra or {}) - (fields or set()))
+        if fields is not None and unknown:
+            raise ValueError(f"{self.name}: --config extra has {', '.join(unknown)}, which the "
+                             f"provider's request does not take; it takes "
+                             f"{', '.join(sorted(fields))}")
+
+    def request_fields(self) -> frozenset[str] | None:
+        """The fields ``extra`` may set: those of the installed SDK's request type, less
+        the ones the harness writes itself; None (the default) leaves ``extra`` unchecked."""
+        return None
+
+    def request_settings(self) -> dict[str, Any]:
+        """What the requests carry besides the conversation and tools (the sampling settings:
+        ``max_tokens``, ``temperature``...), recorded in the trace's agent settings."""
+        return dict(self.settings.extra or {})
 
     async def __call__(self, run: Run) -> None:
         """Open the client and every capability the environment offers (all closed when the
@@ -114,6 +143,7 @@ class ProviderAgent(Agent):
                                          (settings.display_width, settings.display_height))
             dialect, toolbox, messages = self.start(run, client, bench)
             run.set_tools(toolbox.specs)
+            run.set_agent_settings(**self.request_settings())
             # kept in run.memory: a branch of this run (run.fork) goes on from this conversation
             if "messages" in run.memory:
                 messages = run.memory["messages"]

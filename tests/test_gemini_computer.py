@@ -137,4 +137,4 @@ async def test_safety_stop_ends_the_run_before_the_risky_call() -> None:
     checks = [s.data for s in run.trace.steps if s.kind == "safety_check"]
     assert [(c["decision"], c["policy"]) for c in checks] == [("stopped", "stop")]
     assert [s.data["stop_reason"] for s in run.trace.steps if s.kind == "model"] == [
-        "safety_decision"]
+        "safety_check"]

@@ -290,5 +290,6 @@ async def test_computer_use_in_a_browser_survives_failed_actions(model: str) -> 
         "computer call c4: error: a drag needs a path of at least two points",
         "computer call c5: error: the computer actions timed out after 1 s"]
     checks = [s.data for s in run.trace.steps if s.kind == "safety_check"]
-    assert checks == [{"call_id": "c2", "id": "sc1", "code": "irrelevant_domain",
-                       "message": "check", "decision": "acknowledged"}]
+    assert checks == [{"policy": "acknowledge", "call_id": "c2", "id": "sc1",
+                       "code": "irrelevant_domain", "message": "check",
+                       "decision": "acknowledged"}]

@@ -185,7 +185,7 @@ def test_tool_version_overrides_the_table() -> None:
     with pytest.raises(ValueError, match="tool_version must be one of computer, "
                                          "computer_use_preview, not 'computer_2'"):
         create_agent("gpt-5.1", api_key="k", tool_version="computer_2").check()
-    with pytest.raises(ValueError, match="safety must be acknowledge or stop, not 'ask'"):
+    with pytest.raises(ValueError, match="safety must be one of acknowledge, stop, not 'ask'"):
         create_agent("gpt-5.1", api_key="k", safety="ask").check()
 
 
@@ -226,7 +226,7 @@ async def test_safety_stop_ends_the_run_before_the_checked_call(tmp_path: Path) 
                                             "y": 1}, call_id="c1", checks=[check]))]
     run, fake = await play(tmp_path, script, model="gpt-5.4", safety="stop")
     assert run.status == "completed" and len(fake.bodies) == 1, run.error
-    assert steps(run, "safety_check") == [{"call_id": "c1", "id": "k1",
+    assert steps(run, "safety_check") == [{"policy": "stop", "call_id": "c1", "id": "k1",
                                            "code": "malicious_instructions",
                                            "message": "Odd instructions.",
                                            "decision": "stopped"}]

@@ -18,7 +18,9 @@ Settings (``--config key=value``): ``api_key`` (else ``$ANTHROPIC_API_KEY``), ``
 (else ``$ANTHROPIC_BASE_URL``), ``model``, ``max_tokens`` (8192), ``max_steps`` (else the
 run's, else 50), ``system_prompt``, ``tool_timeout`` (120 s), ``agent_timeout``,
 ``keep_screenshots`` (3), ``display_width``/``display_height`` (1280 x 800), ``extra``
-(request fields, a JSON object: ``thinking``, ``temperature``...), ``tool_version``,
+(request fields, a JSON object: ``thinking``, ``output_config``...; a field the Messages
+request does not take, and ``temperature``, ``top_p`` or ``top_k``, which the API refuses,
+are an error before the run starts), ``tool_version``,
 ``output_limit`` (characters of a bash command's output, 30000), ``prices`` (see
 :mod:`~hud.harnesses.usage`), and the retry policy (``max_retries``, ``retry_delay``,
 ``max_retry_delay``, ``request_timeout``).
@@ -51,6 +53,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "claude-sonnet-4-6"
+# Sampling parameters, gone from the Messages API since anthropic-version 2026-10-21 (and
+# refused by Claude Opus 4.7 and later before that): a request with any of them is a 400.
+SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def request_fields(beta: bool) -> frozenset[str]:
+    """The fields of a Messages request (a beta one's, with ``beta``) that ``extra`` may
+    set: the installed SDK's request type, less those the harness writes."""
+    from anthropic.types import message_create_params as plain
+    from anthropic.types.beta import message_create_params as beta_params
+
+    module = beta_params if beta else plain
+    return frozenset(set(module.MessageCreateParamsBase.__annotations__)
+                     - {"model", "max_tokens", "messages", "system", "tools", "betas",
+                        "stream"})
+
+
+def api_version() -> str:
+    """The ``anthropic-version`` the installed SDK sends."""
+    from anthropic._constants import ANTHROPIC_API_VERSION
+
+    return str(ANTHROPIC_API_VERSION)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -69,6 +93,23 @@ class ClaudeAgent(ProviderAgent):
     key_env = ("ANTHROPIC_API_KEY",)
     base_env = ("ANTHROPIC_BASE_URL",)
     settings: Settings
+
+    def check(self) -> None:
+        sampling = sorted(set(self.settings.extra or {}) & set(SAMPLING))
+        if sampling:
+            raise ValueError(f"claude: --config extra sets {', '.join(sampling)}, which the "
+                             f"Messages API refuses (the installed anthropic SDK speaks "
+                             f"anthropic-version {api_version()}, where any sampling parameter "
+                             f"is a 400); leave it out (output_config's effort sets how hard "
+                             f"the model thinks)")
+        super().check()
+        model_tools(self.settings.model, self.settings.tool_version)  # a bad tool_version
+
+    def request_fields(self) -> frozenset[str]:
+        return request_fields(beta=True)
+
+    def request_settings(self) -> dict[str, Any]:
+        return {"max_tokens": self.settings.max_tokens, **super().request_settings()}
 
     def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         import anthropic
@@ -145,6 +186,8 @@ class ClaudeDialect:
         self.tools = tools
         self.betas = betas
         self.max_tokens = settings.max_tokens  # doubled once for a tool call cut off
+        # a field only the beta endpoint takes sends every request there
+        self.beta = bool(betas) or bool(set(settings.extra or {}) - request_fields(beta=False))
 
     async def send(self, run: Run, messages: list[Any]) -> tuple[Any, float]:
         import anthropic
@@ -153,7 +196,7 @@ class ClaudeDialect:
                             self.tools, messages, self.settings.extra)
 
         async def attempt(timeout: float) -> dict[str, Any]:
-            if self.betas:
+            if self.beta:
                 reply = await self.client.beta.messages.create(**body, betas=self.betas,
                                                                timeout=timeout)
             else:

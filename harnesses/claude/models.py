@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ..provider import check_choice
+
 log = logging.getLogger(__name__)
 TABLE = Path(__file__).with_name("models.json")
 _DATED = re.compile(r"([-@]\d{8})?")
@@ -63,9 +65,7 @@ def model_tools(model: str, tool_version: str | None = None) -> ModelTools:
     tools = ModelTools(family, row["computer"], row["editor"], row["bash"],
                        tuple(row["environments"]))
     for version in filter(None, (v.strip() for v in (tool_version or "").split(","))):
-        if version not in table()["tools"]:
-            raise ValueError(f"claude: unknown tool_version {version!r}; known: "
-                             f"{', '.join(sorted(table()['tools']))}")
+        check_choice("claude", "tool_version", version, sorted(table()["tools"]))
         kind = str(tool_info(version)["kind"])
         tools = replace(tools, computer=version if kind == "computer" else tools.computer,
                         editor=version if kind == "editor" else tools.editor,

@@ -29,7 +29,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..computer import switch_screen
-from ..provider import ProviderAgent, ProviderSettings
+from ..provider import SAFETY_POLICIES, ProviderAgent, ProviderSettings, check_choice
 from ..shell_tools import shell_tools
 from ..toolbox import ToolBox
 from ..workbench import Workbench
@@ -37,7 +37,6 @@ from . import wire
 from .actions import computer_tools
 from .dialect import GeminiDialect
 from .models import BROWSER, DESKTOP, FUNCTION_SETS, TABLE, ModelSpec, spec_for
-from .outcomes import SAFETY_POLICIES
 
 if TYPE_CHECKING:
     from hud.eval.run import Run
@@ -56,12 +55,9 @@ class Settings(ProviderSettings):
     safety: str = "acknowledge"
 
     def __post_init__(self) -> None:
-        if self.safety not in SAFETY_POLICIES:
-            raise ValueError(f"gemini: safety must be one of {', '.join(SAFETY_POLICIES)}, "
-                             f"got {self.safety!r}")
-        if self.tool_version is not None and self.tool_version not in FUNCTION_SETS:
-            raise ValueError(f"gemini: unknown tool_version {self.tool_version!r}; known: "
-                             f"{', '.join(FUNCTION_SETS)}")
+        check_choice("gemini", "safety", self.safety, SAFETY_POLICIES)
+        if self.tool_version is not None:
+            check_choice("gemini", "tool_version", self.tool_version, tuple(FUNCTION_SETS))
 
 
 class GeminiAgent(ProviderAgent):
@@ -72,6 +68,12 @@ class GeminiAgent(ProviderAgent):
     key_env = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     base_env = ("GOOGLE_GEMINI_BASE_URL",)
     settings: Settings
+
+    def request_fields(self) -> frozenset[str]:
+        from google.genai import types
+
+        return frozenset(set(types.GenerateContentConfig.model_fields)
+                         - {"system_instruction", "tools", "http_options"})
 
     def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         from google import genai

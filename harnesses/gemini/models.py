@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from ..provider import check_choice
+
 log = logging.getLogger(__name__)
 
 TABLE = "hud.harnesses.gemini.models.MODELS"
@@ -82,8 +84,6 @@ def spec_for(model: str, tool_version: str | None = None) -> ModelSpec:
         spec = NEWEST
     if tool_version is None:
         return spec
-    if tool_version not in FUNCTION_SETS:
-        raise ValueError(f"gemini: unknown tool_version {tool_version!r}; known: "
-                         f"{', '.join(FUNCTION_SETS)}")
+    check_choice("gemini", "tool_version", tool_version, tuple(FUNCTION_SETS))
     return replace(spec, tool_version=tool_version,
                    environments=spec.environments or NEWEST.environments)

@@ -13,7 +13,8 @@ cut short or blocked, are never executed. A prompt blocked outright (no candidat
 Safety decisions (https://ai.google.dev/gemini-api/docs/computer-use, "Safety decision"):
 a call carrying ``safety_decision`` ``require_confirmation`` runs under ``safety=acknowledge``
 (the default, as unattended evals need; its response then says
-``safety_acknowledgement: "true"``) and ends the run unexecuted under ``safety=stop``.
+``safety_acknowledgement: "true"``) and ends the run unexecuted under ``safety=stop``, with
+the stop reason ``safety_check`` (as on ``openai``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 
 CONTINUE, RETRY, END = "continue", "retry", "end"
 MALFORMED_RETRIES = 3
-SAFETY_POLICIES = ("acknowledge", "stop")
 FINISH_REASONS: dict[str | None, str] = {
     None: CONTINUE, "FINISH_REASON_UNSPECIFIED": CONTINUE, "STOP": CONTINUE,
     "MALFORMED_FUNCTION_CALL": RETRY,
@@ -64,7 +64,7 @@ def outcome(reply: dict[str, Any], calls: list[dict[str, Any]], text: str | None
         action = END  # the reference retries only an empty turn; a malformed call never runs
     checks = safety_checks(calls, safety)
     if action == CONTINUE and any(c["decision"] == "stopped" for c in checks):
-        return Outcome(END, "safety_decision", checks)
+        return Outcome(END, "safety_check", checks)
     return Outcome(action, reason, checks if action == CONTINUE else [])
 
 

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..content import convert, opening_turns
+from ..dialogue import prunable
 from ..tool import ToolOutput, ToolSpec
 
 GRID = 1000  # computer-use coordinates are on a 0-999 grid over the screenshot
@@ -105,11 +106,12 @@ def _response(name: str, output: ToolOutput, structured: frozenset[str]) -> dict
 
 
 def prune_images(contents: list[Any], keep: int) -> None:
-    """Drop the screenshots of all but the last ``keep`` function responses that carry
-    any (in place); the prompt's images stay."""
+    """Drop the screenshots of old function responses (in place), in chunks of ``keep``
+    (:func:`~hud.harnesses.dialogue.prunable`), so that the contents' prefix, which implicit
+    caching matches, changes at most once per ``keep`` screenshots; the prompt's images stay."""
     carrying = [p["function_response"] for c in contents if isinstance(c, dict)
                 for p in c.get("parts") or [] if "function_response" in p
                 and p["function_response"].get("parts")]
-    for response in carrying[:max(len(carrying) - keep, 0)]:
+    for response in carrying[:prunable(len(carrying), keep)]:
         del response["parts"]
         response["response"] = {**response["response"], "note": PRUNED}

@@ -30,7 +30,13 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..dialogue import Turn
-from ..provider import ProviderAgent, ProviderSettings, describe_error
+from ..provider import (
+    SAFETY_POLICIES,
+    ProviderAgent,
+    ProviderSettings,
+    check_choice,
+    describe_error,
+)
 from ..retry import send_with_retries
 from ..tool import ToolOutput
 from ..toolbox import ToolBox
@@ -44,7 +50,6 @@ if TYPE_CHECKING:
     from hud.eval.run import Run
 
 DEFAULT_MODEL = "gpt-5.1"
-SAFETY_POLICIES = ("acknowledge", "stop")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -66,10 +71,20 @@ class OpenAIAgent(ProviderAgent):
 
     def check(self) -> None:
         super().check()
-        if self.settings.safety not in SAFETY_POLICIES:
-            raise ValueError(f"openai: safety must be {' or '.join(SAFETY_POLICIES)}, not "
-                             f"{self.settings.safety!r}")
+        check_choice("openai", "safety", self.settings.safety, SAFETY_POLICIES)
         model_tools(self.settings.model, self.settings.tool_version)  # a bad tool_version
+
+    def request_fields(self) -> frozenset[str]:
+        from openai.types.responses import response_create_params as params
+
+        return frozenset(set(params.ResponseCreateParamsBase.__annotations__)
+                         - {"model", "input", "tools", "instructions", "stream"})
+
+    def request_settings(self) -> dict[str, Any]:
+        found = super().request_settings()
+        if self.settings.max_output_tokens:
+            found["max_output_tokens"] = self.settings.max_output_tokens
+        return found
 
     def open_client(self, stack: contextlib.AsyncExitStack) -> Any:
         import openai
@@ -107,7 +122,7 @@ class ResponsesDialect:
             body["tools"] = self.tools
             body["parallel_tool_calls"] = True
         if any(tool["type"] == "computer_use_preview" for tool in self.tools):
-            # https://platform.openai.com/docs/guides/tools-computer-use: required with it
+            # https://developers.openai.com/api/docs/guides/tools-computer-use: required with it
             body["truncation"] = "auto"
         if self.settings.system_prompt:
             body["instructions"] = self.settings.system_prompt
@@ -135,8 +150,9 @@ class ResponsesDialect:
         output = reply.get("output") or []
         decision = "acknowledged" if self.settings.safety == "acknowledge" else "stopped"
         for call_id, check in wire.safety_checks(output):
-            run.record("safety_check", call_id=call_id, id=check.get("id"),
-                       code=check.get("code"), message=check.get("message"), decision=decision)
+            run.record("safety_check", policy=self.settings.safety, call_id=call_id,
+                       id=check.get("id"), code=check.get("code"), message=check.get("message"),
+                       decision=decision)
         reason = wire.incomplete_reason(reply)
         if reason is not None:
             run.record("incomplete", reason=reason,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from ..provider import check_choice
+
 log = logging.getLogger(__name__)
 TABLE = "harnesses/openai_responses/models.json"
 COMPUTER_TYPES = ("computer", "computer_use_preview")
@@ -61,9 +63,7 @@ def model_tools(model: str, tool_version: str | None = None) -> ModelTools:
                     found.family)
     if tool_version is None:
         return found
-    if tool_version not in COMPUTER_TYPES:
-        raise ValueError(f"openai: tool_version must be one of {', '.join(COMPUTER_TYPES)}, "
-                         f"not {tool_version!r}")
+    check_choice("openai", "tool_version", tool_version, COMPUTER_TYPES)
     return ModelTools(family=found.family, computer=tool_version, shell=found.shell,
                       apply_patch=found.apply_patch, environments=found.environments)
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from ..content import convert, opening_turns
+from ..dialogue import prunable
 from ..tool import ToolOutput, ToolSpec, object_schema
 
 SHELL = {"type": "shell", "environment": {"type": "local"}}
@@ -202,12 +203,14 @@ def shell_output(output: ToolOutput) -> list[dict[str, Any]]:
 
 
 def prune_images(items: list[dict[str, Any]], keep: int) -> None:
-    """Replace the screenshots of all but the last ``keep`` results carrying images with a
-    note (in place); prompt images stay."""
+    """Replace the screenshots of old results with a note (in place), in chunks of ``keep``
+    (:func:`~hud.harnesses.dialogue.prunable`): the input's prefix changes at most once per
+    ``keep`` screenshots, so the prompt cache (a prefix match) survives in between. Prompt
+    images stay."""
     results = [i for i in items if i.get("type") in ("computer_call_output",
                                                      "function_call_output")
                and _has_image(i)]
-    for item in results[:max(len(results) - keep, 0)]:
+    for item in results[:prunable(len(results), keep)]:
         if item["type"] == "computer_call_output":
             # a computer call must be answered by a screenshot: keep a 1x1 one
             item["output"] = {"type": "computer_screenshot", "image_url": BLANK}

@@ -90,7 +90,7 @@ def completion(body: dict[str, Any], answer: Reply, number: int) -> dict[str, An
 
 def error_body(status: int, message: str, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
-    """OpenAI's error body (https://platform.openai.com/docs/guides/error-codes)."""
+    """OpenAI's error body (https://developers.openai.com/api/docs/guides/error-codes)."""
     kind = {400: "invalid_request_error", 401: "authentication_error",
             429: "rate_limit_exceeded"}.get(status, "server_error")
     return {"error": {"message": message, "type": kind, "param": param,
@@ -108,7 +108,7 @@ def contract_violation(body: dict[str, Any]) -> tuple[str, str | None, str | Non
 
 
 def _tool_messages_answer_calls(messages: list[Any]) -> tuple[str, str, None] | None:
-    # https://platform.openai.com/docs/guides/function-calling: every tool call of an
+    # https://developers.openai.com/api/docs/guides/function-calling: every tool call of an
     # assistant message is answered by a tool message right after it, and only those
     waiting: list[str] = []
     for index, message in enumerate(messages):

@@ -10,6 +10,7 @@ late. It runs on its own thread (``Connection: close``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import threading
 import time
@@ -113,3 +114,13 @@ def serve(server: ProviderServer) -> Iterator[ProviderServer]:
 def failure(status: int, message: str = "", headers: dict[str, str] | None = None) -> Step:
     return Step(status=status, headers=dict(headers or {}),
                 body={"message": message or f"fake error {status}"})
+
+
+def prefix_breaks(bodies: Sequence[dict[str, Any]], key: str) -> int:
+    """Requests whose ``key`` list (``input`` for Responses, ``contents`` for Gemini) does not
+    start with the whole previous request's: each breaks an automatic prefix cache, which
+    reuses only an identical leading part of the prompt
+    (https://developers.openai.com/api/docs/guides/prompt-caching, "exact prefix matches";
+    https://ai.google.dev/gemini-api/docs/caching, implicit caching of a common prefix)."""
+    return sum(now[key][:len(before[key])] != before[key]
+               for before, now in itertools.pairwise(bodies))

@@ -28,12 +28,12 @@ MODEL = "gpt-5.1"
 _ids = itertools.count(1)
 Problem = tuple[str, str | None, str | None]  # message, param, code
 
-# https://platform.openai.com/docs/guides/tools-computer-use: the GA ``computer`` tool is for
+# https://developers.openai.com/api/docs/guides/tools-computer-use: the GA ``computer`` tool is for
 # gpt-5.4 and gpt-5.5; every other model takes ``computer_use_preview``, with truncation auto.
 GA_COMPUTER_MODELS = ("gpt-5.4", "gpt-5.5")
-# https://platform.openai.com/docs/guides/tools-shell and .../tools-apply-patch: GPT-5.1 on.
+# https://developers.openai.com/api/docs/guides/tools-shell and .../tools-apply-patch: GPT-5.1 on.
 NATIVE_SHELL_MODELS = ("gpt-5.1", "gpt-5.2", "gpt-5.3", "gpt-5.4", "gpt-5.5")
-# https://platform.openai.com/docs/guides/function-calling and the guides of each tool: every
+# https://developers.openai.com/api/docs/guides/function-calling and the guides of each tool: every
 # call is answered by an output item of its own type, with its call_id.
 CALL_OUTPUTS = {"function_call": "function_call_output",
                 "computer_call": "computer_call_output", "shell_call": "shell_call_output",
@@ -101,7 +101,7 @@ def response(text: str | None = None, *items: dict[str, Any],
 
 def error_body(status: int, message: str, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
-    """OpenAI's error body (https://platform.openai.com/docs/guides/error-codes)."""
+    """OpenAI's error body (https://developers.openai.com/api/docs/guides/error-codes)."""
     kind = {400: "invalid_request_error", 401: "invalid_request_error",
             404: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -128,7 +128,7 @@ def _sdk_types(body: dict[str, Any]) -> Problem | None:
 
 
 def _tools_for_model(body: dict[str, Any]) -> Problem | None:
-    # https://platform.openai.com/docs/guides/tools-computer-use, .../tools-shell,
+    # https://developers.openai.com/api/docs/guides/tools-computer-use, .../tools-shell,
     # .../tools-apply-patch: which model takes which tool
     model = str(body.get("model", ""))
     for index, tool in enumerate(body.get("tools") or []):
@@ -173,7 +173,7 @@ def _outputs_answer_calls(body: dict[str, Any]) -> Problem | None:
 
 
 def _screenshots(body: dict[str, Any]) -> Problem | None:
-    # https://platform.openai.com/docs/guides/tools-computer-use: the output is a screenshot
+    # https://developers.openai.com/api/docs/guides/tools-computer-use: the output is a screenshot
     for index, item in enumerate(_items(body)):
         shot = item.get("output") if item.get("type") == "computer_call_output" else None
         if shot is not None and not (shot.get("image_url") or shot.get("file_id")):
@@ -183,7 +183,7 @@ def _screenshots(body: dict[str, Any]) -> Problem | None:
 
 
 def _safety_acknowledged(body: dict[str, Any]) -> Problem | None:
-    # https://platform.openai.com/docs/guides/tools-computer-use#acknowledge-safety-checks:
+    # https://developers.openai.com/api/docs/guides/tools-computer-use#acknowledge-safety-checks:
     # pending checks are passed back as acknowledged_safety_checks to proceed
     pending = {i["call_id"]: {c.get("id") for c in i.get("pending_safety_checks") or []}
                for i in _items(body) if i.get("type") == "computer_call"}
@@ -199,7 +199,7 @@ def _safety_acknowledged(body: dict[str, Any]) -> Problem | None:
 
 
 def _output_length_echoed(body: dict[str, Any]) -> Problem | None:
-    # https://platform.openai.com/docs/guides/tools-shell: the call's max_output_length is
+    # https://developers.openai.com/api/docs/guides/tools-shell: the call's max_output_length is
     # passed back with its output
     limits = {i["call_id"]: (i.get("action") or {}).get("max_output_length")
               for i in _items(body) if i.get("type") == "shell_call"}
