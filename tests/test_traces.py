@@ -220,7 +220,7 @@ def test_a_v1_store_is_migrated_and_its_traces_read(tmp_path: Path) -> None:
     root = tmp_path / "old"
     v1_store(root)
     with TraceStore(root, create=False) as store:
-        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
+        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
         (job,) = store.jobs()
         assert (job["id"], job["runs"], job["reward"], job["cost_usd"]) == ("job1", 1, 1.0, 0.5)
         record = store.run("t1")

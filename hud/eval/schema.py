@@ -7,15 +7,23 @@ a newer hud opens it; a store newer than this hud is refused (its reader would m
 * v2: ``jobs.planned`` (rollouts the job will run: a running job's progress),
   ``runs.env_version`` and ``runs.cost``; trace documents carry the task, agent, tools and
   phases, and images are files under ``blobs/`` (v1 documents are still read as they are).
+* v3: ``runs.parent_id`` and ``runs.branch_step`` (a branch of ``tasks.fork``: its prefix run
+  and how many of the prefix's steps it shares, as its trace holds them), indexed by job and
+  parent so ``hud view`` draws a job's trees in one query. Branches saved under v2 are filled
+  in from their trace documents (a branch's group id is its prefix's trace id: only those are
+  read).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,24 +52,50 @@ UPDATE runs SET cost = COALESCE(json_extract(usage, '$.cost_usd'), 0);
 CREATE INDEX IF NOT EXISTS runs_by_job_slug ON runs (job_id, slug);
 """
 
-MIGRATIONS = {1: V1_TO_V2}
-"""From version N to N + 1."""
+V2_TO_V3 = """
+ALTER TABLE runs ADD COLUMN parent_id TEXT;
+ALTER TABLE runs ADD COLUMN branch_step INTEGER;
+CREATE INDEX IF NOT EXISTS runs_by_parent ON runs (job_id, parent_id);
+"""
 
 
-def open_schema(db: sqlite3.Connection, where: object) -> None:
+def _v2_to_v3(db: sqlite3.Connection, root: Path) -> None:
+    _script(db, V2_TO_V3)
+    branches = db.execute("SELECT b.trace_id FROM runs b JOIN runs p "
+                          "ON p.trace_id = b.group_id").fetchall()
+    for (trace_id,) in map(tuple, branches):
+        path = root / "runs" / trace_id / "trace.json"
+        try:
+            document = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue  # a run without its document: its row stays as it was
+        if document.get("parent_id"):
+            db.execute("UPDATE runs SET parent_id = ?, branch_step = ? WHERE trace_id = ?",
+                       (document["parent_id"], document.get("branch_step"), trace_id))
+
+
+Migration = Callable[[sqlite3.Connection, Path], None]
+MIGRATIONS: dict[int, Migration] = {
+    1: lambda db, root: _script(db, V1_TO_V2),
+    2: _v2_to_v3,
+}
+"""From version N to N + 1, in the store at ``root``."""
+
+
+def open_schema(db: sqlite3.Connection, root: Path) -> None:
     """Create the newest schema in an empty index, or migrate an older one; raise
     :class:`StoreError` for a newer one. Safe against another process doing the same."""
     db.execute("BEGIN IMMEDIATE")  # the version is read and changed under one write lock
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{where} holds schema v{version}; this hud reads up to "
+            raise StoreError(f"{root} holds schema v{version}; this hud reads up to "
                              f"v{SCHEMA_VERSION} (upgrade hud)")
         if version == 0:
             _script(db, V1)
             version = 1
         while version < SCHEMA_VERSION:
-            _script(db, MIGRATIONS[version])
+            MIGRATIONS[version](db, root)
             version += 1
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except BaseException:

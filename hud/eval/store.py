@@ -48,7 +48,8 @@ ERRORED = ("error", "timeout", "cancelled")
 _RUN_COLUMNS = (
     "trace_id", "job_id", "env", "slug", "template", "args", "group_id", "status", "reward",
     "error_phase", "error_type", "error_message", "agent", "model", "started_at", "ended_at",
-    "steps", "input_tokens", "output_tokens", "usage", "env_version", "cost",
+    "steps", "input_tokens", "output_tokens", "usage", "env_version", "cost", "parent_id",
+    "branch_step",
 )
 
 _JOB_SUMMARY = """
@@ -164,6 +165,7 @@ class TraceStore:
             trace.started_at, trace.ended_at, len(trace.steps),
             usage.get("input_tokens", 0), usage.get("output_tokens", 0), _dumps(usage),
             task.env_version if task else None, float(usage.get("cost_usd", 0)),
+            trace.parent_id, trace.branch_step,
         )
         with _Transaction(self._db, self._lock) as db:
             if run.job_id is not None:

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import UnknownId
 from ..eval.store import TraceStore
-from . import data, transcript
+from . import data, transcript, tree
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "hud_view_token"
@@ -64,7 +64,7 @@ class Pages:
         self.templates = Environment(loader=PackageLoader("hud.view", "templates"),
                                      autoescape=select_autoescape(default=True))
         self.templates.filters.update(reward=_reward, when=_when, seconds=_seconds,
-                                      money=_money)
+                                      money=_money, advantage=_advantage)
 
     def render(self, name: str, **context: Any) -> HTMLResponse:
         return HTMLResponse(self.templates.get_template(name).render(**context))
@@ -84,7 +84,7 @@ class Pages:
             histogram=data.histogram(self.store, job_id),
             errors=data.errors_by_phase(self.store, job_id), runs=rows, total=total,
             pages=math.ceil(total / data.PAGE_SIZE), listing=listing, sorts=data.RUN_SORTS,
-            others=data.comparable(self.store, job))
+            others=data.comparable(self.store, job), trees=tree.of_job(self.store, job_id))
 
     async def job_status(self, request: Request) -> Response:
         job_id = self.store.find_job(request.path_params["job_id"])
@@ -102,7 +102,7 @@ class Pages:
         document = record["trace"]
         trace_id = record["trace_id"]
         return self.render(
-            "run.html", run=record, doc=document,
+            "run.html", run=record, doc=document, tree=tree.of_run(self.store, record),
             entries=transcript.entries(document, trace_id),
             waterfall=transcript.waterfall(document), edits=transcript.edits(document),
             raw=transcript.text(document, 200_000))
@@ -180,6 +180,10 @@ class _TokenGate:
 
 def _reward(value: float | None) -> str:
     return "\u2013" if value is None else f"{value:.3f}"
+
+
+def _advantage(value: float | None) -> str:
+    return "\u2013" if value is None else f"{value:+.3f}"
 
 
 def _when(timestamp: float | None) -> str:
