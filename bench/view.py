@@ -5,9 +5,11 @@ errored, each run with a model turn, a tool call and a screenshot) through the r
 ``TraceStore.save_run``, plus a second job of the same taskset to compare with; then serves it
 with ``hud view --port 0`` in its own process and fetches each page ``--repeat`` times over
 HTTP on 127.0.0.1. One JSON line per page: median and slowest seconds, bytes. A page passes
-when its slowest load is under a second.
+when its slowest load is under a second. With ``--branches K`` the big job is trees
+(``tasks.fork``): each prefix run followed by K branches of it, and a branch's and a prefix's
+run pages are timed too.
 
-    .venv/bin/python bench/view.py [--runs 10000] [--repeat 5] [--keep DIR]
+    .venv/bin/python bench/view.py [--runs 10000] [--repeat 5] [--branches K] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -41,15 +43,21 @@ async def count(word: str = "strawberry", letter: str = "r"):
     yield 1.0 if answer == str(word.count(letter)) else 0.0
 
 
-def fill(store: TraceStore, name: str, runs: int, tasks: int, seed: int) -> Job:
+def fill(store: TraceStore, name: str, runs: int, tasks: int, seed: int,
+         branches: int = 0) -> Job:
     rng = random.Random(seed)
     job = Job(name, group=max(runs // tasks, 1), agent="scripted", model=f"bench-{seed}")
     job.planned = runs
     store.begin_job(job)
     templates = [count(word=f"word{i}", letter="o") for i in range(tasks)]
+    prefix = ""
     for i in range(runs):
-        task = templates[i % tasks]
-        run = Run(task, group_id=f"group-{i % tasks}")
+        slot = i // (branches + 1)  # a tree's runs (or each run, without branches) play one task
+        task = templates[slot % tasks]
+        branch = i % (branches + 1)  # a branch of the last prefix, grouped with its siblings
+        run = Run(task, group_id=prefix if branch else f"group-{slot % tasks}")
+        if branch:
+            run.trace.parent_id, run.trace.branch_step = prefix, 2
         run.job_id, run.agent_name, run.model = job.id, "scripted", job.model
         ref = TaskRef(template=task.id, args=task.args)
         run.started(StartResult(session_id="s", task=ref, prompt=f"Count in {task.slug}"))
@@ -60,7 +68,10 @@ def fill(store: TraceStore, name: str, runs: int, tasks: int, seed: int) -> Job:
             {"type": "text", "text": "word0\n" * 20},
             {"type": "image", "mime_type": "image/png",
              "data": base64.b64encode(SCREEN + bytes([i % 251])).decode()}])
-        if rng.random() < 0.0025:
+        if branches and not branch:
+            prefix = run.trace.id
+            run.failed("cancelled", "agent", RuntimeError(f"branched into {branches} runs"))
+        elif rng.random() < 0.0025:
             run.failed("error", "agent", ConnectionError("model server unreachable"))
         else:
             reward = rng.random()
@@ -91,14 +102,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--branches", type=int, default=0,
+                        help="Make the big job trees: a prefix run and this many branches.")
     parser.add_argument("--keep", type=Path, help="Build the store here (and keep it).")
     options = parser.parse_args()
     root = options.keep or Path(tempfile.mkdtemp(prefix="hud-bench-view-")) / "traces"
     started = time.perf_counter()
     with TraceStore(root) as store:
-        big = fill(store, "bench", options.runs, options.tasks, seed=1)
+        big = fill(store, "bench", options.runs, options.tasks, seed=1,
+                   branches=options.branches)
         other = fill(store, "bench", options.tasks, options.tasks, seed=2)
         some_run = store.job(big.id)["traces"][options.runs // 2]["trace_id"]
+        some_branch = tuple(store.query(
+            "SELECT trace_id, parent_id FROM runs WHERE job_id = ? AND parent_id IS NOT NULL "
+            "LIMIT 1 OFFSET ?", (big.id, options.runs // 4))[0]) if options.branches else ()
     sys.stderr.write(f"built {options.runs + options.tasks} runs in "
                      f"{time.perf_counter() - started:.1f} s at {root}\n")
     pages = {
@@ -108,6 +125,8 @@ def main() -> None:
         "job_live_poll": f"api/jobs/{big.id}",
         "compare": f"compare?a={big.id}&b={other.id}", "run": f"runs/{some_run}",
     }
+    if options.branches:
+        pages["run_branch"], pages["run_prefix"] = (f"runs/{i}" for i in some_branch)
     proc, url = serve(root)
     try:
         for name, path in pages.items():
