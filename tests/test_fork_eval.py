@@ -51,8 +51,10 @@ async def test_taskset_branches_each_rollout_and_records_the_tree(tmp_path: Path
             job = await taskset.run(agent, runtime=runtime, store=store, branch_at=1,
                                     branches=2)
         prefix, *branches = job.runs
-        assert prefix.status == "cancelled" and prefix.reward is None
-        assert prefix.error is not None and prefix.error.type == "Branched"
+        assert prefix.status == "branched" and prefix.reward is None and prefix.error is None
+        assert prefix.trace.steps[-1].data["branches"] == [b.trace_id for b in branches]
+        (summary,) = store.jobs()
+        assert (summary["planned"], summary["runs"], summary["errors"]) == (3, 3, 0)
         assert len(branches) == 2
         shared = len(prefix.trace.steps) - 1  # its last step, after the fork: it branched
         ways = {}

@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Branched(Exception):
-    """Why a prefix run has no reward of its own: it went on as its branches."""
-
-
 async def fork_run(run: Run, count: int) -> list[Run]:
     """``count`` runs continuing ``run`` from now, each with a live client of its own
     (claimed); finish each with :func:`finish_branch`. ``run`` goes on unchanged."""
@@ -92,8 +88,8 @@ async def branch_rollout(task: Task, agent: AgentCallable, runtime: Runtime, *,
                          max_steps: int | None = None) -> list[Run]:
     """Run ``agent`` on ``task`` for ``branch_at`` steps (its ``max_steps``), fork the
     episode ``branches`` ways, and run ``agent`` again on each branch (``max_steps``) to
-    its grade. Returns the prefix (status ``cancelled``, error type ``Branched``: it has no
-    reward of its own) then the branches. Failures are recorded in the runs, never raised."""
+    its grade. Returns the prefix (status ``branched``: it has no reward of its own) then the
+    branches. Failures are recorded in the runs, never raised."""
     # lazy: run.py imports this module for Run.fork
     from .run import Run
 
@@ -110,9 +106,7 @@ async def branch_rollout(task: Task, agent: AgentCallable, runtime: Runtime, *,
             await agent(prefix)
             children = await fork_run(prefix, branches)
             done = await asyncio.gather(*(_continue(b, agent, max_steps) for b in children))
-            ids = ", ".join(b.trace_id for b in done)
-            prefix.failed("cancelled", "agent", Branched(
-                f"branched at step {len(prefix.trace.steps)} into {branches} runs: {ids}"))
+            prefix.branched(done)
             prefix.attach(None)
             return [prefix, *done]
     except Exception as exc:

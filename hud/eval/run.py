@@ -200,6 +200,14 @@ class Run:
         self.trace.record("error", phase=phase, type=type(exc).__name__, message=message)
         self._finish(status)
 
+    def branched(self, branches: list[Run]) -> None:
+        """End a prefix run that went on as ``branches`` (:func:`~hud.eval.branching.
+        branch_rollout`): no reward of its own, and not an error; a ``branched`` step names
+        them."""
+        self.trace.record("branched", step=len(self.trace.steps),
+                          branches=[branch.trace_id for branch in branches])
+        self._finish("branched")
+
     def _finish(self, status: Status) -> None:
         self.trace.end_phase()
         self.trace.status = status

@@ -178,7 +178,7 @@ class Taskset:
                              "solutions enabled (solutions=True)")
         job = job or Job(self.name, group=config.group, agent=getattr(agent, "name", None),
                          model=getattr(agent, "model", None))
-        job.planned = rollouts
+        job.planned = rollouts if branch_at is None else rollouts * (1 + branches)
         if store is not None:
             store.begin_job(job)
             store.set_job_status(job.id, "running", job.plan)

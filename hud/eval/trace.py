@@ -28,7 +28,9 @@ from typing import Any, Literal
 
 import msgspec
 
-Status = Literal["pending", "completed", "error", "timeout", "cancelled"]
+Status = Literal["pending", "completed", "error", "timeout", "cancelled", "branched"]
+"""``branched``: a prefix that went on as its branches (``tasks.fork``); no reward of its own,
+and no error either."""
 Phase = Literal["environment", "setup", "agent", "grade", "cleanup"]
 
 TRACE_VERSION = 2
