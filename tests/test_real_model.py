@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import openai
 import pytest
 from hud.harnesses import Tool, ToolBox, ToolSpec
 from hud.harnesses.openai_compatible import OpenAICompatibleAgent
@@ -158,6 +159,33 @@ def test_the_export_carries_the_models_token_ids(vllm_style_server: str,
         assert vocabulary.detokenize(turn["token_ids"]).decode() == text
         assert len(turn["logprobs"]) == len(turn["token_ids"])
         assert all(logprob <= 0.0 for logprob in turn["logprobs"])
+
+
+def test_the_vllm_style_server_samples_what_llama_cpp_python_samples(
+        model_server: str, vllm_style_server: str) -> None:
+    # The same weights, greedy, without a repetition penalty (llama-cpp-python's default is
+    # 1.1, vLLM's 1.0): the same prompt, the same completion token for token, the same
+    # logprobs. vLLM's token_ids also keep the end-of-sequence token that ended it.
+    from llama_cpp import Llama  # after the fixture's skip when it is not installed
+
+    request: dict[str, Any] = {
+        "model": "smollm2", "temperature": 0, "max_tokens": 40, "logprobs": True,
+        "top_logprobs": 1, "messages": [{"role": "user", "content":
+                                         "How many times does 'r' occur in 'strawberry'?"}]}
+    theirs = openai.OpenAI(base_url=model_server, api_key="unused").chat.completions.create(
+        **request, extra_body={"repeat_penalty": 1.0})
+    ours = openai.OpenAI(base_url=vllm_style_server, api_key="unused").chat.completions.create(
+        **request, extra_body={"return_token_ids": True})
+    assert ours.usage.prompt_tokens == theirs.usage.prompt_tokens
+    assert ours.choices[0].message.content == theirs.choices[0].message.content
+    assert ours.choices[0].finish_reason == theirs.choices[0].finish_reason == "stop"
+    their_tokens, our_tokens = theirs.choices[0].logprobs.content, ours.choices[0].logprobs.content
+    assert [t.token for t in our_tokens[:-1]] == [t.token for t in their_tokens]
+    assert [t.logprob for t in our_tokens[:-1]] == pytest.approx(
+        [t.logprob for t in their_tokens], abs=1e-4)
+    token_ids = ours.choices[0].model_dump()["token_ids"]
+    vocabulary = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
+    assert len(token_ids) == len(our_tokens) and token_ids[-1] == vocabulary.token_eos()
 
 
 def test_llama_cpp_python_gives_token_text_without_ids(model_server: str,
