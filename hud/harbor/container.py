@@ -97,10 +97,11 @@ class TaskContainer:
             async with asyncio.timeout(timeout):
                 out, err = await proc.communicate()
         except TimeoutError:
+            # Killing the exec client leaves the command running (and holding its pipes):
+            # end every process in the container but its idle PID 1, then the client.
+            await self.run("kill -9 -1 2>/dev/null; true", timeout=30, user="root")
             proc.kill()
             out, err = await proc.communicate()
-            # the exec client is gone, not the command: end whatever it started
-            await self.run("kill -9 -1 2>/dev/null; true", timeout=30, user="root")
             return Output(-1, out.decode(errors="replace"), err.decode(errors="replace"), True)
         return Output(proc.returncode or 0, out.decode(errors="replace"),
                       err.decode(errors="replace"))

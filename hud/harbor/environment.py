@@ -139,10 +139,11 @@ async def verify(container: TaskContainer, task: HarborTask) -> dict[str, Any]:
     done = await container.run(f"bash /tests/test.sh > {VERIFIER_DIR}/test-stdout.txt 2>&1",
                                env=task.verifier_env, timeout=task.verifier_timeout)
     info: dict[str, Any] = {"test_exit_status": done.exit_status, "timed_out": done.timed_out}
+    # reward.json wins, as in Harbor; the kind goes on a line of its own after the file
     found = await container.run(
-        f"cat {VERIFIER_DIR}/reward.json 2>/dev/null && echo json || "
-        f"(cat {VERIFIER_DIR}/reward.txt && echo txt); tail -c 2000 "
-        f"{VERIFIER_DIR}/test-stdout.txt >&2", timeout=30)
+        f"cd {VERIFIER_DIR}; tail -c 2000 test-stdout.txt >&2; for kind in json txt; do "
+        'if [ -f "reward.$kind" ]; then cat "reward.$kind"; printf "\\n%s" "$kind"; exit; fi; '
+        "done; exit 1", timeout=30)
     info["test_output"] = found.stderr
     kind = found.stdout.rstrip().rpartition("\n")[2]
     text = found.stdout.rstrip().rpartition("\n")[0]
