@@ -100,7 +100,8 @@ class TaskContainer:
             # Killing the exec client leaves the command running (and holding its pipes):
             # end every process in the container but its idle PID 1, then the client.
             await self.run("kill -9 -1 2>/dev/null; true", timeout=30, user="root")
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended with them
+                proc.kill()
             out, err = await proc.communicate()
             return Output(-1, out.decode(errors="replace"), err.decode(errors="replace"), True)
         return Output(proc.returncode or 0, out.decode(errors="replace"),
