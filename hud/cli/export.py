@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,7 +55,7 @@ def export_tasks(
         sys.stdout.write(f"{path}\n")
 
 
-def _default_image(tasks: list) -> str:
+def _default_image(tasks: list[Any]) -> str:
     """``NAME:VERSION`` of the tasks' environment, normalised as ``hud build`` does."""
     env = tasks[0].template.env
     name = re.sub(r"[^a-z0-9._-]+", "-", env.name.lower()).strip("-._") or "hud-env"

@@ -102,7 +102,7 @@ class Containers(Service):
         """The container of the task whose code runs now."""
         scope = current_scope()
         container = scope.state.get(self) if scope is not None else None
-        if container is None:
+        if not isinstance(container, TaskContainer):
             raise RuntimeError("no Harbor task is running here")
         return container
 

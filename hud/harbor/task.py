@@ -105,9 +105,10 @@ def read_task(path: Path) -> HarborTask:
         instruction=(path / INSTRUCTION).read_text(),
         docker_image=image,
         agent_timeout=_seconds(agent, "timeout_sec", "agent", where, None),
-        verifier_timeout=_seconds(verifier, "timeout_sec", "verifier", where, VERIFIER_TIMEOUT),
-        build_timeout=_seconds(environment, "build_timeout_sec", "environment", where,
-                               BUILD_TIMEOUT),
+        verifier_timeout=_positive(verifier.get("timeout_sec", VERIFIER_TIMEOUT),
+                                   "timeout_sec", "verifier", where),
+        build_timeout=_positive(environment.get("build_timeout_sec", BUILD_TIMEOUT),
+                                "build_timeout_sec", "environment", where),
         cpus=_seconds(environment, "cpus", "environment", where, None),
         memory_mb=_count(environment, "memory_mb", "environment", where),
         workdir=_string(environment, "workdir", "environment", where),
@@ -146,6 +147,10 @@ def _seconds(table: dict[str, Any], key: str, section: str, where: Path,
     value = table.get(key, default)
     if value is None:
         return None
+    return _positive(value, key, section, where)
+
+
+def _positive(value: Any, key: str, section: str, where: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise LoadError(f"{where}: [{section}] {key} must be a positive number, got {value!r}")
     return float(value)
