@@ -91,6 +91,7 @@ def test_a_task_directory_without_task_toml_in_a_dataset_is_named(tmp_path: Path
     ("0.25", "txt", {"reward": 0.25}),
     ('{"reward": 0.5, "style": 1, "tests": 0}', "json",
      {"reward": 0.5, "subscores": {"style": 1.0, "tests": 0.0}}),
+    ('{"reward": 1}', "json", {"reward": 1.0}),
     ('{"a": 1, "b": 0}', "json", {"reward": 0.5, "subscores": {"a": 1.0, "b": 0.0}}),
     ("{}", "json", {"reward": 0.0, "info": {
         "error": "reward.json: reward.json must be an object of named numbers"}}),

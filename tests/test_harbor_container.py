@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -117,4 +118,32 @@ async def test_a_verifier_without_a_reward_or_out_of_time_scores_zero_and_says_w
         "test_exit_status": 1, "timed_out": False, "test_output": "checking\n",
         "error": "tests/test.sh wrote no /logs/verifier/reward.txt or reward.json"}
     assert runs["too-slow"].trace.info["timed_out"] is True
+    assert harbor_containers() == []
+
+
+@pytest.fixture(scope="module")
+def letter_count_image() -> Iterator[str]:
+    """``hud build`` of the letter_count example (removed afterwards)."""
+    _require_container_tools()
+    tag = "localhost/hud-harbor-export-test:1"
+    proc = hud("build", ".", "--engine", "podman", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
+               "--build-arg", "ENV_PATH=examples/letter_count/env.py", "-t", tag)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    try:
+        yield tag
+    finally:
+        subprocess.run(["podman", "rmi", "--force", tag], capture_output=True)
+
+
+def test_exported_tasks_pass_check_in_their_containers(letter_count_image: str,
+                                                       tmp_path: Path) -> None:
+    """The round trip: our task exported as a Harbor task, run as one. Its test.sh serves
+    the environment inside the container and grades the answer solve.sh (or nobody) wrote."""
+    target = tmp_path / "exported"
+    proc = hud("export-tasks", "examples/letter_count/tasks.py", str(target), "--format",
+               "harbor", "--image", letter_count_image, "--task-ids", "count_letter-352c4b24")
+    assert proc.returncode == 0, proc.stderr
+    proc = hud("check", str(target))
+    assert (proc.returncode, proc.stdout) == (
+        0, "ok  \tcount_letter-352c4b24\toracle=1.0\tnop=0.0\n"), proc.stderr[-4000:]
     assert harbor_containers() == []

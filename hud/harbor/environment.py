@@ -170,4 +170,4 @@ def parse_reward(text: str, kind: str) -> dict[str, Any]:
     reward = values.pop("reward", None)
     if reward is None:
         reward = sum(values.values()) / len(values)
-    return {"reward": reward, "subscores": values or None}
+    return {"reward": reward, "subscores": values} if values else {"reward": reward}
