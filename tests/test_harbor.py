@@ -1,6 +1,7 @@
 """Harbor task directories without containers: reading them (and the errors for malformed
 ones, through the CLI, exactly), the reward files, and ``hud export-tasks --format harbor``
-checked with Harbor's own task loader (the ``harbor`` package, in .venv-harbor)."""
+checked with Harbor's own task loader (the ``harbor`` package, in the .venv-harbor that
+tests/test_atif.py shares)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from test_atif import harbor_python
 
 from hud.harbor import is_harbor_source, read_dataset
 from hud.harbor.environment import parse_reward
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT / "tests" / "data" / "harbor"
-HARBOR_PYTHON = ROOT / ".venv-harbor" / "bin" / "python"
 
 
 def hud(*args: str) -> tuple[int, str, str]:
@@ -153,9 +154,7 @@ print(json.dumps(rows))
 
 
 def harbor_loads(*paths: Path) -> list[dict]:
-    if not HARBOR_PYTHON.exists():
-        pytest.skip("the harbor package is not installed in .venv-harbor (.ci/install makes it)")
-    proc = subprocess.run([str(HARBOR_PYTHON), "-c", LOAD_WITH_HARBOR, *map(str, paths)],
+    proc = subprocess.run([harbor_python(), "-c", LOAD_WITH_HARBOR, *map(str, paths)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
