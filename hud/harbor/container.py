@@ -18,6 +18,7 @@ from ..runtimes.engine import OWNER_LABEL, RUNTIME_LABEL, Engine, EngineFailed, 
 from .task import DOCKERFILE, HarborTask
 
 _building: dict[str, asyncio.Lock] = {}
+_tags: dict[Path, str] = {}
 
 
 def image_tag(task: HarborTask) -> str:
@@ -36,7 +37,9 @@ async def image_for(engine: Engine, task: HarborTask) -> str:
     (unless an image of the same content exists). Raises :class:`EngineFailed`."""
     if task.docker_image is not None:
         return task.docker_image
-    tag = image_tag(task)
+    if task.path not in _tags:  # hashing reads environment/: once, and off the event loop
+        _tags[task.path] = await asyncio.to_thread(image_tag, task)
+    tag = _tags[task.path]
     async with _building.setdefault(tag, asyncio.Lock()):
         with contextlib.suppress(EngineFailed):
             await engine.run("image", "exists", tag)
