@@ -25,6 +25,10 @@ def load_environment(target: str | Path = ".") -> Environment:
         from .taskfile_env import load_task_file_environment
 
         return load_task_file_environment(Path(target))
+    if _is_harbor(target):
+        from .harbor import harbor_environment
+
+        return harbor_environment(target)
     module, attr = _import_target(str(target), prefer="env.py")
     if attr:
         value = getattr(module, attr, None)
@@ -41,7 +45,9 @@ def load_environment(target: str | Path = ".") -> Environment:
 
 def load_tasks(source: str | Path = ".") -> list[Task]:
     """Task rows from a ``tasks.py`` (its ``tasks`` list, else every Task it defines),
-    or an ``env.py`` with tasks in it."""
+    or an ``env.py`` with tasks in it; or one task per directory of a Harbor dataset."""
+    if _is_harbor(source):
+        return [template.task() for template in load_environment(source).templates.values()]
     module, _ = _import_target(str(source), prefer="tasks.py")
     rows = getattr(module, "tasks", None)
     if rows is None or isinstance(rows, dict):
@@ -51,6 +57,12 @@ def load_tasks(source: str | Path = ".") -> list[Task]:
     if bad:
         raise LoadError(f"{module.__file__}: `tasks` holds non-Task values such as {bad[0]!r}")
     return rows
+
+
+def _is_harbor(target: str | Path) -> bool:
+    from .harbor.task import is_harbor_source
+
+    return is_harbor_source(target)
 
 
 def _import_target(target: str, prefer: str) -> tuple[ModuleType, str | None]:

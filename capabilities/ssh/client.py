@@ -111,7 +111,12 @@ class Shell:
             async with (await self.sftp()).open(path, "wb") as f:
                 await f.write(payload)
             return
-        await self.run(f"cat > {shlex.quote(path)}", input=payload, check=True)
+        # bytes in, so no text encoding (``run`` encodes its input as UTF-8 text)
+        command = f"cat > {shlex.quote(path)}"
+        done = await self.conn.run(command, input=payload, encoding=None, check=False)
+        if done.exit_status != 0:
+            raise CommandFailed(command, ProcessResult(done.exit_status or -1, "",
+                                                       _text(done.stderr)))
 
     async def list(self, path: str = ".") -> list[str]:
         """The names in directory ``path``, sorted, without ``.`` and ``..``."""

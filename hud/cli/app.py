@@ -424,10 +424,11 @@ def init(
 
 
 def _register_trace_commands() -> None:
-    from . import build, traces
+    from . import build, export, traces
 
     traces.register(app)
     build.register(app)
+    export.register(app)
 
 
 _register_trace_commands()

@@ -1,0 +1,2 @@
+#!/bin/bash
+sed -i 's/) - int(/) + int(/' /app/add.py
