@@ -55,7 +55,7 @@ class Nursery:
             ready.set_result(None)
             await self._stop.wait()
             for task in [*self._tasks, *self._quiet]:
-                task.cancel()
+                task.cancel(f"{self.name} is closing")
             while quiet := [task for task in self._quiet if not task.done()]:
                 await asyncio.wait(quiet)
             self._quiet.clear()
