@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,11 @@ from hud.environment import Environment
 from hud.server import Server, ServerConfig
 
 LOOPS = ("uvloop", "asyncio")
+
+# No test reads or writes the user's own trace store (~/.hud/traces): what the tests run,
+# in this process or in subprocesses, records into a store of this run's own unless a test
+# names another.
+os.environ.setdefault("HUD_TRACE_DIR", tempfile.mkdtemp(prefix="hud-test-traces-"))
 
 
 def chosen_loop() -> str:

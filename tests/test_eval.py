@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ from hud.eval import (
     group_relative,
 )
 from hud.eval.run import Run
+from hud.eval.schema import SCHEMA_VERSION
+from hud.eval.store import TraceStore
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,6 +225,18 @@ def test_cli_eval_exit_code_is_nonzero_only_for_errors(tmp_path: Path) -> None:
     assert [(r["status"], r["reward"]) for r in runs] == [("error", None), ("completed", 1.0)]
     unknown = hud("eval", str(source), "no-such-agent")
     assert unknown.returncode == 2 and "no harness named" in unknown.stderr
+
+
+def test_cli_eval_into_a_store_of_a_newer_hud_is_one_clear_error(tmp_path: Path) -> None:
+    with TraceStore(tmp_path):
+        pass
+    with sqlite3.connect(tmp_path / "index.db") as db:
+        db.execute("PRAGMA user_version=99")  # as a later hud would leave it
+    result = hud("eval", str(EXAMPLE), "oracle", env={"HUD_TRACE_DIR": str(tmp_path)})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"error: {tmp_path} holds schema v99; this hud reads up to "
+                             f"v{SCHEMA_VERSION} (upgrade hud); pass --trace-dir DIR to record "
+                             "into another store\n")
 
 
 def test_cli_check_flags_graders_that_do_not_separate(tmp_path: Path) -> None:

@@ -120,10 +120,15 @@ def make_agent(name: str, model: str | None, config: dict[str, Any]) -> Any:
 
 
 def run_eval(command: EvalCommand) -> int:
+    from ..errors import StoreError
     from ..eval.progress import Tally
     from ..eval.store import TraceStore
 
-    with TraceStore(command.trace_dir) as store:
+    try:
+        opened = TraceStore(command.trace_dir)
+    except StoreError as exc:  # e.g. written by a newer hud
+        fail(f"{exc}; pass --trace-dir DIR to record into another store", EXIT_USAGE)
+    with opened as store:
         if command.resume:
             # lazy: only --resume needs it, and it imports load_taskset back from here
             from .resume import resumed
