@@ -19,7 +19,6 @@ import asyncio
 import collections
 import random
 import ssl as ssl_module
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, Side, State
 from websockets.uri import parse_uri
 
+from . import wsframes
 from .errors import TransportClosed
 from .transport import Closer, Receiver
 
@@ -59,6 +59,10 @@ class WsConnection(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_due = False
         self._plain = False  # see _frame_plainly
+        self._plain_in = False  # whether data_received still reads frames itself
+        self._unparsed = bytearray()  # the start of a frame it reads itself
+        self._needed = 0  # bytes _unparsed must hold before the frame can be read
+        self._max_size: int | None = None
         self.on_write_pause: Callable[[bool], None] | None = None
         """Called with True when the peer stops taking data, False when it takes it again
         (a tunnel pauses its other side)."""
@@ -164,7 +168,7 @@ class WsConnection(asyncio.Protocol):
         if self._plain and self.transport is not None:
             data = message.encode() if isinstance(message, str) else message
             binary = text is False or (text is None and not isinstance(message, str))
-            self.transport.write(_server_header(len(data), binary) + data)
+            self.transport.write(wsframes.server_header(len(data), binary) + data)
             return
         if text is False or (text is None and not isinstance(message, str)):
             self.protocol.send_binary(message.encode() if isinstance(message, str) else message)
@@ -202,13 +206,16 @@ class WsConnection(asyncio.Protocol):
                 self.transport.abort()
                 await self.closed
 
-    def _frame_plainly(self) -> None:
-        """From now on, frame what :meth:`send_now` sends here, not through websockets: the
-        server's side of an open connection without extensions, whose frames are a header
-        and the payload (unmasked, unfragmented, RFC 6455 section 5.2); websockets' Frame,
-        serializer and output queue cost a tenth of a warm request. The protocol keeps no
-        state about data frames sent, so it still sends its control frames correctly."""
+    def _frame_plainly(self, max_size: int | None) -> None:
+        """From now on, frame the common data frames here, not through websockets
+        (:mod:`hud.wsframes`): on the server's side of an open connection without
+        extensions. websockets keeps no state about the data frames sent, and is handed
+        every control frame whole, so it still answers pings and closes correctly.
+        ``max_size`` is the protocol's limit on a message (a longer one goes to websockets,
+        which refuses it)."""
         self._plain = self.protocol.side is Side.SERVER and not self.protocol.extensions
+        self._plain_in = self._plain
+        self._max_size = max_size
 
     def _flush(self) -> None:
         transport = self.transport
@@ -235,11 +242,55 @@ class WsConnection(asyncio.Protocol):
         self.transport = transport
         self._flush()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | bytearray) -> None:
+        if self._plain_in:
+            if self._needed:  # the rest of a frame begun before
+                self._unparsed += data
+                if len(self._unparsed) < self._needed:
+                    return
+                data, self._unparsed = self._unparsed, bytearray()  # type: ignore[assignment]
+            data = self._read_plainly(data)
+            if not data:
+                return
         self.protocol.receive_data(data)
         self._handle_events()
 
+    def _read_plainly(self, buf: bytes | bytearray) -> bytes | bytearray:
+        """Deliver the whole data frames at the start of ``buf`` and hand each whole control
+        frame to websockets; keep an incomplete frame for later. Return what websockets
+        must read from here on (an unusual frame, or anything once the connection is no
+        longer open)."""
+        pos, size = 0, len(buf)
+        while pos < size:
+            if self.protocol.state is not State.OPEN:
+                break
+            frame = wsframes.classify(buf, pos, self._max_size)
+            if frame is None:
+                break
+            if isinstance(frame, int) or size < frame[2]:
+                self._needed = frame if isinstance(frame, int) else frame[2] - pos
+                self._unparsed += buf[pos:]
+                return b""
+            kind, start, end = frame
+            if kind == wsframes.CONTROL:
+                self.protocol.receive_data(buf[pos:end])
+                pos = end
+                self._handle_events()
+                continue
+            pos = end
+            payload = wsframes.apply_mask(memoryview(buf)[start:end], buf[start - 4:start])
+            self._deliver(payload, kind == wsframes.TEXT)
+        else:
+            self._needed = 0
+            return b""
+        self._plain_in, self._needed = False, 0
+        return buf[pos:]
+
     def eof_received(self) -> bool | None:
+        if self._unparsed:  # websockets says what an incomplete frame means
+            self.protocol.receive_data(bytes(self._unparsed))
+            self._unparsed = bytearray()
+        self._plain_in = False
         self.protocol.receive_eof()
         self._handle_events()
         return None
@@ -296,16 +347,6 @@ class WsConnection(asyncio.Protocol):
         exc = self.protocol.close_exc
         rcvd = exc.rcvd
         return None if rcvd is not None and rcvd.code in (1000, 1001) else exc
-
-
-def _server_header(length: int, binary: bool) -> bytes:
-    """The header of one unmasked, final data frame of ``length`` bytes."""
-    first = 0x82 if binary else 0x81  # FIN, then the opcode
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return struct.pack("!BBH", first, 126, length)
-    return struct.pack("!BBQ", first, 127, length)
 
 
 class WsClient(WsConnection):

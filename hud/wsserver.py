@@ -81,7 +81,7 @@ class WsServerConnection(WsConnection):
         # keep it alive, as cyclic garbage, until the next full collection
         self.protocol.parser.close()
         self.protocol = ServerProtocol(state=State.OPEN, max_size=self._max_size)
-        self._frame_plainly()
+        self._frame_plainly(self._max_size)
         self.path = request.path
         self._opened(self, self.path)
         if rest:  # frames sent right behind the handshake
@@ -113,7 +113,7 @@ class WsServerConnection(WsConnection):
         self.protocol.send_response(response)
         self._stop_open_timer()
         if self.protocol.state is State.OPEN:
-            self._frame_plainly()
+            self._frame_plainly(self._max_size)
             self.path = event.path
             event.headers.clear()
             self._flush()  # the 101 goes out before anything the handler sends
