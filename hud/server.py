@@ -373,12 +373,12 @@ class Server:
         ws = WsServerConnection(
             self._check_request,
             self._opened,
+            self._lost,
             max_size=max(4 * self.config.max_message_size, 1 << 20),
             server_header=f"hud/{PROTOCOL_VERSION}",
             open_timeout=self.config.handshake_timeout,
         )
         self._handshaking.add(ws)
-        ws.closed.add_done_callback(lambda _: self._handshaking.discard(ws))
         return ws
 
     def _over_limit(self) -> LimitExceeded | None:
@@ -401,7 +401,6 @@ class Server:
             self._open_bare(ws, unquote(urlsplit(target).path.removeprefix(TUNNEL_PREFIX)))
             return
         self._sockets.add(ws)
-        ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
         if path == CONTROL_PATH:
             if self.config.ping_interval:
@@ -409,6 +408,10 @@ class Server:
             self._serve_control(ws)
         else:
             self._spawn(self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX))), ws)
+
+    def _lost(self, ws: WsServerConnection) -> None:
+        self._handshaking.discard(ws)
+        self._sockets.discard(ws)
 
     def _serve_control(self, transport: Transport) -> None:
         """Serve a control connection (it runs from the transport's callbacks, and its calls

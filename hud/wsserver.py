@@ -15,12 +15,15 @@ from .wsconn import WsConnection
 
 Gate = Callable[["WsServerConnection", Request], Response | None]
 Opened = Callable[["WsServerConnection", str], None]
+Lost = Callable[["WsServerConnection"], None]
 
 
 class WsServerConnection(WsConnection):
     """One accepted connection. ``gate`` sees the handshake request and may answer it with
     an HTTP response (a refusal); otherwise the WebSocket opens and ``opened`` is called with
-    the request path. Headers are dropped after the handshake (a long-lived session should
+    the request path; ``lost`` is called when the connection is gone (at once: not a
+    callback of :attr:`closed`, which would cost a turn of the event loop per connection).
+    Headers are dropped after the handshake (a long-lived session should
     not hold them).
 
     A plain upgrade is parsed and answered by :mod:`hud.upgrade`; anything else (and every
@@ -28,13 +31,14 @@ class WsServerConnection(WsConnection):
 
     protocol: ServerProtocol
 
-    def __init__(self, gate: Gate, opened: Opened, *, max_size: int | None,
+    def __init__(self, gate: Gate, opened: Opened, lost: Lost, *, max_size: int | None,
                  server_header: str, open_timeout: float = 10.0) -> None:
         super().__init__(ServerProtocol(max_size=max_size))
         self._max_size = max_size
         self._head: bytearray | None = bytearray()  # None once handed on (opened or not)
         self._gate = gate
         self._opened = opened
+        self._lost = lost
         self._server_header = server_header
         self._open_timeout = open_timeout
         self._open_timer: asyncio.TimerHandle | None = None
@@ -45,6 +49,11 @@ class WsServerConnection(WsConnection):
         self._open_timer = asyncio.get_running_loop().call_later(
             self._open_timeout, self._abort_if_connecting
         )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._stop_open_timer()
+        self._lost(self)
 
     def _abort_if_connecting(self) -> None:
         if self.protocol.state is State.CONNECTING and self.transport is not None:
