@@ -7,7 +7,8 @@ Here ``data_received`` parses frames and hands each complete message to a callba
 connection feeds its protocol core, a tunnel writes to its daemon). Each end implements
 :class:`hud.transport.Transport`. ``send`` writes at once and waits only while the
 kernel's buffer is full. Pings, pongs and the close handshake are kept by the sans-I/O
-protocol.
+protocol; on the server's side, the common data frames are read and written without it
+(:mod:`hud.wsframes`).
 
 :class:`WsClient` (with :func:`connect`) is the client end; one accepted connection of
 :class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.
