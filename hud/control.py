@@ -38,7 +38,7 @@ UNREAD_LIMIT = 60.0
 class ControlConnection:
     """Serves one transport until it closes; see the module docstring."""
 
-    __slots__ = ("_busy", "_doomed", "_ended", "_on_end", "_op", "_open", "_started",
+    __slots__ = ("_busy", "_doomed", "_ended", "_on_end", "_op", "_open", "_paused", "_started",
                  "_unread_timer", "_write_blocked", "core", "host", "session", "transport")
 
     def __init__(self, host: Host, transport: Transport,
@@ -56,6 +56,7 @@ class ControlConnection:
         self._started = False  # whether _op has had its first turn (a task cancelled
         self._doomed = False  # before that never runs: it is doomed, and answers at once)
         self._write_blocked = False
+        self._paused = False  # whether _flow paused reading (only it pauses this transport)
         self._unread_timer: asyncio.TimerHandle | None = None
 
     def open(self) -> None:
@@ -135,7 +136,8 @@ class ControlConnection:
             outcome = Cancelled(f"{call.method.name} was cancelled")
         except Exception as exc:
             outcome = _failure(call, exc)
-        if self._op is asyncio.current_task():
+        task = asyncio.current_task()
+        if self._op is task:
             self._op = None
         ready = self.core.finish(call, outcome)
         # an error's traceback holds this frame, and the frame the error: without this the
@@ -148,12 +150,14 @@ class ControlConnection:
             self._busy -= 1
             if not self._open and self._busy == 0 and not self._ended:
                 self._end()
-            self.host.tasks.forget(asyncio.current_task())
+            self.host.tasks.forget(task)
 
     def _flush(self) -> None:
         for payload in self.core.data_to_send():
-            with contextlib.suppress(TransportClosed):  # the client left; the session stays
+            try:  # noqa: SIM105 (suppress() would build a context manager per reply)
                 self.transport.send_now(payload, text=True)
+            except TransportClosed:  # the client left; the session stays
+                pass
         self._flow()
 
     # -- back-pressure --------------------------------------------------------------------
@@ -178,8 +182,10 @@ class ControlConnection:
 
     def _flow(self) -> None:
         if self.core.saturated or self._write_blocked:
+            self._paused = True
             self.transport.pause_reading()
-        else:
+        elif self._paused:
+            self._paused = False
             self.transport.resume_reading()
 
     # -- for handlers (hud.handlers.Context) and the server ---------------------------------

@@ -44,12 +44,14 @@ from .session import Registry
 from .transport import Transport
 from .tunnel import RAW_UPGRADE, SPLICE_AVAILABLE, BareTunnel, link_daemon, take_socket
 from .watchdog import Watchdog
-from .wsserver import WsServerConnection
+from .wsserver import Turns, WsServerConnection
 
 log = logging.getLogger(__name__)
 
 LINGER = 1.0
 """Seconds a refused connection may take to read its 503 and hang up."""
+UPGRADES_PER_TURN = 16
+"""WebSocket upgrades answered per turn of the event loop (:class:`hud.wsserver.Turns`)."""
 
 
 @dataclass(slots=True)
@@ -148,6 +150,7 @@ class Server:
         self.connections: set[ControlConnection] = set()
         self._origins = {origin.lower() for origin in self.config.allowed_origins}
         self._handshaking: set[WsServerConnection] = set()  # accepted, not yet open
+        self._turns = Turns(UPGRADES_PER_TURN)
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
         self._bare_pending: set[WsServerConnection] = set()  # answered hud-tunnel/1
@@ -373,12 +376,13 @@ class Server:
         ws = WsServerConnection(
             self._check_request,
             self._opened,
+            self._lost,
             max_size=max(4 * self.config.max_message_size, 1 << 20),
             server_header=f"hud/{PROTOCOL_VERSION}",
             open_timeout=self.config.handshake_timeout,
+            turns=self._turns,
         )
         self._handshaking.add(ws)
-        ws.closed.add_done_callback(lambda _: self._handshaking.discard(ws))
         return ws
 
     def _over_limit(self) -> LimitExceeded | None:
@@ -401,7 +405,6 @@ class Server:
             self._open_bare(ws, unquote(urlsplit(target).path.removeprefix(TUNNEL_PREFIX)))
             return
         self._sockets.add(ws)
-        ws.closed.add_done_callback(lambda _: self._sockets.discard(ws))
         path = urlsplit(target).path
         if path == CONTROL_PATH:
             if self.config.ping_interval:
@@ -409,6 +412,10 @@ class Server:
             self._serve_control(ws)
         else:
             self._spawn(self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX))), ws)
+
+    def _lost(self, ws: WsServerConnection) -> None:
+        self._handshaking.discard(ws)
+        self._sockets.discard(ws)
 
     def _serve_control(self, transport: Transport) -> None:
         """Serve a control connection (it runs from the transport's callbacks, and its calls

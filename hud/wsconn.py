@@ -7,7 +7,8 @@ Here ``data_received`` parses frames and hands each complete message to a callba
 connection feeds its protocol core, a tunnel writes to its daemon). Each end implements
 :class:`hud.transport.Transport`. ``send`` writes at once and waits only while the
 kernel's buffer is full. Pings, pongs and the close handshake are kept by the sans-I/O
-protocol.
+protocol; on the server's side, the common data frames are read and written without it
+(:mod:`hud.wsframes`).
 
 :class:`WsClient` (with :func:`connect`) is the client end; one accepted connection of
 :class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.
@@ -26,9 +27,10 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import Protocol, Side, State
 from websockets.uri import parse_uri
 
+from . import wsframes
 from .errors import TransportClosed
 from .transport import Closer, Receiver
 
@@ -57,6 +59,11 @@ class WsConnection(asyncio.Protocol):
         self._liveness: tuple[float, float] | None = None  # see watch_liveness
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_due = False
+        self._plain = False  # see _frame_plainly
+        self._plain_in = False  # whether data_received still reads frames itself
+        self._unparsed = bytearray()  # the start of a frame it reads itself
+        self._needed = 0  # bytes _unparsed must hold before the frame can be read
+        self._max_size: int | None = None
         self.on_write_pause: Callable[[bool], None] | None = None
         """Called with True when the peer stops taking data, False when it takes it again
         (a tunnel pauses its other side)."""
@@ -159,6 +166,11 @@ class WsConnection(asyncio.Protocol):
         bytes); raises :class:`~hud.errors.TransportClosed` once the connection is closing."""
         if self.protocol.state is not State.OPEN:
             raise self._not_open()
+        if self._plain and self.transport is not None:
+            data = message.encode() if isinstance(message, str) else message
+            binary = text is False or (text is None and not isinstance(message, str))
+            self.transport.write(wsframes.server_header(len(data), binary) + data)
+            return
         if text is False or (text is None and not isinstance(message, str)):
             self.protocol.send_binary(message.encode() if isinstance(message, str) else message)
         else:
@@ -195,6 +207,17 @@ class WsConnection(asyncio.Protocol):
                 self.transport.abort()
                 await self.closed
 
+    def _frame_plainly(self, max_size: int | None) -> None:
+        """From now on, frame the common data frames here, not through websockets
+        (:mod:`hud.wsframes`): on the server's side of an open connection without
+        extensions. websockets keeps no state about the data frames sent, and is handed
+        every control frame whole, so it still answers pings and closes correctly.
+        ``max_size`` is the protocol's limit on a message (a longer one goes to websockets,
+        which refuses it)."""
+        self._plain = self.protocol.side is Side.SERVER and not self.protocol.extensions
+        self._plain_in = self._plain
+        self._max_size = max_size
+
     def _flush(self) -> None:
         transport = self.transport
         if transport is None:
@@ -220,11 +243,55 @@ class WsConnection(asyncio.Protocol):
         self.transport = transport
         self._flush()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | bytearray) -> None:
+        if self._plain_in:
+            if self._needed:  # the rest of a frame begun before
+                self._unparsed += data
+                if len(self._unparsed) < self._needed:
+                    return
+                data, self._unparsed = self._unparsed, bytearray()  # type: ignore[assignment]
+            data = self._read_plainly(data)
+            if not data:
+                return
         self.protocol.receive_data(data)
         self._handle_events()
 
+    def _read_plainly(self, buf: bytes | bytearray) -> bytes | bytearray:
+        """Deliver the whole data frames at the start of ``buf`` and hand each whole control
+        frame to websockets; keep an incomplete frame for later. Return what websockets
+        must read from here on (an unusual frame, or anything once the connection is no
+        longer open)."""
+        pos, size = 0, len(buf)
+        while pos < size:
+            if self.protocol.state is not State.OPEN:
+                break
+            frame = wsframes.classify(buf, pos, self._max_size)
+            if frame is None:
+                break
+            if isinstance(frame, int) or size < frame[2]:
+                self._needed = frame if isinstance(frame, int) else frame[2] - pos
+                self._unparsed += buf[pos:]
+                return b""
+            kind, start, end = frame
+            if kind == wsframes.CONTROL:
+                self.protocol.receive_data(buf[pos:end])
+                pos = end
+                self._handle_events()
+                continue
+            pos = end
+            payload = wsframes.apply_mask(memoryview(buf)[start:end], buf[start - 4:start])
+            self._deliver(payload, kind == wsframes.TEXT)
+        else:
+            self._needed = 0
+            return b""
+        self._plain_in, self._needed = False, 0
+        return buf[pos:]
+
     def eof_received(self) -> bool | None:
+        if self._unparsed:  # websockets says what an incomplete frame means
+            self.protocol.receive_data(bytes(self._unparsed))
+            self._unparsed = bytearray()
+        self._plain_in = False
         self.protocol.receive_eof()
         self._handle_events()
         return None

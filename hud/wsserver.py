@@ -4,6 +4,7 @@ connection of :class:`hud.server.Server`, from its opening handshake on."""
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 
 from websockets.http11 import Request, Response
@@ -15,12 +16,49 @@ from .wsconn import WsConnection
 
 Gate = Callable[["WsServerConnection", Request], Response | None]
 Opened = Callable[["WsServerConnection", str], None]
+Lost = Callable[["WsServerConnection"], None]
+
+
+class Turns:
+    """At most ``per_turn`` upgrades answered per turn of the event loop; the others wait, in
+    arrival order, for the next turns. In a burst of new connections, the sessions already
+    open then go on between the admissions: they finish one after another instead of all
+    together at the end (each waiting on every other's handshake first)."""
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self._used = 0
+        self._waiting: collections.deque[Callable[[], None]] = collections.deque()
+        self._turn_pending = False
+
+    def admit(self, answer: Callable[[], None]) -> None:
+        """Call ``answer`` now, or in a later turn when this one has had its share."""
+        if self._used < self.per_turn and not self._waiting:
+            self._used += 1
+            answer()
+        else:
+            self._waiting.append(answer)
+        if not self._turn_pending:
+            self._turn_pending = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        self._used = 0
+        while self._waiting and self._used < self.per_turn:
+            self._used += 1
+            self._waiting.popleft()()
+        if self._waiting:
+            self._turn_pending = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
 
 
 class WsServerConnection(WsConnection):
     """One accepted connection. ``gate`` sees the handshake request and may answer it with
     an HTTP response (a refusal); otherwise the WebSocket opens and ``opened`` is called with
-    the request path. Headers are dropped after the handshake (a long-lived session should
+    the request path; ``lost`` is called when the connection is gone (at once: not a
+    callback of :attr:`closed`, which would cost a turn of the event loop per connection).
+    Headers are dropped after the handshake (a long-lived session should
     not hold them).
 
     A plain upgrade is parsed and answered by :mod:`hud.upgrade`; anything else (and every
@@ -28,16 +66,20 @@ class WsServerConnection(WsConnection):
 
     protocol: ServerProtocol
 
-    def __init__(self, gate: Gate, opened: Opened, *, max_size: int | None,
-                 server_header: str, open_timeout: float = 10.0) -> None:
+    def __init__(self, gate: Gate, opened: Opened, lost: Lost, *, max_size: int | None,
+                 server_header: str, open_timeout: float = 10.0,
+                 turns: Turns | None = None) -> None:
         super().__init__(ServerProtocol(max_size=max_size))
         self._max_size = max_size
         self._head: bytearray | None = bytearray()  # None once handed on (opened or not)
         self._gate = gate
         self._opened = opened
+        self._lost = lost
         self._server_header = server_header
         self._open_timeout = open_timeout
         self._open_timer: asyncio.TimerHandle | None = None
+        self._turns = turns
+        self._queued = False  # a complete request head waits for its turn
         self.path = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -45,6 +87,11 @@ class WsServerConnection(WsConnection):
         self._open_timer = asyncio.get_running_loop().call_later(
             self._open_timeout, self._abort_if_connecting
         )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._stop_open_timer()
+        self._lost(self)
 
     def _abort_if_connecting(self) -> None:
         if self.protocol.state is State.CONNECTING and self.transport is not None:
@@ -55,11 +102,25 @@ class WsServerConnection(WsConnection):
             super().data_received(data)
             return
         self._head += data
+        if self._queued:
+            return
         end = self._head.find(b"\r\n\r\n")
         if end >= 0:
-            self._upgrade(end)
+            if self._turns is None:
+                self._upgrade(end)
+                return
+            self._queued = True
+            self.pause_reading()
+            self._turns.admit(self._take_turn)
         elif len(self._head) > MAX_HEAD:
             self._fall_back()
+
+    def _take_turn(self) -> None:
+        self._queued = False
+        if self._head is None or self.transport is None or self.transport.is_closing():
+            return  # gone, or handed to websockets meanwhile (an EOF)
+        self.resume_reading()
+        self._upgrade(self._head.find(b"\r\n\r\n"))
 
     def eof_received(self) -> bool | None:
         if self._head is not None:
@@ -81,6 +142,7 @@ class WsServerConnection(WsConnection):
         # keep it alive, as cyclic garbage, until the next full collection
         self.protocol.parser.close()
         self.protocol = ServerProtocol(state=State.OPEN, max_size=self._max_size)
+        self._frame_plainly(self._max_size)
         self.path = request.path
         self._opened(self, self.path)
         if rest:  # frames sent right behind the handshake
@@ -112,6 +174,7 @@ class WsServerConnection(WsConnection):
         self.protocol.send_response(response)
         self._stop_open_timer()
         if self.protocol.state is State.OPEN:
+            self._frame_plainly(self._max_size)
             self.path = event.path
             event.headers.clear()
             self._flush()  # the 101 goes out before anything the handler sends

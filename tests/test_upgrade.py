@@ -12,7 +12,9 @@ from conftest import serving
 from sample_env import env
 from websockets.utils import accept_key
 
+from hud.server import UPGRADES_PER_TURN
 from hud.upgrade import parse_upgrade, switching_protocols
+from hud.wsserver import Turns
 
 pytestmark = pytest.mark.anyio
 
@@ -74,3 +76,36 @@ async def test_frames_sent_with_the_handshake_are_served() -> None:
             reply = json.loads(await reader.readexactly(size))
         assert reply["id"] == 1 and "result" in reply
         writer.close()
+
+
+async def test_upgrades_past_a_turns_share_wait_for_later_turns_in_order() -> None:
+    turns, answered = Turns(per_turn=3), []
+    for n in range(8):  # all in this turn of the loop
+        turns.admit(lambda n=n: answered.append(n))
+    assert answered == [0, 1, 2]
+    await asyncio.sleep(0)
+    assert answered == [0, 1, 2, 3, 4, 5]
+    await asyncio.sleep(0)
+    assert answered == list(range(8))
+
+
+async def test_a_burst_of_upgrades_is_answered_in_full_and_one_that_leaves_is_skipped() -> None:
+    """More heads at once than a turn answers: every one gets its 101 and is served; one
+    whose client hangs up while it waits its turn costs nothing and breaks nothing."""
+    async with serving(env) as server:
+        parts = urlsplit(server.url)
+        head = b"\r\n".join([b"GET /v1/control HTTP/1.1", *PLAIN[1:]]) + b"\r\n\r\n"
+        peers = [await asyncio.open_connection(parts.hostname, parts.port)
+                 for _ in range(3 * UPGRADES_PER_TURN)]
+        for _, writer in peers:
+            writer.write(head)
+        leaver = peers.pop()[1]
+        leaver.close()
+        async with asyncio.timeout(10):
+            for reader, _ in peers:
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        for _, writer in peers:
+            writer.close()
+        async with asyncio.timeout(10):
+            while server._handshaking:  # the leaver too: nothing is left waiting
+                await asyncio.sleep(0.01)

@@ -242,3 +242,53 @@ async def test_invalid_utf8_in_a_text_frame_closes_with_1007_and_others_are_serv
                 await peer.ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
         await still_serves(server)
+
+
+def _client_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
+    """One final, masked client frame (RFC 6455 section 5.2), with a 7, 16 or 64-bit length."""
+    n = len(payload)
+    head = bytes((0x80 | opcode,)) + (
+        bytes((0x80 | n,)) if n < 126 else bytes((0xFE,)) + n.to_bytes(2, "big")
+        if n < 65536 else bytes((0xFF,)) + n.to_bytes(8, "big"))
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def test_frames_split_anywhere_and_pings_between_them_are_read_whole() -> None:
+    """The server reads common frames itself (hud.wsframes): a frame cut inside its header
+    or its payload, a ping between two requests, and 16 and 64-bit lengths all arrive as
+    sent, with any masking key."""
+    async with serving(env) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        writer.write(b"GET /v1/control HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+
+        def request(rid: int, method: str, pad: int = 0) -> bytes:
+            params = {"client": {"name": "x" * pad, "version": "0"}, "protocol_versions": ["1"]}
+            body = {"jsonrpc": "2.0", "id": rid, "method": method,
+                    "params": params if method == "manifest" else {}}
+            return _client_frame(0x1, json.dumps(body).encode(), bytes((rid, 7, 0x80, 255)))
+
+        async def reply() -> tuple[int, bytes]:
+            first, second = await reader.readexactly(2)
+            n = second & 0x7F
+            if n >= 126:
+                n = int.from_bytes(await reader.readexactly(2 if n == 126 else 8), "big")
+            return first & 0x0F, await reader.readexactly(n)
+
+        manifest = request(1, "manifest")
+        for i in range(len(manifest)):  # byte by byte: every cut of header and payload
+            writer.write(manifest[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        assert "result" in json.loads((await reply())[1])
+        writer.write(request(2, "tasks.list") + _client_frame(0x9, b"hi", b"abcd")
+                     + request(3, "manifest", pad=300) + request(4, "manifest", pad=70_000))
+        answers = [await reply() for _ in range(4)]
+        assert (0xA, b"hi") in answers
+        replies = [json.loads(data) for op, data in answers if op == 0x1]
+        assert [r["id"] for r in replies] == [2, 3, 4]
+        assert "result" in replies[0]  # the others: manifest twice, refused, but read whole
+        writer.close()
