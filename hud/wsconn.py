@@ -249,7 +249,7 @@ class WsConnection(asyncio.Protocol):
                 self._unparsed += data
                 if len(self._unparsed) < self._needed:
                     return
-                data, self._unparsed = self._unparsed, bytearray()  # type: ignore[assignment]
+                data, self._unparsed = self._unparsed, bytearray()
             data = self._read_plainly(data)
             if not data:
                 return

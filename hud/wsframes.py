@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import struct
 
-from websockets.frames import apply_mask
+try:  # websockets' C version, as websockets.frames picks it
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - a build without its C extension
+    from websockets.utils import apply_mask
 
 __all__ = ["BINARY", "CONTROL", "TEXT", "apply_mask", "classify", "server_header"]
 

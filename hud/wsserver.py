@@ -97,7 +97,7 @@ class WsServerConnection(WsConnection):
         if self.protocol.state is State.CONNECTING and self.transport is not None:
             self.transport.abort()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | bytearray) -> None:
         if self._head is None:
             super().data_received(data)
             return
