@@ -111,10 +111,6 @@ async def run_step(
     Raises what the step raises, :class:`TimeoutError` after ``timeout`` seconds, and
     :class:`asyncio.CancelledError` when the caller is cancelled; in the last two cases only
     once the step has ended or been abandoned (then ``on_abandon()`` is called first).
-    The caller is cancelled with a reason (``task.cancel("why")``), as hud's own cancellers
-    do; a cancellation without one is the step's own business (a task group inside the step
-    cancels its task when a child fails, and on Python 3.11 leaves the task's
-    ``cancelling()`` count raised after handling it), never taken for the caller's.
     ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``. Must be called
     from a task: the step runs as that task (``asyncio.current_task()``) until it ends or is
     abandoned."""
@@ -142,7 +138,7 @@ class _Step:
     """
 
     __slots__ = ("baseline", "context", "coro", "deadline", "first", "label", "on_abandon",
-                 "owed", "requested", "state", "task", "thrown", "timeout", "timer")
+                 "owed", "state", "task", "thrown", "timeout", "timer")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context,
                  first: Any, label: str, timeout: float | None, task: asyncio.Task[Any],
@@ -156,7 +152,6 @@ class _Step:
         self.state = "running"  # then "grace" (a cancellation swallowed), then "given up"
         self.owed = 0  # cancel() calls of ours that the task must take back (uncancel)
         self.thrown = False  # a cancellation was passed on to the step
-        self.requested = False  # the caller (or our timer) asked for a cancellation
 
     def __await__(self) -> Generator[Any, Any, Any]:
         yielded, self.first = self.first, None
@@ -171,8 +166,6 @@ class _Step:
                     value = yield yielded
                 except BaseException as exc:  # thrown in by the task: a cancellation
                     error = exc
-                    if isinstance(exc, asyncio.CancelledError) and exc.args:
-                        self.requested = True  # the caller's: it says why
                 if self.state == "given up":
                     return self._abandon(value, error)
                 try:
@@ -188,8 +181,7 @@ class _Step:
                 except BaseException:
                     self._ended(None)
                     raise
-                if (self.state == "running" and self.requested
-                        and self.task.cancelling() > self.baseline):
+                if self.state == "running" and self.task.cancelling() > self.baseline:
                     self._begin_grace()  # it waits again with a cancellation unanswered
         finally:
             if self.timer is not None:
@@ -198,7 +190,6 @@ class _Step:
     def _cancel(self) -> None:
         self.timer = None
         self.owed += 1
-        self.requested = True
         self.task.cancel()
 
     def _expire(self) -> None:
@@ -221,10 +212,7 @@ class _Step:
         caller that the step swallowed, a CancelledError all the same."""
         for _ in range(self.owed):
             self.task.uncancel()
-        while not self.requested and self.task.cancelling() > self.baseline:
-            self.task.uncancel()  # a task group's of the step: Python 3.11 leaves it raised
-        if self.deadline or (self.requested and self.thrown
-                             and self.task.cancelling() > self.baseline):
+        if self.deadline or (self.thrown and self.task.cancelling() > self.baseline):
             self._raise_cancelled_or_timeout()
         return value
 

@@ -128,25 +128,32 @@ class Grade(msgspec.Struct, kw_only=True):
 
 
 async def run_concurrently(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all at once in a task group and return their results in order. On the first
-    failure the rest are cancelled and that failure is raised as itself, not as an
-    ``ExceptionGroup``."""
+    """Await all at once and return their results in order. On the first failure the rest
+    are cancelled (and awaited) and that failure is raised as itself.
+
+    Not a TaskGroup: on Python 3.11 a task group whose child fails cancels the awaiting
+    task and leaves its ``cancelling()`` count raised, which the template-step runner
+    (:mod:`hud.steps`) would take for the caller's own cancellation (a grade reported as
+    cancelled instead of as its grader's error)."""
+    tasks = [asyncio.ensure_future(_awaited(a)) for a in awaitables]
+    if not tasks:
+        return []
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_awaited(a)) for a in awaitables]
-    except BaseExceptionGroup as failures:
-        raise _first(failures) from None
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # those still running: one failed, or we were cancelled
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
     return [task.result() for task in tasks]
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
-
-def _first(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 async def _resolved(item: Score | Awaitable[Score]) -> Score:
