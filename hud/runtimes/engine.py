@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..capabilities.sandbox.leftovers import alive
+
 ENGINES = ("podman", "docker")
 RUNTIME_LABEL = "org.hud.runtime"
 OWNER_LABEL = "org.hud.owner"
@@ -137,7 +139,7 @@ class Engine:
         stale = []
         for name, owner in (await self.labelled(OWNER_LABEL)).items():
             owner_host, _, pid = owner.rpartition(":")
-            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            if owner_host == host and pid.isdigit() and not alive(int(pid)):
                 stale.append(name)
         await self.remove(*stale)
         return stale
@@ -154,12 +156,3 @@ def _label_value(line: str, label: str) -> str:
                 return value
     return ""
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
