@@ -9,6 +9,7 @@ later runs); the other tasks use the base image as their ``docker_image``.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -91,10 +92,12 @@ async def test_the_agents_shell_is_inside_the_tasks_container() -> None:
     assert harbor_containers() == []
 
 
-def _task(root: Path, name: str, test_sh: str, verifier_timeout: float = 60) -> None:
+def _task(root: Path, name: str, test_sh: str, verifier_timeout: float = 60,
+          agent_timeout: float | None = None) -> None:
     (root / name / "tests").mkdir(parents=True)
+    agent = "" if agent_timeout is None else f"[agent]\ntimeout_sec = {agent_timeout}\n\n"
     (root / name / "task.toml").write_text(
-        f'[environment]\ndocker_image = "{BASE_IMAGE}"\n\n'
+        f'[environment]\ndocker_image = "{BASE_IMAGE}"\n\n{agent}'
         f"[verifier]\ntimeout_sec = {verifier_timeout}\n")
     (root / name / "instruction.md").write_text("Do nothing.\n")
     (root / name / "tests" / "test.sh").write_text(test_sh)
@@ -118,6 +121,36 @@ async def test_a_verifier_without_a_reward_or_out_of_time_scores_zero_and_says_w
         "test_exit_status": 1, "timed_out": False, "test_output": "checking\n",
         "error": "tests/test.sh wrote no /logs/verifier/reward.txt or reward.json"}
     assert runs["too-slow"].trace.info["timed_out"] is True
+    assert harbor_containers() == []
+
+
+@pytest.mark.anyio
+async def test_an_agent_out_of_time_is_stopped_and_what_it_left_is_verified(
+        tmp_path: Path) -> None:
+    """``[agent] timeout_sec``: the agent is stopped there, and the verifier still scores
+    what it left in the container (as Harbor does); a task without one is not cut off."""
+    test_sh = ("if [ -f /tmp/progress ]; then echo 1; else echo 0; fi "
+               "> /logs/verifier/reward.txt\n")
+    _task(tmp_path, "timed", test_sh, agent_timeout=3)  # time enough to touch the file
+    _task(tmp_path, "untimed", test_sh)
+
+    async def works_slowly(run: Run) -> None:
+        shell = await run.client.open("shell")
+        if run.task.id == "timed":
+            await shell.run("touch /tmp/progress")
+            await asyncio.sleep(3600)
+        await asyncio.sleep(4)  # past the other task's limit
+        await shell.run("touch /tmp/progress")
+        run.answer = "done"
+
+    job = await Taskset.from_source(tmp_path).run(works_slowly, timeout=60)
+    runs = {run.task.slug: run for run in job.runs}
+    assert {slug: (r.status, r.reward) for slug, r in runs.items()} == {
+        "timed": ("completed", 1.0), "untimed": ("completed", 1.0)}, [
+        r.error for r in runs.values()]
+    stops = {slug: [s.data for s in r.trace.steps if s.kind == "stop"]
+             for slug, r in runs.items()}
+    assert stops == {"timed": [{"reason": "agent_timeout", "timeout": 3}], "untimed": []}
     assert harbor_containers() == []
 
 
