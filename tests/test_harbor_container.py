@@ -10,16 +10,21 @@ later runs); the other tasks use the base image as their ``docker_image``.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 from test_container import BASE_IMAGE, REPO_ROOT, _require_container_tools
+from test_container_runtime import docker_env  # noqa: F401  (a fixture: docker via podman)
 
 from hud.eval import Run, Taskset
+from hud.harbor import read_dataset
+from hud.harbor.container import image_tag
 from hud.runtimes.engine import RUNTIME_LABEL
 
 pytestmark = pytest.mark.container
@@ -31,9 +36,9 @@ def _podman() -> None:
     _require_container_tools()
 
 
-def hud(*args: str) -> subprocess.CompletedProcess[str]:
+def hud(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hud", *args], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=900)
+                          cwd=REPO_ROOT, timeout=900, env=env)
 
 
 def harbor_containers() -> list[str]:
@@ -61,6 +66,27 @@ def test_eval_with_the_oracle_gives_rewards_and_named_subscores(tmp_path: Path) 
                                             {"name": "correct", "score": 1.0, "weight": 1.0}]
     assert runs["hello-file"]["info"] == {"test_exit_status": 0, "timed_out": False,
                                           "test_output": ""}
+    assert harbor_containers() == []
+
+
+def test_check_with_docker_builds_and_runs_the_task(request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """The same through the docker CLI (against podman's Docker API): the task's image is
+    built (an environment/ of its own, so it is; with BuildKit asked for where docker has
+    no buildx), its container run, verified, removed."""
+    env = dict(request.getfixturevalue("docker_env"))
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode:
+        env["DOCKER_BUILDKIT"] = "1"
+    task = Path(shutil.copytree(DATASET / "hello-file", tmp_path / "hello-file"))
+    (task / "environment" / "build-id").write_text(uuid.uuid4().hex)
+    [harbor_task] = read_dataset(task)
+    try:
+        proc = hud("check", str(task), env=env)
+        assert (proc.returncode, proc.stdout) == (
+            0, "ok  \thello-file\toracle=1.0\tnop=0.0\n"), proc.stderr[-4000:]
+    finally:
+        subprocess.run(["podman", "rmi", "--force", image_tag(harbor_task)],
+                       capture_output=True)
     assert harbor_containers() == []
 
 
