@@ -73,6 +73,7 @@ class Template:
         returns: Any = None,
         timeout: float | None = None,
         solution: Callable[..., Any] | None = None,
+        agent_timeout: float | None = None,
     ) -> None:
         if not inspect.isasyncgenfunction(func):
             raise TypeError(
@@ -86,6 +87,7 @@ class Template:
         self.arguments = Arguments(func, self.id)
         self.answer = AnswerType(returns)
         self.timeout = timeout
+        self.agent_timeout = agent_timeout
         self.solution_func = solution
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
@@ -190,6 +192,7 @@ class Environment:
         returns: Any = None,
         timeout: float | None = None,
         solution: Callable[..., Any] | None = None,
+        agent_timeout: float | None = None,
     ) -> Callable[[TemplateFunction], Template]:
         """Register an async generator as a task template.
 
@@ -198,13 +201,15 @@ class Environment:
         when given), then yields the reward (a float in [0, 1], a dict with ``reward`` or
         ``score``, or an object with ``.reward``). ``timeout`` bounds each phase, overriding
         the server's per-call timeout. ``solution`` is the reference solution (see
-        :meth:`Template.solution`).
+        :meth:`Template.solution`). ``agent_timeout`` bounds the agent of each rollout (as a
+        Harbor task's ``[agent] timeout_sec`` does): when it runs out, the agent is stopped
+        and the rollout grades what it left (see :func:`hud.eval.rollout.rollout`).
         """
 
         def register(func: TemplateFunction) -> Template:
             tpl = Template(
                 self, func, id=id, description=description, returns=returns, timeout=timeout,
-                solution=solution,
+                solution=solution, agent_timeout=agent_timeout,
             )
             if tpl.id in self.templates:
                 raise ValueError(f"environment {self.name!r} already has a template {tpl.id!r}")

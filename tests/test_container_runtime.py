@@ -1,14 +1,17 @@
-"""``hud build`` and the ``container:IMAGE`` runtime, with podman and the examples' images.
+"""``hud build`` and the ``container:IMAGE`` runtime, with podman and the examples' images,
+and with the real docker CLI against podman's Docker-compatible API.
 
 Opt-in like tests/test_container.py (HUD_TEST_CONTAINER=1, or CI=true where it must run):
 the two images are built once per module, by ``hud build`` itself; the second build reuses
-the first one's layers.
+the first one's layers. The docker tests build on the letter_count image, in the same
+storage (the API is podman's), and skip (fail in CI) without the docker CLI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +31,7 @@ from hud.runtimes.container import ContainerRuntime
 from hud.runtimes.engine import OWNER_LABEL, Engine, find_engine, owner_id
 
 EXAMPLES = REPO_ROOT / "examples"
+DOCKER_TAG = "localhost/hud-docker-test:1"
 
 
 def hud(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT,
@@ -62,6 +66,115 @@ def images() -> Iterator[dict[str, str]]:
     finally:
         for tag in built.values():
             subprocess.run(["podman", "rmi", "--force", tag.strip()], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def docker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment in which hud drives the real docker CLI against podman's
+    Docker-compatible API (``podman system service``, on a socket of its own)."""
+    _require_container_tools()
+    if shutil.which("docker") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must run the docker tests: the docker CLI is not on PATH")
+        pytest.skip("the docker CLI is not on PATH")
+    sock = tmp_path_factory.mktemp("docker") / "podman.sock"
+    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "HUD_CONTAINER_ENGINE": "docker"}
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode:
+            if service.poll() is not None or time.monotonic() > deadline:
+                service.kill()
+                pytest.fail(f"podman system service did not serve: {service.communicate()[1]}")
+            time.sleep(0.1)
+        yield env
+    finally:
+        service.terminate()
+        service.communicate(timeout=60)
+
+
+def docker(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True,
+                          env=env, timeout=120).stdout
+
+
+@pytest.fixture(scope="module")
+def docker_build(images: dict[str, str], docker_env: dict[str, str],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+                     subprocess.CompletedProcess[str]]:
+    """``hud build --engine docker`` of a small image on the letter_count one (a COPY from
+    the context and a RUN step), with BuildKit asked for where docker has no buildx."""
+    context = tmp_path_factory.mktemp("docker-build")
+    (context / "Dockerfile.hud").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY marker.txt /marker.txt\n"
+        "RUN test -f /marker.txt\n")
+    (context / "marker.txt").write_text("built by docker\n")
+    env = dict(docker_env)
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode:
+        env["DOCKER_BUILDKIT"] = "1"
+    proc = hud("build", str(context), "-t", DOCKER_TAG, "--engine", "docker",
+               "--build-arg", f"BASE_IMAGE={images['letter_count']}", env=env)
+    try:
+        yield proc
+    finally:
+        subprocess.run(["podman", "rmi", "--force", DOCKER_TAG], capture_output=True)
+
+
+def test_build_with_docker_without_buildx(docker_build: subprocess.CompletedProcess[str],
+                                          docker_env: dict[str, str]) -> None:
+    """docker without its buildx plugin refuses a BuildKit build: hud asks for the legacy
+    builder, so the build works (and prints the tag alone on stdout)."""
+    assert (docker_build.returncode, docker_build.stdout) == (0, f"{DOCKER_TAG}\n"), \
+        docker_build.stderr[-4000:]
+    marker = docker(docker_env, "run", "--rm", DOCKER_TAG, "cat", "/marker.txt")
+    assert marker == "built by docker\n"
+
+
+def test_eval_with_docker_in_fresh_containers_leaves_none(
+        docker_build: subprocess.CompletedProcess[str], docker_env: dict[str, str],
+        tmp_path: Path) -> None:
+    """``hud eval --runtime container:IMAGE`` through the docker CLI: every rollout graded in
+    its own container, each removed (the warm one too) by the time hud exits."""
+    assert docker_build.returncode == 0, docker_build.stderr[-4000:]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py", "oracle",
+         "--runtime", f"container:{DOCKER_TAG}", "--warm", "1", "--max-concurrent", "2",
+         "--json", "--trace-dir", str(tmp_path / "traces")],
+        cwd=REPO_ROOT, env=docker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-4000:]
+    runs = msgspec.json.decode(out)["runs"]
+    assert [(run["status"], run["reward"]) for run in runs] == [("completed", 1.0)] * 5
+    assert owned_by(owner_id(proc.pid)) == []
+
+
+@pytest.mark.anyio
+async def test_a_docker_container_is_published_on_loopback_only(
+        docker_build: subprocess.CompletedProcess[str], docker_env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert docker_build.returncode == 0, docker_build.stderr[-4000:]
+    for key, value in docker_env.items():
+        monkeypatch.setenv(key, value)
+    taskset = Taskset.from_source(EXAMPLES / "letter_count" / "tasks.py").filter(["0"])
+    seen: dict[str, str] = {}
+
+    async def agent(run: Run) -> None:
+        [name] = owned_by(owner_id())
+        seen["ports"] = docker(docker_env, "port", name).strip()
+        with pytest.raises(errors.Unauthorized):
+            await Client.connect(run.client.url.replace("/v1/control", ""))
+        run.answer = 3
+
+    async with ContainerRuntime(DOCKER_TAG) as runtime:
+        assert runtime.engine.dialect == "docker"
+        job = await taskset.run(agent, runtime=runtime)
+    [run] = job.runs
+    assert (run.status, run.reward) == ("completed", 1.0), run.error
+    host_port = int(seen["ports"].rpartition(":")[2])
+    assert seen["ports"] == f"8765/tcp -> 127.0.0.1:{host_port}"
+    assert owned_by(owner_id()) == []
 
 
 def test_build_tags_the_image_with_the_environments_name_and_version(
@@ -192,19 +305,22 @@ async def hangs(run):
 
 async def main():
     taskset = Taskset.from_source(sys.argv[2]).filter(["0"])
-    async with ContainerRuntime(sys.argv[1], engine="podman") as runtime:
+    async with ContainerRuntime(sys.argv[1], engine=sys.argv[3]) as runtime:
         await taskset.run(hangs, runtime=runtime)
 
 asyncio.run(main())
 """
 
 
-def test_a_killed_hud_leaves_no_container(images: dict[str, str]) -> None:
+@pytest.mark.parametrize("engine", ["podman", "docker"])
+def test_a_killed_hud_leaves_no_container(images: dict[str, str], engine: str,
+                                          request: pytest.FixtureRequest) -> None:
     """SIGKILL gives hud no chance to clean up: its reaper removes the container."""
+    env = request.getfixturevalue("docker_env") if engine == "docker" else None
     proc = subprocess.Popen(
         [sys.executable, "-c", HANGING_EVAL, images["letter_count"],
-         str(EXAMPLES / "letter_count" / "tasks.py")],
-        stdout=subprocess.PIPE, text=True)
+         str(EXAMPLES / "letter_count" / "tasks.py"), engine],
+        stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     assert proc.stdout.readline() == "in agent\n"
     owner = owner_id(proc.pid)
@@ -218,25 +334,43 @@ def test_a_killed_hud_leaves_no_container(images: dict[str, str]) -> None:
 
 
 @pytest.mark.anyio
-async def test_leftovers_of_a_dead_hud_are_swept() -> None:
+@pytest.mark.parametrize("engine", ["podman", "docker", "podman-docker"])
+async def test_leftovers_of_a_dead_hud_are_swept(engine: str, request: pytest.FixtureRequest,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
     """Containers whose owner is a process gone from this host (its reaper died with it)
-    are removed by the next container runtime; live owners' containers are left alone."""
+    are removed by the next container runtime; live owners' containers are left alone.
+    Another label whose value holds a space, a comma and our label's name does not
+    confuse the owner's. ``podman-docker``: a ``docker`` that is podman speaks podman."""
     _require_container_tools()
+    if engine == "docker":
+        for key, value in request.getfixturevalue("docker_env").items():
+            monkeypatch.setenv(key, value)
     dead = _dead_pid()
     names = {f"hud-test-sweep-{dead}": owner_id(dead),
              f"hud-test-keep-{os.getpid()}": owner_id()}
     for name, owner in names.items():
-        podman("create", f"--name={name}", f"--label={OWNER_LABEL}={owner}", BASE_IMAGE)
+        podman("create", f"--name={name}", f"--label={OWNER_LABEL}={owner}",
+               f"--label=a.note=see also,{OWNER_LABEL}=elsewhere:1", BASE_IMAGE)
     try:
-        engine = Engine(find_engine("podman"))
-        swept = await engine.sweep()
+        cli = Engine(_podman_docker(tmp_path) if engine == "podman-docker" else
+                     find_engine(engine))
+        swept = await cli.sweep()
         assert f"hud-test-sweep-{dead}" in swept
         assert owned_by(owner_id(dead)) == []
         assert owned_by(owner_id()) == [f"hud-test-keep-{os.getpid()}"]
-        await engine.remove(*names)  # the first is gone already: the second goes all the same
+        await cli.remove(*names)  # the first is gone already: the second goes all the same
         assert owned_by(owner_id()) == []
     finally:
         podman("rm", "--force", "--ignore", *names)
+
+
+def _podman_docker(folder: Path) -> str:
+    """A ``docker`` command that is podman, as the podman-docker package installs."""
+    shim = folder / "docker"
+    shim.write_text(f'#!/bin/sh\nexec {shutil.which("podman")} "$@"\n')
+    shim.chmod(0o755)
+    return str(shim)
 
 
 def _dead_pid() -> int:

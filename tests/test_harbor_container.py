@@ -9,16 +9,22 @@ later runs); the other tasks use the base image as their ``docker_image``.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 from test_container import BASE_IMAGE, REPO_ROOT, _require_container_tools
+from test_container_runtime import docker_env  # noqa: F401  (a fixture: docker via podman)
 
 from hud.eval import Run, Taskset
+from hud.harbor import read_dataset
+from hud.harbor.container import image_tag
 from hud.runtimes.engine import RUNTIME_LABEL
 
 pytestmark = pytest.mark.container
@@ -30,9 +36,9 @@ def _podman() -> None:
     _require_container_tools()
 
 
-def hud(*args: str) -> subprocess.CompletedProcess[str]:
+def hud(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hud", *args], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=900)
+                          cwd=REPO_ROOT, timeout=900, env=env)
 
 
 def harbor_containers() -> list[str]:
@@ -60,6 +66,27 @@ def test_eval_with_the_oracle_gives_rewards_and_named_subscores(tmp_path: Path) 
                                             {"name": "correct", "score": 1.0, "weight": 1.0}]
     assert runs["hello-file"]["info"] == {"test_exit_status": 0, "timed_out": False,
                                           "test_output": ""}
+    assert harbor_containers() == []
+
+
+def test_check_with_docker_builds_and_runs_the_task(request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """The same through the docker CLI (against podman's Docker API): the task's image is
+    built (an environment/ of its own, so it is; with BuildKit asked for where docker has
+    no buildx), its container run, verified, removed."""
+    env = dict(request.getfixturevalue("docker_env"))
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode:
+        env["DOCKER_BUILDKIT"] = "1"
+    task = Path(shutil.copytree(DATASET / "hello-file", tmp_path / "hello-file"))
+    (task / "environment" / "build-id").write_text(uuid.uuid4().hex)
+    [harbor_task] = read_dataset(task)
+    try:
+        proc = hud("check", str(task), env=env)
+        assert (proc.returncode, proc.stdout) == (
+            0, "ok  \thello-file\toracle=1.0\tnop=0.0\n"), proc.stderr[-4000:]
+    finally:
+        subprocess.run(["podman", "rmi", "--force", image_tag(harbor_task)],
+                       capture_output=True)
     assert harbor_containers() == []
 
 
@@ -91,10 +118,12 @@ async def test_the_agents_shell_is_inside_the_tasks_container() -> None:
     assert harbor_containers() == []
 
 
-def _task(root: Path, name: str, test_sh: str, verifier_timeout: float = 60) -> None:
+def _task(root: Path, name: str, test_sh: str, verifier_timeout: float = 60,
+          agent_timeout: float | None = None) -> None:
     (root / name / "tests").mkdir(parents=True)
+    agent = "" if agent_timeout is None else f"[agent]\ntimeout_sec = {agent_timeout}\n\n"
     (root / name / "task.toml").write_text(
-        f'[environment]\ndocker_image = "{BASE_IMAGE}"\n\n'
+        f'[environment]\ndocker_image = "{BASE_IMAGE}"\n\n{agent}'
         f"[verifier]\ntimeout_sec = {verifier_timeout}\n")
     (root / name / "instruction.md").write_text("Do nothing.\n")
     (root / name / "tests" / "test.sh").write_text(test_sh)
@@ -118,6 +147,36 @@ async def test_a_verifier_without_a_reward_or_out_of_time_scores_zero_and_says_w
         "test_exit_status": 1, "timed_out": False, "test_output": "checking\n",
         "error": "tests/test.sh wrote no /logs/verifier/reward.txt or reward.json"}
     assert runs["too-slow"].trace.info["timed_out"] is True
+    assert harbor_containers() == []
+
+
+@pytest.mark.anyio
+async def test_an_agent_out_of_time_is_stopped_and_what_it_left_is_verified(
+        tmp_path: Path) -> None:
+    """``[agent] timeout_sec``: the agent is stopped there, and the verifier still scores
+    what it left in the container (as Harbor does); a task without one is not cut off."""
+    test_sh = ("if [ -f /tmp/progress ]; then echo 1; else echo 0; fi "
+               "> /logs/verifier/reward.txt\n")
+    _task(tmp_path, "timed", test_sh, agent_timeout=3)  # time enough to touch the file
+    _task(tmp_path, "untimed", test_sh)
+
+    async def works_slowly(run: Run) -> None:
+        shell = await run.client.open("shell")
+        if run.task.id == "timed":
+            await shell.run("touch /tmp/progress")
+            await asyncio.sleep(3600)
+        await asyncio.sleep(4)  # past the other task's limit
+        await shell.run("touch /tmp/progress")
+        run.answer = "done"
+
+    job = await Taskset.from_source(tmp_path).run(works_slowly, timeout=60)
+    runs = {run.task.slug: run for run in job.runs}
+    assert {slug: (r.status, r.reward) for slug, r in runs.items()} == {
+        "timed": ("completed", 1.0), "untimed": ("completed", 1.0)}, [
+        r.error for r in runs.values()]
+    stops = {slug: [s.data for s in r.trace.steps if s.kind == "stop"]
+             for slug, r in runs.items()}
+    assert stops == {"timed": [{"reason": "agent_timeout", "timeout": 3}], "untimed": []}
     assert harbor_containers() == []
 
 

@@ -46,7 +46,7 @@ def build(
     ENV_PATH, else the Dockerfile's `ARG ENV_PATH=` default, else DIRECTORY/env.py.
     Examples: `hud build`, `hud build my-env -t my-env:dev --engine podman`.
     """
-    from ..runtimes.engine import EngineMissing, find_engine
+    from ..runtimes.engine import EngineMissing, build_environment, find_engine
 
     dockerfile = file or directory / DOCKERFILE
     if not dockerfile.is_file():
@@ -60,7 +60,8 @@ def build(
     argv = [executable, "build", "--file", str(dockerfile), "--tag", image]
     argv += [f"--build-arg={key}={value}" for key, value in args.items()]
     # The engine's progress is for people: all of it on stderr, stdout keeps the tag alone.
-    code = subprocess.run([*argv, str(directory)], stdout=sys.stderr, check=False).returncode
+    code = subprocess.run([*argv, str(directory)], stdout=sys.stderr, check=False,
+                          env=build_environment(executable)).returncode
     if code != 0:
         fail(f"{Path(executable).name} build of {image} failed with exit code {code} "
              "(its output is above)", EXIT_BUILD)

@@ -3,7 +3,9 @@
 Every failure is recorded with the phase it happened in (``environment``, ``setup``,
 ``agent``, ``grade``) and leaves ``reward`` unset: an infrastructure failure is never a 0.
 When the deadline passes, or the rollout is cancelled (Ctrl-C), the task is cancelled over
-the protocol (its cleanup runs) and the run is marked ``timeout`` or ``cancelled``.
+the protocol (its cleanup runs) and the run is marked ``timeout`` or ``cancelled``. A
+template's own ``agent_timeout`` (a Harbor task's ``[agent] timeout_sec``) only stops the
+agent: the rollout goes on to grade what it left, as Harbor runs its verifier then.
 
 With ``retries``, a run that failed for infrastructure reasons (:data:`RETRIED`) is tried
 again in a fresh environment, in the same run: its trace keeps every attempt's steps, a
@@ -101,7 +103,7 @@ async def _attempt(run: Run, agent: AgentCallable, runtime: Runtime,
                 run.started(await client.start(task.id, task.args))
                 phase = "agent"
                 run.enter_phase(phase)
-                await agent(run)
+                await _agent_phase(run, agent)
                 phase = "grade"
                 run.enter_phase(phase)
                 run.graded(await client.grade(run.answer, template=task.id))
@@ -122,6 +124,31 @@ async def _attempt(run: Run, agent: AgentCallable, runtime: Runtime,
         run.failed("error", phase, exc)
         return _infrastructure(phase, exc)
     return False
+
+
+async def _agent_phase(run: Run, agent: AgentCallable) -> None:
+    """``agent`` on ``run``, stopped after its template's ``agent_timeout`` if it has one:
+    then a ``stop`` step says so (reason ``agent_timeout``, as a harness's own limit
+    records it) and the rollout grades what the agent left. Not an error, and no retry:
+    Harbor, too, verifies after an agent timeout and keeps the reward. A rollout deadline
+    that comes first ends the rollout instead (a ``timeout``, ungraded)."""
+    template = run.task.template
+    limit = template.agent_timeout if template is not None else None
+    if limit is None:
+        await agent(run)
+        return
+    deadline = run.deadline
+    ends = time.monotonic() + limit
+    run.deadline = ends if deadline is None else min(deadline, ends)  # for run.remaining()
+    try:
+        async with asyncio.timeout(limit) as cut:
+            await agent(run)
+    except TimeoutError:
+        if not cut.expired():
+            raise  # the agent's own TimeoutError, not our limit's
+        run.record("stop", reason="agent_timeout", timeout=limit)
+    finally:
+        run.deadline = deadline
 
 
 def _next_attempt(run: Run, why: str) -> None:

@@ -14,7 +14,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtimes.engine import OWNER_LABEL, RUNTIME_LABEL, Engine, EngineFailed, owner_id
+from ..runtimes.engine import (
+    OWNER_LABEL,
+    RUNTIME_LABEL,
+    Engine,
+    EngineFailed,
+    build_environment,
+    owner_id,
+)
 from .task import DOCKERFILE, HarborTask
 
 _building: dict[str, asyncio.Lock] = {}
@@ -41,11 +48,12 @@ async def image_for(engine: Engine, task: HarborTask) -> str:
         _tags[task.path] = await asyncio.to_thread(image_tag, task)
     tag = _tags[task.path]
     async with _building.setdefault(tag, asyncio.Lock()):
-        with contextlib.suppress(EngineFailed):
-            await engine.run("image", "exists", tag)
+        with contextlib.suppress(EngineFailed):  # `image exists` is podman's alone
+            await engine.run("image", "inspect", "--format={{.Id}}", tag)
             return tag
         await engine.run("build", "--tag", tag, "--file", str(task.path / DOCKERFILE),
-                         str(task.path / "environment"), timeout=task.build_timeout)
+                         str(task.path / "environment"), timeout=task.build_timeout,
+                         env=await asyncio.to_thread(build_environment, engine.path))
     return tag
 
 

@@ -2,9 +2,10 @@
 
 Each task runs in a fresh container of its image (built from ``environment/Dockerfile``
 with podman or docker, once per content). The agent gets the container as the ``shell``
-capability (``ssh/2``, per-task key); the prompt is ``instruction.md``. Once the agent has
-answered, ``tests/`` is copied to ``/tests`` and ``tests/test.sh`` runs there (``[verifier]
-timeout_sec``, its output in ``/logs/verifier/test-stdout.txt``); the reward is
+capability (``ssh/2``, per-task key); the prompt is ``instruction.md``. The agent has
+``[agent] timeout_sec`` (the template's ``agent_timeout``). Once the agent has answered or
+run out of time, ``tests/`` is copied to ``/tests`` and ``tests/test.sh`` runs there
+(``[verifier] timeout_sec``, its output in ``/logs/verifier/test-stdout.txt``); the reward is
 ``/logs/verifier/reward.json`` (``{"name": number, ...}``: ``reward`` is the reward, else
 the mean; the others are subscores) or ``reward.txt`` (one number). The reference solution
 (the oracle's) copies ``solution/`` to ``/solution`` and runs ``solve.sh``.
@@ -126,7 +127,7 @@ def _register(env: Environment, containers: Containers, task: HarborTask) -> Non
 
     phases = [task.build_timeout, task.verifier_timeout, task.agent_timeout or 0.0]
     template = env.template(id=task.name, description=task.instruction.strip()[:200],
-                            timeout=max(phases))(run_task)
+                            timeout=max(phases), agent_timeout=task.agent_timeout)(run_task)
     if task.has_solution:
         template.solution(solve)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +58,41 @@ def find_engine(name: str | None = None) -> str:
                         "(neither is on PATH)")
 
 
+@functools.cache
+def dialect(path: str) -> str:
+    """``podman`` or ``docker``: which command line the engine at ``path`` speaks, by its
+    ``--version`` (podman-docker installs a ``docker`` that is podman). One short process
+    per path, the first time."""
+    try:
+        version = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        version = os.path.basename(path)
+    return "podman" if version.lower().startswith("podman") else "docker"
+
+
+def build_environment(path: str) -> dict[str, str]:
+    """The environment to run ``ENGINE build`` in: this process's, plus ``DOCKER_BUILDKIT=0``
+    for a docker CLI without the buildx plugin."""
+    env = dict(os.environ)
+    if dialect(path) == "docker" and not _has_buildx(path):
+        # docker >= 23 hands BuildKit builds to buildx. Without the plugin it falls back to
+        # the legacy builder on its own, unless BuildKit is asked for (DOCKER_BUILDKIT=1, or
+        # the config's features): then it fails ("BuildKit is enabled but the buildx
+        # component is missing"). The legacy builder is all this CLI has, so ask for it.
+        env["DOCKER_BUILDKIT"] = "0"
+    return env
+
+
+@functools.cache
+def _has_buildx(path: str) -> bool:
+    try:
+        return subprocess.run([path, "buildx", "version"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def owner_id(pid: int | None = None) -> str:
     """The owner label's value for process ``pid`` (default: this one) on this host."""
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
@@ -71,14 +108,21 @@ class Engine:
     def name(self) -> str:
         return os.path.basename(self.path)
 
-    async def run(self, *args: str, timeout: float = 120.0) -> str:
-        """Run ``ENGINE args...``; its stdout, stripped. Raises :class:`EngineFailed`."""
+    @property
+    def dialect(self) -> str:
+        """``podman`` or ``docker``: the command line ``path`` speaks (see :func:`dialect`)."""
+        return dialect(self.path)
+
+    async def run(self, *args: str, timeout: float = 120.0,
+                  env: dict[str, str] | None = None) -> str:
+        """Run ``ENGINE args...`` (in ``env``, default this process's environment); its
+        stdout, stripped. Raises :class:`EngineFailed`."""
         argv = [self.path, *args]
         # Files, not pipes: ``run --detach`` leaves conmon (or containerd-shim) holding the
         # engine's stdout and stderr, so a pipe would never reach end-of-file.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err)
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, env=env)
             try:
                 async with asyncio.timeout(timeout):
                     await proc.wait()
@@ -104,9 +148,16 @@ class Engine:
 
     async def host_port(self, name: str, port: int) -> int | None:
         """The port of 127.0.0.1 that container port ``port`` of ``name`` is published on;
-        ``None`` once the container has stopped (its ports are gone)."""
+        ``None`` when it has none (podman: once the container has stopped; docker may go on
+        naming the port of a stopped container, so callers still check that it runs)."""
         out = await self.run("port", name, str(port))
-        return int(out.splitlines()[0].rsplit(":", 1)[1]) if out else None  # 127.0.0.1:40123
+        # One line per binding (127.0.0.1:40123); docker adds [::]:40123 for a port published
+        # on every interface. Only the 127.0.0.1 one is ours to use.
+        for line in out.splitlines():
+            host, _, host_port = line.rpartition(":")
+            if host == "127.0.0.1" and host_port.isdigit():
+                return int(host_port)
+        return None
 
     async def logs(self, name: str) -> str:
         with contextlib.suppress(EngineFailed, TimeoutError, OSError):
@@ -117,20 +168,25 @@ class Engine:
         """Remove containers, running or not; never raises (one already gone is fine)."""
         # podman 4.3 stops at the first name already gone (and exits 0) unless --ignore;
         # docker has no --ignore and goes on past a missing name.
-        ignore = ["--ignore"] if self.name == "podman" else []
+        ignore = ["--ignore"] if self.dialect == "podman" else []
         if names:
             with contextlib.suppress(EngineFailed, TimeoutError, OSError):
                 await self.run("rm", "--force", *ignore, *names, timeout=60)
 
     async def labelled(self, label: str) -> dict[str, str]:
-        """Every container (running or not) carrying ``label``: its name → the label's value."""
+        """Every container (running or not) carrying ``label`` (``KEY`` or ``KEY=VALUE``):
+        its name → the label's value."""
+        key = label.partition("=")[0]
+        # The value itself, not the list of labels: the list is "k=v,k2=v2" (docker) or
+        # "map[k:v k2:v2]" (podman), ambiguous once any label holds a comma or a space.
+        # Each engine has its own template for it: podman 4 has no .Label, docker's
+        # .Labels is a string, not a map.
+        template = (f'{{{{index .Labels "{key}"}}}}' if self.dialect == "podman"
+                    else f'{{{{.Label "{key}"}}}}')
         out = await self.run("ps", "--all", f"--filter=label={label}",
-                             "--format={{.Names}} {{.Labels}}", timeout=60)
-        found = {}
-        for line in out.splitlines():
-            name, _, _ = line.partition(" ")
-            found[name] = _label_value(line, label)
-        return found
+                             f"--format={{{{.Names}}}} {template}", timeout=60)
+        return {name: value for name, _, value in (line.partition(" ")
+                                                   for line in out.splitlines())}
 
     async def sweep(self) -> list[str]:
         """Remove containers that a ``hud`` on this host started and that outlived it (it
@@ -143,16 +199,4 @@ class Engine:
                 stale.append(name)
         await self.remove(*stale)
         return stale
-
-
-def _label_value(line: str, label: str) -> str:
-    """``label``'s value in a ``ps`` line's labels: podman prints ``map[k:v k2:v2]``,
-    docker ``k=v,k2=v2``; values here never hold spaces, commas or colons before a port."""
-    labels = line.partition(" ")[2].removeprefix("map[").removesuffix("]")
-    for item in labels.replace(",", " ").split():
-        for sep in ("=", ":"):
-            key, found, value = item.partition(sep)
-            if found and key == label:
-                return value
-    return ""
 
