@@ -282,6 +282,28 @@ async def test_an_environment_that_crashes_fails_its_rollout_only(
     assert ray_workers_of(job)[0] in ray_workers_of(job)[1:]
 
 
+def test_the_spec_picks_the_cluster_and_the_isolation() -> None:
+    from hud.runtimes import RuntimeOptions, create_runtime
+
+    def built(spec: str) -> tuple[str | None, str]:
+        runtime = create_runtime(spec, RuntimeOptions())
+        assert isinstance(runtime, RayRuntime)
+        return runtime.address, runtime.isolation
+
+    assert built("ray") == (None, "process")
+    assert built("ray?isolation=inprocess") == (None, "inprocess")
+    assert built("ray://head:10001?isolation=process") == ("ray://head:10001", "process")
+    assert built("ray:10.0.0.1:6379?isolation=inprocess") == ("10.0.0.1:6379", "inprocess")
+    with pytest.raises(ValueError, match="ray: isolation must be process or inprocess, not "
+                                         "'container'"):
+        built("ray?isolation=container")
+    with pytest.raises(ValueError, match=r"ray: unknown option 'workers' \(the one option "
+                                         r"is isolation=process\|inprocess\)"):
+        built("ray?workers=2")
+    with pytest.raises(ValueError, match="ray: options are KEY=VALUE pairs"):
+        built("ray?inprocess")
+
+
 def test_a_task_file_row_asks_for_resources_and_a_bad_field_is_named() -> None:
     from hud.environment import Environment
 
