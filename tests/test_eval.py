@@ -91,6 +91,29 @@ async def test_a_pool_worker_serves_its_rollout_on_one_thread() -> None:
         assert (await client.grade("ok")).reward == 1.0
 
 
+async def test_a_pool_whose_zygote_was_killed_starts_another(tmp_path: Path) -> None:
+    (tmp_path / "env.py").write_text(
+        "import os, signal\n"
+        "from hud import Environment\n"
+        "env = Environment('zygote-killer')\n"
+        "@env.template()\n"
+        "async def kill(n: int):\n"
+        "    if n == 0:\n"
+        "        os.kill(os.getppid(), signal.SIGKILL)  # the zygote\n"
+        "        os._exit(1)\n"
+        "    yield 'say ok'\n"
+        "    yield 1.0\n"
+        "tasks = [kill(n=n) for n in range(4)]\n")
+    tasks = Taskset.from_source(tmp_path / "env.py")
+    async with PoolRuntime(size=1) as pool:
+        async with asyncio.timeout(60):  # the old pool waited for a dead zygote forever
+            job = await tasks.run(Scripted("ok"), runtime=pool, max_concurrent=1)
+    assert job.runs[0].error.phase == "setup"
+    # the next rollout may still get the worker the dead zygote had ready; after it, a new
+    # zygote serves
+    assert [run.reward for run in job.runs[2:]] == [1.0, 1.0]
+
+
 async def test_group_runs_share_a_group_id_and_give_advantages() -> None:
     flaky = iter([1, 0, 1, 1] * 3)
 

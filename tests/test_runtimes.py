@@ -122,6 +122,8 @@ def test_an_install_without_the_entry_points_says_to_reinstall(
     ("container:ghcr.io/org/env:1.2", "container", "ghcr.io/org/env:1.2"),
     ("ws://127.0.0.1:8765", "ws", "ws://127.0.0.1:8765"),
     ("RAY://head:10001", "ray", "RAY://head:10001"),
+    ("ray?isolation=inprocess", "ray", "?isolation=inprocess"),
+    ("ray:10.0.0.1:6379?isolation=inprocess", "ray", "10.0.0.1:6379?isolation=inprocess"),
 ])
 def test_a_spec_is_a_name_an_argument_or_a_url(text: str, name: str, argument: str | None
                                                ) -> None:

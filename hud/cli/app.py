@@ -302,7 +302,9 @@ def eval_(
     runtime: Annotated[  # None: the config's default, named in the help
         str | None,
         typer.Option(help=f"{DEFAULT.runtime} (default), inprocess, subprocess, a ws:// URL, "
-                          "or container:IMAGE (a fresh container per rollout)."),
+                          "container:IMAGE (a fresh container per rollout), or ray / "
+                          "ray://HOST:PORT (a Ray cluster; ?isolation=inprocess: faster, "
+                          "environments share Ray workers' processes)."),
     ] = None,
     warm: Annotated[int | None, typer.Option(
         min=0, help="Containers kept started and ready (container:IMAGE; default: 0).")] = None,

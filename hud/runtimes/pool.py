@@ -88,6 +88,12 @@ class Zygote:
                     f"{self.target}: a pool worker failed to start: {detail}"))
         self._ready.put_nowait(HudConnectionError(f"{self.target}: the pool's zygote exited"))
 
+    @property
+    def exited(self) -> bool:
+        """Whether the zygote process is gone (killed, say): it forks no more workers. (Its
+        stdout does not tell: the workers it forked hold that pipe open a while longer.)"""
+        return self._proc is not None and self._proc.returncode is not None
+
     async def acquire(self) -> Worker:
         """A ready worker (waiting for one if need be); its replacement is forked at once."""
         self._fork(1)
@@ -139,6 +145,9 @@ class PoolRuntime(Runtime):
     async def _zygote(self, target: str) -> Zygote:
         async with self._lock:
             zygote = self._zygotes.get(target)
+            if zygote is not None and zygote.exited:
+                await zygote.aclose()  # its ready workers follow it: start again
+                zygote = None
             if zygote is None:
                 zygote = Zygote(target, size=self.size, solutions=self.solutions,
                                 ready_timeout=self.ready_timeout)

@@ -1,22 +1,28 @@
 """``ray`` and ``ray://HOST:PORT``: whole rollouts, agent and environment together, placed as
 Ray tasks across a cluster.
 
-Each rollout is one Ray task: on the node Ray picks, it loads the environment from its file
-(the same ``file.py:attr`` target the pool uses, or a task file), runs the rollout in process
-(:class:`~hud.runtimes.inprocess.InProcessRuntime`) with the agent shipped from the driver,
-and returns the run's trace, which the driver records in its store as each one finishes.
-Model calls therefore leave from the node that holds the environment.
+Each rollout is one Ray task: on the node Ray picks, it runs the rollout with the agent shipped
+from the driver and returns the run's trace, which the driver records in its store as each
+one finishes. Model calls therefore leave from the node that holds the environment.
 
+* Isolation: by default (``isolation=process``) every rollout's environment is a fresh
+  process, forked for it from a zygote that the Ray worker keeps between rollouts (the local
+  default's pool, :mod:`hud.runtimes.ray_worker`): module state, leaked tasks, a crash or a
+  hang of one rollout's environment never reach the next. ``ray?isolation=inprocess`` (or
+  ``ray://HOST:PORT?isolation=inprocess``) runs the environment in the Ray worker's own
+  process, loaded once per worker: faster, and rollouts on a worker share its state (as
+  :class:`~hud.runtimes.inprocess.InProcessRuntime` does).
 * Resources: a task asks for ``cpu`` (default 1), ``memory_mb`` and ``gpu`` through
   :func:`resources` on its template function, or ``metadata.resources`` in a task file row.
 * Back-pressure: the driver keeps at most as many rollouts in flight as the cluster's CPUs
   (and GPUs) can run at once, so 10,000 rows never become 10,000 pending Ray tasks.
-* A node that dies (or a worker process that crashes) under a rollout makes it an error in
+* A node that dies (or a Ray worker process that crashes) under a rollout makes it an error in
   phase ``environment`` naming the node: never a reward. Ray does not retry it.
 
 ``ray`` joins the cluster ``RAY_ADDRESS`` names, else a running local one, else starts one in
-this process; ``ray://HOST:PORT`` connects through the Ray client. The nodes need hud, the
-harness and the environment's files at the same paths as the driver.
+this process; ``ray:ADDRESS`` joins the one at ``ADDRESS``; ``ray://HOST:PORT`` connects
+through the Ray client. The nodes need hud, the harness and the environment's files at the
+same paths as the driver.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -111,15 +118,25 @@ class Capacity:
                 self._changed.notify_all()
 
 
+ISOLATIONS = ("process", "inprocess")
+"""Where a rollout's environment runs on its node: a fresh process (the default), or the
+Ray worker's own process."""
+
+
 class RayRuntime(Runtime):
     """Rollouts as Ray tasks on the cluster at ``address`` (see the module docstring)."""
 
     name = "ray"
     usage = "ray://HOST:PORT"
 
-    def __init__(self, address: str | None = None, *, solutions: bool = False) -> None:
+    def __init__(self, address: str | None = None, *, solutions: bool = False,
+                 isolation: str = "process") -> None:
         super().__init__(solutions=solutions)
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"ray: isolation must be {' or '.join(ISOLATIONS)}, not "
+                             f"{isolation!r}")
         self.address = address
+        self.isolation = isolation
         self.capacity: Capacity | None = None
         self._remote: Any = None
         self._owns = False  # whether this runtime called ray.init (and so shuts Ray down)
@@ -127,10 +144,22 @@ class RayRuntime(Runtime):
 
     @classmethod
     def from_spec(cls, argument: str | None, options: RuntimeOptions) -> RayRuntime:
-        """``ray`` (``RAY_ADDRESS``, a running local cluster, or a new one) or ``ray://…``."""
+        """``ray`` (``RAY_ADDRESS``, a running local cluster, or a new one), ``ray:ADDRESS``
+        or ``ray://…``, each optionally ending in ``?isolation=process|inprocess``."""
         if importlib.util.find_spec("ray") is None:
             raise ValueError("the ray runtime needs Ray: pip install 'hud-runtime[ray]'")
-        return cls(argument, solutions=options.solutions)
+        address, _, query = (argument or "").partition("?")
+        try:
+            settings = dict(urllib.parse.parse_qsl(query, strict_parsing=bool(query)))
+        except ValueError:
+            raise ValueError(f"ray: options are KEY=VALUE pairs joined by '&', not {query!r}"
+                             ) from None
+        unknown = sorted(set(settings) - {"isolation"})
+        if unknown:
+            raise ValueError(f"ray: unknown option {unknown[0]!r} (the one option is "
+                             f"isolation={'|'.join(ISOLATIONS)})")
+        return cls(address or None, solutions=options.solutions,
+                   isolation=settings.get("isolation", "process"))
 
     async def _connected(self) -> Any:
         async with self._connect:
@@ -178,7 +207,7 @@ class RayRuntime(Runtime):
             async with self.capacity.hold(request):
                 ref = remote.options(**request.ray_options()).remote(
                     source_of(task), task.to_dict(), agent, run.group_id, timeout, max_steps,
-                    self.solutions)
+                    self.solutions, self.isolation)
                 encoded = await _result(ref)
         except asyncio.CancelledError:
             run.failed("cancelled", "environment", asyncio.CancelledError("rollout cancelled"))

@@ -1,7 +1,9 @@
 """Runtimes by name: the ``hud.runtimes`` entry-point group, and the spec strings that pick one.
 
 A spec is ``NAME`` (``pool``), ``NAME:ARGUMENT`` (``container:IMAGE``), or a URL whose scheme
-is the name and which is, whole, the argument (``ws://host:port``, ``ray://host:port``). The
+is the name and which is, whole, the argument (``ws://host:port``, ``ray://host:port``). A
+runtime that takes options reads them from a query at the end of its argument, which a bare
+name may carry too (``ray?isolation=inprocess``: the argument is ``?isolation=inprocess``). The
 built-in runtimes register in hud's own ``pyproject.toml`` exactly as a third-party package
 registers one: an entry point ``NAME = "package.module:RuntimeSubclass"`` in the group.
 """
@@ -36,6 +38,9 @@ class RuntimeSpec:
                 raise ValueError(f"runtime {text!r} is not a URL of the form SCHEME://HOST:PORT")
             return cls(scheme.lower(), text)
         name, sep, argument = text.partition(":")
+        if "?" in name:  # a bare name with options: the query is the whole argument
+            name, sep, argument = text.partition("?")
+            argument = sep + argument
         if not name:
             raise ValueError(f"runtime {text!r} has no name before the colon")
         if sep and not argument:
