@@ -220,7 +220,7 @@ class _Step:
         cancellation is still pending: the task's ``cancelling()`` count is above where it
         began. A cancellation that hud did not ask for is the step's own (see
         :func:`cancel_caller`), even while the count stays raised."""
-        ours = self.owed if not counting_ours else 0
+        ours = 0 if counting_ours else self.owed
         return (_requested.get(self.task, 0) - self.asked > ours
                 and self.task.cancelling() > self.baseline)
 
