@@ -27,6 +27,7 @@ from .protocol.errors import Cancelled, HudError, InternalError
 from .protocol.messages import Body
 from .protocol.methods import Schedule
 from .session import Session
+from .steps import cancel_caller
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class ControlConnection:
         # A task cancelled before its first turn would never run _run, so its request
         # would go unanswered and hold the queued lane: let it run, doomed, instead.
         if self._started:
-            op.cancel(reason)
+            cancel_caller(op, reason)
         else:
             self._doomed = True
 

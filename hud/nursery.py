@@ -19,6 +19,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .steps import cancel_caller
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -54,8 +56,8 @@ class Nursery:
             self._group = group
             ready.set_result(None)
             await self._stop.wait()
-            for task in [*self._tasks, *self._quiet]:
-                task.cancel(f"{self.name} is closing")
+            for task in [*self._tasks, *self._quiet]:  # some run template steps
+                cancel_caller(task, f"{self.name} is closing")
             while quiet := [task for task in self._quiet if not task.done()]:
                 await asyncio.wait(quiet)
             self._quiet.clear()

@@ -41,6 +41,7 @@ from .protocol.errors import InvalidRequest, LimitExceeded, Unauthorized
 from .protocol.messages import PROTOCOL_VERSION, TemplateInfo
 from .protocol.methods import METHODS
 from .session import Registry
+from .steps import cancel_caller
 from .transport import Transport
 from .tunnel import RAW_UPGRADE, SPLICE_AVAILABLE, BareTunnel, link_daemon, take_socket
 from .watchdog import Watchdog
@@ -277,7 +278,7 @@ class Server:
             return_exceptions=True,
         )
         if self._sweeper is not None:
-            self._sweeper.cancel()
+            cancel_caller(self._sweeper, reason)  # it may be running a template's cleanup
         await self._tasks.aclose(cancel=False)  # the connections finish accepted work
         if self.forks is not None:
             await self.forks.aclose()

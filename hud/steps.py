@@ -10,9 +10,11 @@ costs no task and no turn of the event loop. On a timeout, or when the caller is
 the step is cancelled and gets :data:`CANCEL_GRACE` seconds to end; one that does not is
 *abandoned*: logged as an error, moved to a task of its own that is kept in :data:`ABANDONED`
 until it returns by itself, and no longer waited for, so the reply still goes out and
-shutdown still ends. While a step runs, each stretch it holds the loop longer than
-:data:`BLOCKING_THRESHOLD` is logged with the template's name: blocking work belongs in
-``await asyncio.to_thread(func, ...)``, which keeps every other session served meanwhile.
+shutdown still ends. hud cancels a task that may be running a step through
+:func:`cancel_caller`, so that the step can tell those cancellations from its own. While a
+step runs, each stretch it holds the loop longer than :data:`BLOCKING_THRESHOLD` is logged
+with the template's name: blocking work belongs in ``await asyncio.to_thread(func, ...)``,
+which keeps every other session served meanwhile.
 Where a watchdog runs (:mod:`hud.watchdog`, ``hud serve``), a stretch that holds the loop
 past its limit is interrupted: :class:`~hud.errors.TemplateBlocked` is raised in it.
 """
@@ -25,6 +27,7 @@ import contextvars
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import FrameType
 from typing import Any
@@ -45,6 +48,26 @@ ABANDONED: set[asyncio.Task[Any]] = set()
 _running: tuple[int, float, str] | None = None
 _interrupt: int | None = None  # the id of the stretch the watchdog asked to interrupt
 _ids = itertools.count(1)
+
+# How many times each task was cancelled through cancel_caller: the cancellations that a step
+# running in it takes for its caller's. Weak: a task leaves once it is collected.
+_requested: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+
+
+def cancel_caller(task: asyncio.Task[Any], reason: str | None = None) -> bool:
+    """``task.cancel(reason)``, as hud's own cancellers do it (a client's ``tasks.cancel``, a
+    closing session or server, a step's deadline); returns what ``task.cancel`` returns.
+
+    A template step running in ``task`` (:func:`run_step`) takes only such a cancellation for
+    its caller's. Any other cancellation of the task reaches the step all the same, but is the
+    step's own business: if the step swallows it, it is not held against the step. The step's
+    own task group cancels its task that way when a child fails, and on Python 3.11 and 3.12
+    it leaves the task's ``cancelling()`` count raised after handling it (3.13 takes it back),
+    so that count alone cannot say whose cancellation is pending."""
+    if not task.cancel(reason):
+        return False  # done already: nothing is pending
+    _requested[task] = _requested.get(task, 0) + 1
+    return True
 
 
 def current_stretch() -> tuple[int, float, str] | None:
@@ -109,8 +132,9 @@ async def run_step(
     it, and return its result.
 
     Raises what the step raises, :class:`TimeoutError` after ``timeout`` seconds, and
-    :class:`asyncio.CancelledError` when the caller is cancelled; in the last two cases only
-    once the step has ended or been abandoned (then ``on_abandon()`` is called first).
+    :class:`asyncio.CancelledError` when the caller is cancelled (:func:`cancel_caller`); in
+    the last two cases only once the step has ended or been abandoned (then ``on_abandon()``
+    is called first).
     ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``. Must be called
     from a task: the step runs as that task (``asyncio.current_task()``) until it ends or is
     abandoned."""
@@ -132,13 +156,14 @@ class _Step:
     context, timed by :func:`_stretch`.
 
     The deadline and the grace are timers that cancel the calling task; the cancellation is
-    passed on to the step. A step that swallows a cancellation (it waits again while the
-    task's ``cancelling()`` count stays raised) has :data:`CANCEL_GRACE` seconds to end; then
-    it is handed to a task of its own, abandoned there, and the caller goes on.
+    passed on to the step. A step that swallows a cancellation of hud's (see
+    :meth:`_cancelled_by_hud`: it waits again while one is pending) has :data:`CANCEL_GRACE`
+    seconds to end; then it is handed to a task of its own, abandoned there, and the caller
+    goes on.
     """
 
-    __slots__ = ("baseline", "context", "coro", "deadline", "first", "label", "on_abandon",
-                 "owed", "state", "task", "thrown", "timeout", "timer")
+    __slots__ = ("asked", "baseline", "context", "coro", "deadline", "first", "label",
+                 "on_abandon", "owed", "state", "task", "thrown", "timeout", "timer")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context,
                  first: Any, label: str, timeout: float | None, task: asyncio.Task[Any],
@@ -148,6 +173,7 @@ class _Step:
         self.task, self.on_abandon = task, on_abandon
         self.timer: asyncio.TimerHandle | None = None
         self.baseline = 0  # the task's cancelling() count when the step began to wait
+        self.asked = 0  # its cancel_caller() count then
         self.deadline = False  # the timeout ran out (then the step ends in TimeoutError)
         self.state = "running"  # then "grace" (a cancellation swallowed), then "given up"
         self.owed = 0  # cancel() calls of ours that the task must take back (uncancel)
@@ -156,6 +182,7 @@ class _Step:
     def __await__(self) -> Generator[Any, Any, Any]:
         yielded, self.first = self.first, None
         self.baseline = self.task.cancelling()
+        self.asked = _requested.get(self.task, 0)
         if self.timeout is not None:
             self.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire)
         try:
@@ -181,16 +208,26 @@ class _Step:
                 except BaseException:
                     self._ended(None)
                     raise
-                if self.state == "running" and self.task.cancelling() > self.baseline:
+                if self.state == "running" and self._cancelled_by_hud(counting_ours=True):
                     self._begin_grace()  # it waits again with a cancellation unanswered
         finally:
             if self.timer is not None:
                 self.timer.cancel()
 
+    def _cancelled_by_hud(self, *, counting_ours: bool) -> bool:
+        """Whether hud cancelled the task since the step began to wait (the caller, through
+        :func:`cancel_caller`; with ``counting_ours``, this step's own timers too) and that
+        cancellation is still pending: the task's ``cancelling()`` count is above where it
+        began. A cancellation that hud did not ask for is the step's own (see
+        :func:`cancel_caller`), even while the count stays raised."""
+        ours = 0 if counting_ours else self.owed
+        return (_requested.get(self.task, 0) - self.asked > ours
+                and self.task.cancelling() > self.baseline)
+
     def _cancel(self) -> None:
         self.timer = None
         self.owed += 1
-        self.task.cancel()
+        cancel_caller(self.task)
 
     def _expire(self) -> None:
         self.deadline = True
@@ -212,7 +249,7 @@ class _Step:
         caller that the step swallowed, a CancelledError all the same."""
         for _ in range(self.owed):
             self.task.uncancel()
-        if self.deadline or (self.thrown and self.task.cancelling() > self.baseline):
+        if self.deadline or (self.thrown and self._cancelled_by_hud(counting_ours=False)):
             self._raise_cancelled_or_timeout()
         return value
 
@@ -230,7 +267,7 @@ class _Step:
         self._raise_cancelled_or_timeout()
 
     def _raise_cancelled_or_timeout(self) -> None:
-        if self.deadline and self.task.cancelling() <= self.baseline:
+        if self.deadline and not self._cancelled_by_hud(counting_ours=False):
             raise TimeoutError
         raise asyncio.CancelledError
 

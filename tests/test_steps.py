@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+from typing import Any
 
 import pytest
 from conftest import serving
@@ -117,6 +118,68 @@ async def test_a_cancelled_caller_is_cancelled_even_when_its_step_swallows_it() 
 
     task = asyncio.create_task(caller())
     await waiting.wait()
-    task.cancel()
+    steps.cancel_caller(task, "the caller went away")
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def _fails_soon() -> None:
+    await asyncio.sleep(0)
+    raise PermissionError("bash as grader")
+
+
+async def test_a_task_group_in_the_step_whose_child_fails_raises_that_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The group cancels the task the step runs in when its child fails, and on Python 3.11
+    and 3.12 leaves that task's cancelling() count raised: the step's own cancellation, not
+    its caller's. So the child's error comes out, or, when the step handles it, the step
+    waits on past the grace, unabandoned, and returns its value or times out."""
+    monkeypatch.setattr(steps, "CANCEL_GRACE", 0.05)
+
+    async def grades(handle: bool, then: float) -> str:
+        try:
+            async with asyncio.TaskGroup() as group:  # its body ends first: it waits in its exit
+                group.create_task(_fails_soon())
+        except* PermissionError:
+            if not handle:
+                raise
+        await asyncio.sleep(then)
+        return "handled"
+
+    def step(handle: bool, then: float = 0.2) -> Any:
+        return run_step(grades(handle, then), label="t", timeout=0.5,
+                        enter=contextlib.nullcontext, on_abandon=lambda: None)
+
+    with pytest.raises(ExceptionGroup) as failed:
+        await step(handle=False)
+    assert failed.group_contains(PermissionError)
+    assert await step(handle=True) == "handled"
+    with pytest.raises(TimeoutError):
+        await step(handle=True, then=30)
+    assert not steps.ABANDONED
+
+
+async def test_a_caller_cancelled_while_its_step_waits_in_a_task_group_is_cancelled() -> None:
+    """Also when the group's child failed first, leaving the count raised (3.11, 3.12)."""
+    waiting = asyncio.Event()
+    children: list[asyncio.Task[None]] = []
+
+    async def waits_in_groups() -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_fails_soon())
+        except* PermissionError:
+            pass
+        async with asyncio.TaskGroup() as group:
+            children.append(group.create_task(asyncio.sleep(30)))
+            waiting.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(run_step(waits_in_groups(), label="t", timeout=5,
+                                        enter=contextlib.nullcontext, on_abandon=lambda: None))
+    await waiting.wait()
+    steps.cancel_caller(task, "the caller went away")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert children[0].cancelled() and not steps.ABANDONED

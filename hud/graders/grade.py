@@ -131,10 +131,10 @@ async def run_concurrently(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     """Await all at once and return their results in order. On the first failure the rest
     are cancelled (and awaited) and that failure is raised as itself.
 
-    Not a TaskGroup: on Python 3.11 a task group whose child fails cancels the awaiting
-    task and leaves its ``cancelling()`` count raised, which the template-step runner
-    (:mod:`hud.steps`) would take for the caller's own cancellation (a grade reported as
-    cancelled instead of as its grader's error)."""
+    Not a TaskGroup: one raises the failure wrapped in an ``ExceptionGroup``, and on Python
+    3.11 and 3.12 leaves the awaiting task's ``cancelling()`` count raised when a child fails
+    (the template-step runner no longer takes that for the caller's cancellation: see
+    :func:`hud.steps.cancel_caller`)."""
     tasks = [asyncio.ensure_future(_awaited(a)) for a in awaitables]
     if not tasks:
         return []
