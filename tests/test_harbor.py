@@ -17,6 +17,8 @@ from test_atif import harbor_python
 
 from hud.harbor import is_harbor_source, read_dataset
 from hud.harbor.environment import parse_reward
+from hud.harbor.export import harbor_toml
+from hud.loader import load_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT / "tests" / "data" / "harbor"
@@ -130,6 +132,17 @@ def test_export_writes_a_task_directory_per_task(exported: Path) -> None:
                             .replace("/logs/agent", "$T")], env={"T": str(task)},
                            capture_output=True, text=True)
     assert (solve.returncode, (task / "answer.txt").read_text()) == (0, "3")
+
+
+def test_export_keeps_a_templates_own_agent_timeout() -> None:
+    """A Harbor task read in (its ``[agent] timeout_sec`` became the template's
+    ``agent_timeout``) and exported again keeps its agent's limit; ``--timeout`` stays the
+    verifier's."""
+    hello = {task.id: task for task in load_tasks(DATASET)}["hello-file"]
+    config = tomllib.loads(harbor_toml(hello, "img", 90))
+    assert config["agent"] == {"timeout_sec": 120}
+    assert config["verifier"] == {"timeout_sec": 90}
+    assert "verifier" not in tomllib.loads(harbor_toml(hello, "img", None))
 
 
 def test_export_refuses_a_directory_that_is_not_empty(exported: Path) -> None:

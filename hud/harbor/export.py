@@ -45,14 +45,19 @@ PY
 
 
 def harbor_toml(task: Any, image: str, timeout: float | None) -> str:
-    """task.toml: hud's task row in ``[metadata]``, the image, the timeouts."""
+    """task.toml: hud's task row in ``[metadata]``, the image, the timeouts: the agent's
+    is the template's own ``agent_timeout`` where it has one (so a Harbor task read in and
+    exported again keeps it), else ``timeout``; the verifier's is ``timeout``."""
     lines = ['schema_version = "1.4"', "", "[metadata]",
              f"hud_env = {json.dumps(task.env)}", f"hud_template = {json.dumps(task.id)}",
              f"hud_args = {json.dumps(json.dumps(task.args, sort_keys=True))}", "",
              "[environment]", f"docker_image = {json.dumps(image)}"]
+    template = getattr(task, "template", None)
+    agent = getattr(template, "agent_timeout", None) or timeout
+    if agent is not None:
+        lines += ["", "[agent]", f"timeout_sec = {agent:g}"]
     if timeout is not None:
-        lines += ["", "[agent]", f"timeout_sec = {timeout:g}",
-                  "", "[verifier]", f"timeout_sec = {timeout:g}"]
+        lines += ["", "[verifier]", f"timeout_sec = {timeout:g}"]
     return "\n".join(lines) + "\n"
 
 
