@@ -26,6 +26,7 @@ from hud.eval import (
 from hud.eval.run import Run
 from hud.eval.schema import SCHEMA_VERSION
 from hud.eval.store import TraceStore
+from hud.loader import load_environment
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +113,33 @@ async def test_a_pool_whose_zygote_was_killed_starts_another(tmp_path: Path) -> 
     # the next rollout may still get the worker the dead zygote had ready; after it, a new
     # zygote serves
     assert [run.reward for run in job.runs[2:]] == [1.0, 1.0]
+
+
+async def test_a_worker_whose_template_blocks_its_loop_is_killed_after_release(
+        tmp_path: Path) -> None:
+    """SIGTERM reaches a worker through its event loop; one that a template blocks never
+    sees it, and used to outlive the pool, the zygote and hud itself."""
+    (tmp_path / "env.py").write_text(
+        "import os, time\n"
+        "from pathlib import Path\n"
+        "from hud import Environment\n"
+        "env = Environment('loop-blocker')\n"
+        "@env.template()\n"
+        "async def block(where: str):\n"
+        "    Path(where).write_text(str(os.getpid()))\n"
+        "    time.sleep(3600)  # the event loop with it\n"
+        "    yield 'never'\n"
+        "    yield 1.0\n")
+    pidfile = tmp_path / "worker.pid"
+    task = load_environment(str(tmp_path / "env.py")).templates["block"](where=str(pidfile))
+    async with PoolRuntime(size=1, kill_after=0.5) as pool, pool.open(task) as client:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(2):
+                await client.start(task.id, task.args)
+    # The pool has closed, so every worker it released has exited (a zombie until its
+    # parent, the zygote, or init after it, reaps it).
+    stat = Path(f"/proc/{pidfile.read_text()}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 async def test_group_runs_share_a_group_id_and_give_advantages() -> None:

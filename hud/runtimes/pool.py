@@ -3,7 +3,8 @@
 A zygote process (:mod:`hud.runtimes.zygote`) imports the environment once; workers are forked
 from it ahead of demand, each with its own initialized environment, listening on 127.0.0.1.
 A rollout takes a ready worker, and the pool asks for its replacement at once; when the
-rollout ends the worker is stopped (SIGTERM: cleanup and shutdown hooks run). Start-up costs
+rollout ends the worker is stopped (SIGTERM: cleanup and shutdown hooks run; SIGKILL if it
+has not exited :data:`KILL_AFTER` seconds later). Start-up costs
 stay off the rollouts' critical path, and no two rollouts ever share a process.
 """
 
@@ -28,6 +29,48 @@ if TYPE_CHECKING:
     from ..environment import Task
 
 
+KILL_AFTER = 10.0  # seconds a released worker has for its cleanup, as stop_process gives
+
+
+class Stopping:
+    """One released worker on its way out, watched through a pidfd: the worker is the
+    zygote's child, not ours, so a pidfd is the one handle that can neither miss its exit
+    nor signal another process that reused its pid."""
+
+    def __init__(self, pidfd: int, kill_after: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.pidfd = pidfd
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._kill = loop.call_later(kill_after, self._signal, signal.SIGKILL)
+        loop.add_reader(pidfd, self._done)  # a pidfd reads ready once the process exits
+
+    @classmethod
+    def begin(cls, pid: int, kill_after: float) -> Stopping | None:
+        """SIGTERM ``pid`` and watch it; ``None`` if it is already gone, or where there are
+        no pidfds (not Linux), where it gets the SIGTERM alone."""
+        if not hasattr(os, "pidfd_open"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            return None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        stopping = cls(pidfd, kill_after)
+        stopping._signal(signal.SIGTERM)
+        return stopping
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, signum)
+
+    def _done(self) -> None:
+        self._kill.cancel()
+        asyncio.get_running_loop().remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        self.exited.set_result(None)
+
+
 @dataclass(frozen=True, slots=True)
 class Worker:
     pid: int
@@ -37,7 +80,8 @@ class Worker:
 class Zygote:
     """One zygote process for one environment target, and its queue of ready workers."""
 
-    def __init__(self, target: str, *, size: int, solutions: bool, ready_timeout: float) -> None:
+    def __init__(self, target: str, *, size: int, solutions: bool, ready_timeout: float,
+                 kill_after: float = KILL_AFTER) -> None:
         self.target = target
         self.size = size
         self.solutions = solutions
@@ -47,6 +91,8 @@ class Zygote:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._live: set[int] = set()
+        self._stopping: set[Stopping] = set()
+        self.kill_after = kill_after
 
     async def start(self) -> None:
         argv = [sys.executable, "-m", "hud.runtimes.zygote", self.target,
@@ -103,14 +149,20 @@ class Zygote:
         return item
 
     def release(self, worker: Worker) -> None:
-        """Stop a worker that served its rollout (its cleanup runs in the worker)."""
+        """Stop a worker that served its rollout: SIGTERM (its cleanup runs in the worker),
+        SIGKILL after :attr:`kill_after` seconds if it has not exited by then (a template
+        that blocks its event loop never sees the SIGTERM)."""
         self._live.discard(worker.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGTERM)
+        stopping = Stopping.begin(worker.pid, self.kill_after)
+        if stopping is not None:
+            self._stopping.add(stopping)
+            stopping.exited.add_done_callback(lambda _: self._stopping.discard(stopping))
 
     async def aclose(self) -> None:
         for pid in list(self._live):
             self.release(Worker(pid, ""))
+        # Each stop ends within kill_after; a pending kill must not be dropped with this loop.
+        await asyncio.gather(*(s.exited for s in list(self._stopping)))
         if self._proc is not None:
             if self._proc.stdin is not None:
                 self._proc.stdin.close()
@@ -127,11 +179,12 @@ class PoolRuntime(Runtime):
     name = "pool"
 
     def __init__(self, target: str | None = None, *, size: int = 4, solutions: bool = False,
-                 ready_timeout: float = 60.0) -> None:
+                 ready_timeout: float = 60.0, kill_after: float = KILL_AFTER) -> None:
         super().__init__(solutions=solutions)
         self.target = target
         self.size = size
         self.ready_timeout = ready_timeout
+        self.kill_after = kill_after
         self._zygotes: dict[str, Zygote] = {}
         self._lock = asyncio.Lock()
 
@@ -150,7 +203,7 @@ class PoolRuntime(Runtime):
                 zygote = None
             if zygote is None:
                 zygote = Zygote(target, size=self.size, solutions=self.solutions,
-                                ready_timeout=self.ready_timeout)
+                                ready_timeout=self.ready_timeout, kill_after=self.kill_after)
                 await zygote.start()
                 self._zygotes[target] = zygote
             return zygote
