@@ -28,9 +28,12 @@ RAW_UPGRADE = "hud-tunnel/1"
 """The ``Upgrade`` token of a bare byte tunnel (see protocol/README.md)."""
 SPLICE_AVAILABLE = hasattr(os, "splice")
 PIPE_SIZE = 256 * 1024
-"""Bytes each direction's pipe may hold: at most this much moves per ``splice`` call. Pipe
-capacity counts against a per-user limit (``fs.pipe-user-pages-soft``, 64 MB by default),
-so a server with many tunnels keeps its pipes modest (the kernel may grant less)."""
+"""Bytes each direction's pipe may hold at first: at most this much moves per ``splice``
+call. Pipe capacity counts against a per-user limit (``fs.pipe-user-pages-soft``, 64 MB by
+default), so a server with many tunnels keeps its pipes modest (the kernel may grant less)."""
+BULK_PIPE_SIZE = 1024 * 1024
+"""What a direction's pipe grows to once one read fills it: a bulk transfer, where each
+``splice`` call moving more costs less per byte (interactive tunnels never fill 256 KB)."""
 
 
 def daemon_address(binding: Binding) -> tuple[str, int]:
@@ -229,12 +232,21 @@ class _Direction:
                     moved = os.splice(self.src, self.pipe_w, self.capacity, flags=flags)
                     self.eof = moved == 0
                     self.pending = moved
+                    if moved == self.capacity < BULK_PIPE_SIZE:
+                        self.grow()
         except BlockingIOError:
             pass
         except OSError as exc:  # reset, broken pipe: the tunnel ends
             self.splice.close(exc)
             return
         self.wait("write" if self.pending else "read")
+
+    def grow(self) -> None:
+        """One try at :data:`BULK_PIPE_SIZE`; refused (the user's limit), the pipe stays as
+        it is, and ``capacity``, now only a bound on each call, is never met again."""
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, BULK_PIPE_SIZE)
+        self.capacity = BULK_PIPE_SIZE
 
     def wait(self, what: str) -> None:
         if self.waiting == what:
