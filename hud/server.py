@@ -202,9 +202,9 @@ class Server:
         await self._tasks.open()
         self._sweeper = self._tasks.spawn(self._sweep(), name="hud-park-sweeper")
         if listen and self.config.local_tunnels and SPLICE_AVAILABLE:
-            local = LocalTunnels(self.token, self._local_refusal, self._open_local,
-                                 lambda work: self._tasks.spawn(work, guarded=True))
-            self._local = local if local.start() else None
+            # its socket is made at the first ask: most servers' clients open no tunnel
+            self._local = LocalTunnels(self.token, self._local_refusal, self._open_local,
+                                       lambda work: self._tasks.spawn(work, guarded=True))
         if self.config.interrupt_blocking:
             self._watchdog = Watchdog(self.config.interrupt_blocking)
             if not self._watchdog.start():
@@ -359,10 +359,12 @@ class Server:
         """``GET /v1/local``: the Unix socket's path for local tunnels, to a loopback peer of
         a server that offers them; 404 otherwise (what a server without them answers)."""
         peer = connection.transport.get_extra_info("peername") if connection.transport else None
-        if self._local is None or self._local.path is None or not peer \
-                or not is_loopback(peer[0]):
+        local = self._local
+        if local is not None and local.path is None and not self._closing and not local.start():
+            self._local = local = None  # cannot listen here: no use trying again
+        if local is None or local.path is None or not peer or not is_loopback(peer[0]):
             return _reject(connection, 404, -32601, "no local tunnels here")
-        return connection.respond(200, self._local.path)
+        return connection.respond(200, local.path)
 
     def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
         """400 for a repeated ``Authorization`` or ``Origin`` (which one would count?); 403

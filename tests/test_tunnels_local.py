@@ -36,12 +36,18 @@ async def shout(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.S
     return reader, writer
 
 
+async def local_path(server: Server, token: str | None = None) -> str:
+    """The Unix socket's path, asked for as a client does (the server makes it then)."""
+    path = await localtunnel.probe(server.url, token)
+    assert path is not None
+    return path
+
+
 async def hand_over(server: Server, name: str, token: str | None,
                     early: bytes = b"") -> tuple[str, socket.socket, socket.socket]:
     """Hand one end of a socket pair to ``server`` as a client would: the status line, our
     end of the pair and the Unix connection."""
-    assert server._local is not None and server._local.path is not None
-    conn = await localtunnel.connect(server._local.path)
+    conn = await localtunnel.connect(await local_path(server, "t0k"))  # the tests' token
     assert conn is not None
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
@@ -66,10 +72,9 @@ async def test_forwarder_hands_its_socket_over_and_the_server_splices_it() -> No
 
 async def test_the_socket_is_in_a_directory_only_its_user_may_enter() -> None:
     async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
-        assert srv._local is not None and srv._local.path is not None
-        folder = os.stat(Path(srv._local.path).parent)
+        path = await local_path(srv)
+        folder = os.stat(Path(path).parent)
         assert stat.S_IMODE(folder.st_mode) == 0o700 and folder.st_uid == os.geteuid()
-        path = srv._local.path
     assert not Path(path).parent.exists()  # removed with the server
 
 
@@ -119,8 +124,7 @@ async def test_unreachable_daemon_is_the_capabilitys_error() -> None:
 
 async def test_falls_back_to_bare_tunnels_where_the_unix_socket_is_unreachable() -> None:
     async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
-        assert srv._local is not None and srv._local.path is not None
-        os.unlink(srv._local.path)  # as from another host, or a container's other /tmp
+        os.unlink(await local_path(srv))  # as from another host, or a container's /tmp
         async with open_client(srv.url) as client:
             local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
             _, writer = await shout(local, b"hi")
@@ -140,7 +144,7 @@ async def test_falls_back_to_bare_tunnels_where_the_unix_socket_is_unreachable()
 async def test_the_path_is_given_only_with_the_token() -> None:
     async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
         assert await localtunnel.probe(srv.url, "wrong") is None
-        assert srv._local is not None
+        assert srv._local is not None and srv._local.path is None  # not made for it
         assert await localtunnel.probe(srv.url, "t0k") == srv._local.path
 
 
