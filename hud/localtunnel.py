@@ -52,8 +52,8 @@ HANDSHAKE_TIMEOUT = 10.0
 AVAILABLE = hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED") \
     and hasattr(socket, "send_fds")
 
-Open = Callable[[socket.socket, socket.socket, str, bytes], None]
-"""``open(reader, control, name, early)``: start a tunnel (the server's part)."""
+StartTunnel = Callable[[socket.socket, socket.socket, str, bytes], None]
+"""``start_tunnel(reader, control, name, early)``: the server's part of a tunnel."""
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -65,16 +65,17 @@ def peer_uid(sock: socket.socket) -> int:
 class LocalTunnels:
     """The server's end: a Unix socket in a fresh 0700 directory. ``start()`` binds it
     (False where it cannot: the platform, a path too long); each connection that passes the
-    checks becomes a tunnel through ``open``; :meth:`close` stops listening and removes the
+    checks becomes a tunnel through ``start_tunnel``; :meth:`close` stops listening and removes the
     directory (the server closes the tunnels themselves). ``refusal(name)`` returns why a
     tunnel to ``name`` may not open (undeclared, over a limit), or None; ``spawn`` runs a
     handshake in the server's task group."""
 
-    def __init__(self, token: str | None, refusal: Callable[[str], str | None], open: Open,
+    def __init__(self, token: str | None, refusal: Callable[[str], str | None],
+                 start_tunnel: StartTunnel,
                  spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
         self.token = token
         self.path: str | None = None
-        self._refusal, self._open, self._spawn = refusal, open, spawn
+        self._refusal, self._start_tunnel, self._spawn = refusal, start_tunnel, spawn
         self._listener: socket.socket | None = None
         self._dir: str | None = None
 
@@ -111,7 +112,11 @@ class LocalTunnels:
         assert self._listener is not None
         try:
             conn, _ = self._listener.accept()
-        except OSError:  # gone before we took it
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # gone before we took it
+        except OSError as exc:  # out of descriptors: readable again at once, so stop
+            log.warning("local tunnels stopped: %s (clients use bare tunnels)", exc)
+            self.close()
             return
         conn.setblocking(False)
         if peer_uid(conn) != os.geteuid():  # the directory's mode should make this moot
@@ -135,7 +140,7 @@ class LocalTunnels:
             if reader is not None:
                 reader.close()
             return
-        self._open(reader, conn, name, early)
+        self._start_tunnel(reader, conn, name, early)
 
     def _check(self, line: str) -> tuple[str, str | None]:
         """The capability a request line names, and why it is refused (None: it is not)."""
