@@ -208,10 +208,12 @@ def main() -> None:
         uvloop.run(serve(int(args.serve)) if args.serve else pipe_daemon())
         return
     size, rounds = (16_000_000, 3) if args.quick else (args.mb * 1_000_000, args.rounds)
+    modes = args.modes.split(",")
+    if "websocket" in modes and len(modes) > 1:  # Forwarder.raw is read per tunnel
+        parser.error("--modes websocket runs alone")
     emit("machine", nproc=os.cpu_count(), python=sys.version.split()[0])
     with child("--pipe") as (_, port), child("--serve", port) as (server, url):
         log(f"environment at {url}; quiet")
-        modes = args.modes.split(",")
         uvloop.run(measure(url, server, size, rounds, "quiet", modes))
         cores = os.cpu_count() or 1
         with busy(cores):
