@@ -10,8 +10,11 @@ process → the daemon). Rounds interleave direct and tunnel, each way; each lin
 medians and their ratio, with the load average, and the CPU the tunnel adds per MB (this
 process and the server's, tunnel minus direct: the figure other users' load moves least).
 "Under load" runs as many busy-looping processes as there are cores beside the transfer.
-The tunnel's mode (``raw``: the HTTP upgrade to ``hud-tunnel/1``, spliced; ``websocket``:
-binary frames) is chosen with ``--mode``. The reference ``hud==0.6.21`` has no tunnels,
+The tunnels' modes (``local``: the reader's socket handed to the server over a Unix
+socket, which splices it to the daemon; ``raw``: the HTTP upgrade to ``hud-tunnel/1``,
+spliced by the forwarder and the server; ``websocket``: binary frames) are chosen with
+``--modes``; each mode has its own client, and every round runs every path, in an order
+that rotates from round to round. The reference ``hud==0.6.21`` has no tunnels,
 so there is no reference line.
 
 Stdout carries one JSON line per measurement (``C1.tunnel_throughput``); progress on stderr.
@@ -109,37 +112,57 @@ async def timed_transfer(port: int, verb: str, size: int, server: int) -> tuple[
     return rate, time.process_time() + cpu_seconds(server) - cpu0
 
 
-async def measure(url: str, server: int, size: int, rounds: int, condition: str,
-                  mode: str) -> None:
+async def tunnel_ports(stack: contextlib.AsyncExitStack, url: str, modes: list[str],
+                       ) -> dict[str, int]:
+    """The daemon's own port (``direct``) and a forwarder's port per mode, each mode's
+    from a client of its own."""
     from urllib.parse import urlsplit
 
     from hud import forward
     from hud.client import open_client
 
-    forward.Forwarder.raw = mode == "raw"
-    async with open_client(url) as client:
+    ports: dict[str, int] = {}
+    for mode in modes:
+        forward.Tunnels.local = mode == "local"  # read at the client's first binding
+        forward.Forwarder.raw = mode != "websocket"  # read at each tunnel's opening
+        client = await stack.enter_async_context(open_client(url))
         declared = next(b for b in client.manifest.capabilities if b.name == "pipe")
-        ports = {"direct": urlsplit(declared.url).port,
-                 "tunnel": urlsplit((await client.binding("pipe")).url).port}
+        ports["direct"] = urlsplit(declared.url).port or 0
+        ports[mode] = urlsplit((await client.binding("pipe")).url).port or 0
+    return ports
+
+
+async def measure(url: str, server: int, size: int, rounds: int, condition: str,
+                  modes: list[str]) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ports = await tunnel_ports(stack, url, modes)
+        paths = list(ports)
         for verb in ("down", "up"):
-            rates: dict[str, list[float]] = {"direct": [], "tunnel": []}
-            cpu: dict[str, list[float]] = {"direct": [], "tunnel": []}
+            rates: dict[str, list[float]] = {path: [] for path in paths}
+            cpu: dict[str, list[float]] = {path: [] for path in paths}
             for port in ports.values():
                 await transfer(port, verb, size // 4)  # warm-up
             for i in range(rounds):
-                order = ("direct", "tunnel") if i % 2 == 0 else ("tunnel", "direct")
-                for path in order:
+                for path in paths[i % len(paths):] + paths[:i % len(paths)]:
                     rate, seconds = await timed_transfer(ports[path], verb, size, server)
                     rates[path].append(rate)
                     cpu[path].append(seconds)
-            direct, tunnel = (statistics.median(rates[p]) for p in ("direct", "tunnel"))
-            ratios = [t / d for d, t in zip(rates["direct"], rates["tunnel"], strict=True)]
-            extra_cpu = statistics.median(cpu["tunnel"]) - statistics.median(cpu["direct"])
-            emit("C1.tunnel_throughput", direction=verb, condition=condition, mode=mode,
-                 bytes=size, rounds=rounds, direct_MBps=round(direct / 1e6, 1),
-                 tunnel_MBps=round(tunnel / 1e6, 1), ratio=round(tunnel / direct, 3),
-                 round_ratios=[round(r, 3) for r in ratios],
-                 tunnel_cpu_ms_per_MB=round(extra_cpu * 1e9 / size, 3))
+            for mode in modes:
+                report(rates, cpu, mode, direction=verb, condition=condition, bytes=size,
+                       rounds=rounds)
+
+
+def report(rates: dict[str, list[float]], cpu: dict[str, list[float]], mode: str,
+           **fields: object) -> None:
+    """One JSON line: ``mode``'s medians against direct TCP's, from the same rounds."""
+    direct, tunnel = (statistics.median(rates[p]) for p in ("direct", mode))
+    ratios = [t / d for d, t in zip(rates["direct"], rates[mode], strict=True)]
+    extra_cpu = statistics.median(cpu[mode]) - statistics.median(cpu["direct"])
+    size = int(str(fields["bytes"]))
+    emit("C1.tunnel_throughput", mode=mode, **fields, direct_MBps=round(direct / 1e6, 1),
+         tunnel_MBps=round(tunnel / 1e6, 1), ratio=round(tunnel / direct, 3),
+         round_ratios=[round(r, 3) for r in ratios],
+         tunnel_cpu_ms_per_MB=round(extra_cpu * 1e9 / size, 3))
 
 
 @contextlib.contextmanager
@@ -174,7 +197,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 MB, 3 rounds")
     parser.add_argument("--mb", type=int, default=128, help="megabytes per transfer")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--mode", choices=("raw", "websocket"), default="raw")
+    parser.add_argument("--modes", default="local,raw",
+                        help="comma-separated, of local, raw, websocket")
     parser.add_argument("--serve", metavar="PIPE_PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -184,15 +208,18 @@ def main() -> None:
         uvloop.run(serve(int(args.serve)) if args.serve else pipe_daemon())
         return
     size, rounds = (16_000_000, 3) if args.quick else (args.mb * 1_000_000, args.rounds)
+    modes = args.modes.split(",")
+    if "websocket" in modes and len(modes) > 1:  # Forwarder.raw is read per tunnel
+        parser.error("--modes websocket runs alone")
     emit("machine", nproc=os.cpu_count(), python=sys.version.split()[0])
     with child("--pipe") as (_, port), child("--serve", port) as (server, url):
         log(f"environment at {url}; quiet")
-        uvloop.run(measure(url, server, size, rounds, "quiet", args.mode))
+        uvloop.run(measure(url, server, size, rounds, "quiet", modes))
         cores = os.cpu_count() or 1
         with busy(cores):
             log(f"under load: {cores} busy processes")
             uvloop.run(measure(url, server, size, rounds, f"load ({cores} busy processes)",
-                               args.mode))
+                               modes))
     log("done; loadavg " + str(loadavg()))
 
 

@@ -6,8 +6,10 @@ SSH client, an MCP client, a browser driver, a VNC viewer...) opens its own tunn
 ``ws://`` it asks for a bare tunnel (``Upgrade: hud-tunnel/1``): the bytes then go as they
 are, spliced between the two sockets in the kernel (:class:`~hud.tunnel.Splice`). A server
 that does not offer one answers 400 or 426, and the forwarder falls back to a WebSocket whose
-binary frames carry the bytes, as it does over ``wss://``. When either side closes, the
-other is closed.
+binary frames carry the bytes, as it does over ``wss://``. Where the server offers local
+tunnels (a client on its host, as its user: :mod:`hud.localtunnel`), the forwarder instead
+hands the accepted socket itself to the server, which splices it to the daemon: one hop
+and one relay fewer. When either side closes, the other is closed.
 
 When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
 1011 and a reason naming the capability (a bare tunnel answers ``error REASON`` instead of
@@ -27,7 +29,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from . import capability, ports, wsconn
+from . import capability, localtunnel, ports, wsconn
 from .address import TUNNEL_PREFIX
 from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
@@ -93,8 +95,12 @@ class Forwarder:
     raw = SPLICE_AVAILABLE
     """Ask for bare tunnels (``ws://`` URLs only); False once the server has declined."""
 
-    def __init__(self, control_url: str, name: str, token: str | None = None) -> None:
+    def __init__(self, control_url: str, name: str, token: str | None = None,
+                 local: str | None = None) -> None:
         self.name = name
+        self.token = token
+        self.local = local
+        """The server's Unix socket for local tunnels; None once unreachable (or never)."""
         self.url = tunnel_url(control_url, name)
         self.headers = {"Authorization": f"Bearer {token}"} if token else None
         self.errors: list[str] = []
@@ -105,6 +111,7 @@ class Forwarder:
         self._ends: set[TcpEnd] = set()
         self._sockets: set[WsConnection] = set()
         self._splices: set[Splice] = set()
+        self._lifelines: set[socket.socket] = set()  # one per local tunnel
         if not self.url.startswith("ws://"):
             self.raw = False
 
@@ -136,6 +143,8 @@ class Forwarder:
             end.close()
         for splice in list(self._splices):
             splice.close()
+        for lifeline in list(self._lifelines):
+            self._let_go(lifeline)
         await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
         if self._server is not None:
             await self._server.wait_closed()
@@ -151,6 +160,8 @@ class Forwarder:
 
     async def _open(self, end: TcpEnd) -> None:
         try:
+            if self.local is not None and await self._open_local(end):
+                return
             if self.raw and await self._open_bare(end):
                 return
             ws = await wsconn.connect(self.url, headers=self.headers, max_size=None)
@@ -203,6 +214,55 @@ class Forwarder:
         splice = Splice(app, sock, lambda _: self._splices.discard(splice))
         self._splices.add(splice)
         return True
+
+    async def _open_local(self, end: TcpEnd) -> bool:
+        """Hand ``end``'s socket to the server for a local tunnel; False (and :attr:`local`
+        off) when its Unix socket cannot be reached. Errors as :meth:`_open` has them."""
+        assert self.local is not None
+        await end.wait_made()
+        conn = await localtunnel.connect(self.local)
+        if conn is None:
+            log.info("local tunnels unreachable at %s: using bare tunnels", self.local)
+            self.local = None
+            return False
+        self._ends.discard(end)
+        if end.transport is None or end.transport.is_closing():
+            conn.close()
+            return True
+        app = take_socket(end.transport)
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                status = await localtunnel.hand_over(conn, self.name, self.token, app,
+                                                     b"".join(end.take_early()))
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            app.close()  # the server holds it now (or it ends here)
+        if status != "ok":
+            conn.close()
+            self._fail(status.removeprefix("error ") or "the environment refused the tunnel")
+            return True
+        self._lifelines.add(conn)
+        asyncio.get_running_loop().add_reader(conn, self._lifeline_readable, conn)
+        return True
+
+    def _lifeline_readable(self, conn: socket.socket) -> None:
+        """The server sends nothing after ``ok``: readable means the tunnel has ended."""
+        try:
+            if conn.recv(64):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._let_go(conn)
+
+    def _let_go(self, conn: socket.socket) -> None:
+        """Close a local tunnel's Unix connection (the server then ends the tunnel)."""
+        self._lifelines.discard(conn)
+        asyncio.get_running_loop().remove_reader(conn)
+        conn.close()
 
     def _tunnel_ended(self, ws: WsConnection, end: TcpEnd) -> None:
         self._sockets.discard(ws)
@@ -312,6 +372,9 @@ class Tunnels:
     environment's host, so its bindings point straight at the daemons: no tunnel needed.
     """
 
+    local = True
+    """Ask the server for local tunnels (:mod:`hud.localtunnel`) before the first forwarder."""
+
     def __init__(self, control_url: str, token: str | None) -> None:
         scheme = urlsplit(control_url).scheme
         if scheme not in ("ws", "wss", "memory"):
@@ -321,11 +384,17 @@ class Tunnels:
         self.token = token
         self.forwarders: dict[str, Forwarder] = {}
         self.handles: list[Any] = []
+        self._local: str | None = None
+        self._probed = False  # whether the server was asked for local tunnels
 
     async def forwarder(self, name: str) -> Forwarder:
         forwarder = self.forwarders.get(name)
         if forwarder is None:
-            forwarder = await Forwarder(self.control_url, name, self.token).start()
+            if not self._probed and self.local:  # once per client: most open no tunnel
+                self._probed = True
+                self._local = await localtunnel.probe(self.control_url, self.token)
+            forwarder = await Forwarder(self.control_url, name, self.token,
+                                        self._local).start()
             self.forwarders[name] = forwarder
         return forwarder
 

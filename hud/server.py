@@ -34,6 +34,7 @@ from .control import ControlConnection
 from .environment import Environment
 from .forks import Forks
 from .handlers import Host
+from .localtunnel import LOCAL_PATH, LocalTunnels
 from .memory import MemoryEnd, memory_pipe
 from .nursery import Nursery
 from .protocol import codec
@@ -97,6 +98,9 @@ class ServerConfig:
     """Branches one ``tasks.fork`` may make (:mod:`hud.forks`). 0: the method is not served
     (declined), the default: forking copies the whole process, which suits only a server
     whose process serves one task (a pool worker, a ``hud serve`` per rollout)."""
+    local_tunnels: bool = True
+    """Offer tunnels handed over a Unix socket to clients on this host running as this
+    user (:mod:`hud.localtunnel`): one hop fewer than a bare tunnel."""
     interrupt_blocking: float | None = None
     """Seconds a template may hold the event loop in one go (a ``time.sleep``, a synchronous
     call) before it is interrupted with a template error, so other sessions are served
@@ -155,7 +159,8 @@ class Server:
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
         self._bare_pending: set[WsServerConnection] = set()  # answered hud-tunnel/1
-        self._bare: set[BareTunnel] = set()  # bare tunnels (see hud.tunnel)
+        self._bare: set[BareTunnel] = set()  # bare and local tunnels (see hud.tunnel)
+        self._local: LocalTunnels | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
         self._closing = False
@@ -197,6 +202,10 @@ class Server:
             raise
         await self._tasks.open()
         self._sweeper = self._tasks.spawn(self._sweep(), name="hud-park-sweeper")
+        if listen and self.config.local_tunnels and SPLICE_AVAILABLE:
+            # its socket is made at the first ask: most servers' clients open no tunnel
+            self._local = LocalTunnels(self.token, self._local_refusal, self._open_local,
+                                       lambda work: self._tasks.spawn(work, guarded=True))
         if self.config.interrupt_blocking:
             self._watchdog = Watchdog(self.config.interrupt_blocking)
             if not self._watchdog.start():
@@ -265,6 +274,8 @@ class Server:
         if self._listener is not None:
             ports.release(self.port)  # still bound: aclose runs once
             self._listener.close()
+        if self._local is not None:
+            self._local.close()
         conns = list(self.connections)
         for conn in conns:
             conn.cancel_soon(reason)
@@ -322,6 +333,8 @@ class Server:
             return _reject(connection, 401, err.code, err.message)
         if parts.path == CONTROL_PATH:
             return None
+        if parts.path == LOCAL_PATH:
+            return self._local_answer(connection)
         if parts.path.startswith(TUNNEL_PREFIX):
             name = unquote(parts.path.removeprefix(TUNNEL_PREFIX))
             names = [b.name for b in self.env.capabilities]
@@ -342,6 +355,17 @@ class Server:
         self._bare_pending.add(connection)
         return Response(101, "Switching Protocols",
                         Headers([("Upgrade", RAW_UPGRADE), ("Connection", "Upgrade")]))
+
+    def _local_answer(self, connection: WsServerConnection) -> Response:
+        """``GET /v1/local``: the Unix socket's path for local tunnels, to a loopback peer of
+        a server that offers them; 404 otherwise (what a server without them answers)."""
+        peer = connection.transport.get_extra_info("peername") if connection.transport else None
+        local = self._local
+        if local is not None and local.path is None and not self._closing and not local.start():
+            self._local = local = None  # cannot listen here: no use trying again
+        if local is None or local.path is None or not peer or not is_loopback(peer[0]):
+            return _reject(connection, 404, -32601, "no local tunnels here")
+        return connection.respond(200, local.path)
 
     def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
         """400 for a repeated ``Authorization`` or ``Origin`` (which one would count?); 403
@@ -430,17 +454,31 @@ class Server:
 
     def _open_bare(self, ws: WsServerConnection, name: str) -> None:
         # from here on the socket is the tunnel's: the WebSocket object is dropped
-        tunnel = BareTunnel(take_socket(ws.transport))
+        self._adopt(BareTunnel(take_socket(ws.transport)), name)
+
+    def _open_local(self, reader: socket.socket, control: socket.socket, name: str,
+                    early: bytes) -> None:
+        self._adopt(BareTunnel(reader, control), name, early)
+
+    def _local_refusal(self, name: str) -> str | None:
+        """Why a local tunnel to ``name`` may not open: the checks of the handshake."""
+        names = [b.name for b in self.env.capabilities]
+        if name not in names:
+            return f"no capability {name!r} is declared (declared: {names})"
+        refused = self._over_limit()
+        return None if refused is None else refused.message
+
+    def _adopt(self, tunnel: BareTunnel, name: str, early: bytes = b"") -> None:
         if self._closing or not self._tasks.accepting:
             tunnel.close()
             return
         self._bare.add(tunnel)
         tunnel.closed.add_done_callback(lambda _: self._bare.discard(tunnel))
-        self._tasks.spawn(self._bare_tunnel(tunnel, name), guarded=True)
+        self._tasks.spawn(self._bare_tunnel(tunnel, name, early), guarded=True)
 
-    async def _bare_tunnel(self, tunnel: BareTunnel, name: str) -> None:
+    async def _bare_tunnel(self, tunnel: BareTunnel, name: str, early: bytes) -> None:
         try:
-            await tunnel.run(self.env.capability(name))
+            await tunnel.run(self.env.capability(name), early)
         except OSError as exc:
             log.warning("tunnel to %r failed: %s", name, exc)
         except Exception:  # a bug in hud: this tunnel ends, the server serves on

@@ -28,9 +28,12 @@ RAW_UPGRADE = "hud-tunnel/1"
 """The ``Upgrade`` token of a bare byte tunnel (see protocol/README.md)."""
 SPLICE_AVAILABLE = hasattr(os, "splice")
 PIPE_SIZE = 256 * 1024
-"""Bytes each direction's pipe may hold: at most this much moves per ``splice`` call. Pipe
-capacity counts against a per-user limit (``fs.pipe-user-pages-soft``, 64 MB by default),
-so a server with many tunnels keeps its pipes modest (the kernel may grant less)."""
+"""Bytes each direction's pipe may hold at first: at most this much moves per ``splice``
+call. Pipe capacity counts against a per-user limit (``fs.pipe-user-pages-soft``, 64 MB by
+default), so a server with many tunnels keeps its pipes modest (the kernel may grant less)."""
+BULK_PIPE_SIZE = 1024 * 1024
+"""What a direction's pipe grows to once one read fills it: a bulk transfer, where each
+``splice`` call moving more costs less per byte (interactive tunnels never fill 256 KB)."""
 
 
 def daemon_address(binding: Binding) -> tuple[str, int]:
@@ -70,6 +73,14 @@ class TcpEnd(asyncio.Protocol):
         self.received = False  # whether anything came through the tunnel
         self._close_early = False
         self._early: list[bytes] = []  # read before join (uvloop reads before a pause holds)
+        self._made: asyncio.Future[None] | None = None
+
+    async def wait_made(self) -> None:
+        """Returns once the transport is set: the task a protocol factory starts may run
+        before ``connection_made`` (asyncio's loop calls it soon, not at once)."""
+        if self.transport is None:
+            self._made = asyncio.get_running_loop().create_future()
+            await self._made
 
     def join(self, ws: WsConnection) -> None:
         self.ws = ws
@@ -105,6 +116,8 @@ class TcpEnd(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if self._made is not None and not self._made.done():
+            self._made.set_result(None)
         if self._close_early:
             transport.close()
         elif self.ws is None:
@@ -219,12 +232,21 @@ class _Direction:
                     moved = os.splice(self.src, self.pipe_w, self.capacity, flags=flags)
                     self.eof = moved == 0
                     self.pending = moved
+                    if moved == self.capacity < BULK_PIPE_SIZE:
+                        self.grow()
         except BlockingIOError:
             pass
         except OSError as exc:  # reset, broken pipe: the tunnel ends
             self.splice.close(exc)
             return
         self.wait("write" if self.pending else "read")
+
+    def grow(self) -> None:
+        """One try at :data:`BULK_PIPE_SIZE`; refused (the user's limit), the pipe stays as
+        it is, and ``capacity``, now only a bound on each call, is never met again."""
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, BULK_PIPE_SIZE)
+        self.capacity = BULK_PIPE_SIZE
 
     def wait(self, what: str) -> None:
         if self.waiting == what:
@@ -282,32 +304,54 @@ class BareTunnel:
     """The environment's end of a bare tunnel (``Upgrade: hud-tunnel/1``), once its 101 is
     sent: :meth:`run` dials the daemon, then answers one line, ``ok`` or ``error REASON``
     (what a WebSocket tunnel says with close code 1011), and splices the two sockets until
-    either side closes. :meth:`close` ends it at any point."""
+    either side closes. :meth:`close` ends it at any point.
 
-    def __init__(self, client: socket.socket) -> None:
+    A local tunnel (:mod:`hud.localtunnel`) answers on ``control``, the Unix connection the
+    client's socket came over, instead: that connection lasts as long as the tunnel, and
+    the client closing it ends the tunnel."""
+
+    def __init__(self, client: socket.socket, control: socket.socket | None = None) -> None:
         self.client = client
+        self.control = control
         self.daemon: socket.socket | None = None
         self.splice: Splice | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def run(self, binding: Binding) -> None:
+    async def run(self, binding: Binding, early: bytes = b"") -> None:
         """Returns when the tunnel has ended; raises ``OSError`` naming the capability and
-        its address when the daemon cannot be reached."""
+        its address when the daemon cannot be reached. ``early``: bytes the client sent
+        before the tunnel was set up, delivered to the daemon first."""
         loop = asyncio.get_running_loop()
+        answer = self.client if self.control is None else self.control
         try:
-            daemon = await self._dial(binding)
+            daemon = await self._dial(binding, answer)
             if self.closed.done():  # closed while dialling
                 daemon.close()
                 return
             self.daemon = daemon
-            await loop.sock_sendall(self.client, b"ok\n")
+            if early:
+                await loop.sock_sendall(daemon, early)
+            await loop.sock_sendall(answer, b"ok\n")
             if not self.closed.done():
                 self.splice = Splice(self.client, daemon, lambda _: self.close())
+                if self.control is not None:
+                    loop.add_reader(self.control, self._control_readable)
                 await self.closed
         finally:
             self.close()
 
-    async def _dial(self, binding: Binding) -> socket.socket:
+    def _control_readable(self) -> None:
+        """The client sends nothing more on ``control``: readable means it hung up."""
+        assert self.control is not None
+        with contextlib.suppress(BlockingIOError):
+            try:
+                if self.control.recv(64):
+                    return
+            except OSError:
+                pass
+            self.close()
+
+    async def _dial(self, binding: Binding, answer: socket.socket) -> socket.socket:
         host, port = daemon_address(binding)
         try:
             return await asyncio.wait_for(dial(host, port), DIAL_TIMEOUT)
@@ -317,17 +361,20 @@ class BareTunnel:
             message = f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
             if not self.closed.done():
                 with contextlib.suppress(OSError):
-                    self.client.send(f"error {message}\n".encode())
+                    answer.send(f"error {message}\n".encode())
             raise OSError(message) from exc
 
     def close(self) -> None:
         if self.closed.done():
             return
         self.closed.set_result(None)  # first: the splice's own close calls back here
+        if self.control is not None:
+            if self.splice is not None:
+                self.splice.loop.remove_reader(self.control)
+            self.control.close()
         if self.splice is not None:
             self.splice.close()
             return
         self.client.close()
         if self.daemon is not None:
             self.daemon.close()
-

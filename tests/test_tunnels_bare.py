@@ -136,7 +136,8 @@ async def test_server_shutdown_closes_bare_tunnels() -> None:
 
 async def test_forwarder_splices_where_offered_and_falls_back_to_websocket(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+    async with shouting_daemon() as (port, _), \
+            serving(make_env(port), local_tunnels=False) as srv:  # see test_tunnels_local
         async with open_client(srv.url) as client:
             local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
             reader, writer = await asyncio.open_connection("127.0.0.1", local)

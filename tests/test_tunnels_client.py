@@ -8,7 +8,7 @@ import os
 import pytest
 from conftest import serving, shouting_daemon
 
-from hud import Environment
+from hud import Environment, localtunnel
 from hud.client import Client, open_client
 from hud.errors import CapabilityUnavailable
 from hud.forward import local_url, resolve_binding
@@ -141,6 +141,7 @@ async def test_forwarders_close_with_the_client_leaving_no_tasks_or_sockets() ->
         env = make_env()
         env.add_capability("shout", "tcp/1", f"tcp://127.0.0.1:{port}")
         async with serving(env) as server:
+            await localtunnel.probe(server.url, None)  # the server's socket: as long as it
             tasks_before, fds_before = len(asyncio.all_tasks()), _open_fds()
             client = await Client.connect(server.url)
             local = int((await client.binding("shout")).url.rsplit(":", 1)[1])

@@ -1,0 +1,265 @@
+"""Local tunnels: a client on the environment's host hands its connection to the server.
+
+A bare tunnel (:mod:`hud.tunnel`) crosses three TCP connections and two relays: reader →
+forwarder → server → daemon. Where the client runs on the environment's host, as the same
+user, the forwarder can instead pass the TCP socket it accepted (the reader's connection)
+to the server over a Unix socket (``SCM_RIGHTS``); the server dials the daemon and splices
+the two. One TCP connection and one relay fewer, and the relay runs in the server's
+process, not in the reader's.
+
+Negotiation is opt-in: the client asks ``GET /v1/local`` on the control port, with the
+token as on every path. A server that offers local tunnels answers ``200`` with the Unix
+socket's path as the body (to a peer on loopback only); anything else means "not offered",
+and the client keeps to bare tunnels. So does a client that cannot reach the path (another
+host, another mount namespace, a container).
+
+Per tunnel, on a new connection to that path, the client sends one line,
+``tunnel NAME EARLY TOKEN`` (name and token percent-quoted, ``-`` for no token, EARLY the
+count of bytes that follow: what the client had read from the reader before handing it
+over), with the reader's socket attached to the first byte. The server answers ``ok`` or
+``error REASON`` as a bare tunnel does. The connection then stays open for as long as the
+tunnel: the server closes it when the tunnel ends, and the client closing it ends the
+tunnel.
+
+Safety: the socket is in a directory only the server's user may enter (``mkdtemp``,
+0700); each side checks that the other runs as its own user (``SO_PEERCRED``); the token
+and the declared capability are checked as on the control port. The server holds every
+socket of the tunnel, so it cuts the tunnel when it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import shutil
+import socket
+import struct
+import tempfile
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+LOCAL_PATH = "/v1/local"
+"""Where a client asks for the Unix socket's path (see the module's docstring)."""
+MAX_EARLY = 1 << 20
+"""Most bytes a hand-over may carry ahead of the socket."""
+HANDSHAKE_TIMEOUT = 10.0
+AVAILABLE = hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED") \
+    and hasattr(socket, "send_fds")
+
+StartTunnel = Callable[[socket.socket, socket.socket, str, bytes], None]
+"""``start_tunnel(reader, control, name, early)``: the server's part of a tunnel."""
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of Unix socket ``sock``."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+class LocalTunnels:
+    """The server's end: a Unix socket in a fresh 0700 directory. ``start()`` binds it
+    (False where it cannot: the platform, a path too long); each connection that passes the
+    checks becomes a tunnel through ``start_tunnel``; :meth:`close` stops listening and removes the
+    directory (the server closes the tunnels themselves). ``refusal(name)`` returns why a
+    tunnel to ``name`` may not open (undeclared, over a limit), or None; ``spawn`` runs a
+    handshake in the server's task group."""
+
+    def __init__(self, token: str | None, refusal: Callable[[str], str | None],
+                 start_tunnel: StartTunnel,
+                 spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        self.token = token
+        self.path: str | None = None
+        self._refusal, self._start_tunnel, self._spawn = refusal, start_tunnel, spawn
+        self._listener: socket.socket | None = None
+        self._dir: str | None = None
+
+    def start(self) -> bool:
+        if not AVAILABLE:
+            return False
+        self._dir = tempfile.mkdtemp(prefix="hud-")  # 0700: only this user may enter
+        path = os.path.join(self._dir, "tunnels")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(128)
+        except OSError as exc:  # e.g. a path longer than sun_path's 108 bytes
+            log.info("no local tunnels: cannot listen on %s: %s", path, exc)
+            listener.close()
+            self.close()
+            return False
+        listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener, self._accept)
+        self._listener, self.path = listener, path
+        return True
+
+    def close(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener)
+            self._listener.close()
+            self._listener = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self.path = None
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # gone before we took it
+        except OSError as exc:  # out of descriptors: readable again at once, so stop
+            log.warning("local tunnels stopped: %s (clients use bare tunnels)", exc)
+            self.close()
+            return
+        conn.setblocking(False)
+        if peer_uid(conn) != os.geteuid():  # the directory's mode should make this moot
+            conn.close()
+            return
+        self._spawn(self._handshake(conn))
+
+    async def _handshake(self, conn: socket.socket) -> None:
+        reader: socket.socket | None = None
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                line, early, reader = await _read_request(conn)
+            name, refused = self._check(line)
+        except (OSError, ValueError, TimeoutError) as exc:
+            log.info("local tunnel refused: %s", exc)
+            name, refused = "", f"bad request: {exc}"
+        if refused is not None or reader is None:
+            with contextlib.suppress(OSError):
+                conn.send(f"error {refused}\n".encode())
+            conn.close()
+            if reader is not None:
+                reader.close()
+            return
+        self._start_tunnel(reader, conn, name, early)
+
+    def _check(self, line: str) -> tuple[str, str | None]:
+        """The capability a request line names, and why it is refused (None: it is not)."""
+        verb, name, _, token = _split_request(line)
+        if verb != "tunnel":
+            raise ValueError(f"unknown request {verb!r}")
+        if self.token is not None and not hmac.compare_digest(
+                token.encode(), self.token.encode()):
+            return name, "unauthorized: missing or wrong token"
+        return name, self._refusal(name)
+
+
+def _split_request(line: str) -> tuple[str, str, int, str]:
+    verb, name, early, token = line.split(" ")
+    return verb, unquote(name), int(early), unquote(token)
+
+
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(sock, ready.set_result, None)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock)
+
+
+async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket]:
+    """The request line, the early bytes and the socket handed over with them. Raises
+    ``ValueError`` for a malformed request (no socket, more than one, not a stream)."""
+    data, fds = b"", []
+    try:
+        while b"\n" not in data or len(data) < data.index(b"\n") + 1 + _early(data):
+            if len(data) > MAX_EARLY + 4096:
+                raise ValueError("request too long")
+            await _readable(conn)
+            more, got, _, _ = socket.recv_fds(conn, 65536, 4)
+            fds += got
+            if not more:
+                raise ValueError("the client hung up mid-request")
+            data += more
+        if len(fds) != 1:
+            raise ValueError(f"{len(fds)} sockets handed over, not one")
+        reader = socket.socket(fileno=fds.pop())  # ENOTSOCK for anything else
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if reader.type != socket.SOCK_STREAM:
+        reader.close()
+        raise ValueError("the socket handed over is not a stream")
+    reader.setblocking(False)
+    line, _, early = data.partition(b"\n")
+    return line.decode(), early, reader
+
+
+def _early(data: bytes) -> int:
+    """The early-byte count of the request line at the start of ``data``."""
+    count = _split_request(data.partition(b"\n")[0].decode())[2]
+    if not 0 <= count <= MAX_EARLY:
+        raise ValueError(f"early bytes out of range: {count}")
+    return count
+
+
+# -- the client's end -------------------------------------------------------------------------
+
+
+async def probe(control_url: str, token: str | None) -> str | None:
+    """The Unix socket path the server at ``control_url`` offers for local tunnels, or None:
+    not offered, not a loopback server, or not reachable."""
+    parts = urlsplit(control_url)
+    if parts.scheme != "ws" or parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        return None
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = f"GET {LOCAL_PATH} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}\r\n"
+    try:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            try:
+                writer.write(request.encode())
+                answer = await reader.read()  # the server closes after its answer
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return None
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200 ") or not body.strip():
+        return None
+    return body.decode(errors="replace").strip()
+
+
+async def connect(path: str) -> socket.socket | None:
+    """A connection to the server's Unix socket at ``path``, or None where it cannot be
+    reached or answers as another user."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, path)
+        if peer_uid(sock) == os.geteuid():
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
+
+
+async def hand_over(conn: socket.socket, name: str, token: str | None,
+                    reader: socket.socket, early: bytes) -> str:
+    """Hand ``reader`` (and ``early``, bytes already read from it) to the server over
+    ``conn`` for a tunnel to capability ``name``; the server's status line (``ok``, or
+    ``error REASON``). The caller still holds its own copy of ``reader``: close it."""
+    line = f"tunnel {quote(name, safe='')} {len(early)} {quote(token or '-', safe='')}\n"
+    data = line.encode() + early
+    sent = socket.send_fds(conn, [data], [reader.fileno()])  # a fresh socket takes it all
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(conn, data[sent:])
+    answer = b""
+    while b"\n" not in answer:
+        more = await loop.sock_recv(conn, 4096)
+        if not more:
+            raise OSError("the environment hung up during a local tunnel's hand-over")
+        answer += more
+    return answer.partition(b"\n")[0].decode(errors="replace")

@@ -1,0 +1,195 @@
+"""Local tunnels (:mod:`hud.localtunnel`): the forwarder hands the reader's socket to the
+server over a Unix socket, which splices it to the daemon. The same guarantees as bare
+tunnels (token, declared capabilities only, the daemon's failure named, closing), the
+fall-back to bare tunnels where the Unix socket cannot be reached, and a real SSH session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import serving, shouting_daemon
+
+from hud import Environment, localtunnel
+from hud.client import open_client
+from hud.errors import CapabilityUnavailable
+from hud.server import Server
+
+pytestmark = pytest.mark.anyio
+
+
+def make_env(port: int) -> Environment:
+    env = Environment("local")
+    env.add_capability("shout", "tcp/1", f"tcp://127.0.0.1:{port}")
+    return env
+
+
+async def shout(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to ``port``, send ``data`` and check it comes back upper-cased."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    assert await asyncio.wait_for(reader.readexactly(len(data)), 5) == data.upper()
+    return reader, writer
+
+
+async def local_path(server: Server, token: str | None = None) -> str:
+    """The Unix socket's path, asked for as a client does (the server makes it then)."""
+    path = await localtunnel.probe(server.url, token)
+    assert path is not None
+    return path
+
+
+async def hand_over(server: Server, name: str, token: str | None,
+                    early: bytes = b"") -> tuple[str, socket.socket, socket.socket]:
+    """Hand one end of a socket pair to ``server`` as a client would: the status line, our
+    end of the pair and the Unix connection."""
+    conn = await localtunnel.connect(await local_path(server, "t0k"))  # the tests' token
+    assert conn is not None
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        status = await localtunnel.hand_over(conn, name, token, theirs, early)
+    finally:
+        theirs.close()
+    return status, ours, conn
+
+
+async def test_forwarder_hands_its_socket_over_and_the_server_splices_it() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv, \
+            open_client(srv.url, token="t0k") as client:
+        local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+        _, writer = await shout(local, b"x" * 300_000)
+        forwarder = client._tunnels.forwarders["shout"]
+        # the forwarder relays nothing: the server holds the reader's socket
+        assert len(forwarder._lifelines) == 1 and not forwarder._splices
+        assert not forwarder._sockets and len(srv._bare) == 1
+        writer.close()
+
+
+async def test_the_socket_is_in_a_directory_only_its_user_may_enter() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        path = await local_path(srv)
+        folder = os.stat(Path(path).parent)
+        assert stat.S_IMODE(folder.st_mode) == 0o700 and folder.st_uid == os.geteuid()
+    assert not Path(path).parent.exists()  # removed with the server
+
+
+async def test_early_bytes_reach_the_daemon_first() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        status, ours, conn = await hand_over(srv, "shout", None, early=b"early ")
+        assert status == "ok"
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(ours, b"late")
+        received = b""
+        while len(received) < 10:
+            received += await asyncio.wait_for(loop.sock_recv(ours, 100), 5)
+        assert received == b"EARLY LATE"
+        ours.close()
+        conn.close()
+
+
+async def test_wrong_token_and_undeclared_capability_are_refused() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
+        loop = asyncio.get_running_loop()
+        for name, token, reason in [("shout", "wrong", "unauthorized"),
+                                    ("shout", None, "unauthorized"),
+                                    ("other", "t0k", "no capability 'other' is declared")]:
+            status, ours, conn = await hand_over(srv, name, token)
+            assert status.startswith(f"error {reason}")
+            # the server let go of the socket: our end reads end of file
+            assert await asyncio.wait_for(loop.sock_recv(ours, 10), 5) == b""
+            ours.close()
+            conn.close()
+        assert not srv._bare
+
+
+async def test_unreachable_daemon_is_the_capabilitys_error() -> None:
+    async with shouting_daemon() as (port, _):
+        pass  # nothing listens there any more
+    async with serving(make_env(port)) as srv, open_client(srv.url) as client:
+        local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", local)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        forwarder = client._tunnels.forwarders["shout"]
+        assert forwarder.local is not None  # the local path did answer
+        with pytest.raises(CapabilityUnavailable,
+                           match=r"'shout' unreachable at 127.0.0.1:\d+: Connection refused"):
+            forwarder.raise_for_errors()
+
+
+async def test_falls_back_to_bare_tunnels_where_the_unix_socket_is_unreachable() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        os.unlink(await local_path(srv))  # as from another host, or a container's /tmp
+        async with open_client(srv.url) as client:
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            _, writer = await shout(local, b"hi")
+            forwarder = client._tunnels.forwarders["shout"]
+            assert forwarder.local is None and len(forwarder._splices) == 1
+            writer.close()
+    async with shouting_daemon() as (port, _), \
+            serving(make_env(port), local_tunnels=False) as srv, \
+            open_client(srv.url) as client:  # not offered: the probe gets a 404
+        local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+        _, writer = await shout(local, b"ho")
+        forwarder = client._tunnels.forwarders["shout"]
+        assert forwarder.local is None and len(forwarder._splices) == 1
+        writer.close()
+
+
+async def test_the_path_is_given_only_with_the_token() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
+        assert await localtunnel.probe(srv.url, "wrong") is None
+        assert srv._local is not None and srv._local.path is None  # not made for it
+        assert await localtunnel.probe(srv.url, "t0k") == srv._local.path
+
+
+async def test_server_shutdown_cuts_local_tunnels() -> None:
+    async with shouting_daemon() as (port, _):
+        srv_cm = serving(make_env(port))
+        srv = await srv_cm.__aenter__()
+        try:
+            client_cm = open_client(srv.url)
+            client = await client_cm.__aenter__()
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            reader, writer = await shout(local, b"hi")
+        finally:
+            await asyncio.wait_for(srv_cm.__aexit__(None, None, None), 10)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await client_cm.__aexit__(None, None, None)
+
+
+async def test_closing_the_client_cuts_its_local_tunnels() -> None:
+    async with shouting_daemon() as (port, writers), serving(make_env(port)) as srv:
+        async with open_client(srv.url) as client:
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            reader, writer = await shout(local, b"hi")
+        # the lifeline closed: the server ended the tunnel, both ways
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await asyncio.wait_for(writers[0].wait_closed(), 5)
+        assert not srv._bare
+        writer.close()
+
+
+async def test_a_real_ssh_session_goes_through_a_local_tunnel(tmp_path: Path) -> None:
+    pytest.importorskip("asyncssh")
+    (tmp_path / "hello.txt").write_text("hi there\n")
+    env = Environment("coding")
+    env.workspace(tmp_path)
+
+    @env.template()
+    async def look():
+        yield "look"
+        yield 1.0
+
+    async with serving(env) as srv, open_client(srv.url) as client:
+        await client.start("look")
+        shell = await client.open("shell")
+        assert (await shell.run("cat hello.txt")).stdout == "hi there\n"
+        forwarder = client._tunnels.forwarders["shell"]
+        assert forwarder._lifelines and not forwarder._splices
