@@ -252,7 +252,9 @@ class Client:
 
     async def aclose(self) -> None:
         """Disconnect without ``bye``: a task in progress stays parked on the server.
-        Capability clients and local tunnel ports opened by this client close too."""
+        Capability clients and local tunnel ports opened by this client close too. Over a
+        direct WebSocket, this sends the close frame and hangs up without waiting for the
+        server's: the server parks the session when it reads the close frame."""
         if self._tunnels is not None:
             await self._tunnels.aclose()
         await self.transport.close()

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, Side, State
 from websockets.uri import parse_uri
@@ -50,6 +50,7 @@ class WsConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._receiver: Receiver | None = None
         self._closer: Closer | None = None
+        self._ended = False  # whether the end is known (see attach): closer called or due
         self._inbox: collections.deque[str | bytes | bytearray] = collections.deque()
         self._read_paused = False
         self._fragments: list[bytes | bytearray] = []
@@ -72,13 +73,23 @@ class WsConnection(asyncio.Protocol):
 
     def attach(self, receiver: Receiver, closer: Closer) -> None:
         """Deliver each message to ``receiver`` as it is parsed; call ``closer`` once when
-        the connection ends (with the reason, or None after a clean close)."""
+        the connection ends (with the reason, or None after a clean close): when the peer's
+        close frame arrives (it sends nothing after one, RFC 6455 section 5.5.1) or when the
+        connection is lost, whichever comes first. The close handshake and the TCP close go
+        on after that without the receiver."""
         self._receiver, self._closer = receiver, closer
         while self._inbox:
             receiver(self._inbox.popleft())
         self.resume_reading()
-        if self.closed.done():
-            closer(self._close_error())
+        if self._ended:
+            closer(self._end_reason())
+
+    def _end(self) -> None:
+        """The connection has ended for its receiver: call the closer, once."""
+        if not self._ended:
+            self._ended = True
+            if self._closer is not None:
+                self._closer(self._end_reason())
 
     def _deliver(self, data: bytes | bytearray, text: bool) -> None:
         # binary data may be a bytearray (websockets' reader): not copied here
@@ -126,6 +137,8 @@ class WsConnection(asyncio.Protocol):
                 self._deliver(data, self._fragment_text)
         elif opcode is Opcode.PONG:
             self._pong_due = False
+        elif opcode is Opcode.CLOSE:
+            self._end()
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -306,8 +319,7 @@ class WsConnection(asyncio.Protocol):
             self._ping_timer.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
-            if self._closer is not None:
-                self._closer(self._close_error())
+            self._end()
 
     def pause_writing(self) -> None:
         self._writable = asyncio.get_running_loop().create_future()
@@ -340,14 +352,25 @@ class WsConnection(asyncio.Protocol):
             exc = ConnectionClosedOK(
                 protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
             )
-        rcvd = exc.rcvd
-        return TransportClosed(f"connection closed: {exc}", rcvd.code if rcvd else None,
-                               rcvd.reason if rcvd else "")
+        said = self._said()
+        return TransportClosed(f"connection closed: {exc}", said.code if said else None,
+                               said.reason if said else "")
 
-    def _close_error(self) -> BaseException | None:
-        exc = self.protocol.close_exc
-        rcvd = exc.rcvd
-        return None if rcvd is not None and rcvd.code in (1000, 1001) else exc
+    def _said(self) -> Close | None:
+        """The close that ended the connection: the peer's, or ours when we hung up
+        without waiting for the peer's (:meth:`WsClient.close`)."""
+        return self.protocol.close_rcvd or self.protocol.close_sent
+
+    def _end_reason(self) -> BaseException | None:
+        """None for a clean end (closed with 1000 or 1001), else the reason."""
+        protocol = self.protocol
+        said = self._said()
+        if said is not None and said.code in (1000, 1001):
+            return None
+        if protocol.state is State.CLOSED:
+            return protocol.close_exc
+        return ConnectionClosedError(protocol.close_rcvd, protocol.close_sent,
+                                     protocol.close_rcvd_then_sent)
 
 
 class WsClient(WsConnection):
@@ -358,6 +381,27 @@ class WsClient(WsConnection):
     def __init__(self, protocol: ClientProtocol) -> None:
         super().__init__(protocol)
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send our close frame and close TCP at once, without waiting for the server's
+        close frame: a hud server ends the session's connection when it reads ours (and
+        parks its task), so the round trip would tell us nothing. Returns when the socket
+        is closed; if the server is not taking data, after :data:`CLOSE_TIMEOUT` at most.
+        Idempotent."""
+        if self.transport is None or self.closed.done():
+            return
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            for data in self.protocol.data_to_send():  # no close timer: we close now
+                if data:
+                    self.transport.write(data)
+        self.transport.close()  # after what is buffered is written
+        if self.transport.get_write_buffer_size():  # the server is not taking data
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT)
+            except TimeoutError:
+                self.transport.abort()
+        await asyncio.shield(self.closed)
 
     def _handshake(self, event: Request | Response) -> None:
         if self.opened.done():
