@@ -80,9 +80,10 @@ async def test_frames_sent_with_the_handshake_are_served() -> None:
 
 async def test_upgrades_past_a_turns_share_wait_for_later_turns_in_order() -> None:
     turns, answered = Turns(per_turn=3), []
-    for n in range(8):  # all in this turn of the loop
-        turns.admit(lambda n=n: answered.append(n))
+    at_once = [turns.admit(lambda n=n: answered.append(n))  # all in this turn of the loop
+               for n in range(8)]
     assert answered == [0, 1, 2]
+    assert at_once == [True] * 3 + [False] * 5  # only the others pause their reading
     await asyncio.sleep(0)
     assert answered == [0, 1, 2, 3, 4, 5]
     await asyncio.sleep(0)
