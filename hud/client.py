@@ -28,7 +28,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from . import __version__, address, wsconn
+from . import __version__, address, wsclient
 from .address import DEFAULT_URL
 from .errors import AddressError, HudConnectionError, TransportClosed
 from .protocol.connection import ClientConnection
@@ -322,7 +322,7 @@ async def _dial(
     while True:
         try:
             if direct:
-                return await wsconn.connect(url, headers=headers, max_size=max_size)
+                return await wsclient.connect(url, headers=headers, max_size=max_size)
             return ProxiedWebSocket(await ws_connect(  # through the proxy the env names
                 url,
                 additional_headers=headers,

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from . import capability, ports, wsconn
+from . import capability, ports, wsclient
 from .address import TUNNEL_PREFIX
 from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
@@ -153,7 +153,7 @@ class Forwarder:
         try:
             if self.raw and await self._open_bare(end):
                 return
-            ws = await wsconn.connect(self.url, headers=self.headers, max_size=None)
+            ws = await wsclient.connect(self.url, headers=self.headers, max_size=None)
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             detail = (f"HTTP {exc.response.status_code}" if isinstance(exc, InvalidStatus)
                       else str(exc) or type(exc).__name__)

@@ -10,8 +10,8 @@ kernel's buffer is full. Pings, pongs and the close handshake are kept by the sa
 protocol; on the server's side, the common data frames are read and written without it
 (:mod:`hud.wsframes`).
 
-:class:`WsClient` (with :func:`connect`) is the client end; one accepted connection of
-:class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.
+:class:`hud.wsclient.WsClient` (with :func:`hud.wsclient.connect`) is the client end; one
+accepted connection of :class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import ssl as ssl_module
 from collections.abc import Callable
 from typing import Any
 
-from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, Side, State
-from websockets.uri import parse_uri
 
 from . import wsframes
 from .errors import TransportClosed
@@ -358,7 +355,7 @@ class WsConnection(asyncio.Protocol):
 
     def _said(self) -> Close | None:
         """The close that ended the connection: the peer's, or ours when we hung up
-        without waiting for the peer's (:meth:`WsClient.close`)."""
+        without waiting for the peer's (:meth:`hud.wsclient.WsClient.close`)."""
         return self.protocol.close_rcvd or self.protocol.close_sent
 
     def _end_reason(self) -> BaseException | None:
@@ -371,84 +368,3 @@ class WsConnection(asyncio.Protocol):
             return protocol.close_exc
         return ConnectionClosedError(protocol.close_rcvd, protocol.close_sent,
                                      protocol.close_rcvd_then_sent)
-
-
-class WsClient(WsConnection):
-    """The client end; :func:`connect` builds it and waits for the handshake."""
-
-    protocol: ClientProtocol
-
-    def __init__(self, protocol: ClientProtocol) -> None:
-        super().__init__(protocol)
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send our close frame and close TCP at once, without waiting for the server's
-        close frame: a hud server ends the session's connection when it reads ours (and
-        parks its task), so the round trip would tell us nothing. Returns when the socket
-        is closed; if the server is not taking data, after :data:`CLOSE_TIMEOUT` at most.
-        Idempotent."""
-        if self.transport is None or self.closed.done():
-            return
-        if self.protocol.state is State.OPEN:
-            self.protocol.send_close(code, reason)
-            for data in self.protocol.data_to_send():  # no close timer: we close now
-                if data:
-                    self.transport.write(data)
-        self.transport.close()  # after what is buffered is written
-        if self.transport.get_write_buffer_size():  # the server is not taking data
-            try:
-                await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT)
-            except TimeoutError:
-                self.transport.abort()
-        await asyncio.shield(self.closed)
-
-    def _handshake(self, event: Request | Response) -> None:
-        if self.opened.done():
-            return
-        if self.protocol.handshake_exc is not None:
-            self.opened.set_exception(self.protocol.handshake_exc)
-            self.transport.close()
-        else:
-            self.opened.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(
-                exc or ConnectionError("connection closed during the WebSocket handshake")
-            )
-        super().connection_lost(exc)
-
-
-async def connect(
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    max_size: int | None = 2**20,
-    ssl: ssl_module.SSLContext | None = None,
-    open_timeout: float = 10.0,
-) -> WsClient:
-    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``). Raises ``InvalidStatus`` when
-    the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
-    reached, ``TimeoutError`` after ``open_timeout``."""
-    uri = parse_uri(url)
-    protocol = ClientProtocol(uri, max_size=max_size)
-    request = protocol.connect()
-    for name, value in (headers or {}).items():
-        if name in request.headers:  # Headers is a multidict: replace, never add a second
-            del request.headers[name]
-        request.headers[name] = value
-    protocol.send_request(request)
-    loop = asyncio.get_running_loop()
-    if uri.secure and ssl is None:
-        ssl = ssl_module.create_default_context()
-    async with asyncio.timeout(open_timeout):
-        _, conn = await loop.create_connection(
-            lambda: WsClient(protocol), uri.host, uri.port, ssl=ssl if uri.secure else None,
-        )
-        try:
-            await conn.opened
-        except BaseException:
-            conn.transport.abort()
-            raise
-    return conn

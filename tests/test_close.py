@@ -13,7 +13,7 @@ from conftest import serving
 from sample_env import env
 from websockets.utils import accept_key
 
-from hud import wsconn
+from hud import wsclient
 from hud.client import Client, open_client
 from hud.errors import HudConnectionError
 
@@ -65,7 +65,7 @@ async def test_aclose_hangs_up_without_waiting_for_the_servers_close(monkeypatch
     """Against a server that answers a close frame only once the client has hung up, an
     ``aclose`` that waited for that answer would wait for good (here: its timeout, made
     an hour)."""
-    monkeypatch.setattr(wsconn, "CLOSE_TIMEOUT", 3600.0)
+    monkeypatch.setattr(wsclient, "CLOSE_TIMEOUT", 3600.0)
     seen: list[bytes] = []
 
     async def server_closing_last(reader: asyncio.StreamReader,
@@ -83,7 +83,7 @@ async def test_aclose_hangs_up_without_waiting_for_the_servers_close(monkeypatch
     listener = await asyncio.start_server(server_closing_last, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     try:
-        ws = await wsconn.connect(f"ws://127.0.0.1:{port}/v1/control")
+        ws = await wsclient.connect(f"ws://127.0.0.1:{port}/v1/control")
         await asyncio.wait_for(ws.close(), 10)  # a guard against the wait described above
         assert ws.closed.done()
         for _ in range(100):
