@@ -19,6 +19,10 @@ Lines (same ``bench`` name for both systems where both exist):
 * ``B1.api_persistent``: ours only, through ``hud.Client`` (``_uvloop``: the client on
   uvloop's event loop, as ``hud eval`` runs it).
 * ``B1.raw_conn_per_cycle``: a new connection (handshake + manifest/hello) per cycle.
+* ``B1.api_conn_per_cycle``: the same through each system's own Python client: ours
+  ``hud.Client`` (connect, start, grade, ``aclose``; ``_uvloop`` on uvloop), the
+  reference's ``hud.connect(Runtime(url))`` (``bench/ref_client.py``, in its venv),
+  both on asyncio's event loop.
 * ``B2.held_sessions``: ours only: 10,000 sessions open at once, each with a task started
   (opened in waves of 500), then each graded while all stay connected.
 * ``B2.concurrent_sessions``: 1,000 connections at once, each manifest+start+grade,
@@ -471,6 +475,56 @@ def bench_api_persistent(url: str, n: int, warmup: int, timeout: float = 120.0,
     return record(SYSTEM, name, **tally.fields(n), **extra)
 
 
+async def _api_conn_cycles(url: str, n: int, warmup: int) -> ref._Tally:
+    from hud import Client, HudError
+
+    async def cycle() -> None:
+        async with await Client.connect(url) as client:
+            started = await client.start(TEMPLATE, {})
+            if not isinstance(started.prompt, str):
+                raise RpcError(f"tasks.start gave no prompt: {started!r}")
+            graded = await client.grade(ANSWER)
+            if graded.reward != 1.0:
+                raise RpcError(f"tasks.grade reward {graded.reward!r} != 1.0")
+
+    return await _timed_async(cycle, n, warmup, (RpcError, HudError))
+
+
+def bench_api_conn_per_cycle(url: str, n: int, warmup: int, timeout: float = 120.0,
+                             uvloop: bool = False) -> dict:
+    """B1.api_conn_per_cycle: ``hud.Client`` on a new connection per cycle (connect with
+    its manifest, start, grade, ``aclose``), on asyncio's event loop as the reference's
+    client runs (``bench/ref_client.py``), or on uvloop's (``_uvloop``)."""
+    extra = {"warmup": warmup, "client": "hud.Client", "loop": "uvloop" if uvloop else "asyncio"}
+    name = "B1.api_conn_per_cycle_uvloop" if uvloop else "B1.api_conn_per_cycle"
+    main = asyncio.wait_for(_api_conn_cycles(url, n, warmup), timeout)
+    try:
+        if uvloop:
+            import uvloop as uv
+
+            tally = uv.run(main)
+        else:
+            tally = asyncio.run(main)
+    except (OSError, ValueError, RpcError, TimeoutError) as exc:
+        return _failed(name, n, exc, **extra)
+    return record(SYSTEM, name, **tally.fields(n), **extra)
+
+
+def ref_api_conn_per_cycle(venv: Path, port: int, n: int, warmup: int,
+                           timeout: float = 300.0) -> dict:
+    """The reference's own client, the same cycles (``bench/ref_client.py`` in its venv)."""
+    script = ROOT / "bench" / "ref_client.py"
+    cmd = [str(ref._venv_python(venv)), "-I", str(script), "--port", str(port),
+           "--n", str(n), "--warmup", str(warmup)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             env=ref._child_env(), cwd=str(venv))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"bench": "B1.api_conn_per_cycle", "system": ref.SYSTEM, "n": n,
+                "failures": n, "first_error": ref.describe(exc)}
+
+
 # ---------------------------------------------------- B2: concurrent sessions
 
 
@@ -683,6 +737,9 @@ def _parse_args(argv: list | None) -> argparse.Namespace:
                         help="B2 sessions held open at once (0: skip)")
     parser.add_argument("--cli-n", type=int, default=5, help="B5 CLI cycles")
     parser.add_argument("--no-reference", action="store_true", help="measure ours only")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only the steps whose name starts with this (repeatable; "
+                             "e.g. 'B1 conn', 'B1 api conn', 'B2 raw')")
     parser.add_argument("--ref-venv", default=str(ref.DEFAULT_VENV), help="reference venv")
     args = parser.parse_args(argv)
     if args.quick:
@@ -742,12 +799,18 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+ONLY: list[str] = []
+"""Prefixes of the step names to run (``--only``); empty: every step."""
+
+
 def _step(name: str, run: Callable[[], dict], pid: int, ops: int) -> None:
     """Run one bench; add the server's and this process's CPU per operation to its record.
 
     ``ops`` counts every timed and warmup operation (cycle, session or CLI cycle), so the
     per-op CPU is the server's total CPU over the bench divided by all it served.
     """
+    if ONLY and not any(name.startswith(prefix) for prefix in ONLY):
+        return
     log(f"running {name}")
     server0, client0, kids0 = cpu_seconds(pid), time.process_time(), _children_cpu()
     rec = run()
@@ -781,6 +844,14 @@ def run_benches(args: argparse.Namespace, s: Servers) -> None:
     _step("B1 conn hud", lambda: bench_conn_per_cycle(s.url, cn, cw), ours, cn + cw)
     if theirs:
         _step("B1 conn ref", lambda: ref.bench_conn_per_cycle(s.port, cn, cw), theirs, cn + cw)
+    _step("B1 api conn hud", lambda: bench_api_conn_per_cycle(s.url, cn, cw), ours, cn + cw)
+    if theirs:
+        assert s.ref_venv is not None
+        venv = s.ref_venv
+        _step("B1 api conn ref", lambda: ref_api_conn_per_cycle(venv, s.port, cn, cw), theirs,
+              cn + cw)
+    _step("B1 api conn hud uvloop",
+          lambda: bench_api_conn_per_cycle(s.url, cn, cw, uvloop=True), ours, cn + cw)
     cli = args.cli_n + 1  # one warmup cycle
     _step("B5 cli hud", lambda: bench_cli_cycle(s.url, args.cli_n, 1), ours, cli)
     if theirs:
@@ -808,6 +879,7 @@ def run_benches(args: argparse.Namespace, s: Servers) -> None:
 
 def main(argv: list | None = None) -> int:
     args = _parse_args(argv)
+    ONLY[:] = args.only
     nofile = ref.raise_nofile_limit()
     ref_venv = None if args.no_reference else ref.ensure_ref_venv(args.ref_venv)
     emit(machine_record(nofile, ref_venv))

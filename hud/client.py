@@ -28,7 +28,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from . import __version__, address, wsconn
+from . import __version__, address, wsclient
 from .address import DEFAULT_URL
 from .errors import AddressError, HudConnectionError, TransportClosed
 from .protocol.connection import ClientConnection
@@ -252,7 +252,9 @@ class Client:
 
     async def aclose(self) -> None:
         """Disconnect without ``bye``: a task in progress stays parked on the server.
-        Capability clients and local tunnel ports opened by this client close too."""
+        Capability clients and local tunnel ports opened by this client close too. Over a
+        direct WebSocket, this sends the close frame and hangs up without waiting for the
+        server's: the server parks the session when it reads the close frame."""
         if self._tunnels is not None:
             await self._tunnels.aclose()
         await self.transport.close()
@@ -320,7 +322,7 @@ async def _dial(
     while True:
         try:
             if direct:
-                return await wsconn.connect(url, headers=headers, max_size=max_size)
+                return await wsclient.connect(url, headers=headers, max_size=max_size)
             return ProxiedWebSocket(await ws_connect(  # through the proxy the env names
                 url,
                 additional_headers=headers,

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from . import capability, localtunnel, ports, wsconn
+from . import capability, localtunnel, ports, wsclient
 from .address import TUNNEL_PREFIX
 from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
@@ -164,7 +164,7 @@ class Forwarder:
                 return
             if self.raw and await self._open_bare(end):
                 return
-            ws = await wsconn.connect(self.url, headers=self.headers, max_size=None)
+            ws = await wsclient.connect(self.url, headers=self.headers, max_size=None)
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             detail = (f"HTTP {exc.response.status_code}" if isinstance(exc, InvalidStatus)
                       else str(exc) or type(exc).__name__)

@@ -28,7 +28,9 @@ class Transport(Protocol):
     """A message transport. Contract:
 
     * :meth:`attach` once, before anything arrives is lost: messages that arrived earlier
-      are delivered at once, in order; ``closer`` is called exactly once, at the end.
+      are delivered at once, in order; ``closer`` is called exactly once, at the end: when
+      the peer says it is done (a WebSocket close frame) or the connection is gone,
+      whichever comes first.
     * :meth:`send_now` queues one message without waiting; it raises
       :class:`~hud.errors.TransportClosed` once the transport is closing or closed.
       :meth:`send` also waits while the peer is not taking data.

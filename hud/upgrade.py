@@ -4,12 +4,15 @@ websockets' ``ServerProtocol`` parses a handshake with a generic, generator-driv
 parser and builds its response header by header: about a tenth of the server's CPU for a
 short-lived connection. :func:`parse_upgrade` takes a complete request head and returns
 the request and its ``Sec-WebSocket-Accept`` value, or None for anything but a plain,
-valid upgrade; :func:`switching_protocols` is the 101 response, from a template.
+valid upgrade; :func:`switching_protocols` is the 101 response, from a template. The
+client's side is the same in reverse: :func:`upgrade_request` writes the request from a
+template, and :func:`switched` takes a plain 101 that accepts its key.
 
 Every check here is a strict subset of websockets' own (``Request.parse`` and
-``ServerProtocol.process_request`` of websockets 17): what this module accepts, websockets
-would accept too, and everything else (malformed, unusual, or asking for extensions or
-subprotocols) goes to websockets, which answers it exactly as before.
+``ServerProtocol.process_request``, ``Response.parse`` and ``ClientProtocol.process_response``
+of websockets 17): what this module accepts, websockets would accept too, and everything
+else (malformed, unusual, or asking for extensions or subprotocols) goes to websockets,
+which decides it exactly as before.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ _VALUE = re.compile(rb"[\x09\x20-\x7e]*")  # visible ASCII (websockets also take
 _PATH = re.compile(rb"/[\x21-\x7e]*")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _AT_MOST_ONCE = ("Upgrade", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Origin")
+_TEMPLATED = {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"}
 _ABSENT = ("Transfer-Encoding", "Content-Length", "Sec-WebSocket-Extensions",
            "Sec-WebSocket-Protocol")
 
@@ -55,8 +59,7 @@ def parse_upgrade(head: bytes | bytearray) -> tuple[Request, str] | None:
     key = _key(headers)
     if key is None:
         return None
-    accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-    return Request(parts[1].decode(), headers), accept
+    return Request(parts[1].decode(), headers), accept_value(key)
 
 
 def _key(headers: Headers) -> str | None:
@@ -80,6 +83,49 @@ def _key(headers: Headers) -> str | None:
     except binascii.Error:
         return None
     return key if len(raw) == 16 else None
+
+
+def upgrade_request(path: str, host: str, key: str, headers: dict[str, str]) -> bytes | None:
+    """The client's upgrade request (the headers websockets' ``ClientProtocol.connect``
+    sends, then ``headers``), or None when a value could not be sent as it is (websockets
+    must build it)."""
+    if not _PATH.fullmatch(path.encode()) or any(
+            name.lower() in _TEMPLATED or not _TOKEN.fullmatch(name.encode())
+            or not _VALUE.fullmatch(value.encode()) for name, value in headers.items()):
+        return None
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return "\r\n".join(lines).encode() + b"\r\n\r\n"
+
+
+def switched(head: bytes | bytearray, accept: str) -> bool:
+    """Whether the response head ``head`` (up to, not including, the blank line) is a plain
+    101 that accepts the key whose ``Sec-WebSocket-Accept`` is ``accept``, without
+    extensions or a subprotocol: a strict subset of what websockets' ``ClientProtocol``
+    accepts (it decides anything else, and says what is wrong)."""
+    lines = bytes(head).split(b"\r\n")
+    if not lines[0].startswith(b"HTTP/1.1 101 ") or len(lines) > MAX_HEADERS + 1:
+        return False
+    seen: dict[bytes, list[bytes]] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+            return False
+        seen.setdefault(name.lower(), []).append(value)
+    connection = [t.strip().lower() for v in seen.get(b"connection", []) for t in v.split(b",")]
+    return (all(_TOKEN.fullmatch(t) for t in connection)
+            and seen.get(b"upgrade", [b""])[0].lower() == b"websocket"
+            and len(seen[b"upgrade"]) == 1 and b"upgrade" in connection
+            and seen.get(b"sec-websocket-accept") == [accept.encode()]
+            and b"sec-websocket-extensions" not in seen
+            and b"sec-websocket-protocol" not in seen)
+
+
+def accept_value(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for ``Sec-WebSocket-Key`` ``key`` (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
 def switching_protocols(accept: str, server: str) -> bytes:

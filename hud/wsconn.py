@@ -10,8 +10,8 @@ kernel's buffer is full. Pings, pongs and the close handshake are kept by the sa
 protocol; on the server's side, the common data frames are read and written without it
 (:mod:`hud.wsframes`).
 
-:class:`WsClient` (with :func:`connect`) is the client end; one accepted connection of
-:class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.
+:class:`hud.wsclient.WsClient` (with :func:`hud.wsclient.connect`) is the client end; one
+accepted connection of :class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import ssl as ssl_module
 from collections.abc import Callable
 from typing import Any
 
-from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, Side, State
-from websockets.uri import parse_uri
 
 from . import wsframes
 from .errors import TransportClosed
@@ -50,6 +47,7 @@ class WsConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._receiver: Receiver | None = None
         self._closer: Closer | None = None
+        self._ended = False  # whether the end is known (see attach): closer called or due
         self._inbox: collections.deque[str | bytes | bytearray] = collections.deque()
         self._read_paused = False
         self._fragments: list[bytes | bytearray] = []
@@ -72,13 +70,23 @@ class WsConnection(asyncio.Protocol):
 
     def attach(self, receiver: Receiver, closer: Closer) -> None:
         """Deliver each message to ``receiver`` as it is parsed; call ``closer`` once when
-        the connection ends (with the reason, or None after a clean close)."""
+        the connection ends (with the reason, or None after a clean close): when the peer's
+        close frame arrives (it sends nothing after one, RFC 6455 section 5.5.1) or when the
+        connection is lost, whichever comes first. The close handshake and the TCP close go
+        on after that without the receiver."""
         self._receiver, self._closer = receiver, closer
         while self._inbox:
             receiver(self._inbox.popleft())
         self.resume_reading()
-        if self.closed.done():
-            closer(self._close_error())
+        if self._ended:
+            closer(self._end_reason())
+
+    def _end(self) -> None:
+        """The connection has ended for its receiver: call the closer, once."""
+        if not self._ended:
+            self._ended = True
+            if self._closer is not None:
+                self._closer(self._end_reason())
 
     def _deliver(self, data: bytes | bytearray, text: bool) -> None:
         # binary data may be a bytearray (websockets' reader): not copied here
@@ -126,6 +134,8 @@ class WsConnection(asyncio.Protocol):
                 self._deliver(data, self._fragment_text)
         elif opcode is Opcode.PONG:
             self._pong_due = False
+        elif opcode is Opcode.CLOSE:
+            self._end()
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -306,8 +316,7 @@ class WsConnection(asyncio.Protocol):
             self._ping_timer.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
-            if self._closer is not None:
-                self._closer(self._close_error())
+            self._end()
 
     def pause_writing(self) -> None:
         self._writable = asyncio.get_running_loop().create_future()
@@ -340,71 +349,22 @@ class WsConnection(asyncio.Protocol):
             exc = ConnectionClosedOK(
                 protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
             )
-        rcvd = exc.rcvd
-        return TransportClosed(f"connection closed: {exc}", rcvd.code if rcvd else None,
-                               rcvd.reason if rcvd else "")
+        said = self._said()
+        return TransportClosed(f"connection closed: {exc}", said.code if said else None,
+                               said.reason if said else "")
 
-    def _close_error(self) -> BaseException | None:
-        exc = self.protocol.close_exc
-        rcvd = exc.rcvd
-        return None if rcvd is not None and rcvd.code in (1000, 1001) else exc
+    def _said(self) -> Close | None:
+        """The close that ended the connection: the peer's, or ours when we hung up
+        without waiting for the peer's (:meth:`hud.wsclient.WsClient.close`)."""
+        return self.protocol.close_rcvd or self.protocol.close_sent
 
-
-class WsClient(WsConnection):
-    """The client end; :func:`connect` builds it and waits for the handshake."""
-
-    protocol: ClientProtocol
-
-    def __init__(self, protocol: ClientProtocol) -> None:
-        super().__init__(protocol)
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def _handshake(self, event: Request | Response) -> None:
-        if self.opened.done():
-            return
-        if self.protocol.handshake_exc is not None:
-            self.opened.set_exception(self.protocol.handshake_exc)
-            self.transport.close()
-        else:
-            self.opened.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(
-                exc or ConnectionError("connection closed during the WebSocket handshake")
-            )
-        super().connection_lost(exc)
-
-
-async def connect(
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    max_size: int | None = 2**20,
-    ssl: ssl_module.SSLContext | None = None,
-    open_timeout: float = 10.0,
-) -> WsClient:
-    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``). Raises ``InvalidStatus`` when
-    the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
-    reached, ``TimeoutError`` after ``open_timeout``."""
-    uri = parse_uri(url)
-    protocol = ClientProtocol(uri, max_size=max_size)
-    request = protocol.connect()
-    for name, value in (headers or {}).items():
-        if name in request.headers:  # Headers is a multidict: replace, never add a second
-            del request.headers[name]
-        request.headers[name] = value
-    protocol.send_request(request)
-    loop = asyncio.get_running_loop()
-    if uri.secure and ssl is None:
-        ssl = ssl_module.create_default_context()
-    async with asyncio.timeout(open_timeout):
-        _, conn = await loop.create_connection(
-            lambda: WsClient(protocol), uri.host, uri.port, ssl=ssl if uri.secure else None,
-        )
-        try:
-            await conn.opened
-        except BaseException:
-            conn.transport.abort()
-            raise
-    return conn
+    def _end_reason(self) -> BaseException | None:
+        """None for a clean end (closed with 1000 or 1001), else the reason."""
+        protocol = self.protocol
+        said = self._said()
+        if said is not None and said.code in (1000, 1001):
+            return None
+        if protocol.state is State.CLOSED:
+            return protocol.close_exc
+        return ConnectionClosedError(protocol.close_rcvd, protocol.close_sent,
+                                     protocol.close_rcvd_then_sent)

@@ -31,16 +31,18 @@ class Turns:
         self._waiting: collections.deque[Callable[[], None]] = collections.deque()
         self._turn_pending = False
 
-    def admit(self, answer: Callable[[], None]) -> None:
-        """Call ``answer`` now, or in a later turn when this one has had its share."""
-        if self._used < self.per_turn and not self._waiting:
-            self._used += 1
-            answer()
-        else:
-            self._waiting.append(answer)
+    def admit(self, answer: Callable[[], None]) -> bool:
+        """Call ``answer`` now and return True, or return False and call it in a later turn,
+        when this one has had its share."""
         if not self._turn_pending:
             self._turn_pending = True
             asyncio.get_running_loop().call_soon(self._next_turn)
+        if self._used < self.per_turn and not self._waiting:
+            self._used += 1
+            answer()
+            return True
+        self._waiting.append(answer)
+        return False
 
     def _next_turn(self) -> None:
         self._turn_pending = False
@@ -110,8 +112,8 @@ class WsServerConnection(WsConnection):
                 self._upgrade(end)
                 return
             self._queued = True
-            self.pause_reading()
-            self._turns.admit(self._take_turn)
+            if not self._turns.admit(self._take_turn):
+                self.pause_reading()  # until its turn comes
         elif len(self._head) > MAX_HEAD:
             self._fall_back()
 

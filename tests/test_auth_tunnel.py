@@ -10,7 +10,7 @@ from conftest import serving, shouting_daemon
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from hud import Environment, wsconn
+from hud import Environment, wsclient
 from hud.client import Client, HudConnectionError, open_client
 from hud.protocol import errors
 from hud.server import Server, ServerConfig
@@ -78,7 +78,7 @@ async def test_a_wss_failure_without_a_message_names_its_cause(
         await reader.read()  # the client's TLS hello, unanswered, until the client gives up
         writer.close()
 
-    monkeypatch.setattr(wsconn, "connect", functools.partial(wsconn.connect, open_timeout=0.2))
+    monkeypatch.setattr(wsclient, "connect", functools.partial(wsclient.connect, open_timeout=0.2))
     peer = await asyncio.start_server(silent, "127.0.0.1", 0)
     async with peer:
         url = f"wss://127.0.0.1:{peer.sockets[0].getsockname()[1]}/v1/control"

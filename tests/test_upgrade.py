@@ -1,5 +1,6 @@
-"""hud.upgrade: the plain WebSocket upgrade is answered without websockets' parser; anything
-else is left to websockets (None), so nothing websockets refuses is accepted."""
+"""hud.upgrade: the plain WebSocket upgrade is answered without websockets' parser, and the
+client's request and the 101 it expects are written and checked without it; anything else is
+left to websockets (None), so nothing websockets refuses is accepted."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import serving
 from sample_env import env
+from websockets.exceptions import InvalidHeaderValue
 from websockets.utils import accept_key
 
+from hud import wsclient
 from hud.server import UPGRADES_PER_TURN
-from hud.upgrade import parse_upgrade, switching_protocols
+from hud.upgrade import (
+    accept_value,
+    parse_upgrade,
+    switched,
+    switching_protocols,
+    upgrade_request,
+)
 from hud.wsserver import Turns
 
 pytestmark = pytest.mark.anyio
@@ -80,9 +89,10 @@ async def test_frames_sent_with_the_handshake_are_served() -> None:
 
 async def test_upgrades_past_a_turns_share_wait_for_later_turns_in_order() -> None:
     turns, answered = Turns(per_turn=3), []
-    for n in range(8):  # all in this turn of the loop
-        turns.admit(lambda n=n: answered.append(n))
+    at_once = [turns.admit(lambda n=n: answered.append(n))  # all in this turn of the loop
+               for n in range(8)]
     assert answered == [0, 1, 2]
+    assert at_once == [True] * 3 + [False] * 5  # only the others pause their reading
     await asyncio.sleep(0)
     assert answered == [0, 1, 2, 3, 4, 5]
     await asyncio.sleep(0)
@@ -109,3 +119,76 @@ async def test_a_burst_of_upgrades_is_answered_in_full_and_one_that_leaves_is_sk
         async with asyncio.timeout(10):
             while server._handshaking:  # the leaver too: nothing is left waiting
                 await asyncio.sleep(0.01)
+
+
+# -- the client's side: its request from a template, the common 101 checked here --------
+
+
+def test_the_clients_request_is_a_plain_upgrade_with_its_headers() -> None:
+    request = upgrade_request("/v1/control", "127.0.0.1:8765", KEY,
+                              {"User-Agent": "hud/0", "Authorization": "Bearer t"})
+    assert request is not None and request.endswith(b"\r\n\r\n")
+    parsed = parse_upgrade(request[:-4])  # the server's own parser takes it as plain
+    assert parsed is not None
+    assert parsed[0].headers["Authorization"] == "Bearer t"
+    assert parsed[1] == accept_key(KEY)
+
+
+@pytest.mark.parametrize("headers", [{"Host": "elsewhere"}, {"connection": "close"},
+                                     {"X-Bad": "a\r\nInjected: 1"}, {"Bad Name": "x"}])
+def test_a_request_the_template_cannot_carry_is_left_to_websockets(headers) -> None:
+    assert upgrade_request("/v1/control", "h", KEY, headers) is None
+
+
+def test_the_servers_own_101_is_taken() -> None:
+    head = switching_protocols(accept_value(KEY), "hud/1")
+    assert switched(head[:-4], accept_key(KEY))
+
+
+@pytest.mark.parametrize("change", [
+    (0, b"HTTP/1.1 200 OK"), (0, b"HTTP/1.0 101 Switching Protocols"),
+    (3, b"Sec-WebSocket-Accept: d3Jvbmc="), (1, b"Upgrade: h2c"),
+    (2, b"Connection: keep-alive"), (2, b"Connection: Upgrade, bad token"),
+    (4, b"Sec-WebSocket-Extensions: permessage-deflate"),
+    (4, b"Sec-WebSocket-Protocol: chat"), (4, b"Upgrade: websocket"),
+    (4, b"Server: caf\xe9"), (4, b"no colon"),
+])
+def test_any_other_answer_is_left_to_websockets(change) -> None:
+    lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
+             b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + accept_key(KEY).encode(),
+             b"Server: hud/1"]
+    at, line = change
+    lines[at:at + 1] = [line] if at < 4 else [lines[4], line]
+    assert not switched(b"\r\n".join(lines), accept_key(KEY))
+
+
+async def test_an_unusual_101_is_decided_by_websockets_and_a_wrong_one_refused() -> None:
+    """A 101 with a byte outside visible ASCII in a header (obs-text, which websockets
+    takes) opens the connection through websockets; one with a wrong accept key fails."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     extra: bytes, wrong: bool) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b": ")[1] for line in head.split(b"\r\n")
+                   if line.startswith(b"Sec-WebSocket-Key"))
+        accept = accept_key("d3Jvbmc=" if wrong else key.decode()).encode()
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n"
+                     + extra + b"\r\n")
+        await reader.read()
+        writer.close()
+
+    for wrong in (False, True):
+        listener = await asyncio.start_server(
+            lambda r, w, wrong=wrong: answer(r, w, b"Server: caf\xe9\r\n", wrong),
+            "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1/control"
+        try:
+            if wrong:
+                with pytest.raises(InvalidHeaderValue, match="Sec-WebSocket-Accept"):
+                    await wsclient.connect(url)
+            else:
+                ws = await wsclient.connect(url)
+                assert ws.protocol.state.name == "OPEN"
+                await ws.close()
+        finally:
+            listener.close()

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from hud import Environment
 from hud.client import open_client
 from hud.errors import TransportClosed
-from hud.wsconn import connect as lean_connect
+from hud.wsclient import connect as lean_connect
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,162 @@
+"""The client end of a lean WebSocket connection (:mod:`hud.wsconn`), from its opening
+handshake on: what :class:`hud.client.Client` and the tunnels' local ports dial.
+
+The common handshake is written from a template and its answer checked by
+:mod:`hud.upgrade` (websockets' ``ClientProtocol`` builds the request header by header and
+parses the 101 with its generic HTTP parser: about a tenth of a short-lived client's time);
+anything else the server answers (a refusal, an unusual 101) goes to websockets, which
+decides it as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+
+from websockets.client import ClientProtocol
+from websockets.headers import build_host
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.uri import WebSocketURI, parse_uri
+
+from .upgrade import MAX_HEAD, accept_value, switched, upgrade_request
+from .wsconn import CLOSE_TIMEOUT, WsConnection
+
+
+class WsClient(WsConnection):
+    """The client end; :func:`connect` builds it and waits for the handshake. ``request`` is
+    the upgrade request to write (the template's); None when ``protocol`` holds it
+    (websockets built it, and decides the answer). ``max_size`` is the limit on a message."""
+
+    protocol: ClientProtocol
+
+    def __init__(self, protocol: ClientProtocol, request: bytes | None = None,
+                 max_size: int | None = None) -> None:
+        super().__init__(protocol)
+        self._max_size = max_size
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._request = request
+        self._head: bytearray | None = None if request is None else bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._request is not None:
+            self.transport.write(self._request)
+            self._request = None
+
+    def data_received(self, data: bytes | bytearray) -> None:
+        if self._head is None:
+            super().data_received(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > MAX_HEAD:
+                self._fall_back()
+            return
+        protocol = self.protocol
+        if not switched(self._head[:end], accept_value(protocol.key)):
+            self._fall_back()
+            return
+        rest, self._head = bytes(self._head[end + 4:]), None
+        # the handshake's protocol is dropped (its parser would keep it alive as garbage)
+        protocol.parser.close()
+        self.protocol = ClientProtocol(protocol.uri, state=State.OPEN, max_size=self._max_size)
+        self.opened.set_result(None)
+        if rest:  # frames the server sent right behind its 101
+            super().data_received(rest)
+
+    def _fall_back(self) -> None:
+        """Hand what arrived to websockets, which parses the answer to the same request."""
+        assert self._head is not None
+        data, self._head = bytes(self._head), None
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._head is not None:
+            self._fall_back()
+        return super().eof_received()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send our close frame and close TCP at once, without waiting for the server's
+        close frame: a hud server ends the session's connection when it reads ours (and
+        parks its task), so the round trip would tell us nothing. Returns when the socket
+        is closed; if the server is not taking data, after :data:`CLOSE_TIMEOUT` at most.
+        Idempotent."""
+        if self.transport is None or self.closed.done():
+            return
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            for data in self.protocol.data_to_send():  # no close timer: we close now
+                if data:
+                    self.transport.write(data)
+        self.transport.close()  # after what is buffered is written
+        if self.transport.get_write_buffer_size():  # the server is not taking data
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT)
+            except TimeoutError:
+                self.transport.abort()
+        await asyncio.shield(self.closed)
+
+    def _handshake(self, event: Request | Response) -> None:
+        if self.opened.done():
+            return
+        if self.protocol.handshake_exc is not None:
+            self.opened.set_exception(self.protocol.handshake_exc)
+            self.transport.close()
+        else:
+            self.opened.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(
+                exc or ConnectionError("connection closed during the WebSocket handshake")
+            )
+        super().connection_lost(exc)
+
+
+def _request(uri: WebSocketURI, protocol: ClientProtocol, headers: dict[str, str]
+             ) -> bytes | None:
+    """The template's upgrade request, or None (after handing websockets its own)."""
+    if not uri.user_info:  # credentials in the URL: websockets encodes them
+        request = upgrade_request(uri.resource_name, build_host(uri.host, uri.port, uri.secure),
+                                  protocol.key, headers)
+        if request is not None:
+            return request
+    built = protocol.connect()
+    for name, value in headers.items():
+        if name in built.headers:  # Headers is a multidict: replace, never add a second
+            del built.headers[name]
+        built.headers[name] = value
+    protocol.send_request(built)
+    return None
+
+
+async def connect(
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    max_size: int | None = 2**20,
+    ssl: ssl_module.SSLContext | None = None,
+    open_timeout: float = 10.0,
+) -> WsClient:
+    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``). Raises ``InvalidStatus`` when
+    the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
+    reached, ``TimeoutError`` after ``open_timeout``."""
+    uri = parse_uri(url)
+    protocol = ClientProtocol(uri, max_size=max_size)
+    request = _request(uri, protocol, headers or {})
+    loop = asyncio.get_running_loop()
+    if uri.secure and ssl is None:
+        ssl = ssl_module.create_default_context()
+    async with asyncio.timeout(open_timeout):
+        _, conn = await loop.create_connection(
+            lambda: WsClient(protocol, request, max_size), uri.host, uri.port,
+            ssl=ssl if uri.secure else None,
+        )
+        try:
+            await conn.opened
+        except BaseException:
+            conn.transport.abort()
+            raise
+    return conn
