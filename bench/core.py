@@ -455,6 +455,15 @@ async def _api_cycles(url: str, n: int, warmup: int) -> ref._Tally:
         await client.aclose()
 
 
+def _run(main: Any, uvloop: bool) -> Any:
+    """``main`` to its end on asyncio's own event loop, or on uvloop's."""
+    if uvloop:
+        import uvloop as uv
+
+        return uv.run(main)
+    return asyncio.run(main)
+
+
 def bench_api_persistent(url: str, n: int, warmup: int, timeout: float = 120.0,
                          uvloop: bool = False) -> dict:
     """B1.api_persistent: ``hud.Client`` on one connection, n start+grade cycles, on
@@ -464,12 +473,7 @@ def bench_api_persistent(url: str, n: int, warmup: int, timeout: float = 120.0,
     name = "B1.api_persistent_uvloop" if uvloop else "B1.api_persistent"
     main = asyncio.wait_for(_api_cycles(url, n, warmup), timeout)
     try:
-        if uvloop:
-            import uvloop as uv
-
-            tally = uv.run(main)
-        else:
-            tally = asyncio.run(main)
+        tally = _run(main, uvloop)
     except (OSError, ValueError, RpcError, TimeoutError) as exc:
         return _failed(name, n, exc, **extra)
     return record(SYSTEM, name, **tally.fields(n), **extra)
@@ -499,12 +503,7 @@ def bench_api_conn_per_cycle(url: str, n: int, warmup: int, timeout: float = 120
     name = "B1.api_conn_per_cycle_uvloop" if uvloop else "B1.api_conn_per_cycle"
     main = asyncio.wait_for(_api_conn_cycles(url, n, warmup), timeout)
     try:
-        if uvloop:
-            import uvloop as uv
-
-            tally = uv.run(main)
-        else:
-            tally = asyncio.run(main)
+        tally = _run(main, uvloop)
     except (OSError, ValueError, RpcError, TimeoutError) as exc:
         return _failed(name, n, exc, **extra)
     return record(SYSTEM, name, **tally.fields(n), **extra)

@@ -137,17 +137,7 @@ def test_eval_with_docker_in_fresh_containers_leaves_none(
     """``hud eval --runtime container:IMAGE`` through the docker CLI: every rollout graded in
     its own container, each removed (the warm one too) by the time hud exits."""
     assert docker_build.returncode == 0, docker_build.stderr[-4000:]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py", "oracle",
-         "--runtime", f"container:{DOCKER_TAG}", "--warm", "1", "--max-concurrent", "2",
-         "--json", "--trace-dir", str(tmp_path / "traces")],
-        cwd=REPO_ROOT, env=docker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-4000:]
-    runs = msgspec.json.decode(out)["runs"]
-    assert [(run["status"], run["reward"]) for run in runs] == [("completed", 1.0)] * 5
-    assert owned_by(owner_id(proc.pid)) == []
+    eval_letter_count_in_containers(DOCKER_TAG, tmp_path, env=docker_env)
 
 
 @pytest.mark.anyio
@@ -207,12 +197,18 @@ def test_a_failed_build_exits_9_with_the_engines_output(tmp_path: Path) -> None:
 def test_eval_in_fresh_containers_leaves_none(images: dict[str, str], tmp_path: Path) -> None:
     """``hud eval --runtime container:IMAGE`` with a warm container and one start at a time:
     every rollout graded, every container (the warm one too) gone when it exits."""
+    eval_letter_count_in_containers(images["letter_count"], tmp_path, "--max-starting", "1")
+
+
+def eval_letter_count_in_containers(image: str, tmp_path: Path, *flags: str,
+                                    env: dict[str, str] | None = None) -> None:
+    """``hud eval`` of letter_count's five tasks, a container per rollout and one warm:
+    every run completed with reward 1, and no container of that hud left when it exits."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hud", "eval", "examples/letter_count/tasks.py", "oracle",
-         "--runtime", f"container:{images['letter_count']}", "--warm", "1",
-         "--max-starting", "1", "--max-concurrent", "2", "--json",
-         "--trace-dir", str(tmp_path / "traces")],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--runtime", f"container:{image}", "--warm", "1", *flags, "--max-concurrent", "2",
+         "--json", "--trace-dir", str(tmp_path / "traces")],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-4000:]
     runs = msgspec.json.decode(out)["runs"]
