@@ -316,7 +316,7 @@ class Server:
         for name in ("Authorization", "Origin"):
             if (count := len(headers.get_all(name))) > 1:
                 return reject(connection, 400, InvalidRequest.code,
-                               f"the handshake carries {count} {name} headers: send one")
+                              f"the handshake carries {count} {name} headers: send one")
         origin = headers.get("Origin")
         if origin is not None and origin.lower() not in self._origins:
             err = Unauthorized(f"connections from web pages are refused (Origin {origin!r}); "
