@@ -5,6 +5,7 @@ Deliberately free of heavy imports: the CLI's fast path uses it.
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import AddressError
@@ -28,3 +29,12 @@ def control_url(url: str) -> str:
         raise AddressError(f"{url}: the port must be a number from 0 to 65535") from None
     path = parts.path if parts.path not in ("", "/") else CONTROL_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -9,7 +9,8 @@ that does not offer one answers 400 or 426, and the forwarder falls back to a We
 binary frames carry the bytes, as it does over ``wss://``. Where the server offers local
 tunnels (a client on its host, as its user: :mod:`hud.localtunnel`), the forwarder instead
 hands the accepted socket itself to the server, which splices it to the daemon: one hop
-and one relay fewer. When either side closes, the other is closed.
+and one relay fewer (:mod:`hud.splicedtunnel` opens bare and local tunnels). When either
+side closes, the other is closed.
 
 When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
 1011 and a reason naming the capability (a bare tunnel answers ``error REASON`` instead of
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,15 +34,8 @@ from .address import TUNNEL_PREFIX
 from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
 from .protocol.messages import Binding
-from .tunnel import (
-    DIAL_TIMEOUT,
-    RAW_UPGRADE,
-    SPLICE_AVAILABLE,
-    Splice,
-    TcpEnd,
-    dial,
-    take_socket,
-)
+from .splicedtunnel import Lifelines, hand_over, open_bare, splice_bare
+from .tunnel import DIAL_TIMEOUT, SPLICE_AVAILABLE, Splice, TcpEnd
 from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
@@ -111,7 +104,7 @@ class Forwarder:
         self._ends: set[TcpEnd] = set()
         self._sockets: set[WsConnection] = set()
         self._splices: set[Splice] = set()
-        self._lifelines: set[socket.socket] = set()  # one per local tunnel
+        self._lifelines = Lifelines()  # one per local tunnel
         if not self.url.startswith("ws://"):
             self.raw = False
 
@@ -143,8 +136,7 @@ class Forwarder:
             end.close()
         for splice in list(self._splices):
             splice.close()
-        for lifeline in list(self._lifelines):
-            self._let_go(lifeline)
+        self._lifelines.close()
         await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
         if self._server is not None:
             await self._server.wait_closed()
@@ -188,31 +180,10 @@ class Forwarder:
         if opened is None:
             self.raw = False
             return False
-        sock, status, rest = opened
-        if status != "ok":
-            sock.close()
-            self._fail(status.removeprefix("error ") or "the environment closed the tunnel")
-            end.close()
-            self._ends.discard(end)
-            return True
-        if end.transport is None or end.transport.is_closing():
-            sock.close()
-            self._ends.discard(end)
-            return True
-        app = take_socket(end.transport)
         self._ends.discard(end)
-        loop = asyncio.get_running_loop()
-        try:
-            for data in end.take_early():  # read before its reading paused
-                await loop.sock_sendall(sock, data)
-            if rest:  # the daemon's first bytes came with the status line
-                await loop.sock_sendall(app, rest)
-        except OSError:
-            sock.close()
-            app.close()
-            return True
-        splice = Splice(app, sock, lambda _: self._splices.discard(splice))
-        self._splices.add(splice)
+        splice = await splice_bare(end, opened, self._fail, self._splices.discard)
+        if splice is not None:
+            self._splices.add(splice)
         return True
 
     async def _open_local(self, end: TcpEnd) -> bool:
@@ -226,43 +197,9 @@ class Forwarder:
             self.local = None
             return False
         self._ends.discard(end)
-        if end.transport is None or end.transport.is_closing():
-            conn.close()
-            return True
-        app = take_socket(end.transport)
-        try:
-            async with asyncio.timeout(DIAL_TIMEOUT):
-                status = await localtunnel.hand_over(conn, self.name, self.token, app,
-                                                     b"".join(end.take_early()))
-        except BaseException:
-            conn.close()
-            raise
-        finally:
-            app.close()  # the server holds it now (or it ends here)
-        if status != "ok":
-            conn.close()
-            self._fail(status.removeprefix("error ") or "the environment refused the tunnel")
-            return True
-        self._lifelines.add(conn)
-        asyncio.get_running_loop().add_reader(conn, self._lifeline_readable, conn)
+        if await hand_over(end, conn, self.name, self.token, self._fail):
+            self._lifelines.hold(conn)
         return True
-
-    def _lifeline_readable(self, conn: socket.socket) -> None:
-        """The server sends nothing after ``ok``: readable means the tunnel has ended."""
-        try:
-            if conn.recv(64):
-                return
-        except BlockingIOError:
-            return
-        except OSError:
-            pass
-        self._let_go(conn)
-
-    def _let_go(self, conn: socket.socket) -> None:
-        """Close a local tunnel's Unix connection (the server then ends the tunnel)."""
-        self._lifelines.discard(conn)
-        asyncio.get_running_loop().remove_reader(conn)
-        conn.close()
 
     def _tunnel_ended(self, ws: WsConnection, end: TcpEnd) -> None:
         self._sockets.discard(ws)
@@ -276,62 +213,6 @@ class Forwarder:
         log.warning("tunnel to capability %r failed: %s", self.name, reason)
         self.errors.append(reason)
         self.failed.set()
-
-
-async def open_bare(url: str, headers: dict[str, str] | None,
-                    ) -> tuple[socket.socket, str, bytes] | None:
-    """Ask the server at ``url`` (``ws://``) for a bare tunnel (``Upgrade: hud-tunnel/1``).
-    Returns the socket, the server's status line (``ok``, or ``error REASON``) and the bytes
-    read past it; None when the server offers no bare tunnels (it answers 400 or 426, as a
-    WebSocket-only server does). Raises ``OSError`` naming the HTTP status for any other
-    refusal (401, 404...) and when the server cannot be reached."""
-    parts = urlsplit(url)
-    sock = await dial(parts.hostname or "127.0.0.1", parts.port or 80)
-    try:
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", f"Upgrade: {RAW_UPGRADE}",
-                 "Connection: Upgrade", *(f"{k}: {v}" for k, v in (headers or {}).items())]
-        loop = asyncio.get_running_loop()
-        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
-        head, rest = await _read_until(sock, b"\r\n\r\n", b"")
-        status, upgrade = _parse_head(head)
-        if status in (400, 426):
-            sock.close()
-            return None
-        if status != 101 or upgrade != RAW_UPGRADE:
-            raise OSError(f"HTTP {status}")
-        line, rest = await _read_until(sock, b"\n", rest)
-    except BaseException:
-        sock.close()
-        raise
-    return sock, line.decode(errors="replace").rstrip(), rest
-
-
-async def _read_until(sock: socket.socket, marker: bytes, data: bytes,
-                      limit: int = 65536) -> tuple[bytes, bytes]:
-    """Bytes up to ``marker`` (excluded) and those after it, reading ``sock`` as needed."""
-    loop = asyncio.get_running_loop()
-    while marker not in data:
-        if len(data) > limit:
-            raise OSError(f"no {marker!r} in the first {limit} bytes of the server's answer")
-        more = await loop.sock_recv(sock, 65536)
-        if not more:
-            raise OSError("the server closed the connection during the tunnel's handshake")
-        data += more
-    head, _, rest = data.partition(marker)
-    return head, rest
-
-
-def _parse_head(head: bytes) -> tuple[int, str]:
-    """The status code and the ``Upgrade`` header (lower case) of an HTTP response head."""
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    try:
-        status = int(status_line.split(" ", 2)[1])
-    except (IndexError, ValueError):
-        raise OSError(f"not an HTTP response: {status_line[:80]!r}") from None
-    upgrade = next((value.strip().lower() for name, _, value in
-                    (f.partition(":") for f in fields) if name.strip().lower() == "upgrade"), "")
-    return status, upgrade
 
 
 def find_opener(family: str) -> Callable[[Binding], Awaitable[Any]]:

@@ -3,7 +3,8 @@
 Paths on the port:
 
 * ``/v1/control``: a control session (JSON-RPC 2.0, one request or response per text frame);
-* ``/v1/tunnel/{capability}``: a byte tunnel to a declared capability's daemon.
+* ``/v1/tunnel/{capability}``: a byte tunnel to a declared capability's daemon, and
+  ``/v1/local``, local tunnels' Unix socket: both served by :mod:`hud.tunnelhost`.
 
 When a token is set, every handshake must carry it (``Authorization: Bearer <token>``, or
 ``?token=`` in the URL); a server bound beyond loopback always has one. A handshake from a web
@@ -20,38 +21,33 @@ import ipaddress
 import logging
 import secrets
 import socket
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from . import ports
-from .address import CONTROL_PATH, TUNNEL_PREFIX
+from .address import CONTROL_PATH, is_loopback
 from .control import ControlConnection
 from .environment import Environment
 from .forks import Forks
 from .handlers import Host
-from .localtunnel import LOCAL_PATH, LocalTunnels
 from .memory import MemoryEnd, memory_pipe
 from .nursery import Nursery
-from .protocol import codec
 from .protocol.errors import InvalidRequest, LimitExceeded, Unauthorized
 from .protocol.messages import PROTOCOL_VERSION, TemplateInfo
 from .protocol.methods import METHODS
 from .session import Registry
 from .steps import cancel_caller
 from .transport import Transport
-from .tunnel import RAW_UPGRADE, SPLICE_AVAILABLE, BareTunnel, link_daemon, take_socket
+from .tunnelhost import TunnelHost
 from .watchdog import Watchdog
-from .wsserver import Turns, WsServerConnection
+from .wsserver import Refusal, Turns, WsServerConnection, reject
 
 log = logging.getLogger(__name__)
 
-LINGER = 1.0
-"""Seconds a refused connection may take to read its 503 and hang up."""
 UPGRADES_PER_TURN = 16
 """WebSocket upgrades answered per turn of the event loop (:class:`hud.wsserver.Turns`)."""
 
@@ -107,15 +103,6 @@ class ServerConfig:
     (:mod:`hud.watchdog`; main thread only). ``None``: never (``hud serve`` sets 10 s)."""
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Server:
     """One environment on one port. Use as ``async with Server(env, config) as server:``.
 
@@ -158,9 +145,7 @@ class Server:
         self._turns = Turns(UPGRADES_PER_TURN)
         self._listener: asyncio.Server | None = None
         self._sockets: set[WsServerConnection] = set()  # every open WebSocket
-        self._bare_pending: set[WsServerConnection] = set()  # answered hud-tunnel/1
-        self._bare: set[BareTunnel] = set()  # bare and local tunnels (see hud.tunnel)
-        self._local: LocalTunnels | None = None
+        self.tunnels = TunnelHost(env, self.token, self._tasks, self._over_limit)
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
         self._closing = False
@@ -202,10 +187,8 @@ class Server:
             raise
         await self._tasks.open()
         self._sweeper = self._tasks.spawn(self._sweep(), name="hud-park-sweeper")
-        if listen and self.config.local_tunnels and SPLICE_AVAILABLE:
-            # its socket is made at the first ask: most servers' clients open no tunnel
-            self._local = LocalTunnels(self.token, self._local_refusal, self._open_local,
-                                       lambda work: self._tasks.spawn(work, guarded=True))
+        if listen and self.config.local_tunnels:
+            self.tunnels.offer_local()
         if self.config.interrupt_blocking:
             self._watchdog = Watchdog(self.config.interrupt_blocking)
             if not self._watchdog.start():
@@ -274,15 +257,12 @@ class Server:
         if self._listener is not None:
             ports.release(self.port)  # still bound: aclose runs once
             self._listener.close()
-        if self._local is not None:
-            self._local.close()
         conns = list(self.connections)
         for conn in conns:
             conn.cancel_soon(reason)
         for ws in list(self._sockets):  # tunnels (control sockets close below)
             ws.close_soon(code, reason)
-        for tunnel in list(self._bare):
-            tunnel.close()
+        self.tunnels.close()
         await asyncio.gather(
             *(conn.transport.close(code, reason) for conn in conns),
             *(ws.close() for ws in list(self._sockets)),
@@ -305,14 +285,6 @@ class Server:
         await self.env.stop()
         log.info("stopped %r", self.env.name)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], transport: Transport) -> None:
-        """Run ``work`` in the server's nursery; once shutting down, close instead."""
-        if self._closing or not self._tasks.accepting:
-            work.close()
-            transport.close_soon(1001, "server shutting down")
-            return
-        self._tasks.spawn(work, guarded=True)
-
     async def _sweep(self) -> None:
         interval = max(min(self.config.park_ttl / 4, 5.0), 0.01)
         while True:
@@ -330,56 +302,27 @@ class Server:
         parts = urlsplit(request.path)
         if self.token is not None and not self._authorized(request.headers, parts.query):
             err = Unauthorized("missing or wrong token: pass --token or set HUD_TOKEN")
-            return _reject(connection, 401, err.code, err.message)
+            return reject(connection, 401, err.code, err.message)
         if parts.path == CONTROL_PATH:
             return None
-        if parts.path == LOCAL_PATH:
-            return self._local_answer(connection)
-        if parts.path.startswith(TUNNEL_PREFIX):
-            name = unquote(parts.path.removeprefix(TUNNEL_PREFIX))
-            names = [b.name for b in self.env.capabilities]
-            if name in names:
-                return self._bare_upgrade(connection, request)
-            return _reject(connection, 404, -32602,
-                           f"no capability {name!r} is declared (declared: {names})")
-        return _reject(connection, 404, -32601,
-                       f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
-
-    def _bare_upgrade(self, connection: WsServerConnection, request: Request) -> Response | None:
-        """A 101 to ``hud-tunnel/1`` for a client that asks for a bare tunnel (and a
-        platform that can splice); None, the WebSocket handshake, for any other."""
-        asked = [token.strip().lower() for value in request.headers.get_all("Upgrade")
-                 for token in value.split(",")]
-        if not SPLICE_AVAILABLE or RAW_UPGRADE not in asked:
-            return None
-        self._bare_pending.add(connection)
-        return Response(101, "Switching Protocols",
-                        Headers([("Upgrade", RAW_UPGRADE), ("Connection", "Upgrade")]))
-
-    def _local_answer(self, connection: WsServerConnection) -> Response:
-        """``GET /v1/local``: the Unix socket's path for local tunnels, to a loopback peer of
-        a server that offers them; 404 otherwise (what a server without them answers)."""
-        peer = connection.transport.get_extra_info("peername") if connection.transport else None
-        local = self._local
-        if local is not None and local.path is None and not self._closing and not local.start():
-            self._local = local = None  # cannot listen here: no use trying again
-        if local is None or local.path is None or not peer or not is_loopback(peer[0]):
-            return _reject(connection, 404, -32601, "no local tunnels here")
-        return connection.respond(200, local.path)
+        if self.tunnels.serves(parts.path):
+            return self.tunnels.check_request(connection, request, parts.path)
+        return reject(connection, 404, -32601,
+                      f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
 
     def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
         """400 for a repeated ``Authorization`` or ``Origin`` (which one would count?); 403
         for an ``Origin`` not allowed: only browsers send one, for the page that opened it."""
         for name in ("Authorization", "Origin"):
             if (count := len(headers.get_all(name))) > 1:
-                return _reject(connection, 400, InvalidRequest.code,
-                               f"the handshake carries {count} {name} headers: send one")
+                return reject(connection, 400, InvalidRequest.code,
+                              f"the handshake carries {count} {name} headers: send one")
         origin = headers.get("Origin")
         if origin is not None and origin.lower() not in self._origins:
             err = Unauthorized(f"connections from web pages are refused (Origin {origin!r}); "
                                "allow this origin with --allow-origin (ServerConfig."
                                "allowed_origins)")
-            return _reject(connection, 403, err.code, err.message)
+            return reject(connection, 403, err.code, err.message)
         return None
 
     def _authorized(self, headers: Headers, query: str) -> bool:
@@ -397,7 +340,7 @@ class Server:
         """The protocol for a new connection: a WebSocket, or a refusal past a limit."""
         refused = self._over_limit()
         if refused is not None:
-            return _Refusal(refused)
+            return Refusal(refused)
         ws = WsServerConnection(
             self._check_request,
             self._opened,
@@ -416,7 +359,7 @@ class Server:
             return LimitExceeded(
                 f"too many connections in their handshake (limit {config.max_handshakes}): "
                 "try again shortly", {"limit": "max_handshakes", "value": config.max_handshakes})
-        if len(self._handshaking) + len(self._sockets) + len(self._bare) \
+        if len(self._handshaking) + len(self._sockets) + len(self.tunnels.bare) \
                 >= config.max_connections:
             return LimitExceeded(
                 f"too many connections (limit {config.max_connections}): try again later",
@@ -425,18 +368,15 @@ class Server:
 
     def _opened(self, ws: WsServerConnection, target: str) -> None:
         self._handshaking.discard(ws)
-        if ws in self._bare_pending:
-            self._bare_pending.discard(ws)
-            self._open_bare(ws, unquote(urlsplit(target).path.removeprefix(TUNNEL_PREFIX)))
+        if self.tunnels.take_bare(ws, target):
             return
         self._sockets.add(ws)
-        path = urlsplit(target).path
-        if path == CONTROL_PATH:
+        if urlsplit(target).path == CONTROL_PATH:
             if self.config.ping_interval:
                 ws.watch_liveness(self.config.ping_interval, self.config.ping_timeout)
             self._serve_control(ws)
         else:
-            self._spawn(self._tunnel(ws, unquote(path.removeprefix(TUNNEL_PREFIX))), ws)
+            self.tunnels.link(ws, target)
 
     def _lost(self, ws: WsServerConnection) -> None:
         self._handshaking.discard(ws)
@@ -452,48 +392,6 @@ class Server:
         self.connections.add(conn)
         conn.open()
 
-    def _open_bare(self, ws: WsServerConnection, name: str) -> None:
-        # from here on the socket is the tunnel's: the WebSocket object is dropped
-        self._adopt(BareTunnel(take_socket(ws.transport)), name)
-
-    def _open_local(self, reader: socket.socket, control: socket.socket, name: str,
-                    early: bytes) -> None:
-        self._adopt(BareTunnel(reader, control), name, early)
-
-    def _local_refusal(self, name: str) -> str | None:
-        """Why a local tunnel to ``name`` may not open: the checks of the handshake."""
-        names = [b.name for b in self.env.capabilities]
-        if name not in names:
-            return f"no capability {name!r} is declared (declared: {names})"
-        refused = self._over_limit()
-        return None if refused is None else refused.message
-
-    def _adopt(self, tunnel: BareTunnel, name: str, early: bytes = b"") -> None:
-        if self._closing or not self._tasks.accepting:
-            tunnel.close()
-            return
-        self._bare.add(tunnel)
-        tunnel.closed.add_done_callback(lambda _: self._bare.discard(tunnel))
-        self._tasks.spawn(self._bare_tunnel(tunnel, name, early), guarded=True)
-
-    async def _bare_tunnel(self, tunnel: BareTunnel, name: str, early: bytes) -> None:
-        try:
-            await tunnel.run(self.env.capability(name), early)
-        except OSError as exc:
-            log.warning("tunnel to %r failed: %s", name, exc)
-        except Exception:  # a bug in hud: this tunnel ends, the server serves on
-            log.exception("tunnel to %r failed", name)
-
-    async def _tunnel(self, ws: WsServerConnection, name: str) -> None:
-        try:
-            await link_daemon(ws, self.env.capability(name))
-        except OSError as exc:
-            log.warning("tunnel to %r failed: %s", name, exc)
-            await ws.close(1011, str(exc)[:120])
-        except Exception:  # a bug in hud: this tunnel ends, the server serves on
-            log.exception("tunnel to %r failed", name)
-            await ws.close(1011, "internal error")
-
 
 def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:
     """Turn on TCP keepalive for a socket (Linux names the timings)."""
@@ -502,46 +400,3 @@ def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:
         for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
             if hasattr(socket, option):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), int(value))
-
-
-class _Refusal(asyncio.Protocol):
-    """A connection past a limit, refused without a parser or a handshake: answered 503 with
-    the error as JSON as soon as its request starts (a client answered before it has sent its
-    request may miss the answer), then shut our side, so that a client still sending is not
-    reset before it reads it. Dropped when the client hangs up, or after :data:`LINGER`."""
-
-    def __init__(self, error: LimitExceeded) -> None:
-        self.error = error
-        self.transport: Any = None  # an asyncio or uvloop transport (no common base class)
-        self.timer: asyncio.TimerHandle | None = None
-        self.answered = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.timer = asyncio.get_running_loop().call_later(LINGER, self.transport.abort)
-
-    def data_received(self, data: bytes) -> None:
-        if self.answered or self.transport.is_closing():
-            return
-        self.answered = True
-        body = codec.encode({"code": self.error.code, "message": self.error.message,
-                             "data": self.error.data}) + b"\n"
-        headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(body)),
-                           "Connection": "close", "Server": f"hud/{PROTOCOL_VERSION}"})
-        self.transport.write(Response(503, "Service Unavailable", headers, body).serialize())
-        self.transport.write_eof()
-
-    def eof_received(self) -> bool:
-        return False  # the transport closes
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-
-
-def _reject(connection: WsServerConnection, status: int, code: int, message: str) -> Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    response = connection.respond(status, codec.encode(body).decode() + "\n")
-    del response.headers["Content-Type"]  # a multidict: replace the plain-text one
-    response.headers["Content-Type"] = "application/json"
-    return response

@@ -1,22 +1,31 @@
 """The server end of a lean WebSocket connection (:mod:`hud.wsconn`): one accepted
-connection of :class:`hud.server.Server`, from its opening handshake on."""
+connection of :class:`hud.server.Server`, from its opening handshake on (:func:`reject`
+refuses one with a JSON body), or one past a limit, refused unparsed (:class:`Refusal`)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 from collections.abc import Callable
+from typing import Any
 
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .protocol import codec
+from .protocol.errors import LimitExceeded
+from .protocol.messages import PROTOCOL_VERSION
 from .upgrade import MAX_HEAD, parse_upgrade, switching_protocols
 from .wsconn import WsConnection
 
 Gate = Callable[["WsServerConnection", Request], Response | None]
 Opened = Callable[["WsServerConnection", str], None]
 Lost = Callable[["WsServerConnection"], None]
+
+LINGER = 1.0
+"""Seconds a refused connection may take to read its 503 and hang up."""
 
 
 class Turns:
@@ -184,3 +193,47 @@ class WsServerConnection(WsConnection):
         else:
             self._flush()
             self.transport.close()
+
+
+class Refusal(asyncio.Protocol):
+    """A connection past a limit, refused without a parser or a handshake: answered 503 with
+    the error as JSON as soon as its request starts (a client answered before it has sent its
+    request may miss the answer), then shut our side, so that a client still sending is not
+    reset before it reads it. Dropped when the client hangs up, or after :data:`LINGER`."""
+
+    def __init__(self, error: LimitExceeded) -> None:
+        self.error = error
+        self.transport: Any = None  # an asyncio or uvloop transport (no common base class)
+        self.timer: asyncio.TimerHandle | None = None
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(LINGER, self.transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered or self.transport.is_closing():
+            return
+        self.answered = True
+        body = codec.encode({"code": self.error.code, "message": self.error.message,
+                             "data": self.error.data}) + b"\n"
+        headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(body)),
+                           "Connection": "close", "Server": f"hud/{PROTOCOL_VERSION}"})
+        self.transport.write(Response(503, "Service Unavailable", headers, body).serialize())
+        self.transport.write_eof()
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def reject(connection: WsServerConnection, status: int, code: int, message: str) -> Response:
+    """The answer refusing ``connection``'s handshake: ``status``, and the error as JSON."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    response = connection.respond(status, codec.encode(body).decode() + "\n")
+    del response.headers["Content-Type"]  # a multidict: replace the plain-text one
+    response.headers["Content-Type"] = "application/json"
+    return response

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from conftest import serving, shouting_daemon
 
-from hud import Environment, forward, server
+from hud import Environment, forward, tunnelhost
 from hud.client import open_client
 from hud.errors import CapabilityUnavailable
 
@@ -146,7 +146,7 @@ async def test_forwarder_splices_where_offered_and_falls_back_to_websocket(
             forwarder = client._tunnels.forwarders["shout"]
             assert forwarder.raw and len(forwarder._splices) == 1 and not forwarder._sockets
             writer.close()
-        monkeypatch.setattr(server, "SPLICE_AVAILABLE", False)  # a WebSocket-only server
+        monkeypatch.setattr(tunnelhost, "SPLICE_AVAILABLE", False)  # a WebSocket-only server
         async with open_client(srv.url) as client:
             local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
             reader, writer = await asyncio.open_connection("127.0.0.1", local)

@@ -66,7 +66,7 @@ async def test_forwarder_hands_its_socket_over_and_the_server_splices_it() -> No
         forwarder = client._tunnels.forwarders["shout"]
         # the forwarder relays nothing: the server holds the reader's socket
         assert len(forwarder._lifelines) == 1 and not forwarder._splices
-        assert not forwarder._sockets and len(srv._bare) == 1
+        assert not forwarder._sockets and len(srv.tunnels.bare) == 1
         writer.close()
 
 
@@ -104,7 +104,7 @@ async def test_wrong_token_and_undeclared_capability_are_refused() -> None:
             assert await asyncio.wait_for(loop.sock_recv(ours, 10), 5) == b""
             ours.close()
             conn.close()
-        assert not srv._bare
+        assert not srv.tunnels.bare
 
 
 async def test_unreachable_daemon_is_the_capabilitys_error() -> None:
@@ -144,8 +144,8 @@ async def test_falls_back_to_bare_tunnels_where_the_unix_socket_is_unreachable()
 async def test_the_path_is_given_only_with_the_token() -> None:
     async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
         assert await localtunnel.probe(srv.url, "wrong") is None
-        assert srv._local is not None and srv._local.path is None  # not made for it
-        assert await localtunnel.probe(srv.url, "t0k") == srv._local.path
+        assert srv.tunnels.local is not None and srv.tunnels.local.path is None  # not made for it
+        assert await localtunnel.probe(srv.url, "t0k") == srv.tunnels.local.path
 
 
 async def test_server_shutdown_cuts_local_tunnels() -> None:
@@ -172,7 +172,7 @@ async def test_closing_the_client_cuts_its_local_tunnels() -> None:
         # the lifeline closed: the server ended the tunnel, both ways
         assert await asyncio.wait_for(reader.read(), 5) == b""
         await asyncio.wait_for(writers[0].wait_closed(), 5)
-        assert not srv._bare
+        assert not srv.tunnels.bare
         writer.close()
 
 

@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ..server import is_loopback
+from ..address import is_loopback
 
 log = logging.getLogger(__name__)
 
