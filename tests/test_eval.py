@@ -142,6 +142,19 @@ async def test_a_worker_whose_template_blocks_its_loop_is_killed_after_release(
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
+async def test_a_pool_without_pidfds_still_stops_its_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``pidfd_open`` is refused (a seccomp filter, an old kernel), a released worker
+    gets its SIGTERM alone, and the rollout's outcome stands."""
+    def refused(pid: int) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    async with PoolRuntime(size=1) as pool:
+        job = await words().run(Scripted(lambda run: "3"), runtime=pool, max_concurrent=1)
+    assert [(run.error, run.reward) for run in job.runs] == [(None, 1.0)] * 3  # three r each
+
+
 async def test_group_runs_share_a_group_id_and_give_advantages() -> None:
     flaky = iter([1, 0, 1, 1] * 3)
 

@@ -33,9 +33,9 @@ KILL_AFTER = 10.0  # seconds a released worker has for its cleanup, as stop_proc
 
 
 class Stopping:
-    """One released worker on its way out, watched through a pidfd: the worker is the
-    zygote's child, not ours, so a pidfd is the one handle that can neither miss its exit
-    nor signal another process that reused its pid."""
+    """One released worker on its way out, watched through the pidfd opened when it reported
+    ready: the worker is the zygote's child, not ours, and the zygote reaps it the moment it
+    exits, so its bare pid could name another process by the time it is released."""
 
     def __init__(self, pidfd: int, kill_after: float) -> None:
         loop = asyncio.get_running_loop()
@@ -45,16 +45,12 @@ class Stopping:
         loop.add_reader(pidfd, self._done)  # a pidfd reads ready once the process exits
 
     @classmethod
-    def begin(cls, pid: int, kill_after: float) -> Stopping | None:
-        """SIGTERM ``pid`` and watch it; ``None`` if it is already gone, or where there are
-        no pidfds (not Linux), where it gets the SIGTERM alone."""
-        if not hasattr(os, "pidfd_open"):
+    def begin(cls, pid: int, pidfd: int | None, kill_after: float) -> Stopping | None:
+        """SIGTERM the worker and watch it; without a pidfd (see :func:`open_pidfd`) it gets
+        the SIGTERM alone, and ``None`` is returned."""
+        if pidfd is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            return None
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
             return None
         stopping = cls(pidfd, kill_after)
         stopping._signal(signal.SIGTERM)
@@ -69,6 +65,15 @@ class Stopping:
         asyncio.get_running_loop().remove_reader(self.pidfd)
         os.close(self.pidfd)
         self.exited.set_result(None)
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid``, or ``None`` where there is none to have: not Linux, a kernel
+    before 5.3, a seccomp filter that refuses the call, or the process already gone."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +95,7 @@ class Zygote:
         self._ready: asyncio.Queue[Worker | HudConnectionError] = asyncio.Queue()
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._live: set[int] = set()
+        self._live: dict[int, int | None] = {}  # ready or serving worker: pid → its pidfd
         self._stopping: set[Stopping] = set()
         self.kill_after = kill_after
 
@@ -127,7 +132,7 @@ class Zygote:
             kind, _, rest = raw.decode().strip().partition(" ")
             pid_text, _, detail = rest.partition(" ")
             if kind == "READY":
-                self._live.add(int(pid_text))
+                self._live[int(pid_text)] = open_pidfd(int(pid_text))
                 self._ready.put_nowait(Worker(int(pid_text), detail))
             elif kind == "FAILED":
                 self._ready.put_nowait(HudConnectionError(
@@ -152,8 +157,9 @@ class Zygote:
         """Stop a worker that served its rollout: SIGTERM (its cleanup runs in the worker),
         SIGKILL after :attr:`kill_after` seconds if it has not exited by then (a template
         that blocks its event loop never sees the SIGTERM)."""
-        self._live.discard(worker.pid)
-        stopping = Stopping.begin(worker.pid, self.kill_after)
+        if worker.pid not in self._live:
+            return
+        stopping = Stopping.begin(worker.pid, self._live.pop(worker.pid), self.kill_after)
         if stopping is not None:
             self._stopping.add(stopping)
             stopping.exited.add_done_callback(lambda _: self._stopping.discard(stopping))
