@@ -133,6 +133,9 @@ class LocalTunnels:
         except (OSError, ValueError, TimeoutError) as exc:
             log.info("local tunnel refused: %s", exc)
             name, refused = "", f"bad request: {exc}"
+        except BaseException:  # cancelled: the server is closing, and nothing may leak
+            conn.close()
+            raise
         if refused is not None or reader is None:
             with contextlib.suppress(OSError):
                 conn.send(f"error {refused}\n".encode())
@@ -184,7 +187,8 @@ async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket]
             data += more
         if len(fds) != 1:
             raise ValueError(f"{len(fds)} sockets handed over, not one")
-        reader = socket.socket(fileno=fds.pop())  # ENOTSOCK for anything else
+        reader = socket.socket(fileno=fds[0])  # ENOTSOCK for anything else (closed below)
+        fds.clear()
     finally:
         for fd in fds:
             os.close(fd)

@@ -107,6 +107,34 @@ async def test_wrong_token_and_undeclared_capability_are_refused() -> None:
         assert not srv.tunnels.bare
 
 
+async def test_a_descriptor_that_is_not_a_socket_is_refused_and_closed() -> None:
+    """A pipe handed over in place of a socket: refused, and the server keeps no copy of it
+    (it used to keep each one, until it ran out of descriptors)."""
+    class Pipe:  # what hand_over uses of a socket
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def fileno(self) -> int:
+            return self.fd
+
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        path = await local_path(srv)
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            conn = await localtunnel.connect(path)
+            assert conn is not None
+            read, write = os.pipe()
+            try:
+                status = await localtunnel.hand_over(conn, "shout", None, Pipe(read), b"")
+            finally:
+                conn.close()
+                os.close(read)
+                os.close(write)
+            assert status.startswith("error bad request")
+        # (the server closed its copies before it answered: it shares this loop)
+        assert len(os.listdir("/proc/self/fd")) <= before
+
+
 async def test_unreachable_daemon_is_the_capabilitys_error() -> None:
     async with shouting_daemon() as (port, _):
         pass  # nothing listens there any more
