@@ -32,7 +32,7 @@ from . import __version__, address, wsclient
 from .address import DEFAULT_URL
 from .errors import AddressError, HudConnectionError, TransportClosed
 from .protocol.connection import ClientConnection
-from .protocol.errors import HudError, Unauthorized
+from .protocol.errors import HudError, SessionBusy, Unauthorized
 from .protocol.messages import (
     SUPPORTED_VERSIONS,
     UNSET,
@@ -66,6 +66,8 @@ if TYPE_CHECKING:
     from .protocol.messages import Binding
 
 B = TypeVar("B", bound=Body)
+
+RESUME_BUSY_FOR = 1.0  # seconds a resume retries session_busy (see Client.connect)
 
 
 def control_url(url: str) -> str:
@@ -107,16 +109,30 @@ class Client:
         ready_timeout: float = 0.0,
         max_size: int | None = 64 * 1024 * 1024,
     ) -> Client:
-        """Connect and exchange manifests; ``session_id`` resumes a parked session.
+        """Connect and exchange manifests; ``session_id`` resumes a parked session (a
+        ``session_busy`` answer is retried for up to :data:`RESUME_BUSY_FOR` seconds: the
+        session's last connection may still be ending).
 
         With ``ready_timeout`` > 0, connection failures are retried until it runs out (for an
         environment that is still starting). A rejected token is never retried.
         """
         target = control_url(url)
-        transport = await _dial(target, token, ready_timeout, max_size)
-        self = await cls.over(transport, target, session_id=session_id, client=client)
-        self.token = token  # tunnels authenticate as the control connection did
-        return self
+        # A session whose last connection closed is parked once the server has read the close
+        # and that connection's requests have ended; a resume that comes sooner is "busy".
+        busy_until = time.monotonic() + RESUME_BUSY_FOR
+        delay = 0.01
+        while True:
+            transport = await _dial(target, token, ready_timeout, max_size)
+            try:
+                self = await cls.over(transport, target, session_id=session_id, client=client)
+            except SessionBusy:
+                if time.monotonic() + delay > busy_until:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
+            self.token = token  # tunnels authenticate as the control connection did
+            return self
 
     @classmethod
     async def over(

@@ -13,9 +13,10 @@ from conftest import serving
 from sample_env import env
 from websockets.utils import accept_key
 
-from hud import wsclient
+from hud import Environment, session, wsclient
 from hud.client import Client, open_client
 from hud.errors import HudConnectionError
+from hud.protocol.errors import SessionBusy
 
 pytestmark = pytest.mark.anyio
 
@@ -105,3 +106,38 @@ async def test_a_session_is_resumed_right_after_aclose() -> None:
             assert (await again.grade("2")).reward == 1.0
         with pytest.raises(HudConnectionError, match="closed"):
             await client.start("count_letter")
+
+
+async def test_a_resume_right_after_an_abandoned_request_waits_for_the_park(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that abandons a running ``tasks.start`` and hangs up: its session is parked
+    only when that start ends. A resume that comes before is told ``session_busy``, and
+    ``Client.connect`` tries again until the session is parked."""
+    entered, gate = asyncio.Event(), asyncio.Event()
+    slow = Environment("slow-start")
+
+    @slow.template()
+    async def held():  # type: ignore[no-untyped-def]
+        entered.set()
+        await gate.wait()
+        answer = yield "say ok"
+        yield 1.0 if answer == "ok" else 0.0
+
+    class Busy(SessionBusy):  # the server's first "busy" answer opens the gate
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            gate.set()
+
+    monkeypatch.setattr(session, "SessionBusy", Busy)
+    async with serving(slow) as server:
+        first = await Client.connect(server.url)
+        start = asyncio.ensure_future(first.start("held", {}))
+        await entered.wait()
+        session_id = first.session_id
+        await first.aclose()  # the start is abandoned, still running in the server
+        with pytest.raises(HudConnectionError):
+            await start
+        async with open_client(server.url, session_id=session_id) as again:
+            assert gate.is_set()  # it was told "busy" once at least
+            assert again.manifest.resumed is True
+            assert (await again.grade("ok")).reward == 1.0
