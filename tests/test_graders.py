@@ -379,6 +379,36 @@ async def test_cancelling_a_bash_grader_kills_its_command(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
+async def test_a_cancel_while_the_command_is_starting_kills_what_it_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process runs before its start is done being awaited (its pipes connect after); a
+    cancel that lands then used to leave the command's background jobs running (a loaded
+    machine made it happen to the test above)."""
+    real = asyncio.create_subprocess_exec
+    started = asyncio.Event()
+
+    async def slow_to_connect(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        proc = await real(*args, **kwargs)
+        started.set()
+        await asyncio.sleep(0.5)  # the cancel lands here
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_to_connect)
+    pid_file = tmp_path / "pid"
+    task = asyncio.ensure_future(
+        BashGrader.grade(command="sleep 30 & echo $! > pid; wait", cwd=tmp_path))
+    await started.wait()
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert wait_dead(int(pid_file.read_text()))
+
+
+@pytest.mark.anyio
 async def test_bash_grader_cannot_start_raises() -> None:
     with pytest.raises(FileNotFoundError, match="no directory"):
         await BashGrader.grade(command="true", cwd="/no/such/dir")

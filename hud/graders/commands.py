@@ -95,11 +95,7 @@ async def run_subprocess(
     its end and only its last :data:`TAIL_BYTES` are kept."""
     if cwd is not None and not Path(cwd).is_dir():
         raise FileNotFoundError(f"cannot run {command!r}: no directory {os.fspath(cwd)!r}")
-    proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", command, cwd=cwd, start_new_session=True,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await _spawn(command, cwd)
     assert proc.stdout is not None and proc.stderr is not None
     out, err = _Tail(), _Tail()
     readers = [
@@ -120,6 +116,26 @@ async def run_subprocess(
         stdout=out.text(), stderr=err.text(), timed_out=timed_out,
         stdout_dropped=out.dropped, stderr_dropped=err.dropped,
     )
+
+
+async def _spawn(command: str, cwd: str | os.PathLike[str] | None) -> asyncio.subprocess.Process:
+    """``bash -c command`` started in a process group of its own. A cancellation that comes
+    while the start is still being awaited (the process already runs; its pipes are being
+    connected) kills the whole group before it goes on: the event loop would kill the shell
+    alone, and leave what it started in the background running."""
+    spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        "bash", "-c", command, cwd=cwd, start_new_session=True,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    ))
+    try:
+        return await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            proc = await spawn
+            _kill_group(proc)
+            await proc.wait()
+        raise
 
 
 class _Tail:
