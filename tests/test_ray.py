@@ -336,3 +336,24 @@ async def test_a_rollout_larger_than_the_cluster_is_refused_not_queued_forever()
     async with capacity.hold(Request(cpu=2)):
         assert capacity.free == {"cpu": 0, "gpu": 0}
     assert capacity.free == {"cpu": 2, "gpu": 0}
+
+
+async def test_a_ray_client_join_that_the_proxy_aborts_is_tried_again(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's client proxy now and then fails to start a new client's server ("Initialization
+    failure from server"); the runtime joins on its next try instead of failing a rollout."""
+    import ray
+
+    real, calls = ray.init, []
+
+    def aborted_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("address"))
+        if len(calls) == 1:
+            raise ConnectionAbortedError("Initialization failure from server: (as Ray says)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "init", aborted_once)
+    async with RayRuntime(cluster.client_url) as runtime:
+        await runtime._connected()
+        assert runtime.capacity is not None and runtime.capacity.total["cpu"] == 2
+    assert calls == [cluster.client_url] * 2

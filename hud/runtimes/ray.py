@@ -32,6 +32,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,8 +177,7 @@ class RayRuntime(Runtime):
         if self._owns:
             address = self.address or os.environ.get("RAY_ADDRESS")
             try:
-                ray.init(address=address or "auto", logging_level=logging.WARNING,
-                         log_to_driver=False)
+                _join(ray, address or "auto")
             except ConnectionError:
                 if address:
                     raise
@@ -226,6 +226,24 @@ class RayRuntime(Runtime):
 
             await asyncio.to_thread(ray.shutdown)
         self._remote = None
+
+
+JOIN_ATTEMPTS = 3
+
+
+def _join(ray: Any, address: str) -> None:
+    """``ray.init(address)``. Ray's client proxy (``ray://``) sometimes fails to start the
+    server it starts for each client ("Initialization failure from server", a
+    ``ConnectionAbortedError``); a second try gets a fresh one, so that is tried again."""
+    for attempt in range(1, JOIN_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            return
+        except ConnectionAbortedError:
+            if attempt == JOIN_ATTEMPTS:
+                raise
+            ray.shutdown()
+            time.sleep(attempt)
 
 
 async def _result(ref: Any) -> bytes:
