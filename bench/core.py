@@ -442,12 +442,7 @@ async def _api_cycles(url: str, n: int, warmup: int) -> ref._Tally:
     client = await Client.connect(url)
 
     async def cycle() -> None:
-        started = await client.start(TEMPLATE, {})
-        if not isinstance(started.prompt, str):
-            raise RpcError(f"tasks.start gave no prompt: {started!r}")
-        graded = await client.grade(ANSWER)
-        if graded.reward != 1.0:
-            raise RpcError(f"tasks.grade reward {graded.reward!r} != 1.0")
+        await _start_and_grade(client)
 
     try:
         return await _timed_async(cycle, n, warmup, (RpcError, HudError))
@@ -479,17 +474,22 @@ def bench_api_persistent(url: str, n: int, warmup: int, timeout: float = 120.0,
     return record(SYSTEM, name, **tally.fields(n), **extra)
 
 
+async def _start_and_grade(client: Any) -> None:
+    """One checked start+grade cycle on ``client`` (a ``hud.Client``)."""
+    started = await client.start(TEMPLATE, {})
+    if not isinstance(started.prompt, str):
+        raise RpcError(f"tasks.start gave no prompt: {started!r}")
+    graded = await client.grade(ANSWER)
+    if graded.reward != 1.0:
+        raise RpcError(f"tasks.grade reward {graded.reward!r} != 1.0")
+
+
 async def _api_conn_cycles(url: str, n: int, warmup: int) -> ref._Tally:
     from hud import Client, HudError
 
     async def cycle() -> None:
         async with await Client.connect(url) as client:
-            started = await client.start(TEMPLATE, {})
-            if not isinstance(started.prompt, str):
-                raise RpcError(f"tasks.start gave no prompt: {started!r}")
-            graded = await client.grade(ANSWER)
-            if graded.reward != 1.0:
-                raise RpcError(f"tasks.grade reward {graded.reward!r} != 1.0")
+            await _start_and_grade(client)
 
     return await _timed_async(cycle, n, warmup, (RpcError, HudError))
 

@@ -362,12 +362,9 @@ async def test_bash_grader_timeout_kills_the_process_group(tmp_path: Path) -> No
     assert wait_dead(int((tmp_path / "pid").read_text()))
 
 
-@pytest.mark.anyio
-async def test_cancelling_a_bash_grader_kills_its_command(tmp_path: Path) -> None:
-    task = asyncio.ensure_future(
-        BashGrader.grade(command="sleep 30 & echo $! > pid; wait", cwd=tmp_path)
-    )
-    pid_file = tmp_path / "pid"
+async def cancel_once_started(task: asyncio.Future[Any], pid_file: Path) -> None:
+    """Cancel ``task`` once its command wrote its background job's pid to ``pid_file``;
+    the cancel must reach the caller, and that job must die with it."""
     for _ in range(200):
         if pid_file.exists() and pid_file.read_text().strip():
             break
@@ -376,6 +373,14 @@ async def test_cancelling_a_bash_grader_kills_its_command(tmp_path: Path) -> Non
     with pytest.raises(asyncio.CancelledError):
         await task
     assert wait_dead(int(pid_file.read_text()))
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_bash_grader_kills_its_command(tmp_path: Path) -> None:
+    task = asyncio.ensure_future(
+        BashGrader.grade(command="sleep 30 & echo $! > pid; wait", cwd=tmp_path)
+    )
+    await cancel_once_started(task, tmp_path / "pid")
 
 
 @pytest.mark.anyio
@@ -398,14 +403,7 @@ async def test_a_cancel_while_the_command_is_starting_kills_what_it_started(
     task = asyncio.ensure_future(
         BashGrader.grade(command="sleep 30 & echo $! > pid; wait", cwd=tmp_path))
     await started.wait()
-    for _ in range(200):
-        if pid_file.exists() and pid_file.read_text().strip():
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert wait_dead(int(pid_file.read_text()))
+    await cancel_once_started(task, pid_file)
 
 
 @pytest.mark.anyio
