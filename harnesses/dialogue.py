@@ -95,14 +95,13 @@ def price(run: Run, usage: dict[str, int], prices: Prices | None) -> float | Non
 async def converse(run: Run, dialect: Dialect, toolbox: ToolBox, messages: list[Any],
                    limits: Limits, prices: Prices | None = None) -> None:
     """Drive ``run`` to its answer, recording ``model``, ``tool_result`` and ``stop`` steps."""
-    started = time.monotonic()
     state: dict[str, Any] = {"answer": None, "steps": 0, "prices": prices}
     try:
-        async with asyncio.timeout(limits.agent_timeout):
+        async with asyncio.timeout(limits.agent_timeout) as cut:
             reason = await _turns(run, dialect, toolbox, messages, limits, state)
     except TimeoutError:
-        if limits.agent_timeout is None or time.monotonic() - started < limits.agent_timeout:
-            raise
+        if not cut.expired():
+            raise  # a TimeoutError of the loop's own, not the agent's limit
         reason = "agent_timeout"
     run.answer = state["answer"]
     run.record("stop", reason=reason, steps=state["steps"])
