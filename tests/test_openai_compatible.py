@@ -481,10 +481,9 @@ async def test_connection_errors_are_retried() -> None:
 
 
 async def test_no_retry_outlives_the_rollout_deadline() -> None:
-    started = time.monotonic()
     run, server = await play([failure(429, headers={"retry-after": "20"}), reply("3")],
                              timeout=2.0, max_retry_delay=60)
-    assert time.monotonic() - started < 1.5
+    # an error, not a "timeout": it did not sleep until the rollout's deadline
     assert run.status == "error" and run.error is not None and run.error.phase == "agent"
     assert len(server.bodies) == 1
 
