@@ -19,8 +19,10 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
-from .upgrade import MAX_HEAD, accept_value, switched, upgrade_request
+from .upgrade import MANIFEST_HEADER, MAX_HEAD, accept_value, switched, upgrade_request
 from .wsconn import CLOSE_TIMEOUT, WsConnection
+
+_ANSWERED_KEY = MANIFEST_HEADER.lower().encode()
 
 
 class WsClient(WsConnection):
@@ -37,6 +39,9 @@ class WsClient(WsConnection):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._request = request
         self._head: bytearray | None = None if request is None else bytearray()
+        self.manifest_answered = False
+        """Whether the server took the ``Hud-Manifest`` request header (its reply is the
+        first message)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -55,9 +60,11 @@ class WsClient(WsConnection):
                 self._fall_back()
             return
         protocol = self.protocol
-        if not switched(self._head[:end], accept_value(protocol.key)):
+        headers = switched(self._head[:end], accept_value(protocol.key))
+        if headers is None:
             self._fall_back()
             return
+        self.manifest_answered = headers.get(_ANSWERED_KEY) == [b"answered"]
         rest, self._head = bytes(self._head[end + 4:]), None
         # the handshake's protocol is dropped (its parser would keep it alive as garbage)
         protocol.parser.close()
@@ -105,6 +112,8 @@ class WsClient(WsConnection):
             self.opened.set_exception(self.protocol.handshake_exc)
             self.transport.close()
         else:
+            assert isinstance(event, Response)
+            self.manifest_answered = event.headers.get(MANIFEST_HEADER) == "answered"
             self.opened.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:

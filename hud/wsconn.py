@@ -58,6 +58,7 @@ class WsConnection(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_due = False
         self._plain = False  # see _frame_plainly
+        self._held: bytes | None = None  # written ahead of the next data (a deferred 101)
         self._plain_in = False  # whether data_received still reads frames itself
         self._unparsed = bytearray()  # the start of a frame it reads itself
         self._needed = 0  # bytes _unparsed must hold before the frame can be read
@@ -179,7 +180,10 @@ class WsConnection(asyncio.Protocol):
         if self._plain and self.transport is not None:
             data = message.encode() if isinstance(message, str) else message
             binary = text is False or (text is None and not isinstance(message, str))
-            self.transport.write(wsframes.server_header(len(data), binary) + data)
+            frame = wsframes.server_header(len(data), binary) + data
+            if self._held is not None:  # one write, one segment: the 101 and this reply
+                frame, self._held = self._held + frame, None
+            self.transport.write(frame)
             return
         if text is False or (text is None and not isinstance(message, str)):
             self.protocol.send_binary(message.encode() if isinstance(message, str) else message)
@@ -232,6 +236,9 @@ class WsConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if self._held is not None:
+            transport.write(self._held)
+            self._held = None
         for data in self.protocol.data_to_send():
             if data:
                 transport.write(data)
