@@ -69,6 +69,7 @@ class WsClient(WsConnection):
             return
         self.manifest_answered = headers.get(_ANSWERED_KEY) == [b"answered"]
         rest, self._head = bytes(self._head[end + 4:]), None
+        self._frame_plainly(self._max_size)
         self.opened.set_result(None)
         if rest:  # frames the server sent right behind its 101
             super().data_received(rest)
