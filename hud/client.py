@@ -60,6 +60,7 @@ from .protocol.messages import (
     TemplateInfo,
 )
 from .transport import ProxiedWebSocket, Transport
+from .upgrade import MANIFEST_HEADER
 
 if TYPE_CHECKING:
     from .forward import Tunnels
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 B = TypeVar("B", bound=Body)
 
 RESUME_BUSY_FOR = 1.0  # seconds a resume retries session_busy (see Client.connect)
+MAX_MANIFEST_HEADER = 4096  # bytes of manifest request sent in the upgrade, at most
 
 
 def control_url(url: str) -> str:
@@ -87,13 +89,14 @@ class Client:
 
     manifest: ManifestResult
 
-    def __init__(self, transport: Transport, url: str) -> None:
+    def __init__(self, transport: Transport, url: str, *, attach: bool = True) -> None:
         self.transport = transport
         self.url = url
         self.core = ClientConnection()
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._lost: BaseException | None = None  # why the connection ended, once it has
-        transport.attach(self._on_message, self._on_closed)
+        if attach:
+            transport.attach(self._on_message, self._on_closed)
         self.token: str | None = None
         self.bindings: dict[str, dict[str, Any]] = {}  # this task's, from the last start
         self._tunnels: Tunnels | None = None
@@ -117,14 +120,16 @@ class Client:
         environment that is still starting). A rejected token is never retried.
         """
         target = control_url(url)
+        params = _manifest_params(session_id, client)
+        _, manifest = ClientConnection().send("manifest", params)  # what over() will send
         # A session whose last connection closed is parked once the server has read the close
         # and that connection's requests have ended; a resume that comes sooner is "busy".
         busy_until = time.monotonic() + RESUME_BUSY_FOR
         delay = 0.01
         while True:
-            transport = await _dial(target, token, ready_timeout, max_size)
+            transport = await _dial(target, token, ready_timeout, max_size, manifest)
             try:
-                self = await cls.over(transport, target, session_id=session_id, client=client)
+                self = await cls._open(transport, target, params, manifest)
             except SessionBusy:
                 if time.monotonic() + delay > busy_until:
                     raise
@@ -145,14 +150,22 @@ class Client:
     ) -> Client:
         """Exchange manifests over an open transport (a WebSocket, or an in-memory end from
         :meth:`hud.server.Server.connect_memory`)."""
-        self = cls(transport, url)
+        return await cls._open(transport, url, _manifest_params(session_id, client))
+
+    @classmethod
+    async def _open(cls, transport: Transport, url: str, params: ManifestParams,
+                    sent: bytes | None = None) -> Client:
+        """:meth:`over`; ``sent`` is the manifest request the upgrade carried (the
+        ``Hud-Manifest`` header): when the server says it took it, the reply comes unasked,
+        and is awaited without sending the request again."""
+        self = cls(transport, url, attach=False)
         try:
-            params = ManifestParams(
-                client=client or PeerInfo(name="hud", version=__version__),
-                protocol_versions=list(SUPPORTED_VERSIONS),
-                session_id=session_id if session_id is not None else UNSET,
-            )
-            self.manifest = await self.call("manifest", params, ManifestResult)
+            rid, payload = self.core.send("manifest", params)
+            answered = getattr(transport, "manifest_answered", False) and payload == sent
+            future = self._expect(rid)  # before attaching: the reply may be in already
+            transport.attach(self._on_message, self._on_closed)
+            self.manifest = await self._await_reply(
+                rid, future, "manifest", ManifestResult, None if answered else payload)
         except BaseException:
             await self.aclose()
             raise
@@ -251,10 +264,19 @@ class Client:
         if self._lost is not None:
             raise self._lost
         rid, payload = self.core.send(method, params)
+        return await self._await_reply(rid, self._expect(rid), method, result_type, payload)
+
+    def _expect(self, rid: int) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
+        return future
+
+    async def _await_reply(self, rid: int, future: asyncio.Future[Any], method: str,
+                           result_type: type[B], payload: bytes | None) -> B:
+        """Send ``payload`` (unless None: already sent), then wait for reply ``rid``."""
         try:
-            await self.transport.send(payload, text=True)
+            if payload is not None:
+                await self.transport.send(payload, text=True)
             result = await future
         except TransportClosed as exc:
             raise HudConnectionError(f"connection to {self.url} closed: {exc}") from None
@@ -326,13 +348,28 @@ async def open_client(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[C
         await client.aclose()
 
 
+def _manifest_params(session_id: str | None, client: PeerInfo | None) -> ManifestParams:
+    return ManifestParams(
+        client=client or PeerInfo(name="hud", version=__version__),
+        protocol_versions=list(SUPPORTED_VERSIONS),
+        session_id=session_id if session_id is not None else UNSET,
+    )
+
+
 async def _dial(
-    url: str, token: str | None, ready_timeout: float, max_size: int | None
+    url: str, token: str | None, ready_timeout: float, max_size: int | None,
+    manifest: bytes | None = None,
 ) -> Transport:
+    """A WebSocket to ``url``. A direct one carries ``manifest`` (the session's first
+    request) in its upgrade when it fits a header: one round trip fewer (see
+    :data:`hud.upgrade.MANIFEST_HEADER`)."""
     headers = {"User-Agent": f"hud/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     direct = _is_loopback(url) or _proxy_for(url) is None
+    if direct and manifest is not None and manifest.isascii() \
+            and len(manifest) <= MAX_MANIFEST_HEADER:
+        headers[MANIFEST_HEADER] = manifest.decode()
     deadline = time.monotonic() + ready_timeout
     delay = 0.02
     while True:

@@ -60,10 +60,13 @@ class ControlConnection:
         self._paused = False  # whether _flow paused reading (only it pauses this transport)
         self._unread_timer: asyncio.TimerHandle | None = None
 
-    def open(self) -> None:
-        """Serve the transport from now on. When it closes and the accepted calls have
+    def open(self, first: str | None = None) -> None:
+        """Serve the transport from now on, ``first`` (a request the client sent in its
+        upgrade) before what it sends. When it closes and the accepted calls have
         finished, the session is parked or dropped and ``on_end(self)`` is called."""
         self.transport.on_write_pause = self._write_paused
+        if first is not None:
+            self._receive(first)
         self.transport.attach(self._receive, self._closed)
 
     def _closed(self, _reason: BaseException | None) -> None:

@@ -36,8 +36,10 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -52,8 +54,46 @@ HANDSHAKE_TIMEOUT = 10.0
 AVAILABLE = hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED") \
     and hasattr(socket, "send_fds")
 
+DIR_PREFIX = "hud-local-"
+"""The socket directory's name in the temp dir (``mkdtemp`` adds a random suffix)."""
+STALE_AFTER = 60.0
+"""Seconds after which a socket directory without a listener is taken as left behind."""
+
 StartTunnel = Callable[[socket.socket, socket.socket, str, bytes], None]
 """``start_tunnel(reader, control, name, early)``: the server's part of a tunnel."""
+
+
+def _sweep_stale(tmp: str) -> None:
+    """Remove the socket directories, this user's, that a server left when it was killed
+    (SIGKILL: no cleanup ran): those whose socket has no listener (connecting is refused)
+    and that are older than :data:`STALE_AFTER`. A live server's socket answers, whatever
+    its pid namespace."""
+    uid, settled = os.geteuid(), time.time() - STALE_AFTER
+    with contextlib.suppress(OSError), os.scandir(tmp) as entries:
+        for entry in entries:
+            if not entry.name.startswith(DIR_PREFIX):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mtime > settled:
+                continue  # not ours, or one that a starting server has not listened in yet
+            if not _listened(os.path.join(entry.path, "tunnels")):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _listened(path: str) -> bool:
+    """Whether a server listens on Unix socket ``path`` (a connection it would take)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:  # EAGAIN (its backlog is full), EACCES...: someone's, leave it
+            return True
+        return True
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -82,7 +122,8 @@ class LocalTunnels:
     def start(self) -> bool:
         if not AVAILABLE:
             return False
-        self._dir = tempfile.mkdtemp(prefix="hud-")  # 0700: only this user may enter
+        _sweep_stale(tempfile.gettempdir())
+        self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX)  # 0700: only this user may enter
         path = os.path.join(self._dir, "tunnels")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -43,6 +43,7 @@ from .session import Registry
 from .steps import cancel_caller
 from .transport import Transport
 from .tunnelhost import TunnelHost
+from .upgrade import MANIFEST_HEADER
 from .watchdog import Watchdog
 from .wsserver import Refusal, Turns, WsServerConnection, reject
 
@@ -304,6 +305,7 @@ class Server:
             err = Unauthorized("missing or wrong token: pass --token or set HUD_TOKEN")
             return reject(connection, 401, err.code, err.message)
         if parts.path == CONTROL_PATH:
+            connection.first = request.headers.get(MANIFEST_HEADER)  # once: checked above
             return None
         if self.tunnels.serves(parts.path):
             return self.tunnels.check_request(connection, request, parts.path)
@@ -311,9 +313,10 @@ class Server:
                       f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
 
     def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
-        """400 for a repeated ``Authorization`` or ``Origin`` (which one would count?); 403
-        for an ``Origin`` not allowed: only browsers send one, for the page that opened it."""
-        for name in ("Authorization", "Origin"):
+        """400 for a repeated ``Authorization``, ``Origin`` or ``Hud-Manifest`` (which one
+        would count?); 403 for an ``Origin`` not allowed: only browsers send one, for the page
+        that opened it."""
+        for name in ("Authorization", "Origin", MANIFEST_HEADER):
             if (count := len(headers.get_all(name))) > 1:
                 return reject(connection, 400, InvalidRequest.code,
                               f"the handshake carries {count} {name} headers: send one")
@@ -390,7 +393,10 @@ class Server:
             return
         conn = ControlConnection(self.host, transport, self.connections.discard)
         self.connections.add(conn)
-        conn.open()
+        first = None
+        if isinstance(transport, WsServerConnection):  # the manifest sent in the upgrade
+            first, transport.first = transport.first, None
+        conn.open(first)
 
 
 def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:

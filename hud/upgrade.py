@@ -31,6 +31,11 @@ MAX_HEAD = 8192
 """Bytes of request head parsed here; a longer one goes to websockets (and its limits)."""
 MAX_HEADERS = 128  # websockets' MAX_NUM_HEADERS
 
+MANIFEST_HEADER = "Hud-Manifest"
+"""The control session's ``manifest`` request, sent in the upgrade request (one line of
+ASCII JSON); a server that takes it answers the 101 with ``Hud-Manifest: answered`` and
+the reply as its first frame (protocol/README.md, "The manifest in the upgrade")."""
+
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # RFC 9110 section 5.6.2
 _VALUE = re.compile(rb"[\x09\x20-\x7e]*")  # visible ASCII (websockets also takes obs-text)
 _PATH = re.compile(rb"/[\x21-\x7e]*")
@@ -99,28 +104,30 @@ def upgrade_request(path: str, host: str, key: str, headers: dict[str, str]) -> 
     return "\r\n".join(lines).encode() + b"\r\n\r\n"
 
 
-def switched(head: bytes | bytearray, accept: str) -> bool:
-    """Whether the response head ``head`` (up to, not including, the blank line) is a plain
-    101 that accepts the key whose ``Sec-WebSocket-Accept`` is ``accept``, without
-    extensions or a subprotocol: a strict subset of what websockets' ``ClientProtocol``
-    accepts (it decides anything else, and says what is wrong)."""
+def switched(head: bytes | bytearray, accept: str) -> dict[bytes, list[bytes]] | None:
+    """The headers (lower-case names, each with its values) of the response head ``head``
+    (up to, not including, the blank line) when it is a plain 101 that accepts the key
+    whose ``Sec-WebSocket-Accept`` is ``accept``, without extensions or a subprotocol: a
+    strict subset of what websockets' ``ClientProtocol`` accepts (it decides anything
+    else, and says what is wrong). None otherwise."""
     lines = bytes(head).split(b"\r\n")
     if not lines[0].startswith(b"HTTP/1.1 101 ") or len(lines) > MAX_HEADERS + 1:
-        return False
+        return None
     seen: dict[bytes, list[bytes]] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         value = value.strip(b" \t")
         if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
-            return False
+            return None
         seen.setdefault(name.lower(), []).append(value)
     connection = [t.strip().lower() for v in seen.get(b"connection", []) for t in v.split(b",")]
-    return (all(_TOKEN.fullmatch(t) for t in connection)
-            and seen.get(b"upgrade", [b""])[0].lower() == b"websocket"
-            and len(seen[b"upgrade"]) == 1 and b"upgrade" in connection
-            and seen.get(b"sec-websocket-accept") == [accept.encode()]
-            and b"sec-websocket-extensions" not in seen
-            and b"sec-websocket-protocol" not in seen)
+    plain = (all(_TOKEN.fullmatch(t) for t in connection)
+             and seen.get(b"upgrade", [b""])[0].lower() == b"websocket"
+             and len(seen[b"upgrade"]) == 1 and b"upgrade" in connection
+             and seen.get(b"sec-websocket-accept") == [accept.encode()]
+             and b"sec-websocket-extensions" not in seen
+             and b"sec-websocket-protocol" not in seen)
+    return seen if plain else None
 
 
 def accept_value(key: str) -> str:
@@ -128,12 +135,14 @@ def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-def switching_protocols(accept: str, server: str) -> bytes:
-    """The 101 response, with the headers websockets sends (and ``Server``)."""
+def switching_protocols(accept: str, server: str, answered: bool = False) -> bytes:
+    """The 101 response, with the headers websockets sends (and ``Server``); ``answered``
+    adds ``Hud-Manifest: answered`` (:data:`MANIFEST_HEADER`)."""
     return b"".join((
         b"HTTP/1.1 101 Switching Protocols\r\nDate: ", _date(),
         b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-        accept.encode(), b"\r\nServer: ", server.encode(), b"\r\n\r\n",
+        accept.encode(), b"\r\nServer: ", server.encode(),
+        b"\r\nHud-Manifest: answered\r\n\r\n" if answered else b"\r\n\r\n",
     ))
 
 

@@ -18,25 +18,34 @@ from websockets.headers import build_host
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
+from websockets.utils import generate_key
 
-from .upgrade import MAX_HEAD, accept_value, switched, upgrade_request
+from .upgrade import MANIFEST_HEADER, MAX_HEAD, accept_value, switched, upgrade_request
 from .wsconn import CLOSE_TIMEOUT, WsConnection
+
+_ANSWERED_KEY = MANIFEST_HEADER.lower().encode()
 
 
 class WsClient(WsConnection):
     """The client end; :func:`connect` builds it and waits for the handshake. ``request`` is
-    the upgrade request to write (the template's); None when ``protocol`` holds it
-    (websockets built it, and decides the answer). ``max_size`` is the limit on a message."""
+    the upgrade request to write (the template's, with ``key``), and ``protocol`` is then
+    already open: it frames what follows a 101 checked here. ``request`` is None when
+    ``protocol`` holds the request (websockets built it, and decides the answer).
+    ``max_size`` is the limit on a message."""
 
     protocol: ClientProtocol
 
     def __init__(self, protocol: ClientProtocol, request: bytes | None = None,
-                 max_size: int | None = None) -> None:
+                 max_size: int | None = None, key: str = "") -> None:
         super().__init__(protocol)
         self._max_size = max_size
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._request = request
+        self._key = key
         self._head: bytearray | None = None if request is None else bytearray()
+        self.manifest_answered = False
+        """Whether the server took the ``Hud-Manifest`` request header (its reply is the
+        first message)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -54,14 +63,13 @@ class WsClient(WsConnection):
             if len(self._head) > MAX_HEAD:
                 self._fall_back()
             return
-        protocol = self.protocol
-        if not switched(self._head[:end], accept_value(protocol.key)):
+        headers = switched(self._head[:end], accept_value(self._key))
+        if headers is None:
             self._fall_back()
             return
+        self.manifest_answered = headers.get(_ANSWERED_KEY) == [b"answered"]
         rest, self._head = bytes(self._head[end + 4:]), None
-        # the handshake's protocol is dropped (its parser would keep it alive as garbage)
-        protocol.parser.close()
-        self.protocol = ClientProtocol(protocol.uri, state=State.OPEN, max_size=self._max_size)
+        self._frame_plainly(self._max_size)
         self.opened.set_result(None)
         if rest:  # frames the server sent right behind its 101
             super().data_received(rest)
@@ -70,6 +78,10 @@ class WsClient(WsConnection):
         """Hand what arrived to websockets, which parses the answer to the same request."""
         assert self._head is not None
         data, self._head = bytes(self._head), None
+        opened = self.protocol
+        opened.parser.close()  # dropped: its parser would keep it alive as cyclic garbage
+        self.protocol = ClientProtocol(opened.uri, max_size=self._max_size)
+        self.protocol.key = self._key  # the key our request sent
         super().data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -105,6 +117,8 @@ class WsClient(WsConnection):
             self.opened.set_exception(self.protocol.handshake_exc)
             self.transport.close()
         else:
+            assert isinstance(event, Response)
+            self.manifest_answered = event.headers.get(MANIFEST_HEADER) == "answered"
             self.opened.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,21 +129,24 @@ class WsClient(WsConnection):
         super().connection_lost(exc)
 
 
-def _request(uri: WebSocketURI, protocol: ClientProtocol, headers: dict[str, str]
-             ) -> bytes | None:
-    """The template's upgrade request, or None (after handing websockets its own)."""
+def _client(uri: WebSocketURI, headers: dict[str, str], max_size: int | None) -> WsClient:
+    """The connection's protocol: the template's upgrade request with an open
+    ``ClientProtocol`` for what follows, or websockets' own request and handshake."""
     if not uri.user_info:  # credentials in the URL: websockets encodes them
+        key = generate_key()
         request = upgrade_request(uri.resource_name, build_host(uri.host, uri.port, uri.secure),
-                                  protocol.key, headers)
+                                  key, headers)
         if request is not None:
-            return request
+            opened = ClientProtocol(uri, state=State.OPEN, max_size=max_size)
+            return WsClient(opened, request, max_size, key)
+    protocol = ClientProtocol(uri, max_size=max_size)
     built = protocol.connect()
     for name, value in headers.items():
         if name in built.headers:  # Headers is a multidict: replace, never add a second
             del built.headers[name]
         built.headers[name] = value
     protocol.send_request(built)
-    return None
+    return WsClient(protocol, None, max_size)
 
 
 async def connect(
@@ -144,14 +161,12 @@ async def connect(
     the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
     reached, ``TimeoutError`` after ``open_timeout``."""
     uri = parse_uri(url)
-    protocol = ClientProtocol(uri, max_size=max_size)
-    request = _request(uri, protocol, headers or {})
     loop = asyncio.get_running_loop()
     if uri.secure and ssl is None:
         ssl = ssl_module.create_default_context()
     async with asyncio.timeout(open_timeout):
         _, conn = await loop.create_connection(
-            lambda: WsClient(protocol, request, max_size), uri.host, uri.port,
+            lambda: _client(uri, headers or {}, max_size), uri.host, uri.port,
             ssl=ssl if uri.secure else None,
         )
         try:

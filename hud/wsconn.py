@@ -58,7 +58,9 @@ class WsConnection(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_due = False
         self._plain = False  # see _frame_plainly
+        self._held: bytes | None = None  # written ahead of the next data (a deferred 101)
         self._plain_in = False  # whether data_received still reads frames itself
+        self._masked_in = True  # whether the peer's frames are masked (it is a client)
         self._unparsed = bytearray()  # the start of a frame it reads itself
         self._needed = 0  # bytes _unparsed must hold before the frame can be read
         self._max_size: int | None = None
@@ -96,6 +98,7 @@ class WsConnection(asyncio.Protocol):
                 message = data.decode()
             except UnicodeDecodeError:  # RFC 6455 section 8.1: fail with 1007
                 self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
+                self._handle_events()  # the close frame goes now (and the end is known)
                 return
         if self._receiver is not None:
             self._receiver(message)
@@ -179,7 +182,13 @@ class WsConnection(asyncio.Protocol):
         if self._plain and self.transport is not None:
             data = message.encode() if isinstance(message, str) else message
             binary = text is False or (text is None and not isinstance(message, str))
-            self.transport.write(wsframes.server_header(len(data), binary) + data)
+            if self._masked_in:  # the server's end
+                frame = wsframes.server_header(len(data), binary) + data
+                if self._held is not None:  # one write, one segment: the 101 and this reply
+                    frame, self._held = self._held + frame, None
+            else:
+                frame = wsframes.client_frame(data, binary)
+            self.transport.write(frame)
             return
         if text is False or (text is None and not isinstance(message, str)):
             self.protocol.send_binary(message.encode() if isinstance(message, str) else message)
@@ -219,19 +228,22 @@ class WsConnection(asyncio.Protocol):
 
     def _frame_plainly(self, max_size: int | None) -> None:
         """From now on, frame the common data frames here, not through websockets
-        (:mod:`hud.wsframes`): on the server's side of an open connection without
-        extensions. websockets keeps no state about the data frames sent, and is handed
-        every control frame whole, so it still answers pings and closes correctly.
-        ``max_size`` is the protocol's limit on a message (a longer one goes to websockets,
-        which refuses it)."""
-        self._plain = self.protocol.side is Side.SERVER and not self.protocol.extensions
+        (:mod:`hud.wsframes`): on either side of an open connection without extensions.
+        websockets keeps no state about the data frames sent, and is handed every control
+        frame whole, so it still answers pings and closes correctly. ``max_size`` is the
+        protocol's limit on a message (a longer one goes to websockets, which refuses it)."""
+        self._plain = not self.protocol.extensions
         self._plain_in = self._plain
+        self._masked_in = self.protocol.side is Side.SERVER  # a client masks what it sends
         self._max_size = max_size
 
     def _flush(self) -> None:
         transport = self.transport
         if transport is None:
             return
+        if self._held is not None:
+            transport.write(self._held)
+            self._held = None
         for data in self.protocol.data_to_send():
             if data:
                 transport.write(data)
@@ -275,7 +287,7 @@ class WsConnection(asyncio.Protocol):
         while pos < size:
             if self.protocol.state is not State.OPEN:
                 break
-            frame = wsframes.classify(buf, pos, self._max_size)
+            frame = wsframes.classify(buf, pos, self._max_size, self._masked_in)
             if frame is None:
                 break
             if isinstance(frame, int) or size < frame[2]:
@@ -289,7 +301,10 @@ class WsConnection(asyncio.Protocol):
                 self._handle_events()
                 continue
             pos = end
-            payload = wsframes.apply_mask(memoryview(buf)[start:end], buf[start - 4:start])
+            if self._masked_in:
+                payload = wsframes.apply_mask(memoryview(buf)[start:end], buf[start - 4:start])
+            else:
+                payload = buf[start:end]
             self._deliver(payload, kind == wsframes.TEXT)
         else:
             self._needed = 0

@@ -3,16 +3,18 @@ client sends it, outside websockets (RFC 6455 section 5.2).
 
 websockets' sans-I/O protocol parses each frame with a generator-driven reader and builds a
 ``Frame`` object for it, and serializes each frame it sends the same way: about a tenth of
-the server's CPU for a warm request. The frames a control session or a tunnel carries are
-almost all of one kind: a whole, masked text or binary message from the client, a whole,
-unmasked one from the server. :func:`server_header` frames the latter; :func:`classify`
-recognises the former, and sorts every other frame out for websockets (control frames one
+the server's CPU for a warm request (and as much of the client's). The frames a control
+session or a tunnel carries are almost all of one kind: a whole, masked text or binary
+message from the client, a whole, unmasked one from the server. :func:`server_header` and
+:func:`client_frame` frame them; :func:`classify` recognises them on the other side, and
+sorts every other frame out for websockets (control frames one
 whole frame at a time, so its parser is always at a frame boundary; anything unusual, and
 all that follows it, for good). Nothing here accepts what websockets would refuse.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
 try:  # websockets' C version, as websockets.frames picks it
@@ -20,12 +22,28 @@ try:  # websockets' C version, as websockets.frames picks it
 except ImportError:  # pragma: no cover - a build without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["BINARY", "CONTROL", "TEXT", "apply_mask", "classify", "server_header"]
+__all__ = ["BINARY", "CONTROL", "TEXT", "apply_mask", "classify", "client_frame",
+           "server_header"]
 
 TEXT, BINARY = 1, 2
 """A whole, masked text or binary frame (its opcode): the server reads it itself."""
 CONTROL = 8
 """A whole control frame (close, ping, pong): websockets handles it."""
+
+
+def client_frame(data: bytes, binary: bool) -> bytes:
+    """One masked, final data frame carrying ``data`` (a client's, RFC 6455 section 5.3:
+    a fresh random mask per frame)."""
+    first = 0x82 if binary else 0x81  # FIN, then the opcode
+    length = len(data)
+    if length < 126:
+        head = bytes((first, 0x80 | length))
+    elif length < 65536:
+        head = struct.pack("!BBH", first, 0xFE, length)
+    else:
+        head = struct.pack("!BBQ", first, 0xFF, length)
+    mask = os.urandom(4)
+    return head + mask + apply_mask(data, mask)
 
 
 def server_header(length: int, binary: bool) -> bytes:
@@ -38,31 +56,32 @@ def server_header(length: int, binary: bool) -> bytes:
     return struct.pack("!BBQ", first, 127, length)
 
 
-def classify(buf: bytes | bytearray, pos: int, max_size: int | None
+def classify(buf: bytes | bytearray, pos: int, max_size: int | None, masked: bool = True
              ) -> tuple[int, int, int] | int | None:
-    """The client's frame that starts at ``buf[pos]``: ``(kind, payload start, payload
-    end)`` once its header is complete (the payload may not be), or the number of bytes the
-    header needs while it is incomplete, or None for :data:`UNUSUAL` (decided from the
-    header alone)."""
+    """The peer's frame that starts at ``buf[pos]`` (a client's, ``masked``, or a server's):
+    ``(kind, payload start, payload end)`` once its header is complete (the payload may not
+    be), or the number of bytes the header needs while it is incomplete, or None for an
+    unusual frame (decided from the header alone)."""
     available = len(buf) - pos
     if available < 2:
         return 2
     first, second = buf[pos], buf[pos + 1]
-    if first & 0x70 or not second & 0x80:  # reserved bits (no extension is ever
-        return None                        # negotiated), or a client frame without a mask
+    if first & 0x70 or bool(second & 0x80) is not masked:  # reserved bits (no extension is
+        return None  # ever negotiated), or a client frame without a mask, a server's with one
     length = second & 0x7F
+    mask = 4 if masked else 0
     if length == 126:
-        head = 8
+        head = 4 + mask
         if available < head:
             return head
         length = int.from_bytes(buf[pos + 2:pos + 4], "big")
     elif length == 127:
-        head = 14
+        head = 10 + mask
         if available < head:
             return head
         length = int.from_bytes(buf[pos + 2:pos + 10], "big")
     else:
-        head = 6
+        head = 2 + mask
     opcode = first & 0x0F
     if not first & 0x80:
         return None  # a fragment

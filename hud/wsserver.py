@@ -17,7 +17,7 @@ from websockets.server import ServerProtocol
 from .protocol import codec
 from .protocol.errors import LimitExceeded
 from .protocol.messages import PROTOCOL_VERSION
-from .upgrade import MAX_HEAD, parse_upgrade, switching_protocols
+from .upgrade import MANIFEST_HEADER, MAX_HEAD, parse_upgrade, switching_protocols
 from .wsconn import WsConnection
 
 Gate = Callable[["WsServerConnection", Request], Response | None]
@@ -92,6 +92,9 @@ class WsServerConnection(WsConnection):
         self._turns = turns
         self._queued = False  # a complete request head waits for its turn
         self.path = ""
+        self.first: str | None = None
+        """A message the gate took from the handshake (the ``Hud-Manifest`` header): the
+        101 says it was taken, and ``opened`` delivers it as the connection's first."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -148,7 +151,11 @@ class WsServerConnection(WsConnection):
         self._head = None
         request, accept = parsed
         self._stop_open_timer()
-        self.transport.write(switching_protocols(accept, self._server_header))
+        response = switching_protocols(accept, self._server_header, self.first is not None)
+        if self.first is None:
+            self.transport.write(response)
+        else:  # written with the first reply (see send_now), in one segment
+            self._held = response
         # the handshake's protocol is dropped: its parser (a generator holding it) would
         # keep it alive, as cyclic garbage, until the next full collection
         self.protocol.parser.close()
@@ -156,6 +163,8 @@ class WsServerConnection(WsConnection):
         self._frame_plainly(self._max_size)
         self.path = request.path
         self._opened(self, self.path)
+        if self._held is not None:  # no reply was written
+            self._flush()
         if rest:  # frames sent right behind the handshake
             super().data_received(bytes(rest))
 
@@ -182,6 +191,8 @@ class WsServerConnection(WsConnection):
         if response is None:
             response = self.protocol.accept(event)
         response.headers["Server"] = self._server_header
+        if response.status_code == 101 and self.first is not None:
+            response.headers[MANIFEST_HEADER] = "answered"
         self.protocol.send_response(response)
         self._stop_open_timer()
         if self.protocol.state is State.OPEN:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,8 +20,11 @@ LOOPS = ("uvloop", "asyncio")
 
 # No test reads or writes the user's own trace store (~/.hud/traces): what the tests run,
 # in this process or in subprocesses, records into a store of this run's own unless a test
-# names another.
-os.environ.setdefault("HUD_TRACE_DIR", tempfile.mkdtemp(prefix="hud-test-traces-"))
+# names another. It is removed when the run ends.
+OWN_TRACES = None if "HUD_TRACE_DIR" in os.environ else tempfile.mkdtemp(
+    prefix="hud-test-traces-")
+if OWN_TRACES is not None:
+    os.environ["HUD_TRACE_DIR"] = OWN_TRACES
 
 
 def chosen_loop() -> str:
@@ -38,6 +42,11 @@ def chosen_loop() -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     chosen_loop()  # a mistyped HUD_TEST_LOOP stops the run before it starts
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if OWN_TRACES is not None:
+        shutil.rmtree(OWN_TRACES, ignore_errors=True)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

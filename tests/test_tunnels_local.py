@@ -9,6 +9,8 @@ import asyncio
 import os
 import socket
 import stat
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,37 @@ async def test_a_real_ssh_session_goes_through_a_local_tunnel(tmp_path: Path) ->
         assert (await shell.run("cat hello.txt")).stdout == "hi there\n"
         forwarder = client._tunnels.forwarders["shell"]
         assert forwarder._lifelines and not forwarder._splices
+
+
+KILLED_SERVER = """
+import asyncio
+from hud import Environment, localtunnel
+from hud.server import Server, ServerConfig
+
+async def main():
+    async with Server(Environment("killed"), ServerConfig(host="127.0.0.1", port=0)) as srv:
+        print(await localtunnel.probe(srv.url, None), flush=True)
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_servers_socket_directory_is_swept_by_the_next_one() -> None:
+    """SIGKILL leaves the socket's directory behind; the next server that makes its own
+    removes it once it is old enough (one without a listener), and no live server's."""
+    killed = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_SERVER, stdout=asyncio.subprocess.PIPE)
+    assert killed.stdout is not None
+    left = Path((await asyncio.wait_for(killed.stdout.readline(), 30)).decode().strip()).parent
+    killed.kill()
+    await killed.wait()
+    assert left.name.startswith(localtunnel.DIR_PREFIX) and left.is_dir()
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as live:
+        alive = Path(await local_path(live, None)).parent
+        old = time.time() - 2 * localtunnel.STALE_AFTER
+        for directory in (left, alive):
+            os.utime(directory, (old, old))
+        async with serving(make_env(port)) as srv:
+            assert await localtunnel.probe(srv.url, None) is not None  # it sweeps, then makes
+        assert not left.exists() and alive.is_dir()

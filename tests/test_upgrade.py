@@ -5,16 +5,21 @@ left to websockets (None), so nothing websockets refuses is accepted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from conftest import serving
 from sample_env import env
-from websockets.exceptions import InvalidHeaderValue
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import InvalidHeaderValue, InvalidStatus
 from websockets.utils import accept_key
 
-from hud import wsclient
+from hud import Client, wsclient
 from hud.server import UPGRADES_PER_TURN
 from hud.upgrade import (
     accept_value,
@@ -142,7 +147,7 @@ def test_a_request_the_template_cannot_carry_is_left_to_websockets(headers) -> N
 
 def test_the_servers_own_101_is_taken() -> None:
     head = switching_protocols(accept_value(KEY), "hud/1")
-    assert switched(head[:-4], accept_key(KEY))
+    assert switched(head[:-4], accept_key(KEY)) is not None
 
 
 @pytest.mark.parametrize("change", [
@@ -159,7 +164,7 @@ def test_any_other_answer_is_left_to_websockets(change) -> None:
              b"Server: hud/1"]
     at, line = change
     lines[at:at + 1] = [line] if at < 4 else [lines[4], line]
-    assert not switched(b"\r\n".join(lines), accept_key(KEY))
+    assert switched(b"\r\n".join(lines), accept_key(KEY)) is None
 
 
 async def test_an_unusual_101_is_decided_by_websockets_and_a_wrong_one_refused() -> None:
@@ -192,3 +197,113 @@ async def test_an_unusual_101_is_decided_by_websockets_and_a_wrong_one_refused()
                 await ws.close()
         finally:
             listener.close()
+
+
+# -- the manifest in the upgrade (Hud-Manifest): one round trip fewer per connection ------
+
+def manifest_request(rid: int = 7, **params: Any) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": rid, "method": "manifest", "params": {
+        "client": {"name": "t", "version": "0"}, "protocol_versions": ["1"], **params}})
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])  # ours, and websockets' handshake
+async def test_a_manifest_in_the_upgrade_is_answered_first(compression: str | None) -> None:
+    async with serving(env) as server, ws_connect(
+            server.url + "/v1/control", compression=compression,
+            additional_headers={"Hud-Manifest": manifest_request()}) as ws:
+        assert ws.response.headers.get("Hud-Manifest") == "answered"
+        reply = json.loads(await ws.recv())  # unasked: the header was the request
+        assert reply["id"] == 7 and reply["result"]["session_id"].startswith("sess-")
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tasks.start",
+                                  "params": {"template": "count_letter"}}))
+        assert json.loads(await ws.recv())["result"]["prompt"].startswith("How many")
+
+
+async def test_a_bad_header_request_is_answered_as_a_frame_would_be() -> None:
+    cases = [(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tasks.list"}), 3,
+              "send manifest before"),
+             ("{not json", None, "")]
+    async with serving(env) as server:
+        for header, rid, says in cases:
+            async with ws_connect(server.url + "/v1/control",
+                                  additional_headers={"Hud-Manifest": header}) as ws:
+                reply = json.loads(await ws.recv())
+                assert reply["id"] == rid and says in reply["error"]["message"]
+                await ws.send(manifest_request(9))  # the connection serves on
+                assert json.loads(await ws.recv())["id"] == 9
+
+
+async def test_the_header_is_read_only_after_the_token_and_only_once() -> None:
+    async with serving(env, token="s3cret") as server:
+        url = server.url + "/v1/control"
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_connect(url, additional_headers={"Hud-Manifest": manifest_request()})
+        assert refused.value.response.status_code == 401
+        twice = [("Hud-Manifest", manifest_request()), ("Hud-Manifest", manifest_request(8))]
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_connect(url + "?token=s3cret", additional_headers=twice)
+        assert refused.value.response.status_code == 400
+        assert b"2 Hud-Manifest headers" in refused.value.response.body
+
+
+@contextlib.asynccontextmanager
+async def tcp_relay(port: int) -> AsyncIterator[tuple[int, bytearray]]:
+    """A byte relay to 127.0.0.1:``port``, keeping what the client sent."""
+    sent = bytearray()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   keep: bytearray | None) -> None:
+        while data := await reader.read(65536):
+            if keep is not None:
+                keep += data
+            writer.write(data)
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(pipe(reader, up_writer, sent), pipe(up_reader, writer, None),
+                             return_exceptions=True)
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield listener.sockets[0].getsockname()[1], sent
+    finally:
+        listener.close()
+
+
+async def test_hud_client_sends_its_manifest_in_the_upgrade_and_nothing_else() -> None:
+    async with serving(env) as server, tcp_relay(server.port) as (port, sent):
+        client = await Client.connect(f"ws://127.0.0.1:{port}")
+        try:
+            assert sent.endswith(b"\r\n\r\n") and sent.count(b"\r\n\r\n") == 1  # no frame
+            assert b"\r\nHud-Manifest: {" in sent and b'"method":"manifest"' in sent
+            assert client.manifest.environment.name == "sample"
+            assert (await client.start("count_letter")).prompt.startswith("How many")
+            assert (await client.grade("3")).reward == 1.0
+        finally:
+            await client.aclose()
+
+
+async def test_hud_client_sends_its_manifest_itself_to_a_server_that_ignores_the_header(
+        ) -> None:
+    """A server that does not know the header (here websockets' own, relaying each message
+    to ours over a connection that does not carry it) leaves the 101 without it."""
+    seen: list[str] = []
+
+    async def relay(downstream: Any) -> None:
+        async with ws_connect(upstream_url) as upstream:
+            async def down() -> None:
+                async for message in upstream:
+                    await downstream.send(message)
+            task = asyncio.create_task(down())
+            async for message in downstream:
+                seen.append(json.loads(message)["method"])
+                await upstream.send(message)
+            task.cancel()
+
+    async with serving(env) as server, ws_serve(relay, "127.0.0.1", 0) as old:
+        upstream_url = server.url + "/v1/control"
+        port = old.sockets[0].getsockname()[1]
+        async with await Client.connect(f"ws://127.0.0.1:{port}") as client:
+            assert (await client.start("count_letter")).prompt.startswith("How many")
+        assert seen == ["manifest", "tasks.start"]

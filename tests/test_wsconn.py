@@ -7,12 +7,15 @@ import asyncio
 import hashlib
 import json
 import socket
+from typing import Any
 
 import pytest
 from conftest import raw_peer, serving
 from sample_env import env
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
+from websockets.utils import accept_key
 
 from hud import Environment
 from hud.client import open_client
@@ -292,3 +295,73 @@ async def test_frames_split_anywhere_and_pings_between_them_are_read_whole() -> 
         assert [r["id"] for r in replies] == [2, 3, 4]
         assert "result" in replies[0]  # the others: manifest twice, refused, but read whole
         writer.close()
+
+
+# -- the client's side frames plainly too (hud.wsframes.client_frame and classify) ---------
+
+async def test_the_clients_own_frames_are_what_websockets_reads_and_it_reads_websockets() -> None:
+    """hud's client frames and reads data frames itself once its 101 is taken; a
+    websockets server (which checks masking and lengths) echoes every size back."""
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with ws_serve(echo, "127.0.0.1", 0, max_size=2**20) as served:
+        port = served.sockets[0].getsockname()[1]
+        conn = await lean_connect(f"ws://127.0.0.1:{port}/")
+        assert conn._plain and conn._plain_in and not conn._masked_in  # the plain path
+        got: list[str | bytes | bytearray] = []
+        conn.attach(got.append, lambda _: None)
+        sent: list[str | bytes] = ["x", "y" * 300, "z" * 70_000, b"\x00\xff" * 40_000]
+        for message in sent:
+            await conn.send(message)
+        async with asyncio.timeout(10):
+            while len(got) < len(sent):
+                await asyncio.sleep(0.01)
+        assert [bytes(m) if not isinstance(m, str) else m for m in got] == sent
+        await conn.close()
+
+
+async def test_the_client_reads_split_frames_answers_pings_and_fails_on_a_masked_frame() -> None:
+    key = b"abcd"
+    frames = [bytes((0x81, 5)) + b"hello", bytes((0x89, 1)) + b"p",  # text, then a ping
+              bytes((0x81, 126)) + (300).to_bytes(2, "big") + b"m" * 300,
+              bytes((0x82, 127)) + (70_000).to_bytes(8, "big") + b"\x01" * 70_000]
+    masked = _client_frame(0x1, b"sneaky", key)  # a server must not mask (RFC 6455 5.1)
+    pong: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        client_key = next(line.split(b": ")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"sec-websocket-key"))
+        accept = accept_key(client_key.decode()).encode()
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        for byte in frames[0] + frames[1]:  # cut after every byte
+            writer.write(bytes((byte,)))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        writer.write(frames[2] + frames[3])
+        first, second = await reader.readexactly(2)  # the pong: masked, with our payload
+        mask = await reader.readexactly(4)
+        body = await reader.readexactly(second & 0x7F)
+        pong.append(bytes((first,)) + bytes(b ^ mask[i % 4] for i, b in enumerate(body)))
+        writer.write(masked)
+        await reader.read(1)  # the client's close frame (1002) begins: hang up
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        conn = await lean_connect(f"ws://127.0.0.1:{port}/", max_size=2**20)
+        got: list[str | bytes | bytearray] = []
+        ended: list[BaseException | None] = []
+        conn.attach(got.append, ended.append)
+        async with asyncio.timeout(10):
+            while not ended:
+                await asyncio.sleep(0.01)
+        assert got[0] == "hello" and got[1] == "m" * 300 and bytes(got[2]) == b"\x01" * 70_000
+        assert len(got) == 3 and pong == [b"\x8ap"]  # the masked frame was not delivered
+        assert conn.protocol.close_sent is not None and conn.protocol.close_sent.code == 1002
+    finally:
+        listener.close()
