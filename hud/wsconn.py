@@ -307,6 +307,7 @@ class WsConnection(asyncio.Protocol):
                 self._handle_events()
                 continue
             pos = end
+            payload: bytes | bytearray
             if self._masked_in:
                 payload = wsframes.apply_mask(memoryview(buf)[start:end], buf[start - 4:start])
             else:
