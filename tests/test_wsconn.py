@@ -365,3 +365,25 @@ async def test_the_client_reads_split_frames_answers_pings_and_fails_on_a_masked
         assert conn.protocol.close_sent is not None and conn.protocol.close_sent.code == 1002
     finally:
         listener.close()
+
+
+def test_reads_on_asyncios_own_loop_ask_64_kib_not_256() -> None:
+    """asyncio's transports ask each recv for 256 KiB, which glibc maps and unmaps per
+    read; hud's connections ask for READ_SIZE (under the mmap threshold)."""
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    from hud.wsconn import READ_SIZE, WsConnection
+
+    async def main() -> int:
+        listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        uri = parse_uri(f"ws://127.0.0.1:{port}/")
+        transport, _ = await asyncio.get_running_loop().create_connection(
+            lambda: WsConnection(ClientProtocol(uri)), "127.0.0.1", port)
+        size: int = transport.max_size  # type: ignore[attr-defined]
+        transport.close()
+        listener.close()
+        return size
+
+    assert asyncio.run(main()) == READ_SIZE < 128 * 1024
