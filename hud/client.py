@@ -60,7 +60,7 @@ from .protocol.messages import (
     TemplateInfo,
 )
 from .transport import ProxiedWebSocket, Transport
-from .upgrade import MANIFEST_HEADER
+from .upgrade import MANIFEST_HEADER, plain_value
 
 if TYPE_CHECKING:
     from .forward import Tunnels
@@ -367,9 +367,9 @@ async def _dial(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     direct = _is_loopback(url) or _proxy_for(url) is None
-    if direct and manifest is not None and manifest.isascii() \
-            and len(manifest) <= MAX_MANIFEST_HEADER:
-        headers[MANIFEST_HEADER] = manifest.decode()
+    if direct and manifest is not None and len(manifest) <= MAX_MANIFEST_HEADER \
+            and plain_value(value := manifest.decode()):  # else (a DEL in JSON): a frame
+        headers[MANIFEST_HEADER] = value
     deadline = time.monotonic() + ready_timeout
     delay = 0.02
     while True:

@@ -68,6 +68,8 @@ class ControlConnection:
         if first is not None:
             self._receive(first)
         self.transport.attach(self._receive, self._closed)
+        if first is not None:
+            self._flow()  # attach resumed reading: pause again if _receive had to
 
     def _closed(self, _reason: BaseException | None) -> None:
         self._open = False

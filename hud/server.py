@@ -43,7 +43,7 @@ from .session import Registry
 from .steps import cancel_caller
 from .transport import Transport
 from .tunnelhost import TunnelHost
-from .upgrade import MANIFEST_HEADER
+from .upgrade import MANIFEST_HEADER, plain_value
 from .watchdog import Watchdog
 from .wsserver import Refusal, Turns, WsServerConnection, reject
 
@@ -305,7 +305,9 @@ class Server:
             err = Unauthorized("missing or wrong token: pass --token or set HUD_TOKEN")
             return reject(connection, 401, err.code, err.message)
         if parts.path == CONTROL_PATH:
-            connection.first = request.headers.get(MANIFEST_HEADER)  # once: checked above
+            first = request.headers.get(MANIFEST_HEADER)  # once: checked above
+            if first is not None and plain_value(first):  # else ignored: the client sends it
+                connection.first = first
             return None
         if self.tunnels.serves(parts.path):
             return self.tunnels.check_request(connection, request, parts.path)

@@ -90,13 +90,19 @@ def _key(headers: Headers) -> str | None:
     return key if len(raw) == 16 else None
 
 
+def plain_value(value: str) -> bool:
+    """Whether ``value`` is a header value the templates carry as it is: visible ASCII,
+    spaces and tabs (no obs-text, no control character, no DEL)."""
+    return value.isascii() and _VALUE.fullmatch(value.encode()) is not None
+
+
 def upgrade_request(path: str, host: str, key: str, headers: dict[str, str]) -> bytes | None:
     """The client's upgrade request (the headers websockets' ``ClientProtocol.connect``
     sends, then ``headers``), or None when a value could not be sent as it is (websockets
     must build it)."""
     if not _PATH.fullmatch(path.encode()) or any(
             name.lower() in _TEMPLATED or not _TOKEN.fullmatch(name.encode())
-            or not _VALUE.fullmatch(value.encode()) for name, value in headers.items()):
+            or not plain_value(value) for name, value in headers.items()):
         return None
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]

@@ -118,7 +118,7 @@ class WsClient(WsConnection):
             self.transport.close()
         else:
             assert isinstance(event, Response)
-            self.manifest_answered = event.headers.get(MANIFEST_HEADER) == "answered"
+            self.manifest_answered = event.headers.get_all(MANIFEST_HEADER) == ["answered"]
             self.opened.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:

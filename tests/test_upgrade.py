@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidHeaderValue, InvalidStatus
 from websockets.utils import accept_key
 
 from hud import Client, wsclient
+from hud.protocol.messages import PeerInfo
 from hud.server import UPGRADES_PER_TURN
 from hud.upgrade import (
     accept_value,
@@ -201,9 +202,10 @@ async def test_an_unusual_101_is_decided_by_websockets_and_a_wrong_one_refused()
 
 # -- the manifest in the upgrade (Hud-Manifest): one round trip fewer per connection ------
 
-def manifest_request(rid: int = 7, **params: Any) -> str:
+def manifest_request(rid: int = 7, name: str = "t") -> str:
     return json.dumps({"jsonrpc": "2.0", "id": rid, "method": "manifest", "params": {
-        "client": {"name": "t", "version": "0"}, "protocol_versions": ["1"], **params}})
+        "client": {"name": name, "version": "0"}, "protocol_versions": ["1"]}},
+        ensure_ascii=False)
 
 
 @pytest.mark.parametrize("compression", [None, "deflate"])  # ours, and websockets' handshake
@@ -247,15 +249,22 @@ async def test_the_header_is_read_only_after_the_token_and_only_once() -> None:
 
 
 @contextlib.asynccontextmanager
-async def tcp_relay(port: int) -> AsyncIterator[tuple[int, bytearray]]:
-    """A byte relay to 127.0.0.1:``port``, keeping what the client sent."""
+async def tcp_relay(port: int, add_to_101: bytes = b"") -> AsyncIterator[tuple[int, bytearray]]:
+    """A byte relay to 127.0.0.1:``port``, keeping what the client sent; ``add_to_101``
+    (header lines) is added to the server's 101."""
     sent = bytearray()
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    keep: bytearray | None) -> None:
+        head = bytearray() if keep is None and add_to_101 else None
         while data := await reader.read(65536):
             if keep is not None:
                 keep += data
+            if head is not None:  # hold the answer until its head is complete
+                head += data
+                if (end := head.find(b"\r\n\r\n")) < 0:
+                    continue
+                data, head = bytes(head[:end + 2] + add_to_101 + head[end + 2:]), None
             writer.write(data)
         writer.close()
 
@@ -307,3 +316,52 @@ async def test_hud_client_sends_its_manifest_itself_to_a_server_that_ignores_the
         async with await Client.connect(f"ws://127.0.0.1:{port}") as client:
             assert (await client.start("count_letter")).prompt.startswith("How many")
         assert seen == ["manifest", "tasks.start"]
+
+
+@pytest.mark.parametrize(("added", "answered"), [
+    (b"X-Odd: \x80\r\n", True),  # obs-text: websockets decides this 101, and reads the header
+    (b"Hud-Manifest: answered\r\n", False),  # twice: not answered, on our path...
+    (b"X-Odd: \x80\r\nHud-Manifest: answered\r\n", False),  # ...and on websockets'
+])
+async def test_hud_client_reads_answered_alike_on_either_path(added: bytes, answered: bool
+                                                              ) -> None:
+    async with serving(env) as server, tcp_relay(server.port, added) as (port, sent), \
+            await Client.connect(f"ws://127.0.0.1:{port}") as client:
+        assert client.transport.manifest_answered is answered  # type: ignore[attr-defined]
+        assert (await client.start("count_letter")).prompt.startswith("How many")
+        # the start, and the manifest before it when the 101 did not say "answered"
+        assert client_frames(sent) == (1 if answered else 2)
+
+
+def client_frames(sent: bytes | bytearray) -> int:
+    """How many whole (masked) frames a client sent behind its upgrade request."""
+    pos, count = sent.find(b"\r\n\r\n") + 4, 0
+    while pos < len(sent):
+        size, pos = sent[pos + 1] & 0x7F, pos + 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            size, pos = int.from_bytes(sent[pos:pos + width], "big"), pos + width
+        pos, count = pos + 4 + size, count + 1
+    return count
+
+
+async def test_a_request_the_header_cannot_carry_goes_as_a_frame_and_the_server_ignores_one(
+        ) -> None:
+    """JSON leaves DEL unescaped, and header values may not hold it: hud's client sends
+    such a manifest as a frame. A value with a byte outside visible ASCII (websockets takes
+    obs-text) is ignored by the server: no "answered", and the client sends its frame."""
+    odd = PeerInfo(name="bad\x7fname", version="0")
+    async with serving(env) as server, tcp_relay(server.port) as (port, sent):
+        async with await Client.connect(f"ws://127.0.0.1:{port}", client=odd) as client:
+            assert not client.transport.manifest_answered  # type: ignore[attr-defined]
+            assert client.manifest.environment.name == "sample"
+        assert b"Hud-Manifest" not in sent
+        parts = urlsplit(server.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        head = b"\r\n".join([b"GET /v1/control HTTP/1.1", *PLAIN[1:],
+                              b"Hud-Manifest: " + manifest_request(name="café").encode()])
+        writer.write(head + b"\r\n\r\n")
+        async with asyncio.timeout(10):
+            response = await reader.readuntil(b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 101 ") and b"Hud-Manifest" not in response
+        writer.close()
