@@ -366,7 +366,7 @@ async def _dial(
     headers = {"User-Agent": f"hud/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    direct = _is_loopback(url) or _proxy_for(url) is None
+    direct = address.is_loopback(urlsplit(url).hostname or "") or _proxy_for(url) is None
     if direct and manifest is not None and len(manifest) <= MAX_MANIFEST_HEADER \
             and plain_value(value := manifest.decode()):  # else (a DEL in JSON): a frame
         headers[MANIFEST_HEADER] = value
@@ -405,11 +405,6 @@ def _proxy_for(url: str) -> str | None:
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
         return proxy
     return None
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def _rejected(url: str, exc: InvalidStatus) -> Exception:
