@@ -3,7 +3,10 @@
 The sans-I/O core decides what runs when; this module runs it, from the transport's
 callbacks: the connection has no task of its own. A call whose handler is a plain function
 (it cannot wait) is answered on the spot; one whose handler is a coroutine runs in a task
-of the server's nursery (:attr:`hud.handlers.Host.spawn`). Every reply goes out as soon as
+of the server's nursery (:attr:`hud.handlers.Host.spawn`) that starts eagerly
+(:mod:`hud.eager`): a call that never waits, as ``tasks.start`` and ``tasks.grade`` of a
+template whose steps do not, is answered on the spot too, with no turn of the event loop.
+Every reply goes out as soon as
 the core produces it. Reading pauses while the core is saturated or the peer is not taking
 our replies, so a client that floods requests or never reads costs bounded memory; a peer
 that takes none of our data for :data:`UNREAD_LIMIT` seconds (frozen, e.g. stopped with
@@ -39,8 +42,9 @@ UNREAD_LIMIT = 60.0
 class ControlConnection:
     """Serves one transport until it closes; see the module docstring."""
 
-    __slots__ = ("_busy", "_doomed", "_ended", "_on_end", "_op", "_open", "_paused", "_started",
-                 "_unread_timer", "_write_blocked", "core", "host", "session", "transport")
+    __slots__ = ("_busy", "_ended", "_on_end", "_op", "_open", "_paused", "_ready",
+                 "_starting", "_unread_timer", "_write_blocked", "core", "host", "session",
+                 "transport")
 
     def __init__(self, host: Host, transport: Transport,
                  on_end: Callable[[ControlConnection], None] = lambda _: None) -> None:
@@ -53,12 +57,12 @@ class ControlConnection:
         self._open = True  # until the transport closes
         self._ended = False  # the session is detached: nothing more runs
         self._busy = 0  # call tasks not finished yet
-        self._op: asyncio.Task[None] | None = None  # the queued call in progress
-        self._started = False  # whether _op has had its first turn (a task cancelled
-        self._doomed = False  # before that never runs: it is doomed, and answers at once)
+        self._op: asyncio.Task[None] | None = None  # the queued call in progress, waiting
         self._write_blocked = False
         self._paused = False  # whether _flow paused reading (only it pauses this transport)
         self._unread_timer: asyncio.TimerHandle | None = None
+        self._ready: list[Call] = []  # calls released, not yet started (see _start)
+        self._starting = False  # whether _start is running them now
 
     def open(self, first: str | None = None) -> None:
         """Serve the transport from now on, ``first`` (a request the client sent in its
@@ -97,30 +101,44 @@ class ControlConnection:
         self._flush()
 
     def _start(self, calls: list[Call]) -> None:
-        """Run each call: in place when its handler cannot wait (it may release more calls,
-        run here too), else in a task."""
-        while calls:
-            call = calls.pop(0)
+        """Run each call: in place when its handler cannot wait, else in a task that starts
+        eagerly (:mod:`hud.eager`), so a handler that never waits is answered here too. The
+        calls that one releases as it ends run after those already given, in this loop
+        (calls ending one after another in their first stretch do not nest)."""
+        self._ready += calls
+        if self._starting:
+            return
+        self._starting = True
+        try:
+            self._run_ready()
+        finally:
+            self._starting = False
+
+    def _run_ready(self) -> None:
+        ready = self._ready
+        while ready:
+            call = ready.pop(0)
             if self._ended:  # nothing can run any more
-                self.core.finish(call, Cancelled(f"{call.method.name}: connection ended"))
+                ready += self.core.finish(call, Cancelled(f"{call.method.name}: connection ended"))
                 continue
             try:
                 work = HANDLERS[call.method.name](self, call.params)
             except Exception as exc:
-                calls += self.core.finish(call, _failure(call, exc))
+                ready += self.core.finish(call, _failure(call, exc))
                 continue
             if isinstance(work, Body):
-                calls += self.core.finish(call, work)
-                continue
-            task = self._spawn(self._run(call, work))
-            if task is None:
-                work.close()
-                calls += self.core.finish(call, Cancelled(
-                    f"{call.method.name}: the server is shutting down"))
+                ready += self.core.finish(call, work)
                 continue
             self._busy += 1
-            if call.method.schedule is Schedule.QUEUED:
-                self._op, self._started, self._doomed = task, False, False
+            task = self._spawn(self._run(call, work))
+            if task is None:
+                self._busy -= 1
+                work.close()
+                ready += self.core.finish(call, Cancelled(
+                    f"{call.method.name}: the server is shutting down"))
+                continue
+            if call.method.schedule is Schedule.QUEUED and not task.done():
+                self._op = task  # it waits: the queued call in progress
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[Any] | None:
         try:
@@ -130,13 +148,7 @@ class ControlConnection:
 
     async def _run(self, call: Call, work: Coroutine[Any, Any, Body]) -> None:
         outcome: Outcome
-        queued = call.method.schedule is Schedule.QUEUED
-        if queued:
-            self._started = True
         try:
-            if queued and self._doomed:
-                work.close()
-                raise asyncio.CancelledError
             outcome = await work
         except asyncio.CancelledError:
             outcome = Cancelled(f"{call.method.name} was cancelled")
@@ -201,7 +213,7 @@ class ControlConnection:
         self._flush()
         op = self._op
         if op is not None and not op.done():
-            self._cancel_op(op, reason)
+            cancel_caller(op, reason)
             await asyncio.wait([op])
 
     def cancel_soon(self, reason: str) -> None:
@@ -209,15 +221,7 @@ class ControlConnection:
         self.core.cancel_waiting(reason)
         self._flush()
         if self._op is not None and not self._op.done():
-            self._cancel_op(self._op, reason)
-
-    def _cancel_op(self, op: asyncio.Task[None], reason: str) -> None:
-        # A task cancelled before its first turn would never run _run, so its request
-        # would go unanswered and hold the queued lane: let it run, doomed, instead.
-        if self._started:
-            cancel_caller(op, reason)
-        else:
-            self._doomed = True
+            cancel_caller(self._op, reason)
 
     def close_soon(self) -> None:
         asyncio.get_running_loop().call_soon(self.transport.close_soon, 1000, "bye")

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from . import eager
 from .steps import cancel_caller
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,16 @@ class Nursery:
         two, and each costs a turn of the event loop when the task ends: once per request
         on a busy server). The nursery owns it all the same: :meth:`aclose` waits for it,
         and cancels it when cancelling. Contract: ``work`` catches its own errors and calls
-        :meth:`forget` with its task as its last act, and its task is not cancelled before
-        its first turn (it would never call :meth:`forget`). Raises ``RuntimeError`` once
-        closing, as :meth:`spawn` does."""
+        :meth:`forget` with its task as its last act. The task starts eagerly
+        (:mod:`hud.eager`): ``work`` runs at once up to its first wait, and when it does not
+        wait at all the task returned is done already (the nursery never holds it). Raises
+        ``RuntimeError`` once closing, as :meth:`spawn` does."""
         if self._group is None or not self.accepting:
             work.close()
             raise RuntimeError(f"{self.name}: closed, cannot start more tasks")
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self._quiet.add(task)
+        task = eager.start(asyncio.get_running_loop(), work, name)
+        if not task.done():  # its first stretch did not finish it
+            self._quiet.add(task)
         return task
 
     def forget(self, task: asyncio.Task[Any] | None) -> None:

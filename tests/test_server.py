@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from conftest import raw_peer, serving
@@ -90,6 +91,31 @@ async def test_pipelined_requests_are_answered_by_id_in_order() -> None:
         replies = {r["id"]: r for r in [await peer.recv() for _ in range(6)]}
         assert sorted(replies) == list(range(10, 16))
         assert [replies[i]["result"]["reward"] for i in (11, 13, 15)] == [1.0, 1.0, 1.0]
+
+
+async def test_calls_released_when_a_waiting_one_ends_run_one_after_another() -> None:
+    """A start that waits holds the queued lane; the pairs pipelined behind it never wait,
+    so when it ends each is answered in its first stretch and releases the next: they run in
+    a loop, in order, not nested one inside the other (64 deep would overflow the stack)."""
+    async with serving(env) as server, raw_peer(server) as peer:
+        await peer.manifest()
+        frames = [json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tasks.start",
+                              "params": {"template": "slow_setup", "args": {"seconds": 0.1}}})]
+        for i in range(150):
+            word = "a" * (i % 7 + 1)
+            frames.append(json.dumps({"jsonrpc": "2.0", "id": 2 + 2 * i, "method": "tasks.start",
+                                      "params": {"template": "count_letter",
+                                                 "args": {"word": word, "letter": "a"}}}))
+            frames.append(json.dumps({"jsonrpc": "2.0", "id": 3 + 2 * i, "method": "tasks.grade",
+                                      "params": {"answer": str(len(word))}}))
+        protocol = peer.ws.protocol  # every frame in one write: the server reads them at once
+        for frame in frames:
+            protocol.send_text(frame.encode())
+        peer.ws.transport.write(b"".join(protocol.data_to_send()))
+        replies = [await peer.recv() for _ in frames]
+        assert [r["id"] for r in replies] == list(range(1, len(frames) + 1))
+        assert all("result" in r for r in replies), [r for r in replies if "error" in r][:1]
+        assert [r["result"]["reward"] for r in replies[2::2]] == [1.0] * 150
 
 
 async def test_many_sessions_at_once_are_independent() -> None:
