@@ -341,14 +341,8 @@ class BareTunnel:
             self.close()
 
     def _control_readable(self) -> None:
-        """The client sends nothing more on ``control``: readable means it hung up."""
         assert self.control is not None
-        with contextlib.suppress(BlockingIOError):
-            try:
-                if self.control.recv(64):
-                    return
-            except OSError:
-                pass
+        if hung_up(self.control):
             self.close()
 
     def close(self) -> None:
@@ -365,6 +359,17 @@ class BareTunnel:
         self.client.close()
         if self.daemon is not None:
             self.daemon.close()
+
+
+def hung_up(control: socket.socket) -> bool:
+    """Whether the client hung up ``control``, a tunnel's lifeline, now readable: it sends
+    nothing on one, so end of file or an error means it has (stray bytes are dropped)."""
+    try:
+        return not control.recv(64)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 async def dial_capability(binding: Binding, answer: socket.socket,
@@ -419,13 +424,7 @@ class HandedTunnel:
             self.close()
 
     def _control_readable(self) -> None:
-        """The client sends nothing on ``control``: readable means it hung up."""
-        with contextlib.suppress(BlockingIOError):
-            try:
-                if self.control.recv(64):
-                    return
-            except OSError:
-                pass
+        if hung_up(self.control):
             self.close()
 
     def close(self) -> None:

@@ -182,20 +182,26 @@ async def test_the_path_is_given_only_with_the_token() -> None:
         assert await localtunnel.probe(srv.url, "t0k") == srv.tunnels.local.path
 
 
-async def test_server_shutdown_cuts_local_tunnels() -> None:
+async def test_server_shutdown_cuts_local_tunnels_and_handed_connections() -> None:
     async with shouting_daemon() as (port, _):
         srv_cm = serving(make_env(port))
         srv = await srv_cm.__aenter__()
         try:
             client_cm = open_client(srv.url)
             client = await client_cm.__aenter__()
-            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
-            reader, writer = await shout(local, b"hi")
+            binding = await client.binding("shout")
+            reader, writer = await shout(int(binding.url.rsplit(":", 1)[1]), b"hi")
+            handed = await dial_direct(binding)
+            assert handed is not None
         finally:
             await asyncio.wait_for(srv_cm.__aexit__(None, None, None), 10)
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+        # the server shut the daemon's connection down for both ends
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.sock_recv(handed.socket, 10), 5) == b""
         await client_cm.__aexit__(None, None, None)
+        assert handed.socket.fileno() == -1  # the client closed what it was handed
 
 
 async def test_closing_the_client_cuts_its_local_tunnels() -> None:
@@ -292,23 +298,6 @@ async def test_dial_to_an_unreachable_daemon_is_the_capabilitys_error() -> None:
                            match=r"'shout' unreachable at 127.0.0.1:\d+: Connection refused"):
             await dial_direct(binding)
         assert not srv.tunnels.bare
-
-
-async def test_server_shutdown_cuts_a_handed_connection() -> None:
-    async with shouting_daemon() as (port, _):
-        srv_cm = serving(make_env(port))
-        srv = await srv_cm.__aenter__()
-        try:
-            client_cm = open_client(srv.url)
-            client = await client_cm.__aenter__()
-            handed = await dial_direct(await client.binding("shout"))
-            assert handed is not None
-        finally:
-            await asyncio.wait_for(srv_cm.__aexit__(None, None, None), 10)
-        loop = asyncio.get_running_loop()
-        assert await asyncio.wait_for(loop.sock_recv(handed.socket, 10), 5) == b""
-        await client_cm.__aexit__(None, None, None)
-        assert handed.socket.fileno() == -1  # the client closed what it was handed
 
 
 async def test_dial_direct_is_none_where_nothing_can_be_handed_over() -> None:
