@@ -10,9 +10,11 @@ process → the daemon). Rounds interleave direct and tunnel, each way; each lin
 medians and their ratio, with the load average, and the CPU the tunnel adds per MB (this
 process and the server's, tunnel minus direct: the figure other users' load moves least).
 "Under load" runs as many busy-looping processes as there are cores beside the transfer.
-The tunnels' modes (``local``: the reader's socket handed to the server over a Unix
-socket, which splices it to the daemon; ``raw``: the HTTP upgrade to ``hud-tunnel/1``,
-spliced by the forwarder and the server; ``websocket``: binary frames) are chosen with
+The tunnels' modes (``dial``: the server hands the daemon's connection itself to the reader,
+as hud's own openers take it, e.g. ``ssh``: no relay at all; ``local``: the reader's socket
+handed to the server over a Unix socket, which splices it to the daemon; ``raw``: the HTTP
+upgrade to ``hud-tunnel/1``, spliced by the forwarder and the server; ``websocket``: binary
+frames) are chosen with
 ``--modes``; each mode has its own client, and every round runs every path, in an order
 that rotates from round to round. The reference ``hud==0.6.21`` has no tunnels,
 so there is no reference line.
@@ -30,8 +32,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from common import emit, loadavg, logger
 
@@ -75,9 +78,34 @@ async def serve(pipe_port: int) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-async def transfer(port: int, verb: str, size: int) -> float:
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter, Callable[[], None]]
+Dial = Callable[[], Awaitable[Stream]]
+"""Opens one stream to the daemon by one path: (reader, writer, what to call after)."""
+
+
+def to_port(port: int) -> Dial:
+    async def dial() -> Stream:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return reader, writer, lambda: None
+    return dial
+
+
+def handed_over(binding: Any) -> Dial:
+    """The daemon's connection as hud's openers get it (``hud.forward.dial_direct``)."""
+    from hud.forward import dial_direct
+
+    async def dial() -> Stream:
+        handed = await dial_direct(binding)
+        if handed is None:
+            raise RuntimeError("the server handed no connection over (no local tunnels)")
+        reader, writer = await asyncio.open_connection(sock=handed.socket)
+        return reader, writer, handed.close
+    return dial
+
+
+async def transfer(dial: Dial, verb: str, size: int) -> float:
     """Bytes/s of one stream of ``size`` bytes (``down``: from the daemon; ``up``: to it)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer, after = await dial()
     started = time.perf_counter()
     writer.write(f"{verb} {size}\n".encode())
     if verb == "down":
@@ -96,6 +124,7 @@ async def transfer(port: int, verb: str, size: int) -> float:
             raise ConnectionError("the daemon did not confirm the upload")
     elapsed = time.perf_counter() - started
     writer.close()
+    after()
     return size / elapsed
 
 
@@ -105,46 +134,49 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def timed_transfer(port: int, verb: str, size: int, server: int) -> tuple[float, float]:
+async def timed_transfer(dial: Dial, verb: str, size: int, server: int
+                         ) -> tuple[float, float]:
     """(bytes/s, CPU seconds of this process and the server's process) of one transfer."""
     cpu0 = time.process_time() + cpu_seconds(server)
-    rate = await transfer(port, verb, size)
+    rate = await transfer(dial, verb, size)
     return rate, time.process_time() + cpu_seconds(server) - cpu0
 
 
-async def tunnel_ports(stack: contextlib.AsyncExitStack, url: str, modes: list[str],
-                       ) -> dict[str, int]:
-    """The daemon's own port (``direct``) and a forwarder's port per mode, each mode's
+async def tunnel_paths(stack: contextlib.AsyncExitStack, url: str, modes: list[str],
+                       ) -> dict[str, Dial]:
+    """The daemon's own port (``direct``) and each mode's way to the daemon, each mode's
     from a client of its own."""
     from urllib.parse import urlsplit
 
     from hud import forward
     from hud.client import open_client
 
-    ports: dict[str, int] = {}
+    paths: dict[str, Dial] = {}
     for mode in modes:
-        forward.Tunnels.local = mode == "local"  # read at the client's first binding
+        forward.Tunnels.local = mode in ("local", "dial")  # read at the client's first binding
         forward.Forwarder.raw = mode != "websocket"  # read at each tunnel's opening
         client = await stack.enter_async_context(open_client(url))
         declared = next(b for b in client.manifest.capabilities if b.name == "pipe")
-        ports["direct"] = urlsplit(declared.url).port or 0
-        ports[mode] = urlsplit((await client.binding("pipe")).url).port or 0
-    return ports
+        paths["direct"] = to_port(urlsplit(declared.url).port or 0)
+        binding = await client.binding("pipe")
+        paths[mode] = (handed_over(binding) if mode == "dial"
+                       else to_port(urlsplit(binding.url).port or 0))
+    return paths
 
 
 async def measure(url: str, server: int, size: int, rounds: int, condition: str,
                   modes: list[str]) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        ports = await tunnel_ports(stack, url, modes)
-        paths = list(ports)
+        dials = await tunnel_paths(stack, url, modes)
+        paths = list(dials)
         for verb in ("down", "up"):
             rates: dict[str, list[float]] = {path: [] for path in paths}
             cpu: dict[str, list[float]] = {path: [] for path in paths}
-            for port in ports.values():
-                await transfer(port, verb, size // 4)  # warm-up
+            for dial in dials.values():
+                await transfer(dial, verb, size // 4)  # warm-up
             for i in range(rounds):
                 for path in paths[i % len(paths):] + paths[:i % len(paths)]:
-                    rate, seconds = await timed_transfer(ports[path], verb, size, server)
+                    rate, seconds = await timed_transfer(dials[path], verb, size, server)
                     rates[path].append(rate)
                     cpu[path].append(seconds)
             for mode in modes:
@@ -197,8 +229,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 MB, 3 rounds")
     parser.add_argument("--mb", type=int, default=128, help="megabytes per transfer")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--modes", default="local,raw",
-                        help="comma-separated, of local, raw, websocket")
+    parser.add_argument("--modes", default="dial,local,raw",
+                        help="comma-separated, of dial, local, raw, websocket")
     parser.add_argument("--serve", metavar="PIPE_PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

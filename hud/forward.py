@@ -10,7 +10,9 @@ binary frames carry the bytes, as it does over ``wss://``. Where the server offe
 tunnels (a client on its host, as its user: :mod:`hud.localtunnel`), the forwarder instead
 hands the accepted socket itself to the server, which splices it to the daemon: one hop
 and one relay fewer (:mod:`hud.splicedtunnel` opens bare and local tunnels). When either
-side closes, the other is closed.
+side closes, the other is closed. An opener that can run its protocol client on a socket
+(``ssh``) skips the port altogether: :func:`dial_direct` has the server hand over the
+daemon's connection itself, so its bytes cross no relay.
 
 When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
 1011 and a reason naming the capability (a bare tunnel answers ``error REASON`` instead of
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -76,6 +79,47 @@ def local_url(binding: Binding, port: int) -> str:
                        parts.fragment))
 
 
+class Handed:
+    """A connection to a capability's daemon that the environment's server handed over
+    (``dial``, :mod:`hud.localtunnel`): :attr:`socket`, connected and non-blocking, and its
+    lifeline. :meth:`close` closes both, and the server then shuts the connection down; a
+    protocol client that takes :attr:`socket` (``asyncssh.connect(sock=...)``) may close the
+    socket itself first. Idempotent."""
+
+    __slots__ = ("_lifeline", "_owner", "socket")
+
+    def __init__(self, sock: socket.socket, lifeline: socket.socket,
+                 owner: set[Handed]) -> None:
+        self.socket = sock
+        self._lifeline = lifeline
+        self._owner = owner
+        owner.add(self)
+
+    def close(self) -> None:
+        self._owner.discard(self)
+        self.socket.close()
+        self._lifeline.close()
+
+
+_forwarding: dict[int, Forwarder] = {}
+"""This process's forwarders by loopback port: what :func:`dial_direct` looks a binding up in."""
+
+
+async def dial_direct(binding: Binding) -> Handed | None:
+    """For a capability's client opener: a connection straight to ``binding``'s daemon,
+    where ``binding`` points at a forwarder of this process (``Client.binding``,
+    ``Client.open``) and the environment's server can hand the daemon's connection over
+    (a local server, as this user). Its bytes then cross no tunnel at all. None otherwise:
+    connect to ``binding.url`` as usual. Raises :class:`CapabilityUnavailable` when the
+    server refuses (it cannot reach the daemon, say). Close what it returns when done."""
+    url = binding.url if "://" in binding.url else f"tcp://{binding.url}"
+    parts = urlsplit(url)
+    forwarder = _forwarding.get(parts.port or 0) if parts.hostname == "127.0.0.1" else None
+    if forwarder is None or forwarder.name != binding.name:
+        return None
+    return await forwarder.dial()
+
+
 class Forwarder:
     """One capability's loopback port. ``await start()``, then hand :attr:`port` to a client;
     :meth:`aclose` stops listening and closes every tunnel it opened.
@@ -105,6 +149,7 @@ class Forwarder:
         self._sockets: set[WsConnection] = set()
         self._splices: set[Splice] = set()
         self._lifelines = Lifelines()  # one per local tunnel
+        self._handed: set[Handed] = set()  # connections handed over by dial()
         if not self.url.startswith("ws://"):
             self.raw = False
 
@@ -118,6 +163,7 @@ class Forwarder:
         await self._opening.open()
         self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
         self._claimed = ports.claim(self.port)  # a tunnel's end: not for the agent's browser
+        _forwarding[self.port] = self
         return self
 
     def raise_for_errors(self) -> None:
@@ -129,6 +175,8 @@ class Forwarder:
 
     async def aclose(self) -> None:
         if self._server is not None:
+            if _forwarding.get(self._claimed) is self:
+                del _forwarding[self._claimed]
             ports.release(self._claimed)
             self._server.close()
         await self._opening.aclose()
@@ -137,9 +185,38 @@ class Forwarder:
         for splice in list(self._splices):
             splice.close()
         self._lifelines.close()
+        for handed in list(self._handed):
+            handed.close()
         await asyncio.gather(*(ws.close() for ws in list(self._sockets)))
         if self._server is not None:
             await self._server.wait_closed()
+
+    async def dial(self) -> Handed | None:
+        """A connection to the daemon itself, handed over by the server: see
+        :func:`dial_direct`. None where the server offers no local tunnels, cannot be
+        reached, or does not know ``dial`` (an older hud)."""
+        if self.local is None:
+            return None
+        conn = await localtunnel.connect(self.local)
+        if conn is None:
+            log.info("local tunnels unreachable at %s: using bare tunnels", self.local)
+            self.local = None
+            return None
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                status, sock = await localtunnel.dial(conn, self.name, self.token)
+        except BaseException:
+            conn.close()
+            raise
+        if sock is None:
+            conn.close()
+            if status.startswith("error bad request: unknown request"):
+                return None  # a server without dial: the port still works
+            reason = status.removeprefix("error ") or "the environment refused the connection"
+            self._fail(reason)
+            self.raise_for_errors()
+        assert sock is not None
+        return Handed(sock, conn, self._handed)
 
     def _accept(self) -> TcpEnd:
         end = TcpEnd()

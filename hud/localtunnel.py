@@ -21,6 +21,14 @@ over), with the reader's socket attached to the first byte. The server answers `
 tunnel: the server closes it when the tunnel ends, and the client closing it ends the
 tunnel.
 
+A client that can use a socket itself (hud's own openers: ``ssh`` over asyncssh, say) may
+ask for the daemon's connection instead of a tunnel: ``dial NAME 0 TOKEN``, with no socket
+attached. The server dials the daemon and answers ``ok`` with the connected socket attached
+(or ``error REASON``): no relay at all, the bytes go straight between the client and the
+daemon. The Unix connection is again the lifeline: the server keeps its own descriptor of
+the daemon's connection and shuts it down (for both) when the client closes the lifeline
+or the server closes.
+
 Safety: the socket is in a directory only the server's user may enter (``mkdtemp``,
 0700); each side checks that the other runs as its own user (``SO_PEERCRED``); the token
 and the declared capability are checked as on the control port. The server holds every
@@ -46,6 +54,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
+VERBS = ("tunnel", "dial")
+"""The requests a connection to the Unix socket may make (see the module's docstring)."""
 LOCAL_PATH = "/v1/local"
 """Where a client asks for the Unix socket's path (see the module's docstring)."""
 MAX_EARLY = 1 << 20
@@ -61,6 +71,8 @@ STALE_AFTER = 60.0
 
 StartTunnel = Callable[[socket.socket, socket.socket, str, bytes], None]
 """``start_tunnel(reader, control, name, early)``: the server's part of a tunnel."""
+StartHanded = Callable[[socket.socket, str], None]
+"""``start_handed(control, name)``: the server's part of a handed connection (``dial``)."""
 
 
 def _sweep_stale(tmp: str) -> None:
@@ -108,14 +120,16 @@ class LocalTunnels:
     checks becomes a tunnel through ``start_tunnel``; :meth:`close` stops listening and removes the
     directory (the server closes the tunnels themselves). ``refusal(name)`` returns why a
     tunnel to ``name`` may not open (undeclared, over a limit), or None; ``spawn`` runs a
-    handshake in the server's task group."""
+    handshake in the server's task group. A ``dial`` request that passes the same checks
+    goes to ``start_handed``."""
 
     def __init__(self, token: str | None, refusal: Callable[[str], str | None],
-                 start_tunnel: StartTunnel,
+                 start_tunnel: StartTunnel, start_handed: StartHanded,
                  spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
         self.token = token
         self.path: str | None = None
         self._refusal, self._start_tunnel, self._spawn = refusal, start_tunnel, spawn
+        self._start_handed = start_handed
         self._listener: socket.socket | None = None
         self._dir: str | None = None
 
@@ -176,20 +190,25 @@ class LocalTunnels:
             name, refused = "", f"bad request: {exc}"
         except BaseException:  # cancelled: the server is closing, and nothing may leak
             conn.close()
+            if reader is not None:
+                reader.close()
             raise
-        if refused is not None or reader is None:
+        if refused is not None:
             with contextlib.suppress(OSError):
                 conn.send(f"error {refused}\n".encode())
             conn.close()
             if reader is not None:
                 reader.close()
             return
-        self._start_tunnel(reader, conn, name, early)
+        if reader is None:
+            self._start_handed(conn, name)
+        else:
+            self._start_tunnel(reader, conn, name, early)
 
     def _check(self, line: str) -> tuple[str, str | None]:
         """The capability a request line names, and why it is refused (None: it is not)."""
         verb, name, _, token = _split_request(line)
-        if verb != "tunnel":
+        if verb not in VERBS:
             raise ValueError(f"unknown request {verb!r}")
         if self.token is not None and not hmac.compare_digest(
                 token.encode(), self.token.encode()):
@@ -212,9 +231,11 @@ async def _readable(sock: socket.socket) -> None:
         loop.remove_reader(sock)
 
 
-async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket]:
-    """The request line, the early bytes and the socket handed over with them. Raises
-    ``ValueError`` for a malformed request (no socket, more than one, not a stream)."""
+async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket | None]:
+    """The request line, the early bytes and the socket handed over with them (None for
+    ``dial``, which hands none and has no early bytes). Raises ``ValueError`` for a
+    malformed request (a ``tunnel`` with no socket or more than one, a socket that is not a
+    stream, a ``dial`` with any)."""
     data, fds = b"", []
     try:
         while b"\n" not in data or len(data) < data.index(b"\n") + 1 + _early(data):
@@ -226,6 +247,11 @@ async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket]
             if not more:
                 raise ValueError("the client hung up mid-request")
             data += more
+        line, _, early = data.partition(b"\n")
+        if line.startswith(b"dial "):
+            if fds or early:
+                raise ValueError("a dial request hands over nothing")
+            return line.decode(), b"", None
         if len(fds) != 1:
             raise ValueError(f"{len(fds)} sockets handed over, not one")
         reader = socket.socket(fileno=fds[0])  # ENOTSOCK for anything else (closed below)
@@ -237,7 +263,6 @@ async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket]
         reader.close()
         raise ValueError("the socket handed over is not a stream")
     reader.setblocking(False)
-    line, _, early = data.partition(b"\n")
     return line.decode(), early, reader
 
 
@@ -308,3 +333,34 @@ async def hand_over(conn: socket.socket, name: str, token: str | None,
             raise OSError("the environment hung up during a local tunnel's hand-over")
         answer += more
     return answer.partition(b"\n")[0].decode(errors="replace")
+
+
+async def dial(conn: socket.socket, name: str, token: str | None
+               ) -> tuple[str, socket.socket | None]:
+    """Ask the server over ``conn`` for a connection to capability ``name``'s daemon: its
+    status line (``ok``, or ``error REASON``) and, with ``ok``, the connected socket. The
+    caller holds ``conn`` as the connection's lifeline from then on."""
+    line = f"dial {quote(name, safe='')} 0 {quote(token or '-', safe='')}\n".encode()
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(conn, line)
+    answer, fds = b"", []
+    try:
+        while b"\n" not in answer:
+            await _readable(conn)
+            more, got, _, _ = socket.recv_fds(conn, 4096, 1)
+            fds += got
+            if not more:
+                raise OSError("the environment hung up before it answered a dial")
+            answer += more
+        status = answer.partition(b"\n")[0].decode(errors="replace")
+        if status != "ok" or len(fds) != 1:
+            return (status if status != "ok" else "error no socket came with ok"), None
+        sock = socket.socket(fileno=fds.pop())
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if sock.type != socket.SOCK_STREAM:
+        sock.close()
+        return "error the socket handed over is not a stream", None
+    sock.setblocking(False)
+    return "ok", sock

@@ -324,7 +324,7 @@ class BareTunnel:
         loop = asyncio.get_running_loop()
         answer = self.client if self.control is None else self.control
         try:
-            daemon = await self._dial(binding, answer)
+            daemon = await dial_capability(binding, answer, self.closed)
             if self.closed.done():  # closed while dialling
                 daemon.close()
                 return
@@ -341,28 +341,9 @@ class BareTunnel:
             self.close()
 
     def _control_readable(self) -> None:
-        """The client sends nothing more on ``control``: readable means it hung up."""
         assert self.control is not None
-        with contextlib.suppress(BlockingIOError):
-            try:
-                if self.control.recv(64):
-                    return
-            except OSError:
-                pass
+        if hung_up(self.control):
             self.close()
-
-    async def _dial(self, binding: Binding, answer: socket.socket) -> socket.socket:
-        host, port = daemon_address(binding)
-        try:
-            return await asyncio.wait_for(dial(host, port), DIAL_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            reason = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
-                      else type(exc).__name__)
-            message = f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
-            if not self.closed.done():
-                with contextlib.suppress(OSError):
-                    answer.send(f"error {message}\n".encode())
-            raise OSError(message) from exc
 
     def close(self) -> None:
         if self.closed.done():
@@ -377,4 +358,83 @@ class BareTunnel:
             return
         self.client.close()
         if self.daemon is not None:
+            self.daemon.close()
+
+
+def hung_up(control: socket.socket) -> bool:
+    """Whether the client hung up ``control``, a tunnel's lifeline, now readable: it sends
+    nothing on one, so end of file or an error means it has (stray bytes are dropped)."""
+    try:
+        return not control.recv(64)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+async def dial_capability(binding: Binding, answer: socket.socket,
+                          closed: asyncio.Future[None]) -> socket.socket:
+    """A connected socket to ``binding``'s daemon. When it cannot be reached, the client is
+    told on ``answer`` (``error REASON``, unless the tunnel is ``closed`` already) and
+    ``OSError`` naming the capability and its address is raised."""
+    host, port = daemon_address(binding)
+    try:
+        return await asyncio.wait_for(dial(host, port), DIAL_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        reason = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
+                  else type(exc).__name__)
+        message = f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
+        if not closed.done():
+            with contextlib.suppress(OSError):
+                answer.send(f"error {message}\n".encode())
+        raise OSError(message) from exc
+
+
+class HandedTunnel:
+    """The environment's end of a handed connection (``dial`` on the local tunnels' Unix
+    socket, :mod:`hud.localtunnel`): :meth:`run` dials the daemon and hands the connected
+    socket itself to the client on ``control`` with ``ok`` (or answers ``error REASON``).
+    No byte passes through the server after that. It keeps its own descriptor of the
+    socket, so it can still cut the connection: when the client hangs up ``control``
+    (its lifeline) or :meth:`close` is called (the server is shutting down), it shuts the
+    connection down for both."""
+
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.daemon: socket.socket | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watching = False
+
+    async def run(self, binding: Binding, early: bytes = b"") -> None:
+        """Returns when the client has let go; raises ``OSError`` as
+        :func:`dial_capability` does. ``early`` must be empty (the client sends nothing
+        before it holds the socket)."""
+        assert not early
+        try:
+            daemon = await dial_capability(binding, self.control, self.closed)
+            if self.closed.done():  # closed while dialling
+                daemon.close()
+                return
+            self.daemon = daemon
+            socket.send_fds(self.control, [b"ok\n"], [daemon.fileno()])
+            asyncio.get_running_loop().add_reader(self.control, self._control_readable)
+            self._watching = True
+            await self.closed
+        finally:
+            self.close()
+
+    def _control_readable(self) -> None:
+        if hung_up(self.control):
+            self.close()
+
+    def close(self) -> None:
+        if self.closed.done():
+            return
+        self.closed.set_result(None)
+        if self._watching:
+            asyncio.get_running_loop().remove_reader(self.control)
+        self.control.close()
+        if self.daemon is not None:
+            with contextlib.suppress(OSError):  # the client's descriptor too: cut for both
+                self.daemon.shutdown(socket.SHUT_RDWR)
             self.daemon.close()

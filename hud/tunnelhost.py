@@ -6,10 +6,12 @@ Paths on the port (:mod:`hud.server` serves control sessions on the rest):
   WebSocket (:func:`~hud.tunnel.link_daemon`) or, where the client asks for ``hud-tunnel/1``
   and the platform can splice, bare (:class:`~hud.tunnel.BareTunnel`);
 * ``/v1/local``: the Unix socket's path for local tunnels (:mod:`hud.localtunnel`), to a
-  loopback peer of a server that offers them.
+  loopback peer of a server that offers them; on that socket, a client's socket is spliced
+  to the daemon, or the daemon's connection is handed to the client
+  (:class:`~hud.tunnel.HandedTunnel`).
 
-A bare or local tunnel leaves the WebSocket machinery: the :class:`TunnelHost` holds it
-until it ends, and closes it when the server shuts down.
+A bare, local or handed tunnel leaves the WebSocket machinery: the :class:`TunnelHost`
+holds it until it ends, and closes it when the server shuts down.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from websockets.http11 import Request, Response
 
 from .address import TUNNEL_PREFIX, is_loopback
 from .localtunnel import LOCAL_PATH, LocalTunnels
-from .tunnel import RAW_UPGRADE, SPLICE_AVAILABLE, BareTunnel, link_daemon, take_socket
+from .tunnel import (
+    RAW_UPGRADE,
+    SPLICE_AVAILABLE,
+    BareTunnel,
+    HandedTunnel,
+    link_daemon,
+    take_socket,
+)
 from .wsserver import WsServerConnection, reject
 
 if TYPE_CHECKING:
@@ -48,7 +57,7 @@ class TunnelHost:
                  over_limit: Callable[[], LimitExceeded | None]) -> None:
         self.env = env
         self.token = token
-        self.bare: set[BareTunnel] = set()  # bare and local tunnels (see hud.tunnel)
+        self.bare: set[BareTunnel | HandedTunnel] = set()  # bare, local and handed ones
         self.local: LocalTunnels | None = None
         self._tasks = tasks
         self._over_limit = over_limit
@@ -60,6 +69,7 @@ class TunnelHost:
         if SPLICE_AVAILABLE:
             # its socket is made at the first ask: most servers' clients open no tunnel
             self.local = LocalTunnels(self.token, self._local_refusal, self._open_local,
+                                      self._open_handed,
                                       lambda work: self._tasks.spawn(work, guarded=True))
 
     def close(self) -> None:
@@ -143,7 +153,10 @@ class TunnelHost:
                     early: bytes) -> None:
         self._adopt(BareTunnel(reader, control), name, early)
 
-    def _adopt(self, tunnel: BareTunnel, name: str, early: bytes = b"") -> None:
+    def _open_handed(self, control: socket.socket, name: str) -> None:
+        self._adopt(HandedTunnel(control), name)
+
+    def _adopt(self, tunnel: BareTunnel | HandedTunnel, name: str, early: bytes = b"") -> None:
         if self._closing or not self._tasks.accepting:
             tunnel.close()
             return
@@ -151,7 +164,8 @@ class TunnelHost:
         tunnel.closed.add_done_callback(lambda _: self.bare.discard(tunnel))
         self._tasks.spawn(self._bare_tunnel(tunnel, name, early), guarded=True)
 
-    async def _bare_tunnel(self, tunnel: BareTunnel, name: str, early: bytes) -> None:
+    async def _bare_tunnel(self, tunnel: BareTunnel | HandedTunnel, name: str,
+                           early: bytes) -> None:
         try:
             await tunnel.run(self.env.capability(name), early)
         except OSError as exc:

@@ -121,6 +121,7 @@ async def test_screenshot_is_a_png_of_what_the_display_shows(world: World) -> No
     async with open_client(world.server.url) as client:
         await client.start("app_task", {"name": "shot"})
         screen = await client.open("screen")
+        assert screen.handed is not None  # the local server handed the display's connection
         pixels = decode_png(await screen.screenshot())
         assert pixels.shape == (HEIGHT, WIDTH, 3)
         assert tuple(pixels[300, 300]) == (255, 255, 255)  # the Tk canvas

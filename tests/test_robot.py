@@ -220,6 +220,7 @@ async def test_tokens_are_one_time_and_the_first_frame_must_claim() -> None:
             reply, code = await claim(msgspec.msgpack.encode({"type": "action"}))
             assert (reply.code, code) == ("invalid_message", 1008)
             robot = await client.open("robot")
+            assert robot.handed is not None  # the local server handed the connection over
             reply, code = await claim(encode(Claim(token=token)))
             assert (reply.code, reply.message) == ("token_used",
                                                    "this episode's token was already used")

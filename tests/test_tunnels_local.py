@@ -1,7 +1,8 @@
 """Local tunnels (:mod:`hud.localtunnel`): the forwarder hands the reader's socket to the
-server over a Unix socket, which splices it to the daemon. The same guarantees as bare
-tunnels (token, declared capabilities only, the daemon's failure named, closing), the
-fall-back to bare tunnels where the Unix socket cannot be reached, and a real SSH session."""
+server over a Unix socket, which splices it to the daemon, or (``dial``) the server hands
+the daemon's connection itself to the client. The same guarantees as bare tunnels (token,
+declared capabilities only, the daemon's failure named, closing), the fall-back to bare
+tunnels where the Unix socket cannot be reached, and a real SSH session."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from conftest import serving, shouting_daemon
 from hud import Environment, localtunnel
 from hud.client import open_client
 from hud.errors import CapabilityUnavailable
+from hud.forward import dial_direct
+from hud.protocol.messages import Binding
 from hud.server import Server
+from hud.tunnel import HandedTunnel
 
 pytestmark = pytest.mark.anyio
 
@@ -178,20 +182,26 @@ async def test_the_path_is_given_only_with_the_token() -> None:
         assert await localtunnel.probe(srv.url, "t0k") == srv.tunnels.local.path
 
 
-async def test_server_shutdown_cuts_local_tunnels() -> None:
+async def test_server_shutdown_cuts_local_tunnels_and_handed_connections() -> None:
     async with shouting_daemon() as (port, _):
         srv_cm = serving(make_env(port))
         srv = await srv_cm.__aenter__()
         try:
             client_cm = open_client(srv.url)
             client = await client_cm.__aenter__()
-            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
-            reader, writer = await shout(local, b"hi")
+            binding = await client.binding("shout")
+            reader, writer = await shout(int(binding.url.rsplit(":", 1)[1]), b"hi")
+            handed = await dial_direct(binding)
+            assert handed is not None
         finally:
             await asyncio.wait_for(srv_cm.__aexit__(None, None, None), 10)
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+        # the server shut the daemon's connection down for both ends
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.sock_recv(handed.socket, 10), 5) == b""
         await client_cm.__aexit__(None, None, None)
+        assert handed.socket.fileno() == -1  # the client closed what it was handed
 
 
 async def test_closing_the_client_cuts_its_local_tunnels() -> None:
@@ -222,7 +232,85 @@ async def test_a_real_ssh_session_goes_through_a_local_tunnel(tmp_path: Path) ->
         shell = await client.open("shell")
         assert (await shell.run("cat hello.txt")).stdout == "hi there\n"
         forwarder = client._tunnels.forwarders["shell"]
-        assert forwarder._lifelines and not forwarder._splices
+        # the server handed over sshd's connection: nothing relays, the peer is sshd itself
+        assert shell.handed is not None and len(forwarder._handed) == 1
+        assert not forwarder._lifelines and not forwarder._splices
+        daemon_port = int(env.capability("shell").url.rsplit(":", 1)[1].split("/")[0])
+        assert shell.conn.get_extra_info("peername")[1] == daemon_port
+        [tunnel] = srv.tunnels.bare
+        assert isinstance(tunnel, HandedTunnel)
+        await shell.aclose()
+        await asyncio.wait_for(tunnel.closed, 5)  # the lifeline closed: the server let go
+        assert not forwarder._handed and not srv.tunnels.bare
+
+
+async def test_dial_hands_over_the_daemons_connection_itself() -> None:
+    async with shouting_daemon() as (port, writers), \
+            serving(make_env(port), token="t0k") as srv, \
+            open_client(srv.url, token="t0k") as client:
+        binding = await client.binding("shout")
+        handed = await dial_direct(binding)
+        assert handed is not None
+        assert handed.socket.getpeername()[1] == port  # the daemon, not the forwarder
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(handed.socket, b"straight")
+        received = b""
+        while len(received) < 8:
+            received += await asyncio.wait_for(loop.sock_recv(handed.socket, 100), 5)
+        assert received == b"STRAIGHT"
+        [tunnel] = srv.tunnels.bare
+        assert isinstance(tunnel, HandedTunnel)
+        handed.close()
+        await asyncio.wait_for(tunnel.closed, 5)
+        await asyncio.wait_for(writers[0].wait_closed(), 5)  # the daemon saw it end
+        assert not srv.tunnels.bare
+
+
+async def test_dial_is_refused_as_a_tunnel_is() -> None:
+    async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
+        path = await local_path(srv, "t0k")
+        for name, token, reason in [("shout", "wrong", "error unauthorized"),
+                                    ("shout", None, "error unauthorized"),
+                                    ("other", "t0k", "error no capability 'other' is declared")]:
+            conn = await localtunnel.connect(path)
+            assert conn is not None
+            status, sock = await localtunnel.dial(conn, name, token)
+            conn.close()
+            assert status.startswith(reason) and sock is None
+        conn = await localtunnel.connect(path)  # a dial must hand nothing over
+        assert conn is not None
+        ours, theirs = socket.socketpair()
+        socket.send_fds(conn, [b"dial shout 0 t0k\n"], [theirs.fileno()])
+        theirs.close()
+        answer = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(conn, 200), 5)
+        assert answer.startswith(b"error bad request: a dial request hands over nothing")
+        conn.close()
+        ours.close()
+        assert not srv.tunnels.bare
+
+
+async def test_dial_to_an_unreachable_daemon_is_the_capabilitys_error() -> None:
+    async with shouting_daemon() as (port, _):
+        pass  # nothing listens there any more
+    async with serving(make_env(port)) as srv, open_client(srv.url) as client:
+        binding = await client.binding("shout")
+        with pytest.raises(CapabilityUnavailable,
+                           match=r"'shout' unreachable at 127.0.0.1:\d+: Connection refused"):
+            await dial_direct(binding)
+        assert not srv.tunnels.bare
+
+
+async def test_dial_direct_is_none_where_nothing_can_be_handed_over() -> None:
+    async with shouting_daemon() as (port, _), \
+            serving(make_env(port), local_tunnels=False) as srv, \
+            open_client(srv.url) as client:  # not offered: connect to the port
+        binding = await client.binding("shout")
+        assert await dial_direct(binding) is None
+        _, writer = await shout(int(binding.url.rsplit(":", 1)[1]), b"port")
+        writer.close()
+    # a binding this process does not forward (the daemon's own address)
+    direct = Binding(name="shout", protocol="tcp/1", url=f"tcp://127.0.0.1:{port}")
+    assert await dial_direct(direct) is None
 
 
 KILLED_SERVER = """

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from hud.forward import Handed, dial_direct
 from hud.protocol.messages import Binding
 
 from .handshake import RFBRefused, client_handshake
@@ -53,6 +54,8 @@ class Screen:
 
     def __init__(self, vnc: Any) -> None:
         self.vnc = vnc
+        self.handed: Handed | None = None
+        """The display's connection handed over by a local server (no tunnel), if so."""
         self.width: int = vnc.video.width
         self.height: int = vnc.video.height
         self._read_lock = asyncio.Lock()
@@ -216,8 +219,12 @@ class Screen:
 
     async def aclose(self) -> None:
         self.vnc.writer.close()
-        with contextlib.suppress(OSError):
-            await self.vnc.writer.wait_closed()
+        try:
+            with contextlib.suppress(OSError):
+                await self.vnc.writer.wait_closed()
+        finally:
+            if self.handed is not None:
+                self.handed.close()  # the lifeline: the server lets go of the connection
 
     def _x(self, x: int) -> int:
         return min(max(int(x), 0), self.width - 1)
@@ -263,14 +270,27 @@ async def open_screen(binding: Binding) -> Screen:
     display, with the task's password from the binding."""
     parts = urlsplit(binding.url)
     password = binding.params.get("password")
-    async with asyncio.timeout(CONNECT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1",
-                                                       parts.port or 5900)
-        try:
-            return await Screen.connect(reader, writer, password)
-        except BaseException:
-            writer.close()
-            raise
+    handed: Handed | None = None
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            # a local server hands over the display's connection itself: no tunnel between
+            handed = await dial_direct(binding)
+            if handed is None:
+                reader, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1",
+                                                               parts.port or 5900)
+            else:
+                reader, writer = await asyncio.open_connection(sock=handed.socket)
+            try:
+                screen = await Screen.connect(reader, writer, password)
+            except BaseException:
+                writer.close()
+                raise
+    except BaseException:
+        if handed is not None:
+            handed.close()
+        raise
+    screen.handed = handed
+    return screen
 
 
 __all__ = ["RFBRefused", "Screen", "open_screen"]

@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from hud.errors import HudConnectionError
+from hud.forward import Handed, dial_direct
 from hud.protocol.messages import Binding
 
 from .contract import Contract
@@ -64,6 +65,8 @@ class Robot:
     def __init__(self, ws: ClientConnection, start: Start, *, cast: bool = True) -> None:
         self.ws = ws
         self.start = start
+        self.handed: Handed | None = None
+        """The daemon's connection handed over by a local server (no tunnel), if so."""
         self.contract: Contract = start.contract
         self.cast = cast
         self.last: Observation | None = None
@@ -73,12 +76,15 @@ class Robot:
 
     @classmethod
     async def connect(cls, url: str, token: str, *, client: str = "hud",
-                      contract: dict[str, Any] | None = None, cast: bool = True) -> Robot:
-        """Connect to a daemon URL (a local tunnel port, usually) and claim an episode."""
+                      contract: dict[str, Any] | None = None, cast: bool = True,
+                      sock: Any = None) -> Robot:
+        """Connect to a daemon URL (a local tunnel port, usually) and claim an episode.
+        ``sock``: a socket already connected to the daemon, to use instead of dialling
+        ``url`` (which still names it in the handshake)."""
         max_size = _max_size(contract)
         try:
             ws = await connect(url, compression=None, max_size=max_size,
-                               open_timeout=CONNECT_TIMEOUT)
+                               open_timeout=CONNECT_TIMEOUT, sock=sock)
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise RobotError(f"cannot reach the robot at {url}: {exc}") from None
         try:
@@ -137,8 +143,12 @@ class Robot:
 
     async def aclose(self) -> None:
         """Close the connection (ending a running episode as failed). Idempotent."""
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.close()
+        try:
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.close()
+        finally:
+            if self.handed is not None:
+                self.handed.close()  # the lifeline: the server lets go of the connection
 
     async def __aenter__(self) -> Robot:
         return self
@@ -165,7 +175,17 @@ async def open_robot(binding: Binding) -> Robot:
     if not token:
         raise RobotError(f"capability {binding.name!r} has no episode token: start a task "
                          "whose template yields episode.bindings with its prompt")
-    return await Robot.connect(binding.url, token, contract=binding.params.get("contract"))
+    # a local server hands over the daemon's connection itself: no tunnel in between
+    handed = await dial_direct(binding)
+    try:
+        robot = await Robot.connect(binding.url, token, contract=binding.params.get("contract"),
+                                    sock=None if handed is None else handed.socket)
+    except BaseException:
+        if handed is not None:
+            handed.close()
+        raise
+    robot.handed = handed
+    return robot
 
 
 async def open_for(client: Client, ref: str | None = None) -> Robot:

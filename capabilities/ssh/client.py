@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import asyncssh
 
+from hud.forward import Handed, dial_direct
 from hud.protocol.messages import Binding
 
 from ..sandbox.process import CommandFailed, ProcessResult
@@ -26,9 +27,12 @@ CONNECT_TIMEOUT = 15.0
 class Shell:
     """An SSH session on a workspace. Build it with :meth:`connect`; :meth:`aclose` it."""
 
-    def __init__(self, conn: asyncssh.SSHClientConnection, binding: Binding) -> None:
+    def __init__(self, conn: asyncssh.SSHClientConnection, binding: Binding,
+                 handed: Handed | None = None) -> None:
         self.conn = conn
         self.binding = binding
+        self.handed = handed
+        """The daemon's connection handed over by a local server (no tunnel), if so."""
         self.cwd: str = binding.params.get("cwd", ".")
         self._sftp: asyncssh.SFTPClient | None = None
 
@@ -42,13 +46,21 @@ class Shell:
             )
         parts = urlsplit(binding.url)
         host_key = asyncssh.import_public_key(params["host_pubkey"])
-        conn = await asyncssh.connect(
-            parts.hostname or "127.0.0.1", parts.port or 22, username=params.get("user"),
-            client_keys=[asyncssh.import_private_key(params["client_key"])],
-            known_hosts=([host_key], [], []), agent_path=None, config=None,
-            connect_timeout=CONNECT_TIMEOUT, keepalive_interval=15,
-        )
-        return cls(conn, binding)
+        # a local server hands over the daemon's connection itself: no tunnel in between
+        handed = await dial_direct(binding)
+        try:
+            conn = await asyncssh.connect(
+                parts.hostname or "127.0.0.1", parts.port or 22, username=params.get("user"),
+                client_keys=[asyncssh.import_private_key(params["client_key"])],
+                known_hosts=([host_key], [], []), agent_path=None, config=None,
+                connect_timeout=CONNECT_TIMEOUT, keepalive_interval=15,
+                sock=None if handed is None else handed.socket,
+            )
+        except BaseException:
+            if handed is not None:
+                handed.close()
+            raise
+        return cls(conn, binding, handed)
 
     async def run(
         self,
@@ -136,7 +148,11 @@ class Shell:
         if self._sftp is not None:
             self._sftp.exit()
         self.conn.close()
-        await self.conn.wait_closed()
+        try:
+            await self.conn.wait_closed()
+        finally:
+            if self.handed is not None:
+                self.handed.close()  # the lifeline: the server lets go of the connection
 
 
 def _text(data: Any) -> str:
