@@ -6,13 +6,12 @@ callbacks: the connection has no task of its own. A call whose handler is a plai
 of the server's nursery (:attr:`hud.handlers.Host.spawn`) that starts eagerly
 (:mod:`hud.eager`): a call that never waits, as ``tasks.start`` and ``tasks.grade`` of a
 template whose steps do not, is answered on the spot too, with no turn of the event loop.
-Every reply goes out as soon as
-the core produces it. Reading pauses while the core is saturated or the peer is not taking
-our replies, so a client that floods requests or never reads costs bounded memory; a peer
-that takes none of our data for :data:`UNREAD_LIMIT` seconds (frozen, e.g. stopped with
-SIGSTOP, which TCP keepalive cannot tell from a quiet peer) is taken as gone and
-disconnected. When the connection drops, the calls already accepted still finish, then the
-session is parked if it holds a task.
+Every reply goes out as soon as the core produces it. Reading pauses while the core is
+saturated or the peer is not taking our replies, so a client that floods requests or never
+reads costs bounded memory; a peer that takes none of our data for :data:`UNREAD_LIMIT`
+seconds (frozen, e.g. stopped with SIGSTOP, which TCP keepalive cannot tell from a quiet
+peer) is taken as gone and disconnected. When the connection drops, the calls already
+accepted still finish, then the session is parked if it holds a task.
 """
 
 from __future__ import annotations
