@@ -264,6 +264,7 @@ async def test_dial_hands_over_the_daemons_connection_itself() -> None:
         await asyncio.wait_for(tunnel.closed, 5)
         await asyncio.wait_for(writers[0].wait_closed(), 5)  # the daemon saw it end
         assert not srv.tunnels.bare
+    assert await dial_direct(binding) is None  # its forwarder closed with the client
 
 
 async def test_dial_is_refused_as_a_tunnel_is() -> None:
