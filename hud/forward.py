@@ -11,8 +11,8 @@ tunnels (a client on its host, as its user: :mod:`hud.localtunnel`), the forward
 hands the accepted socket itself to the server, which splices it to the daemon: one hop
 and one relay fewer (:mod:`hud.splicedtunnel` opens bare and local tunnels). When either
 side closes, the other is closed. An opener that can run its protocol client on a socket
-(``ssh``, ``rfb``, ``openpi``) skips the port altogether: :func:`dial_direct` has the server hand over the
-daemon's connection itself, so its bytes cross no relay.
+(``ssh``, ``rfb``, ``openpi``) skips the port altogether: :func:`dial_direct` has the server
+hand over the daemon's connection itself, so its bytes cross no relay.
 
 When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
 1011 and a reason naming the capability (a bare tunnel answers ``error REASON`` instead of
