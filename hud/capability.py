@@ -10,8 +10,9 @@ exactly as a third-party package would register its own:
   ``env.add_capability(...)``. It returns whatever the template's code drives.
 * ``hud.capabilities``: the **client opener**, by protocol family (``ssh``, ``cdp``, ...):
   ``await opener(binding)`` returns a protocol client (see :meth:`hud.client.Client.open`).
-  One that can run on a socket of its own may ask :func:`hud.forward.dial_direct` for the
-  daemon's connection itself (a local server hands it over: no tunnel in between).
+  One that can run on a socket of its own may connect with
+  :func:`hud.forward.connect_direct` to the daemon's connection itself (a local server hands
+  it over: no tunnel in between).
 
 ::
 

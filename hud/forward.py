@@ -27,7 +27,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -42,6 +42,8 @@ from .tunnel import DIAL_TIMEOUT, SPLICE_AVAILABLE, Splice, TcpEnd
 from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def resolve_binding(capabilities: Iterable[Binding], ref: str) -> Binding:
@@ -118,6 +120,23 @@ async def dial_direct(binding: Binding) -> Handed | None:
     if forwarder is None or forwarder.name != binding.name:
         return None
     return await forwarder.dial()
+
+
+async def connect_direct(binding: Binding,
+                         connect: Callable[[socket.socket | None], Awaitable[T]],
+                         ) -> tuple[T, Handed | None]:
+    """What an opener calls: ``connect(sock)`` on the daemon's connection handed over
+    (:func:`dial_direct`), or ``connect(None)`` where there is none (then it dials
+    ``binding.url``). Returns its result and the :class:`Handed` to close once the client
+    is closed (None without one); when ``connect`` fails, the handed connection is closed
+    here."""
+    handed = await dial_direct(binding)
+    try:
+        return await connect(None if handed is None else handed.socket), handed
+    except BaseException:
+        if handed is not None:
+            handed.close()
+        raise
 
 
 class Forwarder:

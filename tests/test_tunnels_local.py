@@ -20,7 +20,7 @@ from conftest import serving, shouting_daemon
 from hud import Environment, localtunnel
 from hud.client import open_client
 from hud.errors import CapabilityUnavailable
-from hud.forward import dial_direct
+from hud.forward import connect_direct, dial_direct
 from hud.protocol.messages import Binding
 from hud.server import Server
 from hud.tunnel import HandedTunnel
@@ -265,6 +265,23 @@ async def test_dial_hands_over_the_daemons_connection_itself() -> None:
         await asyncio.wait_for(writers[0].wait_closed(), 5)  # the daemon saw it end
         assert not srv.tunnels.bare
     assert await dial_direct(binding) is None  # its forwarder closed with the client
+
+
+async def test_a_failed_connect_lets_go_of_the_handed_connection() -> None:
+    async with shouting_daemon() as (port, writers), serving(make_env(port)) as srv, \
+            open_client(srv.url) as client:
+        binding = await client.binding("shout")
+        given: list[socket.socket | None] = []
+
+        async def connect(sock: socket.socket | None) -> None:
+            given.append(sock)
+            raise ConnectionError("the protocol client gave up")
+
+        with pytest.raises(ConnectionError, match="gave up"):
+            await connect_direct(binding, connect)
+        assert given[0] is not None and given[0].fileno() == -1  # closed, lifeline too
+        await asyncio.wait_for(writers[0].wait_closed(), 5)  # the server cut it
+        assert not client._tunnels.forwarders["shout"]._handed
 
 
 async def test_dial_is_refused_as_a_tunnel_is() -> None:

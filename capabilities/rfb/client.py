@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from hud.forward import Handed, dial_direct
+from hud.forward import Handed, connect_direct
 from hud.protocol.messages import Binding
 
 from .handshake import RFBRefused, client_handshake
@@ -270,25 +271,22 @@ async def open_screen(binding: Binding) -> Screen:
     display, with the task's password from the binding."""
     parts = urlsplit(binding.url)
     password = binding.params.get("password")
-    handed: Handed | None = None
-    try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            # a local server hands over the display's connection itself: no tunnel between
-            handed = await dial_direct(binding)
-            if handed is None:
-                reader, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1",
-                                                               parts.port or 5900)
-            else:
-                reader, writer = await asyncio.open_connection(sock=handed.socket)
-            try:
-                screen = await Screen.connect(reader, writer, password)
-            except BaseException:
-                writer.close()
-                raise
-    except BaseException:
-        if handed is not None:
-            handed.close()
-        raise
+
+    async def connect(sock: socket.socket | None) -> Screen:
+        if sock is None:
+            reader, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1",
+                                                           parts.port or 5900)
+        else:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            return await Screen.connect(reader, writer, password)
+        except BaseException:
+            writer.close()
+            raise
+
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        # a local server hands over the display's connection itself: no tunnel between
+        screen, handed = await connect_direct(binding, connect)
     screen.handed = handed
     return screen
 

@@ -13,6 +13,7 @@ binding carries the episode's one-time token (from the task's bindings).
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from hud.errors import HudConnectionError
-from hud.forward import Handed, dial_direct
+from hud.forward import Handed, connect_direct
 from hud.protocol.messages import Binding
 
 from .contract import Contract
@@ -77,7 +78,7 @@ class Robot:
     @classmethod
     async def connect(cls, url: str, token: str, *, client: str = "hud",
                       contract: dict[str, Any] | None = None, cast: bool = True,
-                      sock: Any = None) -> Robot:
+                      sock: socket.socket | None = None) -> Robot:
         """Connect to a daemon URL (a local tunnel port, usually) and claim an episode.
         ``sock``: a socket already connected to the daemon, to use instead of dialling
         ``url`` (which still names it in the handshake)."""
@@ -176,14 +177,8 @@ async def open_robot(binding: Binding) -> Robot:
         raise RobotError(f"capability {binding.name!r} has no episode token: start a task "
                          "whose template yields episode.bindings with its prompt")
     # a local server hands over the daemon's connection itself: no tunnel in between
-    handed = await dial_direct(binding)
-    try:
-        robot = await Robot.connect(binding.url, token, contract=binding.params.get("contract"),
-                                    sock=None if handed is None else handed.socket)
-    except BaseException:
-        if handed is not None:
-            handed.close()
-        raise
+    robot, handed = await connect_direct(binding, lambda sock: Robot.connect(
+        binding.url, token, contract=binding.params.get("contract"), sock=sock))
     robot.handed = handed
     return robot
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import asyncssh
 
-from hud.forward import Handed, dial_direct
+from hud.forward import Handed, connect_direct
 from hud.protocol.messages import Binding
 
 from ..sandbox.process import CommandFailed, ProcessResult
@@ -47,19 +47,12 @@ class Shell:
         parts = urlsplit(binding.url)
         host_key = asyncssh.import_public_key(params["host_pubkey"])
         # a local server hands over the daemon's connection itself: no tunnel in between
-        handed = await dial_direct(binding)
-        try:
-            conn = await asyncssh.connect(
-                parts.hostname or "127.0.0.1", parts.port or 22, username=params.get("user"),
-                client_keys=[asyncssh.import_private_key(params["client_key"])],
-                known_hosts=([host_key], [], []), agent_path=None, config=None,
-                connect_timeout=CONNECT_TIMEOUT, keepalive_interval=15,
-                sock=None if handed is None else handed.socket,
-            )
-        except BaseException:
-            if handed is not None:
-                handed.close()
-            raise
+        conn, handed = await connect_direct(binding, lambda sock: asyncssh.connect(
+            parts.hostname or "127.0.0.1", parts.port or 22, username=params.get("user"),
+            client_keys=[asyncssh.import_private_key(params["client_key"])],
+            known_hosts=([host_key], [], []), agent_path=None, config=None,
+            connect_timeout=CONNECT_TIMEOUT, keepalive_interval=15, sock=sock,
+        ))
         return cls(conn, binding, handed)
 
     async def run(
