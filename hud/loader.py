@@ -11,10 +11,11 @@ environment object with the server.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 
 from .environment import Environment, Task
 from .errors import LoadError
@@ -104,7 +105,7 @@ def _import_file(path: Path) -> ModuleType:
         return existing
     if existing is not None:  # another module owns the name: load under a unique one
         name = f"_hud_loaded_{abs(hash(str(path)))}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_Fresh(name, str(path)))
     if spec is None or spec.loader is None:
         raise LoadError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -115,6 +116,16 @@ def _import_file(path: Path) -> ModuleType:
         sys.modules.pop(name, None)
         raise LoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
+
+
+class _Fresh(importlib.machinery.SourceFileLoader):
+    """Compiles the file from its source every time, never from ``__pycache__``: a cached
+    ``.pyc`` is trusted while the source's mtime (whole seconds) and size match, so an edit
+    made within the same second that keeps the size (``3`` becoming ``4``) would run the
+    old code, and ``hud eval --resume`` would not see that the taskset changed."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        return self.source_to_code(self.get_data(self.path), self.path)
 
 
 def _forget_shadowed_siblings(folder: Path) -> None:

@@ -242,6 +242,25 @@ def test_taskset_sources_and_filters(tmp_path: Path) -> None:
         Taskset([eval_env.count_letter(), eval_env.count_letter()])
 
 
+def test_an_edit_in_the_same_second_and_of_the_same_size_is_loaded(tmp_path: Path) -> None:
+    """The environment file is compiled from its source each time: a ``.pyc`` cached from
+    the edit before (same whole-second mtime, same size) would hide the new one."""
+    env_file = tmp_path / "env.py"
+    load = ("import sys; from hud.loader import load_environment; "
+            "print(load_environment(sys.argv[1]).name)")
+    # bytecode is cached as Python does by default (CI's machines may turn that off)
+    writes_pyc = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    names = []
+    for count in (3, 4):
+        env_file.write_text(f"from hud import Environment\nenv = Environment('count-{count}')\n")
+        os.utime(env_file, (1_700_000_000, 1_700_000_000))  # the same second both times
+        done = subprocess.run([sys.executable, "-c", load, str(env_file)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, env=writes_pyc)
+        assert done.returncode == 0, done.stderr
+        names.append(done.stdout.strip())
+    assert names == ["count-3", "count-4"]
+
+
 def test_registry_resolves_names_and_model_families() -> None:
     assert {"oracle", "nop"} <= set(available())
     assert create_agent("nop").name == "nop"
