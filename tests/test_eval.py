@@ -155,6 +155,53 @@ async def test_a_pool_without_pidfds_still_stops_its_workers(
     assert [(run.error, run.reward) for run in job.runs] == [(None, 1.0)] * 3  # three r each
 
 
+async def test_a_released_worker_ends_its_loop_as_asyncio_run_would(tmp_path: Path) -> None:
+    """A worker runs its whole life in one run of its loop. On the way out it still does
+    what ``asyncio.run`` does: the tasks left running are cancelled, async generators left
+    open are finalized, and the default executor's threads are waited for."""
+    (tmp_path / "env.py").write_text(
+        "import asyncio, time\n"
+        "from pathlib import Path\n"
+        "from hud import Environment\n"
+        "env = Environment('leftovers')\n"
+        "kept = []\n"
+        "async def forever(out):\n"
+        "    try:\n"
+        "        await asyncio.Event().wait()\n"
+        "    finally:\n"
+        "        (out / 'task').write_text('cancelled')\n"
+        "async def ticks(out):\n"
+        "    try:\n"
+        "        while True:\n"
+        "            yield 1\n"
+        "    finally:\n"
+        "        (out / 'generator').write_text('finalized')\n"
+        "def slow(out):\n"
+        "    time.sleep(0.5)\n"
+        "    (out / 'thread').write_text('done')\n"
+        "@env.template()\n"
+        "async def leave(where: str):\n"
+        "    out = Path(where)\n"
+        "    kept.append(asyncio.create_task(forever(out)))\n"
+        "    ticking = ticks(out)\n"
+        "    kept.append(ticking)\n"
+        "    await ticking.__anext__()\n"
+        "    kept.append(asyncio.get_running_loop().run_in_executor(None, slow, out))\n"
+        "    yield 'say ok'\n"
+        "    yield 1.0\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    task = load_environment(str(tmp_path / "env.py")).templates["leave"](where=str(out))
+    async with PoolRuntime(size=1) as pool, pool.open(task) as client:
+        await client.start(task.id, task.args)
+        assert (await client.grade("ok")).reward == 1.0
+    async with asyncio.timeout(30):  # the pool has released the worker: it is on its way out
+        while len(list(out.iterdir())) < 3:
+            await asyncio.sleep(0.05)
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "task": "cancelled", "generator": "finalized", "thread": "done"}
+
+
 async def test_group_runs_share_a_group_id_and_give_advantages() -> None:
     flaky = iter([1, 0, 1, 1] * 3)
 

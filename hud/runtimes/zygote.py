@@ -58,8 +58,9 @@ def main(argv: list[str]) -> int:
             code = 1
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                with asyncio.Runner(loop_factory=loop_factory()) as runner:
-                    runner.run(_serve_one(server, out, zygote))
+                # One run of the loop, its shutdown included (see _worker); the loop is not
+                # closed: the process ends right after, and os._exit frees it all at once.
+                loop_factory()().run_until_complete(_worker(server, out, zygote))
                 code = 0
             except BrokenPipeError:
                 pass  # the pool closed while this worker started: no one to report to
@@ -117,6 +118,25 @@ async def _rehearse(token: str | None, servers: int = 4, rollouts: int = 16) -> 
                 await client.start("echo", {"text": "hi"})
                 await client.grade(await client.solve())
                 await end_session(client)
+
+
+async def _worker(server: object, out: int, zygote: int) -> None:
+    """A worker's whole life on its loop: :func:`_serve_one`, then what
+    ``asyncio.Runner`` does on closing (cancel the tasks left, finalize async generators,
+    wait for the default executor's threads), in the same run of the loop. A runner
+    would start the loop three times, and uvloop sets up and tears down its signal
+    handling (a socket pair, its handlers) each time, once per worker and so per rollout."""
+    try:
+        await _serve_one(server, out, zygote)
+    finally:
+        this = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() if task is not this]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        await loop.shutdown_asyncgens()
+        await loop.shutdown_default_executor()
 
 
 async def _serve_one(server: object, out: int, zygote: int) -> None:
