@@ -11,6 +11,7 @@ decides it as before.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl as ssl_module
 
 from websockets.client import ClientProtocol
@@ -24,6 +25,7 @@ from .upgrade import MANIFEST_HEADER, MAX_HEAD, accept_value, switched, upgrade_
 from .wsconn import CLOSE_TIMEOUT, WsConnection
 
 _ANSWERED_KEY = MANIFEST_HEADER.lower().encode()
+_LOGGER = logging.getLogger("websockets.client")  # the default, not looked up per connection
 
 
 class WsClient(WsConnection):
@@ -80,7 +82,7 @@ class WsClient(WsConnection):
         data, self._head = bytes(self._head), None
         opened = self.protocol
         opened.parser.close()  # dropped: its parser would keep it alive as cyclic garbage
-        self.protocol = ClientProtocol(opened.uri, max_size=self._max_size)
+        self.protocol = ClientProtocol(opened.uri, max_size=self._max_size, logger=_LOGGER)
         self.protocol.key = self._key  # the key our request sent
         super().data_received(data)
 
@@ -137,9 +139,9 @@ def _client(uri: WebSocketURI, headers: dict[str, str], max_size: int | None) ->
         request = upgrade_request(uri.resource_name, build_host(uri.host, uri.port, uri.secure),
                                   key, headers)
         if request is not None:
-            opened = ClientProtocol(uri, state=State.OPEN, max_size=max_size)
+            opened = ClientProtocol(uri, state=State.OPEN, max_size=max_size, logger=_LOGGER)
             return WsClient(opened, request, max_size, key)
-    protocol = ClientProtocol(uri, max_size=max_size)
+    protocol = ClientProtocol(uri, max_size=max_size, logger=_LOGGER)
     built = protocol.connect()
     for name, value in headers.items():
         if name in built.headers:  # Headers is a multidict: replace, never add a second

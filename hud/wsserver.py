@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from .protocol.messages import PROTOCOL_VERSION
 from .upgrade import MANIFEST_HEADER, MAX_HEAD, parse_upgrade, switching_protocols
 from .wsconn import WsConnection
 
+_LOGGER = logging.getLogger("websockets.server")  # the default, not looked up per connection
 Gate = Callable[["WsServerConnection", Request], Response | None]
 Opened = Callable[["WsServerConnection", str], None]
 Lost = Callable[["WsServerConnection"], None]
@@ -80,7 +82,7 @@ class WsServerConnection(WsConnection):
     def __init__(self, gate: Gate, opened: Opened, lost: Lost, *, max_size: int | None,
                  server_header: str, open_timeout: float = 10.0,
                  turns: Turns | None = None) -> None:
-        super().__init__(ServerProtocol(max_size=max_size))
+        super().__init__(ServerProtocol(max_size=max_size, logger=_LOGGER))
         self._max_size = max_size
         self._head: bytearray | None = bytearray()  # None once handed on (opened or not)
         self._gate = gate
@@ -156,10 +158,14 @@ class WsServerConnection(WsConnection):
             self.transport.write(response)
         else:  # written with the first reply (see send_now), in one segment
             self._held = response
-        # the handshake's protocol is dropped: its parser (a generator holding it) would
-        # keep it alive, as cyclic garbage, until the next full collection
-        self.protocol.parser.close()
-        self.protocol = ServerProtocol(state=State.OPEN, max_size=self._max_size)
+        # The handshake's protocol goes on as the open connection's (as websockets' own
+        # accept leaves it, OPEN), not a second one made: its parser, which was given
+        # nothing (the head was parsed here), starts again at the first frame.
+        protocol = self.protocol
+        protocol.parser.close()
+        protocol.state = State.OPEN
+        protocol.parser = protocol.parse()
+        next(protocol.parser)
         self._frame_plainly(self._max_size)
         self.path = request.path
         self._opened(self, self.path)
