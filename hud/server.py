@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import socket
@@ -202,14 +201,12 @@ class Server:
     async def _listen(self) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host, port, backlog = self.config.host, self.config.port, self.config.backlog
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:  # a name, or "" (every interface): the loop resolves it
+        family = _numeric_family(host)
+        if family is None:  # a name, or "" (every interface): the loop resolves it
             return await loop.create_server(self._accept, host, port, backlog=backlog,
                                             reuse_address=True)
         # A numeric address needs no resolver: binding it here spares uvloop's, which
         # starts four threads in a fresh process (each pool worker is one).
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -399,6 +396,19 @@ class Server:
         if isinstance(transport, WsServerConnection):  # the manifest sent in the upgrade
             first, transport.first = transport.first, None
         conn.open(first)
+
+
+def _numeric_family(host: str) -> socket.AddressFamily | None:
+    """The family of a numeric address (``127.0.0.1``, ``::1``), else None. ``inet_pton``
+    rather than ``ipaddress``: in a fresh pool worker, the first use of that module's pure
+    Python parser cost more than the rest of binding the port."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
 
 
 def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:
