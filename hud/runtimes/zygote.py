@@ -34,6 +34,41 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from ..eventloop import loop_factory
+
+    server = prepare(target, token, solutions=solutions, max_forks=max_forks)
+    out = sys.stdout.fileno()
+    os.write(out, b"ZYGOTE READY\n")
+    zygote = os.getpid()
+    for line in sys.stdin:
+        if line.strip() != "fork":
+            continue
+        if os.fork() == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                # One run of the loop, its shutdown included (see _worker); the loop is not
+                # closed: the process ends right after, and os._exit frees it all at once.
+                loop = (loop_factory() or asyncio.new_event_loop)()
+                loop.run_until_complete(_worker(server, out, zygote))
+                code = 0
+            except BrokenPipeError:
+                pass  # the pool closed while this worker started: no one to report to
+            except BaseException as exc:
+                reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                with contextlib.suppress(OSError):
+                    os.write(out, f"FAILED {os.getpid()} {reason}\n".encode())
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+    return 0
+
+
+def prepare(target: str, token: str | None, *, solutions: bool = False,
+            max_forks: int = 0) -> Any:
+    """Put this process in the state a zygote forks from, and return the
+    :class:`~hud.server.Server` each worker starts (bench/pool_floor.py forks from the same)."""
+    from ..eventloop import loop_factory
     from ..loader import load_environment
     from ..server import Server, ServerConfig
 
@@ -48,31 +83,7 @@ def main(argv: list[str]) -> int:
     # collector from walking (and so writing to, and copying) those pages in every worker.
     gc.collect()
     gc.freeze()
-    out = sys.stdout.fileno()
-    os.write(out, b"ZYGOTE READY\n")
-    zygote = os.getpid()
-    for line in sys.stdin:
-        if line.strip() != "fork":
-            continue
-        if os.fork() == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                # One run of the loop, its shutdown included (see _worker); the loop is not
-                # closed: the process ends right after, and os._exit frees it all at once.
-                loop_factory()().run_until_complete(_worker(server, out, zygote))
-                code = 0
-            except BrokenPipeError:
-                pass  # the pool closed while this worker started: no one to report to
-            except BaseException as exc:
-                reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-                with contextlib.suppress(OSError):
-                    os.write(out, f"FAILED {os.getpid()} {reason}\n".encode())
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
-    return 0
+    return server
 
 
 def _reap(_signum: int, _frame: object) -> None:
