@@ -8,15 +8,19 @@ The figure is the server thread's CPU time (``time.thread_time``: user and syste
 kernel's socket work is in it) over the run, divided by the operations served, warmup
 included; nanosecond resolution, where /proc's per-process figure has 10 ms ticks. The
 client runs in another process, so its CPU is not counted. Workloads: ``cycle`` (start+grade
-on one connection), ``conn`` (a new connection per manifest+start+grade). Prints one JSON
-line per workload. The hud served is the one this interpreter imports (PYTHONPATH picks
-another checkout); the client is always this checkout's bench/core.py.
+on one connection), ``conn`` (a new connection per manifest+start+grade), and ``floor``:
+``cycle`` against the least a Python server on uvloop can do per request (:class:`Floor`, no
+hud code: the frame's header read by hand, the JSON decoded for its id, a canned reply).
+Prints one JSON line per workload. The hud served is the one this interpreter imports
+(PYTHONPATH picks another checkout); the client is always this checkout's bench/core.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -25,10 +29,66 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import uvloop
+from websockets.speedups import apply_mask
 
 HERE = Path(__file__).resolve().parent
-WORKLOADS = {"cycle": ("bench_raw_persistent", 200), "conn": ("bench_conn_per_cycle", 50)}
+WORKLOADS = {"cycle": ("bench_raw_persistent", 200), "conn": ("bench_conn_per_cycle", 50),
+             "floor": ("bench_raw_persistent", 200)}
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+
+
+class Floor(asyncio.Protocol):
+    """The floor: what any Python server on uvloop pays per request. It answers the opening
+    handshake, then each masked text frame of the raw client with a canned JSON-RPC reply
+    (decoding the JSON for its id and method); a close frame closes. No validation, no
+    sessions, no templates: not a server, a yardstick."""
+
+    _decode = msgspec.json.Decoder().decode
+    _encode = msgspec.json.Encoder().encode
+    _RESULTS = {"manifest": {"protocol_version": "1"},
+                "tasks.start": {"prompt": "floor", "task": {"template": "t", "args": {}}},
+                "tasks.grade": {"reward": 1.0}}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.buf = bytearray()
+        self.open = False
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            key = next(line.split(b":", 1)[1].strip() for line in buf[:end].split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
+                                 + b"\r\n\r\n")
+            del buf[:end + 4]
+            self.open = True
+        while len(buf) >= 6:
+            length, head = buf[1] & 0x7F, 6
+            if length == 126:
+                length, head = int.from_bytes(buf[2:4], "big"), 8
+            if len(buf) < head + length:
+                return
+            opcode, mask = buf[0] & 0x0F, bytes(buf[head - 4:head])
+            payload = apply_mask(bytes(buf[head:head + length]), mask)
+            del buf[:head + length]
+            if opcode == 0x8:
+                self.transport.close()
+                return
+            request = self._decode(payload)
+            reply = self._encode({"jsonrpc": "2.0", "id": request["id"],
+                                  "result": self._RESULTS[request["method"]]})
+            header = bytes((0x81, len(reply))) if len(reply) < 126 else \
+                bytes((0x81, 126)) + len(reply).to_bytes(2, "big")
+            self.transport.write(header + reply)
 
 
 def measure(workload: str, n: int) -> dict:
@@ -41,6 +101,15 @@ def measure(workload: str, n: int) -> dict:
     ready = threading.Event()
 
     async def serve() -> None:
+        if workload == "floor":
+            loop = asyncio.get_running_loop()
+            floor = await loop.create_server(Floor, "127.0.0.1", 0)
+            box["url"] = f"ws://127.0.0.1:{floor.sockets[0].getsockname()[1]}"
+            box["loop"], box["stop"] = loop, asyncio.Event()
+            ready.set()
+            await box["stop"].wait()
+            floor.close()
+            return
         async with Server(env, ServerConfig(host="127.0.0.1", port=0)) as server:
             box["url"], box["loop"] = server.url, asyncio.get_running_loop()
             box["stop"] = asyncio.Event()
@@ -69,7 +138,7 @@ def measure(workload: str, n: int) -> dict:
     client = json.loads(lines[-1]) if lines else {"error": done.stderr[-500:]}
     return {
         "bench": "P.server_cpu", "workload": workload, "n": n, "warmup": warmup,
-        "hud": str(Path(hud.__file__).parent.parent),
+        "hud": "none (the floor)" if workload == "floor" else str(Path(hud.__file__).parent.parent),
         "server_cpu_us_per_op": round((after - before) * 1e6 / (n + warmup), 1),
         "client_p50_ms": client.get("p50_ms"), "failures": client.get("failures"),
         "loadavg": round(os.getloadavg()[0], 2),
@@ -87,7 +156,7 @@ def main() -> None:
                         help="operations per workload (default 3000 cycles, 1500 connections)")
     args = parser.parse_args()
     for workload in args.workload or list(WORKLOADS):
-        n = args.n or (3000 if workload == "cycle" else 1500)
+        n = args.n or (1500 if workload == "conn" else 3000)
         print(json.dumps(measure(workload, n)), flush=True)
 
 
