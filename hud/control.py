@@ -162,7 +162,8 @@ class ControlConnection:
         del outcome
         try:
             self._start(ready)
-            self._flush()
+            if not self._starting:  # else it runs within _start, whose caller flushes
+                self._flush()
         finally:
             self._busy -= 1
             if not self._open and self._busy == 0 and not self._ended:

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import secrets
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -72,7 +72,7 @@ class TaskScope:
     """
 
     def __init__(self, template_id: str) -> None:
-        self.id = "task-" + secrets.token_hex(8)
+        self.id = "task-" + os.urandom(8).hex()  # what secrets.token_hex does, in one call
         self.template = template_id
         self.phase: Phase = "setup"
         self.state: dict[object, Any] = {}

@@ -114,7 +114,9 @@ def _stretch(label: str, call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)
     finally:
         _running = outer
-        _check(began, label)
+        held = time.perf_counter() - began
+        if held > BLOCKING_THRESHOLD:  # (inline: this runs for every stretch of every step)
+            _report(label, held)
 
 
 _STRETCH_CODE = _stretch.__code__
@@ -137,16 +139,17 @@ async def run_step(
     is called first).
     ``label`` names the step in logs, e.g. ``"template 'fix' during grade"``. Must be called
     from a task: the step runs as that task (``asyncio.current_task()``) until it ends or is
-    abandoned."""
-    task = asyncio.current_task()
-    if task is None:
-        raise RuntimeError("run_step must be called from a task")
+    abandoned. (A step that never waits does not need the task, and does not look it up.)"""
     coro = _watched(step, enter)
     context = contextvars.copy_context()
     try:
         first = _stretch(label, context.run, coro.send, None)
     except StopIteration as returned:
-        return returned.value  # it never waited: nothing to arm
+        return returned.value  # it never waited: nothing to arm, no task asked for
+    task = asyncio.current_task()
+    if task is None:
+        coro.close()
+        raise RuntimeError("run_step must be called from a task")
     return await _Step(coro, context, first, label, timeout, task, on_abandon)
 
 
@@ -315,8 +318,6 @@ async def _watched(
         return await step
 
 
-def _check(began: float, label: str) -> None:
-    held = time.perf_counter() - began
-    if held > BLOCKING_THRESHOLD:
-        log.warning("%s blocked the event loop for %.2f s, stalling every session: run "
-                    "blocking calls with `await asyncio.to_thread(func, ...)`", label, held)
+def _report(label: str, held: float) -> None:
+    log.warning("%s blocked the event loop for %.2f s, stalling every session: run "
+                "blocking calls with `await asyncio.to_thread(func, ...)`", label, held)
