@@ -11,6 +11,14 @@ client runs in another process, so its CPU is not counted. Workloads: ``cycle`` 
 on one connection), ``conn`` (a new connection per manifest+start+grade), and ``floor``:
 ``cycle`` against the least a Python server on uvloop can do per request (:class:`Floor`, no
 hud code: the frame's header read by hand, the JSON decoded for its id, a canned reply).
+
+Two more measure hud's own Python alone, without sockets, so without the noise of the
+kernel and of another process (:func:`in_memory`): ``memory`` runs start+grade cycles over an
+in-memory control connection (``Server.connect_memory``), driven from the same loop;
+``memory-cold`` does the same, but touches 8 MB before each request, as the client, the
+kernel and the wait for the next request do between two requests that arrive over a
+socket; the cost of touching it is measured alone and subtracted. Their gap is what the
+request path pays for the memory it touches, which a CPU's caches no longer hold.
 Prints one JSON line per workload. The hud served is the one this interpreter imports
 (PYTHONPATH picks another checkout); the client is always this checkout's bench/core.py.
 """
@@ -35,7 +43,10 @@ from websockets.speedups import apply_mask
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {"cycle": ("bench_raw_persistent", 200), "conn": ("bench_conn_per_cycle", 50),
-             "floor": ("bench_raw_persistent", 200)}
+             "floor": ("bench_raw_persistent", 200), "memory": ("", 500),
+             "memory-cold": ("", 500)}
+FLUSH_BYTES = 8 << 20
+"""What ``memory-cold`` touches before each request: more than this machine's caches hold."""
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 
 
@@ -91,8 +102,77 @@ class Floor(asyncio.Protocol):
             self.transport.write(header + reply)
 
 
+def in_memory(workload: str, n: int) -> dict:
+    """hud's own CPU per start+grade cycle over an in-memory control connection, in this
+    thread: the replies' JSON is checked for errors and the last reward read."""
+    import hud
+    from hud.loader import load_environment
+    from hud.server import Server, ServerConfig
+
+    sys.path.insert(0, str(HERE))
+    import core
+
+    env = load_environment(str(HERE / "bench_env.py"))
+    flush = workload == "memory-cold"
+    junk = bytearray(FLUSH_BYTES)
+    zeros = bytes(FLUSH_BYTES // 64)
+
+    def touch() -> None:
+        junk[::64] = zeros  # one write per cache line
+
+    async def run() -> dict:
+        loop = asyncio.get_running_loop()
+        async with Server(env, ServerConfig(host="127.0.0.1", port=0)) as server:
+            end = server.connect_memory()
+            box: dict = {}
+            end.attach(lambda message: box["reply"].set_result(message), lambda _: None)
+            ids = iter(range(1, sys.maxsize))
+
+            def request(method: str, params: dict) -> str:
+                return json.dumps({"jsonrpc": "2.0", "id": next(ids), "method": method,
+                                   "params": params}, separators=(",", ":"))
+
+            async def call(message: str) -> str:
+                if flush:
+                    touch()
+                box["reply"] = loop.create_future()
+                end.send_now(message, text=True)
+                return await box["reply"]
+
+            await call(request("manifest", core.MANIFEST))
+            failures, last = 0, ""
+            for count in (WORKLOADS[workload][1], n):  # warm-up, then measured
+                requests = [request(method, params) for _ in range(count)
+                            for method, params in (("tasks.start", core.START),
+                                                   ("tasks.grade", core.GRADE))]
+                began = time.thread_time()
+                for message in requests:
+                    last = await call(message)
+                    failures += '"error"' in last
+                spent = time.thread_time() - began
+            touching = 0.0
+            if flush:
+                began = time.thread_time()
+                for _ in range(2 * n):
+                    touch()
+                touching = time.thread_time() - began
+            reward = json.loads(last)["result"]["reward"]
+            return {"us": (spent - touching) * 1e6 / n, "failures": failures + (reward != 1.0)}
+
+    result = uvloop.run(run())
+    return {
+        "bench": "P.server_cpu", "workload": workload, "n": n,
+        "warmup": WORKLOADS[workload][1], "hud": str(Path(hud.__file__).parent.parent),
+        "hud_cpu_us_per_cycle": round(result["us"], 1), "failures": result["failures"],
+        "loadavg": round(os.getloadavg()[0], 2),
+    }
+
+
 def measure(workload: str, n: int) -> dict:
     import hud
+
+    if workload.startswith("memory"):
+        return in_memory(workload, n)
     from hud.loader import load_environment
     from hud.server import Server, ServerConfig
 
