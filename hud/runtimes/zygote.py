@@ -17,7 +17,10 @@ import os
 import signal
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..server import Server
 
 
 def main(argv: list[str]) -> int:
@@ -65,7 +68,7 @@ def main(argv: list[str]) -> int:
 
 
 def prepare(target: str, token: str | None, *, solutions: bool = False,
-            max_forks: int = 0) -> Any:
+            max_forks: int = 0) -> Server:
     """Put this process in the state a zygote forks from, and return the
     :class:`~hud.server.Server` each worker starts (bench/pool_floor.py forks from the same)."""
     from ..eventloop import loop_factory
