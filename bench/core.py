@@ -29,6 +29,12 @@ Lines (same ``bench`` name for both systems where both exist):
   with the server's idle and peak RSS; ``B2.api_concurrent_sessions`` is ours through
   ``hud.Client`` on a fresh server.
 * ``B5.cli_cycle``: ``hud task start`` then ``hud task grade`` as two processes.
+
+``--rounds K`` runs the selected steps K times (ours on a fresh server each round) and ends
+with a ``ratios`` line: for each line both systems have, ours/reference per round for p50
+and p99 (and B2's wall time), with their median, low and high. On a shared or drifting
+machine one run's ratio can land on either side of a target; the spread says how far to
+trust it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import platform
 import queue
 import resource
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -740,6 +747,8 @@ def _parse_args(argv: list | None) -> argparse.Namespace:
                         help="run only the steps whose name starts with this (repeatable; "
                              "e.g. 'B1 conn', 'B1 api conn', 'B2 raw')")
     parser.add_argument("--ref-venv", default=str(ref.DEFAULT_VENV), help="reference venv")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the steps this many times; then a line of ratios per round")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.warmup, args.conn_n, args.sessions, args.cli_n = 300, 30, 50, 200, 2
@@ -777,11 +786,14 @@ class Servers:
                   "message": f"reference server did not start ({exc}); measuring ours only"})
             self.ref_venv = None
 
-    def stop(self) -> None:
-        self.stop_ours()
+    def stop_ref(self) -> None:
         if self.ref is not None:
             ref.stop_server(self.ref)
             self.ref = None
+
+    def stop(self) -> None:
+        self.stop_ours()
+        self.stop_ref()
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -800,6 +812,12 @@ def _children_cpu() -> float:
 
 ONLY: list[str] = []
 """Prefixes of the step names to run (``--only``); empty: every step."""
+
+
+RECORDS: list[dict] = []
+"""Every record emitted by :func:`_step`, for the ``ratios`` line (``--rounds``)."""
+ROUND = [1]
+"""The round running now (``--rounds``); each record carries it."""
 
 
 def _step(name: str, run: Callable[[], dict], pid: int, ops: int) -> None:
@@ -821,7 +839,35 @@ def _step(name: str, run: Callable[[], dict], pid: int, ops: int) -> None:
     if kids1 - kids0 > 0:  # CLI processes (B5): the servers are reaped only at the end
         rec["cli_cpu_ms_per_op"] = round((kids1 - kids0) * 1000.0 / ops, 1)
     rec["loadavg"] = loadavg()
+    rec["round"] = ROUND[0]
+    RECORDS.append(rec)
     emit(rec)
+
+
+RATIO_FIELDS = ("p50_ms", "p99_ms", "wall_s")
+
+
+def ratios(records: list[dict], rounds: int) -> dict:
+    """Ours/reference per round, for each line and field both systems have in that round
+    (a failed run has no figure to compare), with the median, low and high."""
+    found: dict[tuple[str, str, int], dict] = {
+        (rec["bench"], rec["system"], rec["round"]): rec
+        for rec in records if not rec.get("failures")}
+    out: dict[str, dict] = {}
+    for (line, system, round_), ours in sorted(found.items()):
+        theirs = found.get((line, ref.SYSTEM, round_))
+        if system != SYSTEM or theirs is None:
+            continue
+        for field in RATIO_FIELDS:
+            if ours.get(field) and theirs.get(field):
+                out.setdefault(line, {}).setdefault(field, []).append(
+                    round(ours[field] / theirs[field], 3))
+    summary = {line: {field: {"per_round": values, "median": round(statistics.median(values), 3),
+                              "low": min(values), "high": max(values)}
+                      for field, values in fields.items()}
+               for line, fields in out.items()}
+    return {"bench": "ratios", "system": f"{SYSTEM}/{ref.SYSTEM}", "rounds": rounds,
+            "lines": summary, "loadavg": loadavg()}
 
 
 def run_benches(args: argparse.Namespace, s: Servers) -> None:
@@ -887,11 +933,18 @@ def main(argv: list | None = None) -> int:
               "message": "reference venv could not be made; measuring ours only"})
     servers = Servers(ref_venv)
     try:
-        servers.start_ours()
-        servers.start_ref()
-        run_benches(args, servers)
+        for round_ in range(args.rounds):  # both servers fresh in each round
+            if args.rounds > 1:
+                log(f"round {round_ + 1} of {args.rounds}")
+            ROUND[0] = round_ + 1
+            servers.start_ours()
+            servers.stop_ref()
+            servers.start_ref()
+            run_benches(args, servers)
     finally:
         servers.stop()
+    if args.rounds > 1 and ref_venv is not None:
+        emit(ratios(RECORDS, args.rounds))
     log("done; loadavg " + str(loadavg()))
     return 0
 
