@@ -30,7 +30,7 @@ Lines (same ``bench`` name for both systems where both exist):
   ``hud.Client`` on a fresh server.
 * ``B5.cli_cycle``: ``hud task start`` then ``hud task grade`` as two processes.
 
-``--rounds K`` runs the selected steps K times (ours on a fresh server each round) and ends
+``--rounds K`` runs the selected steps K times (both servers fresh in each round) and ends
 with a ``ratios`` line: for each line both systems have, ours/reference per round for p50
 and p99 (and B2's wall time), with their median, low and high. On a shared or drifting
 machine one run's ratio can land on either side of a target; the spread says how far to

@@ -70,9 +70,6 @@ def floors(forks: int) -> list[dict]:
     server = prepare(str(HERE / "eval_env.py"), None, solutions=True)
     factory = loop_factory() or asyncio.new_event_loop
 
-    def make_loop() -> None:
-        factory()
-
     def start_and_stop() -> None:
         async def run() -> None:
             async with server:
@@ -81,7 +78,7 @@ def floors(forks: int) -> list[dict]:
         factory().run_until_complete(run())
 
     lines = []
-    for name, body in (("exit", lambda: None), ("loop", make_loop), ("server", start_and_stop)):
+    for name, body in (("exit", lambda: None), ("loop", factory), ("server", start_and_stop)):
         cost = _fork_cost(forks, body)
         lines.append({"bench": "P.pool_floor", "floor": name, "forks": forks, **cost,
                       "loadavg": round(os.getloadavg()[0], 2)})

@@ -10,7 +10,8 @@ included; nanosecond resolution, where /proc's per-process figure has 10 ms tick
 client runs in another process, so its CPU is not counted. Workloads: ``cycle`` (start+grade
 on one connection), ``conn`` (a new connection per manifest+start+grade), and ``floor``:
 ``cycle`` against the least a Python server on uvloop can do per request (:class:`Floor`, no
-hud code: the frame's header read by hand, the JSON decoded for its id, a canned reply).
+hud code per request: the frame's header read by hand, the JSON decoded for its id, a
+canned reply; only the handshake's accept value is hud's).
 
 Two more measure hud's own Python alone, without sockets, so without the noise of the
 kernel and of another process (:func:`in_memory`): ``memory`` runs start+grade cycles over an
@@ -27,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -41,13 +40,14 @@ import msgspec
 import uvloop
 from websockets.speedups import apply_mask
 
+from hud.upgrade import accept_value
+
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {"cycle": ("bench_raw_persistent", 200), "conn": ("bench_conn_per_cycle", 50),
              "floor": ("bench_raw_persistent", 200), "memory": ("", 500),
              "memory-cold": ("", 500)}
 FLUSH_BYTES = 8 << 20
 """What ``memory-cold`` touches before each request: more than this machine's caches hold."""
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 
 
 class Floor(asyncio.Protocol):
@@ -76,7 +76,7 @@ class Floor(asyncio.Protocol):
                 return
             key = next(line.split(b":", 1)[1].strip() for line in buf[:end].split(b"\r\n")
                        if line.lower().startswith(b"sec-websocket-key:"))
-            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+            accept = accept_value(key.decode()).encode()  # once per connection
             self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
                                  + b"\r\n\r\n")

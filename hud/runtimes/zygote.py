@@ -134,7 +134,7 @@ async def _rehearse(token: str | None, servers: int = 4, rollouts: int = 16) -> 
                 await end_session(client)
 
 
-async def _worker(server: object, out: int, zygote: int) -> None:
+async def _worker(server: Server, out: int, zygote: int) -> None:
     """A worker's whole life on its loop: :func:`_serve_one`, then what
     ``asyncio.Runner`` does on closing (cancel the tasks left, finalize async generators,
     wait for the default executor's threads), in the same run of the loop. A runner
@@ -153,10 +153,7 @@ async def _worker(server: object, out: int, zygote: int) -> None:
         await loop.shutdown_default_executor()
 
 
-async def _serve_one(server: object, out: int, zygote: int) -> None:
-    from ..server import Server
-
-    assert isinstance(server, Server)
+async def _serve_one(server: Server, out: int, zygote: int) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with server:
