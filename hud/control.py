@@ -153,7 +153,7 @@ class ControlConnection:
             outcome = Cancelled(f"{call.method.name} was cancelled")
         except Exception as exc:
             outcome = _failure(call, exc)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.host.tasks.loop)  # no look-up of the running loop
         if self._op is task:
             self._op = None
         ready = self.core.finish(call, outcome)

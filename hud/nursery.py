@@ -37,6 +37,9 @@ class Nursery:
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # the group's, to cancel at close
         self._quiet: set[asyncio.Task[Any]] = set()  # see spawn_quiet
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop it was opened on. Given to asyncio where it would look the running loop
+        up, which on Python 3.11 costs a ``getpid`` system call each time."""
 
     @property
     def accepting(self) -> bool:
@@ -45,7 +48,8 @@ class Nursery:
 
     async def open(self) -> Nursery:
         """Start the root task that holds the group; returns once it is held."""
-        ready = asyncio.get_running_loop().create_future()
+        self.loop = loop = asyncio.get_running_loop()
+        ready = loop.create_future()
         self._stop = asyncio.Event()
         self._root = asyncio.create_task(self._hold(ready), name=f"{self.name}-nursery")
         await ready
@@ -100,7 +104,9 @@ class Nursery:
         if self._group is None or not self.accepting:
             work.close()
             raise RuntimeError(f"{self.name}: closed, cannot start more tasks")
-        task = eager.start(asyncio.get_running_loop(), work, name)
+        loop = self.loop
+        assert loop is not None  # set with the group
+        task = eager.start(loop, work, name)
         if not task.done():  # its first stretch did not finish it
             self._quiet.add(task)
         return task
