@@ -6,6 +6,7 @@ Deliberately free of heavy imports: the CLI's fast path uses it.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import AddressError
@@ -38,3 +39,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def numeric_family(host: str) -> socket.AddressFamily | None:
+    """The family of a numeric address (``127.0.0.1``, ``::1``), else None: a name needs a
+    resolver. ``inet_pton`` rather than ``ipaddress``: in a fresh pool worker, the first
+    use of that module's pure-Python parser costs more than binding a port."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None

@@ -28,7 +28,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from . import ports
-from .address import CONTROL_PATH, is_loopback
+from .address import CONTROL_PATH, is_loopback, numeric_family
 from .control import ControlConnection
 from .environment import Environment
 from .forks import Forks
@@ -201,7 +201,7 @@ class Server:
     async def _listen(self) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host, port, backlog = self.config.host, self.config.port, self.config.backlog
-        family = _numeric_family(host)
+        family = numeric_family(host)
         if family is None:  # a name, or "" (every interface): the loop resolves it
             return await loop.create_server(self._accept, host, port, backlog=backlog,
                                             reuse_address=True)
@@ -396,19 +396,6 @@ class Server:
         if isinstance(transport, WsServerConnection):  # the manifest sent in the upgrade
             first, transport.first = transport.first, None
         conn.open(first)
-
-
-def _numeric_family(host: str) -> socket.AddressFamily | None:
-    """The family of a numeric address (``127.0.0.1``, ``::1``), else None. ``inet_pton``
-    rather than ``ipaddress``: in a fresh pool worker, the first use of that module's pure
-    Python parser cost more than the rest of binding the port."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
 
 
 def _probe_when_silent(sock: socket.socket | Any, idle: float) -> None:

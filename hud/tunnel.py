@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import os
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
+from .address import numeric_family
 from .errors import TransportClosed
 from .protocol.messages import Binding
 from .wsconn import WsConnection
@@ -185,10 +185,9 @@ async def dial(host: str, port: int) -> socket.socket:
     """A connected non-blocking TCP socket to ``host:port``; a numeric host needs no
     resolver (uvloop's starts four threads in the process)."""
     loop = asyncio.get_running_loop()
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        address: Any = (host, port)
-    except ValueError:
+    family: socket.AddressFamily | None = numeric_family(host)
+    address: Any = (host, port)
+    if family is None:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
