@@ -44,7 +44,8 @@ from hud.upgrade import accept_value
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {"cycle": ("bench_raw_persistent", 200), "conn": ("bench_conn_per_cycle", 50),
-             "floor": ("bench_raw_persistent", 200), "memory": ("", 500),
+             "floor": ("bench_raw_persistent", 200), "floor-conn": ("bench_conn_per_cycle", 50),
+             "memory": ("", 500),
              "memory-cold": ("", 500)}
 FLUSH_BYTES = 8 << 20
 """What ``memory-cold`` touches before each request: more than this machine's caches hold."""
@@ -91,7 +92,8 @@ class Floor(asyncio.Protocol):
             opcode, mask = buf[0] & 0x0F, bytes(buf[head - 4:head])
             payload = apply_mask(bytes(buf[head:head + length]), mask)
             del buf[:head + length]
-            if opcode == 0x8:
+            if opcode == 0x8:  # answered, as RFC 6455 section 5.5.1 asks, then closed
+                self.transport.write(b"\x88\x02\x03\xe8")
                 self.transport.close()
                 return
             request = self._decode(payload)
@@ -181,7 +183,7 @@ def measure(workload: str, n: int) -> dict:
     ready = threading.Event()
 
     async def serve() -> None:
-        if workload == "floor":
+        if workload.startswith("floor"):
             loop = asyncio.get_running_loop()
             floor = await loop.create_server(Floor, "127.0.0.1", 0)
             box["url"] = f"ws://127.0.0.1:{floor.sockets[0].getsockname()[1]}"
@@ -218,7 +220,7 @@ def measure(workload: str, n: int) -> dict:
     client = json.loads(lines[-1]) if lines else {"error": done.stderr[-500:]}
     return {
         "bench": "P.server_cpu", "workload": workload, "n": n, "warmup": warmup,
-        "hud": "none (the floor)" if workload == "floor" else str(Path(hud.__file__).parent.parent),
+        "hud": "none (the floor)" if workload.startswith("floor") else str(Path(hud.__file__).parent.parent),
         "server_cpu_us_per_op": round((after - before) * 1e6 / (n + warmup), 1),
         "client_p50_ms": client.get("p50_ms"), "failures": client.get("failures"),
         "loadavg": round(os.getloadavg()[0], 2),
@@ -236,7 +238,7 @@ def main() -> None:
                         help="operations per workload (default 3000 cycles, 1500 connections)")
     args = parser.parse_args()
     for workload in args.workload or list(WORKLOADS):
-        n = args.n or (1500 if workload == "conn" else 3000)
+        n = args.n or (1500 if workload.endswith("conn") else 3000)
         print(json.dumps(measure(workload, n)), flush=True)
 
 
