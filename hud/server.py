@@ -42,7 +42,7 @@ from .session import Registry
 from .steps import cancel_caller
 from .transport import Transport
 from .tunnelhost import TunnelHost
-from .upgrade import MANIFEST_HEADER, plain_value
+from .upgrade import MANIFEST_HEADER, Fields, Head, plain_value
 from .watchdog import Watchdog
 from .wsserver import Refusal, Turns, WsServerConnection, reject
 
@@ -293,7 +293,8 @@ class Server:
 
     # -- handshake ------------------------------------------------------------------------
 
-    def _check_request(self, connection: WsServerConnection, request: Request) -> Response | None:
+    def _check_request(self, connection: WsServerConnection,
+                       request: Request | Head) -> Response | None:
         refused = self._check_headers(connection, request.headers)
         if refused is not None:
             return refused
@@ -311,7 +312,8 @@ class Server:
         return reject(connection, 404, -32601,
                       f"no such path {parts.path!r}: control sessions are on {CONTROL_PATH}")
 
-    def _check_headers(self, connection: WsServerConnection, headers: Headers) -> Response | None:
+    def _check_headers(self, connection: WsServerConnection,
+                       headers: Headers | Fields) -> Response | None:
         """400 for a repeated ``Authorization``, ``Origin`` or ``Hud-Manifest`` (which one
         would count?); 403 for an ``Origin`` not allowed: only browsers send one, for the page
         that opened it."""
@@ -327,7 +329,7 @@ class Server:
             return reject(connection, 403, err.code, err.message)
         return None
 
-    def _authorized(self, headers: Headers, query: str) -> bool:
+    def _authorized(self, headers: Headers | Fields, query: str) -> bool:
         assert self.token is not None
         supplied = headers.get("Authorization", "")
         if supplied.startswith("Bearer "):

@@ -35,6 +35,7 @@ from .tunnel import (
     link_daemon,
     take_socket,
 )
+from .upgrade import Head
 from .wsserver import WsServerConnection, reject
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class TunnelHost:
 
     # -- handshake ------------------------------------------------------------------------
 
-    def check_request(self, connection: WsServerConnection, request: Request,
+    def check_request(self, connection: WsServerConnection, request: Request | Head,
                       path: str) -> Response | None:
         """The answer to an authorized handshake on a path this host :meth:`serves`: None
         lets the WebSocket handshake go on."""
@@ -99,7 +100,8 @@ class TunnelHost:
         return reject(connection, 404, -32602,
                       f"no capability {name!r} is declared (declared: {names})")
 
-    def _bare_upgrade(self, connection: WsServerConnection, request: Request) -> Response | None:
+    def _bare_upgrade(self, connection: WsServerConnection,
+                      request: Request | Head) -> Response | None:
         """A 101 to ``hud-tunnel/1`` for a client that asks for a bare tunnel (and a
         platform that can splice); None, the WebSocket handshake, for any other."""
         asked = [token.strip().lower() for value in request.headers.get_all("Upgrade")

@@ -23,9 +23,9 @@ import hashlib
 import re
 import time
 from email.utils import formatdate
+from typing import overload
 
-from websockets.datastructures import Headers
-from websockets.http11 import Request
+from websockets.datastructures import MultipleValuesError
 
 MAX_HEAD = 8192
 """Bytes of request head parsed here; a longer one goes to websockets (and its limits)."""
@@ -36,55 +36,120 @@ MANIFEST_HEADER = "Hud-Manifest"
 ASCII JSON); a server that takes it answers the 101 with ``Hud-Manifest: answered`` and
 the reply as its first frame (protocol/README.md, "The manifest in the upgrade")."""
 
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # RFC 9110 section 5.6.2
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # RFC 9110 section 5.6.2 (the client's)
 _VALUE = re.compile(rb"[\x09\x20-\x7e]*")  # visible ASCII (websockets also takes obs-text)
 _PATH = re.compile(rb"/[\x21-\x7e]*")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
-_AT_MOST_ONCE = ("Upgrade", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Origin")
+_NAME = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_REQUEST_LINE = re.compile(r"GET (/[\x21-\x7e]*) HTTP/1\.1")
+_FIELDS = re.compile(rf"{_NAME}:[\x09\x20-\x7e]*(?:\r\n{_NAME}:[\x09\x20-\x7e]*)*")
+"""Header lines, each a name and a value of visible ASCII, spaces and tabs."""
+_CONNECTION = re.compile(rf"[ \t]*{_NAME}[ \t]*(?:,[ \t]*{_NAME}[ \t]*)*")
+"""A ``Connection`` value: tokens separated by commas."""
+_AT_MOST_ONCE = ("upgrade", "sec-websocket-key", "sec-websocket-version", "origin")
 _TEMPLATED = {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"}
-_ABSENT = ("Transfer-Encoding", "Content-Length", "Sec-WebSocket-Extensions",
-           "Sec-WebSocket-Protocol")
+_ABSENT = ("transfer-encoding", "content-length", "sec-websocket-extensions",
+           "sec-websocket-protocol")
 
 
-def parse_upgrade(head: bytes | bytearray) -> tuple[Request, str] | None:
+class Fields:
+    """A plain upgrade's header values by lower-case name, as :func:`parse_upgrade` reads
+    them: the lookups the server's gate makes of websockets' ``Headers`` (``get``,
+    ``get_all``, ``[]``, ``in``, each case-insensitive), without building one (a ``Headers``
+    costs more than the rest of the parse)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, list[str]]) -> None:
+        self._values = values
+
+    def get_all(self, name: str) -> list[str]:
+        return self._values.get(name.lower(), [])
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self._values.get(name.lower())
+        if not values:
+            return default
+        if len(values) > 1:  # as websockets' Headers: which one would it be?
+            raise MultipleValuesError(name)
+        return values[0]
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+
+class Head:
+    """A plain upgrade request: its path (with the query) and its :class:`Fields`."""
+
+    __slots__ = ("headers", "path")
+
+    def __init__(self, path: str, headers: Fields) -> None:
+        self.path = path
+        self.headers = headers
+
+
+def parse_upgrade(head: bytes | bytearray) -> tuple[Head, str] | None:
     """The request whose head (up to, not including, the blank line) is ``head``, and the
     ``Sec-WebSocket-Accept`` value that answers it; None when websockets must decide."""
-    lines = bytes(head).split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if (len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1"
-            or not _PATH.fullmatch(parts[1]) or len(lines) > MAX_HEADERS + 1):
+    try:
+        text = head.decode("ascii")  # obs-text and anything else goes to websockets
+    except UnicodeDecodeError:
         return None
-    headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
-            return None
-        headers[name.decode()] = value.decode()
-    key = _key(headers)
+    first, _, fields = text.partition("\r\n")
+    request = _REQUEST_LINE.fullmatch(first)
+    if request is None or not _FIELDS.fullmatch(fields):
+        return None
+    lines = fields.split("\r\n")
+    if len(lines) > MAX_HEADERS:
+        return None
+    values: dict[str, list[str]] = {}
+    repeated = False
+    for line in lines:
+        name, _, value = line.partition(":")  # a name has no colon (matched above)
+        name, value = name.lower(), value.strip(" \t")
+        if name in values:
+            values[name].append(value)
+            repeated = True
+        else:
+            values[name] = [value]
+    key = _key(values, repeated)
     if key is None:
         return None
-    return Request(parts[1].decode(), headers), accept_value(key)
+    return Head(request[1], Fields(values)), accept_value(key)
 
 
-def _key(headers: Headers) -> str | None:
+def _key(values: dict[str, list[str]], repeated: bool) -> str | None:
     """``Sec-WebSocket-Key`` when the headers ask for a plain upgrade to WebSocket 13."""
-    if any(name in headers for name in _ABSENT):
+    if not values.keys().isdisjoint(_ABSENT):
         return None
-    if any(len(headers.get_all(name)) > 1 for name in _AT_MOST_ONCE):
+    if repeated and any(len(values.get(name, ())) > 1 for name in _AT_MOST_ONCE):
         return None
-    tokens = [t.strip() for v in headers.get_all("Connection") for t in v.split(",")]
-    if not all(_TOKEN.fullmatch(t.encode()) for t in tokens):
+    upgrade = False
+    for value in values.get("connection", ()):
+        if not _CONNECTION.fullmatch(value):
+            return None
+        tokens = value.lower().replace(" ", "").replace("\t", "").split(",")
+        upgrade = upgrade or "upgrade" in tokens
+    if not upgrade:
         return None
-    if "upgrade" not in {t.lower() for t in tokens}:
+    if values.get("upgrade", [""])[0].lower() != "websocket":
         return None
-    if headers.get("Upgrade", "").lower() != "websocket":
+    if values.get("sec-websocket-version") != ["13"]:
         return None
-    if headers.get("Sec-WebSocket-Version") != "13":
-        return None
-    key = headers.get("Sec-WebSocket-Key", "")
+    key = values.get("sec-websocket-key", [""])[0]
     try:
-        raw = base64.b64decode(key.encode(), validate=True)
+        raw = base64.b64decode(key, validate=True)
     except binascii.Error:
         return None
     return key if len(raw) == 16 else None

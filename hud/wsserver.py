@@ -18,11 +18,11 @@ from websockets.server import ServerProtocol
 from .protocol import codec
 from .protocol.errors import LimitExceeded
 from .protocol.messages import PROTOCOL_VERSION
-from .upgrade import MANIFEST_HEADER, MAX_HEAD, parse_upgrade, switching_protocols
+from .upgrade import MANIFEST_HEADER, MAX_HEAD, Head, parse_upgrade, switching_protocols
 from .wsconn import WsConnection
 
 _LOGGER = logging.getLogger("websockets.server")  # the default, not looked up per connection
-Gate = Callable[["WsServerConnection", Request], Response | None]
+Gate = Callable[["WsServerConnection", Request | Head], Response | None]
 Opened = Callable[["WsServerConnection", str], None]
 Lost = Callable[["WsServerConnection"], None]
 

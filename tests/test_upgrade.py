@@ -16,6 +16,7 @@ from conftest import serving
 from sample_env import env
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import InvalidHeaderValue, InvalidStatus
 from websockets.utils import accept_key
 
@@ -365,3 +366,46 @@ async def test_a_request_the_header_cannot_carry_goes_as_a_frame_and_the_server_
             response = await reader.readuntil(b"\r\n\r\n")
         assert response.startswith(b"HTTP/1.1 101 ") and b"Hud-Manifest" not in response
         writer.close()
+
+
+def _websockets_reading(head: bytes) -> tuple[Any, Any]:
+    """websockets' own server reading ``head``: the request and its response."""
+    from websockets.server import ServerProtocol
+
+    protocol = ServerProtocol()
+    protocol.receive_data(head + b"\r\n\r\n")
+    request = protocol.events_received()[0]
+    return request, protocol.accept(request)
+
+
+@pytest.mark.parametrize("lines", [
+    PLAIN,
+    [*PLAIN[:3], b"connection:\tUpgrade \t", *PLAIN[4:]],  # any case, spaces and tabs
+    [*PLAIN[:3], b"Connection: keep-alive", b"Connection: Upgrade", *PLAIN[4:]],
+    [*PLAIN, b"X-Twice: a", b"x-twice: b", b"X-Empty:", b"Authorization: Bearer a b"],
+    [b"GET /v1/tunnel/ssh?x=%20 HTTP/1.1", *PLAIN[1:], b"UPGRADE-INSECURE-REQUESTS: 1"],
+])
+def test_what_is_parsed_here_is_what_websockets_reads(lines: list[bytes]) -> None:
+    """The plain upgrades this module answers: websockets accepts each too, with the same
+    path, the same header values under every name and the same accept value."""
+    head = b"\r\n".join(lines)
+    parsed = parse_upgrade(head)
+    assert parsed is not None
+    request, response = _websockets_reading(head)
+    assert response.status_code == 101
+    assert parsed[1] == response.headers["Sec-WebSocket-Accept"]
+    assert parsed[0].path == request.path
+    for name in {name for name, _ in request.headers.raw_items()}:
+        for spelling in (name, name.lower(), name.upper()):
+            assert parsed[0].headers.get_all(spelling) == request.headers.get_all(name)
+            assert spelling in parsed[0].headers
+    assert "Absent" not in parsed[0].headers and parsed[0].headers.get("Absent") is None
+    with pytest.raises(KeyError):
+        parsed[0].headers["Absent"]
+
+
+def test_a_header_sent_twice_has_no_single_value() -> None:
+    parsed = parse_upgrade(b"\r\n".join([*PLAIN, b"X-Twice: a", b"X-Twice: b"]))
+    assert parsed is not None
+    with pytest.raises(MultipleValuesError):  # as websockets' Headers: which one?
+        parsed[0].headers.get("x-twice")
