@@ -302,9 +302,11 @@ class WsConnection(asyncio.Protocol):
                 return b""
             kind, start, end = frame
             if kind == wsframes.CONTROL:
-                self.protocol.receive_data(buf[pos:end])
+                if not (buf[pos] == 0x88 and self._masked_in and self._close_plainly(
+                        wsframes.apply_mask(bytes(buf[start:end]), buf[start - 4:start]))):
+                    self.protocol.receive_data(buf[pos:end])
+                    self._handle_events()
                 pos = end
-                self._handle_events()
                 continue
             pos = end
             payload: bytes | bytearray
@@ -318,6 +320,37 @@ class WsConnection(asyncio.Protocol):
             return b""
         self._plain_in, self._needed = False, 0
         return buf[pos:]
+
+    def _close_plainly(self, data: bytes) -> bool:
+        """A client's close frame carrying ``data`` (its unmasked payload), answered here
+        when it is the common one, 1000 or 1001 with a UTF-8 reason: the server's side of
+        websockets' own answer (``Protocol.recv_frame``), without parsing the frame into a
+        ``Frame`` and serializing one back. The protocol is left as websockets leaves it:
+        the close received and echoed, the EOF sent, the rest of the input discarded. False
+        for any other close (websockets decides it)."""
+        if len(data) < 2 or int.from_bytes(data[:2], "big") not in (1000, 1001):
+            return False
+        try:
+            close = Close(int.from_bytes(data[:2], "big"), data[2:].decode())
+        except UnicodeDecodeError:
+            return False
+        protocol = self.protocol
+        protocol.close_rcvd = protocol.close_sent = close
+        protocol.close_rcvd_then_sent = True
+        protocol.state = State.CLOSING
+        protocol.eof_sent = True  # a server closes TCP at once
+        protocol.parser = protocol.discard()
+        next(protocol.parser)
+        self._end()
+        if self.transport is not None:
+            if self._held is not None:
+                self.transport.write(self._held)
+                self._held = None
+            self.transport.write(bytes((0x88, len(data))) + data)  # the close, echoed
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self._flush()  # nothing left to write: arms the close timer
+        return True
 
     def eof_received(self) -> bool | None:
         if self._unparsed:  # websockets says what an incomplete frame means

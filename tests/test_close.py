@@ -141,3 +141,45 @@ async def test_a_resume_right_after_an_abandoned_request_waits_for_the_park(
             assert gate.is_set()  # it was told "busy" once at least
             assert again.manifest.resumed is True
             assert (await again.grade("ok")).reward == 1.0
+
+
+def _websockets_answer(frame: bytes) -> bytes:
+    """What websockets' own server protocol, open, sends for the client's ``frame``, up to
+    its EOF."""
+    from websockets.server import ServerProtocol
+
+    protocol = ServerProtocol()
+    protocol.receive_data(UPGRADE)
+    protocol.send_response(protocol.accept(protocol.events_received()[0]))
+    protocol.data_to_send()
+    protocol.receive_data(frame)
+    sent = protocol.data_to_send()
+    assert sent[-1] == b""  # then the server's EOF
+    return b"".join(sent)
+
+
+def masked_close(payload: bytes, key: bytes = b"\x01\x02\x03\x04") -> bytes:
+    return bytes((0x88, 0x80 | len(payload))) + key + bytes(
+        byte ^ key[i % 4] for i, byte in enumerate(payload))
+
+
+@pytest.mark.parametrize("payload", [
+    struct.pack("!H", 1000), struct.pack("!H", 1001) + b"going away",
+    struct.pack("!H", 1000) + "bye, \u00e9t\u00e9".encode(),  # the common ones, read here
+    b"", struct.pack("!H", 4000) + b"app", struct.pack("!H", 1000) + b"\xff",  # websockets'
+    b"\x03", struct.pack("!H", 999), struct.pack("!H", 1005),
+])
+async def test_every_close_frame_is_answered_as_websockets_answers_it(payload: bytes) -> None:
+    """The common closes (1000 and 1001 with a UTF-8 reason) are answered without
+    websockets' frame parser; every close, common or not, gets the answer websockets' own
+    server protocol gives (the echo, or its error), then the server's EOF."""
+    frame = masked_close(payload)
+    expected = _websockets_answer(frame)
+    async with serving(env) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(UPGRADE)
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        writer.write(frame + client_text(9, "manifest", {}))  # after a close: discarded
+        async with asyncio.timeout(10):
+            assert await reader.read() == expected  # all of it, up to the EOF
+        writer.close()
