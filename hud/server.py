@@ -353,6 +353,7 @@ class Server:
             server_header=f"hud/{PROTOCOL_VERSION}",
             open_timeout=self.config.handshake_timeout,
             turns=self._turns,
+            loop=self._tasks.loop,
         )
         self._handshaking.add(ws)
         return ws

@@ -44,8 +44,8 @@ MAX_EARLY = 16
 class WsConnection(asyncio.Protocol):
     """What both ends share: framing, sending, flow control, closing."""
 
-    def __init__(self, protocol: Protocol) -> None:
-        loop = asyncio.get_running_loop()
+    def __init__(self, protocol: Protocol, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop = loop or asyncio.get_running_loop()
         self.protocol = protocol
         self.transport: Any = None  # an asyncio or uvloop transport (no common base class)
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -155,7 +155,7 @@ class WsConnection(asyncio.Protocol):
         self._liveness = (interval, timeout)
         # the first ping at a random point of the interval: connections opened in a burst
         # must not all be pinged in the same instant, again and again
-        self._ping_timer = asyncio.get_running_loop().call_later(
+        self._ping_timer = self._loop.call_later(
             interval * (0.5 + random.random() / 2), self._ping)
 
     def _ping(self) -> None:
@@ -164,7 +164,7 @@ class WsConnection(asyncio.Protocol):
         self._pong_due = True
         self.protocol.send_ping(b"hud")
         self._flush()
-        self._ping_timer = asyncio.get_running_loop().call_later(
+        self._ping_timer = self._loop.call_later(
             self._liveness[1], self._check_pong)
 
     def _check_pong(self) -> None:
@@ -173,7 +173,7 @@ class WsConnection(asyncio.Protocol):
         if self._pong_due and not self._read_paused:  # frozen or gone: the driver parks
             self.transport.abort()                    # what it holds
             return
-        self._ping_timer = asyncio.get_running_loop().call_later(
+        self._ping_timer = self._loop.call_later(
             self._liveness[0], self._ping)
 
     # -- sending --------------------------------------------------------------------------
@@ -255,7 +255,7 @@ class WsConnection(asyncio.Protocol):
                 transport.write_eof()
         if self._close_timer is None and self.protocol.close_expected():
             # the server closes TCP first; if it never does, drop the connection ourselves
-            self._close_timer = asyncio.get_running_loop().call_later(
+            self._close_timer = self._loop.call_later(
                 CLOSE_TIMEOUT, self._abort_if_open
             )
 
@@ -269,7 +269,8 @@ class WsConnection(asyncio.Protocol):
         self.transport = transport
         if getattr(transport, "max_size", 0) > READ_SIZE:  # asyncio's own transports
             transport.max_size = READ_SIZE  # type: ignore[attr-defined]
-        self._flush()
+        if self.protocol.side is Side.CLIENT:  # the request websockets wrote, if it did;
+            self._flush()                      # a server has nothing to say first
 
     def data_received(self, data: bytes | bytearray) -> None:
         if self._plain_in:
@@ -374,7 +375,7 @@ class WsConnection(asyncio.Protocol):
             self._end()
 
     def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
+        self._writable = self._loop.create_future()
         if self.on_write_pause is not None:
             self.on_write_pause(True)
 

@@ -38,6 +38,7 @@ class Turns:
 
     def __init__(self, per_turn: int) -> None:
         self.per_turn = per_turn
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it was first used on
         self._used = 0
         self._waiting: collections.deque[Callable[[], None]] = collections.deque()
         self._turn_pending = False
@@ -47,7 +48,9 @@ class Turns:
         when this one has had its share."""
         if not self._turn_pending:
             self._turn_pending = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._next_turn)
         if self._used < self.per_turn and not self._waiting:
             self._used += 1
             answer()
@@ -63,7 +66,8 @@ class Turns:
             self._waiting.popleft()()
         if self._waiting:
             self._turn_pending = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            assert self._loop is not None  # set by admit
+            self._loop.call_soon(self._next_turn)
 
 
 class WsServerConnection(WsConnection):
@@ -81,8 +85,9 @@ class WsServerConnection(WsConnection):
 
     def __init__(self, gate: Gate, opened: Opened, lost: Lost, *, max_size: int | None,
                  server_header: str, open_timeout: float = 10.0,
-                 turns: Turns | None = None) -> None:
-        super().__init__(ServerProtocol(max_size=max_size, logger=_LOGGER))
+                 turns: Turns | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(ServerProtocol(max_size=max_size, logger=_LOGGER), loop)
         self._max_size = max_size
         self._head: bytearray | None = bytearray()  # None once handed on (opened or not)
         self._gate = gate
@@ -100,7 +105,7 @@ class WsServerConnection(WsConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._open_timer = asyncio.get_running_loop().call_later(
+        self._open_timer = self._loop.call_later(
             self._open_timeout, self._abort_if_connecting
         )
 
