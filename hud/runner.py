@@ -130,6 +130,17 @@ def current_scope() -> TaskScope | None:
     return _current_scope.get()
 
 
+async def _ended(generator: AsyncGenerator[Any, Any]) -> bool:
+    """Run ``generator`` on to its next yield: True when it ends instead (the common case,
+    its cleanup done). The end is caught here, where it is raised: a ``StopAsyncIteration``
+    that went up through the step's frames would get a traceback entry in each."""
+    try:
+        await generator.__anext__()
+    except StopAsyncIteration:
+        return True
+    return False
+
+
 class TaskRunner:
     """Owns one template generator. Not safe for concurrent use: the session serialises calls."""
 
@@ -250,12 +261,12 @@ class TaskRunner:
     async def _finish(self, timeout: float | None) -> str | None:
         """Run the code after the second yield; a failure there is reported, not fatal."""
         try:
-            await self._step("cleanup", self._gen.__anext__(), timeout)
-        except StopAsyncIteration:
-            self.closed = True
-            return None
+            ended = await self._step("cleanup", _ended(self._gen), timeout)
         except TemplateError as exc:
             return exc.message
+        if ended:
+            self.closed = True
+            return None
         await self.aclose()
         return "yielded more than twice; the extra values were ignored"
 
