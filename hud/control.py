@@ -27,7 +27,6 @@ from .handlers import HANDLERS, Host
 from .protocol.connection import Call, Outcome, ServerConnection
 from .protocol.errors import Cancelled, HudError, InternalError
 from .protocol.messages import Body
-from .protocol.methods import Schedule
 from .session import Session
 from .steps import cancel_caller
 from .transport import Transport
@@ -136,7 +135,7 @@ class ControlConnection:
                 ready += self.core.finish(call, Cancelled(
                     f"{call.method.name}: the server is shutting down"))
                 continue
-            if call.method.schedule is Schedule.QUEUED and not task.done():
+            if call.method.queued and not task.done():
                 self._op = task  # it waits: the queued call in progress
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[Any] | None:

@@ -37,6 +37,9 @@ READ_SIZE = 64 * 1024
 """Bytes asked of each ``recv`` on asyncio's own loop. Its transports ask 256 KiB, over
 glibc's mmap threshold: every read then maps, shrinks and unmaps a buffer, about 25 µs
 against 3 µs for a short message (uvloop reads into a buffer it keeps)."""
+_OPEN = State.OPEN
+"""Read per frame: on Python 3.11 each attribute of an enum class is looked up through
+``EnumType.__getattr__``, ten times the cost of a global."""
 MAX_EARLY = 16
 """Messages kept for a receiver not attached yet before the socket stops being read."""
 
@@ -181,7 +184,7 @@ class WsConnection(asyncio.Protocol):
     def send_now(self, message: str | bytes, text: bool | None = None) -> None:
         """Queue one message on the socket at once (text unless ``text`` is False or it is
         bytes); raises :class:`~hud.errors.TransportClosed` once the connection is closing."""
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             raise self._not_open()
         if self._plain and self.transport is not None:
             data = message.encode() if isinstance(message, str) else message
@@ -291,10 +294,11 @@ class WsConnection(asyncio.Protocol):
         must read from here on (an unusual frame, or anything once the connection is no
         longer open)."""
         pos, size = 0, len(buf)
+        protocol, masked, max_size = self.protocol, self._masked_in, self._max_size
         while pos < size:
-            if self.protocol.state is not State.OPEN:
+            if protocol.state is not _OPEN:
                 break
-            frame = wsframes.classify(buf, pos, self._max_size, self._masked_in)
+            frame = wsframes.classify(buf, pos, max_size, masked)
             if frame is None:
                 break
             if isinstance(frame, int) or size < frame[2]:
@@ -303,15 +307,15 @@ class WsConnection(asyncio.Protocol):
                 return b""
             kind, start, end = frame
             if kind == wsframes.CONTROL:
-                if not (buf[pos] == 0x88 and self._masked_in and self._close_plainly(
+                if not (buf[pos] == 0x88 and masked and self._close_plainly(
                         wsframes.apply_mask(bytes(buf[start:end]), buf[start - 4:start]))):
-                    self.protocol.receive_data(buf[pos:end])
+                    protocol.receive_data(buf[pos:end])
                     self._handle_events()
                 pos = end
                 continue
             pos = end
             payload: bytes | bytearray
-            if self._masked_in:
+            if masked:
                 payload = wsframes.apply_mask(memoryview(buf)[start:end], buf[start - 4:start])
             else:
                 payload = buf[start:end]

@@ -65,30 +65,29 @@ def classify(buf: bytes | bytearray, pos: int, max_size: int | None, masked: boo
     available = len(buf) - pos
     if available < 2:
         return 2
-    first, second = buf[pos], buf[pos + 1]
-    if first & 0x70 or bool(second & 0x80) is not masked:  # reserved bits (no extension is
-        return None  # ever negotiated), or a client frame without a mask, a server's with one
+    kind = _KINDS[buf[pos]]
+    second = buf[pos + 1]
+    if kind is None or (second > 0x7F) is not masked:  # see _KINDS; a client frame without
+        return None  # a mask, or a server's with one
     length = second & 0x7F
-    mask = 4 if masked else 0
-    if length == 126:
-        head = 4 + mask
+    head = 6 if masked else 2
+    if length > 125:
+        extra = 2 if length == 126 else 8
+        head += extra
         if available < head:
             return head
-        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
-    elif length == 127:
-        head = 10 + mask
-        if available < head:
-            return head
-        length = int.from_bytes(buf[pos + 2:pos + 10], "big")
-    else:
-        head = 2 + mask
-    opcode = first & 0x0F
-    if not first & 0x80:
-        return None  # a fragment
-    if opcode in (1, 2):
-        if max_size is not None and length > max_size:
+        length = int.from_bytes(buf[pos + 2:pos + 2 + extra], "big")
+        if kind == CONTROL and length > 125:  # a control frame carries at most 125 bytes
             return None
-        return opcode, pos + head, pos + head + length
-    if opcode in (8, 9, 10) and length <= 125:
-        return CONTROL, pos + head, pos + head + length
-    return None
+    if max_size is not None and length > max_size and kind != CONTROL:
+        return None
+    start = pos + head
+    return kind, start, start + length
+
+
+_KINDS: list[int | None] = [None] * 256
+"""What a frame's first byte makes it: whole (FIN), without reserved bits (no extension is
+ever negotiated), and a text, binary, close, ping or pong frame; None for anything else
+(a fragment, reserved bits, an unknown opcode)."""
+for _opcode, _kind in ((1, TEXT), (2, BINARY), (8, CONTROL), (9, CONTROL), (10, CONTROL)):
+    _KINDS[0x80 | _opcode] = _kind

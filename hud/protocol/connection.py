@@ -41,7 +41,7 @@ from .errors import (
     MethodNotFound,
 )
 from .messages import Body, Params, RequestId
-from .methods import METHODS, Method, Schedule
+from .methods import METHODS, Method
 
 MAX_WAITING = 64
 """Frames held behind an inline request plus queued requests waiting their turn, before the
@@ -160,7 +160,7 @@ class ServerConnection:
         call = self._accept(frame)
         if call is None:
             return []
-        if call.method.schedule is Schedule.QUEUED:
+        if call.method.queued:
             if self._running is None:
                 self._running = call
                 return [call]

@@ -52,8 +52,8 @@ class Method:
     """One row of the table. (A plain class: the CLI imports the table, and a dataclass
     costs it start-up time.)"""
 
-    __slots__ = ("ends_session", "name", "needs_session", "optional", "params", "result",
-                 "schedule")
+    __slots__ = ("ends_session", "name", "needs_session", "optional", "params", "queued",
+                 "result", "schedule")
 
     def __init__(self, name: str, params: type[Params], result: type[Body],
                  schedule: Schedule = Schedule.INLINE, *, needs_session: bool = True,
@@ -62,6 +62,9 @@ class Method:
         self.params = params
         self.result = result
         self.schedule = schedule
+        self.queued = schedule is Schedule.QUEUED
+        """``schedule`` is :attr:`Schedule.QUEUED` (read per request: on Python 3.11 each
+        attribute of an enum class is looked up through ``EnumType.__getattr__``)."""
         self.needs_session = needs_session
         """False only for ``manifest``, which opens the session every other method needs."""
         self.ends_session = ends_session
