@@ -104,14 +104,19 @@ def interrupt_here(frame: FrameType | None) -> None:
         "interrupted; run blocking calls with `await asyncio.to_thread(func, ...)`")
 
 
-def _stretch(label: str, call: Callable[..., Any], *args: Any) -> Any:
-    """``call(*args)``: one stretch of template code, recorded for the watchdog and timed."""
+def _stretch(label: str, call: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    """``call(*args)``, a coroutine's ``send`` or ``throw``: one stretch of template code,
+    recorded for the watchdog and timed. ``(False, what it awaits)``, or ``(True, what it
+    returned)``: the ``StopIteration`` is caught where it arrives, since each frame it went
+    up through would give it a traceback entry (and the frame an object)."""
     global _running
     outer = _running
     began = time.perf_counter()
     _running = (next(_ids), began, label)
     try:
-        return call(*args)
+        return False, call(*args)
+    except StopIteration as returned:
+        return True, returned.value
     finally:
         _running = outer
         held = time.perf_counter() - began
@@ -142,10 +147,9 @@ async def run_step(
     abandoned. (A step that never waits does not need the task, and does not look it up.)"""
     coro = _watched(step, enter)
     context = contextvars.copy_context()
-    try:
-        first = _stretch(label, context.run, coro.send, None)
-    except StopIteration as returned:
-        return returned.value  # it never waited: nothing to arm, no task asked for
+    returned, first = _stretch(label, context.run, coro.send, None)
+    if returned:
+        return first  # it never waited: nothing to arm, no task asked for
     task = asyncio.current_task()
     if task is None:
         coro.close()
@@ -200,17 +204,17 @@ class _Step:
                     return self._abandon(value, error)
                 try:
                     if error is None:
-                        yielded = _stretch(self.label, self.context.run, self.coro.send,
-                                           value)
+                        returned, yielded = _stretch(self.label, self.context.run,
+                                                     self.coro.send, value)
                     else:
                         self.thrown = True
-                        yielded = _stretch(self.label, self.context.run, self.coro.throw,
-                                           error)
-                except StopIteration as returned:
-                    return self._ended(returned.value)
+                        returned, yielded = _stretch(self.label, self.context.run,
+                                                     self.coro.throw, error)
                 except BaseException:
                     self._ended(None)
                     raise
+                if returned:
+                    return self._ended(yielded)
                 if self.state == "running" and self._cancelled_by_hud(counting_ours=True):
                     self._begin_grace()  # it waits again with a cancellation unanswered
         finally:
@@ -288,13 +292,12 @@ class _Rest:
     def __await__(self) -> Generator[Any, Any, Any]:
         value, error = self.value, self.error
         while True:
-            try:
-                if error is None:
-                    yielded = _stretch(self.label, self.coro.send, value)
-                else:
-                    yielded = _stretch(self.label, self.coro.throw, error)
-            except StopIteration as returned:
-                return returned.value
+            if error is None:
+                returned, yielded = _stretch(self.label, self.coro.send, value)
+            else:
+                returned, yielded = _stretch(self.label, self.coro.throw, error)
+            if returned:
+                return yielded
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:
