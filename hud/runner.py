@@ -149,6 +149,7 @@ class TaskRunner:
         hooks: Sequence[TaskHook] = (),
     ) -> None:
         self.template_id = template_id
+        self._named = f"template {template_id!r}"  # the start of each step's label
         self._gen = generator
         self.started = False
         self.closed = False
@@ -206,7 +207,7 @@ class TaskRunner:
 
     async def _bounded(self, what: str, step: Awaitable[Any], timeout: float | None) -> Any:
         """Run one step in this task's scope (see :mod:`hud.steps`)."""
-        return await run_step(step, label=f"template {self.template_id!r} {what}",
+        return await run_step(step, label=f"{self._named} {what}",
                               timeout=timeout, enter=self.scope.entered,
                               on_abandon=self._abandon)
 
