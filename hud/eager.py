@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from asyncio import futures, tasks
+from asyncio import base_futures, futures, tasks
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -40,24 +40,73 @@ if not _NATIVE:
     _names = iter(range(1, sys.maxsize))
 
     class _EagerTask(tasks._PyTask):  # type: ignore[name-defined,misc]
-        """3.11: asyncio's pure-Python Task, its first step run in ``__init__``."""
+        """3.11: asyncio's pure-Python Task, its first step run in ``__init__``. A first
+        step that returns (the common case: a call answered without waiting) is finished
+        here with what ``Future.set_result`` does to a future nobody waits on yet; any
+        other is handed to asyncio's own step, which takes it from there (:class:`_Replay`)."""
 
         def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop,
                      name: str | None) -> None:
-            futures._PyFuture.__init__(self, loop=loop)  # type: ignore[attr-defined]
+            if loop.get_debug():  # the future's source traceback
+                futures._PyFuture.__init__(self, loop=loop)  # type: ignore[attr-defined]
+            else:  # what Future.__init__ sets; the rest are class defaults
+                self._loop = loop
+                self._callbacks: list[Any] = []
             self._name = f"hud-eager-{next(_names)}" if name is None else name
             self._num_cancels_requested = 0
             self._must_cancel = False
             self._fut_waiter = None
-            self._coro = coro
-            self._context = contextvars.copy_context()
+            self._coro: Any = coro  # a _Replay for a moment (see below)
+            self._context = context = contextvars.copy_context()
             outer = tasks.current_task(loop)
             if outer is not None:
                 _leave_task(loop, outer)
+            _enter_task(loop, self)
             try:
-                self._context.run(self._Task__step)  # what __init__ would have scheduled
+                try:
+                    replay = _Replay(self, context.run(coro.send, None), None)
+                except StopIteration as stop:
+                    if not self._must_cancel:  # it returned: done, nothing to call back
+                        self._state, self._result = base_futures._FINISHED, stop.value
+                        return
+                    replay = _Replay(self, None, stop)
+                except BaseException as exc:
+                    replay = _Replay(self, None, exc)
+                # the rest as asyncio's step would have it: it re-runs with the outcome
+                _leave_task(loop, self)
+                self._coro = replay
+                try:
+                    context.run(self._Task__step)
+                finally:
+                    self._coro = coro
+                    _enter_task(loop, self)  # left again below
             finally:
+                _leave_task(loop, self)
                 if outer is not None:
                     _enter_task(loop, outer)
             if not self.done():
                 _register_task(self)
+
+        def __del__(self) -> None:
+            # both finalizers (the task's and the future's) only when either has to speak
+            if ((self._state == base_futures._PENDING and self._log_destroy_pending)
+                    or self._Future__log_traceback):
+                super().__del__()
+
+    class _Replay:
+        """The outcome of a first step already run, for asyncio's step to take as if it ran
+        it: ``send`` returns what the coroutine awaited, or raises what it raised. A
+        cancellation the task asked of itself meanwhile is held until then, as it would
+        have come during the step (before it, the step would throw it in)."""
+
+        __slots__ = ("error", "must_cancel", "task", "value")
+
+        def __init__(self, task: _EagerTask, value: Any, error: BaseException | None) -> None:
+            self.task, self.value, self.error = task, value, error
+            self.must_cancel, task._must_cancel = task._must_cancel, False
+
+        def send(self, _: None) -> Any:
+            self.task._must_cancel = self.must_cancel
+            if self.error is not None:
+                raise self.error
+            return self.value

@@ -4,6 +4,7 @@ its stand-in on 3.11), on the suite's loop (uvloop unless HUD_TEST_LOOP says oth
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -88,3 +89,61 @@ async def test_a_cancellation_during_the_wait_reaches_the_coroutine_with_its_mes
     with pytest.raises(asyncio.CancelledError):
         await task
     assert caught == ["because"]
+
+
+async def test_a_first_stretch_that_cancels_its_own_task_ends_cancelled() -> None:
+    async def gives_up() -> int:
+        this = asyncio.current_task()
+        assert this is not None
+        this.cancel("by itself")
+        return 1  # returned, but the cancellation stands (as asyncio's step decides)
+
+    task = eager.start(asyncio.get_running_loop(), gives_up())
+    assert task.done() and task.cancelled()
+
+
+async def test_a_cancellation_asked_in_the_first_stretch_meets_its_first_wait() -> None:
+    seen: list[str] = []
+
+    async def asks_then_waits() -> str:
+        this = asyncio.current_task()
+        assert this is not None
+        this.cancel("asked")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError as exc:
+            seen.append(str(exc.args[0]) if exc.args else "")
+            return "caught"
+        return "slept"
+
+    task = eager.start(asyncio.get_running_loop(), asks_then_waits())
+    assert not task.done()
+    assert await task == "caught" and seen == ["asked"]
+
+
+async def test_a_bare_yield_in_the_first_stretch_goes_on_in_a_later_turn() -> None:
+    async def yields() -> str:
+        await asyncio.sleep(0)
+        return "after"
+
+    task = eager.start(asyncio.get_running_loop(), yields())
+    assert not task.done() and task in asyncio.all_tasks()
+    assert await task == "after"
+
+
+async def test_an_error_nobody_retrieves_is_still_reported() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+
+    async def broken() -> None:
+        raise KeyError("lost")
+
+    try:
+        eager.start(loop, broken())  # dropped at once, its error never retrieved
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert len(reported) == 1 and "exception was never retrieved" in reported[0]["message"]
+    assert isinstance(reported[0]["exception"], KeyError)
