@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -62,6 +63,18 @@ class Reward(msgspec.Struct, kw_only=True):
     info: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
+def _new_id_prefix() -> None:
+    """A task's id is unique across processes without a system call per task: a random
+    prefix per process (made again in a forked child), then a count."""
+    global _id_prefix, _id_numbers
+    _id_prefix, _id_numbers = os.urandom(4).hex(), itertools.count()
+
+
+_id_prefix, _id_numbers = "", itertools.count()
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 class TaskScope:
     """One task, from setup to cleanup, as its hooks and its template's code see it.
 
@@ -72,7 +85,7 @@ class TaskScope:
     """
 
     def __init__(self, template_id: str) -> None:
-        self.id = "task-" + os.urandom(8).hex()  # what secrets.token_hex does, in one call
+        self.id = f"task-{_id_prefix}{next(_id_numbers):08x}"
         self.template = template_id
         self.phase: Phase = "setup"
         self.state: dict[object, Any] = {}
@@ -350,6 +363,8 @@ def normalize_reward(value: Any) -> Reward:
     weight a finite number (negative for a penalty, as :class:`hud.graders.Grade` makes them),
     and ``info`` an object that JSON can carry as is: anything else raises ``TypeError`` or
     ``ValueError`` naming what was wrong, never a reply the client would have to reject."""
+    if type(value) is float or type(value) is int:  # the common case: a bare number
+        return Reward(reward=_unit_interval(value, "the reward"))
     fields = _reward_fields(value)
     fields["reward"] = _unit_interval(fields.get("reward"), "the reward")
     if fields.get("subscores") is not None:

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.anyio
 BAD = {
     "huge_int": (10**400, "the reward must be a finite number, got an integer of 401 digits"),
     "inf": (math.inf, "the reward must be a finite number, got inf"),
+    "bool": (True, "the reward must be a number, got bool"),  # a bool is no bare number
+    "above_one": (1.5, "the reward must be in [0, 1], got 1.5"),
+    "negative_int": (-1, "the reward must be in [0, 1], got -1"),
     "nan_subscore": ({"reward": 1.0, "subscores": {"tests": math.nan}},
                      "the score of subscore 'tests' must be a finite number, got nan"),
     "huge_subscore": ({"reward": 1.0, "subscores": [{"name": "t", "score": 10**400}]},

@@ -278,3 +278,25 @@ async def test_a_shutdown_reaches_a_template_waiting_in_its_task_group() -> None
             await start
     assert seen == ["waiting", "child ended", "cleanup", "hook closed"]
     assert not steps.ABANDONED
+
+
+def test_task_ids_differ_across_a_fork() -> None:
+    """A task's id is a count under a prefix per process: a forked child (a pool worker)
+    gets its own prefix, so its tasks never share an id with its parent's (a hook may name
+    containers or directories after it)."""
+    import os
+
+    parent = [TaskScope("t").id for _ in range(3)]
+    assert len(set(parent)) == 3
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first ids, then out
+        os.write(write, " ".join(TaskScope("t").id for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    later = TaskScope("t").id
+    assert len(child) == 3 and not set(child) & {*parent, later}
+    assert {i[:13] for i in child} != {i[:13] for i in parent}  # another prefix
