@@ -52,7 +52,8 @@ if not _NATIVE:
             else:  # what Future.__init__ sets; the rest are class defaults
                 self._loop = loop
                 self._callbacks: list[Any] = []
-            self._name = f"hud-eager-{next(_names)}" if name is None else name
+            self._name = name  # None: numbered when asked (see get_name)
+            self._number = next(_names)
             self._num_cancels_requested = 0
             self._must_cancel = False
             self._fut_waiter = None
@@ -86,6 +87,11 @@ if not _NATIVE:
                     _enter_task(loop, outer)
             if not self.done():
                 _register_task(self)
+
+        def get_name(self) -> str:
+            if self._name is None:  # formatted once asked: most tasks never are
+                self._name = f"hud-eager-{self._number}"
+            return str(self._name)
 
         def __del__(self) -> None:
             # both finalizers (the task's and the future's) only when either has to speak
