@@ -29,7 +29,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -218,11 +218,12 @@ class TaskRunner:
         except Exception:
             log.exception("template %r: a task hook failed while closing", self.template_id)
 
-    async def _bounded(self, what: str, step: Awaitable[Any], timeout: float | None) -> Any:
-        """Run one step in this task's scope (see :mod:`hud.steps`)."""
-        return await run_step(step, label=f"{self._named} {what}",
-                              timeout=timeout, enter=self.scope.entered,
-                              on_abandon=self._abandon)
+    def _bounded(self, what: str, step: Awaitable[Any], timeout: float | None
+                 ) -> Coroutine[Any, Any, Any]:
+        """One step, to await, run in this task's scope (see :mod:`hud.steps`): the step's
+        own coroutine, not one more around it."""
+        return run_step(step, label=f"{self._named} {what}", timeout=timeout,
+                        enter=self.scope.entered, on_abandon=self._abandon)
 
     def _abandon(self) -> None:
         self.abandoned = True
