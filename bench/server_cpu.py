@@ -218,9 +218,10 @@ def measure(workload: str, n: int) -> dict:
     thread.join(30)
     lines = done.stdout.strip().splitlines()
     client = json.loads(lines[-1]) if lines else {"error": done.stderr[-500:]}
+    served = "none (the floor)" if workload.startswith("floor") else \
+        str(Path(hud.__file__).parent.parent)
     return {
-        "bench": "P.server_cpu", "workload": workload, "n": n, "warmup": warmup,
-        "hud": "none (the floor)" if workload.startswith("floor") else str(Path(hud.__file__).parent.parent),
+        "bench": "P.server_cpu", "workload": workload, "n": n, "warmup": warmup, "hud": served,
         "server_cpu_us_per_op": round((after - before) * 1e6 / (n + warmup), 1),
         "client_p50_ms": client.get("p50_ms"), "failures": client.get("failures"),
         "loadavg": round(os.getloadavg()[0], 2),
