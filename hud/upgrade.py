@@ -175,29 +175,41 @@ def upgrade_request(path: str, host: str, key: str, headers: dict[str, str]) -> 
     return "\r\n".join(lines).encode() + b"\r\n\r\n"
 
 
-def switched(head: bytes | bytearray, accept: str) -> dict[bytes, list[bytes]] | None:
+def switched(head: bytes | bytearray, accept: str) -> dict[str, list[str]] | None:
     """The headers (lower-case names, each with its values) of the response head ``head``
     (up to, not including, the blank line) when it is a plain 101 that accepts the key
     whose ``Sec-WebSocket-Accept`` is ``accept``, without extensions or a subprotocol: a
     strict subset of what websockets' ``ClientProtocol`` accepts (it decides anything
     else, and says what is wrong). None otherwise."""
-    lines = bytes(head).split(b"\r\n")
-    if not lines[0].startswith(b"HTTP/1.1 101 ") or len(lines) > MAX_HEADERS + 1:
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
         return None
-    seen: dict[bytes, list[bytes]] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+    first, _, fields = text.partition("\r\n")
+    if not first.startswith("HTTP/1.1 101 ") or not _FIELDS.fullmatch(fields):
+        return None
+    lines = fields.split("\r\n")
+    if len(lines) > MAX_HEADERS:
+        return None
+    seen: dict[str, list[str]] = {}
+    for line in lines:
+        name, _, value = line.partition(":")  # a name has no colon (matched above)
+        name, value = name.lower(), value.strip(" \t")
+        if name in seen:
+            seen[name].append(value)
+        else:
+            seen[name] = [value]
+    upgrade = False
+    for value in seen.get("connection", ()):
+        if not _CONNECTION.fullmatch(value):
             return None
-        seen.setdefault(name.lower(), []).append(value)
-    connection = [t.strip().lower() for v in seen.get(b"connection", []) for t in v.split(b",")]
-    plain = (all(_TOKEN.fullmatch(t) for t in connection)
-             and seen.get(b"upgrade", [b""])[0].lower() == b"websocket"
-             and len(seen[b"upgrade"]) == 1 and b"upgrade" in connection
-             and seen.get(b"sec-websocket-accept") == [accept.encode()]
-             and b"sec-websocket-extensions" not in seen
-             and b"sec-websocket-protocol" not in seen)
+        tokens = value.lower().replace(" ", "").replace("\t", "").split(",")
+        upgrade = upgrade or "upgrade" in tokens
+    plain = (upgrade and seen.get("upgrade", [""])[0].lower() == "websocket"
+             and len(seen["upgrade"]) == 1
+             and seen.get("sec-websocket-accept") == [accept]
+             and "sec-websocket-extensions" not in seen
+             and "sec-websocket-protocol" not in seen)
     return seen if plain else None
 
 

@@ -409,3 +409,29 @@ def test_a_header_sent_twice_has_no_single_value() -> None:
     assert parsed is not None
     with pytest.raises(MultipleValuesError):  # as websockets' Headers: which one?
         parsed[0].headers.get("x-twice")
+
+
+@pytest.mark.parametrize("extra", [
+    [],
+    [b"Server: hud/1", b"Hud-Manifest: answered", b"Date: Mon, 07 Dec 2026 08:00:00 GMT"],
+    [b"X-Twice: a", b"x-twice: b", b"X-Empty:"],
+])
+def test_a_101_taken_here_is_one_websockets_takes_with_the_same_headers(extra) -> None:
+    from websockets.client import ClientProtocol
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1:8765/v1/control"))
+    protocol.send_request(protocol.connect())
+    accept = accept_key(protocol.key)
+    head = b"\r\n".join([b"HTTP/1.1 101 Switching Protocols", b"upgrade:\tWebSocket ",
+                         b"Connection: keep-alive,  Upgrade",
+                         b"Sec-WebSocket-Accept: " + accept.encode(), *extra])
+    seen = switched(head, accept)
+    assert seen is not None
+    protocol.receive_data(head + b"\r\n\r\n")
+    [response] = protocol.events_received()
+    assert protocol.handshake_exc is None and protocol.state is State.OPEN
+    assert set(seen) == {name.lower() for name, _ in response.headers.raw_items()}
+    for name in seen:
+        assert seen[name] == response.headers.get_all(name)
