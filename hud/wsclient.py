@@ -11,20 +11,25 @@ decides it as before.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl as ssl_module
 
 from websockets.client import ClientProtocol
+from websockets.frames import Close
 from websockets.headers import build_host
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 from websockets.utils import generate_key
 
+from . import wsframes
 from .upgrade import MANIFEST_HEADER, MAX_HEAD, accept_value, switched, upgrade_request
-from .wsconn import CLOSE_TIMEOUT, WsConnection
+from .wsconn import CLOSE_TIMEOUT, OPEN, WsConnection
 
-_ANSWERED_KEY = MANIFEST_HEADER.lower().encode()
+_ANSWERED_KEY = MANIFEST_HEADER.lower()
+_parse_uri = functools.lru_cache(maxsize=256)(parse_uri)  # the same few URLs, dialled often
+_host = functools.lru_cache(maxsize=256)(build_host)  # (it parses the host with ipaddress)
 _LOGGER = logging.getLogger("websockets.client")  # the default, not looked up per connection
 
 
@@ -69,7 +74,7 @@ class WsClient(WsConnection):
         if headers is None:
             self._fall_back()
             return
-        self.manifest_answered = headers.get(_ANSWERED_KEY) == [b"answered"]
+        self.manifest_answered = headers.get(_ANSWERED_KEY) == ["answered"]
         rest, self._head = bytes(self._head[end + 4:]), None
         self._frame_plainly(self._max_size)
         self.opened.set_result(None)
@@ -99,11 +104,18 @@ class WsClient(WsConnection):
         Idempotent."""
         if self.transport is None or self.closed.done():
             return
-        if self.protocol.state is State.OPEN:
-            self.protocol.send_close(code, reason)
-            for data in self.protocol.data_to_send():  # no close timer: we close now
-                if data:
-                    self.transport.write(data)
+        protocol = self.protocol
+        if protocol.state is OPEN:
+            close = Close(code, reason)
+            payload = close.serialize()  # checks the code, as send_close does
+            if self._plain:  # what send_close does, without a Frame serialized for it
+                protocol.close_sent, protocol.state = close, State.CLOSING
+                self.transport.write(wsframes.client_close(payload))
+            else:
+                protocol.send_close(code, reason)
+                for data in protocol.data_to_send():  # no close timer: we close now
+                    if data:
+                        self.transport.write(data)
         self.transport.close()  # after what is buffered is written
         if self.transport.get_write_buffer_size():  # the server is not taking data
             try:
@@ -136,7 +148,7 @@ def _client(uri: WebSocketURI, headers: dict[str, str], max_size: int | None) ->
     ``ClientProtocol`` for what follows, or websockets' own request and handshake."""
     if not uri.user_info:  # credentials in the URL: websockets encodes them
         key = generate_key()
-        request = upgrade_request(uri.resource_name, build_host(uri.host, uri.port, uri.secure),
+        request = upgrade_request(uri.resource_name, _host(uri.host, uri.port, uri.secure),
                                   key, headers)
         if request is not None:
             opened = ClientProtocol(uri, state=State.OPEN, max_size=max_size, logger=_LOGGER)
@@ -162,7 +174,7 @@ async def connect(
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``). Raises ``InvalidStatus`` when
     the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
     reached, ``TimeoutError`` after ``open_timeout``."""
-    uri = parse_uri(url)
+    uri = _parse_uri(url)
     loop = asyncio.get_running_loop()
     if uri.secure and ssl is None:
         ssl = ssl_module.create_default_context()

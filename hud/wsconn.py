@@ -37,7 +37,7 @@ READ_SIZE = 64 * 1024
 """Bytes asked of each ``recv`` on asyncio's own loop. Its transports ask 256 KiB, over
 glibc's mmap threshold: every read then maps, shrinks and unmaps a buffer, about 25 µs
 against 3 µs for a short message (uvloop reads into a buffer it keeps)."""
-_OPEN = State.OPEN
+OPEN = State.OPEN
 """Read per frame: on Python 3.11 each attribute of an enum class is looked up through
 ``EnumType.__getattr__``, ten times the cost of a global."""
 MAX_EARLY = 16
@@ -184,7 +184,7 @@ class WsConnection(asyncio.Protocol):
     def send_now(self, message: str | bytes, text: bool | None = None) -> None:
         """Queue one message on the socket at once (text unless ``text`` is False or it is
         bytes); raises :class:`~hud.errors.TransportClosed` once the connection is closing."""
-        if self.protocol.state is not _OPEN:
+        if self.protocol.state is not OPEN:
             raise self._not_open()
         if self._plain and self.transport is not None:
             data = message.encode() if isinstance(message, str) else message
@@ -296,7 +296,7 @@ class WsConnection(asyncio.Protocol):
         pos, size = 0, len(buf)
         protocol, masked, max_size = self.protocol, self._masked_in, self._max_size
         while pos < size:
-            if protocol.state is not _OPEN:
+            if protocol.state is not OPEN:
                 break
             frame = wsframes.classify(buf, pos, max_size, masked)
             if frame is None:

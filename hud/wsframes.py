@@ -22,8 +22,8 @@ try:  # websockets' C version, as websockets.frames picks it
 except ImportError:  # pragma: no cover - a build without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["BINARY", "CONTROL", "TEXT", "apply_mask", "classify", "client_frame",
-           "server_header"]
+__all__ = ["BINARY", "CONTROL", "TEXT", "apply_mask", "classify", "client_close",
+           "client_frame", "server_header"]
 
 TEXT, BINARY = 1, 2
 """A whole, masked text or binary frame (its opcode): the server reads it itself."""
@@ -44,6 +44,14 @@ def client_frame(data: bytes, binary: bool) -> bytes:
         head = struct.pack("!BBQ", first, 0xFF, length)
     mask = os.urandom(4)
     return head + mask + apply_mask(data, mask)
+
+
+def client_close(payload: bytes) -> bytes:
+    """One masked close frame carrying ``payload`` (a code and a reason: 125 bytes at most,
+    RFC 6455 section 5.5)."""
+    assert len(payload) <= 125
+    mask = os.urandom(4)
+    return bytes((0x88, 0x80 | len(payload))) + mask + apply_mask(payload, mask)
 
 
 def server_header(length: int, binary: bool) -> bytes:

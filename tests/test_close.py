@@ -91,7 +91,10 @@ async def test_aclose_hangs_up_without_waiting_for_the_servers_close(monkeypatch
             if seen:
                 break
             await asyncio.sleep(0.01)
-        assert seen and seen[0].startswith(b"\x88")  # our close frame came, then our EOF
+        assert seen and seen[0][:2] == b"\x88\x82"  # our close frame came (masked), then EOF
+        mask, payload = seen[0][2:6], seen[0][6:]
+        assert bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) == struct.pack("!H", 1000)
+        assert ws.protocol.close_sent is not None and ws.protocol.close_sent.code == 1000
     finally:
         listener.close()
 
