@@ -5,6 +5,7 @@ Deliberately free of heavy imports: the CLI's fast path uses it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from urllib.parse import urlsplit, urlunsplit
@@ -16,6 +17,7 @@ TUNNEL_PREFIX = "/v1/tunnel/"
 DEFAULT_URL = "ws://127.0.0.1:8765"
 
 
+@functools.lru_cache(maxsize=256)  # a client dials the same few URLs again and again
 def control_url(url: str) -> str:
     """``ws://host:port`` (or ``http://``, or bare ``host:port``) → the control endpoint URL."""
     if "://" not in url:
@@ -32,6 +34,7 @@ def control_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
+@functools.lru_cache(maxsize=256)  # ipaddress's parser is pure Python
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -39,6 +42,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=256)
+def host_of(url: str) -> str:
+    """The host ``url`` names (empty if none)."""
+    return urlsplit(url).hostname or ""
 
 
 def numeric_family(host: str) -> socket.AddressFamily | None:

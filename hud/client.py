@@ -366,7 +366,7 @@ async def _dial(
     headers = {"User-Agent": f"hud/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    direct = address.is_loopback(urlsplit(url).hostname or "") or _proxy_for(url) is None
+    direct = address.is_loopback(address.host_of(url)) or _proxy_for(url) is None
     if direct and manifest is not None and len(manifest) <= MAX_MANIFEST_HEADER \
             and plain_value(value := manifest.decode()):  # else (a DEL in JSON): a frame
         headers[MANIFEST_HEADER] = value
