@@ -85,7 +85,7 @@ class TaskScope:
     """
 
     def __init__(self, template_id: str) -> None:
-        self.id = f"task-{_id_prefix}{next(_id_numbers):08x}"
+        self.id = f"task-{_id_prefix}-{next(_id_numbers)}"
         self.template = template_id
         self.phase: Phase = "setup"
         self.state: dict[object, Any] = {}
