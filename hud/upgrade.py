@@ -108,7 +108,21 @@ def parse_upgrade(head: bytes | bytearray) -> tuple[Head, str] | None:
         return None
     first, _, fields = text.partition("\r\n")
     request = _REQUEST_LINE.fullmatch(first)
-    if request is None or not _FIELDS.fullmatch(fields):
+    read = _read_fields(fields) if request is not None else None
+    if request is None or read is None:
+        return None
+    values, repeated = read
+    key = _key(values, repeated)
+    if key is None:
+        return None
+    return Head(request[1], Fields(values)), accept_value(key)
+
+
+def _read_fields(fields: str) -> tuple[dict[str, list[str]], bool] | None:
+    """Header lines (a head without its first line) as values by lower-case name, and
+    whether a name came more than once; None unless every line is a name and a value of
+    visible ASCII, spaces and tabs."""
+    if not _FIELDS.fullmatch(fields):
         return None
     lines = fields.split("\r\n")
     if len(lines) > MAX_HEADERS:
@@ -123,10 +137,18 @@ def parse_upgrade(head: bytes | bytearray) -> tuple[Head, str] | None:
             repeated = True
         else:
             values[name] = [value]
-    key = _key(values, repeated)
-    if key is None:
-        return None
-    return Head(request[1], Fields(values)), accept_value(key)
+    return values, repeated
+
+
+def _asks_upgrade(values: dict[str, list[str]]) -> bool:
+    """Whether ``Connection`` names ``upgrade``, every token of it well-formed."""
+    upgrade = False
+    for value in values.get("connection", ()):
+        if not _CONNECTION.fullmatch(value):
+            return False
+        tokens = value.lower().replace(" ", "").replace("\t", "").split(",")
+        upgrade = upgrade or "upgrade" in tokens
+    return upgrade
 
 
 def _key(values: dict[str, list[str]], repeated: bool) -> str | None:
@@ -135,13 +157,7 @@ def _key(values: dict[str, list[str]], repeated: bool) -> str | None:
         return None
     if repeated and any(len(values.get(name, ())) > 1 for name in _AT_MOST_ONCE):
         return None
-    upgrade = False
-    for value in values.get("connection", ()):
-        if not _CONNECTION.fullmatch(value):
-            return None
-        tokens = value.lower().replace(" ", "").replace("\t", "").split(",")
-        upgrade = upgrade or "upgrade" in tokens
-    if not upgrade:
+    if not _asks_upgrade(values):
         return None
     if values.get("upgrade", [""])[0].lower() != "websocket":
         return None
@@ -186,26 +202,11 @@ def switched(head: bytes | bytearray, accept: str) -> dict[str, list[str]] | Non
     except UnicodeDecodeError:
         return None
     first, _, fields = text.partition("\r\n")
-    if not first.startswith("HTTP/1.1 101 ") or not _FIELDS.fullmatch(fields):
+    read = _read_fields(fields) if first.startswith("HTTP/1.1 101 ") else None
+    if read is None:
         return None
-    lines = fields.split("\r\n")
-    if len(lines) > MAX_HEADERS:
-        return None
-    seen: dict[str, list[str]] = {}
-    for line in lines:
-        name, _, value = line.partition(":")  # a name has no colon (matched above)
-        name, value = name.lower(), value.strip(" \t")
-        if name in seen:
-            seen[name].append(value)
-        else:
-            seen[name] = [value]
-    upgrade = False
-    for value in seen.get("connection", ()):
-        if not _CONNECTION.fullmatch(value):
-            return None
-        tokens = value.lower().replace(" ", "").replace("\t", "").split(",")
-        upgrade = upgrade or "upgrade" in tokens
-    plain = (upgrade and seen.get("upgrade", [""])[0].lower() == "websocket"
+    seen = read[0]
+    plain = (_asks_upgrade(seen) and seen.get("upgrade", [""])[0].lower() == "websocket"
              and len(seen["upgrade"]) == 1
              and seen.get("sec-websocket-accept") == [accept]
              and "sec-websocket-extensions" not in seen
