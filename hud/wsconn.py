@@ -7,8 +7,9 @@ Here ``data_received`` parses frames and hands each complete message to a callba
 connection feeds its protocol core, a tunnel writes to its daemon). Each end implements
 :class:`hud.transport.Transport`. ``send`` writes at once and waits only while the
 kernel's buffer is full. Pings, pongs and the close handshake are kept by the sans-I/O
-protocol; on the server's side, the common data frames are read and written without it
-(:mod:`hud.wsframes`).
+protocol; the common data frames are read and written without it (:mod:`hud.wsframes`),
+and so is the common close: a client's 1000 or 1001 answered by the server, and the
+client's own close frame.
 
 :class:`hud.wsclient.WsClient` (with :func:`hud.wsclient.connect`) is the client end; one
 accepted connection of :class:`hud.server.Server` is :class:`hud.wsserver.WsServerConnection`.

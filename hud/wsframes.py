@@ -6,10 +6,11 @@ websockets' sans-I/O protocol parses each frame with a generator-driven reader a
 the server's CPU for a warm request (and as much of the client's). The frames a control
 session or a tunnel carries are almost all of one kind: a whole, masked text or binary
 message from the client, a whole, unmasked one from the server. :func:`server_header` and
-:func:`client_frame` frame them; :func:`classify` recognises them on the other side, and
-sorts every other frame out for websockets (control frames one
-whole frame at a time, so its parser is always at a frame boundary; anything unusual, and
-all that follows it, for good). Nothing here accepts what websockets would refuse.
+:func:`client_frame` frame them (:func:`client_close` a client's close); :func:`classify`
+recognises them on the other side, and sorts every other frame out for websockets (control
+frames one whole frame at a time, so its parser is always at a frame boundary; anything
+unusual, and all that follows it, for good). Nothing here accepts what websockets would
+refuse.
 """
 
 from __future__ import annotations
