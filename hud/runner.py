@@ -65,7 +65,8 @@ class Reward(msgspec.Struct, kw_only=True):
 
 def _new_id_prefix() -> None:
     """A task's id is unique across processes without a system call per task: a random
-    prefix per process (made again in a forked child), then a count."""
+    prefix per process (made again in a forked child; always eight hex digits), then a
+    count."""
     global _id_prefix, _id_numbers
     _id_prefix, _id_numbers = os.urandom(4).hex(), itertools.count()
 
@@ -85,7 +86,7 @@ class TaskScope:
     """
 
     def __init__(self, template_id: str) -> None:
-        self.id = f"task-{_id_prefix}-{next(_id_numbers)}"
+        self.id = f"task-{_id_prefix}{next(_id_numbers)}"  # letters and digits only
         self.template = template_id
         self.phase: Phase = "setup"
         self.state: dict[object, Any] = {}
