@@ -62,31 +62,36 @@ if not _NATIVE:
             outer = tasks.current_task(loop)
             if outer is not None:
                 _leave_task(loop, outer)
-            _enter_task(loop, self)
             try:
-                try:
-                    replay = _Replay(self, context.run(coro.send, None), None)
-                except StopIteration as stop:
-                    if not self._must_cancel:  # it returned: done, nothing to call back
-                        self._state, self._result = base_futures._FINISHED, stop.value
-                        return
-                    replay = _Replay(self, None, stop)
-                except BaseException as exc:
-                    replay = _Replay(self, None, exc)
-                # the rest as asyncio's step would have it: it re-runs with the outcome
-                _leave_task(loop, self)
-                self._coro = replay
-                try:
-                    context.run(self._Task__step)
-                finally:
-                    self._coro = coro
-                    _enter_task(loop, self)  # left again below
+                replay = self._first_step(coro, context)
+                if replay is not None:  # the rest as asyncio's step would have it
+                    self._coro = replay
+                    try:
+                        context.run(self._Task__step)
+                    finally:
+                        self._coro = coro
             finally:
-                _leave_task(loop, self)
                 if outer is not None:
                     _enter_task(loop, outer)
             if not self.done():
                 _register_task(self)
+
+        def _first_step(self, coro: Coroutine[Any, Any, Any],
+                        context: contextvars.Context) -> _Replay | None:
+            """Run the first stretch as this task; None when it returned and the task is
+            done, else its outcome for asyncio's step."""
+            _enter_task(self._loop, self)
+            try:
+                return _Replay(self, context.run(coro.send, None), None)
+            except StopIteration as stop:
+                if not self._must_cancel:  # it returned: done, nothing to call back
+                    self._state, self._result = base_futures._FINISHED, stop.value
+                    return None
+                return _Replay(self, None, stop)
+            except BaseException as exc:
+                return _Replay(self, None, exc)
+            finally:
+                _leave_task(self._loop, self)
 
         def get_name(self) -> str:
             if self._name is None:  # formatted once asked: most tasks never are

@@ -101,8 +101,7 @@ class Nursery:
         (:mod:`hud.eager`): ``work`` runs at once up to its first wait, and when it does not
         wait at all the task returned is done already (the nursery never holds it). Raises
         ``RuntimeError`` once closing, as :meth:`spawn` does."""
-        stop = self._stop  # what accepting checks, without the property (once per request)
-        if self._group is None or stop is None or stop.is_set():
+        if self._group is None or not self.accepting:
             work.close()
             raise RuntimeError(f"{self.name}: closed, cannot start more tasks")
         loop = self.loop

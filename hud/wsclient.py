@@ -106,9 +106,9 @@ class WsClient(WsConnection):
             return
         protocol = self.protocol
         if protocol.state is OPEN:
-            close = Close(code, reason)
-            payload = close.serialize()  # checks the code, as send_close does
             if self._plain:  # what send_close does, without a Frame serialized for it
+                close = Close(code, reason)
+                payload = close.serialize()  # checks the code, as send_close does
                 protocol.close_sent, protocol.state = close, State.CLOSING
                 self.transport.write(wsframes.client_close(payload))
             else:

@@ -334,10 +334,11 @@ class WsConnection(asyncio.Protocol):
         ``Frame`` and serializing one back. The protocol is left as websockets leaves it:
         the close received and echoed, the EOF sent, the rest of the input discarded. False
         for any other close (websockets decides it)."""
-        if len(data) < 2 or int.from_bytes(data[:2], "big") not in (1000, 1001):
+        code = int.from_bytes(data[:2], "big")
+        if len(data) < 2 or code not in (1000, 1001):
             return False
         try:
-            close = Close(int.from_bytes(data[:2], "big"), data[2:].decode())
+            close = Close(code, data[2:].decode())
         except UnicodeDecodeError:
             return False
         protocol = self.protocol

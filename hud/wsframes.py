@@ -35,7 +35,19 @@ CONTROL = 8
 def client_frame(data: bytes, binary: bool) -> bytes:
     """One masked, final data frame carrying ``data`` (a client's, RFC 6455 section 5.3:
     a fresh random mask per frame)."""
-    first = 0x82 if binary else 0x81  # FIN, then the opcode
+    return _masked(0x82 if binary else 0x81, data)  # FIN, then the opcode
+
+
+def client_close(payload: bytes) -> bytes:
+    """One masked close frame carrying ``payload`` (a code and a reason: 125 bytes at most,
+    RFC 6455 section 5.5)."""
+    assert len(payload) <= 125
+    return _masked(0x88, payload)
+
+
+def _masked(first: int, data: bytes) -> bytes:
+    """A client's frame: ``first`` (FIN and the opcode), the length, a fresh random mask,
+    and ``data`` masked with it."""
     length = len(data)
     if length < 126:
         head = bytes((first, 0x80 | length))
@@ -45,14 +57,6 @@ def client_frame(data: bytes, binary: bool) -> bytes:
         head = struct.pack("!BBQ", first, 0xFF, length)
     mask = os.urandom(4)
     return head + mask + apply_mask(data, mask)
-
-
-def client_close(payload: bytes) -> bytes:
-    """One masked close frame carrying ``payload`` (a code and a reason: 125 bytes at most,
-    RFC 6455 section 5.5)."""
-    assert len(payload) <= 125
-    mask = os.urandom(4)
-    return bytes((0x88, 0x80 | len(payload))) + mask + apply_mask(payload, mask)
 
 
 def server_header(length: int, binary: bool) -> bytes:
