@@ -115,9 +115,58 @@ async def test_lean_client_reports_a_refusal_with_its_status() -> None:
         assert b"token" in refused.value.response.body
         ws = await lean_connect(server.url + "/v1/control",
                                 headers={"Authorization": "Bearer sesame"})
-        await ws.close()
-        assert ws.closed.done()
+        await ws.close()  # the frame and the FIN are out; the loop closes the socket next
+        assert ws.transport.is_closing()
+        await asyncio.wait_for(ws.closed, 5)
 
+
+
+async def test_a_refused_dial_reports_what_the_loops_own_dial_reports() -> None:
+    """The client's own connect to a numeric host (asyncio's loop) leaves a refusal to the
+    loop's dial: the same exception, errno and message as ``create_connection``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    with pytest.raises(OSError) as ours:
+        await lean_connect(f"ws://127.0.0.1:{port}/v1")
+    with pytest.raises(OSError) as loops:
+        await asyncio.get_running_loop().create_connection(asyncio.Protocol, "127.0.0.1", port)
+    assert type(ours.value) is type(loops.value)
+    assert ours.value.errno == loops.value.errno
+    assert str(ours.value) == str(loops.value)
+
+
+async def test_a_dial_still_on_its_way_is_waited_for(monkeypatch) -> None:
+    """Where the connection is not yet established when the client looks (a remote host, a
+    full backlog), the loop waits for it on the same socket: one connection, not two."""
+    import hud.wsclient as wsclient
+
+    class NotYet:  # poll() finds the socket not yet writable
+        def register(self, *_: Any) -> None:
+            pass
+
+        def poll(self, *_: Any) -> list:
+            return []
+
+    monkeypatch.setattr(wsclient.select, "poll", NotYet)
+    accepted = 0
+
+    def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    counter = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = counter.sockets[0].getsockname()[1]
+    sock = await wsclient._dial_numeric("127.0.0.1", port)
+    assert sock is not None and sock.getpeername() == ("127.0.0.1", port)
+    sock.close()
+    async with serving(env) as server:  # and the whole client, dialling that way
+        await still_serves(server)
+    counter.close()
+    await counter.wait_closed()
+    assert accepted == 1
 
 @pytest.fixture
 async def firehose():
