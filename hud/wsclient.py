@@ -58,6 +58,17 @@ class WsClient(WsConnection):
         """Whether the server took the ``Hud-Manifest`` request header (its reply is the
         first message)."""
 
+    def send_request_now(self, sock: socket.socket) -> None:
+        """Write the upgrade request to the connected ``sock`` before the event loop makes
+        a transport of it (what is not taken then is written in :meth:`connection_made`):
+        the server reads it while this side sets up, a turn of the loop or two."""
+        if self._request is not None:
+            try:
+                sent = sock.send(self._request)
+            except OSError:  # full, or gone: the transport meets it again and reports it
+                return
+            self._request = self._request[sent:] or None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._request is not None:
@@ -166,12 +177,13 @@ def _family(host: str) -> socket.AddressFamily | None:
 async def _dial_numeric(host: str, port: int) -> socket.socket | None:
     """A connected TCP socket to a numeric ``host``, or None where the event loop had better
     dial itself: a name to resolve, or a connection refused at once (the loop's own attempt
-    then reports it in its words). A non-blocking ``connect`` answers EINPROGRESS even where,
-    as on loopback, the handshake completed within the call; one ``poll`` without waiting
-    tells, which saves two turns of the loop (waiting for the socket to be writable, then
-    resuming the caller), on asyncio's own loop each a few hundred Python instructions
-    (uvloop dials in C, and is left to it). A connection still on its way is waited for by
-    the loop, as it would have been."""
+    then reports it in its words). Dialling here lets :func:`connect` write the upgrade
+    request before the loop has made a transport of the socket, so the server reads it
+    while this side sets up. A non-blocking ``connect`` answers EINPROGRESS even where, as
+    on loopback, the handshake completed within the call; one ``poll`` without waiting
+    tells, which on asyncio's loop also saves two of its turns (waiting for the socket to be
+    writable, then resuming the caller). A connection still on its way is waited for by the
+    loop, as it would have been."""
     family = _family(host)
     if family is None:
         return None
@@ -233,11 +245,16 @@ async def connect(
         ssl = ssl_module.create_default_context()
     async with asyncio.timeout(open_timeout):
         sock = None
-        if not uri.secure and isinstance(loop, asyncio.BaseEventLoop):
+        if not uri.secure:
             sock = await _dial_numeric(uri.host, uri.port)
         if sock is not None:
-            _, conn = await loop.create_connection(
-                lambda: _client(uri, headers or {}, max_size), sock=sock)
+            try:
+                made = _client(uri, headers or {}, max_size)
+                made.send_request_now(sock)
+            except BaseException:
+                sock.close()
+                raise
+            _, conn = await loop.create_connection(lambda: made, sock=sock)
         else:
             _, conn = await loop.create_connection(
                 lambda: _client(uri, headers or {}, max_size), uri.host, uri.port,

@@ -168,6 +168,33 @@ async def test_a_dial_still_on_its_way_is_waited_for(monkeypatch) -> None:
     await counter.wait_closed()
     assert accepted == 1
 
+
+async def test_an_upgrade_request_the_socket_cannot_take_at_once_is_written_in_full() -> None:
+    """The request written before the transport exists: what the socket does not take
+    then is written by the transport, so the peer reads every byte, once, in order."""
+    from websockets.client import ClientProtocol
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    from hud.wsclient import WsClient
+
+    request = bytes(range(256)) * 4096  # 1 MiB: more than a socket buffer takes
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    conn = WsClient(ClientProtocol(parse_uri("ws://127.0.0.1/v1"), state=State.OPEN),
+                    request, key="x")
+    conn.send_request_now(ours)
+    assert conn._request is not None and 0 < len(conn._request) < len(request)
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(sock=theirs)
+    transport, _ = await loop.create_connection(lambda: conn, sock=ours)
+    received = await asyncio.wait_for(reader.readexactly(len(request)), 10)
+    assert received == request
+    transport.abort()  # no answer comes: the handshake fails, and says so
+    with pytest.raises(ConnectionError):
+        await conn.opened
+    writer.close()
+
 @pytest.fixture
 async def firehose():
     """A TCP daemon: sends 32 MiB as fast as it may, then reports the SHA-256 of what it
