@@ -44,6 +44,10 @@ _NAME = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _REQUEST_LINE = re.compile(r"GET (/[\x21-\x7e]*) HTTP/1\.1")
 _FIELDS = re.compile(rf"{_NAME}:[\x09\x20-\x7e]*(?:\r\n{_NAME}:[\x09\x20-\x7e]*)*")
 """Header lines, each a name and a value of visible ASCII, spaces and tabs."""
+_HUD_101 = re.compile(  # a hud server's own 101, exactly as switching_protocols writes it
+    rb"HTTP/1\.1 101 Switching Protocols\r\nDate: ([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)"
+    rb"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ([\x21-\x7e]+)"
+    rb"\r\nServer: ([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)(\r\nHud-Manifest: answered)?")
 _CONNECTION = re.compile(rf"[ \t]*{_NAME}[ \t]*(?:,[ \t]*{_NAME}[ \t]*)*")
 """A ``Connection`` value: tokens separated by commas."""
 _AT_MOST_ONCE = ("upgrade", "sec-websocket-key", "sec-websocket-version", "origin")
@@ -197,6 +201,13 @@ def switched(head: bytes | bytearray, accept: str) -> dict[str, list[str]] | Non
     whose ``Sec-WebSocket-Accept`` is ``accept``, without extensions or a subprotocol: a
     strict subset of what websockets' ``ClientProtocol`` accepts (it decides anything
     else, and says what is wrong). None otherwise."""
+    ours = _HUD_101.fullmatch(head)  # the common case, read in one match
+    if ours is not None and ours[2] == accept.encode():
+        seen = {"date": [ours[1].decode()], "upgrade": ["websocket"], "connection": ["Upgrade"],
+                "sec-websocket-accept": [accept], "server": [ours[3].decode()]}
+        if ours[4]:
+            seen["hud-manifest"] = ["answered"]
+        return seen
     try:
         text = head.decode("ascii")
     except UnicodeDecodeError:

@@ -147,9 +147,25 @@ def test_a_request_the_template_cannot_carry_is_left_to_websockets(headers) -> N
     assert upgrade_request("/v1/control", "h", KEY, headers) is None
 
 
-def test_the_servers_own_101_is_taken() -> None:
-    head = switching_protocols(accept_value(KEY), "hud/1")
-    assert switched(head[:-4], accept_key(KEY)) is not None
+@pytest.mark.parametrize("answered", [False, True])
+def test_the_servers_own_101_is_taken_as_websockets_reads_it(answered) -> None:
+    """The server's own 101 is read in one match: the same headers, with the same values,
+    as websockets' client reads; with another key's accept value it is refused."""
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    head = switching_protocols(accept_value(KEY), "hud/1", answered)
+    seen = switched(head[:-4], accept_key(KEY))
+    assert seen is not None and (seen.get("hud-manifest") == ["answered"]) is answered
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/v1"))
+    protocol.key = KEY
+    protocol.receive_data(head)
+    [response] = protocol.events_received()
+    assert protocol.handshake_exc is None
+    assert set(seen) == {name.lower() for name, _ in response.headers.raw_items()}
+    for name in seen:
+        assert seen[name] == response.headers.get_all(name)
+    assert switched(head[:-4], accept_key("d3Jvbmc=")) is None
 
 
 @pytest.mark.parametrize("change", [
