@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -185,14 +186,27 @@ def upgrade_request(path: str, host: str, key: str, headers: dict[str, str]) -> 
     """The client's upgrade request (the headers websockets' ``ClientProtocol.connect``
     sends, then ``headers``), or None when a value could not be sent as it is (websockets
     must build it)."""
+    fixed = _fixed_lines(path, host, tuple(headers.items()))
+    if fixed is None:
+        return None
+    before, after = fixed
+    return b"".join((before, key.encode(), after))
+
+
+@functools.lru_cache(maxsize=256)
+def _fixed_lines(path: str, host: str, headers: tuple[tuple[str, str], ...]
+                 ) -> tuple[bytes, bytes] | None:
+    """The request's lines before and after the key, checked once for the same path, host
+    and headers (a client dials the same few with a fresh key each time)."""
     if not _PATH.fullmatch(path.encode()) or any(
             name.lower() in _TEMPLATED or not _TOKEN.fullmatch(name.encode())
-            or not plain_value(value) for name, value in headers.items()):
+            or not plain_value(value) for name, value in headers):
         return None
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return "\r\n".join(lines).encode() + b"\r\n\r\n"
+    before = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n" \
+             "Connection: Upgrade\r\nSec-WebSocket-Key: "
+    after = "".join(["\r\nSec-WebSocket-Version: 13", *(f"\r\n{name}: {value}"
+                                                        for name, value in headers)])
+    return before.encode(), after.encode() + b"\r\n\r\n"
 
 
 def switched(head: bytes | bytearray, accept: str) -> dict[str, list[str]] | None:
