@@ -11,6 +11,7 @@ decides it as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import ipaddress
@@ -39,7 +40,8 @@ _LOGGER = logging.getLogger("websockets.client")  # the default, not looked up p
 
 class WsClient(WsConnection):
     """The client end; :func:`connect` builds it and waits for the handshake. ``request`` is
-    the upgrade request to write (the template's, with ``key``), and ``protocol`` is then
+    the upgrade request to write (the template's, with ``key``; empty when it was written
+    already), and ``protocol`` is then
     already open: it frames what follows a 101 checked here. ``request`` is None when
     ``protocol`` holds the request (websockets built it, and decides the answer).
     ``max_size`` is the limit on a message."""
@@ -58,22 +60,11 @@ class WsClient(WsConnection):
         """Whether the server took the ``Hud-Manifest`` request header (its reply is the
         first message)."""
 
-    def send_request_now(self, sock: socket.socket) -> None:
-        """Write the upgrade request to the connected ``sock`` before the event loop makes
-        a transport of it (what is not taken then is written in :meth:`connection_made`):
-        the server reads it while this side sets up, a turn of the loop or two."""
-        if self._request is not None:
-            try:
-                sent = sock.send(self._request)
-            except OSError:  # full, or gone: the transport meets it again and reports it
-                return
-            self._request = self._request[sent:] or None
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if self._request is not None:
+        if self._request:  # what the socket did not take before (see _client)
             self.transport.write(self._request)
-            self._request = None
+        self._request = None
 
     def data_received(self, data: bytes | bytearray) -> None:
         if self._head is None:
@@ -208,14 +199,21 @@ async def _dial_numeric(host: str, port: int) -> socket.socket | None:
     return sock
 
 
-def _client(uri: WebSocketURI, headers: dict[str, str], max_size: int | None) -> WsClient:
+def _client(uri: WebSocketURI, headers: dict[str, str], max_size: int | None,
+            sock: socket.socket | None = None) -> WsClient:
     """The connection's protocol: the template's upgrade request with an open
-    ``ClientProtocol`` for what follows, or websockets' own request and handshake."""
+    ``ClientProtocol`` for what follows, or websockets' own request and handshake. Given
+    ``sock``, connected and not yet a transport, the template's request is written to it
+    first: the server reads it while this side builds the rest and the event loop makes
+    the transport (what the socket does not take is written once it is one)."""
     if not uri.user_info:  # credentials in the URL: websockets encodes them
         key = generate_key()
         request = upgrade_request(uri.resource_name, _host(uri.host, uri.port, uri.secure),
                                   key, headers)
         if request is not None:
+            if sock is not None:
+                with contextlib.suppress(OSError):  # full, or gone: the transport says so
+                    request = request[sock.send(request):]
             opened = ClientProtocol(uri, state=State.OPEN, max_size=max_size, logger=_LOGGER)
             return WsClient(opened, request, max_size, key)
     protocol = ClientProtocol(uri, max_size=max_size, logger=_LOGGER)
@@ -249,8 +247,7 @@ async def connect(
             sock = await _dial_numeric(uri.host, uri.port)
         if sock is not None:
             try:
-                made = _client(uri, headers or {}, max_size)
-                made.send_request_now(sock)
+                made = _client(uri, headers or {}, max_size, sock)
             except BaseException:
                 sock.close()
                 raise

@@ -170,30 +170,33 @@ async def test_a_dial_still_on_its_way_is_waited_for(monkeypatch) -> None:
 
 
 async def test_an_upgrade_request_the_socket_cannot_take_at_once_is_written_in_full() -> None:
-    """The request written before the transport exists: what the socket does not take
-    then is written by the transport, so the peer reads every byte, once, in order."""
-    from websockets.client import ClientProtocol
-    from websockets.protocol import State
+    """The request is written to the socket before the transport exists: what the socket
+    does not take then is written by the transport, so the peer reads every byte, once,
+    in order."""
     from websockets.uri import parse_uri
 
-    from hud.wsclient import WsClient
+    from hud.wsclient import _client
 
-    request = bytes(range(256)) * 4096  # 1 MiB: more than a socket buffer takes
+    headers = {f"X-Filler-{i}": "x" * 4000 for i in range(256)}  # 1 MiB: more than it takes
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
-    conn = WsClient(ClientProtocol(parse_uri("ws://127.0.0.1/v1"), state=State.OPEN),
-                    request, key="x")
-    conn.send_request_now(ours)
-    assert conn._request is not None and 0 < len(conn._request) < len(request)
+    conn = _client(parse_uri("ws://127.0.0.1/v1"), headers, None, ours)
+    assert conn._request is not None and len(conn._request) > 0
+    expected_tail = conn._request
     loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_connection(sock=theirs)
+    reader, writer = await asyncio.open_connection(sock=theirs, limit=2**21)
     transport, _ = await loop.create_connection(lambda: conn, sock=ours)
-    received = await asyncio.wait_for(reader.readexactly(len(request)), 10)
-    assert received == request
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    assert head.endswith(expected_tail) and len(head) > len(expected_tail)
+    lines = head.split(b"\r\n")
+    assert [line for line in lines if line.startswith(b"X-Filler-")] == [
+        f"{name}: {value}".encode() for name, value in headers.items()]
     transport.abort()  # no answer comes: the handshake fails, and says so
     with pytest.raises(ConnectionError):
         await conn.opened
     writer.close()
+
 
 @pytest.fixture
 async def firehose():
