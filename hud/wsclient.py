@@ -105,12 +105,14 @@ class WsClient(WsConnection):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send our close frame and hang up at once, without waiting for the server's close
         frame: a hud server ends the session's connection when it reads ours (and parks
-        its task), so the round trip would tell us nothing. The frame and the end of our
-        stream (a FIN, where the transport has one) go out in this call; the event loop
-        closes the socket on its next turn, as it always does once asked to (awaiting that
-        took three more turns, each a few hundred Python instructions on asyncio's loop).
-        Only if the server is not taking data does this wait, :data:`CLOSE_TIMEOUT` at
-        most, for what is buffered to be written. Idempotent."""
+        its task), so the round trip would tell us nothing. On asyncio's loop the frame and
+        the end of our stream (a FIN) go out in this call, and the loop closes the socket
+        on its next turn, as it always does once asked to (awaiting that took three more
+        turns, each a few hundred Python instructions). uvloop sends the FIN only when its
+        loop next runs, and TLS ends with a message of its own, so there this returns once
+        the socket is closed, as before: a caller that blocks the loop right after must not
+        leave the server waiting. If the server is not taking data, this waits
+        :data:`CLOSE_TIMEOUT` at most for what is buffered to be written. Idempotent."""
         if self.transport is None or self.closed.done():
             return
         protocol = self.protocol
@@ -125,16 +127,18 @@ class WsClient(WsConnection):
                 for data in protocol.data_to_send():  # no close timer: we close now
                     if data:
                         self.transport.write(data)
-        if not self.transport.get_write_buffer_size():
-            if self.transport.can_write_eof() and not self.transport.is_closing():
-                self.transport.write_eof()  # the FIN now, not when the socket closes
-            self.transport.close()
+        transport = self.transport
+        if isinstance(self._loop, asyncio.BaseEventLoop) and transport.can_write_eof() \
+                and not transport.get_write_buffer_size() and not transport.is_closing():
+            transport.write_eof()  # asyncio's own loop: the socket is shut down here and now
+            transport.close()
             return
-        self.transport.close()  # after what is buffered is written
-        try:
-            await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT)
-        except TimeoutError:
-            self.transport.abort()
+        transport.close()  # after what is buffered is written
+        if transport.get_write_buffer_size():  # the server is not taking data
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT)
+            except TimeoutError:
+                transport.abort()
         await asyncio.shield(self.closed)
 
     def _handshake(self, event: Request | Response) -> None:

@@ -198,6 +198,42 @@ async def test_an_upgrade_request_the_socket_cannot_take_at_once_is_written_in_f
     writer.close()
 
 
+
+async def test_the_server_sees_the_end_when_close_returns_even_if_the_loop_then_blocks() -> None:
+    """``close`` returns once the peer is sure to see the end of the stream: a program that
+    blocks its event loop right after (or exits without another turn of it) does not leave
+    the server waiting for a FIN that only the loop's next turn would send."""
+    import threading
+
+    from hud.upgrade import accept_value, switching_protocols
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    ended = threading.Event()
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            key = next(line.split(b": ", 1)[1] for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            conn.sendall(switching_protocols(accept_value(key.decode()), "peer"))
+            while conn.recv(4096):
+                pass
+            ended.set()
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    ws = await lean_connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/v1")
+    await ws.close()
+    seen = ended.wait(10)  # the loop is blocked here: it takes no turn until this returns
+    listener.close()
+    thread.join(10)
+    assert seen, "the peer saw no end of the stream while the client's loop was blocked"
+
 @pytest.fixture
 async def firehose():
     """A TCP daemon: sends 32 MiB as fast as it may, then reports the SHA-256 of what it
