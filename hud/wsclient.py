@@ -36,6 +36,7 @@ _ANSWERED_KEY = MANIFEST_HEADER.lower()
 _parse_uri = functools.lru_cache(maxsize=256)(parse_uri)  # the same few URLs, dialled often
 _host = functools.lru_cache(maxsize=256)(build_host)  # (it parses the host with ipaddress)
 _LOGGER = logging.getLogger("websockets.client")  # the default, not looked up per connection
+_poll = getattr(select, "poll", None)
 
 
 class WsClient(WsConnection):
@@ -180,14 +181,14 @@ async def _dial_numeric(host: str, port: int) -> socket.socket | None:
     writable, then resuming the caller). A connection still on its way is waited for by the
     loop, as it would have been."""
     family = _family(host)
-    if family is None:
+    if family is None or _poll is None:  # (Windows has no poll: the loop dials there)
         return None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         code = sock.connect_ex((host, port))
         if code == errno.EINPROGRESS:
-            poller = select.poll()
+            poller = _poll()
             poller.register(sock, select.POLLOUT)
             if poller.poll(0):
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

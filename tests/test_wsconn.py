@@ -149,7 +149,7 @@ async def test_a_dial_still_on_its_way_is_waited_for(monkeypatch) -> None:
         def poll(self, *_: Any) -> list:
             return []
 
-    monkeypatch.setattr(wsclient.select, "poll", NotYet)
+    monkeypatch.setattr(wsclient, "_poll", NotYet)
     accepted = 0
 
     def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -167,6 +167,16 @@ async def test_a_dial_still_on_its_way_is_waited_for(monkeypatch) -> None:
     counter.close()
     await counter.wait_closed()
     assert accepted == 1
+
+
+async def test_without_poll_the_loop_dials(monkeypatch) -> None:
+    """Where ``select.poll`` is missing (Windows), the event loop dials as it always did."""
+    import hud.wsclient as wsclient
+
+    monkeypatch.setattr(wsclient, "_poll", None)
+    assert await wsclient._dial_numeric("127.0.0.1", 9) is None
+    async with serving(env) as server:
+        await still_serves(server)
 
 
 async def test_an_upgrade_request_the_socket_cannot_take_at_once_is_written_in_full() -> None:
