@@ -8,11 +8,11 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Side, State
 from websockets.server import ServerProtocol
 
 from .protocol import codec
@@ -70,6 +70,21 @@ class Turns:
             self._loop.call_soon(self._next_turn)
 
 
+class _Pending:
+    """A connection's ``protocol`` until its handshake needs websockets' own: building a
+    ``ServerProtocol`` (a ``uuid4``, a parser started) is a tenth of a plain connection's
+    instructions, and a plain upgrade makes an open one after its 101 is written. What
+    runs before reads no more than this: the state (a handshake timer, a close) and the
+    side."""
+
+    __slots__ = ()
+    state = State.CONNECTING
+    side = Side.SERVER
+
+
+_PENDING = cast(ServerProtocol, _Pending())
+
+
 class WsServerConnection(WsConnection):
     """One accepted connection. ``gate`` sees the handshake request and may answer it with
     an HTTP response (a refusal); otherwise the WebSocket opens and ``opened`` is called with
@@ -87,7 +102,7 @@ class WsServerConnection(WsConnection):
                  server_header: str, open_timeout: float = 10.0,
                  turns: Turns | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(ServerProtocol(max_size=max_size, logger=_LOGGER), loop)
+        super().__init__(_PENDING, loop)
         self._max_size = max_size
         self._head: bytearray | None = bytearray()  # None once handed on (opened or not)
         self._gate = gate
@@ -110,6 +125,7 @@ class WsServerConnection(WsConnection):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._connecting()  # (gone during its handshake: websockets closes its protocol)
         super().connection_lost(exc)
         self._stop_open_timer()
         self._lost(self)
@@ -163,14 +179,12 @@ class WsServerConnection(WsConnection):
             self.transport.write(response)
         else:  # written with the first reply (see send_now), in one segment
             self._held = response
-        # The handshake's protocol goes on as the open connection's (as websockets' own
-        # accept leaves it, OPEN), not a second one made: its parser, which was given
-        # nothing (the head was parsed here), starts again at the first frame.
-        protocol = self.protocol
-        protocol.parser.close()
-        protocol.state = State.OPEN
-        protocol.parser = protocol.parse()
-        next(protocol.parser)
+        # The open connection's protocol, made now (as websockets' own accept leaves one,
+        # OPEN: its parser starts at the first frame), while the client reads the 101.
+        if self.protocol is not _PENDING:  # made for the gate's answer, not needed
+            self.protocol.parser.close()  # (else its parser keeps it as cyclic garbage)
+        self.protocol = ServerProtocol(state=State.OPEN, max_size=self._max_size,
+                                       logger=_LOGGER)
         self._frame_plainly(self._max_size)
         self.path = request.path
         self._opened(self, self.path)
@@ -183,6 +197,7 @@ class WsServerConnection(WsConnection):
         """Hand what arrived to websockets' own handshake."""
         assert self._head is not None
         data, self._head = bytes(self._head), None
+        self._connecting()
         if data:
             super().data_received(data)
 
@@ -193,7 +208,13 @@ class WsServerConnection(WsConnection):
 
     def respond(self, status: int, text: str) -> Response:
         """An HTTP response refusing the handshake (for ``gate``)."""
-        return self.protocol.reject(status, text)
+        return self._connecting().reject(status, text)
+
+    def _connecting(self) -> ServerProtocol:
+        """The protocol, made (for websockets' handshake) if it is not yet."""
+        if self.protocol is _PENDING:
+            self.protocol = ServerProtocol(max_size=self._max_size, logger=_LOGGER)
+        return self.protocol
 
     def _handshake(self, event: Request | Response) -> None:
         if not isinstance(event, Request):

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import struct
 from typing import Any
 
 import pytest
@@ -80,6 +81,34 @@ async def test_a_connection_that_never_finishes_its_handshake_is_dropped() -> No
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
         writer.close()
         await still_serves(server)
+
+
+async def test_a_client_gone_during_its_handshake_frees_its_slot() -> None:
+    """A connection that hangs up before its upgrade is complete (nothing of websockets'
+    made for it yet) is forgotten: with room for one handshake, the next client gets in."""
+    async with serving(env, max_handshakes=1) as server:
+        for partial in (b"", b"GET /v1/control HTTP/1.1\r\nHost: x\r\n"):
+            for hang_up in ("close", "reset"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(partial)
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the server has accepted it, and read the part
+                if hang_up == "close":
+                    writer.close()
+                    assert await asyncio.wait_for(reader.read(), 5) == b""
+                else:  # SO_LINGER 0: the close sends a reset, no FIN (no eof_received)
+                    writer.get_extra_info("socket").setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                async with asyncio.timeout(10):  # its slot frees once the server sees it go
+                    while True:
+                        try:
+                            await still_serves(server)
+                            break
+                        except Exception as exc:  # a 503 until then
+                            if "HTTP 503" not in str(exc):
+                                raise
+                        await asyncio.sleep(0.01)
 
 
 async def test_a_frame_over_the_transport_limit_closes_only_that_connection() -> None:
