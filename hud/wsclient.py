@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import errno
 import functools
-import ipaddress
 import logging
 import select
 import socket
@@ -29,6 +28,7 @@ from websockets.uri import WebSocketURI, parse_uri
 from websockets.utils import generate_key
 
 from . import wsframes
+from .address import numeric_family
 from .upgrade import MANIFEST_HEADER, MAX_HEAD, accept_value, switched, upgrade_request
 from .wsconn import CLOSE_TIMEOUT, OPEN, WsConnection
 
@@ -161,15 +161,6 @@ class WsClient(WsConnection):
         super().connection_lost(exc)
 
 
-@functools.lru_cache(maxsize=256)
-def _family(host: str) -> socket.AddressFamily | None:
-    """The address family of a numeric host, None for a name (it needs resolving)."""
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return None
-
-
 async def _dial_numeric(host: str, port: int) -> socket.socket | None:
     """A connected TCP socket to a numeric ``host``, or None where the event loop had better
     dial itself: a name to resolve, or a connection refused at once (the loop's own attempt
@@ -180,7 +171,7 @@ async def _dial_numeric(host: str, port: int) -> socket.socket | None:
     tells, which on asyncio's loop also saves two of its turns (waiting for the socket to be
     writable, then resuming the caller). A connection still on its way is waited for by the
     loop, as it would have been."""
-    family = _family(host)
+    family = numeric_family(host)
     if family is None or _poll is None:  # (Windows has no poll: the loop dials there)
         return None
     sock = socket.socket(family, socket.SOCK_STREAM)
