@@ -187,6 +187,7 @@ async def measure(url: str, quick: bool) -> None:
 
     n = 30 if quick else 200
     async with open_client(url) as client:
+        client.tunnel_all = True  # D1 and D2 compare the tunnel with the daemons' addresses
         started = await client.start("app")
         log("D1 screenshot")
         await bench_screenshot(client, n)

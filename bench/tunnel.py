@@ -10,16 +10,21 @@ process → the daemon). Rounds interleave direct and tunnel, each way; each lin
 medians and their ratio, with the load average, and the CPU the tunnel adds per MB (this
 process and the server's, tunnel minus direct: the figure other users' load moves least).
 "Under load" runs as many busy-looping processes as there are cores beside the transfer.
-The tunnels' modes (``dial``: the server hands the daemon's connection itself to the reader,
-as hud's own openers take it, e.g. ``ssh``: no relay at all; ``local``: the reader's socket
-handed to the server over a Unix socket, which splices it to the daemon; ``raw``: the HTTP
-upgrade to ``hud-tunnel/1``, spliced by the forwarder and the server; ``websocket``: binary
-frames) are chosen with
-``--modes``; each mode has its own client, and every round runs every path, in an order
-that rotates from round to round. The reference ``hud==0.6.21`` has no tunnels,
-so there is no reference line.
+The tunnels' modes (``binding``: the port a default client's binding names, which for a
+client in the server's network namespace is the daemon's own, so no tunnel at all;
+``dial``: the server hands the daemon's connection itself to the reader, as hud's own
+openers take it, e.g. ``ssh``: no relay at all; ``local``: the reader's socket handed to
+the server over a Unix socket, which splices it to the daemon; ``raw``: the HTTP upgrade to
+``hud-tunnel/1``, spliced by the forwarder and the server; ``websocket``: binary frames)
+are chosen with ``--modes``; each mode has its own client, and every round runs every
+path, in an order that rotates from round to round. The reference ``hud==0.6.21`` has no
+tunnels, so there is no reference line.
 
-Stdout carries one JSON line per measurement (``C1.tunnel_throughput``); progress on stderr.
+Each condition ends with short connections (``C1.tunnel_connect``): connect, one byte asked
+for and read, close, on every path in turn.
+
+Stdout carries one JSON line per measurement (``C1.tunnel_throughput``,
+``C1.tunnel_connect``); progress on stderr.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from typing import Any
 from common import emit, loadavg, logger
 
 CHUNK = 256 * 1024
+AT_DAEMON: set[str] = set()
+"""The modes whose binding named the daemon's own address (no tunnel)."""
 log = logger("tunnel")
 
 
@@ -149,11 +156,12 @@ async def tunnel_paths(stack: contextlib.AsyncExitStack, url: str, modes: list[s
     from urllib.parse import urlsplit
 
     from hud import forward
-    from hud.client import open_client
+    from hud.client import Client, open_client
 
     paths: dict[str, Dial] = {}
     for mode in modes:
-        forward.Tunnels.local = mode in ("local", "dial")  # read at the client's first binding
+        forward.Tunnels.local = mode in ("local", "dial", "binding")  # read at the first binding
+        Client.tunnel_all = mode != "binding"
         forward.Forwarder.raw = mode != "websocket"  # read at each tunnel's opening
         client = await stack.enter_async_context(open_client(url))
         declared = next(b for b in client.manifest.capabilities if b.name == "pipe")
@@ -161,6 +169,8 @@ async def tunnel_paths(stack: contextlib.AsyncExitStack, url: str, modes: list[s
         binding = await client.binding("pipe")
         paths[mode] = (handed_over(binding) if mode == "dial"
                        else to_port(urlsplit(binding.url).port or 0))
+        if binding.url == declared.url:
+            AT_DAEMON.add(mode)
     return paths
 
 
@@ -182,6 +192,32 @@ async def measure(url: str, server: int, size: int, rounds: int, condition: str,
             for mode in modes:
                 report(rates, cpu, mode, direction=verb, condition=condition, bytes=size,
                        rounds=rounds)
+        await connect_round_trips(dials, modes, 50 * rounds, condition)
+
+
+async def connect_round_trips(dials: dict[str, Dial], modes: list[str], count: int,
+                              condition: str) -> None:
+    """Per path: a new connection, one byte asked for and read, and the close, ``count``
+    times in rounds that rotate the order (what a program that opens many short connections
+    pays per connection)."""
+    paths = list(dials)
+    samples: dict[str, list[float]] = {path: [] for path in paths}
+    for i in range(count):
+        for path in paths[i % len(paths):] + paths[:i % len(paths)]:
+            started = time.perf_counter()
+            reader, writer, after = await dials[path]()
+            writer.write(b"down 1\n")
+            if await reader.readexactly(1) != b"\0":
+                raise ConnectionError("the daemon sent something else")
+            writer.close()
+            after()
+            samples[path].append(time.perf_counter() - started)
+    direct = statistics.median(samples["direct"])
+    for mode in modes:
+        ours = statistics.median(samples[mode])
+        emit("C1.tunnel_connect", mode=mode, at_daemons_address=mode in AT_DAEMON,
+             condition=condition, connections=count, direct_p50_ms=round(direct * 1e3, 3),
+             tunnel_p50_ms=round(ours * 1e3, 3), ratio=round(ours / direct, 3))
 
 
 def report(rates: dict[str, list[float]], cpu: dict[str, list[float]], mode: str,
@@ -191,7 +227,8 @@ def report(rates: dict[str, list[float]], cpu: dict[str, list[float]], mode: str
     ratios = [t / d for d, t in zip(rates["direct"], rates[mode], strict=True)]
     extra_cpu = statistics.median(cpu[mode]) - statistics.median(cpu["direct"])
     size = int(str(fields["bytes"]))
-    emit("C1.tunnel_throughput", mode=mode, **fields, direct_MBps=round(direct / 1e6, 1),
+    emit("C1.tunnel_throughput", mode=mode, at_daemons_address=mode in AT_DAEMON, **fields,
+         direct_MBps=round(direct / 1e6, 1),
          tunnel_MBps=round(tunnel / 1e6, 1), ratio=round(tunnel / direct, 3),
          round_ratios=[round(r, 3) for r in ratios],
          tunnel_cpu_ms_per_MB=round(extra_cpu * 1e9 / size, 3))
@@ -229,8 +266,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 MB, 3 rounds")
     parser.add_argument("--mb", type=int, default=128, help="megabytes per transfer")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--modes", default="dial,local,raw",
-                        help="comma-separated, of dial, local, raw, websocket")
+    parser.add_argument("--modes", default="binding,dial,local,raw",
+                        help="comma-separated, of binding, dial, local, raw, websocket")
     parser.add_argument("--serve", metavar="PIPE_PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -88,6 +88,11 @@ class Client:
     """
 
     manifest: ManifestResult
+    tunnel_all = False
+    """Tunnel every capability through the control port, even one whose daemon this process
+    could dial at its own address (it shares the server's network namespace, and the daemon
+    is on a loopback address): the server then holds every connection, and cuts them when it
+    closes. Set it on the class, or on a client before its first binding."""
 
     def __init__(self, transport: Transport, url: str, *, attach: bool = True) -> None:
         self.transport = transport
@@ -219,7 +224,9 @@ class Client:
     async def binding(self, ref: str) -> Binding:
         """Capability ``ref`` (a name, a protocol id such as ``ssh/2``, or a family such as
         ``ssh``; ambiguity is a ``KeyError``) as this client reaches it: its URL points at a
-        local port tunnelled to the daemon, and its params include this task's bindings."""
+        local port tunnelled to the daemon (or at the daemon itself, where this process
+        shares the server's network namespace and the daemon is on loopback), and its params
+        include this task's bindings."""
         return await self._get_tunnels().binding(self.manifest.capabilities, ref, self.bindings)
 
     async def open(self, ref: str) -> Any:
@@ -233,7 +240,7 @@ class Client:
             # lazy: tunnels are needed only once a capability is opened
             from .forward import Tunnels
 
-            self._tunnels = Tunnels(self.url, self.token)
+            self._tunnels = Tunnels(self.url, self.token, same_network=not self.tunnel_all)
         return self._tunnels
 
     async def grade(self, answer: Any = None, *, template: str | None = None) -> GradeResult:

@@ -12,7 +12,9 @@ hands the accepted socket itself to the server, which splices it to the daemon: 
 and one relay fewer (:mod:`hud.splicedtunnel` opens bare and local tunnels). When either
 side closes, the other is closed. An opener that can run its protocol client on a socket
 (``ssh``, ``rfb``, ``openpi``) skips the port altogether: :func:`dial_direct` has the server
-hand over the daemon's connection itself, so its bytes cross no relay.
+hand over the daemon's connection itself, so its bytes cross no relay. And a client in the
+server's own network namespace needs no forwarder for a daemon on a loopback address: its
+binding is the daemon's own address (:class:`Tunnels`).
 
 When the environment cannot reach the daemon it accepts the tunnel, then closes it with code
 1011 and a reason naming the capability (a bare tunnel answers ``error REASON`` instead of
@@ -24,7 +26,9 @@ When the environment cannot reach the daemon it accepts the tunnel, then closes 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -38,7 +42,7 @@ from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
 from .protocol.messages import Binding
 from .splicedtunnel import Lifelines, hand_over, open_bare, splice_bare
-from .tunnel import DIAL_TIMEOUT, SPLICE_AVAILABLE, Splice, TcpEnd
+from .tunnel import DIAL_TIMEOUT, SPLICE_AVAILABLE, Splice, TcpEnd, daemon_address, dial
 from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
@@ -341,65 +345,127 @@ async def _first_of(opening: Awaitable[Any], forwarder: Forwarder) -> Any:
     return task.result()
 
 
+def _on_loopback(url: str) -> bool:
+    """Whether ``url`` names a port on a loopback address, written as one (a host name may
+    resolve otherwise here than where the environment runs)."""
+    parts = urlsplit(url if "://" in url else f"tcp://{url}")
+    try:
+        return parts.port is not None and parts.hostname is not None \
+            and ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:  # not an address, or a port out of range
+        return False
+
+
+async def _open_at_daemon(opener: Callable[[Binding], Awaitable[T]], binding: Binding) -> T:
+    """``opener(binding)`` on the daemon's own address. When it fails and the daemon cannot
+    be reached, that is :class:`CapabilityUnavailable`, as a tunnel's refusal is, rather
+    than whatever the protocol client makes of a refused connection."""
+    try:
+        return await opener(binding)
+    except CapabilityUnavailable:
+        raise
+    except Exception as exc:
+        host, port = daemon_address(binding)
+        try:
+            sock = await asyncio.wait_for(dial(host, port), DIAL_TIMEOUT)
+        except (OSError, TimeoutError) as refused:
+            reason = (os.strerror(refused.errno) if isinstance(refused, OSError)
+                      and refused.errno else type(refused).__name__)
+            raise CapabilityUnavailable(
+                f"capability {binding.name!r} is unavailable: unreachable at {host}:{port}: "
+                f"{reason}") from exc
+        sock.close()  # reachable: the opener's own error stands
+        raise
+
+
 class Tunnels:
     """One client's forwarders (one per capability) and the protocol clients opened on them.
     Everything closes with :meth:`aclose`.
 
     A client connected in memory (``memory://``, the in-process runtime) shares the
-    environment's host, so its bindings point straight at the daemons: no tunnel needed.
+    environment's host, so its bindings point straight at the daemons: no tunnel needed. So
+    does a client in the server's network namespace (the server names its own in its answer
+    to ``/v1/local``, :mod:`hud.localtunnel`) for a daemon on a loopback address: this
+    process reaches it exactly as the server would, with no relay in between.
     """
 
     local = True
     """Ask the server for local tunnels (:mod:`hud.localtunnel`) before the first forwarder."""
 
-    def __init__(self, control_url: str, token: str | None) -> None:
+    def __init__(self, control_url: str, token: str | None, *,
+                 same_network: bool = True) -> None:
+        """``same_network``: give a capability its daemon's own address where this process
+        shares the server's network namespace and the daemon is on a loopback address.
+        False: tunnel every capability."""
         scheme = urlsplit(control_url).scheme
         if scheme not in ("ws", "wss", "memory"):
             raise HudConnectionError(f"tunnels need a WebSocket connection, not {control_url!r}")
         self.direct = scheme == "memory"
+        self.same_network = same_network
         self.control_url = control_url
         self.token = token
         self.forwarders: dict[str, Forwarder] = {}
         self.handles: list[Any] = []
-        self._local: str | None = None
+        self._offer: localtunnel.Offer | None = None
         self._probed = False  # whether the server was asked for local tunnels
+
+    async def _probe(self) -> localtunnel.Offer | None:
+        """What the server offers this client (asked once: most clients open no tunnel)."""
+        if not self._probed and self.local:
+            self._probed = True
+            self._offer = await localtunnel.probe(self.control_url, self.token)
+        return self._offer
+
+    async def _reaches(self, declared: Binding) -> bool:
+        """Whether this process reaches ``declared``'s daemon at its own address, as the
+        server does: in memory, or in the server's network namespace for a loopback one."""
+        if self.direct:
+            return True
+        if not self.same_network or not _on_loopback(declared.url):
+            return False
+        offer = await self._probe()
+        return offer is not None and offer.netns is not None \
+            and offer.netns == localtunnel.netns()
 
     async def forwarder(self, name: str) -> Forwarder:
         forwarder = self.forwarders.get(name)
         if forwarder is None:
-            if not self._probed and self.local:  # once per client: most open no tunnel
-                self._probed = True
-                self._local = await localtunnel.probe(self.control_url, self.token)
+            offer = await self._probe()
             forwarder = await Forwarder(self.control_url, name, self.token,
-                                        self._local).start()
+                                        None if offer is None else offer.path).start()
             self.forwarders[name] = forwarder
         return forwarder
 
     async def binding(
         self, capabilities: Iterable[Binding], ref: str, session: dict[str, dict[str, Any]]
     ) -> Binding:
+        return (await self._resolve(capabilities, ref, session))[0]
+
+    async def _resolve(
+        self, capabilities: Iterable[Binding], ref: str, session: dict[str, dict[str, Any]]
+    ) -> tuple[Binding, Forwarder | None]:
+        """The binding as this client reaches it, and the forwarder it goes through (None:
+        the daemon's own address)."""
         declared = resolve_binding(capabilities, ref)
         params = {**declared.params, **session.get(declared.name, {})}
-        if self.direct:
+        if await self._reaches(declared):
             return Binding(name=declared.name, protocol=declared.protocol, url=declared.url,
-                           params=params)
+                           params=params), None
         forwarder = await self.forwarder(declared.name)
         return Binding(name=declared.name, protocol=declared.protocol,
-                       url=local_url(declared, forwarder.port), params=params)
+                       url=local_url(declared, forwarder.port), params=params), forwarder
 
     async def open(
         self, capabilities: Iterable[Binding], ref: str, session: dict[str, dict[str, Any]]
     ) -> Any:
-        binding = await self.binding(capabilities, ref, session)
+        binding, forwarder = await self._resolve(capabilities, ref, session)
         opener = find_opener(binding.protocol.split("/", 1)[0])
-        if self.direct:
-            handle = await opener(binding)
-            self.handles.append(handle)
-            return handle
-        forwarder = self.forwarders[binding.name]
-        forwarder.errors.clear()
-        forwarder.failed.clear()
-        handle = await _first_of(opener(binding), forwarder)
+        if forwarder is None:
+            handle = await _open_at_daemon(opener, binding)
+        else:
+            forwarder.errors.clear()
+            forwarder.failed.clear()
+            handle = await _first_of(opener(binding), forwarder)
         self.handles.append(handle)
         return handle
 

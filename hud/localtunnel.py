@@ -21,6 +21,10 @@ over), with the reader's socket attached to the first byte. The server answers `
 tunnel: the server closes it when the tunnel ends, and the client closing it ends the
 tunnel.
 
+The answer also carries the server's network namespace (``Hud-Netns``, :func:`netns`). A
+client in the same one reaches a daemon on a loopback address exactly as the server does,
+so it needs no tunnel at all: it is given the daemon's own address (``hud.forward``).
+
 A client that can use a socket itself (hud's own openers: ``ssh`` over asyncssh, say) may
 ask for the daemon's connection instead of a tunnel: ``dial NAME 0 TOKEN``, with no socket
 attached. The server dials the daemon and answers ``ok`` with the connected socket attached
@@ -42,6 +46,7 @@ import contextlib
 import hmac
 import logging
 import os
+import re
 import shutil
 import socket
 import stat
@@ -49,7 +54,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,10 @@ VERBS = ("tunnel", "dial")
 """The requests a connection to the Unix socket may make (see the module's docstring)."""
 LOCAL_PATH = "/v1/local"
 """Where a client asks for the Unix socket's path (see the module's docstring)."""
+NETNS_HEADER = "Hud-Netns"
+"""The header of that answer naming the server's network namespace (:func:`netns`)."""
+NETNS_FIELD = re.compile(
+    rb"\r\n" + NETNS_HEADER.encode() + rb":[ \t]*([0-9]+:[0-9]+)[ \t]*(?:\r\n|\Z)", re.IGNORECASE)
 MAX_EARLY = 1 << 20
 """Most bytes a hand-over may carry ahead of the socket."""
 HANDSHAKE_TIMEOUT = 10.0
@@ -106,6 +115,17 @@ def _listened(path: str) -> bool:
         except OSError:  # EAGAIN (its backlog is full), EACCES...: someone's, leave it
             return True
         return True
+
+
+def netns() -> str | None:
+    """This process's network namespace, as ``device:inode`` of ``/proc/self/ns/net`` (equal
+    for two processes exactly when they share it: their loopback addresses are the same);
+    None where there is no such file. Not cached: a process may move (``unshare``)."""
+    try:
+        st = os.stat("/proc/self/ns/net")
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -277,9 +297,18 @@ def _early(data: bytes) -> int:
 # -- the client's end -------------------------------------------------------------------------
 
 
-async def probe(control_url: str, token: str | None) -> str | None:
-    """The Unix socket path the server at ``control_url`` offers for local tunnels, or None:
-    not offered, not a loopback server, or not reachable."""
+class Offer(NamedTuple):
+    """What a server offers a client on its host (``GET /v1/local``)."""
+
+    path: str
+    """The Unix socket for local tunnels."""
+    netns: str | None
+    """The server's network namespace (:func:`netns`), where it said."""
+
+
+async def probe(control_url: str, token: str | None) -> Offer | None:
+    """What the server at ``control_url`` offers for local tunnels, or None: not offered,
+    not a loopback server, or not reachable."""
     parts = urlsplit(control_url)
     if parts.scheme != "ws" or parts.hostname not in ("127.0.0.1", "::1", "localhost"):
         return None
@@ -298,7 +327,9 @@ async def probe(control_url: str, token: str | None) -> str | None:
     head, _, body = answer.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200 ") or not body.strip():
         return None
-    return body.decode(errors="replace").strip()
+    found = NETNS_FIELD.search(head)
+    return Offer(body.decode(errors="replace").strip(),
+                 found[1].decode() if found is not None else None)
 
 
 async def connect(path: str) -> socket.socket | None:

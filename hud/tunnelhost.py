@@ -5,10 +5,10 @@ Paths on the port (:mod:`hud.server` serves control sessions on the rest):
 * ``/v1/tunnel/{capability}``: a byte tunnel to a declared capability's daemon, over a
   WebSocket (:func:`~hud.tunnel.link_daemon`) or, where the client asks for ``hud-tunnel/1``
   and the platform can splice, bare (:class:`~hud.tunnel.BareTunnel`);
-* ``/v1/local``: the Unix socket's path for local tunnels (:mod:`hud.localtunnel`), to a
-  loopback peer of a server that offers them; on that socket, a client's socket is spliced
-  to the daemon, or the daemon's connection is handed to the client
-  (:class:`~hud.tunnel.HandedTunnel`).
+* ``/v1/local``: the Unix socket's path for local tunnels (:mod:`hud.localtunnel`) and the
+  server's network namespace, to a loopback peer of a server that offers them; on that
+  socket, a client's socket is spliced to the daemon, or the daemon's connection is handed
+  to the client (:class:`~hud.tunnel.HandedTunnel`).
 
 A bare, local or handed tunnel leaves the WebSocket machinery: the :class:`TunnelHost`
 holds it until it ends, and closes it when the server shuts down.
@@ -26,7 +26,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .address import TUNNEL_PREFIX, is_loopback
-from .localtunnel import LOCAL_PATH, LocalTunnels
+from .localtunnel import LOCAL_PATH, NETNS_HEADER, LocalTunnels, netns
 from .tunnel import (
     RAW_UPGRADE,
     SPLICE_AVAILABLE,
@@ -121,7 +121,11 @@ class TunnelHost:
             self.local = local = None  # cannot listen here: no use trying again
         if local is None or local.path is None or not peer or not is_loopback(peer[0]):
             return reject(connection, 404, -32601, "no local tunnels here")
-        return connection.respond(200, local.path)
+        response = connection.respond(200, local.path)
+        namespace = netns()
+        if namespace is not None:
+            response.headers[NETNS_HEADER] = namespace
+        return response
 
     def _local_refusal(self, name: str) -> str | None:
         """Why a local tunnel to ``name`` may not open: the checks of the handshake."""

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from hud import eventloop
+from hud.client import Client
 from hud.environment import Environment
 from hud.server import Server, ServerConfig
 
@@ -59,6 +60,13 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
     if chosen_loop() == "uvloop":
         return "asyncio", {"loop_factory": eventloop.loop_factory()}
     return "asyncio", {}
+
+
+@pytest.fixture
+def tunnelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients tunnel every capability, even one whose daemon they could reach at its own
+    address (:attr:`hud.client.Client.tunnel_all`): for tests of the tunnels."""
+    monkeypatch.setattr(Client, "tunnel_all", True)
 
 
 @pytest.hookimpl(hookwrapper=True)

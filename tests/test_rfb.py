@@ -117,11 +117,16 @@ async def test_keyboard_and_mouse_reach_a_tk_window(world: World) -> None:
         assert graded.info is not None and graded.info["png"] > 100
 
 
-async def test_screenshot_is_a_png_of_what_the_display_shows(world: World) -> None:
+@pytest.mark.parametrize("tunnel_all", [False, True], ids=["own address", "tunnelled"])
+async def test_screenshot_is_a_png_of_what_the_display_shows(world: World,
+                                                            tunnel_all: bool) -> None:
     async with open_client(world.server.url) as client:
+        client.tunnel_all = tunnel_all
         await client.start("app_task", {"name": "shot"})
         screen = await client.open("screen")
-        assert screen.handed is not None  # the local server handed the display's connection
+        # in the server's network namespace the display is dialled at its own address; a
+        # client that tunnels gets the display's connection handed over by the local server
+        assert (screen.handed is not None) == tunnel_all
         pixels = decode_png(await screen.screenshot())
         assert pixels.shape == (HEIGHT, WIDTH, 3)
         assert tuple(pixels[300, 300]) == (255, 255, 255)  # the Tk canvas

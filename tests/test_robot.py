@@ -200,9 +200,11 @@ async def test_a_simulator_crash_is_an_error_and_other_sessions_keep_running() -
         assert pole._open == 0
 
 
-async def test_tokens_are_one_time_and_the_first_frame_must_claim() -> None:
+@pytest.mark.parametrize("tunnel_all", [False, True], ids=["own address", "tunnelled"])
+async def test_tokens_are_one_time_and_the_first_frame_must_claim(tunnel_all: bool) -> None:
     async with serving(env) as server:
         client = await Client.connect(server.url)
+        client.tunnel_all = tunnel_all
         async with client:
             started = await client.start("balance", {})
             local = (await client.binding("robot")).url
@@ -220,7 +222,11 @@ async def test_tokens_are_one_time_and_the_first_frame_must_claim() -> None:
             reply, code = await claim(msgspec.msgpack.encode({"type": "action"}))
             assert (reply.code, code) == ("invalid_message", 1008)
             robot = await client.open("robot")
-            assert robot.handed is not None  # the local server handed the connection over
+            # in the server's network namespace the robot is dialled at its own address; a
+            # client that tunnels gets the connection handed over by the local server
+            assert (robot.handed is not None) == tunnel_all
+            assert (local == next(b.url for b in client.manifest.capabilities
+                                  if b.name == "robot")) != tunnel_all
             reply, code = await claim(encode(Claim(token=token)))
             assert (reply.code, reply.message) == ("token_used",
                                                    "this episode's token was already used")

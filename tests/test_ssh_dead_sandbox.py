@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -54,7 +55,8 @@ async def test_dead_sandbox_ends_running_and_new_commands_with_255(tmp_path: Pat
                 # The sandbox dies (the OOM killer, say: the agent itself cannot kill its
                 # spawner, which is another user and the pid namespace's init).
                 for pid in sandboxes_of(os.getpid()):
-                    os.kill(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):  # gone with its parent
+                        os.kill(pid, signal.SIGKILL)
                 running = await waiting
                 later = await shell.run("echo hi")
         finally:

@@ -15,7 +15,7 @@ from hud import Environment, forward, tunnelhost
 from hud.client import open_client
 from hud.errors import CapabilityUnavailable
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("tunnelled")]
 
 
 def make_env(port: int) -> Environment:

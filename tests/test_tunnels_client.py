@@ -14,7 +14,7 @@ from hud.errors import CapabilityUnavailable
 from hud.forward import local_url, resolve_binding
 from hud.protocol.messages import Binding
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("tunnelled")]
 
 
 def make_env() -> Environment:

@@ -25,7 +25,7 @@ from hud.protocol.messages import Binding
 from hud.server import Server
 from hud.tunnel import HandedTunnel
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("tunnelled")]
 
 
 def make_env(port: int) -> Environment:
@@ -44,9 +44,9 @@ async def shout(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.S
 
 async def local_path(server: Server, token: str | None = None) -> str:
     """The Unix socket's path, asked for as a client does (the server makes it then)."""
-    path = await localtunnel.probe(server.url, token)
-    assert path is not None
-    return path
+    offer = await localtunnel.probe(server.url, token)
+    assert offer is not None
+    return offer.path
 
 
 async def hand_over(server: Server, name: str, token: str | None,
@@ -179,7 +179,8 @@ async def test_the_path_is_given_only_with_the_token() -> None:
     async with shouting_daemon() as (port, _), serving(make_env(port), token="t0k") as srv:
         assert await localtunnel.probe(srv.url, "wrong") is None
         assert srv.tunnels.local is not None and srv.tunnels.local.path is None  # not made for it
-        assert await localtunnel.probe(srv.url, "t0k") == srv.tunnels.local.path
+        offer = await localtunnel.probe(srv.url, "t0k")
+        assert offer is not None and offer.path == srv.tunnels.local.path
 
 
 async def test_server_shutdown_cuts_local_tunnels_and_handed_connections() -> None:
@@ -338,7 +339,7 @@ from hud.server import Server, ServerConfig
 
 async def main():
     async with Server(Environment("killed"), ServerConfig(host="127.0.0.1", port=0)) as srv:
-        print(await localtunnel.probe(srv.url, None), flush=True)
+        print((await localtunnel.probe(srv.url, None)).path, flush=True)
         await asyncio.sleep(600)
 
 asyncio.run(main())

@@ -99,8 +99,10 @@ async def check_capability(probe: CapabilityProbe) -> None:
     3. the params a client of a built-in family needs (:data:`REQUIRED_PARAMS`: ``ssh``'s
        ``host_pubkey``, ``cdp``'s ``endpoint_path``, ...) are in the manifest or the start
        bindings, as that protocol puts them;
-    4. the client reaches it through the control port's tunnel (a loopback port, not the
-       daemon's), its opener opens it there and ``exercise`` succeeds;
+    4. a client that tunnels every capability (:attr:`~hud.client.Client.tunnel_all`, as a
+       client on another host must) reaches it through the control port's tunnel (a
+       loopback port, not the daemon's), its opener opens it there and ``exercise``
+       succeeds;
     5. with per-task bindings: once the task ends, the client opened for it stops working
        and its credentials open nothing; a second task gets bindings of its own, which work;
     6. the tunnel refuses a name that is not declared (HTTP 404);
@@ -110,6 +112,8 @@ async def check_capability(probe: CapabilityProbe) -> None:
     async with Server(env, ServerConfig(host="127.0.0.1", port=0)) as server:
         declared = _declared(probe.name, env.capabilities)
         async with open_client(server.url) as client:
+            # what a client elsewhere does: the opener must work on the binding it is given
+            client.tunnel_all = True
             if declared not in client.manifest.capabilities:
                 raise fail(probe.name, "the manifest does not carry the binding as declared")
             await _check_tasks(probe, client, declared)
