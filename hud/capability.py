@@ -22,7 +22,9 @@ exactly as a third-party package would register its own:
     modbus = "my_package.plc:open_plc"
 
 ``env.use("plc", port=502)`` then declares it, and ``await client.open("modbus")`` reaches
-it through the tunnel. ``hud.testing.check_capability`` checks both halves.
+it through the tunnel (or at its own address, for a client in the server's network
+namespace: the opener gets a binding either way and must dial its URL).
+``hud.testing.check_capability`` checks both halves.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Client:
     """Tunnel every capability through the control port, even one whose daemon this process
     could dial at its own address (it shares the server's network namespace, and the daemon
     is on a loopback address): the server then holds every connection, and cuts them when it
-    closes. Set it on the class, or on a client before its first binding."""
+    closes. Set it on the class or on one client; it holds from the next binding on."""
 
     def __init__(self, transport: Transport, url: str, *, attach: bool = True) -> None:
         self.transport = transport
@@ -240,7 +240,8 @@ class Client:
             # lazy: tunnels are needed only once a capability is opened
             from .forward import Tunnels
 
-            self._tunnels = Tunnels(self.url, self.token, same_network=not self.tunnel_all)
+            self._tunnels = Tunnels(self.url, self.token)
+        self._tunnels.same_network = not self.tunnel_all  # it may change between calls
         return self._tunnels
 
     async def grade(self, answer: Any = None, *, template: str | None = None) -> GradeResult:

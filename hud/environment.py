@@ -305,7 +305,8 @@ class Environment:
 
     def browser(self, name: str = "browser", **options: Any) -> Browser:
         """Serve Chromium as a ``cdp/1.3`` capability: a fresh browser (and profile) per task,
-        reached through the tunnel by Playwright's ``connect_over_cdp`` or any CDP client.
+        reached (through the tunnel, or at its own address) by Playwright's
+        ``connect_over_cdp`` or any CDP client.
 
         Templates drive the task's browser with the returned object (``await
         browser.goto(url)``, ``await browser.evaluate(js)``); options are in

@@ -26,7 +26,6 @@ When the environment cannot reach the daemon it accepts the tunnel, then closes 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
@@ -37,7 +36,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from . import capability, localtunnel, ports, wsclient
-from .address import TUNNEL_PREFIX
+from .address import TUNNEL_PREFIX, is_loopback, numeric_family
 from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
 from .protocol.messages import Binding
@@ -350,16 +349,19 @@ def _on_loopback(url: str) -> bool:
     resolve otherwise here than where the environment runs)."""
     parts = urlsplit(url if "://" in url else f"tcp://{url}")
     try:
-        return parts.port is not None and parts.hostname is not None \
-            and ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:  # not an address, or a port out of range
+        port = parts.port
+    except ValueError:  # out of range
         return False
+    host = parts.hostname
+    return port is not None and host is not None and numeric_family(host) is not None \
+        and is_loopback(host)
 
 
 async def _open_at_daemon(opener: Callable[[Binding], Awaitable[T]], binding: Binding) -> T:
-    """``opener(binding)`` on the daemon's own address. When it fails and the daemon cannot
-    be reached, that is :class:`CapabilityUnavailable`, as a tunnel's refusal is, rather
-    than whatever the protocol client makes of a refused connection."""
+    """``opener(binding)`` on the daemon's own address (a loopback one). When it fails and
+    the daemon cannot be reached, that is :class:`CapabilityUnavailable` with the words a
+    tunnel's refusal has, rather than whatever the protocol client makes of a refused
+    connection."""
     try:
         return await opener(binding)
     except CapabilityUnavailable:
@@ -372,8 +374,8 @@ async def _open_at_daemon(opener: Callable[[Binding], Awaitable[T]], binding: Bi
             reason = (os.strerror(refused.errno) if isinstance(refused, OSError)
                       and refused.errno else type(refused).__name__)
             raise CapabilityUnavailable(
-                f"capability {binding.name!r} is unavailable: unreachable at {host}:{port}: "
-                f"{reason}") from exc
+                f"capability {binding.name!r} is unavailable: capability {binding.name!r} "
+                f"unreachable at {host}:{port}: {reason}") from exc
         sock.close()  # reachable: the opener's own error stands
         raise
 
@@ -392,16 +394,16 @@ class Tunnels:
     local = True
     """Ask the server for local tunnels (:mod:`hud.localtunnel`) before the first forwarder."""
 
-    def __init__(self, control_url: str, token: str | None, *,
-                 same_network: bool = True) -> None:
-        """``same_network``: give a capability its daemon's own address where this process
-        shares the server's network namespace and the daemon is on a loopback address.
-        False: tunnel every capability."""
+    same_network = True
+    """Give a capability its daemon's own address where this process shares the server's
+    network namespace and the daemon is on a loopback address. False: tunnel every one
+    (``Client.tunnel_all``)."""
+
+    def __init__(self, control_url: str, token: str | None) -> None:
         scheme = urlsplit(control_url).scheme
         if scheme not in ("ws", "wss", "memory"):
             raise HudConnectionError(f"tunnels need a WebSocket connection, not {control_url!r}")
         self.direct = scheme == "memory"
-        self.same_network = same_network
         self.control_url = control_url
         self.token = token
         self.forwarders: dict[str, Forwarder] = {}
@@ -460,7 +462,9 @@ class Tunnels:
     ) -> Any:
         binding, forwarder = await self._resolve(capabilities, ref, session)
         opener = find_opener(binding.protocol.split("/", 1)[0])
-        if forwarder is None:
+        if self.direct:  # in memory: as the environment's own code would open it
+            handle = await opener(binding)
+        elif forwarder is None:
             handle = await _open_at_daemon(opener, binding)
         else:
             forwarder.errors.clear()

@@ -65,8 +65,10 @@ LOCAL_PATH = "/v1/local"
 """Where a client asks for the Unix socket's path (see the module's docstring)."""
 NETNS_HEADER = "Hud-Netns"
 """The header of that answer naming the server's network namespace (:func:`netns`)."""
-NETNS_FIELD = re.compile(
-    rb"\r\n" + NETNS_HEADER.encode() + rb":[ \t]*([0-9]+:[0-9]+)[ \t]*(?:\r\n|\Z)", re.IGNORECASE)
+NETNS_VALUE = re.compile(r"[0-9A-Za-z-]{1,64}")  # a boot id: a UUID
+NETNS_FIELD = re.compile(rb"\r\n" + NETNS_HEADER.encode()
+                         + rb":[ \t]*([0-9A-Za-z-]{1,64}/[0-9]{1,20}:[0-9]{1,20})[ \t]*(?=\r\n|\Z)",
+                         re.IGNORECASE)
 MAX_EARLY = 1 << 20
 """Most bytes a hand-over may carry ahead of the socket."""
 HANDSHAKE_TIMEOUT = 10.0
@@ -118,14 +120,19 @@ def _listened(path: str) -> bool:
 
 
 def netns() -> str | None:
-    """This process's network namespace, as ``device:inode`` of ``/proc/self/ns/net`` (equal
-    for two processes exactly when they share it: their loopback addresses are the same);
-    None where there is no such file. Not cached: a process may move (``unshare``)."""
+    """This process's network namespace, as ``BOOT_ID/DEVICE:INODE``: the kernel's boot id
+    and ``/proc/self/ns/net``'s device and inode. Two processes give the same exactly when
+    they share it, so their loopback addresses are the same. The inode alone is not enough:
+    it is unique on one kernel only (every machine's first namespace has the same one), and
+    a server on another machine may look local through a forwarded port (``ssh -L``). None
+    where either file is missing. Not cached: a process may move (``unshare``)."""
     try:
         st = os.stat("/proc/self/ns/net")
-    except OSError:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except (OSError, ValueError):
         return None
-    return f"{st.st_dev}:{st.st_ino}"
+    return f"{boot}/{st.st_dev}:{st.st_ino}" if NETNS_VALUE.fullmatch(boot) else None
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -327,9 +334,9 @@ async def probe(control_url: str, token: str | None) -> Offer | None:
     head, _, body = answer.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200 ") or not body.strip():
         return None
-    found = NETNS_FIELD.search(head)
+    said = NETNS_FIELD.findall(head)  # said twice, it says nothing
     return Offer(body.decode(errors="replace").strip(),
-                 found[1].decode() if found is not None else None)
+                 said[0].decode() if len(said) == 1 else None)
 
 
 async def connect(path: str) -> socket.socket | None:

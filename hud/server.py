@@ -96,7 +96,9 @@ class ServerConfig:
     whose process serves one task (a pool worker, a ``hud serve`` per rollout)."""
     local_tunnels: bool = True
     """Offer tunnels handed over a Unix socket to clients on this host running as this
-    user (:mod:`hud.localtunnel`): one hop fewer than a bare tunnel."""
+    user (:mod:`hud.localtunnel`): one hop fewer than a bare tunnel. The same answer tells a
+    client whether it shares this server's network namespace (then it dials a daemon on
+    loopback at its own address); off, every client tunnels every capability."""
     interrupt_blocking: float | None = None
     """Seconds a template may hold the event loop in one go (a ``time.sleep``, a synchronous
     call) before it is interrupted with a template error, so other sessions are served

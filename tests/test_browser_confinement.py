@@ -111,14 +111,19 @@ async def test_a_page_reads_no_host_file(world: World) -> None:
         await client.grade("x")
 
 
-async def test_a_page_cannot_reach_hud(world: World) -> None:
-    """Not the control port (the server's own URL), nor DevTools through the tunnel's
-    end: a WebSocket fails and a navigation shows the proxy's refusal."""
+@pytest.mark.parametrize("tunnel_all", [False, True], ids=["own address", "tunnelled"])
+async def test_a_page_cannot_reach_hud(world: World, tunnel_all: bool) -> None:
+    """Not the control port (the server's own URL), nor DevTools at the address the client
+    has for it (its own, or the tunnel's end): a WebSocket fails and a navigation shows the
+    proxy's refusal."""
     async with open_client(world.server.url) as client, playwright.async_playwright() as p:
+        client.tunnel_all = tunnel_all
         await client.start("visit")
         page = await agent_page(client, p)
         control = world.server.url.replace("ws://", "http://")
         devtools = (await client.binding("browser")).url
+        declared = next(b.url for b in client.manifest.capabilities if b.name == "browser")
+        assert (devtools == declared) != tunnel_all
         assert await page.evaluate(WEBSOCKET, f"{world.server.url}/v1/control") == "error"
         for url in (f"{control}/v1/control", f"{devtools}/json/version"):
             seen = await shown(page, url)

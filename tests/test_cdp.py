@@ -111,9 +111,11 @@ async def test_manifest_publishes_a_cdp_binding(world: World) -> None:
         assert binding.params["state"] == "per-task"
 
 
-async def test_playwright_drives_the_task_browser_through_the_tunnel(world: World) -> None:
+@pytest.mark.parametrize("tunnel_all", [False, True], ids=["own address", "tunnelled"])
+async def test_playwright_drives_the_task_browser(world: World, tunnel_all: bool) -> None:
     playwright = pytest.importorskip("playwright.async_api")
     async with open_client(world.server.url) as client:
+        client.tunnel_all = tunnel_all
         started = await client.start("greet", {"name": "Grace"})
         assert started.bindings["browser"]["endpoint_path"].startswith("/")
         binding = await client.binding("browser")
@@ -132,12 +134,17 @@ async def test_playwright_drives_the_task_browser_through_the_tunnel(world: Worl
         assert graded.info == {"clicks": 1, "answer": "done"}
 
 
-async def test_raw_cdp_websocket_and_helpers_through_the_tunnel(world: World) -> None:
+@pytest.mark.parametrize("tunnel_all", [False, True], ids=["own address", "tunnelled"])
+async def test_raw_cdp_websocket_and_helpers(world: World, tunnel_all: bool) -> None:
     async with open_client(world.server.url) as client:
+        client.tunnel_all = tunnel_all
         await client.start("greet", {"name": "Alan"})
         devtools = await client.open("browser")
-        # A raw WebSocket to the URL DevTools handed out: it points at our end of the tunnel.
+        # A raw WebSocket to the URL DevTools handed out: it points at the address the client
+        # has, our end of the tunnel or the proxy's own.
         local = (await client.binding("browser")).url.removeprefix("http://")
+        declared = next(b.url for b in client.manifest.capabilities if b.name == "browser")
+        assert (f"http://{local}" == declared) != tunnel_all
         assert devtools.ws_url.startswith(f"ws://{local}/")
         async with connect(devtools.ws_url, max_size=None) as ws:
             await ws.send(json.dumps({"id": 1, "method": "Browser.getVersion"}))

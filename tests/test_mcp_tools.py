@@ -1,4 +1,5 @@
-"""``@env.tool()`` over the real MCP SDK (server and client), through the tunnel."""
+"""``@env.tool()`` over the real MCP SDK (server and client), at the tool server's own
+address (a client in the server's network namespace) and through the tunnel."""
 
 from __future__ import annotations
 
@@ -80,8 +81,10 @@ async def test_tools_are_listed_with_their_docstrings_and_schemas() -> None:
         assert listed["shout"].input_schema["properties"]["words"]["type"] == "array"
 
 
-async def test_calls_and_hooks_through_the_tunnel() -> None:
+@pytest.mark.parametrize("tunnel_all", [False, True], ids=["own address", "tunnelled"])
+async def test_calls_and_hooks(tunnel_all: bool) -> None:
     async with serving(tool_env()) as server, open_client(server.url) as client:
+        client.tunnel_all = tunnel_all
         tools = await client.open("mcp")
         ok = await tools.call_tool("count_letter", {"text": "Strawberry"})
         assert (text_of(ok), ok.structured_content, ok.is_error) == ("3", {"result": 3}, False)

@@ -127,6 +127,8 @@ async def test_screenshot_is_a_png_of_what_the_display_shows(world: World,
         # in the server's network namespace the display is dialled at its own address; a
         # client that tunnels gets the display's connection handed over by the local server
         assert (screen.handed is not None) == tunnel_all
+        declared = next(b.url for b in client.manifest.capabilities if b.name == "screen")
+        assert ((await client.binding("screen")).url == declared) != tunnel_all
         pixels = decode_png(await screen.screenshot())
         assert pixels.shape == (HEIGHT, WIDTH, 3)
         assert tuple(pixels[300, 300]) == (255, 255, 255)  # the Tk canvas

@@ -120,7 +120,7 @@ async def test_asyncvnc_speaks_3_8_with_the_task_password(task: tuple[int, str])
 
 async def test_with_no_task_each_version_is_refused_with_a_reason(server: Server) -> None:
     async with open_client(server.url) as client:
-        port = await proxy_port(client)  # through the tunnel, which lives with the client
+        port = await proxy_port(client)  # the proxy's own port: this is its network
         for version, refusal in ((V3_3, b"\x00" * 4), (V3_7, b"\x00"), (V3_8, b"\x00")):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             await reader.readexactly(12)

@@ -1,4 +1,5 @@
-"""The ``ssh/2`` workspace through the tunnel: per-task keys, commands, pty, files, graders."""
+"""The ``ssh/2`` workspace (at its own address, and through the tunnel): per-task keys,
+commands, pty, files, graders."""
 
 from __future__ import annotations
 
@@ -77,9 +78,11 @@ async def test_commands_exit_status_stderr_timeout_and_grading(root: Path) -> No
         assert graded.reward == 1.0
 
 
-async def test_files_over_sftp_and_an_interactive_pty(root: Path) -> None:
+@pytest.mark.parametrize("tunnel_all", [False, True], ids=["own address", "tunnelled"])
+async def test_files_over_sftp_and_an_interactive_pty(root: Path, tunnel_all: bool) -> None:
     env, _ = shell_env(root)
     async with serving(env) as server, open_client(server.url) as client:
+        client.tunnel_all = tunnel_all
         await client.start("edit")
         shell: Shell = await client.open("shell")
         assert await shell.list() == ["README.md", "src"]

@@ -1,6 +1,7 @@
 """The harness side of ``cdp/1.3``: ``await client.open("browser")`` gives a :class:`DevTools`.
 
-Its ``endpoint`` is the task's own browser through the tunnel, for any CDP client:
+Its ``endpoint`` is the task's own browser (through the tunnel, or at its own address for
+a client in the server's network namespace), for any CDP client:
 
     devtools = await client.open("browser")
     browser = await playwright.chromium.connect_over_cdp(devtools.endpoint)
