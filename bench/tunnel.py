@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -198,12 +199,13 @@ async def measure(url: str, server: int, size: int, rounds: int, condition: str,
 async def connect_round_trips(dials: dict[str, Dial], modes: list[str], count: int,
                               condition: str) -> None:
     """Per path: a new connection, one byte asked for and read, and the close, ``count``
-    times in rounds that rotate the order (what a program that opens many short connections
-    pays per connection)."""
+    times in rounds of a random order (what a program that opens many short connections
+    pays per connection; a rotation would always run one path after the same other)."""
     paths = list(dials)
     samples: dict[str, list[float]] = {path: [] for path in paths}
-    for i in range(count):
-        for path in paths[i % len(paths):] + paths[:i % len(paths)]:
+    order = random.Random(0)
+    for _ in range(count):
+        for path in order.sample(paths, len(paths)):
             started = time.perf_counter()
             reader, writer, after = await dials[path]()
             writer.write(b"down 1\n")
