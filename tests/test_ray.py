@@ -355,5 +355,7 @@ async def test_a_ray_client_join_that_the_proxy_aborts_is_tried_again(
     monkeypatch.setattr(ray, "init", aborted_once)
     async with RayRuntime(cluster.client_url) as runtime:
         await runtime._connected()
-        assert runtime.capacity is not None and runtime.capacity.total["cpu"] == 2
+        # it read the cluster: one CPU a node, and the second node may be gone by now
+        # (test_a_dead_node_is_an_error_not_a_reward kills it; Ray notices in its own time)
+        assert runtime.capacity is not None and runtime.capacity.total["cpu"] in (1, 2)
     assert calls == [cluster.client_url] * 2
