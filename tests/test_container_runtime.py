@@ -23,6 +23,7 @@ import msgspec
 import pytest
 from test_container import BASE_IMAGE, REPO_ROOT, _require_container_tools
 
+from hud.agents import create_agent
 from hud.client import Client
 from hud.eval import Run, Taskset
 from hud.protocol import errors
@@ -287,6 +288,43 @@ async def test_an_image_that_does_not_serve_is_an_environment_error() -> None:
     assert (run.status, run.error and run.error.phase) == ("error", "environment")
     assert run.error and run.error.message.startswith(
         f"container of {BASE_IMAGE} exited before serving:")
+    assert owned_by(owner_id()) == []
+
+
+RACING_ENGINE = """#!/bin/sh
+# podman, but its first `run` fails as when another process binds the host port that the
+# engine picked before the engine binds it
+if [ "$1" = run ] && [ ! -e "{flag}" ]; then
+    touch "{flag}"
+    echo "Error: rootlessport listen tcp 127.0.0.1:40000: bind: address already in use" >&2
+    exit 126
+fi
+exec {podman} "$@"
+"""
+
+
+@pytest.mark.anyio
+async def test_a_start_whose_port_was_taken_is_tried_again(
+        images: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine picks a free port of 127.0.0.1 for the control port, then binds it: a
+    process that binds it in between fails that start ("address already in use"). The runtime
+    starts another container instead of failing the rollout, and leaves none behind."""
+    real = shutil.which("podman")
+    assert real is not None
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    wrapper = folder / "podman"
+    wrapper.write_text(RACING_ENGINE.format(flag=tmp_path / "raced", podman=real))
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    taskset = Taskset.from_source(EXAMPLES / "letter_count" / "tasks.py").filter(["0"])
+    async with ContainerRuntime(images["letter_count"], engine="podman",
+                                solutions=True) as runtime:
+        assert runtime.engine.path == str(wrapper)
+        job = await taskset.run(create_agent("oracle"), runtime=runtime)
+    [run] = job.runs
+    assert (run.status, run.reward, run.error) == ("completed", 1.0, None)
+    assert (tmp_path / "raced").exists()  # the first start did fail
     assert owned_by(owner_id()) == []
 
 

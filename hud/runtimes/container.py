@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 CONTROL_PORT = 8765
 """The port ``hud serve`` listens on inside the container (``Dockerfile.hud``'s EXPOSE)."""
 POLL = 0.025
+START_TRIES = 3
+PORT_TAKEN = "address already in use"
+"""What the engine says when another process bound the host port it picked for the control
+port between its pick and its bind (seen with rootless podman and docker's API alike)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,27 +161,36 @@ class ContainerRuntime(Runtime):
         await self.engine.remove(container.name)
 
     async def _start(self) -> Container:
-        """Start a container and connect to it (at most ``max_starting`` at once)."""
-        name = f"hud-{self.owner.replace(':', '-')}-{next(self._numbers)}"
+        """Start a container and connect to it (at most ``max_starting`` at once). A start
+        whose published port another process took first is tried again (up to
+        :data:`START_TRIES` times in all), under a new name."""
         token = secrets.token_urlsafe(24)
         env = {"HUD_TOKEN": token}
         if self.solutions:
             env["HUD_ENABLE_SOLUTIONS"] = "1"
         labels = {RUNTIME_LABEL: "container", OWNER_LABEL: self.owner}
         async with self._starting:
-            try:
-                await self.engine.start(self.image, name=name, port=CONTROL_PORT, env=env,
-                                        labels=labels)
-                port = await self.engine.host_port(name, CONTROL_PORT)
-                if port is None:
-                    await self._exited(name)
-                client = await self._connect(name, f"ws://127.0.0.1:{port}", token)
-            except BaseException as exc:
-                await asyncio.shield(self.engine.remove(name))
-                if isinstance(exc, EngineFailed):
-                    raise HudConnectionError(f"container of {self.image}: {exc}") from None
-                raise
-        return Container(name, client)
+            tried = 0
+            while True:
+                tried += 1
+                name = f"hud-{self.owner.replace(':', '-')}-{next(self._numbers)}"
+                try:
+                    await self.engine.start(self.image, name=name, port=CONTROL_PORT, env=env,
+                                            labels=labels)
+                    port = await self.engine.host_port(name, CONTROL_PORT)
+                    if port is None:
+                        await self._exited(name)
+                    client = await self._connect(name, f"ws://127.0.0.1:{port}", token)
+                except BaseException as exc:
+                    await asyncio.shield(self.engine.remove(name))
+                    if isinstance(exc, EngineFailed):
+                        if PORT_TAKEN in exc.output and tried < START_TRIES:
+                            log.info("container %s: its port was taken as it started (%s); "
+                                     "starting another", name, exc.output.strip()[-200:])
+                            continue
+                        raise HudConnectionError(f"container of {self.image}: {exc}") from None
+                    raise
+                return Container(name, client)
 
     async def _connect(self, name: str, url: str, token: str) -> Client:
         """Connect once the server in ``name`` listens (tried every ``POLL`` seconds; its
