@@ -94,6 +94,11 @@ class Client:
     is on a loopback address): the server then holds every connection, and cuts them when it
     closes. Set it on the class or on one client; it holds from the next binding on."""
 
+    local_mount: tuple[str, str] | None = None
+    """``(server's, ours)``: a directory of the server's (``HUD_LOCAL_DIR``) and where it is
+    mounted in this process's view; set by a runtime that mounts it (a container's), so that
+    this client reaches the server's socket for local tunnels (:mod:`hud.localtunnel`)."""
+
     def __init__(self, transport: Transport, url: str, *, attach: bool = True) -> None:
         self.transport = transport
         self.url = url
@@ -242,6 +247,7 @@ class Client:
 
             self._tunnels = Tunnels(self.url, self.token)
         self._tunnels.same_network = not self.tunnel_all  # it may change between calls
+        self._tunnels.mount = self.local_mount
         return self._tunnels
 
     async def grade(self, answer: Any = None, *, template: str | None = None) -> GradeResult:

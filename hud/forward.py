@@ -408,6 +408,7 @@ class Tunnels:
         self.token = token
         self.forwarders: dict[str, Forwarder] = {}
         self.handles: list[Any] = []
+        self.mount: tuple[str, str] | None = None  # see Client.local_mount
         self._offer: localtunnel.Offer | None = None
         self._probed = False  # whether the server was asked for local tunnels
 
@@ -417,6 +418,15 @@ class Tunnels:
             self._probed = True
             self._offer = await localtunnel.probe(self.control_url, self.token)
         return self._offer
+
+    def _here(self, path: str) -> str:
+        """The server's socket path ``path`` as this process reaches it: through
+        :attr:`mount`, where the server's directory is mounted here."""
+        if self.mount is not None:
+            theirs, ours = self.mount
+            if path.startswith(theirs.rstrip("/") + "/"):
+                return ours.rstrip("/") + path[len(theirs.rstrip("/")):]
+        return path
 
     async def _reaches(self, declared: Binding) -> bool:
         """Whether this process reaches ``declared``'s daemon at its own address, as the
@@ -434,7 +444,8 @@ class Tunnels:
         if forwarder is None:
             offer = await self._probe()
             forwarder = await Forwarder(self.control_url, name, self.token,
-                                        None if offer is None else offer.path).start()
+                                        None if offer is None else self._here(offer.path)
+                                        ).start()
             self.forwarders[name] = forwarder
         return forwarder
 

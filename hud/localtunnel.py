@@ -75,6 +75,12 @@ HANDSHAKE_TIMEOUT = 10.0
 AVAILABLE = hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED") \
     and hasattr(socket, "send_fds")
 
+DIR_ENV = "HUD_LOCAL_DIR"
+"""A directory to make the socket's directory in instead of the temp dir: one that a
+container runtime mounts from the host (``hud.runtimes.container``), so that a client on the
+host reaches the socket (it is told where the directory is on its side). It must be this
+user's alone (mode 0700); a server that is not on the client's loopback then answers
+``/v1/local`` too (the token still gates it)."""
 DIR_PREFIX = "hud-local-"
 """The socket directory's name in the temp dir (``mkdtemp`` adds a random suffix)."""
 STALE_AFTER = 60.0
@@ -84,6 +90,24 @@ StartTunnel = Callable[[socket.socket, socket.socket, str, bytes], None]
 """``start_tunnel(reader, control, name, early)``: the server's part of a tunnel."""
 StartHanded = Callable[[socket.socket, str], None]
 """``start_handed(control, name)``: the server's part of a handed connection (``dial``)."""
+
+
+def _mounted_dir() -> str | None:
+    """:data:`DIR_ENV`'s directory, if it is one this user alone may enter; None otherwise
+    (unset, or not safe to use: then a fresh directory in the temp dir is used)."""
+    given = os.environ.get(DIR_ENV)
+    if not given:
+        return None
+    try:
+        info = os.stat(given)
+    except OSError as exc:
+        log.warning("%s=%s cannot be used: %s", DIR_ENV, given, exc)
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        log.warning("%s=%s is not a directory that only this user may enter: not used",
+                    DIR_ENV, given)
+        return None
+    return given
 
 
 def _sweep_stale(tmp: str) -> None:
@@ -159,12 +183,20 @@ class LocalTunnels:
         self._start_handed = start_handed
         self._listener: socket.socket | None = None
         self._dir: str | None = None
+        self.mounted = False
+        """Whether the socket is in a directory mounted from the client's side
+        (:data:`DIR_ENV`): then a client that is not on loopback may be told its path."""
 
     def start(self) -> bool:
         if not AVAILABLE:
             return False
-        _sweep_stale(tempfile.gettempdir())
-        self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX)  # 0700: only this user may enter
+        parent = _mounted_dir()
+        self.mounted = parent is not None
+        if parent is None:
+            parent = tempfile.gettempdir()
+        _sweep_stale(parent)
+        # 0700: only this user may enter
+        self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent)
         path = os.path.join(self._dir, "tunnels")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -114,12 +114,14 @@ class TunnelHost:
 
     def _local_answer(self, connection: WsServerConnection) -> Response:
         """``GET /v1/local``: the Unix socket's path for local tunnels, to a loopback peer of
-        a server that offers them; 404 otherwise (what a server without them answers)."""
+        a server that offers them (to any peer where the socket is in a directory mounted
+        from the client's side); 404 otherwise (what a server without them answers)."""
         peer = connection.transport.get_extra_info("peername") if connection.transport else None
         local = self.local
         if local is not None and local.path is None and not self._closing and not local.start():
             self.local = local = None  # cannot listen here: no use trying again
-        if local is None or local.path is None or not peer or not is_loopback(peer[0]):
+        if local is None or local.path is None \
+                or not (local.mounted or (peer and is_loopback(peer[0]))):
             return reject(connection, 404, -32601, "no local tunnels here")
         response = connection.respond(200, local.path)
         namespace = netns()

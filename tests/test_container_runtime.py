@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -219,13 +220,24 @@ def eval_letter_count_in_containers(image: str, tmp_path: Path, *flags: str,
 
 @pytest.mark.anyio
 async def test_the_coding_workspace_runs_inside_the_container(images: dict[str, str]) -> None:
-    """The ssh capability, tunnelled through the one published port, is a shell inside the
-    rollout's own container; that port is on 127.0.0.1 only and wants the token."""
+    """The ssh capability is a shell inside the rollout's own container; the one published
+    port is on 127.0.0.1 only and wants the token. Through the socket directory the runtime
+    mounts, hud's ssh opener gets the daemon's connection itself (no relay), and a program
+    given the binding's host:port has its connection handed to the server in the container
+    (one relay) instead of a bare tunnel (two)."""
     taskset = Taskset.from_source(EXAMPLES / "coding" / "tasks.py").filter(["fix_failing_test"])
-    seen: dict[str, str] = {}
+    seen: dict[str, Any] = {}
 
     async def agent(run: Run) -> None:
         shell = await run.client.open("shell")
+        seen["handed"] = shell.handed is not None
+        port = int((await run.client.binding("shell")).url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        seen["banner"] = await asyncio.wait_for(reader.readline(), 30)
+        forwarder = run.client._tunnels.forwarders["shell"]
+        seen["local"], seen["bare"] = forwarder.local, len(forwarder._splices)
+        seen["mounts"] = runtime._mounts
+        writer.close()
         seen["hostname"] = (await shell.run("hostname")).stdout.strip()
         seen["tests"] = (await shell.run("python3 -m unittest -q")).stderr
         [name] = owned_by(owner_id())
@@ -242,6 +254,9 @@ async def test_the_coding_workspace_runs_inside_the_container(images: dict[str, 
     assert (run.status, run.reward) == ("completed", 0.0), run.error
     assert seen["hostname"] == seen["id"]
     assert "FAILED" in seen["tests"]
+    assert seen["handed"] and seen["banner"].startswith(b"SSH-2.0-")
+    assert seen["local"].startswith(seen["mounts"] + "/") and seen["bare"] == 0
+    assert not os.path.exists(seen["mounts"])  # removed with the runtime
     host_port = int(seen["ports"].rpartition(":")[2])
     assert seen["ports"] == f"8765/tcp -> 127.0.0.1:{host_port}"
     assert owned_by(owner_id()) == []

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -364,3 +366,45 @@ async def test_a_killed_servers_socket_directory_is_swept_by_the_next_one() -> N
         async with serving(make_env(port)) as srv:
             assert await localtunnel.probe(srv.url, None) is not None  # it sweeps, then makes
         assert not left.exists() and alive.is_dir()
+
+
+async def test_a_mounted_directory_holds_the_socket_and_the_client_maps_its_path(
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """``HUD_LOCAL_DIR`` (what a container runtime mounts from the host): the server makes its
+    socket's directory there; a client told where that directory is on its side
+    (``Client.local_mount``; here another name for it) reaches the socket through it."""
+    short = Path(tempfile.mkdtemp(prefix="m"))  # a Unix socket's path has 107 bytes at most
+    theirs = short / "a"
+    theirs.mkdir(mode=0o700)
+    ours = short / "b"
+    ours.symlink_to(theirs)
+    request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+    monkeypatch.setenv(localtunnel.DIR_ENV, str(theirs))
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv, \
+            open_client(srv.url) as client:
+        client.local_mount = (str(theirs), str(ours))
+        local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+        _, writer = await shout(local, b"hi")
+        path = srv.tunnels.local.path
+        assert path is not None and Path(path).parent.parent == theirs
+        assert srv.tunnels.local.mounted
+        forwarder = client._tunnels.forwarders["shout"]
+        assert forwarder.local == str(ours / Path(path).relative_to(theirs))
+        assert not forwarder._splices  # a local tunnel, not a bare one
+        writer.close()
+    assert list(theirs.iterdir()) == []  # the server's directory went with it
+
+
+async def test_a_mounted_directory_others_may_enter_is_not_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    monkeypatch.setenv(localtunnel.DIR_ENV, str(shared))
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        assert await localtunnel.probe(srv.url, None) is not None
+        path = srv.tunnels.local.path
+        assert path is not None and not path.startswith(str(shared))
+        assert not srv.tunnels.local.mounted
+    assert "is not a directory that only this user may enter" in caplog.text

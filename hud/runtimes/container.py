@@ -3,7 +3,12 @@ any image whose command is ``hud serve ... --host 0.0.0.0 --port 8765``).
 
 Each container gets its own token (``HUD_TOKEN``) and publishes its control port on
 127.0.0.1 only; capabilities are tunnelled through that one port, as with any served
-environment. When a rollout ends (graded, failed or cancelled), its container is removed.
+environment. Each also gets a host directory of its own, mounted at :data:`LOCAL_DIR`, for
+the server's local-tunnel socket: a client of this runtime hands its connections over there
+(one relay, in the container) and hud's openers get the daemon's connection itself (no
+relay), where the engine maps the container's user to this one (podman, rootless or as
+root; a container whose server runs as another user keeps to bare tunnels). When a rollout
+ends (graded, failed or cancelled), its container is removed.
 Containers hud could not remove itself (it was killed) are removed by a reaper process the
 moment hud is gone (:mod:`hud.runtimes.reaper`), and, failing that, by the next container
 runtime started on the same host (:meth:`~hud.runtimes.engine.Engine.sweep`).
@@ -19,9 +24,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -29,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..client import Client
 from ..errors import HudConnectionError
+from ..localtunnel import DIR_ENV
 from .base import Runtime, RuntimeOptions, end_session
 from .engine import OWNER_LABEL, RUNTIME_LABEL, Engine, EngineFailed, find_engine, owner_id
 
@@ -40,6 +49,10 @@ log = logging.getLogger(__name__)
 CONTROL_PORT = 8765
 """The port ``hud serve`` listens on inside the container (``Dockerfile.hud``'s EXPOSE)."""
 POLL = 0.025
+LOCAL_DIR = "/run/hud-local"
+"""Where each container sees a host directory of its own for the server's local-tunnel
+socket (:mod:`hud.localtunnel`): a client here then opens local tunnels (one relay) and
+hud's openers get the daemon's connection itself (none) instead of bare tunnels (two)."""
 START_TRIES = 3
 PORT_TAKEN = "address already in use"
 """What the engine says when another process bound the host port it picked for the control
@@ -76,6 +89,7 @@ class ContainerRuntime(Runtime):
         self._tasks: set[asyncio.Task[None]] = set()  # warm-ups and removals: owned here
         self._numbers = itertools.count(1)
         self._reaper: subprocess.Popen[bytes] | None = None
+        self._mounts: str | None = None  # the containers' socket directories, made at need
         self._begun = False
 
     @classmethod
@@ -97,13 +111,16 @@ class ContainerRuntime(Runtime):
         if self._begun:
             return
         self._begun = True
+        # before the first await: a rollout that arrives meanwhile goes on to start its own
+        self._mounts = tempfile.mkdtemp(prefix="hud-mounts-")
         with contextlib.suppress(EngineFailed, OSError):
             stale = await self.engine.sweep()
             if stale:
                 log.warning("removed %d container(s) left by a hud that was killed: %s",
                             len(stale), ", ".join(stale))
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "hud.runtimes.reaper", self.engine.path, self.owner],
+            [sys.executable, "-m", "hud.runtimes.reaper", self.engine.path, self.owner,
+             self._mounts],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
         for _ in range(self.warm):
             self._spawn(self._warm_one())
@@ -123,6 +140,9 @@ class ContainerRuntime(Runtime):
             self._reaper.stdin.close()  # end-of-file: it removes what is left, then exits
             await asyncio.to_thread(self._reaper.wait)
             self._reaper = None
+        if self._mounts is not None:
+            shutil.rmtree(self._mounts, ignore_errors=True)
+            self._mounts = None
         self._begun = False  # a later rollout begins again: sweep, reaper, warm containers
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "hud-container-warm") -> None:
@@ -158,14 +178,28 @@ class ContainerRuntime(Runtime):
 
     async def _discard(self, container: Container) -> None:
         await end_session(container.client)
-        await self.engine.remove(container.name)
+        await self._remove(container.name)
+
+    def _mount(self, name: str) -> str:
+        """A fresh directory for container ``name``'s local-tunnel socket (0700, this
+        user's), under this runtime's own."""
+        assert self._mounts is not None, "made as the runtime begins, before any start"
+        path = os.path.join(self._mounts, name.rsplit("-", 1)[-1])  # short: sun_path is 108
+        os.mkdir(path, 0o700)
+        return path
+
+    async def _remove(self, name: str) -> None:
+        await self.engine.remove(name)
+        if self._mounts is not None:
+            shutil.rmtree(os.path.join(self._mounts, name.rsplit("-", 1)[-1]),
+                          ignore_errors=True)
 
     async def _start(self) -> Container:
         """Start a container and connect to it (at most ``max_starting`` at once). A start
         whose published port another process took first is tried again (up to
         :data:`START_TRIES` times in all), under a new name."""
         token = secrets.token_urlsafe(24)
-        env = {"HUD_TOKEN": token}
+        env = {"HUD_TOKEN": token, DIR_ENV: LOCAL_DIR}
         if self.solutions:
             env["HUD_ENABLE_SOLUTIONS"] = "1"
         labels = {RUNTIME_LABEL: "container", OWNER_LABEL: self.owner}
@@ -174,15 +208,17 @@ class ContainerRuntime(Runtime):
             while True:
                 tried += 1
                 name = f"hud-{self.owner.replace(':', '-')}-{next(self._numbers)}"
+                mount = self._mount(name)
                 try:
                     await self.engine.start(self.image, name=name, port=CONTROL_PORT, env=env,
-                                            labels=labels)
+                                            labels=labels, mounts={mount: LOCAL_DIR})
                     port = await self.engine.host_port(name, CONTROL_PORT)
                     if port is None:
                         await self._exited(name)
                     client = await self._connect(name, f"ws://127.0.0.1:{port}", token)
+                    client.local_mount = (LOCAL_DIR, mount)
                 except BaseException as exc:
-                    await asyncio.shield(self.engine.remove(name))
+                    await asyncio.shield(self._remove(name))
                     if isinstance(exc, EngineFailed):
                         if PORT_TAKEN in exc.output and tried < START_TRIES:
                             log.info("container %s: its port was taken as it started (%s); "

@@ -138,11 +138,13 @@ class Engine:
             return out.read().decode().strip()
 
     async def start(self, image: str, *, name: str, port: int, env: dict[str, str],
-                    labels: dict[str, str]) -> None:
+                    labels: dict[str, str], mounts: dict[str, str] | None = None) -> None:
         """Start ``image`` detached as ``name``, container port ``port`` published on a free
-        port of 127.0.0.1 only (never on other interfaces)."""
+        port of 127.0.0.1 only (never on other interfaces); ``mounts``: host directory →
+        where it appears in the container."""
         flags = [f"--label={key}={value}" for key, value in labels.items()]
         flags += [f"--env={key}={value}" for key, value in env.items()]
+        flags += [f"--volume={host}:{inside}:z" for host, inside in (mounts or {}).items()]
         await self.run("run", "--detach", f"--name={name}", "--stop-timeout=2",
                        f"--publish=127.0.0.1::{port}", *flags, image)
 

@@ -1,15 +1,17 @@
 """Removes a ``hud`` process's containers once it is gone, however it ended:
-``python -m hud.runtimes.reaper ENGINE OWNER``.
+``python -m hud.runtimes.reaper ENGINE OWNER [MOUNTS]``.
 
 The container runtime starts one reaper, in its own session (a Ctrl-C to the terminal's
 process group does not reach it), and holds the write end of its stdin. When that pipe
 reaches end-of-file (the runtime closed it, or the kernel did because the ``hud`` process
-died, even of SIGKILL), the reaper removes every container labelled ``OWNER`` and exits.
+died, even of SIGKILL), the reaper removes every container labelled ``OWNER``, then the
+runtime's directory of the containers' mounts, ``MOUNTS``, and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import sys
 
@@ -29,6 +31,8 @@ def main(argv: list[str]) -> int:
     while sys.stdin.buffer.read(4096):
         pass  # the runtime writes nothing: this returns at end-of-file
     names = asyncio.run(reap(engine, owner))
+    if len(argv) > 2:
+        shutil.rmtree(argv[2], ignore_errors=True)
     if names:
         sys.stderr.write(f"hud: removed {len(names)} container(s) left by {owner}\n")
     return 0
