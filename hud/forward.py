@@ -155,10 +155,11 @@ class Forwarder:
     """Ask for bare tunnels (``ws://`` URLs only); False once the server has declined."""
 
     def __init__(self, control_url: str, name: str, token: str | None = None,
-                 local: str | None = None) -> None:
+                 local: str | None = None, bound: str | None = None) -> None:
         self.name = name
         self.token = token
         self.local = local
+        self.bound = bound  # the path the server bound its socket at, where ``local`` differs
         """The server's Unix socket for local tunnels; None once unreachable (or never)."""
         self.url = tunnel_url(control_url, name)
         self.headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -219,7 +220,7 @@ class Forwarder:
         reached, or does not know ``dial`` (an older hud)."""
         if self.local is None:
             return None
-        conn = await localtunnel.connect(self.local)
+        conn = await localtunnel.connect(self.local, self.bound)
         if conn is None:
             log.info("local tunnels unreachable at %s: using bare tunnels", self.local)
             self.local = None
@@ -290,7 +291,7 @@ class Forwarder:
         off) when its Unix socket cannot be reached. Errors as :meth:`_open` has them."""
         assert self.local is not None
         await end.wait_made()
-        conn = await localtunnel.connect(self.local)
+        conn = await localtunnel.connect(self.local, self.bound)
         if conn is None:
             log.info("local tunnels unreachable at %s: using bare tunnels", self.local)
             self.local = None
@@ -419,14 +420,21 @@ class Tunnels:
             self._offer = await localtunnel.probe(self.control_url, self.token)
         return self._offer
 
-    def _here(self, path: str) -> str:
+    def _here(self, path: str) -> str | None:
         """The server's socket path ``path`` as this process reaches it: through
-        :attr:`mount`, where the server's directory is mounted here."""
-        if self.mount is not None:
-            theirs, ours = self.mount
-            if path.startswith(theirs.rstrip("/") + "/"):
-                return ours.rstrip("/") + path[len(theirs.rstrip("/")):]
-        return path
+        :attr:`mount`, where the server's directory is mounted here. None where it is not
+        a server's socket (:func:`~hud.localtunnel.plausible`) or not in that directory."""
+        here = path if os.path.isabs(path) else ""
+        if here and self.mount is not None:
+            theirs, ours = (os.path.normpath(side) for side in self.mount)
+            if os.path.commonpath([theirs, os.path.normpath(path)]) != theirs:
+                here = ""  # not in the directory the runtime mounted: not the server's
+            else:  # a link out of it is caught as the socket answers (its bound name)
+                here = os.path.join(ours, os.path.relpath(os.path.normpath(path), theirs))
+        if not here or not localtunnel.plausible(here, path):
+            log.warning("local tunnels: the server's socket %r is not one: bare tunnels", path)
+            return None
+        return here
 
     async def _reaches(self, declared: Binding) -> bool:
         """Whether this process reaches ``declared``'s daemon at its own address, as the
@@ -443,9 +451,9 @@ class Tunnels:
         forwarder = self.forwarders.get(name)
         if forwarder is None:
             offer = await self._probe()
-            forwarder = await Forwarder(self.control_url, name, self.token,
-                                        None if offer is None else self._here(offer.path)
-                                        ).start()
+            here = None if offer is None else self._here(offer.path)
+            forwarder = await Forwarder(self.control_url, name, self.token, here,
+                                        None if offer is None else offer.path).start()
             self.forwarders[name] = forwarder
         return forwarder
 

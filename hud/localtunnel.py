@@ -371,14 +371,35 @@ async def probe(control_url: str, token: str | None) -> Offer | None:
                  said[0].decode() if len(said) == 1 else None)
 
 
-async def connect(path: str) -> socket.socket | None:
+def plausible(path: str, bound: str) -> bool:
+    """Whether ``path`` (``bound``, the path a server says it bound its socket at, or this
+    process's name for it) looks like a server's socket and nothing else: a socket named
+    ``tunnels`` in a directory of :data:`DIR_PREFIX` that this user alone may enter, with
+    no link on the way from that directory. A server that answers with anything else
+    (another program's socket: the answer is the server's to make) is not trusted with
+    this client's connections."""
+    name, parent = os.path.basename(bound), os.path.basename(os.path.dirname(bound))
+    if name != "tunnels" or not parent.startswith(DIR_PREFIX):
+        return False
+    try:
+        folder, sock = os.lstat(os.path.dirname(path)), os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(folder.st_mode) and folder.st_uid == os.geteuid() \
+        and not folder.st_mode & 0o077 and stat.S_ISSOCK(sock.st_mode)
+
+
+async def connect(path: str, bound: str | None = None) -> socket.socket | None:
     """A connection to the server's Unix socket at ``path``, or None where it cannot be
-    reached or answers as another user."""
+    reached or answers as another user. ``bound``: the path the server bound it at, where
+    ``path`` is another name for it (a mounted directory, :data:`DIR_ENV`): a socket bound
+    anywhere else is not the server's, whatever link led to it (the directory is the
+    container's to write in), and is refused."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         await asyncio.get_running_loop().sock_connect(sock, path)
-        if peer_uid(sock) == os.geteuid():
+        if peer_uid(sock) == os.geteuid() and sock.getpeername() == (bound or path):
             return sock
     except OSError:
         pass

@@ -408,3 +408,71 @@ async def test_a_mounted_directory_others_may_enter_is_not_used(
         assert path is not None and not path.startswith(str(shared))
         assert not srv.tunnels.local.mounted
     assert "is not a directory that only this user may enter" in caplog.text
+
+
+def listening(path: Path) -> socket.socket:
+    """A Unix socket listening at ``path`` (another program's, for the tests below)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(8)
+    sock.setblocking(False)
+    return sock
+
+
+def sent_to(sock: socket.socket) -> bytes:
+    """Everything the connections waiting on listener ``sock`` sent before they closed."""
+    data = b""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            return data
+        with conn:
+            conn.settimeout(5)
+            while chunk := conn.recv(4096):
+                data += chunk
+
+
+@pytest.mark.parametrize("where", ["another program's socket", "a link out of the mount",
+                                   "a socket bound elsewhere", "a relative path"])
+async def test_a_server_naming_a_socket_not_its_own_gets_bare_tunnels(
+        where: str, request: pytest.FixtureRequest) -> None:
+    """The path in a server's answer is the server's to write (a container's, say): the
+    client uses it only for a socket of the server's shape, with no link leading out of a
+    mounted directory, and bound where the server says. Else bare tunnels, and the socket
+    it named is sent nothing (a socket bound elsewhere is known only once connected)."""
+    short = Path(tempfile.mkdtemp(prefix="s"))  # sun_path: 107 bytes at most
+    request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+    outside = short / f"{localtunnel.DIR_PREFIX}x"
+    outside.mkdir(mode=0o700)
+    mount: tuple[str, str] | None = None
+    if where == "another program's socket":
+        other = listening(short / "agent.sock")
+        named = str(short / "agent.sock")
+    elif where == "a link out of the mount":
+        other = listening(outside / "tunnels")
+        theirs = short / "m"
+        theirs.mkdir(mode=0o700)
+        (theirs / "up").symlink_to(short)  # a link above the socket's own directory
+        named = str(theirs / "up" / outside.name / "tunnels")
+        mount = (str(theirs), str(theirs))
+    elif where == "a socket bound elsewhere":
+        other = listening(short / "elsewhere")
+        os.rename(short / "elsewhere", outside / "tunnels")  # the name it was bound at stays
+        named = str(outside / "tunnels")
+    else:
+        other = listening(outside / "tunnels")
+        named = f"{localtunnel.DIR_PREFIX}x/tunnels"
+        mount = (str(short), str(short))
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        assert await localtunnel.probe(srv.url, None) is not None  # its own socket is made
+        srv.tunnels.local.path = named  # what it answers from now on
+        async with open_client(srv.url) as client:
+            client.local_mount = mount
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            _, writer = await shout(local, b"hi")
+            forwarder = client._tunnels.forwarders["shout"]
+            assert forwarder.local is None and len(forwarder._splices) == 1  # bare
+            writer.close()
+    assert sent_to(other) == b""
+    other.close()
