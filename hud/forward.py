@@ -387,9 +387,10 @@ class Tunnels:
 
     A client connected in memory (``memory://``, the in-process runtime) shares the
     environment's host, so its bindings point straight at the daemons: no tunnel needed. So
-    does a client in the server's network namespace (the server names its own in its answer
-    to ``/v1/local``, :mod:`hud.localtunnel`) for a daemon on a loopback address: this
-    process reaches it exactly as the server would, with no relay in between.
+    does a client in the server's network namespace (the kernel says so, through the
+    server's local-tunnel socket: :func:`hud.localtunnel.same_network`) for a daemon on a
+    loopback address: this process reaches it exactly as the server would, with no relay
+    in between.
     """
 
     local = True
@@ -411,6 +412,8 @@ class Tunnels:
         self.handles: list[Any] = []
         self.mount: tuple[str, str] | None = None  # see Client.local_mount
         self._offer: localtunnel.Offer | None = None
+        self._same: bool | None = None  # whether the server shares this network namespace
+        self._socket: str | None = None  # the server's socket, as this process reaches it
         self._probed = False  # whether the server was asked for local tunnels
 
     async def _probe(self) -> localtunnel.Offer | None:
@@ -418,6 +421,8 @@ class Tunnels:
         if not self._probed and self.local:
             self._probed = True
             self._offer = await localtunnel.probe(self.control_url, self.token)
+            if self._offer is not None:
+                self._socket = self._here(self._offer.path)
         return self._offer
 
     def _here(self, path: str) -> str | None:
@@ -443,16 +448,17 @@ class Tunnels:
             return True
         if not self.same_network or not _on_loopback(declared.url):
             return False
-        offer = await self._probe()
-        return offer is not None and offer.netns is not None \
-            and offer.netns == localtunnel.netns()
+        if self._same is None:  # asked once: the answer holds for the client's life
+            offer = await self._probe()
+            self._same = self._socket is not None and offer is not None \
+                and await localtunnel.same_network(self._socket, offer, self.token)
+        return self._same
 
     async def forwarder(self, name: str) -> Forwarder:
         forwarder = self.forwarders.get(name)
         if forwarder is None:
             offer = await self._probe()
-            here = None if offer is None else self._here(offer.path)
-            forwarder = await Forwarder(self.control_url, name, self.token, here,
+            forwarder = await Forwarder(self.control_url, name, self.token, self._socket,
                                         None if offer is None else offer.path).start()
             self.forwarders[name] = forwarder
         return forwarder

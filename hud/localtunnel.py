@@ -9,9 +9,10 @@ process, not in the reader's.
 
 Negotiation is opt-in: the client asks ``GET /v1/local`` on the control port, with the
 token as on every path. A server that offers local tunnels answers ``200`` with the Unix
-socket's path as the body (to a peer on loopback only); anything else means "not offered",
-and the client keeps to bare tunnels. So does a client that cannot reach the path (another
-host, another mount namespace, a container).
+socket's path as the body (to a peer on loopback only, unless its directory is mounted
+from the client's side: :data:`DIR_ENV`); anything else means "not offered", and the
+client keeps to bare tunnels. So does a client that cannot reach the path (another host,
+another mount namespace, a container without that mount).
 
 Per tunnel, on a new connection to that path, the client sends one line,
 ``tunnel NAME EARLY TOKEN`` (name and token percent-quoted, ``-`` for no token, EARLY the
@@ -21,9 +22,14 @@ over), with the reader's socket attached to the first byte. The server answers `
 tunnel: the server closes it when the tunnel ends, and the client closing it ends the
 tunnel.
 
-The answer also carries the server's network namespace (``Hud-Netns``, :func:`netns`). A
-client in the same one reaches a daemon on a loopback address exactly as the server does,
-so it needs no tunnel at all: it is given the daemon's own address (``hud.forward``).
+The answer also carries the server's id (``Hud-Local-Id``, random per server). A client
+may check, once, whether the server shares its network namespace (:func:`same_network`):
+over the Unix socket it says ``hello - 0 TOKEN`` and the server answers ``ok ID``, which
+ties the socket to the server on the control port; the kernel then names the process at
+the socket's other end (``SO_PEERCRED``), and that process's network namespace is compared
+with the client's own (``/proc/PID/ns/net``). Nothing the server says decides it. A client
+in the same one reaches a daemon on a loopback address exactly as the server does, so it
+needs no tunnel at all: it is given the daemon's own address (``hud.forward``).
 
 A client that can use a socket itself (hud's own openers: ``ssh`` over asyncssh, say) may
 ask for the daemon's connection instead of a tunnel: ``dial NAME 0 TOKEN``, with no socket
@@ -36,7 +42,10 @@ or the server closes.
 Safety: the socket is in a directory only the server's user may enter (``mkdtemp``,
 0700); each side checks that the other runs as its own user (``SO_PEERCRED``); the token
 and the declared capability are checked as on the control port. The server holds every
-socket of the tunnel, so it cuts the tunnel when it closes.
+socket of the tunnel, so it cuts the tunnel when it closes. The path in the answer is the
+server's to write (and, in a mounted directory, :data:`DIR_ENV`, the directory's contents
+are the container's), so the client trusts it only for a socket of the server's shape
+(:func:`plausible`) whose bound name is that path (:func:`connect`).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import hmac
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import stat
@@ -59,16 +69,14 @@ from urllib.parse import quote, unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
-VERBS = ("tunnel", "dial")
+VERBS = ("tunnel", "dial", "hello")
 """The requests a connection to the Unix socket may make (see the module's docstring)."""
 LOCAL_PATH = "/v1/local"
 """Where a client asks for the Unix socket's path (see the module's docstring)."""
-NETNS_HEADER = "Hud-Netns"
-"""The header of that answer naming the server's network namespace (:func:`netns`)."""
-NETNS_VALUE = re.compile(r"[0-9A-Za-z-]{1,64}")  # a boot id: a UUID
-NETNS_FIELD = re.compile(rb"\r\n" + NETNS_HEADER.encode()
-                         + rb":[ \t]*([0-9A-Za-z-]{1,64}/[0-9]{1,20}:[0-9]{1,20})[ \t]*(?=\r\n|\Z)",
-                         re.IGNORECASE)
+ID_HEADER = "Hud-Local-Id"
+"""The header of that answer carrying the server's id (:attr:`LocalTunnels.id`)."""
+ID_FIELD = re.compile(rb"\r\n" + ID_HEADER.encode() + rb":[ \t]*([0-9a-f]{32})[ \t]*(?=\r\n|\Z)",
+                      re.IGNORECASE)
 MAX_EARLY = 1 << 20
 """Most bytes a hand-over may carry ahead of the socket."""
 HANDSHAKE_TIMEOUT = 10.0
@@ -143,26 +151,17 @@ def _listened(path: str) -> bool:
         return True
 
 
-def netns() -> str | None:
-    """This process's network namespace, as ``BOOT_ID/DEVICE:INODE``: the kernel's boot id
-    and ``/proc/self/ns/net``'s device and inode. Two processes give the same exactly when
-    they share it, so their loopback addresses are the same. The inode alone is not enough:
-    it is unique on one kernel only (every machine's first namespace has the same one), and
-    a server on another machine may look local through a forwarded port (``ssh -L``). None
-    where either file is missing. Not cached: a process may move (``unshare``)."""
-    try:
-        st = os.stat("/proc/self/ns/net")
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            boot = f.read().strip()
-    except (OSError, ValueError):
-        return None
-    return f"{boot}/{st.st_dev}:{st.st_ino}" if NETNS_VALUE.fullmatch(boot) else None
-
-
 def peer_uid(sock: socket.socket) -> int:
     """The user id of the process at the other end of Unix socket ``sock``."""
+    return _peer(sock)[1]
+
+
+def _peer(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of Unix socket ``sock``, as the
+    kernel has them (in this process's namespaces; pid 0 for one this process cannot see)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", creds)[1])
+    pid, uid, gid = struct.unpack("3i", creds)
+    return int(pid), int(uid), int(gid)
 
 
 class LocalTunnels:
@@ -179,6 +178,9 @@ class LocalTunnels:
                  spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
         self.token = token
         self.path: str | None = None
+        self.id = secrets.token_hex(16)
+        """Named in the answer to ``/v1/local`` and to ``hello`` on the socket: what ties
+        the two to one server."""
         self._refusal, self._start_tunnel, self._spawn = refusal, start_tunnel, spawn
         self._start_handed = start_handed
         self._listener: socket.socket | None = None
@@ -259,7 +261,11 @@ class LocalTunnels:
             if reader is not None:
                 reader.close()
             return
-        if reader is None:
+        if line.startswith("hello "):
+            with contextlib.suppress(OSError):
+                conn.send(f"ok {self.id}\n".encode())
+            conn.close()
+        elif reader is None:
             self._start_handed(conn, name)
         else:
             self._start_tunnel(reader, conn, name, early)
@@ -272,7 +278,7 @@ class LocalTunnels:
         if self.token is not None and not hmac.compare_digest(
                 token.encode(), self.token.encode()):
             return name, "unauthorized: missing or wrong token"
-        return name, self._refusal(name)
+        return name, None if verb == "hello" else self._refusal(name)
 
 
 def _split_request(line: str) -> tuple[str, str, int, str]:
@@ -307,9 +313,10 @@ async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket 
                 raise ValueError("the client hung up mid-request")
             data += more
         line, _, early = data.partition(b"\n")
-        if line.startswith(b"dial "):
+        if line.startswith((b"dial ", b"hello ")):
             if fds or early:
-                raise ValueError("a dial request hands over nothing")
+                raise ValueError(f"a {line.split(b' ', 1)[0].decode()} request hands over "
+                                 "nothing")
             return line.decode(), b"", None
         if len(fds) != 1:
             raise ValueError(f"{len(fds)} sockets handed over, not one")
@@ -341,8 +348,8 @@ class Offer(NamedTuple):
 
     path: str
     """The Unix socket for local tunnels."""
-    netns: str | None
-    """The server's network namespace (:func:`netns`), where it said."""
+    id: str | None
+    """The server's id (:attr:`LocalTunnels.id`), where it said."""
 
 
 async def probe(control_url: str, token: str | None) -> Offer | None:
@@ -366,7 +373,7 @@ async def probe(control_url: str, token: str | None) -> Offer | None:
     head, _, body = answer.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200 ") or not body.strip():
         return None
-    said = NETNS_FIELD.findall(head)  # said twice, it says nothing
+    said = ID_FIELD.findall(head)  # said twice, it says nothing
     return Offer(body.decode(errors="replace").strip(),
                  said[0].decode() if len(said) == 1 else None)
 
@@ -405,6 +412,37 @@ async def connect(path: str, bound: str | None = None) -> socket.socket | None:
         pass
     sock.close()
     return None
+
+
+async def same_network(path: str, offer: Offer, token: str | None) -> bool:
+    """Whether the server of ``offer`` (reached at ``path``, this process's name for its
+    socket) runs in this process's network namespace, as the kernel says: the socket
+    answers ``hello`` with the server's id, and the process at its other end
+    (``SO_PEERCRED``) has this process's ``/proc/PID/ns/net``. False on any doubt."""
+    if offer.id is None:
+        return False
+    conn = await connect(path, offer.path)
+    if conn is None:
+        return False
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            await loop.sock_sendall(conn, f"hello - 0 {quote(token or '-', safe='')}\n".encode())
+            answer = b""
+            while b"\n" not in answer and len(answer) < 4096:
+                more = await loop.sock_recv(conn, 4096)
+                if not more:
+                    return False
+                answer += more
+        if answer.partition(b"\n")[0] != f"ok {offer.id}".encode():
+            return False
+        pid = _peer(conn)[0]
+        theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
+        return pid > 0 and (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        conn.close()
 
 
 async def hand_over(conn: socket.socket, name: str, token: str | None,

@@ -6,7 +6,7 @@ Paths on the port (:mod:`hud.server` serves control sessions on the rest):
   WebSocket (:func:`~hud.tunnel.link_daemon`) or, where the client asks for ``hud-tunnel/1``
   and the platform can splice, bare (:class:`~hud.tunnel.BareTunnel`);
 * ``/v1/local``: the Unix socket's path for local tunnels (:mod:`hud.localtunnel`) and the
-  server's network namespace, to a loopback peer of a server that offers them; on that
+  server's id, to a loopback peer of a server that offers them; on that
   socket, a client's socket is spliced to the daemon, or the daemon's connection is handed
   to the client (:class:`~hud.tunnel.HandedTunnel`).
 
@@ -26,7 +26,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .address import TUNNEL_PREFIX, is_loopback
-from .localtunnel import LOCAL_PATH, NETNS_HEADER, LocalTunnels, netns
+from .localtunnel import ID_HEADER, LOCAL_PATH, LocalTunnels
 from .tunnel import (
     RAW_UPGRADE,
     SPLICE_AVAILABLE,
@@ -124,9 +124,7 @@ class TunnelHost:
                 or not (local.mounted or (peer and is_loopback(peer[0]))):
             return reject(connection, 404, -32601, "no local tunnels here")
         response = connection.respond(200, local.path)
-        namespace = netns()
-        if namespace is not None:
-            response.headers[NETNS_HEADER] = namespace
+        response.headers[ID_HEADER] = local.id
         return response
 
     def _local_refusal(self, name: str) -> str | None:

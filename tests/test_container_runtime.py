@@ -306,40 +306,61 @@ async def test_an_image_that_does_not_serve_is_an_environment_error() -> None:
     assert owned_by(owner_id()) == []
 
 
-RACING_ENGINE = """#!/bin/sh
-# podman, but its first `run` fails as when another process binds the host port that the
-# engine picked before the engine binds it
-if [ "$1" = run ] && [ ! -e "{flag}" ]; then
-    touch "{flag}"
-    echo "Error: rootlessport listen tcp 127.0.0.1:40000: bind: address already in use" >&2
-    exit 126
+FAULTY_ENGINE = """#!/bin/sh
+# podman, but with a fault: "port" fails its first run as when another process binds the
+# host port that the engine picked before the engine binds it; "mount" fails every run that
+# mounts a directory, as Docker Desktop does for a path it does not share
+if [ "$1" = run ]; then
+    case "{fault}" in
+    port) if [ ! -e "{flag}" ]; then
+              touch "{flag}"
+              echo "Error: listen tcp 127.0.0.1:40000: bind: address already in use" >&2
+              exit 126
+          fi ;;
+    mount) case "$*" in *--volume=*)
+              touch "{flag}"
+              echo "docker: Error response from daemon: Mounts denied: the path is not shared" >&2
+              exit 125 ;;
+           esac ;;
+    esac
 fi
 exec {podman} "$@"
 """
 
 
 @pytest.mark.anyio
-async def test_a_start_whose_port_was_taken_is_tried_again(
-        images: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine picks a free port of 127.0.0.1 for the control port, then binds it: a
-    process that binds it in between fails that start ("address already in use"). The runtime
-    starts another container instead of failing the rollout, and leaves none behind."""
+@pytest.mark.parametrize("fault", ["port", "mount"])
+async def test_an_engine_fault_at_start_is_survived(
+        fault: str, images: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start whose published port another process took first ("address already in use")
+    is tried again under a new name; an engine that will not mount the socket directory
+    gets containers without it (bare tunnels). Either way the rollout runs, and no container
+    is left behind."""
     real = shutil.which("podman")
     assert real is not None
     folder = tmp_path / "bin"
     folder.mkdir()
     wrapper = folder / "podman"
-    wrapper.write_text(RACING_ENGINE.format(flag=tmp_path / "raced", podman=real))
+    wrapper.write_text(FAULTY_ENGINE.format(fault=fault, flag=tmp_path / "faulted", podman=real))
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     taskset = Taskset.from_source(EXAMPLES / "letter_count" / "tasks.py").filter(["0"])
+    mounted: list[object] = []
+
+    async def oracle(run: Run) -> None:
+        mounted.append(run.client.local_mount)
+        await create_agent("oracle")(run)
+
     async with ContainerRuntime(images["letter_count"], engine="podman",
                                 solutions=True) as runtime:
         assert runtime.engine.path == str(wrapper)
-        job = await taskset.run(create_agent("oracle"), runtime=runtime)
+        job = await taskset.run(oracle, runtime=runtime)
+        assert runtime.mounts == (fault != "mount")
     [run] = job.runs
     assert (run.status, run.reward, run.error) == ("completed", 1.0, None)
-    assert (tmp_path / "raced").exists()  # the first start did fail
+    assert (tmp_path / "faulted").exists()  # the fault did happen
+    assert (mounted[0] is None) == (fault == "mount")
     assert owned_by(owner_id()) == []
 
 

@@ -1,16 +1,18 @@
 """A client in the server's network namespace needs no tunnel to a daemon on loopback: its
-binding is the daemon's own address (unless :attr:`hud.client.Client.tunnel_all`). Anywhere else
-(the server says another namespace, or says none; a daemon named by a host name) it tunnels."""
+binding is the daemon's own address (unless :attr:`hud.client.Client.tunnel_all`). The kernel
+says whether it is (the process at the server's socket, and its ``/proc/PID/ns/net``), not
+the server. Anywhere else (another namespace, a socket that is not the server's, a daemon
+named by a host name, a server without local tunnels) it tunnels."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import pytest
 from conftest import serving, shouting_daemon
 
-import hud.tunnelhost
 from hud import Environment, localtunnel
 from hud.client import open_client
 from hud.errors import CapabilityUnavailable
@@ -43,15 +45,48 @@ async def shout(url: str, data: bytes) -> bytes:
         writer.close()
 
 
-async def test_the_server_names_its_network_namespace_with_the_local_offer() -> None:
+async def test_the_offer_names_the_server_and_its_socket_answers_with_that_name() -> None:
     async with shouting_daemon() as (port, _), \
             serving(make_env(f"tcp://127.0.0.1:{port}"), token="t0k") as server:
         offer = await localtunnel.probe(server.url, "t0k")
         assert offer is not None and offer.path == server.tunnels.local.path
-        st = os.stat(f"/proc/{os.getpid()}/ns/net")
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        assert offer.netns == localtunnel.netns() == f"{boot}/{st.st_dev}:{st.st_ino}"
+        assert offer.id == server.tunnels.local.id and len(offer.id) == 32
+        assert await localtunnel.same_network(offer.path, offer, "t0k")
+        assert not await localtunnel.same_network(offer.path, offer, "wrong")  # refused
+
+
+IN_ANOTHER_NETWORK = """
+import asyncio
+from hud.localtunnel import LocalTunnels
+
+async def main():
+    tunnels = LocalTunnels(None, lambda name: None, print, print, asyncio.ensure_future)
+    assert tunnels.start()
+    print(tunnels.path, tunnels.id, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_server_in_another_network_namespace_is_told_apart_by_the_kernel() -> None:
+    """A server's socket in another network namespace (on the same host and file system, as
+    a container that shares /tmp): it answers with its own id, and still it is not in this
+    process's namespace, which only the kernel can say."""
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "-r", "--net"]
+    child = await asyncio.create_subprocess_exec(
+        *unshare, sys.executable, "-c", IN_ANOTHER_NETWORK, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        path, ident = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().split()
+        offer = localtunnel.Offer(path, ident)
+        conn = await localtunnel.connect(path, path)
+        assert conn is not None  # it answers, as this user
+        conn.close()
+        assert not await localtunnel.same_network(path, offer, None)
+    finally:
+        child.kill()
+        await child.wait()
 
 
 async def test_a_daemon_on_loopback_is_given_at_its_own_address() -> None:
@@ -68,46 +103,24 @@ async def test_a_daemon_on_loopback_is_given_at_its_own_address() -> None:
             assert not server.tunnels.bare  # and the server relays nothing
 
 
-def elsewhere(what: str) -> str | None:
-    """A ``Hud-Netns`` value for a server in another namespace on this machine, or in this
-    machine's first namespace as seen from another machine (its boot id differs, not the
-    inode: every kernel gives its first namespace the same one)."""
-    ours = localtunnel.netns()
-    assert ours is not None
-    boot, _, inodes = ours.partition("/")
-    dev, _, ino = inodes.partition(":")
-    if what == "another namespace":
-        return f"{boot}/{dev}:{int(ino) + 1}"
-    if what == "another machine":
-        return f"00000000-0000-4000-8000-000000000000/{inodes}"
-    return None
+async def test_a_socket_that_answers_with_another_id_is_not_the_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer to ``/v1/local`` names a socket and an id; a socket answering with another
+    id is some other server's (one in this namespace, say): no daemon's own address."""
+    real = localtunnel.probe
 
+    async def another_id(url: str, token: str | None) -> localtunnel.Offer | None:
+        offer = await real(url, token)
+        return None if offer is None else offer._replace(id="f" * 32)
 
-@pytest.mark.parametrize("what", ["another namespace", "another machine", "none said"])
-async def test_a_server_elsewhere_or_saying_nothing_is_tunnelled(
-        what: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    said = elsewhere(what)
-    monkeypatch.setattr(hud.tunnelhost, "netns", lambda: said)
+    monkeypatch.setattr(localtunnel, "probe", another_id)
     async with shouting_daemon() as (port, _), \
             serving(make_env(f"tcp://127.0.0.1:{port}")) as server, \
             open_client(server.url) as client:
-        offer = await localtunnel.probe(server.url, None)
-        assert offer is not None and offer.netns == said
         binding = await client.binding("shout")
         assert binding.url != f"tcp://127.0.0.1:{port}"
         assert "shout" in client._tunnels.forwarders
         assert await shout(binding.url, b"hi") == b"HI"  # through the tunnel
-
-
-async def test_a_client_that_cannot_tell_its_namespace_tunnels(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localtunnel, "netns", lambda: None)  # the client's side only
-    async with shouting_daemon() as (port, _), \
-            serving(make_env(f"tcp://127.0.0.1:{port}")) as server, \
-            open_client(server.url) as client:
-        binding = await client.binding("shout")
-        assert binding.url != f"tcp://127.0.0.1:{port}"
-        assert await shout(binding.url, b"hi") == b"HI"
 
 
 async def test_a_server_without_local_tunnels_tells_no_client_it_is_local() -> None:
@@ -142,17 +155,20 @@ def test_only_a_port_on_a_loopback_literal_counts(url: str, loopback: bool) -> N
     assert _on_loopback(url) is loopback
 
 
+ID = "0123456789abcdef" * 2
+OK = b"HTTP/1.1 200 OK\r\n"
+
+
 @pytest.mark.parametrize(("head", "said"), [
-    (b"HTTP/1.1 200 OK\r\nHUD-NETNS:  b0-1/4:42 \r\nContent-Length: 3", "b0-1/4:42"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nhud-netns:b0-1/4:42", "b0-1/4:42"),
-    (b"HTTP/1.1 200 OK\r\nHud-Netns: 4:42\r\nContent-Length: 3", None),
-    (b"HTTP/1.1 200 OK\r\nHud-Netns: b0/4:42; x\r\nContent-Length: 3", None),
-    (b"HTTP/1.1 200 OK\r\nHud-Netns: b0/4:42\r\nHud-Netns: b0/4:42\r\nContent-Length: 3",
-     None),
-    (b"HTTP/1.1 200 OK\r\nX-Hud-Netns: b0/4:42\r\nContent-Length: 3", None),
-], ids=["case and spaces", "last line", "no boot id", "trailing junk", "said twice",
+    (OK + b"HUD-LOCAL-ID:  " + ID.encode() + b" \r\nContent-Length: 3", ID),
+    (OK + b"Content-Length: 3\r\nhud-local-id:" + ID.encode(), ID),
+    (OK + b"Hud-Local-Id: " + ID[:31].encode() + b"\r\nContent-Length: 3", None),
+    (OK + b"Hud-Local-Id: " + ID.encode() + b"; x\r\nContent-Length: 3", None),
+    (OK + (b"Hud-Local-Id: " + ID.encode() + b"\r\n") * 2 + b"Content-Length: 3", None),
+    (OK + b"X-Hud-Local-Id: " + ID.encode() + b"\r\nContent-Length: 3", None),
+], ids=["case and spaces", "last line", "too short", "trailing junk", "said twice",
         "another header"])
-async def test_the_namespace_is_read_only_from_one_well_formed_header(
+async def test_the_id_is_read_only_from_one_well_formed_header(
         head: bytes, said: str | None) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

@@ -2,12 +2,14 @@
 any image whose command is ``hud serve ... --host 0.0.0.0 --port 8765``).
 
 Each container gets its own token (``HUD_TOKEN``) and publishes its control port on
-127.0.0.1 only; capabilities are tunnelled through that one port, as with any served
-environment. Each also gets a host directory of its own, mounted at :data:`LOCAL_DIR`, for
-the server's local-tunnel socket: a client of this runtime hands its connections over there
-(one relay, in the container) and hud's openers get the daemon's connection itself (no
-relay), where the engine maps the container's user to this one (podman, rootless or as
-root; a container whose server runs as another user keeps to bare tunnels). When a rollout
+127.0.0.1 only; capabilities reach the host through that one port, as with any served
+environment (never at a daemon's own address: a container's network is its own, so its
+clients tunnel everything). Each container also gets a host directory of its own, mounted
+at :data:`LOCAL_DIR`, for the server's local-tunnel socket: a client of this runtime hands
+its connections over there (one relay, in the container) and hud's openers get the
+daemon's connection itself (no relay), where the engine maps the container's user to this
+one (podman, rootless or as root; a container whose server runs as another user keeps to
+bare tunnels, as do the containers of an engine that refuses the mount). When a rollout
 ends (graded, failed or cancelled), its container is removed.
 Containers hud could not remove itself (it was killed) are removed by a reaper process the
 moment hud is gone (:mod:`hud.runtimes.reaper`), and, failing that, by the next container
@@ -25,6 +27,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -54,6 +57,9 @@ LOCAL_DIR = "/run/hud-local"
 socket (:mod:`hud.localtunnel`): a client here then opens local tunnels (one relay) and
 hud's openers get the daemon's connection itself (none) instead of bare tunnels (two)."""
 START_TRIES = 3
+MOUNT_REFUSED = re.compile(r"mount|not shared|bind source path", re.IGNORECASE)
+"""What an engine says when it will not mount the host directory (Docker Desktop and Colima
+share only some host paths): the runtime then starts its containers without it."""
 PORT_TAKEN = "address already in use"
 """What the engine says when another process bound the host port it picked for the control
 port between its pick and its bind (seen with rootless podman and docker's API alike)."""
@@ -90,6 +96,9 @@ class ContainerRuntime(Runtime):
         self._numbers = itertools.count(1)
         self._reaper: subprocess.Popen[bytes] | None = None
         self._mounts: str | None = None  # the containers' socket directories, made at need
+        self.mounts = True
+        """Mount a socket directory into each container (:data:`LOCAL_DIR`); turned off
+        when the engine refuses."""
         self._begun = False
 
     @classmethod
@@ -183,7 +192,8 @@ class ContainerRuntime(Runtime):
     def _mount(self, name: str) -> str:
         """A fresh directory for container ``name``'s local-tunnel socket (0700, this
         user's), under this runtime's own."""
-        assert self._mounts is not None, "made as the runtime begins, before any start"
+        if self._mounts is None:  # closed meanwhile (aclose) and used again: made anew
+            self._mounts = tempfile.mkdtemp(prefix="hud-mounts-")
         path = os.path.join(self._mounts, name.rsplit("-", 1)[-1])  # short: sun_path is 108
         os.mkdir(path, 0o700)
         return path
@@ -208,21 +218,30 @@ class ContainerRuntime(Runtime):
             while True:
                 tried += 1
                 name = f"hud-{self.owner.replace(':', '-')}-{next(self._numbers)}"
-                mount = self._mount(name)
+                mount = self._mount(name) if self.mounts else None
                 try:
-                    await self.engine.start(self.image, name=name, port=CONTROL_PORT, env=env,
-                                            labels=labels, mounts={mount: LOCAL_DIR})
+                    await self.engine.start(
+                        self.image, name=name, port=CONTROL_PORT,
+                        env=env if mount else {k: v for k, v in env.items() if k != DIR_ENV},
+                        labels=labels, mounts={mount: LOCAL_DIR} if mount else None)
                     port = await self.engine.host_port(name, CONTROL_PORT)
                     if port is None:
                         await self._exited(name)
                     client = await self._connect(name, f"ws://127.0.0.1:{port}", token)
-                    client.local_mount = (LOCAL_DIR, mount)
+                    client.tunnel_all = True  # its network is the container's, never ours
+                    client.local_mount = (LOCAL_DIR, mount) if mount else None
                 except BaseException as exc:
                     await asyncio.shield(self._remove(name))
                     if isinstance(exc, EngineFailed):
                         if PORT_TAKEN in exc.output and tried < START_TRIES:
                             log.info("container %s: its port was taken as it started (%s); "
                                      "starting another", name, exc.output.strip()[-200:])
+                            continue
+                        if mount and MOUNT_REFUSED.search(exc.output) and tried < START_TRIES:
+                            log.warning("%s refuses to mount %s (%s): containers get bare "
+                                        "tunnels only", self.engine.name, mount,
+                                        exc.output.strip()[-200:])
+                            self.mounts = False
                             continue
                         raise HudConnectionError(f"container of {self.image}: {exc}") from None
                     raise

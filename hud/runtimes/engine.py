@@ -144,7 +144,7 @@ class Engine:
         where it appears in the container."""
         flags = [f"--label={key}={value}" for key, value in labels.items()]
         flags += [f"--env={key}={value}" for key, value in env.items()]
-        flags += [f"--volume={host}:{inside}:z" for host, inside in (mounts or {}).items()]
+        flags += [f"--volume={host}:{inside}:Z" for host, inside in (mounts or {}).items()]
         await self.run("run", "--detach", f"--name={name}", "--stop-timeout=2",
                        f"--publish=127.0.0.1::{port}", *flags, image)
 
