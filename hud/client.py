@@ -248,6 +248,10 @@ class Client:
             self._tunnels = Tunnels(self.url, self.token)
         self._tunnels.same_network = not self.tunnel_all  # it may change between calls
         self._tunnels.mount = self.local_mount
+        raw = getattr(self.transport, "transport", None)  # the lean client's socket, if any
+        if raw is not None and self._tunnels.control is None:
+            self._tunnels.control = (raw.get_extra_info("sockname"),
+                                     raw.get_extra_info("peername"))
         return self._tunnels
 
     async def grade(self, answer: Any = None, *, template: str | None = None) -> GradeResult:

@@ -411,6 +411,8 @@ class Tunnels:
         self.forwarders: dict[str, Forwarder] = {}
         self.handles: list[Any] = []
         self.mount: tuple[str, str] | None = None  # see Client.local_mount
+        self.control: tuple[Any, Any] | None = None
+        """(local, remote) addresses of the client's control connection, where it has one."""
         self._offer: localtunnel.Offer | None = None
         self._same: bool | None = None  # whether the server shares this network namespace
         self._socket: str | None = None  # the server's socket, as this process reaches it
@@ -451,7 +453,8 @@ class Tunnels:
         if self._same is None:  # asked once: the answer holds for the client's life
             offer = await self._probe()
             self._same = self._socket is not None and offer is not None \
-                and await localtunnel.same_network(self._socket, offer, self.token)
+                and await localtunnel.same_network(self._socket, offer, self.token,
+                                                   self.control)
         return self._same
 
     async def forwarder(self, name: str) -> Forwarder:

@@ -25,9 +25,10 @@ tunnel.
 The answer also carries the server's id (``Hud-Local-Id``, random per server). A client
 may check, once, whether the server shares its network namespace (:func:`same_network`):
 over the Unix socket it says ``hello - 0 TOKEN`` and the server answers ``ok ID``, which
-ties the socket to the server on the control port; the kernel then names the process at
-the socket's other end (``SO_PEERCRED``), and that process's network namespace is compared
-with the client's own (``/proc/PID/ns/net``). Nothing the server says decides it. A client
+ties the socket to a server that answered ``/v1/local``; the kernel then names the process
+at the socket's other end (``SO_PEERCRED``), which must hold the server's end of the
+client's control connection (in the client's own TCP table) and be in the client's network
+namespace (``/proc/PID/ns/net``). Nothing the server says decides it. A client
 in the same one reaches a daemon on a loopback address exactly as the server does, so it
 needs no tunnel at all: it is given the daemon's own address (``hud.forward``).
 
@@ -375,7 +376,7 @@ async def probe(control_url: str, token: str | None) -> Offer | None:
         return None
     said = ID_FIELD.findall(head)  # said twice, it says nothing
     return Offer(body.decode(errors="replace").strip(),
-                 said[0].decode() if len(said) == 1 else None)
+                 said[0].decode().lower() if len(said) == 1 else None)
 
 
 def plausible(path: str, bound: str) -> bool:
@@ -414,12 +415,17 @@ async def connect(path: str, bound: str | None = None) -> socket.socket | None:
     return None
 
 
-async def same_network(path: str, offer: Offer, token: str | None) -> bool:
-    """Whether the server of ``offer`` (reached at ``path``, this process's name for its
-    socket) runs in this process's network namespace, as the kernel says: the socket
-    answers ``hello`` with the server's id, and the process at its other end
-    (``SO_PEERCRED``) has this process's ``/proc/PID/ns/net``. False on any doubt."""
-    if offer.id is None:
+async def same_network(path: str, offer: Offer, token: str | None,
+                       control: tuple[Any, Any] | None) -> bool:
+    """Whether the server of ``offer`` (its socket reached at ``path``, this process's name
+    for it) runs in this process's network namespace, as the kernel says. ``control``: the
+    (local, remote) addresses of this client's control connection to it. The process at the
+    socket's other end (``SO_PEERCRED``) must hold the server's end of that connection,
+    listed in this namespace's TCP table, and be in this namespace itself
+    (``/proc/PID/ns/net``); the socket must answer ``hello`` with ``offer``'s id. False on
+    any doubt (a server elsewhere can name another server's socket and id: not its
+    connection)."""
+    if offer.id is None or control is None:
         return False
     conn = await connect(path, offer.path)
     if conn is None:
@@ -437,12 +443,56 @@ async def same_network(path: str, offer: Offer, token: str | None) -> bool:
         if answer.partition(b"\n")[0] != f"ok {offer.id}".encode():
             return False
         pid = _peer(conn)[0]
+        if pid <= 0:
+            return False
+        inode = _tcp_inode(local=control[1], remote=control[0])
+        if inode is None or not _holds(pid, inode):
+            return False
         theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
-        return pid > 0 and (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-    except (OSError, TimeoutError):
+        return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+    except (OSError, TimeoutError, ValueError):
         return False
     finally:
         conn.close()
+
+
+def _kernel_address(address: Any, six: bool) -> str:
+    """``(host, port, ...)`` as /proc/net/tcp (``six``: tcp6) writes it: each 32-bit word of
+    the address in this machine's byte order, in hex, then the port."""
+    host, port = address[0], int(address[1])
+    if six:
+        packed = socket.inet_pton(socket.AF_INET6, host if ":" in host else f"::ffff:{host}")
+    else:
+        packed = socket.inet_pton(socket.AF_INET, host)
+    words = struct.unpack(f"={len(packed) // 4}I", packed)
+    return "".join(f"{word:08X}" for word in words) + f":{port:04X}"
+
+
+def _tcp_inode(local: Any, remote: Any) -> int | None:
+    """The inode of the TCP socket in this process's network namespace whose own address is
+    ``local`` and whose peer is ``remote``; None where there is none."""
+    for table, six in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        if not six and (":" in local[0] or ":" in remote[0]):
+            continue
+        want = (_kernel_address(local, six), _kernel_address(remote, six))
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as rows:
+            next(rows, None)  # the header
+            for row in rows:
+                fields = row.split()
+                if len(fields) > 9 and (fields[1], fields[2]) == want:
+                    return int(fields[9])
+    return None
+
+
+def _holds(pid: int, inode: int) -> bool:
+    """Whether process ``pid`` has the socket of ``inode`` open."""
+    target = f"socket:[{inode}]"
+    folder = f"/proc/{pid}/fd"
+    for fd in os.listdir(folder):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"{folder}/{fd}") == target:
+                return True
+    return False
 
 
 async def hand_over(conn: socket.socket, name: str, token: str | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from typing import Any
 
 import pytest
 from conftest import serving, shouting_daemon
@@ -51,8 +52,11 @@ async def test_the_offer_names_the_server_and_its_socket_answers_with_that_name(
         offer = await localtunnel.probe(server.url, "t0k")
         assert offer is not None and offer.path == server.tunnels.local.path
         assert offer.id == server.tunnels.local.id and len(offer.id) == 32
-        assert await localtunnel.same_network(offer.path, offer, "t0k")
-        assert not await localtunnel.same_network(offer.path, offer, "wrong")  # refused
+        async with open_client(server.url, token="t0k") as client:
+            control = ends(client)
+            assert await localtunnel.same_network(offer.path, offer, "t0k", control)
+            assert not await localtunnel.same_network(offer.path, offer, "wrong", control)
+            assert not await localtunnel.same_network(offer.path, offer, "t0k", None)
 
 
 IN_ANOTHER_NETWORK = """
@@ -83,7 +87,9 @@ async def test_a_server_in_another_network_namespace_is_told_apart_by_the_kernel
         conn = await localtunnel.connect(path, path)
         assert conn is not None  # it answers, as this user
         conn.close()
-        assert not await localtunnel.same_network(path, offer, None)
+        async with serving(make_env("tcp://127.0.0.1:9")) as here, \
+                open_client(here.url) as client:
+            assert not await localtunnel.same_network(path, offer, None, ends(client))
     finally:
         child.kill()
         await child.wait()
@@ -101,6 +107,51 @@ async def test_a_daemon_on_loopback_is_given_at_its_own_address() -> None:
             assert client._tunnels.forwarders == {}  # no port opened for it
             assert await shout(binding.url, b"hi") == b"HI"
             assert not server.tunnels.bare  # and the server relays nothing
+
+
+ANOTHER_SERVER = """
+import asyncio
+from hud import Environment
+from hud.server import Server, ServerConfig
+
+async def main():
+    async with Server(Environment("other"), ServerConfig(host="127.0.0.1", port=0)) as srv:
+        print(srv.url, flush=True)
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_server_naming_another_servers_socket_and_id_is_not_local(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server elsewhere (a container that reaches this host's loopback, say) can learn a
+    token-less local server's socket and id from its /v1/local, and answer with them. That
+    socket's process is in this namespace, but it does not hold this client's control
+    connection: no daemon's own address."""
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ANOTHER_SERVER, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert other.stdout is not None
+        url = (await asyncio.wait_for(other.stdout.readline(), 30)).decode().strip()
+        borrowed = await localtunnel.probe(url, None)
+        assert borrowed is not None
+        monkeypatch.setattr(localtunnel, "probe", lambda url, token: asyncio.sleep(0, borrowed))
+        async with shouting_daemon() as (port, _), \
+                serving(make_env(f"tcp://127.0.0.1:{port}")) as server, \
+                open_client(server.url) as client:
+            binding = await client.binding("shout")
+            assert binding.url != f"tcp://127.0.0.1:{port}"  # not the daemon's own address
+            assert "shout" in client._tunnels.forwarders
+    finally:
+        other.kill()
+        await other.wait()
+
+
+def ends(client: Any) -> tuple[Any, Any]:
+    """(local, remote) addresses of ``client``'s control connection."""
+    raw = client.transport.transport
+    return raw.get_extra_info("sockname"), raw.get_extra_info("peername")
 
 
 async def test_a_socket_that_answers_with_another_id_is_not_the_server(

@@ -57,7 +57,8 @@ LOCAL_DIR = "/run/hud-local"
 socket (:mod:`hud.localtunnel`): a client here then opens local tunnels (one relay) and
 hud's openers get the daemon's connection itself (none) instead of bare tunnels (two)."""
 START_TRIES = 3
-MOUNT_REFUSED = re.compile(r"mount|not shared|bind source path", re.IGNORECASE)
+MOUNT_REFUSED = re.compile(r"mounts denied|is not shared|bind source path does not exist",
+                           re.IGNORECASE)
 """What an engine says when it will not mount the host directory (Docker Desktop and Colima
 share only some host paths): the runtime then starts its containers without it."""
 PORT_TAKEN = "address already in use"
