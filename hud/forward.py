@@ -41,7 +41,15 @@ from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
 from .protocol.messages import Binding
 from .splicedtunnel import Lifelines, hand_over, open_bare, splice_bare
-from .tunnel import DIAL_TIMEOUT, SPLICE_AVAILABLE, Splice, TcpEnd, daemon_address, dial
+from .tunnel import (
+    DIAL_TIMEOUT,
+    SPLICE_AVAILABLE,
+    Splice,
+    TcpEnd,
+    daemon_address,
+    dial,
+    unreachable,
+)
 from .wsconn import WsConnection
 
 log = logging.getLogger(__name__)
@@ -372,11 +380,8 @@ async def _open_at_daemon(opener: Callable[[Binding], Awaitable[T]], binding: Bi
         try:
             sock = await asyncio.wait_for(dial(host, port), DIAL_TIMEOUT)
         except (OSError, TimeoutError) as refused:
-            reason = (os.strerror(refused.errno) if isinstance(refused, OSError)
-                      and refused.errno else type(refused).__name__)
-            raise CapabilityUnavailable(
-                f"capability {binding.name!r} is unavailable: capability {binding.name!r} "
-                f"unreachable at {host}:{port}: {reason}") from exc
+            raise CapabilityUnavailable(f"capability {binding.name!r} is unavailable: "
+                                        f"{unreachable(binding, host, port, refused)}") from exc
         sock.close()  # reachable: the opener's own error stands
         raise
 

@@ -371,6 +371,14 @@ def hung_up(control: socket.socket) -> bool:
         return True
 
 
+def unreachable(binding: Binding, host: str, port: int, exc: BaseException) -> str:
+    """Why ``binding``'s daemon at ``host:port`` could not be dialled, in the words a
+    tunnel's refusal carries."""
+    reason = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
+              else type(exc).__name__)
+    return f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
+
+
 async def dial_capability(binding: Binding, answer: socket.socket,
                           closed: asyncio.Future[None]) -> socket.socket:
     """A connected socket to ``binding``'s daemon. When it cannot be reached, the client is
@@ -380,9 +388,7 @@ async def dial_capability(binding: Binding, answer: socket.socket,
     try:
         return await asyncio.wait_for(dial(host, port), DIAL_TIMEOUT)
     except (OSError, TimeoutError) as exc:
-        reason = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
-                  else type(exc).__name__)
-        message = f"capability {binding.name!r} unreachable at {host}:{port}: {reason}"
+        message = unreachable(binding, host, port, exc)
         if not closed.done():
             with contextlib.suppress(OSError):
                 answer.send(f"error {message}\n".encode())

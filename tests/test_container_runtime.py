@@ -236,7 +236,7 @@ async def test_the_coding_workspace_runs_inside_the_container(images: dict[str, 
         seen["banner"] = await asyncio.wait_for(reader.readline(), 30)
         forwarder = run.client._tunnels.forwarders["shell"]
         seen["local"], seen["bare"] = forwarder.local, len(forwarder._splices)
-        seen["mounts"] = runtime._mounts
+        seen["mounts"] = runtime._mount_root
         writer.close()
         seen["hostname"] = (await shell.run("hostname")).stdout.strip()
         seen["tests"] = (await shell.run("python3 -m unittest -q")).stderr

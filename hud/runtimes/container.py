@@ -96,7 +96,7 @@ class ContainerRuntime(Runtime):
         self._tasks: set[asyncio.Task[None]] = set()  # warm-ups and removals: owned here
         self._numbers = itertools.count(1)
         self._reaper: subprocess.Popen[bytes] | None = None
-        self._mounts: str | None = None  # the containers' socket directories, made at need
+        self._mount_root: str | None = None  # the containers' socket directories, made at need
         self.mounts = True
         """Mount a socket directory into each container (:data:`LOCAL_DIR`); turned off
         when the engine refuses."""
@@ -122,7 +122,7 @@ class ContainerRuntime(Runtime):
             return
         self._begun = True
         # before the first await: a rollout that arrives meanwhile goes on to start its own
-        self._mounts = tempfile.mkdtemp(prefix="hud-mounts-")
+        self._mount_root = tempfile.mkdtemp(prefix="hud-mounts-")
         with contextlib.suppress(EngineFailed, OSError):
             stale = await self.engine.sweep()
             if stale:
@@ -130,7 +130,7 @@ class ContainerRuntime(Runtime):
                             len(stale), ", ".join(stale))
         self._reaper = subprocess.Popen(
             [sys.executable, "-m", "hud.runtimes.reaper", self.engine.path, self.owner,
-             self._mounts],
+             self._mount_root],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
         for _ in range(self.warm):
             self._spawn(self._warm_one())
@@ -150,9 +150,9 @@ class ContainerRuntime(Runtime):
             self._reaper.stdin.close()  # end-of-file: it removes what is left, then exits
             await asyncio.to_thread(self._reaper.wait)
             self._reaper = None
-        if self._mounts is not None:
-            shutil.rmtree(self._mounts, ignore_errors=True)
-            self._mounts = None
+        if self._mount_root is not None:
+            shutil.rmtree(self._mount_root, ignore_errors=True)
+            self._mount_root = None
         self._begun = False  # a later rollout begins again: sweep, reaper, warm containers
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "hud-container-warm") -> None:
@@ -193,17 +193,22 @@ class ContainerRuntime(Runtime):
     def _mount(self, name: str) -> str:
         """A fresh directory for container ``name``'s local-tunnel socket (0700, this
         user's), under this runtime's own."""
-        if self._mounts is None:  # closed meanwhile (aclose) and used again: made anew
-            self._mounts = tempfile.mkdtemp(prefix="hud-mounts-")
-        path = os.path.join(self._mounts, name.rsplit("-", 1)[-1])  # short: sun_path is 108
+        if self._mount_root is None:  # closed meanwhile (aclose) and used again: made anew
+            self._mount_root = tempfile.mkdtemp(prefix="hud-mounts-")
+        path = self._mount_path(self._mount_root, name)
         os.mkdir(path, 0o700)
         return path
 
+    @staticmethod
+    def _mount_path(root: str, name: str) -> str:
+        """Container ``name``'s directory under ``root``: by its number alone, as a Unix
+        socket's path has 107 bytes at most."""
+        return os.path.join(root, name.rsplit("-", 1)[-1])
+
     async def _remove(self, name: str) -> None:
         await self.engine.remove(name)
-        if self._mounts is not None:
-            shutil.rmtree(os.path.join(self._mounts, name.rsplit("-", 1)[-1]),
-                          ignore_errors=True)
+        if self._mount_root is not None:
+            shutil.rmtree(self._mount_path(self._mount_root, name), ignore_errors=True)
 
     async def _start(self) -> Container:
         """Start a container and connect to it (at most ``max_starting`` at once). A start
