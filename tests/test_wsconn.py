@@ -541,3 +541,112 @@ def test_reads_on_asyncios_own_loop_ask_64_kib_not_256() -> None:
         return size
 
     assert asyncio.run(main()) == READ_SIZE < 128 * 1024
+
+
+# -- one whole frame per read (WsConnection._one_frame) reads as the general reader does ---
+
+class _Recorder:
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.written += b"<EOF>"
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    resume_reading = pause_reading
+
+
+def _read_by(data: bytes, *, server: bool, fast: bool, only_fast: bool = False
+             ) -> tuple[Any, ...]:
+    """What a plain connection delivers, writes and ends in after reading ``data`` in one
+    read: through the one-frame path, or (``fast`` False) with it turned off, or
+    (``only_fast``) with the general reader turned off."""
+    from websockets.client import ClientProtocol
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    from hud.wsconn import WsConnection
+
+    protocol = (ServerProtocol(state=State.OPEN, max_size=1000) if server
+                else ClientProtocol(None, state=State.OPEN, max_size=1000))  # type: ignore[arg-type]
+    conn = WsConnection(protocol, asyncio.get_running_loop())
+    conn.connection_made(_Recorder())  # type: ignore[arg-type]
+    conn._frame_plainly(1000)
+    if not fast:
+        conn._one_frame = lambda _data: False  # type: ignore[method-assign]
+    if only_fast:
+        conn._read_plainly = None  # type: ignore[assignment,method-assign]
+    got: list[Any] = []
+    conn.attach(lambda message: got.append(bytes(message) if not isinstance(message, str)
+                                           else message), lambda _: None)
+    conn.data_received(data)
+    if conn._close_timer is not None:
+        conn._close_timer.cancel()
+    written = bytes(conn.transport.written)
+    # what was written, but a client's masking key, which is random (RFC 6455 section 5.3)
+    return got, written if server else written[:2], protocol.state, protocol.close_sent
+
+
+@pytest.mark.parametrize("server", [True, False], ids=["server", "client"])
+async def test_one_frame_per_read_is_read_as_the_general_reader_reads_it(server: bool) -> None:
+    """Every shape of a single read (whole or not, masked or not, each length form, over
+    the size limit, invalid UTF-8, fragments, reserved bits, control frames, two frames):
+    the quick path delivers, answers and closes exactly as the general one."""
+    key = b"\x11\x22\x33\x44"
+
+    def frame(first: int, payload: bytes, masked: bool) -> bytes:
+        n = len(payload)
+        length = (bytes((n,)) if n < 126 else bytes((126,)) + n.to_bytes(2, "big")
+                  if n < 65536 else bytes((127,)) + n.to_bytes(8, "big"))
+        if not masked:
+            return bytes((first,)) + length + payload
+        return (bytes((first, length[0] | 0x80)) + length[1:] + key
+                + bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+
+    own = server  # a server reads masked frames, a client unmasked ones
+
+    def long_form(payload: bytes) -> bytes:
+        """A text frame with a 64-bit length however short (which websockets takes), sized
+        so that reading it as a 7-bit length of 127 would also fit."""
+        if not own:
+            return b"\x81\x7f" + len(payload).to_bytes(8, "big") + payload
+        return (b"\x81\xff" + len(payload).to_bytes(8, "big") + key
+                + bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+    cases = [frame(0x81, b"hello", own),
+             frame(0x81, b"x" * 125, own), frame(0x81, b"y" * 126, own),
+             frame(0x82, b"\x00\xff" * 150, own), frame(0x81, b"z" * 1001, own),
+             frame(0x81, b"a" * 70_000, own), frame(0x81, b"", own),
+             frame(0x81, b"\xff\xfe", own),  # invalid UTF-8
+             frame(0x81, b"hello", not own),  # masked the wrong way
+             frame(0x01, b"part", own), frame(0xC1, b"rsv", own), frame(0x83, b"op", own),
+             frame(0x89, b"ping", own), frame(0x88, b"\x03\xe8bye", own),
+             frame(0x81, b"one", own) + frame(0x81, b"two", own),
+             frame(0x81, b"cut short", own)[:-2], b"\x81",
+             long_form(b"q" * 119)]
+    for case in cases:
+        quick = _read_by(case, server=server, fast=True)
+        general = _read_by(case, server=server, fast=False)
+        assert quick == general, case[:12]
+    # and the quick path alone reads the common frames
+    for payload in (b"hello", b"y" * 126):
+        assert _read_by(frame(0x81, payload, own), server=server, fast=True,
+                        only_fast=True)[0] == [payload.decode()]
