@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from hud.capabilities.sandbox import leftovers
 from test_container import BASE_IMAGE, REPO_ROOT, _require_container_tools
 
 from hud.agents import create_agent
@@ -465,3 +467,44 @@ def test_the_runtime_is_registered_and_wants_an_image(tmp_path: Path,
     monkeypatch.setenv("PATH", "")
     with pytest.raises(ValueError, match=r"^no container engine found: install podman or docker"):
         create_runtime("container:my-env:1.0")
+
+
+@pytest.mark.anyio
+async def test_a_dead_huds_mount_directory_is_removed_by_the_next_runtime(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hud killed together with its reaper leaves its containers' mount directory: the
+    next container runtime removes it, and no live hud's. A reaper whose engine fails
+    still removes its own runtime's, and says why the containers were not removed."""
+    dead = _dead_pid()
+    engines = tmp_path / "bin"
+    engines.mkdir()
+    fake = engines / "docker"
+    fake.write_text("#!/bin/sh\necho 'engine broken' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(engines))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    live = subprocess.Popen(["/bin/sleep", "60"])
+    stale, kept = temp / f"hud-mounts-{dead}-x", temp / f"hud-mounts-{live.pid}-y"
+    (stale / "1").mkdir(parents=True)
+    (stale / "1" / "tunnels").touch()
+    kept.mkdir()
+    leftovers.sweep_once.cache_clear()
+    runtime = ContainerRuntime("my-env:1.0", engine="docker")
+    try:
+        await runtime._begin()
+        assert not stale.exists() and kept.is_dir()
+        assert runtime._mount_root is not None
+        root = Path(runtime._mount_root)
+        assert root.parent == temp and root.name.startswith(f"hud-mounts-{os.getpid()}-")
+        reaper, runtime._reaper = runtime._reaper, None
+        assert reaper is not None and reaper.stdin is not None
+        reaper.stdin.close()  # what the kernel does when hud is killed
+        assert reaper.wait(timeout=60) == 1
+        assert not root.exists()
+    finally:
+        live.kill()
+        live.wait()
+        await runtime.aclose()
+        leftovers.sweep_once.cache_clear()

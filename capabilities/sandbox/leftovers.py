@@ -4,7 +4,9 @@ its removal when the next server starts.
 Everything a server creates on the host names its pid: scratch directories
 ``hud-sandbox-<pid>-*``, view directories ``hud-views-<pid>-*`` (with tmpfs and overlay
 mounts inside), browser jails ``hud-chromium-<pid>-*`` (in the temp directory or
-``/dev/shm``) and control groups ``hud-<pid>-<n>`` (:mod:`.limits`). :func:`sweep` removes
+``/dev/shm``), the container runtime's directories of its containers' mounts
+``hud-mounts-<pid>-*`` (:mod:`hud.runtimes.container`: its reaper removes them, unless
+it was killed too) and control groups ``hud-<pid>-<n>`` (:mod:`.limits`). :func:`sweep` removes
 those whose pid is no live process, so a live server's are never touched. A dead server's
 pid taken by a new process only delays its removal to a later sweep.
 """
@@ -25,7 +27,7 @@ from . import limits
 
 log = logging.getLogger(__name__)
 
-KINDS = ("sandbox", "views", "chromium")
+KINDS = ("sandbox", "views", "chromium", "mounts")
 MNT_DETACH = 2
 
 

@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ..capabilities.sandbox import leftovers
 from ..client import Client
 from ..errors import HudConnectionError
 from ..localtunnel import DIR_ENV
@@ -64,6 +65,12 @@ share only some host paths): the runtime then starts its containers without it."
 PORT_TAKEN = "address already in use"
 """What the engine says when another process bound the host port it picked for the control
 port between its pick and its bind (seen with rootless podman and docker's API alike)."""
+
+
+def _new_mount_root() -> str:
+    """A fresh directory (0700) for the containers' mounts, named with this process's pid
+    (:mod:`hud.capabilities.sandbox.leftovers` removes it once that process is gone)."""
+    return tempfile.mkdtemp(prefix=leftovers.prefix("mounts"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +128,9 @@ class ContainerRuntime(Runtime):
         if self._begun:
             return
         self._begun = True
+        leftovers.sweep_once()  # a hud killed with its reaper left its mounts' directory
         # before the first await: a rollout that arrives meanwhile goes on to start its own
-        self._mount_root = tempfile.mkdtemp(prefix="hud-mounts-")
+        self._mount_root = _new_mount_root()
         with contextlib.suppress(EngineFailed, OSError):
             stale = await self.engine.sweep()
             if stale:
@@ -194,7 +202,7 @@ class ContainerRuntime(Runtime):
         """A fresh directory for container ``name``'s local-tunnel socket (0700, this
         user's), under this runtime's own."""
         if self._mount_root is None:  # closed meanwhile (aclose) and used again: made anew
-            self._mount_root = tempfile.mkdtemp(prefix="hud-mounts-")
+            self._mount_root = _new_mount_root()
         path = self._mount_path(self._mount_root, name)
         os.mkdir(path, 0o700)
         return path

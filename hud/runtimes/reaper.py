@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 
-from .engine import OWNER_LABEL, Engine
+from .engine import OWNER_LABEL, Engine, EngineFailed
 
 
 async def reap(engine: Engine, owner: str) -> list[str]:
@@ -30,9 +30,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while sys.stdin.buffer.read(4096):
         pass  # the runtime writes nothing: this returns at end-of-file
-    names = asyncio.run(reap(engine, owner))
-    if len(argv) > 2:
-        shutil.rmtree(argv[2], ignore_errors=True)
+    try:
+        names = asyncio.run(reap(engine, owner))
+    except (EngineFailed, OSError) as exc:  # the next runtime's sweep tries again
+        sys.stderr.write(f"hud: could not remove the containers of {owner}: {exc}\n")
+        return 1
+    finally:
+        if len(argv) > 2:
+            shutil.rmtree(argv[2], ignore_errors=True)
     if names:
         sys.stderr.write(f"hud: removed {len(names)} container(s) left by {owner}\n")
     return 0
