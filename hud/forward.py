@@ -422,14 +422,23 @@ class Tunnels:
         self._same: bool | None = None  # whether the server shares this network namespace
         self._socket: str | None = None  # the server's socket, as this process reaches it
         self._probed = False  # whether the server was asked for local tunnels
+        # Bindings asked for at once wait for one answer, and one forwarder per capability:
+        # a second probe would cost a round trip and could answer differently meanwhile,
+        # and a second forwarder would be one nobody closes.
+        self._asking = asyncio.Lock()  # the probe and the namespace check
+        self._starting = asyncio.Lock()  # a forwarder's start
 
     async def _probe(self) -> localtunnel.Offer | None:
         """What the server offers this client (asked once: most clients open no tunnel)."""
-        if not self._probed and self.local:
-            self._probed = True
-            self._offer = await localtunnel.probe(self.control_url, self.token)
-            if self._offer is not None:
-                self._socket = self._here(self._offer.path)
+        if not self.local:
+            return None
+        if not self._probed:
+            async with self._asking:
+                if not self._probed:
+                    self._offer = await localtunnel.probe(self.control_url, self.token)
+                    if self._offer is not None:
+                        self._socket = self._here(self._offer.path)
+                    self._probed = True
         return self._offer
 
     def _here(self, path: str) -> str | None:
@@ -457,18 +466,24 @@ class Tunnels:
             return False
         if self._same is None:  # asked once: the answer holds for the client's life
             offer = await self._probe()
-            self._same = self._socket is not None and offer is not None \
-                and await localtunnel.same_network(self._socket, offer, self.token,
-                                                   self.control)
+            async with self._asking:
+                if self._same is None:
+                    self._same = self._socket is not None and offer is not None \
+                        and await localtunnel.same_network(self._socket, offer, self.token,
+                                                           self.control)
         return self._same
 
     async def forwarder(self, name: str) -> Forwarder:
         forwarder = self.forwarders.get(name)
         if forwarder is None:
             offer = await self._probe()
-            forwarder = await Forwarder(self.control_url, name, self.token, self._socket,
-                                        None if offer is None else offer.path).start()
-            self.forwarders[name] = forwarder
+            async with self._starting:
+                forwarder = self.forwarders.get(name)
+                if forwarder is None:
+                    forwarder = await Forwarder(self.control_url, name, self.token,
+                                                self._socket,
+                                                None if offer is None else offer.path).start()
+                    self.forwarders[name] = forwarder
         return forwarder
 
     async def binding(

@@ -269,3 +269,36 @@ async def test_a_reachable_daemon_keeps_its_protocol_clients_error() -> None:
             with pytest.raises(Exception) as raised:
                 await client.open("babel")
             assert not isinstance(raised.value, CapabilityUnavailable), raised.value
+
+
+async def test_bindings_asked_for_at_once_share_one_probe_and_one_forwarder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh client asked for several bindings at once asks the server and the kernel
+    once, and gives every one the daemon's own address; tunnelling, it opens one
+    forwarder for the capability, not one per caller (the others would never be closed)."""
+    asked: list[str] = []
+    probe, same_network = localtunnel.probe, localtunnel.same_network
+
+    async def counted_probe(*args: Any) -> Any:
+        asked.append("probe")
+        return await probe(*args)
+
+    async def counted_same_network(*args: Any) -> Any:
+        asked.append("same_network")
+        return await same_network(*args)
+
+    monkeypatch.setattr(localtunnel, "probe", counted_probe)
+    monkeypatch.setattr(localtunnel, "same_network", counted_same_network)
+    async with shouting_daemon() as (port, _):
+        url = f"tcp://127.0.0.1:{port}"
+        async with serving(make_env(url)) as server:
+            async with open_client(server.url) as client:
+                bindings = await asyncio.gather(*(client.binding("shout") for _ in range(5)))
+                assert [b.url for b in bindings] == [url] * 5
+                assert asked == ["probe", "same_network"]
+            async with open_client(server.url) as client:
+                client.tunnel_all = True
+                bindings = await asyncio.gather(*(client.binding("shout") for _ in range(5)))
+                assert len({b.url for b in bindings}) == 1 and bindings[0].url != url
+                assert list(client._tunnels.forwarders) == ["shout"]
+                assert await shout(bindings[0].url, b"one") == b"ONE"
