@@ -15,7 +15,10 @@ client in the server's network namespace is the daemon's own, so no tunnel at al
 ``dial``: the server hands the daemon's connection itself to the reader, as hud's own
 openers take it, e.g. ``ssh``: no relay at all; ``local``: the reader's socket handed to
 the server over a Unix socket, which splices it to the daemon; ``raw``: the HTTP upgrade to
-``hud-tunnel/1``, spliced by the forwarder and the server; ``websocket``: binary frames)
+``hud-tunnel/1``, spliced by the forwarder and the server, as a program given the
+binding's ``host:port`` on another machine gets it; ``bare-dial``: hud's own openers on
+another machine, the bare tunnel's socket itself, spliced by the server alone;
+``websocket``: binary frames)
 are chosen with ``--modes``; each mode has its own client, and every round runs every
 path, in an order that rotates from round to round. The reference ``hud==0.6.21`` has no
 tunnels, so there is no reference line.
@@ -105,7 +108,7 @@ def handed_over(binding: Any) -> Dial:
     async def dial() -> Stream:
         handed = await dial_direct(binding)
         if handed is None:
-            raise RuntimeError("the server handed no connection over (no local tunnels)")
+            raise RuntimeError("the server handed no connection over (no local or bare tunnels)")
         reader, writer = await asyncio.open_connection(sock=handed.socket)
         return reader, writer, handed.close
     return dial
@@ -161,14 +164,15 @@ async def tunnel_paths(stack: contextlib.AsyncExitStack, url: str, modes: list[s
 
     paths: dict[str, Dial] = {}
     for mode in modes:
-        forward.Tunnels.local = mode in ("local", "dial", "binding")  # read at the first binding
+        # read at the first binding; without local tunnels, as a client on another machine
+        forward.Tunnels.local = mode in ("local", "dial", "binding")
         Client.tunnel_all = mode != "binding"
         forward.Forwarder.raw = mode != "websocket"  # read at each tunnel's opening
         client = await stack.enter_async_context(open_client(url))
         declared = next(b for b in client.manifest.capabilities if b.name == "pipe")
         paths["direct"] = to_port(urlsplit(declared.url).port or 0)
         binding = await client.binding("pipe")
-        paths[mode] = (handed_over(binding) if mode == "dial"
+        paths[mode] = (handed_over(binding) if mode in ("dial", "bare-dial")
                        else to_port(urlsplit(binding.url).port or 0))
         if binding.url == declared.url:
             AT_DAEMON.add(mode)
@@ -269,7 +273,8 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=128, help="megabytes per transfer")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--modes", default="binding,dial,local,raw",
-                        help="comma-separated, of binding, dial, local, raw, websocket")
+                        help="comma-separated, of binding, dial, local, raw, bare-dial, "
+                             "websocket")
     parser.add_argument("--serve", metavar="PIPE_PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -12,7 +12,8 @@ exactly as a third-party package would register its own:
   ``await opener(binding)`` returns a protocol client (see :meth:`hud.client.Client.open`).
   One that can run on a socket of its own may connect with
   :func:`hud.forward.connect_direct` to the daemon's connection itself (a local server hands
-  it over: no tunnel in between).
+  it over: no tunnel in between), or elsewhere to a bare tunnel's own connection (the
+  server's relay alone, not the client's forwarder as well).
 
 ::
 

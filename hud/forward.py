@@ -95,13 +95,14 @@ def local_url(binding: Binding, port: int) -> str:
 class Handed:
     """A connection to a capability's daemon that the environment's server handed over
     (``dial``, :mod:`hud.localtunnel`): :attr:`socket`, connected and non-blocking, and its
-    lifeline. :meth:`close` closes both, and the server then shuts the connection down; a
-    protocol client that takes :attr:`socket` (``asyncssh.connect(sock=...)``) may close the
-    socket itself first. Idempotent."""
+    lifeline; or, where nothing can be handed over, a bare tunnel's own connection to the
+    server (no lifeline: the socket is the tunnel). :meth:`close` closes both, and the
+    server then shuts the connection down; a protocol client that takes :attr:`socket`
+    (``asyncssh.connect(sock=...)``) may close the socket itself first. Idempotent."""
 
     __slots__ = ("_lifeline", "_owner", "socket")
 
-    def __init__(self, sock: socket.socket, lifeline: socket.socket,
+    def __init__(self, sock: socket.socket, lifeline: socket.socket | None,
                  owner: set[Handed]) -> None:
         self.socket = sock
         self._lifeline = lifeline
@@ -111,7 +112,8 @@ class Handed:
     def close(self) -> None:
         self._owner.discard(self)
         self.socket.close()
-        self._lifeline.close()
+        if self._lifeline is not None:
+            self._lifeline.close()
 
 
 _forwarding: dict[int, Forwarder] = {}
@@ -119,12 +121,15 @@ _forwarding: dict[int, Forwarder] = {}
 
 
 async def dial_direct(binding: Binding) -> Handed | None:
-    """For a capability's client opener: a connection straight to ``binding``'s daemon,
-    where ``binding`` points at a forwarder of this process (``Client.binding``,
-    ``Client.open``) and the environment's server can hand the daemon's connection over
-    (a local server, as this user). Its bytes then cross no tunnel at all. None otherwise:
-    connect to ``binding.url`` as usual. Raises :class:`CapabilityUnavailable` when the
-    server refuses (it cannot reach the daemon, say). Close what it returns when done."""
+    """For a capability's client opener, where ``binding`` points at a forwarder of this
+    process (``Client.binding``, ``Client.open``): a connection straight to the daemon,
+    where the environment's server can hand the daemon's connection over (a local server,
+    as this user: its bytes then cross no tunnel at all); else a bare tunnel's own socket
+    (a server on another machine or in a container: its bytes cross the server's relay
+    alone, not the forwarder's as well). None where there is neither (a server that offers
+    no bare tunnels, ``wss://``): connect to ``binding.url`` as usual. Raises
+    :class:`CapabilityUnavailable` when the server refuses (it cannot reach the daemon,
+    say). Close what it returns when done."""
     url = binding.url if "://" in binding.url else f"tcp://{binding.url}"
     parts = urlsplit(url)
     forwarder = _forwarding.get(parts.port or 0) if parts.hostname == "127.0.0.1" else None
@@ -224,15 +229,16 @@ class Forwarder:
 
     async def dial(self) -> Handed | None:
         """A connection to the daemon itself, handed over by the server: see
-        :func:`dial_direct`. None where the server offers no local tunnels, cannot be
-        reached, or does not know ``dial`` (an older hud)."""
+        :func:`dial_direct`; where the server offers no local tunnels or they cannot be
+        reached, a bare tunnel's socket (:meth:`_dial_bare`). None where neither is
+        offered, or the server does not know ``dial`` (an older hud)."""
         if self.local is None:
-            return None
+            return await self._dial_bare()
         conn = await localtunnel.connect(self.local, self.bound)
         if conn is None:
             log.info("local tunnels unreachable at %s: using bare tunnels", self.local)
             self.local = None
-            return None
+            return await self._dial_bare()
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
                 status, sock = await localtunnel.dial(conn, self.name, self.token)
@@ -248,6 +254,28 @@ class Forwarder:
             self.raise_for_errors()
         assert sock is not None
         return Handed(sock, conn, self._handed)
+
+    async def _dial_bare(self) -> Handed | None:
+        """A bare tunnel, its socket handed to the caller as it is after the server's
+        ``ok`` (the daemon's first bytes not yet read): the server's relay is the only one
+        its bytes cross. None (and :attr:`raw` off) where the server offers none."""
+        if not self.raw:
+            return None
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                opened = await open_bare(self.url, self.headers, exact=True)
+        except (OSError, TimeoutError) as exc:
+            self._fail(f"cannot open a tunnel to {self.url}: {str(exc) or type(exc).__name__}")
+            self.raise_for_errors()
+        if opened is None:
+            self.raw = False
+            return None
+        sock, status, _ = opened
+        if status != "ok":
+            sock.close()
+            self._fail(status.removeprefix("error ") or "the environment refused the tunnel")
+            self.raise_for_errors()
+        return Handed(sock, None, self._handed)
 
     def _accept(self) -> TcpEnd:
         end = TcpEnd()

@@ -116,13 +116,15 @@ async def splice_bare(end: TcpEnd, opened: tuple[socket.socket, str, bytes], fai
     return splice
 
 
-async def open_bare(url: str, headers: dict[str, str] | None,
+async def open_bare(url: str, headers: dict[str, str] | None, *, exact: bool = False
                     ) -> tuple[socket.socket, str, bytes] | None:
     """Ask the server at ``url`` (``ws://``) for a bare tunnel (``Upgrade: hud-tunnel/1``).
     Returns the socket, the server's status line (``ok``, or ``error REASON``) and the bytes
     read past it; None when the server offers no bare tunnels (it answers 400 or 426, as a
     WebSocket-only server does). Raises ``OSError`` naming the HTTP status for any other
-    refusal (401, 404...) and when the server cannot be reached."""
+    refusal (401, 404...) and when the server cannot be reached. ``exact``: read nothing
+    past the status line (the bytes returned are none), so that the socket can be handed
+    to a protocol client with the daemon's first bytes still in it."""
     parts = urlsplit(url)
     sock = await dial(parts.hostname or "127.0.0.1", parts.port or 80)
     try:
@@ -131,14 +133,20 @@ async def open_bare(url: str, headers: dict[str, str] | None,
                  "Connection: Upgrade", *(f"{k}: {v}" for k, v in (headers or {}).items())]
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
-        head, rest = await _read_until(sock, b"\r\n\r\n", b"")
+        if exact:
+            head, rest = await _read_through(sock, b"\r\n\r\n"), b""
+        else:
+            head, rest = await _read_until(sock, b"\r\n\r\n", b"")
         status, upgrade = _parse_head(head)
         if status in (400, 426):
             sock.close()
             return None
         if status != 101 or upgrade != RAW_UPGRADE:
             raise OSError(f"HTTP {status}")
-        line, rest = await _read_until(sock, b"\n", rest)
+        if exact:
+            line = await _read_through(sock, b"\n")
+        else:
+            line, rest = await _read_until(sock, b"\n", rest)
     except BaseException:
         sock.close()
         raise
@@ -158,6 +166,39 @@ async def _read_until(sock: socket.socket, marker: bytes, data: bytes,
         data += more
     head, _, rest = data.partition(marker)
     return head, rest
+
+
+async def _read_through(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
+    """Bytes up to ``marker`` (excluded), taken from ``sock`` through the marker and not a
+    byte further: each read looks first (``MSG_PEEK``), then takes what it may."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while True:
+        try:
+            peeked = sock.recv(65536, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(sock.fileno(), _settle, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(sock.fileno())
+            continue
+        if not peeked:
+            raise OSError("the server closed the connection during the tunnel's handshake")
+        start = max(0, len(data) - len(marker) + 1)
+        found = (data + peeked).find(marker, start)
+        data += sock.recv(len(peeked) if found < 0 else found + len(marker) - len(data))
+        end = data.find(marker, start)  # (a read may take less than was seen: look again)
+        if end >= 0:
+            return data[:end]
+        if len(data) > limit:
+            raise OSError(f"no {marker!r} in the first {limit} bytes of the server's answer")
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _parse_head(head: bytes) -> tuple[int, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import serving, shouting_daemon
 
-from hud import Environment, localtunnel
+from hud import Environment, localtunnel, tunnelhost
 from hud.client import open_client
 from hud.errors import CapabilityUnavailable
 from hud.forward import connect_direct, dial_direct
@@ -321,12 +321,15 @@ async def test_dial_to_an_unreachable_daemon_is_the_capabilitys_error() -> None:
         assert not srv.tunnels.bare
 
 
-async def test_dial_direct_is_none_where_nothing_can_be_handed_over() -> None:
+async def test_dial_direct_is_none_where_nothing_can_be_handed_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tunnelhost, "SPLICE_AVAILABLE", False)  # no bare tunnels either
     async with shouting_daemon() as (port, _), \
             serving(make_env(port), local_tunnels=False) as srv, \
-            open_client(srv.url) as client:  # not offered: connect to the port
+            open_client(srv.url) as client:  # neither offered: connect to the port
         binding = await client.binding("shout")
         assert await dial_direct(binding) is None
+        assert not client._tunnels.forwarders["shout"].raw  # asked once
         _, writer = await shout(int(binding.url.rsplit(":", 1)[1]), b"port")
         writer.close()
     # a binding this process does not forward (the daemon's own address)
@@ -336,7 +339,7 @@ async def test_dial_direct_is_none_where_nothing_can_be_handed_over() -> None:
 
 KILLED_SERVER = """
 import asyncio
-from hud import Environment, localtunnel
+from hud import Environment, localtunnel, tunnelhost
 from hud.server import Server, ServerConfig
 
 async def main():
