@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -53,28 +54,32 @@ AT_DAEMON: set[str] = set()
 log = logger("tunnel")
 
 
-async def pipe_daemon() -> None:
-    """First line of each connection: ``down N`` (send N bytes) or ``up N`` (read N bytes,
-    answer ``ok``)."""
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The daemon's side of one connection. Its first line: ``down N`` (send N bytes) or
+    ``up N`` (read N bytes, answer ``ok``)."""
+    verb, size = (await reader.readline()).split()
+    remaining = int(size)
+    if verb == b"down":
+        block = b"\0" * CHUNK
+        while remaining > 0:
+            writer.write(block[:remaining])
+            remaining -= min(CHUNK, remaining)
+            await writer.drain()
+    else:
+        while remaining > 0:
+            remaining -= len(await reader.read(CHUNK))
+        writer.write(b"ok\n")
+    await writer.drain()
+    writer.close()
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        verb, size = (await reader.readline()).split()
-        remaining = int(size)
-        if verb == b"down":
-            block = b"\0" * CHUNK
-            while remaining > 0:
-                writer.write(block[:remaining])
-                remaining -= min(CHUNK, remaining)
-                await writer.drain()
-        else:
-            while remaining > 0:
-                remaining -= len(await reader.read(CHUNK))
-            writer.write(b"ok\n")
-        await writer.drain()
-        writer.close()
 
-    daemon = await asyncio.start_server(pipe, "127.0.0.1", 0)
+async def pipe_daemon(host: str = "127.0.0.1", port: int = 0, forever: bool = False) -> None:
+    """:func:`pipe` on ``host:port``; its port on stdout; until stdin ends (``forever``:
+    until killed, as in a container)."""
+    daemon = await asyncio.start_server(pipe, host, port)
     print(daemon.sockets[0].getsockname()[1], flush=True)
+    if forever:
+        await asyncio.Event().wait()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
@@ -147,10 +152,14 @@ def cpu_seconds(pid: int) -> float:
 
 async def timed_transfer(dial: Dial, verb: str, size: int, server: int
                          ) -> tuple[float, float]:
-    """(bytes/s, CPU seconds of this process and the server's process) of one transfer."""
-    cpu0 = time.process_time() + cpu_seconds(server)
+    """(bytes/s, CPU seconds of this process and the server's process) of one transfer
+    (``server`` 0: of this process alone)."""
+    def used() -> float:
+        return time.process_time() + (cpu_seconds(server) if server else 0.0)
+
+    cpu0 = used()
     rate = await transfer(dial, verb, size)
-    return rate, time.process_time() + cpu_seconds(server) - cpu0
+    return rate, used() - cpu0
 
 
 async def tunnel_paths(stack: contextlib.AsyncExitStack, url: str, modes: list[str],
@@ -179,10 +188,45 @@ async def tunnel_paths(stack: contextlib.AsyncExitStack, url: str, modes: list[s
     return paths
 
 
+CONTAINER_MODES = ["published", "local", "dial", "raw", "bare-dial"]
+"""What ``--container`` measures: a port the engine publishes (what a container offers
+without hud), then hud's paths to a container of its container runtime: ``local`` (what
+its client's binding gives a program: the reader's socket handed over through the mounted
+directory), ``dial`` (hud's openers: the daemon's connection handed over), and the paths
+of a client that cannot use the mount: ``raw`` and ``bare-dial``."""
+
+
+async def container_paths(stack: contextlib.AsyncExitStack, image: str, host_port: int,
+                          published: int) -> dict[str, Dial]:
+    """``direct`` (the pipe daemon on this host, over loopback), the daemon of a container
+    of ``image`` at the port its engine published, and hud's paths to the daemon in a
+    container of ``ContainerRuntime`` (a container per path)."""
+    from urllib.parse import urlsplit
+
+    import tunnel_env
+
+    from hud import forward
+    from hud.runtimes.container import ContainerRuntime
+
+    paths: dict[str, Dial] = {"direct": to_port(host_port), "published": to_port(published)}
+    runtime = await stack.enter_async_context(ContainerRuntime(image))
+    for mode in CONTAINER_MODES[1:]:
+        forward.Tunnels.local = mode in ("local", "dial")  # read at the first binding
+        client = await stack.enter_async_context(runtime.open(tunnel_env.hold()))
+        binding = await client.binding("pipe")
+        paths[mode] = (handed_over(binding) if mode in ("dial", "bare-dial")
+                       else to_port(urlsplit(binding.url).port or 0))
+    forward.Tunnels.local = True
+    return paths
+
+
 async def measure(url: str, server: int, size: int, rounds: int, condition: str,
-                  modes: list[str]) -> None:
+                  modes: list[str], container: tuple[str, int, int] | None = None) -> None:
+    """Every path in turn, each way; ``container``: (image, the host daemon's port, the
+    published port) for :func:`container_paths` instead of a local server at ``url``."""
     async with contextlib.AsyncExitStack() as stack:
-        dials = await tunnel_paths(stack, url, modes)
+        dials = await (container_paths(stack, *container) if container
+                       else tunnel_paths(stack, url, modes))
         paths = list(dials)
         for verb in ("down", "up"):
             rates: dict[str, list[float]] = {path: [] for path in paths}
@@ -253,6 +297,50 @@ def child(*args: str) -> Iterator[tuple[int, str]]:
         proc.wait(timeout=30)
 
 
+def build_image() -> str:
+    """``hud build`` of this checkout serving bench/tunnel_env.py (FROM ``$HUD_BASE_IMAGE``,
+    default localhost/hud-base:bookworm); its tag."""
+    base = os.environ.get("HUD_BASE_IMAGE", "localhost/hud-base:bookworm")
+    log(f"hud build (bench/tunnel_env.py FROM {base}) ...")
+    built = subprocess.run(
+        [sys.executable, "-m", "hud", "build", str(Path(__file__).resolve().parent.parent),
+         "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "ENV_PATH=bench/tunnel_env.py"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True)
+    return built.stdout.strip()
+
+
+@contextlib.contextmanager
+def published(image: str) -> Iterator[int]:
+    """The pipe daemon in a container of ``image``, its port published on this host's
+    loopback by the engine (``-p 127.0.0.1::PORT``); yields the host's port."""
+    from hud.runtimes.engine import find_engine
+
+    engine, name, inside = find_engine(), f"hud-bench-pipe-{os.getpid()}", 7001
+    subprocess.run([engine, "run", "--detach", "--rm", f"--name={name}",
+                    f"--publish=127.0.0.1::{inside}", image, "python", "bench/tunnel.py",
+                    "--pipe-forever", f"0.0.0.0:{inside}"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        answer = subprocess.run([engine, "port", name, f"{inside}/tcp"], check=True,
+                                stdout=subprocess.PIPE, text=True).stdout
+        port = int(answer.split()[0].rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while True:  # until the daemon answers through the published port
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.sendall(b"down 1\n")
+                    if probe.recv(1) == b"\0":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the published pipe daemon of {image} does not answer")
+            time.sleep(0.2)
+        yield port
+    finally:
+        subprocess.run([engine, "rm", "--force", name], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def busy(count: int) -> Iterator[None]:
     """``count`` processes spinning on a core each, stopped on exit."""
@@ -275,15 +363,27 @@ def main() -> None:
     parser.add_argument("--modes", default="binding,dial,local,raw",
                         help="comma-separated, of binding, dial, local, raw, bare-dial, "
                              "websocket")
+    parser.add_argument("--container", metavar="IMAGE", nargs="?", const="",
+                        help="measure a container instead (IMAGE: made by hud build from "
+                             "bench/tunnel_env.py when not given): the paths "
+                             + ", ".join(CONTAINER_MODES) + "; --modes is ignored")
     parser.add_argument("--serve", metavar="PIPE_PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pipe-forever", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import uvloop
 
+    if args.pipe_forever:
+        host, port = args.pipe_forever.rsplit(":", 1)
+        uvloop.run(pipe_daemon(host, int(port), forever=True))
+        return
     if args.serve or args.pipe:
         uvloop.run(serve(int(args.serve)) if args.serve else pipe_daemon())
         return
     size, rounds = (16_000_000, 3) if args.quick else (args.mb * 1_000_000, args.rounds)
+    if args.container is not None:
+        measure_container(args.container or build_image(), size, rounds)
+        return
     modes = args.modes.split(",")
     if "websocket" in modes and len(modes) > 1:  # Forwarder.raw is read per tunnel
         parser.error("--modes websocket runs alone")
@@ -296,6 +396,22 @@ def main() -> None:
             log(f"under load: {cores} busy processes")
             uvloop.run(measure(url, server, size, rounds, f"load ({cores} busy processes)",
                                modes))
+    log("done; loadavg " + str(loadavg()))
+
+
+def measure_container(image: str, size: int, rounds: int) -> None:
+    import uvloop
+
+    emit("machine", nproc=os.cpu_count(), python=sys.version.split()[0], image=image)
+    with child("--pipe") as (_, port), published(image) as outside:
+        log(f"a container of {image}; quiet")
+        uvloop.run(measure("", 0, size, rounds, "quiet", CONTAINER_MODES,
+                           container=(image, int(port), outside)))
+        cores = os.cpu_count() or 1
+        with busy(cores):
+            log(f"under load: {cores} busy processes")
+            uvloop.run(measure("", 0, size, rounds, f"load ({cores} busy processes)",
+                               CONTAINER_MODES, container=(image, int(port), outside)))
     log("done; loadavg " + str(loadavg()))
 
 
