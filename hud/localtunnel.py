@@ -94,6 +94,9 @@ DIR_PREFIX = "hud-local-"
 """The socket directory's name in the temp dir (``mkdtemp`` adds a random suffix)."""
 STALE_AFTER = 60.0
 """Seconds after which a socket directory without a listener is taken as left behind."""
+SUN_PATH_MAX = 107
+"""Bytes in a Unix socket's path at most (``sun_path`` holds 108, with the NUL)."""
+_OWN_BYTES = len(f"/{DIR_PREFIX}12345678/tunnels")  # what the directory and socket add
 
 StartTunnel = Callable[[socket.socket, socket.socket, str, bytes], None]
 """``start_tunnel(reader, control, name, early)``: the server's part of a tunnel."""
@@ -117,6 +120,15 @@ def _mounted_dir() -> str | None:
                     DIR_ENV, given)
         return None
     return given
+
+
+def _short_temp_dir() -> str:
+    """The temp dir, or ``/tmp`` where the socket's path under the temp dir would be too
+    long for a Unix socket (a long ``TMPDIR``)."""
+    tmp = tempfile.gettempdir()
+    if len(os.fsencode(tmp)) + _OWN_BYTES > SUN_PATH_MAX and os.path.isdir("/tmp"):
+        return "/tmp"
+    return tmp
 
 
 def _sweep_stale(tmp: str) -> None:
@@ -196,7 +208,7 @@ class LocalTunnels:
         parent = _mounted_dir()
         self.mounted = parent is not None
         if parent is None:
-            parent = tempfile.gettempdir()
+            parent = _short_temp_dir()
         _sweep_stale(parent)
         # 0700: only this user may enter
         self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent)

@@ -479,3 +479,22 @@ async def test_a_server_naming_a_socket_not_its_own_gets_bare_tunnels(
             writer.close()
     assert sent_to(other) == b""
     other.close()
+
+
+async def test_a_temp_dir_too_long_for_a_socket_path_gives_way_to_tmp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``TMPDIR`` whose socket path would not fit a Unix socket's 107 bytes: the socket's
+    directory is made in /tmp instead, and local tunnels work."""
+    deep = tmp_path / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    assert len(str(deep)) + len("/hud-local-12345678/tunnels") > 107
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv, \
+            open_client(srv.url) as client:
+        path = await local_path(srv, None)
+        assert os.path.dirname(os.path.dirname(path)) == "/tmp"
+        local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+        _, writer = await shout(local, b"hi")
+        forwarder = client._tunnels.forwarders["shout"]
+        assert forwarder.local == path and len(forwarder._lifelines) == 1
+        writer.close()
