@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from common import emit, loadavg, logger, stats
+from tunnel import pipe_daemon  # bench/tunnel.py's sink/source daemon, in its own process
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 256 * 1024
@@ -60,31 +61,6 @@ def make_workspace(path: Path, files: int = 1000, total: int = 50_000_000) -> No
 
 
 # -- the environment process -----------------------------------------------------------
-
-
-async def pipe_daemon() -> None:
-    """The sink/source daemon, in its own process as real daemons are. First line of each
-    connection: ``down N`` (send N bytes) or ``up N`` (read N bytes, answer ok)."""
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        verb, size = (await reader.readline()).split()
-        remaining = int(size)
-        if verb == b"down":
-            block = b"\0" * CHUNK
-            while remaining > 0:
-                writer.write(block[:remaining])
-                remaining -= min(CHUNK, remaining)
-                await writer.drain()
-        else:
-            while remaining > 0:
-                remaining -= len(await reader.read(CHUNK))
-            writer.write(b"ok\n")
-        await writer.drain()
-        writer.close()
-
-    daemon = await asyncio.start_server(pipe, "127.0.0.1", 0)
-    print(daemon.sockets[0].getsockname()[1], flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
 async def serve(workspace: str, pipe_port: int) -> None:
