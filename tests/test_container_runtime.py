@@ -473,8 +473,9 @@ def test_the_runtime_is_registered_and_wants_an_image(tmp_path: Path,
 async def test_a_dead_huds_mount_directory_is_removed_by_the_next_runtime(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hud killed together with its reaper leaves its containers' mount directory: the
-    next container runtime removes it, and no live hud's. A reaper whose engine fails
-    still removes its own runtime's, and says why the containers were not removed."""
+    next container runtime removes it, and no live hud's, nor anything only named like
+    one (whatever its name, the sweep does not stop the runtime). A reaper whose engine
+    fails still removes its own runtime's, and says why the containers were not removed."""
     dead = _dead_pid()
     engines = tmp_path / "bin"
     engines.mkdir()
@@ -482,19 +483,23 @@ async def test_a_dead_huds_mount_directory_is_removed_by_the_next_runtime(
     fake.write_text("#!/bin/sh\necho 'engine broken' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(engines))
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: sockets' paths fit in it
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     live = subprocess.Popen(["/bin/sleep", "60"])
     stale, kept = temp / f"hud-mounts-{dead}-x", temp / f"hud-mounts-{live.pid}-y"
     (stale / "1").mkdir(parents=True)
     (stale / "1" / "tunnels").touch()
     kept.mkdir()
+    named = [temp / "hud-mounts-2147483648-x", temp / "hud-mounts-\u00b2-x"]  # no pids
+    for directory in named:
+        directory.mkdir()
+    (temp / f"hud-mounts-{dead}-link").symlink_to(kept)
     leftovers.sweep_once.cache_clear()
     runtime = ContainerRuntime("my-env:1.0", engine="docker")
     try:
         await runtime._begin()
-        assert not stale.exists() and kept.is_dir()
+        assert not stale.exists() and kept.is_dir() and all(d.is_dir() for d in named)
+        assert (temp / f"hud-mounts-{dead}-link").is_symlink()
         assert runtime._mount_root is not None
         root = Path(runtime._mount_root)
         assert root.parent == temp and root.name.startswith(f"hud-mounts-{os.getpid()}-")
@@ -508,3 +513,21 @@ async def test_a_dead_huds_mount_directory_is_removed_by_the_next_runtime(
         live.wait()
         await runtime.aclose()
         leftovers.sweep_once.cache_clear()
+        shutil.rmtree(temp)
+
+
+def test_a_long_temp_dir_puts_the_mounts_where_socket_paths_fit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The servers' sockets in the mounted directories are reached by their host paths,
+    which a Unix socket limits to 107 bytes: under a long ``TMPDIR`` they go to /tmp."""
+    from hud.runtimes.container import _new_mount_root
+
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    root = Path(_new_mount_root())
+    try:
+        assert root.parent == Path("/tmp") and root.name.startswith(f"hud-mounts-{os.getpid()}-")
+        assert len(str(root / "999999" / "hud-local-12345678" / "tunnels")) <= 107
+    finally:
+        root.rmdir()

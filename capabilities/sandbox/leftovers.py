@@ -28,6 +28,8 @@ from . import limits
 log = logging.getLogger(__name__)
 
 KINDS = ("sandbox", "views", "chromium", "mounts")
+PID_MAX = 4_194_304
+"""The most a Linux pid can be (``/proc/sys/kernel/pid_max``'s ceiling)."""
 MNT_DETACH = 2
 
 
@@ -42,7 +44,7 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):  # another's; or no pid at all: left alone
         return True
     return True
 
@@ -56,13 +58,20 @@ def sweep_once() -> None:
 def sweep() -> None:
     """Remove every leftover of a server that is gone: directories (unmounting what is
     mounted inside them first) and empty control groups."""
-    bases = {Path(tempfile.gettempdir()), Path("/dev/shm")}
+    bases = {Path(tempfile.gettempdir()), Path("/tmp"), Path("/dev/shm")}
     for base in bases:
         for entry in base.glob("hud-*-*-*") if base.is_dir() else []:
             _, kind, pid, _ = entry.name.split("-", 3)
-            if kind in KINDS and pid.isdigit() and not alive(int(pid)):
+            if kind in KINDS and _a_pid(pid) and not alive(int(pid)) \
+                    and entry.is_dir() and not entry.is_symlink():
                 _remove(entry)
     limits.sweep(alive)
+
+
+def _a_pid(text: str) -> bool:
+    """Whether ``text`` could name a process (anyone may make a directory named like ours,
+    and ``os.kill`` refuses a number past a C int)."""
+    return text.isascii() and text.isdigit() and 0 < int(text) <= PID_MAX
 
 
 def _remove(path: Path) -> None:
@@ -78,9 +87,12 @@ def _remove(path: Path) -> None:
 
 def _mounts_under(path: Path) -> list[str]:
     """Mount points at or below ``path``, from ``/proc/self/mountinfo``."""
-    found = []
+    found: list[str] = []
     root = str(path)
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+    mountinfo = Path("/proc/self/mountinfo")
+    if not mountinfo.exists():  # no /proc (not Linux): nothing is mounted by hud there
+        return found
+    with mountinfo.open(encoding="utf-8", errors="surrogateescape") as info:
         for line in info:
             point = _unescape(line.split()[4])
             if point == root or point.startswith(root + "/"):

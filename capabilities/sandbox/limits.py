@@ -207,6 +207,6 @@ def sweep(alive: Callable[[int], bool]) -> None:
     for parent in {*layout[1], *old}:
         for group in parent.glob("hud-*-*"):
             pid = group.name.split("-")[1]
-            if pid.isdigit() and not alive(int(pid)):
+            if pid.isascii() and pid.isdigit() and not alive(int(pid)):
                 with contextlib.suppress(OSError):  # still holds processes: keep it
                     group.rmdir()

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..capabilities.sandbox import leftovers
 from ..client import Client
 from ..errors import HudConnectionError
-from ..localtunnel import DIR_ENV
+from ..localtunnel import DIR_ENV, short_temp_dir
 from .base import Runtime, RuntimeOptions, end_session
 from .engine import OWNER_LABEL, RUNTIME_LABEL, Engine, EngineFailed, find_engine, owner_id
 
@@ -67,10 +67,16 @@ PORT_TAKEN = "address already in use"
 port between its pick and its bind (seen with rootless podman and docker's API alike)."""
 
 
+_MOUNT_ROOM = len("/hud-mounts-4194304-12345678/999999/hud-local-12345678/tunnels")
+"""What a server's socket adds to the temp dir's path, on this side of its mount."""
+
+
 def _new_mount_root() -> str:
     """A fresh directory (0700) for the containers' mounts, named with this process's pid
-    (:mod:`hud.capabilities.sandbox.leftovers` removes it once that process is gone)."""
-    return tempfile.mkdtemp(prefix=leftovers.prefix("mounts"))
+    (:mod:`hud.capabilities.sandbox.leftovers` removes it once that process is gone), where
+    the servers' socket paths fit a Unix socket's (:func:`~hud.localtunnel.short_temp_dir`)."""
+    return tempfile.mkdtemp(prefix=leftovers.prefix("mounts"),
+                            dir=short_temp_dir(_MOUNT_ROOM))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +134,13 @@ class ContainerRuntime(Runtime):
         if self._begun:
             return
         self._begun = True
-        leftovers.sweep_once()  # a hud killed with its reaper left its mounts' directory
         # before the first await: a rollout that arrives meanwhile goes on to start its own
-        self._mount_root = _new_mount_root()
+        if self._mount_root is None:
+            self._mount_root = _new_mount_root()
+        try:  # a hud killed with its reaper left its mounts' directory
+            await asyncio.to_thread(leftovers.sweep_once)
+        except Exception as exc:  # what others left must not stop this runtime
+            log.warning("could not sweep what a killed hud left: %s", exc)
         with contextlib.suppress(EngineFailed, OSError):
             stale = await self.engine.sweep()
             if stale:
