@@ -122,11 +122,11 @@ def _mounted_dir() -> str | None:
     return given
 
 
-def _short_temp_dir() -> str:
-    """The temp dir, or ``/tmp`` where the socket's path under the temp dir would be too
-    long for a Unix socket (a long ``TMPDIR``)."""
+def short_temp_dir(room: int = _OWN_BYTES) -> str:
+    """The temp dir, or ``/tmp`` where a Unix socket's path that needs ``room`` bytes
+    under the temp dir would be too long (a long ``TMPDIR``) and ``/tmp`` may be written."""
     tmp = tempfile.gettempdir()
-    if len(os.fsencode(tmp)) + _OWN_BYTES > SUN_PATH_MAX and os.path.isdir("/tmp"):
+    if len(os.fsencode(tmp)) + room > SUN_PATH_MAX and os.access("/tmp", os.W_OK | os.X_OK):
         return "/tmp"
     return tmp
 
@@ -208,10 +208,13 @@ class LocalTunnels:
         parent = _mounted_dir()
         self.mounted = parent is not None
         if parent is None:
-            parent = _short_temp_dir()
+            parent = short_temp_dir()
         _sweep_stale(parent)
-        # 0700: only this user may enter
-        self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent)
+        try:
+            self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent)  # 0700: ours alone
+        except OSError as exc:  # a temp dir that cannot be written
+            log.info("no local tunnels: cannot make a directory in %s: %s", parent, exc)
+            return False
         path = os.path.join(self._dir, "tunnels")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -498,3 +498,24 @@ async def test_a_temp_dir_too_long_for_a_socket_path_gives_way_to_tmp(
         forwarder = client._tunnels.forwarders["shout"]
         assert forwarder.local == path and len(forwarder._lifelines) == 1
         writer.close()
+
+
+async def test_a_temp_dir_that_cannot_be_written_means_no_local_tunnels_and_no_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the socket's directory cannot be made, the server answers that it offers no
+    local tunnels (404), every time, and its clients keep to bare tunnels."""
+    async with shouting_daemon() as (port, _), serving(make_env(port)) as srv:
+        monkeypatch.setattr(tempfile, "tempdir", "/dev/null")  # not a directory
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(b"GET /v1/local HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 404 "), head
+            writer.close()
+            assert await localtunnel.probe(srv.url, None) is None
+        async with open_client(srv.url) as client:
+            local = int((await client.binding("shout")).url.rsplit(":", 1)[1])
+            _, writer = await shout(local, b"hi")
+            forwarder = client._tunnels.forwarders["shout"]
+            assert forwarder.local is None and len(forwarder._splices) == 1  # bare
+            writer.close()
