@@ -197,7 +197,14 @@ class Forwarder:
     async def start(self) -> Forwarder:
         loop = asyncio.get_running_loop()
         await self._opening.open()
-        self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
+        # shielded: a caller cancelled while the port is being made must not leave it open
+        listening = asyncio.ensure_future(loop.create_server(self._accept, "127.0.0.1", 0))
+        try:
+            self._server = await asyncio.shield(listening)
+        except BaseException:
+            listening.add_done_callback(_close_made)
+            await self._opening.aclose()
+            raise
         self._claimed = ports.claim(self.port)  # a tunnel's end: not for the agent's browser
         _forwarding[self.port] = self
         return self
@@ -349,6 +356,12 @@ class Forwarder:
         log.warning("tunnel to capability %r failed: %s", self.name, reason)
         self.errors.append(reason)
         self.failed.set()
+
+
+def _close_made(made: asyncio.Future[asyncio.Server]) -> None:
+    """Close the server ``made`` made, if it made one (its maker stopped waiting for it)."""
+    if not made.cancelled() and made.exception() is None:
+        made.result().close()
 
 
 def find_opener(family: str) -> Callable[[Binding], Awaitable[Any]]:

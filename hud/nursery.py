@@ -52,14 +52,19 @@ class Nursery:
         ready = loop.create_future()
         self._stop = asyncio.Event()
         self._root = asyncio.create_task(self._hold(ready), name=f"{self.name}-nursery")
-        await ready
+        try:
+            await ready
+        except BaseException:  # the opener was cancelled: the root ends as soon as it runs
+            self._stop.set()
+            raise
         return self
 
     async def _hold(self, ready: asyncio.Future[None]) -> None:
         assert self._stop is not None
         async with asyncio.TaskGroup() as group:
             self._group = group
-            ready.set_result(None)
+            if not ready.done():  # (cancelled when its opener was)
+                ready.set_result(None)
             await self._stop.wait()
             for task in [*self._tasks, *self._quiet]:  # some run template steps
                 cancel_caller(task, f"{self.name} is closing")

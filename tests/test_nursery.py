@@ -129,3 +129,24 @@ async def test_aclose_cancels_quiet_tasks() -> None:
     await asyncio.sleep(0)
     await nursery.aclose()
     assert task.cancelled()
+
+
+async def test_an_open_cancelled_midway_ends_its_root_quietly() -> None:
+    """Whenever the task opening a nursery is cancelled, the nursery's root task ends
+    without an error of its own, and the nursery takes no work."""
+    for turns in range(5):
+        nursery = Nursery(f"cut-{turns}")
+        opening = asyncio.ensure_future(nursery.open())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        opening.cancel()
+        try:
+            await opening
+        except asyncio.CancelledError:
+            pass
+        else:  # it opened before the cancellation could reach it
+            await nursery.aclose()
+        if nursery._root is not None:  # (none where open never ran)
+            await asyncio.wait_for(asyncio.wait([nursery._root]), 5)
+            assert nursery._root.exception() is None
+        assert not nursery.accepting

@@ -8,7 +8,7 @@ import os
 import pytest
 from conftest import serving, shouting_daemon
 
-from hud import Environment, localtunnel
+from hud import Environment, forward, localtunnel
 from hud.client import Client, open_client
 from hud.errors import CapabilityUnavailable
 from hud.forward import local_url, resolve_binding
@@ -162,3 +162,32 @@ async def test_forwarders_close_with_the_client_leaving_no_tasks_or_sockets() ->
                 await asyncio.sleep(0.01)
             assert len(asyncio.all_tasks()) <= tasks_before, asyncio.all_tasks()
             assert _open_fds() <= fds_before
+
+
+async def test_a_forwarder_whose_start_is_cancelled_leaves_no_port_open(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled anywhere in its start, a forwarder leaves no port listening and no
+    nursery open behind it."""
+    made: list[asyncio.Server] = []
+    close_made = forward._close_made
+
+    def recording(future: asyncio.Future[asyncio.Server]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            made.append(future.result())
+        close_made(future)
+
+    monkeypatch.setattr(forward, "_close_made", recording)
+    for turns in range(8):
+        forwarder = forward.Forwarder("ws://127.0.0.1:9/v1/control", "x")
+        starting = asyncio.ensure_future(forwarder.start())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        starting.cancel()
+        try:
+            await starting
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # the port's making ends, and it is closed
+            assert forwarder._server is None and not forwarder._opening.accepting
+        else:
+            await forwarder.aclose()
+    assert made and not any(server.is_serving() for server in made)
