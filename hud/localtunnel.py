@@ -302,7 +302,8 @@ def _split_request(line: str) -> tuple[str, str, int, str]:
     return verb, unquote(name), int(early), unquote(token)
 
 
-async def _readable(sock: socket.socket) -> None:
+async def wait_readable(sock: socket.socket) -> None:
+    """Until ``sock`` has something to read (or has ended)."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
     loop.add_reader(sock, ready.set_result, None)
@@ -322,7 +323,7 @@ async def _read_request(conn: socket.socket) -> tuple[str, bytes, socket.socket 
         while b"\n" not in data or len(data) < data.index(b"\n") + 1 + _early(data):
             if len(data) > MAX_EARLY + 4096:
                 raise ValueError("request too long")
-            await _readable(conn)
+            await wait_readable(conn)
             more, got, _, _ = socket.recv_fds(conn, 65536, 4)
             fds += got
             if not more:
@@ -540,7 +541,7 @@ async def dial(conn: socket.socket, name: str, token: str | None
     answer, fds = b"", []
     try:
         while b"\n" not in answer:
-            await _readable(conn)
+            await wait_readable(conn)
             more, got, _, _ = socket.recv_fds(conn, 4096, 1)
             fds += got
             if not more:

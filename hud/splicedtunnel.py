@@ -171,18 +171,12 @@ async def _read_until(sock: socket.socket, marker: bytes, data: bytes,
 async def _read_through(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
     """Bytes up to ``marker`` (excluded), taken from ``sock`` through the marker and not a
     byte further: each read looks first (``MSG_PEEK``), then takes what it may."""
-    loop = asyncio.get_running_loop()
     data = b""
     while True:
         try:
             peeked = sock.recv(65536, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
-            readable: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(sock.fileno(), _settle, readable)
-            try:
-                await readable
-            finally:
-                loop.remove_reader(sock.fileno())
+            await localtunnel.wait_readable(sock)
             continue
         if not peeked:
             raise OSError("the server closed the connection during the tunnel's handshake")
@@ -194,11 +188,6 @@ async def _read_through(sock: socket.socket, marker: bytes, limit: int = 65536) 
             return data[:end]
         if len(data) > limit:
             raise OSError(f"no {marker!r} in the first {limit} bytes of the server's answer")
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _parse_head(head: bytes) -> tuple[int, str]:

@@ -28,8 +28,6 @@ from . import limits
 log = logging.getLogger(__name__)
 
 KINDS = ("sandbox", "views", "chromium", "mounts")
-PID_MAX = 4_194_304
-"""The most a Linux pid can be (``/proc/sys/kernel/pid_max``'s ceiling)."""
 MNT_DETACH = 2
 
 
@@ -44,7 +42,7 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError):  # another's; or no pid at all: left alone
+    except (PermissionError, OverflowError):  # another's; or past any pid: left alone
         return True
     return True
 
@@ -62,16 +60,10 @@ def sweep() -> None:
     for base in bases:
         for entry in base.glob("hud-*-*-*") if base.is_dir() else []:
             _, kind, pid, _ = entry.name.split("-", 3)
-            if kind in KINDS and _a_pid(pid) and not alive(int(pid)) \
+            if kind in KINDS and pid.isascii() and pid.isdigit() and not alive(int(pid)) \
                     and entry.is_dir() and not entry.is_symlink():
                 _remove(entry)
     limits.sweep(alive)
-
-
-def _a_pid(text: str) -> bool:
-    """Whether ``text`` could name a process (anyone may make a directory named like ours,
-    and ``os.kill`` refuses a number past a C int)."""
-    return text.isascii() and text.isdigit() and 0 < int(text) <= PID_MAX
 
 
 def _remove(path: Path) -> None:
