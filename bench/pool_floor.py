@@ -11,8 +11,9 @@ the child's page faults:
 
 * ``exit``: the child exits at once (``os._exit``);
 * ``loop``: it makes the worker's event loop first;
-* ``server``: it also starts and stops the worker's ``Server`` on it (binds, listens, runs
-  the initialize and shutdown hooks), and serves nothing.
+* ``server``: it also starts and stops the worker's ``Server`` on it as a worker does (the
+  initialize and shutdown hooks; a port only where the environment declares capabilities,
+  and this one declares none), and serves nothing.
 
 In the same run, a pool (``PoolRuntime``, 16 at once) runs ``oracle`` over ``--eval-n``
 trivial tasks (bench/eval.py's B4) for the CPU per rollout of each process, so the last line
@@ -72,8 +73,8 @@ def floors(forks: int) -> list[dict]:
 
     def start_and_stop() -> None:
         async def run() -> None:
-            async with server:
-                pass
+            await server.start(listen=bool(server.env.capabilities))
+            await server.aclose()
 
         factory().run_until_complete(run())
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -121,6 +122,7 @@ class Client:
         client: PeerInfo | None = None,
         ready_timeout: float = 0.0,
         max_size: int | None = 64 * 1024 * 1024,
+        sock: socket.socket | None = None,
     ) -> Client:
         """Connect and exchange manifests; ``session_id`` resumes a parked session (a
         ``session_busy`` answer is retried for up to :data:`RESUME_BUSY_FOR` seconds: the
@@ -128,6 +130,10 @@ class Client:
 
         With ``ready_timeout`` > 0, connection failures are retried until it runs out (for an
         environment that is still starting). A rejected token is never retried.
+
+        ``sock``: a connected stream socket to the server to speak over instead of dialling
+        ``url`` (a pool worker hands its rollout's client one end of a Unix socket pair); it
+        is tried once, and ``url`` still names the server (its port for tunnels).
         """
         target = control_url(url)
         params = _manifest_params(session_id, client)
@@ -137,7 +143,11 @@ class Client:
         busy_until = time.monotonic() + RESUME_BUSY_FOR
         delay = 0.01
         while True:
-            transport = await _dial(target, token, ready_timeout, max_size, manifest)
+            if sock is not None:
+                transport = await _dial(target, token, 0.0, max_size, manifest, sock)
+                sock = None  # the transport owns it: a busy session's retry dials url
+            else:
+                transport = await _dial(target, token, ready_timeout, max_size, manifest)
             try:
                 self = await cls._open(transport, target, params, manifest)
             except SessionBusy:
@@ -250,8 +260,12 @@ class Client:
         self._tunnels.mount = self.local_mount
         raw = getattr(self.transport, "transport", None)  # the lean client's socket, if any
         if raw is not None and self._tunnels.control is None:
-            self._tunnels.control = (raw.get_extra_info("sockname"),
-                                     raw.get_extra_info("peername"))
+            sock = raw.get_extra_info("socket")
+            if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+                self._tunnels.unix_control = sock
+            else:
+                self._tunnels.control = (raw.get_extra_info("sockname"),
+                                         raw.get_extra_info("peername"))
         return self._tunnels
 
     async def grade(self, answer: Any = None, *, template: str | None = None) -> GradeResult:
@@ -376,15 +390,16 @@ def _manifest_params(session_id: str | None, client: PeerInfo | None) -> Manifes
 
 async def _dial(
     url: str, token: str | None, ready_timeout: float, max_size: int | None,
-    manifest: bytes | None = None,
+    manifest: bytes | None = None, sock: socket.socket | None = None,
 ) -> Transport:
-    """A WebSocket to ``url``. A direct one carries ``manifest`` (the session's first
-    request) in its upgrade when it fits a header: one round trip fewer (see
-    :data:`hud.upgrade.MANIFEST_HEADER`)."""
+    """A WebSocket to ``url`` (over ``sock`` where given: see :meth:`Client.connect`). A
+    direct one carries ``manifest`` (the session's first request) in its upgrade when it
+    fits a header: one round trip fewer (see :data:`hud.upgrade.MANIFEST_HEADER`)."""
     headers = {"User-Agent": f"hud/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    direct = address.is_loopback(address.host_of(url)) or _proxy_for(url) is None
+    direct = sock is not None or address.is_loopback(address.host_of(url)) \
+        or _proxy_for(url) is None
     if direct and manifest is not None and len(manifest) <= MAX_MANIFEST_HEADER \
             and plain_value(value := manifest.decode()):  # else (a DEL in JSON): a frame
         headers[MANIFEST_HEADER] = value
@@ -393,7 +408,8 @@ async def _dial(
     while True:
         try:
             if direct:
-                return await wsclient.connect(url, headers=headers, max_size=max_size)
+                return await wsclient.connect(url, headers=headers, max_size=max_size,
+                                              sock=sock)
             return ProxiedWebSocket(await ws_connect(  # through the proxy the env names
                 url,
                 additional_headers=headers,

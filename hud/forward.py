@@ -459,6 +459,8 @@ class Tunnels:
         self.mount: tuple[str, str] | None = None  # see Client.local_mount
         self.control: tuple[Any, Any] | None = None
         """(local, remote) addresses of the client's control connection, where it has one."""
+        self.unix_control: socket.socket | None = None
+        """The client's control connection where it is a Unix socket (a pool worker's)."""
         self._offer: localtunnel.Offer | None = None
         self._same: bool | None = None  # whether the server shares this network namespace
         self._socket: str | None = None  # the server's socket, as this process reaches it
@@ -505,6 +507,8 @@ class Tunnels:
             return True
         if not self.same_network or not _on_loopback(declared.url):
             return False
+        if self._same is None and self.unix_control is not None:  # the kernel names its peer
+            self._same = localtunnel.peer_shares_network(self.unix_control)
         if self._same is None:  # asked once: the answer holds for the client's life
             offer = await self._probe()
             async with self._asking:

@@ -464,12 +464,27 @@ async def same_network(path: str, offer: Offer, token: str | None,
         inode = _tcp_inode(local=control[1], remote=control[0])
         if inode is None or not _holds(pid, inode):
             return False
-        theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
-        return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+        return _in_this_network(pid)
     except (OSError, TimeoutError, ValueError):
         return False
     finally:
         conn.close()
+
+
+def peer_shares_network(control: socket.socket) -> bool:
+    """Whether the server at the other end of ``control``, a Unix control connection (a
+    pool worker's socket pair), runs in this process's network namespace, as the kernel
+    says (``SO_PEERCRED``, then ``/proc/PID/ns/net``). False on any doubt."""
+    try:
+        pid = _peer(control)[0]
+        return pid > 0 and _in_this_network(pid)
+    except OSError:
+        return False
+
+
+def _in_this_network(pid: int) -> bool:
+    theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def _kernel_address(address: Any, six: bool) -> str:

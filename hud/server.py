@@ -221,6 +221,11 @@ class Server:
         return await loop.create_server(self._accept, sock=sock, backlog=backlog)
 
     @property
+    def listening(self) -> bool:
+        """Whether the server has a port (``start(listen=False)`` makes none)."""
+        return self._listener is not None
+
+    @property
     def port(self) -> int:
         assert self._listener is not None, "the server is not started"
         return int(self._listener.sockets[0].getsockname()[1])
@@ -239,6 +244,21 @@ class Server:
         client_end, server_end = memory_pipe()
         self._serve_control(server_end)
         return client_end
+
+    async def adopt(self, sock: socket.socket) -> asyncio.Future[None]:
+        """Serve ``sock``, a connected stream socket that nothing else reads (a pool
+        worker's end of the socket pair its rollout's client holds), as a connection
+        accepted on the port: the same upgrade, token check and limits. Returns a future
+        that is done once that connection has ended."""
+        loop = asyncio.get_running_loop()
+        # no handshake timeout: the pool holds the other end until a rollout needs it
+        _, protocol = await loop.connect_accepted_socket(lambda: self._accept(waits=True),
+                                                         sock=sock)
+        if isinstance(protocol, WsServerConnection):
+            return protocol.closed
+        ended = loop.create_future()  # refused past a limit: it ends with its answer
+        ended.set_result(None)
+        return ended
 
     async def serve_forever(self) -> None:
         assert self._listener is not None, "the server is not started"
@@ -342,8 +362,9 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------
 
-    def _accept(self) -> asyncio.Protocol:
-        """The protocol for a new connection: a WebSocket, or a refusal past a limit."""
+    def _accept(self, *, waits: bool = False) -> asyncio.Protocol:
+        """The protocol for a new connection: a WebSocket, or a refusal past a limit.
+        ``waits``: its handshake may come any time (no ``handshake_timeout``)."""
         refused = self._over_limit()
         if refused is not None:
             return Refusal(refused)
@@ -353,7 +374,7 @@ class Server:
             self._lost,
             max_size=max(4 * self.config.max_message_size, 1 << 20),
             server_header=f"hud/{PROTOCOL_VERSION}",
-            open_timeout=self.config.handshake_timeout,
+            open_timeout=None if waits else self.config.handshake_timeout,
             turns=self._turns,
             loop=self._tasks.loop,
         )

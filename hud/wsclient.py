@@ -229,25 +229,28 @@ async def connect(
     max_size: int | None = 2**20,
     ssl: ssl_module.SSLContext | None = None,
     open_timeout: float = 10.0,
+    sock: socket.socket | None = None,
 ) -> WsClient:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``). Raises ``InvalidStatus`` when
     the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
-    reached, ``TimeoutError`` after ``open_timeout``."""
+    reached, ``TimeoutError`` after ``open_timeout``. Given ``sock``, a connected stream
+    socket to the server (a pool worker's Unix socket pair, say), the WebSocket is opened
+    over it, without TLS, and ``url`` only names the resource and host the upgrade asks
+    for; the connection owns ``sock`` from then on, and closes it on failure."""
     uri = _parse_uri(url)
     loop = asyncio.get_running_loop()
-    if uri.secure and ssl is None:
+    if uri.secure and ssl is None and sock is None:
         ssl = ssl_module.create_default_context()
     async with asyncio.timeout(open_timeout):
-        sock = None
-        if not uri.secure:
+        if sock is None and not uri.secure:
             sock = await _dial_numeric(uri.host, uri.port)
         if sock is not None:
             try:
                 made = _client(uri, headers or {}, max_size, sock)
+                _, conn = await loop.create_connection(lambda: made, sock=sock)
             except BaseException:
                 sock.close()
                 raise
-            _, conn = await loop.create_connection(lambda: made, sock=sock)
         else:
             _, conn = await loop.create_connection(
                 lambda: _client(uri, headers or {}, max_size), uri.host, uri.port,

@@ -99,7 +99,7 @@ class WsServerConnection(WsConnection):
     protocol: ServerProtocol
 
     def __init__(self, gate: Gate, opened: Opened, lost: Lost, *, max_size: int | None,
-                 server_header: str, open_timeout: float = 10.0,
+                 server_header: str, open_timeout: float | None = 10.0,
                  turns: Turns | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(_PENDING, loop)
@@ -109,7 +109,7 @@ class WsServerConnection(WsConnection):
         self._opened = opened
         self._lost = lost
         self._server_header = server_header
-        self._open_timeout = open_timeout
+        self._open_timeout = open_timeout  # None: no limit
         self._open_timer: asyncio.TimerHandle | None = None
         self._turns = turns
         self._queued = False  # a complete request head waits for its turn
@@ -120,9 +120,10 @@ class WsServerConnection(WsConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._open_timer = self._loop.call_later(
-            self._open_timeout, self._abort_if_connecting
-        )
+        if self._open_timeout is not None:
+            self._open_timer = self._loop.call_later(
+                self._open_timeout, self._abort_if_connecting
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connecting()  # (gone during its handshake: websockets closes its protocol)

@@ -1,11 +1,14 @@
 """``pool``, the default: pre-forked environment processes, each serving exactly one rollout.
 
 A zygote process (:mod:`hud.runtimes.zygote`) imports the environment once; workers are forked
-from it ahead of demand, each with its own initialized environment, listening on 127.0.0.1.
-A rollout takes a ready worker, and the pool asks for its replacement at once; when the
-rollout ends the worker is stopped (SIGTERM: cleanup and shutdown hooks run; SIGKILL if it
-has not exited :data:`KILL_AFTER` seconds later). Start-up costs
-stay off the rollouts' critical path, and no two rollouts ever share a process.
+from it ahead of demand, each with its own initialized environment and one control
+connection: a Unix socket pair, whose other end it sends the pool when it is ready (no
+port, no TCP handshake; a worker listens on 127.0.0.1 only for its capabilities' tunnels).
+A rollout takes a ready worker and speaks over that end, and the pool asks for its
+replacement at once; when the rollout ends the worker is stopped (its connection ends, and
+SIGTERM: cleanup and shutdown hooks run; SIGKILL if it has not exited :data:`KILL_AFTER`
+seconds later). Start-up costs stay off the rollouts' critical path, and no two rollouts
+ever share a process.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +34,10 @@ if TYPE_CHECKING:
 
 
 KILL_AFTER = 10.0  # seconds a released worker has for its cleanup, as stop_process gives
+
+NO_PORT = "ws://127.0.0.1:0"
+"""The ``url`` a worker's client gets where the worker listens on no port (its environment
+declares no capabilities, so no tunnel is ever asked for): it reaches nothing."""
 
 
 class Stopping:
@@ -76,10 +84,16 @@ def open_pidfd(pid: int) -> int | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Worker:
     pid: int
     url: str
+    sock: socket.socket | None = None
+    """The pool's end of the worker's control connection, until a client takes it."""
+
+    def take(self) -> socket.socket | None:
+        sock, self.sock = self.sock, None
+        return sock
 
 
 class Zygote:
@@ -94,55 +108,130 @@ class Zygote:
         self.token = secrets.token_urlsafe(16)
         self._ready: asyncio.Queue[Worker | HudConnectionError] = asyncio.Queue()
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._channel: socket.socket | None = None  # ours; the zygote and workers share theirs
+        self._started: asyncio.Future[bool] | None = None
+        self._owed = 0  # workers asked for and not yet sent to the zygote
+        self._waiting = False  # for room in the channel
         self._live: dict[int, int | None] = {}  # ready or serving worker: pid → its pidfd
         self._stopping: set[Stopping] = set()
         self.kill_after = kill_after
 
     async def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-m", "hud.runtimes.zygote", self.target,
-                "--max-forks", str(MAX_FORKS)]
+                "--channel", str(theirs.fileno()), "--max-forks", str(MAX_FORKS)]
         if self.solutions:
             argv.append("--enable-solutions")
-        self._proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "HUD_TOKEN": self.token},
-        )
-        assert self._proc.stdout is not None
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                env={**os.environ, "HUD_TOKEN": self.token},
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        ours.setblocking(False)
+        self._channel = ours
+        self._started = loop.create_future()
+        loop.add_reader(ours, self._readable)
         try:
             async with asyncio.timeout(self.ready_timeout):
-                line = await self._proc.stdout.readline()
+                started = await asyncio.shield(self._started)
         except TimeoutError:
-            line = b""
-        if line.strip() != b"ZYGOTE READY":
-            await stop_process(self._proc)
+            started = False
+        if not started:
+            await self.aclose()
             raise HudConnectionError(f"{self.target}: the pool's zygote did not start "
                                      "(its error is on stderr above)")
-        self._reader = asyncio.create_task(self._read(), name="hud-pool-reader")
         self._fork(self.size)
 
     def _fork(self, count: int) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        if not self._proc.stdin.is_closing():
-            self._proc.stdin.write(b"fork\n" * count)
+        """Ask for ``count`` more workers (``fork N``): now, or once the channel has room
+        (its send buffer fills while the zygote is busy forking)."""
+        self._owed += count
+        self._ask()
 
-    async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        async for raw in self._proc.stdout:
-            kind, _, rest = raw.decode().strip().partition(" ")
-            pid_text, _, detail = rest.partition(" ")
-            if kind == "READY":
-                self._live[int(pid_text)] = open_pidfd(int(pid_text))
-                self._ready.put_nowait(Worker(int(pid_text), detail))
-            elif kind == "FAILED":
-                self._ready.put_nowait(HudConnectionError(
-                    f"{self.target}: a pool worker failed to start: {detail}"))
+    def _ask(self) -> None:
+        if self._channel is None or not self._owed:
+            return
+        try:
+            self._channel.send(f"fork {self._owed}".encode())
+        except BlockingIOError:
+            if not self._waiting:
+                self._waiting = True
+                asyncio.get_running_loop().add_writer(self._channel, self._room)
+            return
+        except OSError:  # the zygote is gone: the end of the channel says so
+            return
+        self._owed = 0
+
+    def _room(self) -> None:
+        assert self._channel is not None
+        asyncio.get_running_loop().remove_writer(self._channel)
+        self._waiting = False
+        self._ask()
+
+    def _readable(self) -> None:
+        """Take every report the channel holds: ``READY`` with the worker's end of its
+        connection attached, ``FAILED``, or (once every holder of the zygote's end is gone)
+        the end of the channel."""
+        assert self._channel is not None
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._channel, 1024, 1,
+                                                  socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                self._ended()
+                return
+            self._report(data.decode(errors="replace"), fds)
+
+    def _report(self, line: str, fds: list[int]) -> None:
+        assert self._started is not None
+        if not self._started.done():
+            self._started.set_result(line == "ZYGOTE READY")
+            return
+        kind, _, rest = line.partition(" ")
+        pid_text, _, detail = rest.partition(" ")
+        if kind == "READY" and fds and pid_text.isdigit():
+            pid = int(pid_text)
+            self._live[pid] = open_pidfd(pid)
+            sock = socket.socket(fileno=fds.pop(0))
+            self._ready.put_nowait(Worker(pid, NO_PORT if detail == "-" else detail, sock))
+        elif kind == "FAILED":
+            self._ready.put_nowait(HudConnectionError(
+                f"{self.target}: a pool worker failed to start: {detail}"))
+        for fd in fds:
+            os.close(fd)
+
+    def _ended(self) -> None:
+        assert self._channel is not None and self._started is not None
+        self._close_channel()
+        if not self._started.done():
+            self._started.set_result(False)
         self._ready.put_nowait(HudConnectionError(f"{self.target}: the pool's zygote exited"))
+
+    def _close_channel(self) -> None:
+        if self._channel is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._channel)
+        if self._waiting:
+            loop.remove_writer(self._channel)
+            self._waiting = False
+        self._channel.close()
+        self._channel = None
 
     @property
     def exited(self) -> bool:
         """Whether the zygote process is gone (killed, say): it forks no more workers. (Its
-        stdout does not tell: the workers it forked hold that pipe open a while longer.)"""
+        channel does not tell: the workers it forked hold their end open a while longer.)"""
         return self._proc is not None and self._proc.returncode is not None
 
     async def acquire(self) -> Worker:
@@ -154,9 +243,12 @@ class Zygote:
         return item
 
     def release(self, worker: Worker) -> None:
-        """Stop a worker that served its rollout: SIGTERM (its cleanup runs in the worker),
-        SIGKILL after :attr:`kill_after` seconds if it has not exited by then (a template
-        that blocks its event loop never sees the SIGTERM)."""
+        """Stop a worker that served its rollout: its connection ends, and SIGTERM (its
+        cleanup runs in the worker), SIGKILL after :attr:`kill_after` seconds if it has not
+        exited by then (a template that blocks its event loop never sees either)."""
+        sock = worker.take()
+        if sock is not None:  # no client took it
+            sock.close()
         if worker.pid not in self._live:
             return
         stopping = Stopping.begin(worker.pid, self._live.pop(worker.pid), self.kill_after)
@@ -165,18 +257,17 @@ class Zygote:
             stopping.exited.add_done_callback(lambda _: self._stopping.discard(stopping))
 
     async def aclose(self) -> None:
+        while not self._ready.empty():  # ready workers no rollout took
+            item = self._ready.get_nowait()
+            if isinstance(item, Worker):
+                self.release(item)
         for pid in list(self._live):
             self.release(Worker(pid, ""))
         # Each stop ends within kill_after; a pending kill must not be dropped with this loop.
         await asyncio.gather(*(s.exited for s in list(self._stopping)))
+        self._close_channel()  # the zygote reads the end of it, and exits
         if self._proc is not None:
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
             await stop_process(self._proc)
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
 
 
 class PoolRuntime(Runtime):
@@ -219,7 +310,7 @@ class PoolRuntime(Runtime):
         zygote = await self._zygote(self.target or source_of(task))
         worker = await zygote.acquire()
         try:
-            client = await Client.connect(worker.url, token=zygote.token)
+            client = await Client.connect(worker.url, token=zygote.token, sock=worker.take())
             try:
                 yield client
             finally:

@@ -1,11 +1,17 @@
-"""The pre-forking parent of pool workers: ``python -m hud.runtimes.zygote TARGET``.
+"""The pre-forking parent of pool workers: ``python -m hud.runtimes.zygote TARGET --channel FD``.
 
-It imports hud and the environment once, then forks a worker for every ``fork`` line on
-stdin. Each worker starts the environment (initialize hooks run in the worker, so every
-worker has fresh state), listens on 127.0.0.1 with a token (``HUD_TOKEN``), and reports
-``READY <pid> <url>`` (or ``FAILED <pid> <reason>``) on stdout, one line each. A worker
-serves until SIGTERM, then shuts down cleanly, or exits on its own when the zygote is gone.
-The zygote exits when stdin closes. It runs no event loop and no threads, so forking is safe.
+It imports hud and the environment once, then forks a worker for every ``fork`` message
+on the channel, a Unix ``SOCK_SEQPACKET`` socket shared with the pool. Each worker starts
+the environment (initialize hooks run in the worker, so every worker has fresh state) and
+makes a Unix socket pair: it serves one end as its only control connection (the same
+upgrade and token check as a port), and reports ``READY <pid> <url>`` on the channel with
+the other end attached (``SCM_RIGHTS``) for its rollout's client, or ``FAILED <pid>
+<reason>``. A worker listens on 127.0.0.1 (its ``url``) only where its environment
+declares capabilities, for their tunnels; otherwise it reports ``-``. A worker serves until
+its connection ends or it gets SIGTERM, then shuts down cleanly; it also exits on its own
+when the zygote is gone. The zygote exits when the pool closes the channel. It runs no
+event loop and no threads, so forking is safe. Its stdout (and the workers') is stderr:
+what an environment prints is a log, never data.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -28,43 +35,53 @@ def main(argv: list[str]) -> int:
     solutions = "--enable-solutions" in argv[1:]
     # each worker serves one rollout in a process of its own: it may fork that rollout
     max_forks = int(argv[argv.index("--max-forks") + 1]) if "--max-forks" in argv else 0
+    channel = socket.socket(fileno=int(argv[argv.index("--channel") + 1]))
+    os.dup2(2, 1)  # what the environment prints is a log
     token = os.environ.get("HUD_TOKEN")
     # Finished workers are reaped here (not left to the kernel with SIG_IGN), so that their
     # CPU time adds up in this process's children's time, which the pool's owner can read.
     signal.signal(signal.SIGCHLD, _reap)
     # Ctrl-C reaches the whole process group: the parent that runs the pool owns it and stops
-    # the workers (SIGTERM, or closing stdin); the zygote and its workers ignore it.
+    # the workers (their connections end, and SIGTERM); the zygote and workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from ..eventloop import loop_factory
 
     server = prepare(target, token, solutions=solutions, max_forks=max_forks)
-    out = sys.stdout.fileno()
-    os.write(out, b"ZYGOTE READY\n")
+    channel.send(b"ZYGOTE READY")
     zygote = os.getpid()
-    for line in sys.stdin:
-        if line.strip() != "fork":
-            continue
-        if os.fork() == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                # One run of the loop, its shutdown included (see _worker); the loop is not
-                # closed: the process ends right after, and os._exit frees it all at once.
-                loop = (loop_factory() or asyncio.new_event_loop)()
-                loop.run_until_complete(_worker(server, out, zygote))
-                code = 0
-            except BrokenPipeError:
-                pass  # the pool closed while this worker started: no one to report to
-            except BaseException as exc:
-                reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-                with contextlib.suppress(OSError):
-                    os.write(out, f"FAILED {os.getpid()} {reason}\n".encode())
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
-    return 0
+    while True:
+        message = channel.recv(64)
+        if not message:  # the pool closed the channel
+            return 0
+        verb, _, count = message.partition(b" ")
+        if verb == b"fork" and count.isdigit():
+            for _ in range(int(count)):
+                _fork_worker(server, channel, zygote, loop_factory)
+
+
+def _fork_worker(server: Server, channel: socket.socket, zygote: int,
+                 loop_factory: Any) -> None:
+    """A worker: it reports on ``channel``, and its life ends in ``os._exit``."""
+    if os.fork() == 0:
+        code = 1
+        try:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # One run of the loop, its shutdown included (see _worker); the loop is not
+            # closed: the process ends right after, and os._exit frees it all at once.
+            loop = (loop_factory() or asyncio.new_event_loop)()
+            loop.run_until_complete(_worker(server, channel, zygote))
+            code = 0
+        except BrokenPipeError:
+            pass  # the pool closed while this worker started: no one to report to
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            with contextlib.suppress(OSError):
+                channel.send(f"FAILED {os.getpid()} {reason}".encode())
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
 
 
 def prepare(target: str, token: str | None, *, solutions: bool = False,
@@ -112,6 +129,7 @@ async def _rehearse(token: str | None, servers: int = 4, rollouts: int = 16) -> 
     from ..environment import Environment
     from ..server import Server, ServerConfig
     from .base import end_session
+    from .pool import NO_PORT
 
     env = Environment("warm-up")
 
@@ -126,22 +144,29 @@ async def _rehearse(token: str | None, servers: int = 4, rollouts: int = 16) -> 
 
     for _ in range(servers):
         config = ServerConfig(host="127.0.0.1", port=0, token=token, enable_solutions=True)
-        async with Server(env, config) as server:
-            for _ in range(rollouts):
-                client = await Client.connect(server.url, token=token)
+        server = Server(env, config)
+        await server.start(listen=False)
+        try:
+            for _ in range(rollouts):  # over a socket pair, as a worker and the pool do
+                ours, theirs = socket.socketpair()
+                ended = await server.adopt(ours)
+                client = await Client.connect(NO_PORT, token=token, sock=theirs)
                 await client.start("echo", {"text": "hi"})
                 await client.grade(await client.solve())
                 await end_session(client)
+                await ended
+        finally:
+            await server.aclose()
 
 
-async def _worker(server: Server, out: int, zygote: int) -> None:
+async def _worker(server: Server, channel: socket.socket, zygote: int) -> None:
     """A worker's whole life on its loop: :func:`_serve_one`, then what
     ``asyncio.Runner`` does on closing (cancel the tasks left, finalize async generators,
     wait for the default executor's threads), in the same run of the loop. A runner
     would start the loop three times, and uvloop sets up and tears down its signal
     handling (a socket pair, its handlers) each time, once per worker and so per rollout."""
     try:
-        await _serve_one(server, out, zygote)
+        await _serve_one(server, channel, zygote)
     finally:
         this = asyncio.current_task()
         left = [task for task in asyncio.all_tasks() if task is not this]
@@ -153,15 +178,31 @@ async def _worker(server: Server, out: int, zygote: int) -> None:
         await loop.shutdown_default_executor()
 
 
-async def _serve_one(server: Server, out: int, zygote: int) -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with server:
-        os.write(out, f"READY {os.getpid()} {server.url}\n".encode())
-        while not stop.is_set() and os.getppid() == zygote:
+async def _serve_one(server: Server, channel: socket.socket, zygote: int) -> None:
+    """Serve one control connection, its other end sent to the pool with ``READY``, until
+    it ends, SIGTERM comes, or the zygote is gone; then shut the server down."""
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+
+    def stopping() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    loop.add_signal_handler(signal.SIGTERM, stopping)
+    await server.start(listen=bool(server.env.capabilities))  # a port only for tunnels
+    try:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            ended = await server.adopt(ours)
+            ended.add_done_callback(lambda _: stopping())
+            url = server.url if server.listening else "-"
+            socket.send_fds(channel, [f"READY {os.getpid()} {url}".encode()], [theirs.fileno()])
+        while not stop.done() and os.getppid() == zygote:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
-                    await stop.wait()
+                    await asyncio.shield(stop)
+    finally:
+        await server.aclose()
 
 
 if __name__ == "__main__":
