@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,6 +11,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+import pytest
 
 from hud.eval.store import TraceStore
 
@@ -129,3 +132,58 @@ def test_a_second_ctrl_c_exits_at_once_without_waiting_for_cleanup(tmp_path: Pat
     lines = err.splitlines()
     assert lines[0] == "interrupted again: exiting now, without waiting for cleanup", err
     assert "interrupted: job" not in err and "Traceback" not in err, err
+
+
+CHATTY_ENV = textwrap.dedent('''
+    from hud import Environment
+    print("imported")
+    env = Environment("chatty")
+
+    @env.template()
+    async def chat():
+        print("started", flush=True)
+        answer = yield "say ok"
+        yield 1.0 if answer == "ok" else 0.0
+
+    @chat.solution
+    def solve():
+        return "ok"
+
+    tasks = [chat()]
+''')
+
+
+@pytest.mark.parametrize("runtime", ["pool", "subprocess", "inprocess"])
+def test_what_user_code_prints_is_a_log_and_stdout_holds_the_result(
+        tmp_path: Path, runtime: str) -> None:
+    """A task file's print at import (in hud eval, and in the environment's process) and a
+    template's print in a rollout go to stderr: ``hud eval --json``'s stdout is its JSON. (A
+    print in a ``hud serve`` child once came before its URL, and the subprocess runtime
+    waited for that URL forever.)"""
+    source = tmp_path / "tasks.py"
+    source.write_text(CHATTY_ENV)
+    done = subprocess.run(
+        [sys.executable, "-m", "hud", "eval", str(source), "oracle", "--json", "--runtime",
+         runtime], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HUD_TRACE_DIR": str(tmp_path / "traces")})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["reward"] == 1.0  # the whole of stdout
+    assert "imported" in done.stderr and "started" in done.stderr
+
+
+def test_hud_serve_and_hud_task_list_write_only_their_results_to_stdout(tmp_path: Path) -> None:
+    source = tmp_path / "tasks.py"
+    source.write_text(CHATTY_ENV)
+    listed = subprocess.run([sys.executable, "-m", "hud", "task", "list", "--source",
+                             str(source)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split("\t")[0] == "chat" and "imported" in listed.stderr
+    served = subprocess.Popen([sys.executable, "-m", "hud", "serve", str(source), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert served.stdout is not None
+        assert served.stdout.readline().startswith("ws://127.0.0.1:")
+    finally:
+        served.terminate()
+        _, err = served.communicate(timeout=30)
+    assert "imported" in err

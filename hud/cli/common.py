@@ -3,9 +3,10 @@ exit codes, writing results, reading arguments. Imports nothing heavy."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from ..protocol import errors
 
@@ -35,15 +36,42 @@ def with_serve_hint(message: str) -> str:
     return message
 
 
+_results: TextIO | None = None  # the real stdout, once user code's prints go to stderr
+
+
+def user_prints_to_stderr() -> None:
+    """Before running user code (a task file, an environment, a harness): from here on what
+    it prints, and what programs it starts print, goes to stderr (file descriptor 1 is made
+    a copy of 2), so that stdout holds only this command's results, written through
+    :func:`results`, which keeps the real stdout."""
+    global _results
+    if _results is not None:
+        return
+    try:
+        out, err = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # streams without descriptors: leave them
+        return
+    sys.stdout.flush()
+    _results = os.fdopen(os.dup(out), "w", encoding=sys.stdout.encoding,
+                         errors=sys.stdout.errors)
+    os.dup2(err, out)
+
+
+def results() -> TextIO:
+    """Where a command writes its results: stdout (see :func:`user_prints_to_stderr`)."""
+    return _results if _results is not None else sys.stdout
+
+
 def emit(value: Any) -> None:
     """Write one result to stdout: strings as they are, anything else as JSON."""
+    out = results()
     if isinstance(value, str):
-        sys.stdout.write(value if value.endswith("\n") else value + "\n")
+        out.write(value if value.endswith("\n") else value + "\n")
     else:
         import msgspec
 
-        sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
-    sys.stdout.flush()
+        out.write(msgspec.json.encode(value).decode() + "\n")
+    out.flush()
 
 
 def prompt_text(prompt: Any) -> Any:

@@ -20,7 +20,7 @@ import msgspec
 
 from ..eval.config import DEFAULT, EvalConfig
 from ..eventloop import run as run_on_loop
-from .common import EXIT_ENVIRONMENT, EXIT_USAGE, fail
+from .common import EXIT_ENVIRONMENT, EXIT_USAGE, fail, results, user_prints_to_stderr
 
 EXIT_ROLLOUT_ERRORS = 7
 EXIT_CHECK_FAILED = 8
@@ -68,10 +68,11 @@ def load_taskset(source: str, env: str | None, task_ids: str | None, *,
                  templates: bool = False) -> Any:
     """The tasks of ``source`` (exit 6 when it does not load), filtered by ``task_ids``; with
     ``templates``, a source with no task rows (an ``env.py``) gives one task per template,
-    with its default arguments."""
+    with its default arguments. From here on, what user code prints goes to stderr."""
     from ..errors import LoadError
     from ..eval.taskset import Taskset
 
+    user_prints_to_stderr()
     try:
         taskset = Taskset.from_source(source, env=env)
         if templates and not len(taskset) and Path(source).suffix not in (".json", ".jsonl"):
@@ -179,7 +180,7 @@ def _report(command: EvalCommand, job: Any) -> None:
         summary = {"job": job.id, "name": job.name, "agent": job.agent, "model": job.model,
                    "reward": job.reward, "errors": len(job.errors), "tasks": job.summary(),
                    "runs": rows}
-        sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
+        results().write(msgspec.json.encode(summary).decode() + "\n")
     else:
         _print_table(job)
 
@@ -303,7 +304,7 @@ def _print_table(job: Any) -> None:
         mean = "-" if row["mean"] is None else f"{row['mean']:.3f}"
         std = "-" if row["std"] is None else f"{row['std']:.3f}"
         table.add_row(row["slug"], str(row["runs"]), mean, std, str(row["errors"]))
-    console = Console(file=sys.stdout, width=120)
+    console = Console(file=results(), width=120)
     console.print(table)
     reward = "-" if job.reward is None else f"{job.reward:.3f}"
     console.print(f"mean reward {reward} over {len(job.runs) - len(job.errors)} completed "
@@ -344,11 +345,11 @@ def run_check(source: str, env: str | None, task_ids: str | None, as_json: bool,
         report.append({"slug": task.slug, "template": task.id, "oracle": with_oracle.reward,
                        "nop": with_nop.reward, "ok": not problems, "problems": problems})
     if as_json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        results().write(msgspec.json.encode(report).decode() + "\n")
     else:
         for row in report:
             mark = "ok  " if row["ok"] else "FAIL"
-            sys.stdout.write(f"{mark}\t{row['slug']}\toracle={row['oracle']}\tnop={row['nop']}"
+            results().write(f"{mark}\t{row['slug']}\toracle={row['oracle']}\tnop={row['nop']}"
                              + "".join(f"\n\t- {p}" for p in row["problems"]) + "\n")
         bad = sum(1 for row in report if not row["ok"])
         sys.stderr.write(f"{len(report) - bad} of {len(report)} tasks separate oracle from nop\n")

@@ -42,6 +42,7 @@ def export_tasks(
     """
     from ..eventloop import run
     from ..harbor.export import export_harbor
+    from .common import results
     from .evaluate import load_taskset
 
     if format not in FORMATS:
@@ -52,7 +53,7 @@ def export_tasks(
     written = run(export_harbor(tasks, directory, image or _default_image(tasks), timeout))
     for path in written:
         sys.stderr.write(f"wrote {path}\n")
-        sys.stdout.write(f"{path}\n")
+        results().write(f"{path}\n")
 
 
 def _default_image(tasks: list[Any]) -> str:

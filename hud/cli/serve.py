@@ -18,6 +18,7 @@ from ..errors import LoadError
 from ..eventloop import loop_factory
 from ..loader import load_environment
 from ..server import Server, ServerConfig
+from .common import results, user_prints_to_stderr
 
 log = logging.getLogger("hud.serve")
 RELOADED = ("the environment was reloaded (hud dev) and its tasks ended: connect again and "
@@ -35,6 +36,7 @@ def run_server(target: str, *, verbose: bool = False, quiet: bool = False,
     )
     if not verbose:  # one line per connection is noise at 1,000 sessions
         logging.getLogger("websockets").setLevel(logging.WARNING)
+    user_prints_to_stderr()  # stdout is the URL alone
     try:
         env = load_environment(target)
     except LoadError as exc:
@@ -77,8 +79,8 @@ async def serve_until_signalled(env: Environment, config: ServerConfig) -> None:
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(sig, handler)
     async with Server(env, config) as server:
-        sys.stdout.write(server.url + "\n")
-        sys.stdout.flush()
+        results().write(server.url + "\n")
+        results().flush()
         if server.token and config.token is None:
             sys.stderr.write(f"token: {server.token}\n")
         await stop.wait()

@@ -7,7 +7,14 @@ from typing import Any
 
 import msgspec
 
-from .common import EXIT_ENVIRONMENT, emit, fail, parse_args_json, prompt_text
+from .common import (
+    EXIT_ENVIRONMENT,
+    emit,
+    fail,
+    parse_args_json,
+    prompt_text,
+    user_prints_to_stderr,
+)
 
 
 def _client(url: str, token: str | None, session_id: str | None = None) -> Any:
@@ -50,6 +57,7 @@ def list_source(source: str, as_json: bool) -> None:
     from ..errors import LoadError
     from ..loader import load_environment, load_tasks
 
+    user_prints_to_stderr()
     try:
         tasks = load_tasks(source)
         templates = [] if tasks else list(load_environment(source).templates.values())
@@ -66,6 +74,7 @@ def _resolve_slug(task: str, source: str) -> tuple[str, dict[str, Any]]:
     from ..errors import LoadError
     from ..loader import load_tasks
 
+    user_prints_to_stderr()
     try:
         rows = load_tasks(source)
     except LoadError as exc:
