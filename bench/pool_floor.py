@@ -15,6 +15,11 @@ the child's page faults:
   initialize and shutdown hooks; a port only where the environment declares capabilities,
   and this one declares none), and serves nothing.
 
+Then ``--life`` workers live a whole worker's life (``hud.runtimes.zygote._worker``: its
+server started, one rollout served over its socket pair by a ``hud.Client`` in this process,
+stopped, exited), and ``P.worker_life`` gives the median CPU and page faults of each phase
+from ``getrusage`` in the worker, and of its exit from ``wait4``.
+
 In the same run, a pool (``PoolRuntime``, 16 at once) runs ``oracle`` over ``--eval-n``
 trivial tasks (bench/eval.py's B4) for the CPU per rollout of each process, so the last line
 sets the floor against what a rollout costs now: ``floor_ms`` is the eval process's share
@@ -33,6 +38,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -86,6 +92,91 @@ def floors(forks: int) -> list[dict]:
     return lines
 
 
+def worker_life(workers: int) -> dict:
+    """``P.worker_life``: what each phase of a pool worker's life costs it (see above)."""
+    import socket
+    import statistics
+
+    from hud.client import Client
+    from hud.eventloop import loop_factory
+    from hud.runtimes import zygote
+    from hud.runtimes.base import end_session
+    from hud.runtimes.pool import NO_PORT
+    from hud.server import Server
+
+    server = zygote.prepare(str(HERE / "eval_env.py"), None, solutions=True)
+    factory = loop_factory() or asyncio.new_event_loop
+    marks: list[tuple[str, float, int]] = []
+
+    def mark(name: str) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        marks.append((name, usage.ru_utime + usage.ru_stime, usage.ru_minflt))
+
+    start, adopt, aclose = Server.start, Server.adopt, Server.aclose
+
+    async def marked_start(self: Server, **kwargs: Any) -> None:
+        mark("loop made")
+        await start(self, **kwargs)
+        mark("server started")
+
+    async def marked_adopt(self: Server, sock: socket.socket) -> asyncio.Future[None]:
+        ended = await adopt(self, sock)
+        ended.add_done_callback(lambda _: mark("rollout served"))
+        return ended
+
+    async def marked_aclose(self: Server, **kwargs: Any) -> None:
+        await aclose(self, **kwargs)
+        mark("server stopped")
+
+    async def rollout(sock: socket.socket) -> None:
+        client = await Client.connect(NO_PORT, sock=sock)
+        await client.start("count_letter", {})
+        await client.grade(await client.solve())
+        await end_session(client)
+
+    Server.start, Server.adopt, Server.aclose = marked_start, marked_adopt, marked_aclose
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report_r, report_w = os.pipe()
+    loop = factory()
+    lives = []
+    try:
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:
+                mark("forked")
+                factory().run_until_complete(zygote._worker(server, theirs, os.getppid()))
+                mark("loop ended")
+                os.write(report_w, (json.dumps(marks) + "\n").encode())
+                os._exit(0)
+            _, fds, _, _ = socket.recv_fds(ours, 1024, 1)
+            loop.run_until_complete(rollout(socket.socket(fileno=fds[0])))
+            report = b""
+            while not report.endswith(b"\n"):
+                report += os.read(report_r, 65536)
+            _, status, usage = os.wait4(pid, 0)
+            if status != 0:
+                raise RuntimeError(f"a worker failed (wait status {status})")
+            lives.append([*json.loads(report),
+                          ("exited", usage.ru_utime + usage.ru_stime, usage.ru_minflt)])
+    finally:
+        Server.start, Server.adopt, Server.aclose = start, adopt, aclose
+        loop.close()
+        for fd in (report_r, report_w):
+            os.close(fd)
+        ours.close()
+        theirs.close()
+    line: dict[str, Any] = {"bench": "P.worker_life", "workers": workers}
+    names = [name for name, _, _ in lives[0]]
+    for i in range(1, len(names)):
+        line[names[i]] = {
+            "cpu_ms": round(statistics.median((life[i][1] - life[i - 1][1]) * 1000
+                                              for life in lives), 3),
+            "faults": statistics.median(life[i][2] - life[i - 1][2] for life in lives)}
+    line["whole_life_cpu_ms"] = round(statistics.median(life[-1][1] * 1000 for life in lives), 3)
+    line["loadavg"] = round(os.getloadavg()[0], 2)
+    return line
+
+
 def pool_now(n: int) -> dict:
     """bench/eval.py's B4 pool line, in a process of its own (the pool's zygote and workers
     must not be this process's children: their CPU would count in the floors)."""
@@ -101,11 +192,18 @@ def pool_now(n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--forks", type=int, default=300, help="children per floor")
+    parser.add_argument("--life", type=int, default=300, help="workers for P.worker_life")
     parser.add_argument("--eval-n", type=int, default=1000, help="rollouts of the pool run")
     args = parser.parse_args()
     lines = floors(args.forks)
     for line in lines:
         print(json.dumps(line), flush=True)
+    if args.life:  # in a child: floors() left this process in the zygote's state already
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import pool_floor as p; "
+                "print(json.dumps(p.worker_life(int(sys.argv[2]))))")
+        done = subprocess.run([sys.executable, "-c", code, str(HERE), str(args.life)],
+                              cwd=ROOT, capture_output=True, text=True, check=True)
+        print(done.stdout.strip().splitlines()[-1], flush=True)
     pool = pool_now(args.eval_n)
     print(json.dumps(pool), flush=True)
     server = next(line for line in lines if line["floor"] == "server")
