@@ -395,6 +395,8 @@ async def _dial(
     """A WebSocket to ``url`` (over ``sock`` where given: see :meth:`Client.connect`). A
     direct one carries ``manifest`` (the session's first request) in its upgrade when it
     fits a header: one round trip fewer (see :data:`hud.upgrade.MANIFEST_HEADER`)."""
+    if sock is None and urlsplit(url).port == 0:  # (websockets would dial port 80)
+        raise HudConnectionError(f"cannot reach an environment at {url}: port 0 names no port")
     headers = {"User-Agent": f"hud/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

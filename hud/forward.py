@@ -452,6 +452,9 @@ class Tunnels:
         if scheme not in ("ws", "wss", "memory"):
             raise HudConnectionError(f"tunnels need a WebSocket connection, not {control_url!r}")
         self.direct = scheme == "memory"
+        # port 0: the server listens on none (a pool worker whose environment declares no
+        # capabilities); dialled, it would mean port 80 to some libraries
+        self.portless = not self.direct and urlsplit(control_url).port == 0
         self.control_url = control_url
         self.token = token
         self.forwarders: dict[str, Forwarder] = {}
@@ -473,7 +476,7 @@ class Tunnels:
 
     async def _probe(self) -> localtunnel.Offer | None:
         """What the server offers this client (asked once: most clients open no tunnel)."""
-        if not self.local:
+        if not self.local or self.portless:
             return None
         if not self._probed:
             async with self._asking:
@@ -520,6 +523,9 @@ class Tunnels:
 
     async def forwarder(self, name: str) -> Forwarder:
         forwarder = self.forwarders.get(name)
+        if forwarder is None and self.portless:
+            raise HudConnectionError(f"cannot tunnel to capability {name!r}: the server at "
+                                     f"{self.control_url} listens on no port")
         if forwarder is None:
             offer = await self._probe()
             async with self._starting:

@@ -379,7 +379,8 @@ async def probe(control_url: str, token: str | None) -> Offer | None:
     request = f"GET {LOCAL_PATH} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}\r\n"
     try:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-            reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            port = 80 if parts.port is None else parts.port  # (0 is no port, not 80)
+            reader, writer = await asyncio.open_connection(parts.hostname, port)
             try:
                 writer.write(request.encode())
                 answer = await reader.read()  # the server closes after its answer

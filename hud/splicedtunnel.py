@@ -126,7 +126,8 @@ async def open_bare(url: str, headers: dict[str, str] | None, *, exact: bool = F
     past the status line (the bytes returned are none), so that the socket can be handed
     to a protocol client with the daemon's first bytes still in it."""
     parts = urlsplit(url)
-    sock = await dial(parts.hostname or "127.0.0.1", parts.port or 80)
+    port = 80 if parts.port is None else parts.port  # (0 is no port: refused, not 80)
+    sock = await dial(parts.hostname or "127.0.0.1", port)
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", f"Upgrade: {RAW_UPGRADE}",

@@ -81,3 +81,16 @@ async def slow_start(seconds: float = 0.0):
     await asyncio.sleep(seconds)
     yield "ready"
     yield 1.0
+
+
+@env.template()
+async def chatty():
+    """Prints in its worker (where stdout is a log: tests/test_pool.py)."""
+    print("a chatty worker speaking", flush=True)
+    answer = yield "say ok"
+    yield 1.0 if answer == "ok" else 0.0
+
+
+@chatty.solution
+def _solve_chatty() -> str:
+    return "ok"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -182,7 +183,8 @@ def test_hud_serve_and_hud_task_list_write_only_their_results_to_stdout(tmp_path
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert served.stdout is not None
-        assert served.stdout.readline().startswith("ws://127.0.0.1:")
+        readable, _, _ = select.select([served.stdout], [], [], 60)  # (not to hang on a bug)
+        assert readable and served.stdout.readline().startswith("ws://127.0.0.1:")
     finally:
         served.terminate()
         _, err = served.communicate(timeout=30)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from .common import EXIT_ENVIRONMENT, EXIT_USAGE, emit, fail
+from .common import EXIT_ENVIRONMENT, EXIT_USAGE, emit, fail, user_prints_to_stderr
 
 EXIT_BUILD = 9
 DOCKERFILE = "Dockerfile.hud"
@@ -85,6 +85,7 @@ def default_tag(directory: Path, dockerfile: Path, args: dict[str, str]) -> str:
 
     env_path = args.get("ENV_PATH") or _arg_default(dockerfile, "ENV_PATH")
     target = directory / env_path if env_path else directory
+    user_prints_to_stderr()  # stdout is the tag alone
     try:
         env = load_environment(target)
     except (LoadError, OSError, ValueError) as exc:

@@ -183,6 +183,7 @@ def _report(command: EvalCommand, job: Any) -> None:
         results().write(msgspec.json.encode(summary).decode() + "\n")
     else:
         _print_table(job)
+    results().flush()
 
 
 def _plan(command: EvalCommand, slots: list[Any]) -> dict[str, Any]:
@@ -346,11 +347,13 @@ def run_check(source: str, env: str | None, task_ids: str | None, as_json: bool,
                        "nop": with_nop.reward, "ok": not problems, "problems": problems})
     if as_json:
         results().write(msgspec.json.encode(report).decode() + "\n")
+        results().flush()
     else:
         for row in report:
             mark = "ok  " if row["ok"] else "FAIL"
             results().write(f"{mark}\t{row['slug']}\toracle={row['oracle']}\tnop={row['nop']}"
                              + "".join(f"\n\t- {p}" for p in row["problems"]) + "\n")
+        results().flush()
         bad = sum(1 for row in report if not row["ok"])
         sys.stderr.write(f"{len(report) - bad} of {len(report)} tasks separate oracle from nop\n")
     return EXIT_CHECK_FAILED if any(not row["ok"] for row in report) else 0

@@ -54,6 +54,7 @@ def export_tasks(
     for path in written:
         sys.stderr.write(f"wrote {path}\n")
         results().write(f"{path}\n")
+    results().flush()
 
 
 def _default_image(tasks: list[Any]) -> str:

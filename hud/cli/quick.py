@@ -64,7 +64,7 @@ class QuickClient:
             raise NotImplementedError(target.scheme)
         self.path = target.path + (f"?{target.query}" if target.query else "")
         self.host = target.hostname or "127.0.0.1"
-        self.port = target.port or 80
+        self.port = 80 if target.port is None else target.port
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:

@@ -22,7 +22,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..client import Client
 from ..errors import HudConnectionError
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 
 KILL_AFTER = 10.0  # seconds a released worker has for its cleanup, as stop_process gives
+
+_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)  # (Linux's; elsewhere set by hand)
 
 NO_PORT = "ws://127.0.0.1:0"
 """The ``url`` a worker's client gets where the worker listens on no port (its environment
@@ -112,6 +114,7 @@ class Zygote:
         self._started: asyncio.Future[bool] | None = None
         self._owed = 0  # workers asked for and not yet sent to the zygote
         self._waiting = False  # for room in the channel
+        self._gone: HudConnectionError | None = None  # once the channel has ended
         self._live: dict[int, int | None] = {}  # ready or serving worker: pid → its pidfd
         self._stopping: set[Stopping] = set()
         self.kill_after = kill_after
@@ -137,11 +140,14 @@ class Zygote:
         self._channel = ours
         self._started = loop.create_future()
         loop.add_reader(ours, self._readable)
-        try:
-            async with asyncio.timeout(self.ready_timeout):
-                started = await asyncio.shield(self._started)
-        except TimeoutError:
-            started = False
+        exited = asyncio.ensure_future(self._proc.wait())
+        started_or: list[asyncio.Future[Any]] = [self._started, exited]
+        try:  # its report, or its exit (the channel ends later if it left processes behind)
+            await asyncio.wait(started_or, timeout=self.ready_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        started = self._started.done() and self._started.result()
         if not started:
             await self.aclose()
             raise HudConnectionError(f"{self.target}: the pool's zygote did not start "
@@ -181,12 +187,14 @@ class Zygote:
         assert self._channel is not None
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(self._channel, 1024, 1,
-                                                  socket.MSG_CMSG_CLOEXEC)
+                data, fds, _, _ = socket.recv_fds(self._channel, 1024, 1, _CLOEXEC)
             except BlockingIOError:
                 return
             except OSError:
                 data, fds = b"", []
+            if not _CLOEXEC:
+                for fd in fds:
+                    os.set_inheritable(fd, False)
             if not data:
                 self._ended()
                 return
@@ -194,28 +202,31 @@ class Zygote:
 
     def _report(self, line: str, fds: list[int]) -> None:
         assert self._started is not None
-        if not self._started.done():
-            self._started.set_result(line == "ZYGOTE READY")
-            return
-        kind, _, rest = line.partition(" ")
-        pid_text, _, detail = rest.partition(" ")
-        if kind == "READY" and fds and pid_text.isdigit():
-            pid = int(pid_text)
-            self._live[pid] = open_pidfd(pid)
-            sock = socket.socket(fileno=fds.pop(0))
-            self._ready.put_nowait(Worker(pid, NO_PORT if detail == "-" else detail, sock))
-        elif kind == "FAILED":
-            self._ready.put_nowait(HudConnectionError(
-                f"{self.target}: a pool worker failed to start: {detail}"))
-        for fd in fds:
-            os.close(fd)
+        try:
+            if not self._started.done():
+                self._started.set_result(line == "ZYGOTE READY")
+                return
+            kind, _, rest = line.partition(" ")
+            pid_text, _, detail = rest.partition(" ")
+            if kind == "READY" and fds and pid_text.isdigit():
+                pid = int(pid_text)
+                self._live[pid] = open_pidfd(pid)
+                sock = socket.socket(fileno=fds.pop(0))
+                self._ready.put_nowait(Worker(pid, NO_PORT if detail == "-" else detail, sock))
+            elif kind == "FAILED":
+                self._ready.put_nowait(HudConnectionError(
+                    f"{self.target}: a pool worker failed to start: {detail}"))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _ended(self) -> None:
         assert self._channel is not None and self._started is not None
         self._close_channel()
         if not self._started.done():
             self._started.set_result(False)
-        self._ready.put_nowait(HudConnectionError(f"{self.target}: the pool's zygote exited"))
+        self._gone = HudConnectionError(f"{self.target}: the pool's zygote exited")
+        self._ready.put_nowait(self._gone)
 
     def _close_channel(self) -> None:
         if self._channel is None:
@@ -238,6 +249,8 @@ class Zygote:
         """A ready worker (waiting for one if need be); its replacement is forked at once."""
         self._fork(1)
         item = await self._ready.get()
+        if item is self._gone:  # for every rollout still waiting, not only the first
+            self._ready.put_nowait(item)
         if isinstance(item, HudConnectionError):
             raise item
         return item
@@ -310,7 +323,12 @@ class PoolRuntime(Runtime):
         zygote = await self._zygote(self.target or source_of(task))
         worker = await zygote.acquire()
         try:
-            client = await Client.connect(worker.url, token=zygote.token, sock=worker.take())
+            try:
+                client = await Client.connect(worker.url, token=zygote.token,
+                                              sock=worker.take())
+            except HudConnectionError as exc:
+                raise HudConnectionError(f"pool worker {worker.pid} ended before its rollout "
+                                         f"began ({exc})") from None
             try:
                 yield client
             finally:

@@ -8,7 +8,7 @@ worker keeps between rollouts, exactly as the local default serves rollouts. The
 is an asyncio subprocess, which belongs to the loop that started it and is killed when that
 loop closes; so the Ray worker runs every such rollout on one event loop, in a thread of its
 own for the worker's life, instead of an ``asyncio.Runner`` per call. When the Ray worker
-exits, the zygote sees its stdin close and exits, and its workers follow it.
+exits, the zygote sees its channel end and exits, and its workers follow it.
 
 Isolation ``inprocess``: the environment is loaded once per Ray worker and served in its
 process (:class:`~hud.runtimes.inprocess.InProcessRuntime`), on a loop made for the call.

@@ -36,6 +36,9 @@ def main(argv: list[str]) -> int:
     # each worker serves one rollout in a process of its own: it may fork that rollout
     max_forks = int(argv[argv.index("--max-forks") + 1]) if "--max-forks" in argv else 0
     channel = socket.socket(fileno=int(argv[argv.index("--channel") + 1]))
+    channel.set_inheritable(False)  # forked workers hold it; programs they run do not
+    _close_strays()
+    _CHILDREN.channel = channel
     os.dup2(2, 1)  # what the environment prints is a log
     token = os.environ.get("HUD_TOKEN")
     # Finished workers are reaped here (not left to the kernel with SIG_IGN), so that their
@@ -60,28 +63,78 @@ def main(argv: list[str]) -> int:
                 _fork_worker(server, channel, zygote, loop_factory)
 
 
+def _close_strays() -> None:
+    """Close the descriptors past stdio this process inherited (the pool's parent may hold
+    some open to its children, and uvloop's subprocesses ignore ``close_fds``): neither the
+    workers nor what they run should hold them."""
+    with contextlib.suppress(OSError):  # (no /proc: nothing to go by)
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            with contextlib.suppress(OSError):
+                if fd > 2 and os.get_inheritable(fd):
+                    os.close(fd)
+
+
+class _Children:
+    """The zygote's workers not yet reaped, each with the read end of a pipe it writes one
+    byte to once it has reported (``READY`` or ``FAILED``): one that exits without (killed,
+    ``os._exit`` in an initialize hook, a crash) is reported ``FAILED`` by the zygote, so
+    that the pool never waits for it."""
+
+    def __init__(self) -> None:
+        self.channel: socket.socket | None = None
+        self.said: dict[int, int] = {}
+
+
+_CHILDREN = _Children()
+
+
 def _fork_worker(server: Server, channel: socket.socket, zygote: int,
                  loop_factory: Any) -> None:
     """A worker: it reports on ``channel``, and its life ends in ``os._exit``."""
-    if os.fork() == 0:
-        code = 1
+    # SIGCHLD waits until the worker is listed: a worker that dies at once is reported too
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        said_r, said_w = os.pipe()
         try:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            # One run of the loop, its shutdown included (see _worker); the loop is not
-            # closed: the process ends right after, and os._exit frees it all at once.
-            loop = (loop_factory() or asyncio.new_event_loop)()
-            loop.run_until_complete(_worker(server, channel, zygote))
-            code = 0
-        except BrokenPipeError:
-            pass  # the pool closed while this worker started: no one to report to
-        except BaseException as exc:
-            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-            with contextlib.suppress(OSError):
-                channel.send(f"FAILED {os.getpid()} {reason}".encode())
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
+            pid = os.fork()
+        except OSError:
+            os.close(said_r)
+            os.close(said_w)
+            raise
+    except OSError as exc:  # out of processes or memory: this request fails, not the pool
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        with contextlib.suppress(OSError):
+            channel.send(f"FAILED 0 cannot start a worker: {exc}".encode())
+        return
+    if pid:
+        os.close(said_w)
+        os.set_blocking(said_r, False)
+        _CHILDREN.said[pid] = said_r
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        return
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        os.close(said_r)
+        for fd in _CHILDREN.said.values():  # other workers' pipes
+            os.close(fd)
+        _CHILDREN.said.clear()
+        # One run of the loop, its shutdown included (see _worker); the loop is not
+        # closed: the process ends right after, and os._exit frees it all at once.
+        loop = (loop_factory() or asyncio.new_event_loop)()
+        loop.run_until_complete(_worker(server, channel, zygote, said_w))
+        code = 0
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        with contextlib.suppress(OSError):
+            channel.send(f"FAILED {os.getpid()} {reason}".encode())
+            os.write(said_w, b".")
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def prepare(target: str, token: str | None, *, solutions: bool = False,
@@ -108,8 +161,25 @@ def prepare(target: str, token: str | None, *, solutions: bool = False,
 
 def _reap(_signum: int, _frame: object) -> None:
     with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if not pid:
+                return
+            said = _CHILDREN.said.pop(pid, None)
+            if said is None:
+                continue
+            try:
+                reported = os.read(said, 1)
+            except BlockingIOError:  # no byte; a process the worker forked holds the pipe
+                reported = b""
+            finally:
+                os.close(said)
+            if not reported and _CHILDREN.channel is not None:
+                code = os.waitstatus_to_exitcode(status)
+                how = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+                with contextlib.suppress(OSError):
+                    _CHILDREN.channel.send(f"FAILED {pid} it exited before it was ready "
+                                           f"({how})".encode())
 
 
 def _warm_up(loop_factory: Any, token: str | None) -> None:
@@ -159,14 +229,15 @@ async def _rehearse(token: str | None, servers: int = 4, rollouts: int = 16) -> 
             await server.aclose()
 
 
-async def _worker(server: Server, channel: socket.socket, zygote: int) -> None:
+async def _worker(server: Server, channel: socket.socket, zygote: int,
+                  said: int | None = None) -> None:
     """A worker's whole life on its loop: :func:`_serve_one`, then what
     ``asyncio.Runner`` does on closing (cancel the tasks left, finalize async generators,
     wait for the default executor's threads), in the same run of the loop. A runner
     would start the loop three times, and uvloop sets up and tears down its signal
     handling (a socket pair, its handlers) each time, once per worker and so per rollout."""
     try:
-        await _serve_one(server, channel, zygote)
+        await _serve_one(server, channel, zygote, said)
     finally:
         this = asyncio.current_task()
         left = [task for task in asyncio.all_tasks() if task is not this]
@@ -178,9 +249,11 @@ async def _worker(server: Server, channel: socket.socket, zygote: int) -> None:
         await loop.shutdown_default_executor()
 
 
-async def _serve_one(server: Server, channel: socket.socket, zygote: int) -> None:
-    """Serve one control connection, its other end sent to the pool with ``READY``, until
-    it ends, SIGTERM comes, or the zygote is gone; then shut the server down."""
+async def _serve_one(server: Server, channel: socket.socket, zygote: int,
+                     said: int | None = None) -> None:
+    """Serve one control connection, its other end sent to the pool with ``READY`` (then a
+    byte written to ``said``), until it ends, SIGTERM comes, or the zygote is gone; then
+    shut the server down."""
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
 
@@ -189,6 +262,7 @@ async def _serve_one(server: Server, channel: socket.socket, zygote: int) -> Non
             stop.set_result(None)
 
     loop.add_signal_handler(signal.SIGTERM, stopping)
+    await server.env.start()  # first: its initialize hooks may add capabilities
     await server.start(listen=bool(server.env.capabilities))  # a port only for tunnels
     try:
         ours, theirs = socket.socketpair()
@@ -196,7 +270,13 @@ async def _serve_one(server: Server, channel: socket.socket, zygote: int) -> Non
             ended = await server.adopt(ours)
             ended.add_done_callback(lambda _: stopping())
             url = server.url if server.listening else "-"
-            socket.send_fds(channel, [f"READY {os.getpid()} {url}".encode()], [theirs.fileno()])
+            try:
+                socket.send_fds(channel, [f"READY {os.getpid()} {url}".encode()],
+                                [theirs.fileno()])
+            except BrokenPipeError:  # the pool closed while this worker started
+                return
+        if said is not None:
+            os.write(said, b".")
         while not stop.done() and os.getppid() == zygote:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
