@@ -84,6 +84,7 @@ class _Children:
     def __init__(self) -> None:
         self.channel: socket.socket | None = None
         self.said: dict[int, int] = {}
+        self.ready = False  # in a worker: it has reported READY
 
 
 _CHILDREN = _Children()
@@ -127,10 +128,11 @@ def _fork_worker(server: Server, channel: socket.socket, zygote: int,
         loop.run_until_complete(_worker(server, channel, zygote, said_w))
         code = 0
     except BaseException as exc:
-        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-        with contextlib.suppress(OSError):
-            channel.send(f"FAILED {os.getpid()} {reason}".encode())
-            os.write(said_w, b".")
+        if not _CHILDREN.ready:  # (after READY, its rollout's client sees it fail)
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            with contextlib.suppress(OSError):
+                channel.send(f"FAILED {os.getpid()} {reason}".encode())
+                os.write(said_w, b".")
         traceback.print_exc()
     finally:
         sys.stderr.flush()
@@ -275,6 +277,7 @@ async def _serve_one(server: Server, channel: socket.socket, zygote: int,
                                 [theirs.fileno()])
             except BrokenPipeError:  # the pool closed while this worker started
                 return
+        _CHILDREN.ready = True
         if said is not None:
             os.write(said, b".")
         while not stop.done() and os.getppid() == zygote:
