@@ -135,22 +135,13 @@ def test_a_second_ctrl_c_exits_at_once_without_waiting_for_cleanup(tmp_path: Pat
     assert "interrupted: job" not in err and "Traceback" not in err, err
 
 
-CHATTY_ENV = textwrap.dedent('''
-    from hud import Environment
+CHATTY_ENV = textwrap.dedent(f'''
+    import sys
     print("imported")
-    env = Environment("chatty")
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from eval_env import chatty, env  # its template prints as it starts
 
-    @env.template()
-    async def chat():
-        print("started", flush=True)
-        answer = yield "say ok"
-        yield 1.0 if answer == "ok" else 0.0
-
-    @chat.solution
-    def solve():
-        return "ok"
-
-    tasks = [chat()]
+    tasks = [chatty()]
 ''')
 
 
@@ -169,7 +160,7 @@ def test_what_user_code_prints_is_a_log_and_stdout_holds_the_result(
         env={**os.environ, "HUD_TRACE_DIR": str(tmp_path / "traces")})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["reward"] == 1.0  # the whole of stdout
-    assert "imported" in done.stderr and "started" in done.stderr
+    assert "imported" in done.stderr and "a chatty worker speaking" in done.stderr
 
 
 def test_hud_serve_and_hud_task_list_write_only_their_results_to_stdout(tmp_path: Path) -> None:
@@ -178,7 +169,7 @@ def test_hud_serve_and_hud_task_list_write_only_their_results_to_stdout(tmp_path
     listed = subprocess.run([sys.executable, "-m", "hud", "task", "list", "--source",
                              str(source)], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.split("\t")[0] == "chat" and "imported" in listed.stderr
+    assert listed.stdout.split("\t")[0] == "chatty" and "imported" in listed.stderr
     served = subprocess.Popen([sys.executable, "-m", "hud", "serve", str(source), "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
