@@ -479,7 +479,7 @@ def peer_shares_network(control: socket.socket) -> bool:
     try:
         pid = _peer(control)[0]
         return pid > 0 and _in_this_network(pid)
-    except OSError:
+    except (OSError, AttributeError):  # (AttributeError: no SO_PEERCRED on this platform)
         return False
 
 
