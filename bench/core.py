@@ -19,6 +19,10 @@ Lines (same ``bench`` name for both systems where both exist):
 * ``B1.api_persistent``: ours only, through ``hud.Client`` (``_uvloop``: the client on
   uvloop's event loop, as ``hud eval`` runs it).
 * ``B1.raw_conn_per_cycle``: a new connection (handshake + manifest/hello) per cycle.
+  ``B1.raw_conn_per_cycle_manifest_in_upgrade`` (ours; its ratio is against the
+  reference's ``B1.raw_conn_per_cycle``): the same raw client with its ``manifest`` in
+  the handshake's ``Hud-Manifest`` header, as protocol v1 allows, so it costs the round
+  trips the reference's costs (handshake or hello, start, grade).
 * ``B1.api_conn_per_cycle``: the same through each system's own Python client: ours
   ``hud.Client`` (connect, start, grade, ``aclose``; ``_uvloop`` on uvloop), the
   reference's ``hud.connect(Runtime(url))`` (``bench/ref_client.py``, in its venv),
@@ -44,6 +48,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -251,17 +256,26 @@ def _length(code: int, extended: bytes) -> int:
     return struct.unpack("!H" if code == 126 else "!Q", extended)[0] if extended else code
 
 
-def _handshake(url: str) -> tuple[str, int, bytes]:
-    """(host, port, HTTP upgrade request) for ``url``'s control endpoint."""
+@functools.lru_cache(maxsize=8)
+def _endpoint(url: str, first: bytes | None) -> tuple[str, int, str, str]:
+    """(host, port, the upgrade request before its key, the rest) for ``url``'s control
+    endpoint, parsed once per URL as a client holding a connection string would;
+    ``first``, a request's JSON, goes in a ``Hud-Manifest`` header (protocol/README.md,
+    "The manifest in the upgrade")."""
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
+    extra = f"Hud-Manifest: {first.decode()}\r\n" if first is not None else ""
+    before = (f"GET {CONTROL_PATH} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+              "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ")
+    return parts.hostname, parts.port, before, f"\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+
+
+def _handshake(url: str, first: bytes | None = None) -> tuple[str, int, bytes]:
+    """(host, port, HTTP upgrade request) for ``url``'s control endpoint, with a fresh
+    random key (RFC 6455, section 4.1)."""
+    host, port, before, after = _endpoint(url, first)
     key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {CONTROL_PATH} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    return parts.hostname, parts.port, request.encode()
+    return host, port, f"{before}{key}{after}".encode()
 
 
 def _check_upgrade(head: bytes) -> None:
@@ -269,11 +283,26 @@ def _check_upgrade(head: bytes) -> None:
         raise ConnectionError(f"WebSocket handshake refused: {head[:200]!r}")
 
 
-class BlockingWs:
-    """One blocking socket speaking WebSocket JSON-RPC (one call in flight)."""
+def _check_answered(head: bytes) -> None:
+    """The 101 says the server took the ``Hud-Manifest`` header: its reply comes next."""
+    if b"\r\nhud-manifest: answered\r\n" not in head.lower():
+        raise ConnectionError(f"the server ignored Hud-Manifest: {head[:300]!r}")
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        host, port, upgrade = _handshake(url)
+
+_FIRST_MANIFEST = _request(1, "manifest", MANIFEST)
+
+
+class BlockingWs:
+    """One blocking socket speaking WebSocket JSON-RPC (one call in flight).
+
+    ``manifest_in_upgrade``: the ``manifest`` request rides in the opening handshake, and
+    its reply is the first frame after the 101.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0, manifest_in_upgrade: bool = False
+                 ) -> None:
+        first = _FIRST_MANIFEST if manifest_in_upgrade else None
+        host, port, upgrade = _handshake(url, first)
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.sock.makefile("rb")
@@ -286,6 +315,10 @@ class BlockingWs:
             head += line
         _check_upgrade(head)
         self.last_id = 0
+        if first is not None:
+            _check_answered(head)
+            self.last_id = 1
+            ref._parse_reply(self._read_text(), 1)
 
     def _read_text(self) -> bytes:
         while True:
@@ -327,13 +360,20 @@ class AsyncWs:
         self.reader, self.writer, self.last_id = reader, writer, 0
 
     @classmethod
-    async def connect(cls, url: str) -> AsyncWs:
-        host, port, upgrade = _handshake(url)
+    async def connect(cls, url: str, manifest_in_upgrade: bool = False) -> AsyncWs:
+        """Connected and upgraded; ``manifest_in_upgrade`` as for :class:`BlockingWs`."""
+        first = _FIRST_MANIFEST if manifest_in_upgrade else None
+        host, port, upgrade = _handshake(url, first)
         reader, writer = await asyncio.open_connection(host, port)
         self = cls(reader, writer)
         try:
             writer.write(upgrade)
-            _check_upgrade(await reader.readuntil(b"\r\n\r\n"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            _check_upgrade(head)
+            if first is not None:
+                _check_answered(head)
+                self.last_id = 1
+                ref._parse_reply(await self._read_text(), 1)
         except BaseException:
             await self.close()
             raise
@@ -389,20 +429,24 @@ def bench_raw_persistent(url: str, n: int, warmup: int) -> dict:
     return record(SYSTEM, "B1.raw_persistent", **tally.fields(n), **extra)
 
 
-def _conn_cycle(url: str) -> None:
-    with BlockingWs(url) as rpc:
-        rpc.call("manifest", MANIFEST)
+def _conn_cycle(url: str, manifest_in_upgrade: bool = False) -> None:
+    with BlockingWs(url, manifest_in_upgrade=manifest_in_upgrade) as rpc:
+        if not manifest_in_upgrade:
+            rpc.call("manifest", MANIFEST)
         rpc.cycle()
 
 
-def bench_conn_per_cycle(url: str, n: int, warmup: int) -> dict:
-    """B1.raw_conn_per_cycle: a new blocking WebSocket (manifest+start+grade) per cycle."""
+def bench_conn_per_cycle(url: str, n: int, warmup: int, manifest_in_upgrade: bool = False
+                         ) -> dict:
+    """B1.raw_conn_per_cycle: a new blocking WebSocket (manifest+start+grade) per cycle;
+    ``_manifest_in_upgrade``: the manifest request rides in the handshake."""
+    bench = "B1.raw_conn_per_cycle" + ("_manifest_in_upgrade" if manifest_in_upgrade else "")
     extra = {"warmup": warmup, "client": "blocking socket, minimal WebSocket framing"}
     try:
-        tally = ref._timed_loop(lambda: _conn_cycle(url), n, warmup)
+        tally = ref._timed_loop(lambda: _conn_cycle(url, manifest_in_upgrade), n, warmup)
     except (OSError, ValueError, RpcError) as exc:
-        return _failed("B1.raw_conn_per_cycle", n, exc, **extra)
-    return record(SYSTEM, "B1.raw_conn_per_cycle", **tally.fields(n), **extra)
+        return _failed(bench, n, exc, **extra)
+    return record(SYSTEM, bench, **tally.fields(n), **extra)
 
 
 async def _timed_async(step: Callable[[], Awaitable[Any]], n: int, warmup: int,
@@ -534,10 +578,11 @@ def ref_api_conn_per_cycle(venv: Path, port: int, n: int, warmup: int,
 # ---------------------------------------------------- B2: concurrent sessions
 
 
-async def _raw_session(url: str) -> None:
-    rpc = await AsyncWs.connect(url)
+async def _raw_session(url: str, manifest_in_upgrade: bool = False) -> None:
+    rpc = await AsyncWs.connect(url, manifest_in_upgrade)
     try:
-        await rpc.call("manifest", MANIFEST)
+        if not manifest_in_upgrade:
+            await rpc.call("manifest", MANIFEST)
         await rpc.cycle()
     finally:
         await rpc.close()
@@ -583,12 +628,15 @@ async def _launch(session: Callable[[], Awaitable[None]], sessions: int, pid: in
 
 
 def bench_concurrent(url: str, pid: int, sessions: int, api: bool = False,
-                     timeout: float = 60.0) -> dict:
-    """B2: ``sessions`` connections at once, each manifest+start+grade; server RSS polled."""
+                     timeout: float = 60.0, manifest_in_upgrade: bool = False) -> dict:
+    """B2: ``sessions`` connections at once, each manifest+start+grade; server RSS polled.
+    ``manifest_in_upgrade``: the raw client's manifest rides in the handshake."""
     bench = "B2.api_concurrent_sessions" if api else "B2.concurrent_sessions"
+    bench += "_manifest_in_upgrade" * manifest_in_upgrade
     soft, _hard = ref.raise_nofile_limit()
     idle_kb = ref._proc_status_kb(pid, "VmRSS")
-    one = (lambda: _api_session(url)) if api else (lambda: _raw_session(url))
+    one = ((lambda: _api_session(url)) if api
+           else (lambda: _raw_session(url, manifest_in_upgrade)))
     outcomes, wall_s, peak_kb = asyncio.run(_launch(one, sessions, pid, timeout))
     times = [ms for ms, _err in outcomes if ms is not None]
     errors = [err for _ms, err in outcomes if err is not None]
@@ -820,13 +868,17 @@ ROUND = [1]
 """The round running now (``--rounds``); each record carries it."""
 
 
+def _selected(name: str) -> bool:
+    return not ONLY or any(name.startswith(prefix) for prefix in ONLY)
+
+
 def _step(name: str, run: Callable[[], dict], pid: int, ops: int) -> None:
     """Run one bench; add the server's and this process's CPU per operation to its record.
 
     ``ops`` counts every timed and warmup operation (cycle, session or CLI cycle), so the
     per-op CPU is the server's total CPU over the bench divided by all it served.
     """
-    if ONLY and not any(name.startswith(prefix) for prefix in ONLY):
+    if not _selected(name):
         return
     log(f"running {name}")
     server0, client0, kids0 = cpu_seconds(pid), time.process_time(), _children_cpu()
@@ -845,6 +897,10 @@ def _step(name: str, run: Callable[[], dict], pid: int, ops: int) -> None:
 
 
 RATIO_FIELDS = ("p50_ms", "p99_ms", "wall_s")
+COMPARED_WITH = {"B1.raw_conn_per_cycle_manifest_in_upgrade": "B1.raw_conn_per_cycle",
+                 "B2.concurrent_sessions_manifest_in_upgrade": "B2.concurrent_sessions"}
+"""Our lines with no namesake in the reference's, and the reference's line each is set
+against (the reference's ``hello`` is its manifest: a raw client sends it as a request)."""
 
 
 def ratios(records: list[dict], rounds: int) -> dict:
@@ -855,7 +911,7 @@ def ratios(records: list[dict], rounds: int) -> dict:
         for rec in records if not rec.get("failures")}
     out: dict[str, dict] = {}
     for (line, system, round_), ours in sorted(found.items()):
-        theirs = found.get((line, ref.SYSTEM, round_))
+        theirs = found.get((COMPARED_WITH.get(line, line), ref.SYSTEM, round_))
         if system != SYSTEM or theirs is None:
             continue
         for field in RATIO_FIELDS:
@@ -886,7 +942,12 @@ def run_benches(args: argparse.Namespace, s: Servers) -> None:
     _step("B1 api hud", lambda: bench_api_persistent(s.url, n, w), ours, n + w)
     _step("B1 api hud uvloop", lambda: bench_api_persistent(s.url, n, w, uvloop=True), ours,
           n + w)
-    _step("B1 conn hud", lambda: bench_conn_per_cycle(s.url, cn, cw), ours, cn + cw)
+    # A fresh server's first thousand connections run slower than its next: the two raw
+    # lines take turns at going first, round by round.
+    for in_upgrade in (False, True) if ROUND[0] % 2 else (True, False):
+        _step("B1 conn hud" + " in upgrade" * in_upgrade,
+              lambda in_upgrade=in_upgrade: bench_conn_per_cycle(
+                  s.url, cn, cw, manifest_in_upgrade=in_upgrade), ours, cn + cw)
     if theirs:
         _step("B1 conn ref", lambda: ref.bench_conn_per_cycle(s.port, cn, cw), theirs, cn + cw)
     _step("B1 api conn hud", lambda: bench_api_conn_per_cycle(s.url, cn, cw), ours, cn + cw)
@@ -908,6 +969,13 @@ def run_benches(args: argparse.Namespace, s: Servers) -> None:
     if theirs:
         time.sleep(0.5)
         _step("B2 raw ref", lambda: ref_concurrent(s.port, theirs, sessions), theirs, sessions)
+    if _selected("B2 raw hud in upgrade"):
+        s.start_ours()  # a burst on a fresh server, as the first
+        assert s.ours is not None
+        again = s.ours.pid
+        _step("B2 raw hud in upgrade",
+              lambda: bench_concurrent(s.url, again, sessions, manifest_in_upgrade=True), again,
+              sessions)
     s.start_ours()  # a fresh server, so idle RSS is not the previous run's leftovers
     assert s.ours is not None
     fresh = s.ours.pid

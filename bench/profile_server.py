@@ -6,7 +6,8 @@
 The server runs in this process on asyncio's own event loop (uvloop's loop is C, so a
 profile of it hides the loop and the system calls); the load comes from a child process
 with the blocking raw client of bench/core.py. Workloads: ``cycle`` (start+grade on one
-connection), ``conn`` (a new connection per manifest+start+grade), ``burst`` (1,000
+connection), ``conn`` (a new connection per manifest+start+grade), ``conn-in-upgrade``
+(the same, the manifest in the upgrade's ``Hud-Manifest`` header), ``burst`` (1,000
 sessions at once). Prints JSON lines: per workload, the profiled time per operation and its
 share by layer (system calls, event loop, websockets, hud transport, hud, msgspec, other),
 and the functions with the most own time; time spent waiting in epoll is reported apart.
@@ -33,6 +34,7 @@ sys.path.insert(0, str(HERE))
 WORKLOADS = {  # name: (core.py call, operations)
     "cycle": ("bench_raw_persistent(URL, 3000, 300)", 3300),
     "conn": ("bench_conn_per_cycle(URL, 1000, 100)", 1100),
+    "conn-in-upgrade": ("bench_conn_per_cycle(URL, 1000, 100, manifest_in_upgrade=True)", 1100),
     "burst": ("bench_concurrent(URL, PID, 1000)", 1000),
 }
 
