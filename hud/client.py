@@ -15,13 +15,11 @@ import asyncio
 import contextlib
 import socket
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
@@ -412,6 +410,8 @@ async def _dial(
             if direct:
                 return await wsclient.connect(url, headers=headers, max_size=max_size,
                                               sock=sock)
+            from websockets.asyncio.client import connect as ws_connect  # (a proxy's only)
+
             return ProxiedWebSocket(await ws_connect(  # through the proxy the env names
                 url,
                 additional_headers=headers,
@@ -434,6 +434,8 @@ async def _dial(
 
 def _proxy_for(url: str) -> str | None:
     """The proxy the environment variables name for ``url``, if any."""
+    import urllib.request  # (imported here: http.client, email and more come with it)
+
     parts = urlsplit(url)
     scheme = "https" if parts.scheme == "wss" else "http"
     proxies = urllib.request.getproxies()
