@@ -28,6 +28,7 @@ from websockets.exceptions import (
 )
 
 from . import __version__, address, wsclient
+from . import proxy as proxies
 from .address import DEFAULT_URL
 from .errors import AddressError, HudConnectionError, TransportClosed
 from .protocol.connection import ClientConnection
@@ -58,7 +59,7 @@ from .protocol.messages import (
     StatusResult,
     TemplateInfo,
 )
-from .transport import ProxiedWebSocket, Transport
+from .transport import Transport
 from .upgrade import MANIFEST_HEADER, plain_value
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ B = TypeVar("B", bound=Body)
 
 RESUME_BUSY_FOR = 1.0  # seconds a resume retries session_busy (see Client.connect)
 MAX_MANIFEST_HEADER = 4096  # bytes of manifest request sent in the upgrade, at most
+PROXY_TIMEOUT = 10.0  # seconds a proxy may take to connect a client to the environment
 
 
 def control_url(url: str) -> str:
@@ -107,6 +109,8 @@ class Client:
         if attach:
             transport.attach(self._on_message, self._on_closed)
         self.token: str | None = None
+        self.proxy: str | None = None
+        """The HTTP proxy this client reaches the environment through (see :meth:`connect`)."""
         self.bindings: dict[str, dict[str, Any]] = {}  # this task's, from the last start
         self._tunnels: Tunnels | None = None
 
@@ -121,6 +125,7 @@ class Client:
         ready_timeout: float = 0.0,
         max_size: int | None = 64 * 1024 * 1024,
         sock: socket.socket | None = None,
+        proxy: str | bool | None = True,
     ) -> Client:
         """Connect and exchange manifests; ``session_id`` resumes a parked session (a
         ``session_busy`` answer is retried for up to :data:`RESUME_BUSY_FOR` seconds: the
@@ -132,8 +137,14 @@ class Client:
         ``sock``: a connected stream socket to the server to speak over instead of dialling
         ``url`` (a pool worker hands its rollout's client one end of a Unix socket pair); it
         is tried once, and ``url`` still names the server (its port for tunnels).
+
+        ``proxy``: the HTTP proxy every connection to the environment goes through, its
+        control connection and each capability's tunnel (:mod:`hud.proxy`): ``True``, the
+        one the environment variables name (``https_proxy``, ``no_proxy``...; a loopback
+        host never has one); an ``http://`` URL, that one; ``None``, none.
         """
         target = control_url(url)
+        via = proxies.configured(proxy, target)
         params = _manifest_params(session_id, client)
         _, manifest = ClientConnection().send("manifest", params)  # what over() will send
         # A session whose last connection closed is parked once the server has read the close
@@ -145,7 +156,8 @@ class Client:
                 transport = await _dial(target, token, 0.0, max_size, manifest, sock)
                 sock = None  # the transport owns it: a busy session's retry dials url
             else:
-                transport = await _dial(target, token, ready_timeout, max_size, manifest)
+                transport = await _dial(target, token, ready_timeout, max_size, manifest,
+                                        proxy=via)
             try:
                 self = await cls._open(transport, target, params, manifest)
             except SessionBusy:
@@ -155,6 +167,7 @@ class Client:
                 delay = min(delay * 2, 0.2)
                 continue
             self.token = token  # tunnels authenticate as the control connection did
+            self.proxy = via  # and go the way it went
             return self
 
     @classmethod
@@ -253,7 +266,7 @@ class Client:
             # lazy: tunnels are needed only once a capability is opened
             from .forward import Tunnels
 
-            self._tunnels = Tunnels(self.url, self.token)
+            self._tunnels = Tunnels(self.url, self.token, self.proxy)
         self._tunnels.same_network = not self.tunnel_all  # it may change between calls
         self._tunnels.mount = self.local_mount
         raw = getattr(self.transport, "transport", None)  # the lean client's socket, if any
@@ -389,37 +402,28 @@ def _manifest_params(session_id: str | None, client: PeerInfo | None) -> Manifes
 async def _dial(
     url: str, token: str | None, ready_timeout: float, max_size: int | None,
     manifest: bytes | None = None, sock: socket.socket | None = None,
+    proxy: str | None = None,
 ) -> Transport:
-    """A WebSocket to ``url`` (over ``sock`` where given: see :meth:`Client.connect`). A
-    direct one carries ``manifest`` (the session's first request) in its upgrade when it
-    fits a header: one round trip fewer (see :data:`hud.upgrade.MANIFEST_HEADER`)."""
+    """A WebSocket to ``url`` (over ``sock`` where given: see :meth:`Client.connect`;
+    else through ``proxy``, an HTTP proxy's URL, where given). It carries ``manifest`` (the
+    session's first request) in its upgrade when it fits a header: one round trip fewer
+    (see :data:`hud.upgrade.MANIFEST_HEADER`)."""
     if sock is None and urlsplit(url).port == 0:  # (websockets would dial port 80)
         raise HudConnectionError(f"cannot reach an environment at {url}: port 0 names no port")
     headers = {"User-Agent": f"hud/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    direct = sock is not None or address.is_loopback(address.host_of(url)) \
-        or _proxy_for(url) is None
-    if direct and manifest is not None and len(manifest) <= MAX_MANIFEST_HEADER \
+    if manifest is not None and len(manifest) <= MAX_MANIFEST_HEADER \
             and plain_value(value := manifest.decode()):  # else (a DEL in JSON): a frame
         headers[MANIFEST_HEADER] = value
     deadline = time.monotonic() + ready_timeout
     delay = 0.02
     while True:
         try:
-            if direct:
-                return await wsclient.connect(url, headers=headers, max_size=max_size,
-                                              sock=sock)
-            from websockets.asyncio.client import connect as ws_connect  # (a proxy's only)
-
-            return ProxiedWebSocket(await ws_connect(  # through the proxy the env names
-                url,
-                additional_headers=headers,
-                compression=None,
-                max_size=max_size,
-                open_timeout=10,
-                user_agent_header=None,
-            ))
+            via, sock = sock, None  # a socket given is tried once: the connection owns it
+            if via is None and proxy is not None:
+                via = await _through(proxy, url)
+            return await wsclient.connect(url, headers=headers, max_size=max_size, sock=via)
         except InvalidStatus as exc:
             raise _rejected(url, exc) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
@@ -432,17 +436,11 @@ async def _dial(
         delay = min(delay * 2, 0.5)
 
 
-def _proxy_for(url: str) -> str | None:
-    """The proxy the environment variables name for ``url``, if any."""
-    import urllib.request  # (imported here: http.client, email and more come with it)
-
+async def _through(proxy: str, url: str) -> socket.socket:
+    """A connection to ``url``'s host and port through ``proxy`` (:func:`hud.proxy.dial`)."""
     parts = urlsplit(url)
-    scheme = "https" if parts.scheme == "wss" else "http"
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(scheme) or proxies.get("all")
-    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        return proxy
-    return None
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    return await proxies.dial(proxy, parts.hostname or "", port, PROXY_TIMEOUT)
 
 
 def _rejected(url: str, exc: InvalidStatus) -> Exception:

@@ -36,6 +36,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from . import capability, localtunnel, ports, wsclient
+from . import proxy as proxies
 from .address import TUNNEL_PREFIX, is_loopback, numeric_family
 from .errors import CapabilityUnavailable, HudConnectionError
 from .nursery import Nursery
@@ -168,8 +169,10 @@ class Forwarder:
     """Ask for bare tunnels (``ws://`` URLs only); False once the server has declined."""
 
     def __init__(self, control_url: str, name: str, token: str | None = None,
-                 local: str | None = None, bound: str | None = None) -> None:
+                 local: str | None = None, bound: str | None = None,
+                 proxy: str | None = None) -> None:
         self.name = name
+        self.proxy = proxy  # the HTTP proxy each tunnel goes through (None: none)
         self.token = token
         self.local = local
         self.bound = bound  # the path the server bound its socket at, where ``local`` differs
@@ -208,6 +211,15 @@ class Forwarder:
         self._claimed = ports.claim(self.port)  # a tunnel's end: not for the agent's browser
         _forwarding[self.port] = self
         return self
+
+    async def _through_proxy(self) -> socket.socket | None:
+        """A connection to the server through :attr:`proxy`; None without one (the caller
+        dials the server itself)."""
+        if self.proxy is None:
+            return None
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        return await proxies.dial(self.proxy, parts.hostname or "", port, DIAL_TIMEOUT)
 
     def raise_for_errors(self) -> None:
         """Raise :class:`CapabilityUnavailable` if a tunnel was refused since the last call."""
@@ -269,8 +281,9 @@ class Forwarder:
         if not self.raw:
             return None
         try:
+            via = await self._through_proxy()  # (its own deadline: an error naming it)
             async with asyncio.timeout(DIAL_TIMEOUT):
-                opened = await open_bare(self.url, self.headers, exact=True)
+                opened = await open_bare(self.url, self.headers, exact=True, sock=via)
         except (OSError, TimeoutError) as exc:
             self._fail(f"cannot open a tunnel to {self.url}: {str(exc) or type(exc).__name__}")
             self.raise_for_errors()
@@ -299,7 +312,8 @@ class Forwarder:
                 return
             if self.raw and await self._open_bare(end):
                 return
-            ws = await wsclient.connect(self.url, headers=self.headers, max_size=None)
+            ws = await wsclient.connect(self.url, headers=self.headers, max_size=None,
+                                        sock=await self._through_proxy())
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             detail = (f"HTTP {exc.response.status_code}" if isinstance(exc, InvalidStatus)
                       else str(exc) or type(exc).__name__)
@@ -318,8 +332,9 @@ class Forwarder:
     async def _open_bare(self, end: TcpEnd) -> bool:
         """Open a bare tunnel for ``end`` and splice them; False (and :attr:`raw` off) when
         the server offers none. Errors as :meth:`_open` has them."""
+        via = await self._through_proxy()  # (its own deadline: an error naming it)
         async with asyncio.timeout(DIAL_TIMEOUT):
-            opened = await open_bare(self.url, self.headers)
+            opened = await open_bare(self.url, self.headers, sock=via)
         if opened is None:
             self.raw = False
             return False
@@ -447,7 +462,7 @@ class Tunnels:
     network namespace and the daemon is on a loopback address. False: tunnel every one
     (``Client.tunnel_all``)."""
 
-    def __init__(self, control_url: str, token: str | None) -> None:
+    def __init__(self, control_url: str, token: str | None, proxy: str | None = None) -> None:
         scheme = urlsplit(control_url).scheme
         if scheme not in ("ws", "wss", "memory"):
             raise HudConnectionError(f"tunnels need a WebSocket connection, not {control_url!r}")
@@ -457,6 +472,10 @@ class Tunnels:
         self.portless = not self.direct and urlsplit(control_url).port == 0
         self.control_url = control_url
         self.token = token
+        self.proxy = proxy
+        """The HTTP proxy every tunnel goes through, as the control connection did. A
+        client behind one reaches the server by no other way: it asks for no local tunnel,
+        and gives no capability its daemon's own address."""
         self.forwarders: dict[str, Forwarder] = {}
         self.handles: list[Any] = []
         self.mount: tuple[str, str] | None = None  # see Client.local_mount
@@ -476,7 +495,7 @@ class Tunnels:
 
     async def _probe(self) -> localtunnel.Offer | None:
         """What the server offers this client (asked once: most clients open no tunnel)."""
-        if not self.local or self.portless:
+        if not self.local or self.portless or self.proxy is not None:
             return None
         if not self._probed:
             async with self._asking:
@@ -508,7 +527,7 @@ class Tunnels:
         server does: in memory, or in the server's network namespace for a loopback one."""
         if self.direct:
             return True
-        if not self.same_network or not _on_loopback(declared.url):
+        if not self.same_network or self.proxy is not None or not _on_loopback(declared.url):
             return False
         if self._same is None and self.unix_control is not None:  # the kernel names its peer
             self._same = localtunnel.peer_shares_network(self.unix_control)
@@ -533,7 +552,8 @@ class Tunnels:
                 if forwarder is None:
                     forwarder = await Forwarder(self.control_url, name, self.token,
                                                 self._socket,
-                                                None if offer is None else offer.path).start()
+                                                None if offer is None else offer.path,
+                                                self.proxy).start()
                     self.forwarders[name] = forwarder
         return forwarder
 

@@ -116,7 +116,8 @@ async def splice_bare(end: TcpEnd, opened: tuple[socket.socket, str, bytes], fai
     return splice
 
 
-async def open_bare(url: str, headers: dict[str, str] | None, *, exact: bool = False
+async def open_bare(url: str, headers: dict[str, str] | None, *, exact: bool = False,
+                    sock: socket.socket | None = None
                     ) -> tuple[socket.socket, str, bytes] | None:
     """Ask the server at ``url`` (``ws://``) for a bare tunnel (``Upgrade: hud-tunnel/1``).
     Returns the socket, the server's status line (``ok``, or ``error REASON``) and the bytes
@@ -124,10 +125,12 @@ async def open_bare(url: str, headers: dict[str, str] | None, *, exact: bool = F
     WebSocket-only server does). Raises ``OSError`` naming the HTTP status for any other
     refusal (401, 404...) and when the server cannot be reached. ``exact``: read nothing
     past the status line (the bytes returned are none), so that the socket can be handed
-    to a protocol client with the daemon's first bytes still in it."""
+    to a protocol client with the daemon's first bytes still in it. ``sock``: a connection
+    to the server to ask over (one through a proxy), which the call then owns."""
     parts = urlsplit(url)
-    port = 80 if parts.port is None else parts.port  # (0 is no port: refused, not 80)
-    sock = await dial(parts.hostname or "127.0.0.1", port)
+    if sock is None:
+        port = 80 if parts.port is None else parts.port  # (0 is no port: refused, not 80)
+        sock = await dial(parts.hostname or "127.0.0.1", port)
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", f"Upgrade: {RAW_UPGRADE}",
@@ -135,7 +138,7 @@ async def open_bare(url: str, headers: dict[str, str] | None, *, exact: bool = F
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
         if exact:
-            head, rest = await _read_through(sock, b"\r\n\r\n"), b""
+            head, rest = await read_through(sock, b"\r\n\r\n"), b""
         else:
             head, rest = await _read_until(sock, b"\r\n\r\n", b"")
         status, upgrade = _parse_head(head)
@@ -145,7 +148,7 @@ async def open_bare(url: str, headers: dict[str, str] | None, *, exact: bool = F
         if status != 101 or upgrade != RAW_UPGRADE:
             raise OSError(f"HTTP {status}")
         if exact:
-            line = await _read_through(sock, b"\n")
+            line = await read_through(sock, b"\n")
         else:
             line, rest = await _read_until(sock, b"\n", rest)
     except BaseException:
@@ -169,7 +172,7 @@ async def _read_until(sock: socket.socket, marker: bytes, data: bytes,
     return head, rest
 
 
-async def _read_through(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
+async def read_through(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
     """Bytes up to ``marker`` (excluded), taken from ``sock`` through the marker and not a
     byte further: each read looks first (``MSG_PEEK``), then takes what it may."""
     data = b""

@@ -2,20 +2,16 @@
 
 A control connection (:mod:`hud.control`), a client (:mod:`hud.client`) and a tunnel each
 drive a transport that pushes messages to them as they arrive. The lean WebSocket
-connection (:class:`hud.wsconn.WsConnection`), the in-memory pair (:mod:`hud.memory`) and
-the adapter for a WebSocket opened through an HTTP proxy (:class:`ProxiedWebSocket`) all
-implement it, and all raise :class:`~hud.errors.TransportClosed`, never a library's own
-exception, so no driver branches on what is underneath.
+connection (:class:`hud.wsconn.WsConnection`, through an HTTP proxy too) and the in-memory
+pair (:mod:`hud.memory`) implement it, and both raise :class:`~hud.errors.TransportClosed`,
+never a library's own exception, so no driver branches on what is underneath.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol
-
-from .errors import TransportClosed
+from typing import Protocol
 
 Receiver = Callable[[str | bytes | bytearray], None]
 """Called with each message as it arrives (text as ``str``, binary as ``bytes``, or as the
@@ -57,62 +53,3 @@ class Transport(Protocol):
     def close_soon(self, code: int = 1000, reason: str = "") -> None: ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
-
-
-class ProxiedWebSocket:
-    """:class:`Transport` over a ``websockets.asyncio`` connection (used only for a
-    WebSocket opened through an HTTP proxy, which the lean client does not speak)."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.on_write_pause: Callable[[bool], None] | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    def attach(self, receiver: Receiver, closer: Closer) -> None:
-        self._reader = asyncio.create_task(self._read(receiver, closer), name="hud-proxied-ws")
-
-    async def _read(self, receiver: Receiver, closer: Closer) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        error: BaseException | None = None
-        try:
-            async for message in self.ws:
-                receiver(message)
-        except ConnectionClosed as exc:
-            error = None if exc.rcvd is not None and exc.rcvd.code in (1000, 1001) else exc
-        finally:
-            if not self.closed.done():
-                self.closed.set_result(None)
-            closer(error)
-
-    def send_now(self, message: str | bytes, text: bool | None = None) -> None:
-        from websockets.protocol import State
-
-        protocol = self.ws.protocol  # websockets' sans-I/O core under the asyncio layer
-        if protocol.state is not State.OPEN:
-            raise TransportClosed("connection closed")
-        data = message.encode() if isinstance(message, str) else message
-        if text is False or (text is None and not isinstance(message, str)):
-            protocol.send_binary(data)
-        else:
-            protocol.send_text(data)
-        self.ws.send_data()
-
-    async def send(self, message: str | bytes, text: bool | None = None) -> None:
-        self.send_now(message, text)
-
-    def pause_reading(self) -> None:
-        """No-op: websockets' own queue bounds what it reads ahead."""
-
-    def resume_reading(self) -> None:
-        """No-op, see :meth:`pause_reading`."""
-
-    def close_soon(self, code: int = 1000, reason: str = "") -> None:
-        self.ws.transport.close()
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        await self.ws.close(code, reason)
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader

@@ -234,20 +234,24 @@ async def connect(
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``). Raises ``InvalidStatus`` when
     the server answers the handshake with an HTTP error, ``OSError`` when it cannot be
     reached, ``TimeoutError`` after ``open_timeout``. Given ``sock``, a connected stream
-    socket to the server (a pool worker's Unix socket pair, say), the WebSocket is opened
-    over it, without TLS, and ``url`` only names the resource and host the upgrade asks
-    for; the connection owns ``sock`` from then on, and closes it on failure."""
+    socket to the server (a pool worker's Unix socket pair, a connection through a proxy),
+    the WebSocket is opened over it (with TLS for ``wss://``), and ``url`` only names the
+    resource and host the upgrade asks for; the connection owns ``sock`` from then on, and
+    closes it on failure."""
     uri = _parse_uri(url)
     loop = asyncio.get_running_loop()
-    if uri.secure and ssl is None and sock is None:
+    if uri.secure and ssl is None:
         ssl = ssl_module.create_default_context()
     async with asyncio.timeout(open_timeout):
         if sock is None and not uri.secure:
             sock = await _dial_numeric(uri.host, uri.port)
         if sock is not None:
             try:
-                made = _client(uri, headers or {}, max_size, sock)
-                _, conn = await loop.create_connection(lambda: made, sock=sock)
+                # (the request is written ahead on a plain socket only: TLS comes first)
+                made = _client(uri, headers or {}, max_size, None if uri.secure else sock)
+                _, conn = await loop.create_connection(
+                    lambda: made, sock=sock, ssl=ssl if uri.secure else None,
+                    server_hostname=uri.host if uri.secure else None)
             except BaseException:
                 sock.close()
                 raise
