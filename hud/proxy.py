@@ -34,12 +34,12 @@ class ProxyError(OSError):
 def from_environment(url: str) -> str | None:
     """The proxy URL the environment variables give for ``url`` (``ws://`` or ``wss://``),
     or None: none is set, ``no_proxy`` names its host, or the host is a loopback one."""
-    import urllib.request  # (imported here: http.client, email and more come with it)
-
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host or is_loopback(host):
         return None
+    import urllib.request  # (imported here: http.client, email and more come with it)
+
     secure = parts.scheme in ("wss", "https")
     proxies = urllib.request.getproxies_environment()
     for scheme in (("wss", "https") if secure else ("ws", "http")) + ("all",):
@@ -113,10 +113,10 @@ async def _connect(proxy: str, proxy_host: str, proxy_port: int, credentials: st
         await asyncio.get_running_loop().sock_sendall(
             sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
         try:
-            head = await read_through(sock, b"\r\n\r\n", MAX_HEAD)
+            head = await read_through(sock, b"\r\n\r\n", MAX_HEAD, "the proxy")
         except OSError as exc:
-            raise ProxyError(f"the proxy {describe(proxy)} did not answer CONNECT {authority}:"
-                             f" {exc}") from None
+            raise ProxyError(f"the proxy {describe(proxy)} did not answer CONNECT "
+                             f"{authority}: {exc}") from None
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         fields = status_line.split(" ", 2)
         if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():

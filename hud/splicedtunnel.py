@@ -166,15 +166,17 @@ async def _read_until(sock: socket.socket, marker: bytes, data: bytes,
             raise OSError(f"no {marker!r} in the first {limit} bytes of the server's answer")
         more = await loop.sock_recv(sock, 65536)
         if not more:
-            raise OSError("the server closed the connection during the tunnel's handshake")
+            raise OSError("the server closed the connection before the end of its answer")
         data += more
     head, _, rest = data.partition(marker)
     return head, rest
 
 
-async def read_through(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
+async def read_through(sock: socket.socket, marker: bytes, limit: int = 65536,
+                       peer: str = "the server") -> bytes:
     """Bytes up to ``marker`` (excluded), taken from ``sock`` through the marker and not a
-    byte further: each read looks first (``MSG_PEEK``), then takes what it may."""
+    byte further: each read looks first (``MSG_PEEK``), then takes what it may. ``peer``
+    names the other end in the errors."""
     data = b""
     while True:
         try:
@@ -183,7 +185,7 @@ async def read_through(sock: socket.socket, marker: bytes, limit: int = 65536) -
             await localtunnel.wait_readable(sock)
             continue
         if not peeked:
-            raise OSError("the server closed the connection during the tunnel's handshake")
+            raise OSError(f"{peer} closed the connection before the end of its answer")
         start = max(0, len(data) - len(marker) + 1)
         found = (data + peeked).find(marker, start)
         data += sock.recv(len(peeked) if found < 0 else found + len(marker) - len(data))
@@ -191,7 +193,7 @@ async def read_through(sock: socket.socket, marker: bytes, limit: int = 65536) -
         if end >= 0:
             return data[:end]
         if len(data) > limit:
-            raise OSError(f"no {marker!r} in the first {limit} bytes of the server's answer")
+            raise OSError(f"no {marker!r} in the first {limit} bytes of {peer}'s answer")
 
 
 def _parse_head(head: bytes) -> tuple[int, str]:

@@ -52,9 +52,10 @@ def _free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def tinyproxy(folder: Path, credentials: tuple[str, str] | None = None,
-                    max_clients: int = 50) -> AsyncIterator[Proxy]:
+                    max_clients: int = 50, connect_ports: tuple[int, ...] = ()
+                    ) -> AsyncIterator[Proxy]:
     """tinyproxy on a free loopback port, in the foreground, logging each request; CONNECT
-    allowed to every port (no ``ConnectPort`` line)."""
+    allowed to ``connect_ports`` (none given: every port)."""
     assert TINYPROXY is not None
     log = folder / "tinyproxy.log"
     for _ in range(5):  # the port is free when picked; another process may take it first
@@ -64,6 +65,7 @@ async def tinyproxy(folder: Path, credentials: tuple[str, str] | None = None,
                  "Allow 127.0.0.1", f'LogFile "{log}"', "LogLevel Info"]
         if credentials is not None:
             lines.append(f"BasicAuth {credentials[0]} {credentials[1]}")
+        lines += [f"ConnectPort {allowed}" for allowed in connect_ports]
         config.write_text("\n".join(lines) + "\n")
         proc = await asyncio.create_subprocess_exec(
             TINYPROXY, "-d", "-c", str(config),
@@ -173,6 +175,17 @@ async def test_a_proxy_asking_for_credentials(tmp_path: Path) -> None:
         assert "nope" not in str(refused.value)  # the message names no credentials
 
 
+@needs_tinyproxy
+async def test_a_proxy_that_allows_only_port_443(tmp_path: Path) -> None:
+    async with shouting_daemon() as (shout, _), serving(make_env(shout)) as server, \
+            tinyproxy(tmp_path, connect_ports=(443,)) as proxy:
+        with pytest.raises(HudConnectionError) as refused:
+            await Client.connect(server.url, proxy=proxy.url)
+        assert str(refused.value).startswith(
+            f"cannot reach an environment at {server.url}/v1/control: the proxy {proxy.url} "
+            f"refused CONNECT 127.0.0.1:{server.port}: HTTP 403 ")
+
+
 async def test_a_proxy_that_cannot_be_used_is_named() -> None:
     async with shouting_daemon() as (shout, _), serving(make_env(shout)) as server:
         with pytest.raises(HudConnectionError) as failed:
@@ -185,6 +198,18 @@ async def test_a_proxy_that_cannot_be_used_is_named() -> None:
         with pytest.raises(HudConnectionError, match=(
                 f"cannot reach the proxy http://127.0.0.1:{nothing}: Connection refused")):
             await Client.connect(server.url, proxy=f"http://127.0.0.1:{nothing}")
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")  # a CONNECT, never answered
+            writer.close()
+
+        broken = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        async with broken:
+            url = f"http://127.0.0.1:{broken.sockets[0].getsockname()[1]}"
+            with pytest.raises(HudConnectionError) as failed:
+                await Client.connect(server.url, proxy=url)
+            assert str(failed.value).endswith(
+                f"the proxy {url} did not answer CONNECT 127.0.0.1:{server.port}: the proxy "
+                "closed the connection before the end of its answer")
         async with open_client(server.url, proxy=None) as client:  # direct: no proxy
             assert client.proxy is None
 
