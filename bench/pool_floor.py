@@ -15,6 +15,10 @@ the child's page faults:
   initialize and shutdown hooks; a port only where the environment declares capabilities,
   and this one declares none), and serves nothing.
 
+First, ``P.copy_on_write`` gives what one copy-on-write fault (a page of the parent's that
+the child writes: allocated, copied) costs a child on this machine, which prices the page
+faults of the other lines.
+
 Then ``--life`` workers live a whole worker's life (``hud.runtimes.zygote._worker``: its
 server started, one rollout served over its socket pair by a ``hud.Client`` in this process,
 stopped, exited), and ``P.worker_life`` gives the median CPU and page faults of each phase
@@ -90,6 +94,37 @@ def floors(forks: int) -> list[dict]:
         lines.append({"bench": "P.pool_floor", "floor": name, "forks": forks, **cost,
                       "loadavg": round(os.getloadavg()[0], 2)})
     return lines
+
+
+def copy_on_write(pages: int = 5000, forks: int = 20) -> dict:
+    """``P.copy_on_write``: the CPU a child spends per page it writes of its parent's memory
+    (a copy-on-write fault: a page allocated and copied), from ``wait4``: children that
+    write one byte in each of ``pages`` pages against children that write none."""
+    import mmap
+    import statistics
+
+    area = mmap.mmap(-1, pages * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for page in range(pages):
+        area[page * mmap.PAGESIZE] = 1  # the parent's own pages, shared at each fork
+
+    def child(write: bool) -> tuple[float, int]:
+        pid = os.fork()
+        if pid == 0:
+            if write:
+                for page in range(pages):
+                    area[page * mmap.PAGESIZE] = 2
+            os._exit(0)
+        _, _, usage = os.wait4(pid, 0)
+        return usage.ru_utime + usage.ru_stime, usage.ru_minflt
+
+    idle = [child(False) for _ in range(forks)]
+    busy = [child(True) for _ in range(forks)]
+    area.close()
+    faults = statistics.median(f for _, f in busy) - statistics.median(f for _, f in idle)
+    cpu = statistics.median(c for c, _ in busy) - statistics.median(c for c, _ in idle)
+    return {"bench": "P.copy_on_write", "pages": pages, "forks": forks, "faults": faults,
+            "us_per_fault": round(cpu * 1e6 / faults, 2),
+            "loadavg": round(os.getloadavg()[0], 2)}
 
 
 def worker_life(workers: int) -> dict:
@@ -195,6 +230,7 @@ def main() -> None:
     parser.add_argument("--life", type=int, default=300, help="workers for P.worker_life")
     parser.add_argument("--eval-n", type=int, default=1000, help="rollouts of the pool run")
     args = parser.parse_args()
+    print(json.dumps(copy_on_write()), flush=True)
     lines = floors(args.forks)
     for line in lines:
         print(json.dumps(line), flush=True)
