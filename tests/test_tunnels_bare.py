@@ -188,7 +188,7 @@ async def test_without_local_tunnels_dial_hands_over_a_bare_tunnels_socket(
     container) still gives hud's openers a connection of their own: the bare tunnel's
     socket itself, so the bytes cross the server's relay alone. The daemon's first bytes,
     there before the client reads the server's answer, are still in it."""
-    for name in ("_read_through", "_read_until"):  # read the answer once all has arrived
+    for name in ("read_through", "_read_until"):  # read the answer once all has arrived
         monkeypatch.setattr(splicedtunnel, name, _late(getattr(splicedtunnel, name)))
     async with greeting_daemon() as (port, writers), \
             serving(make_env(port), local_tunnels=False, token="t0k") as srv, \
@@ -249,14 +249,14 @@ async def test_the_answer_is_read_through_its_end_and_not_a_byte_further() -> No
                 theirs.sendall(piece)
 
         sending = asyncio.ensure_future(send())
-        head = await asyncio.wait_for(splicedtunnel._read_through(ours, b"\r\n\r\n"), 5)
+        head = await asyncio.wait_for(splicedtunnel.read_through(ours, b"\r\n\r\n"), 5)
         assert head == b"HTTP/1.1 101 Switching\r\nUpgrade: hud-tunnel/1"
-        assert await asyncio.wait_for(splicedtunnel._read_through(ours, b"\n"), 5) == b"ok"
+        assert await asyncio.wait_for(splicedtunnel.read_through(ours, b"\n"), 5) == b"ok"
         await sending
         assert ours.recv(100) == b"hello"
         theirs.close()
         with pytest.raises(OSError, match="closed the connection"):
-            await asyncio.wait_for(splicedtunnel._read_through(ours, b"\n"), 5)
+            await asyncio.wait_for(splicedtunnel.read_through(ours, b"\n"), 5)
     finally:
         ours.close()
         theirs.close()
