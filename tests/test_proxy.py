@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import ipaddress
+import json
+import os
 import re
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +154,9 @@ async def test_wss_through_the_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyP
         client = await _session(f"wss://localhost:{port}", proxy.url)
         await client.aclose()
         assert proxy.connects() == [f"localhost:{port}"] * 2
+        # the certificate names localhost only: at 127.0.0.1 it is refused, proxy or not
+        with pytest.raises(HudConnectionError, match="certificate verify failed"):
+            await Client.connect(f"wss://127.0.0.1:{port}", proxy=proxy.url)
 
 
 @needs_tinyproxy
@@ -169,8 +174,8 @@ async def test_a_proxy_asking_for_credentials(tmp_path: Path) -> None:
         await client.aclose()
         wrong = proxy.url.replace("http://", "http://agent:nope@")
         with pytest.raises(HudConnectionError, match=(  # (tinyproxy says 401 to these)
-                r"refused CONNECT .*: HTTP 40[17] .*\(its credentials go in the proxy URL")
-                ) as refused:
+                r"refused CONNECT .*: HTTP 40[17] .*\(it refused the credentials in the "
+                r"proxy URL\)$")) as refused:
             await Client.connect(server.url, proxy=wrong)
         assert "nope" not in str(refused.value)  # the message names no credentials
 
@@ -196,8 +201,21 @@ async def test_a_proxy_that_cannot_be_used_is_named() -> None:
             "environment's host in no_proxy to reach it directly")
         nothing = _free_port()
         with pytest.raises(HudConnectionError, match=(
-                f"cannot reach the proxy http://127.0.0.1:{nothing}: Connection refused")):
+                f"cannot reach the proxy http://127.0.0.1:{nothing}: Connection refused$")):
             await Client.connect(server.url, proxy=f"http://127.0.0.1:{nothing}")
+        # credentials never reach a message, however the URL is mistyped
+        for given, expected in [
+                ("http://agent:s3cret@:3128",
+                 "cannot use the proxy http://:3128: it names no host"),
+                (f"http://agent:s3/cr#et@127.0.0.1:{nothing}",
+                 f"cannot reach the proxy http://127.0.0.1:{nothing}: Connection refused"),
+                ("http://agent:s3cret@127.0.0.1:70000", "cannot use the proxy "
+                 "http://127.0.0.1:70000: its host and port are not host:port (a port from 1 "
+                 "to 65535)")]:
+            with pytest.raises(HudConnectionError) as failed:
+                await Client.connect(server.url, proxy=given)
+            assert str(failed.value).endswith(expected)
+            assert "s3" not in str(failed.value)
         async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.readuntil(b"\r\n\r\n")  # a CONNECT, never answered
             writer.close()
@@ -210,6 +228,22 @@ async def test_a_proxy_that_cannot_be_used_is_named() -> None:
             assert str(failed.value).endswith(
                 f"the proxy {url} did not answer CONNECT 127.0.0.1:{server.port}: the proxy "
                 "closed the connection before the end of its answer")
+        async def ntlm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                         b"Proxy-Authenticate: NTLM\r\nProxy-Authenticate: Negotiate\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        windows = await asyncio.start_server(ntlm, "127.0.0.1", 0)
+        async with windows:
+            url = f"http://agent:pw@127.0.0.1:{windows.sockets[0].getsockname()[1]}"
+            with pytest.raises(HudConnectionError) as failed:
+                await Client.connect(server.url, proxy=url)
+            assert str(failed.value).endswith(
+                "HTTP 407 Proxy Authentication Required (it asks for NTLM, Negotiate "
+                "authentication; hud sends Basic only)")
         async with open_client(server.url, proxy=None) as client:  # direct: no proxy
             assert client.proxy is None
 
@@ -244,6 +278,109 @@ async def test_a_tunnel_the_proxy_does_not_connect_is_a_clear_capability_error(
             await client.aclose()
 
 
+@needs_tinyproxy
+async def test_openers_and_websocket_tunnels_go_through_the_proxy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What hud's openers (ssh, rfb) take, a bare tunnel's own socket, comes through the
+    proxy; so do WebSocket tunnels, where a server offers no bare ones."""
+    async with shouting_daemon() as (shout, _), serving(make_env(shout)) as server, \
+            tinyproxy(tmp_path) as proxy:
+        target = f"127.0.0.1:{server.port}"
+        async with open_client(server.url, proxy=proxy.url) as client:
+            await client.start("echo")
+            handed = await forward.dial_direct(await client.binding("shout"))
+            assert handed is not None and handed._lifeline is None  # a bare tunnel's socket
+            reader, writer = await asyncio.open_connection(sock=handed.socket)
+            writer.write(b"handed over")
+            assert await asyncio.wait_for(reader.readexactly(11), 5) == b"HANDED OVER"
+            handed.close()
+            writer.close()
+        assert proxy.connects() == [target] * 2
+        monkeypatch.setattr(forward.Forwarder, "raw", False)  # WebSocket tunnels only
+        client = await _session(server.url, proxy.url)
+        assert not client._get_tunnels().forwarders["shout"]._splices
+        await client.aclose()
+        assert proxy.connects() == [target] * 4
+
+
+# Run in a network namespace of its own, where 192.0.2.1 (a documentation address, on the
+# namespace's own loopback device) stands for another host: hud never proxies a loopback
+# one. The server listens there with a token, tinyproxy on 127.0.0.1, and `hud task start`
+# and `grade` run as users run them, with the proxy named by http_proxy alone.
+IN_A_NETWORK_OF_ITS_OWN = r"""
+import json, os, re, subprocess, sys, time
+folder, tinyproxy, env_file = sys.argv[1:4]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"], check=True)
+log = os.path.join(folder, "netns-tinyproxy.log")
+conf = os.path.join(folder, "netns-tinyproxy.conf")
+with open(conf, "w") as f:
+    f.write(f'Port 3128\nListen 127.0.0.1\nAllow 127.0.0.1\nLogFile "{log}"\nLogLevel Info\n')
+proxy = subprocess.Popen([tinyproxy, "-d", "-c", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+server = subprocess.Popen([sys.executable, "-m", "hud", "serve", env_file, "--host",
+                           "192.0.2.1", "--port", "0", "--token", "t0k"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+try:
+    url = server.stdout.readline().strip()
+    for _ in range(200):
+        if os.path.exists(log) and "listening" in open(log).read().lower():
+            break
+        time.sleep(0.02)
+    base = {**os.environ, "HUD_URL": url, "HUD_TOKEN": "t0k", "NO_PROXY": "", "no_proxy": ""}
+    runs = {}
+    for name, extra, args in [
+        ("fast", {"http_proxy": "http://127.0.0.1:3128"}, ["start", "count_letter"]),
+        ("fast grade", {"http_proxy": "http://127.0.0.1:3128"},
+         ["grade", "count_letter", "--answer", "3"]),
+        ("full", {"http_proxy": "http://127.0.0.1:3128", "HUD_CLI_FAST": "0"},
+         ["start", "count_letter"]),
+        ("dead proxy", {"http_proxy": "http://127.0.0.1:1"}, ["start", "count_letter"]),
+        ("no_proxy", {"http_proxy": "http://127.0.0.1:1", "no_proxy": "192.0.2.1"},
+         ["start", "count_letter"]),
+    ]:
+        done = subprocess.run([sys.executable, "-m", "hud", "task", *args],
+                              env={**base, **extra}, capture_output=True, text=True, timeout=60)
+        runs[name] = [done.returncode, done.stdout, done.stderr]
+    text = open(log).read() if os.path.exists(log) else ""
+    connects = re.findall(r"Request \(file descriptor \d+\): CONNECT (\S+) HTTP/1\.1", text)
+    print(json.dumps({"url": url, "runs": runs, "connects": connects}))
+finally:
+    server.terminate()
+    proxy.terminate()
+"""
+
+
+@needs_tinyproxy
+async def test_the_cli_reaches_another_host_through_the_proxy_http_proxy_names(
+        tmp_path: Path) -> None:
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "-r", "--net"]
+    assert TINYPROXY is not None
+    done = await asyncio.create_subprocess_exec(
+        *unshare, sys.executable, "-c", IN_A_NETWORK_OF_ITS_OWN, str(tmp_path), TINYPROXY,
+        str(Path(__file__).parent / "sample_env.py"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(done.communicate(), 240)
+    assert done.returncode == 0, err.decode()[-2000:]
+    found = json.loads(out.decode().strip().splitlines()[-1])
+    url, runs = found["url"], found["runs"]
+    assert url.startswith("ws://192.0.2.1:")
+    target = url.removeprefix("ws://")
+    for name in ("fast", "full"):  # the CLI's fast path, and the full client
+        code, stdout, stderr = runs[name]
+        assert code == 0, (name, stderr)
+        assert "strawberry" in stdout
+    assert runs["fast grade"][0] == 0 and runs["fast grade"][1].strip() == "1.0", runs
+    # each command went through the proxy: none went around it
+    assert found["connects"] == [target] * 3
+    code, _, stderr = runs["dead proxy"]
+    assert code == 3, stderr
+    assert stderr.strip().endswith(
+        f"cannot reach an environment at {url}/v1/control: cannot reach the proxy "
+        "http://127.0.0.1:1: Connection refused"), stderr  # (and no "is it served?" hint)
+    assert runs["no_proxy"][0] == 0, runs["no_proxy"]  # named in no_proxy: direct
+
+
 @pytest.mark.parametrize(("variables", "url", "expected"), [
     ({"http_proxy": "http://p:1"}, "ws://env.example:8765", "http://p:1"),
     ({"HTTP_PROXY": "http://p:1"}, "ws://env.example:8765", "http://p:1"),
@@ -263,6 +400,13 @@ async def test_a_tunnel_the_proxy_does_not_connect_is_a_clear_capability_error(
     ({"http_proxy": "http://p:1"}, "ws://127.0.0.1:8765", None),
     ({"http_proxy": "http://p:1"}, "ws://localhost:8765", None),
     ({"http_proxy": "http://p:1"}, "ws://[::1]:8765", None),
+    ({"http_proxy": "http://p:1", "no_proxy": "192.0.2.0/24"}, "ws://192.0.2.7:8765", None),
+    ({"http_proxy": "http://p:1", "no_proxy": "192.0.2.0/24"}, "ws://198.51.100.7",
+     "http://p:1"),
+    ({"http_proxy": "http://p:1", "no_proxy": "x.example, 192.0.2.7"}, "ws://192.0.2.7", None),
+    ({"http_proxy": "http://p:1", "no_proxy": "2001:db8::/32"}, "ws://[2001:db8::7]:8765",
+     None),
+    ({"http_proxy": "http://p:1"}, "ws://[2001:db8::7]:8765", "http://p:1"),
     ({}, "ws://env.example", None),
 ])
 def test_the_environment_variables_name_the_proxy(
@@ -284,7 +428,7 @@ def test_the_environment_variables_name_the_proxy(
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for ``localhost`` (and 127.0.0.1), signed by its own key."""
+    """A certificate for ``localhost`` (not 127.0.0.1), signed by its own key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -297,9 +441,8 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"

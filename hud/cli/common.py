@@ -31,7 +31,8 @@ def fail(message: str, code: int) -> NoReturn:
 
 def with_serve_hint(message: str) -> str:
     """A connection failure's message, plus what to do when nothing listens there."""
-    if message.startswith("cannot reach an environment") and "refused" in message:
+    if message.startswith("cannot reach an environment") and "refused" in message \
+            and " the proxy " not in message:  # (the proxy's fault: hud.proxy names it)
         return f"{message} (is it served? start it with `hud serve env.py`)"
     return message
 

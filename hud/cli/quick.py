@@ -64,6 +64,10 @@ class QuickClient:
             raise NotImplementedError(target.scheme)
         self.path = target.path + (f"?{target.query}" if target.query else "")
         self.host = target.hostname or "127.0.0.1"
+        from ..proxy import from_environment
+
+        if from_environment(target.geturl()) is not None:  # so does a proxy (hud.proxy)
+            raise NotImplementedError("proxy")
         self.port = 80 if target.port is None else target.port
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=timeout)

@@ -40,7 +40,8 @@ async def fork_run(run: Run, count: int) -> list[Run]:
     branches: list[Run] = []
     try:
         for fork in forks:
-            branches.append(_branch_of(run, await Client.claim(fork), fork))
+            claimed = await Client.claim(fork, proxy=run.client.proxy)  # the parent's way
+            branches.append(_branch_of(run, claimed, fork))
     except BaseException:
         await asyncio.gather(*(end_session(b.client) for b in branches))
         raise
