@@ -352,6 +352,9 @@ finally:
 
 
 @needs_tinyproxy
+@pytest.mark.skipif(shutil.which("ip") is None or shutil.which("unshare") is None,
+                    reason="ip and unshare are not installed (apt-get install iproute2 "
+                           "util-linux)")
 async def test_the_cli_reaches_another_host_through_the_proxy_http_proxy_names(
         tmp_path: Path) -> None:
     unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "-r", "--net"]
