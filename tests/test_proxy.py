@@ -216,36 +216,34 @@ async def test_a_proxy_that_cannot_be_used_is_named() -> None:
                 await Client.connect(server.url, proxy=given)
             assert str(failed.value).endswith(expected)
             assert "s3" not in str(failed.value)
-        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")  # a CONNECT, never answered
-            writer.close()
-
-        broken = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-        async with broken:
-            url = f"http://127.0.0.1:{broken.sockets[0].getsockname()[1]}"
-            with pytest.raises(HudConnectionError) as failed:
-                await Client.connect(server.url, proxy=url)
-            assert str(failed.value).endswith(
-                f"the proxy {url} did not answer CONNECT 127.0.0.1:{server.port}: the proxy "
-                "closed the connection before the end of its answer")
-        async def ntlm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                         b"Proxy-Authenticate: NTLM\r\nProxy-Authenticate: Negotiate\r\n"
-                         b"Content-Length: 0\r\n\r\n")
-            await writer.drain()
-            writer.close()
-
-        windows = await asyncio.start_server(ntlm, "127.0.0.1", 0)
-        async with windows:
-            url = f"http://agent:pw@127.0.0.1:{windows.sockets[0].getsockname()[1]}"
-            with pytest.raises(HudConnectionError) as failed:
-                await Client.connect(server.url, proxy=url)
-            assert str(failed.value).endswith(
-                "HTTP 407 Proxy Authentication Required (it asks for NTLM, Negotiate "
-                "authentication; hud sends Basic only)")
+        message, url = await _refusal(server, b"")  # a CONNECT, never answered
+        assert message.endswith(
+            f"the proxy {url} did not answer CONNECT 127.0.0.1:{server.port}: the proxy "
+            "closed the connection before the end of its answer")
+        message, _ = await _refusal(server, (
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM\r\n"
+            b"Proxy-Authenticate: Negotiate\r\nContent-Length: 0\r\n\r\n"), "agent:pw@")
+        assert message.endswith("HTTP 407 Proxy Authentication Required (it asks for NTLM, "
+                                "Negotiate authentication; hud sends Basic only)")
         async with open_client(server.url, proxy=None) as client:  # direct: no proxy
             assert client.proxy is None
+
+
+async def _refusal(server: Server, answer: bytes, credentials: str = "") -> tuple[str, str]:
+    """The error of a client whose proxy reads its CONNECT, writes ``answer`` and hangs
+    up (a misbehaving or unusual proxy, where tinyproxy behaves); and the proxy's URL."""
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    peer = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    async with peer:
+        url = f"http://127.0.0.1:{peer.sockets[0].getsockname()[1]}"
+        with pytest.raises(HudConnectionError) as failed:
+            await Client.connect(server.url, proxy=url.replace("//", f"//{credentials}"))
+    return str(failed.value), url
 
 
 @needs_tinyproxy
