@@ -8,6 +8,8 @@ and clients alike. Library users keep whatever loop they run; this applies to ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -27,3 +29,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on :func:`loop_factory`'s loop."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(coro)
+
+
+def close_inherited_on_exec() -> None:
+    """Make the descriptors past stdio that this process inherited close-on-exec, so that no
+    program it starts inherits them: uvloop's subprocesses ignore ``close_fds`` (asyncio's
+    close them by default), and an environment's daemons, browsers and desktop apps would
+    otherwise hold whatever ``hud``'s parent left open to it (a CI runner's pipes, a file).
+    Descriptors Python opens are close-on-exec already; these stay usable here
+    (``--answer-file /dev/fd/3``). For a command's start, before anything else opens."""
+    with contextlib.suppress(OSError):  # (no /proc: nothing to go by)
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            with contextlib.suppress(OSError):  # (the listing's own, closed by now)
+                if fd > 2 and os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)

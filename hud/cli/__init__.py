@@ -17,7 +17,10 @@ import sys
 
 
 def main() -> None:
+    from ..eventloop import close_inherited_on_exec
     from .quick import try_fast
+
+    close_inherited_on_exec()
 
     code = try_fast(sys.argv[1:])
     if code is not None:
