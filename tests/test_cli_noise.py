@@ -115,6 +115,31 @@ def test_ctrl_c_during_eval_cancels_cleans_up_summarises_and_marks_the_job_inter
     assert re.search(rf"{job['id'][:12]} .* interrupted ", listed.stdout), listed.stdout
 
 
+def test_sigterm_stops_an_eval_as_ctrl_c_does(tmp_path: Path) -> None:
+    """``kill``, ``timeout`` and ``docker stop`` send SIGTERM to hud alone (not to its
+    group, as a terminal's Ctrl-C does): the rollouts are cancelled and recorded all the
+    same, and the job is resumable; the exit code is 143 (128 + SIGTERM)."""
+    proc = start_eval(tmp_path, stuck=False)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, out) == (143, "")
+    lines = err.splitlines()
+    assert lines[0] == ("stopping on SIGTERM: cancelling the rollouts in flight (up to 3) and "
+                        "running their cleanup; a second signal to quit at once"), err
+    assert re.fullmatch(r"interrupted: job [0-9a-f]{12} stopped with 0 of 3 rollouts .*",
+                        lines[-1]), err
+    assert sorted(p.name for p in tmp_path.glob("cleaned-*")) == [
+        "cleaned-0", "cleaned-1", "cleaned-2"]
+    with TraceStore(tmp_path / "traces", create=False) as store:
+        (job,) = store.jobs()
+        assert (job["status"], job["runs"]) == ("interrupted", 3)
+        assert {run["status"] for run in store.job(job["id"])["traces"]} == {"cancelled"}
+
+
 def test_a_second_ctrl_c_exits_at_once_without_waiting_for_cleanup(tmp_path: Path) -> None:
     proc = start_eval(tmp_path, stuck=True)
     try:

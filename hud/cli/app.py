@@ -341,7 +341,8 @@ def eval_(
     """Run every task against an agent, grade each rollout, report rewards.
 
     Progress (done, mean reward, errors, cost, ETA) goes to stderr.
-    Ctrl-C stops cleanly and marks the job interrupted (exit 130); twice quits at once.
+    Ctrl-C stops cleanly and marks the job interrupted (exit 130; SIGTERM: 143); twice
+    quits at once.
     `--resume JOB` then runs what it did not finish.
 
     Exits 7 when any rollout errored (a low reward is not an error).

@@ -3,7 +3,8 @@
 Progress goes to stderr (:mod:`hud.eval.progress`); the results (a table, or JSON with
 ``--json``) to stdout. The first Ctrl-C cancels the rollouts in flight over the protocol (their
 cleanup runs), records them, marks the job ``interrupted`` and prints a summary; a second one
-exits at once. ``--resume JOB`` runs what an interrupted job did not finish.
+exits at once. SIGTERM (``kill``, ``timeout``, ``docker stop``) does the same, with exit code
+143. ``--resume JOB`` runs what an interrupted job did not finish.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from .common import EXIT_ENVIRONMENT, EXIT_USAGE, fail, results, user_prints_to_
 
 EXIT_ROLLOUT_ERRORS = 7
 EXIT_CHECK_FAILED = 8
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Stop an eval cleanly; its exit code is 128 + the signal's number, as shells report it
+(130 for a Ctrl-C, 143 for SIGTERM)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,11 +150,11 @@ def run_eval(command: EvalCommand) -> int:
             fail(f"--runtime {command.config.runtime}: {exc}", EXIT_USAGE)
         tally = Tally(len(slots))
         with _otlp_export(command.otlp) as export:
-            finished = run_on_loop(_run(taskset, agent, runtime, command, job, slots, tally,
-                                        store, export))
-    if not finished:
+            stopped_by = run_on_loop(_run(taskset, agent, runtime, command, job, slots, tally,
+                                          store, export))
+    if stopped_by is not None:
         _print_interrupted(job, tally)
-        return EXIT_INTERRUPTED
+        return 128 + stopped_by
     _report(command, job)
     return EXIT_ROLLOUT_ERRORS if job.errors else 0
 
@@ -223,10 +226,10 @@ def _otlp_export(url: str | None) -> Any:
 
 
 async def _run(taskset: Any, agent: Any, runtime: Any, command: EvalCommand, job: Any,
-               slots: list[Any], tally: Any, store: Any, export: Any = None) -> bool:
-    """Run the eval with progress on stderr; False when a Ctrl-C cut it off (the rollouts in
-    flight were cancelled and recorded, and the job marked ``interrupted``). ``export``
-    receives each finished run's trace."""
+               slots: list[Any], tally: Any, store: Any, export: Any = None) -> int | None:
+    """Run the eval with progress on stderr; the signal that cut it off (a Ctrl-C, SIGTERM:
+    the rollouts in flight were cancelled and recorded, and the job marked ``interrupted``),
+    or None. ``export`` receives each finished run's trace."""
     from ..eval.progress import open_progress
 
     async with open_progress(tally, sys.stderr) as advance:
@@ -237,27 +240,33 @@ async def _run(taskset: Any, agent: Any, runtime: Any, command: EvalCommand, job
         work = asyncio.ensure_future(taskset.run(
             agent, command.config, runtime=runtime, store=store, job=job, slots=slots,
             progress=advance if export is None else finished))
-        with _interrupts(work, tally):
+        interrupts = _interrupts(work, tally)
+        with interrupts:
             await asyncio.wait([work])
     if work.cancelled():
-        return False
+        return interrupts.first
     work.result()
-    return True
+    return None
 
 
 class _interrupts:
-    """``with``: the first SIGINT cancels ``work``; the second exits the process at once."""
+    """``with``: the first SIGINT or SIGTERM cancels ``work`` (:attr:`first` is its number);
+    the second exits the process at once."""
 
     def __init__(self, work: asyncio.Future[Any], tally: Any) -> None:
         self.work, self.tally, self.count = work, tally, 0
+        self.first: int | None = None
 
     def __enter__(self) -> None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._interrupt)
+        loop = asyncio.get_running_loop()
+        for signum in STOPPING_SIGNALS:
+            loop.add_signal_handler(signum, self._interrupt, signum)
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        for signum in STOPPING_SIGNALS:
+            asyncio.get_running_loop().remove_signal_handler(signum)
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, signum: int) -> None:
         self.count += 1
         if self.count > 1:
             # The real stderr: a live display holds a proxy of it, and hid the cursor.
@@ -267,10 +276,13 @@ class _interrupts:
                 stream.write(f"{show_cursor}interrupted again: exiting now, without waiting "
                              "for cleanup\n")
                 stream.flush()
-            os._exit(EXIT_INTERRUPTED)  # at once: no cleanup, by request
+            os._exit(128 + (self.first or signum))  # at once: no cleanup, by request
+        self.first = signum
         in_flight = self.tally.total - self.tally.done
-        sys.stderr.write(f"stopping: cancelling the rollouts in flight (up to {in_flight}) "
-                         "and running their cleanup; Ctrl-C again to quit at once\n")
+        cause, again = (("", "Ctrl-C again") if signum == signal.SIGINT
+                        else (" on SIGTERM", "a second signal"))
+        sys.stderr.write(f"stopping{cause}: cancelling the rollouts in flight (up to "
+                         f"{in_flight}) and running their cleanup; {again} to quit at once\n")
         sys.stderr.flush()
         self.work.cancel()
 
