@@ -420,10 +420,10 @@ async def _dial(
     delay = 0.02
     while True:
         try:
-            via, sock = sock, None  # a socket given is tried once: the connection owns it
-            if via is None and proxy is not None:
-                via = await _through(proxy, url)
-            return await wsclient.connect(url, headers=headers, max_size=max_size, sock=via)
+            given, sock = sock, None  # a socket given is tried once: the connection owns it
+            if given is None and proxy is not None:
+                given = await _through(proxy, url)
+            return await wsclient.connect(url, headers=headers, max_size=max_size, sock=given)
         except InvalidStatus as exc:
             raise _rejected(url, exc) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
