@@ -422,7 +422,7 @@ async def _dial(
         try:
             given, sock = sock, None  # a socket given is tried once: the connection owns it
             if given is None and proxy is not None:
-                given = await _through(proxy, url)
+                given = await proxies.dial_url(proxy, url, PROXY_TIMEOUT)
             return await wsclient.connect(url, headers=headers, max_size=max_size, sock=given)
         except InvalidStatus as exc:
             raise _rejected(url, exc) from None
@@ -434,13 +434,6 @@ async def _dial(
                     from None
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
-
-
-async def _through(proxy: str, url: str) -> socket.socket:
-    """A connection to ``url``'s host and port through ``proxy`` (:func:`hud.proxy.dial`)."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "wss" else 80)
-    return await proxies.dial(proxy, parts.hostname or "", port, PROXY_TIMEOUT)
 
 
 def _rejected(url: str, exc: InvalidStatus) -> Exception:

@@ -31,16 +31,25 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def close_inherited_on_exec() -> None:
-    """Make the descriptors past stdio that this process inherited close-on-exec, so that no
-    program it starts inherits them: uvloop's subprocesses ignore ``close_fds`` (asyncio's
-    close them by default), and an environment's daemons, browsers and desktop apps would
-    otherwise hold whatever ``hud``'s parent left open to it (a CI runner's pipes, a file).
-    Descriptors Python opens are close-on-exec already; these stay usable here
-    (``--answer-file /dev/fd/3``). For a command's start, before anything else opens."""
+def inherited_descriptors() -> list[int]:
+    """The inheritable descriptors past stdio this process holds: those it was given open
+    by its parent (what Python opens is close-on-exec). Empty without ``/proc``."""
+    found = []
     with contextlib.suppress(OSError):  # (no /proc: nothing to go by)
         for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
             with contextlib.suppress(OSError):  # (the listing's own, closed by now)
-                if fd > 2 and os.get_inheritable(fd):
-                    os.set_inheritable(fd, False)
+                if int(name) > 2 and os.get_inheritable(int(name)):
+                    found.append(int(name))
+    return found
+
+
+def close_inherited_on_exec() -> None:
+    """Make the descriptors this process inherited (:func:`inherited_descriptors`)
+    close-on-exec, so that no program it starts inherits them: uvloop's subprocesses ignore
+    ``close_fds`` (asyncio's close them by default), and an environment's daemons, browsers
+    and desktop apps would otherwise hold whatever ``hud``'s parent left open to it (a CI
+    runner's pipes, a file). They stay usable here (``--answer-file /dev/fd/3``). For a
+    command's start, before anything else opens."""
+    for fd in inherited_descriptors():
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, False)

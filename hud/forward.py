@@ -217,9 +217,7 @@ class Forwarder:
         dials the server itself)."""
         if self.proxy is None:
             return None
-        parts = urlsplit(self.url)
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
-        return await proxies.dial(self.proxy, parts.hostname or "", port, DIAL_TIMEOUT)
+        return await proxies.dial_url(self.proxy, self.url, DIAL_TIMEOUT)
 
     def raise_for_errors(self) -> None:
         """Raise :class:`CapabilityUnavailable` if a tunnel was refused since the last call."""

@@ -201,6 +201,14 @@ async def _connect(sock: socket.socket, proxy: str, credentials: str | None,
                      f"HTTP {' '.join(words[1:])}{hint}")
 
 
+async def dial_url(proxy: str, url: str, timeout: float = 10.0) -> socket.socket:
+    """:func:`dial` to the host and port of ``url`` (``ws://``, ``wss://``, or a tunnel's
+    URL on the same server)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    return await dial(proxy, parts.hostname or "", port, timeout)
+
+
 def configured(proxy: str | bool | None, url: str) -> str | None:
     """The proxy a client given ``proxy`` uses for ``url``: ``True``, the environment
     variables' (:func:`from_environment`); ``None`` (or ``False``), none; a URL, that one."""

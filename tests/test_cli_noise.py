@@ -79,15 +79,24 @@ def start_eval(tmp_path: Path, *, stuck: bool) -> subprocess.Popen[str]:
     return proc
 
 
-def test_ctrl_c_during_eval_cancels_cleans_up_summarises_and_marks_the_job_interrupted(
-        tmp_path: Path) -> None:
-    proc = start_eval(tmp_path, stuck=False)
+def stopped(proc: subprocess.Popen[str], signum: int, group: bool) -> tuple[str, str]:
+    """``proc``'s output once ``signum`` (to its whole group, as a terminal sends a Ctrl-C,
+    or to it alone) has ended it; killed if the test fails first."""
     try:
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        return proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_during_eval_cancels_cleans_up_summarises_and_marks_the_job_interrupted(
+        tmp_path: Path) -> None:
+    proc = start_eval(tmp_path, stuck=False)
+    out, err = stopped(proc, signal.SIGINT, group=True)
     assert (proc.returncode, out) == (130, "")
     assert "Traceback" not in err, err
     lines = err.splitlines()
@@ -120,12 +129,7 @@ def test_sigterm_stops_an_eval_as_ctrl_c_does(tmp_path: Path) -> None:
     group, as a terminal's Ctrl-C does): the rollouts are cancelled and recorded all the
     same, and the job is resumable; the exit code is 143 (128 + SIGTERM)."""
     proc = start_eval(tmp_path, stuck=False)
-    try:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    out, err = stopped(proc, signal.SIGTERM, group=False)
     assert (proc.returncode, out) == (143, "")
     lines = err.splitlines()
     assert lines[0] == ("stopping on SIGTERM: cancelling the rollouts in flight (up to 3) and "

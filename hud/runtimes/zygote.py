@@ -26,6 +26,8 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from ..eventloop import inherited_descriptors
+
 if TYPE_CHECKING:
     from ..server import Server
 
@@ -67,12 +69,9 @@ def _close_strays() -> None:
     """Close the descriptors past stdio this process inherited (the pool's parent may hold
     some open to its children, and uvloop's subprocesses ignore ``close_fds``): neither the
     workers nor what they run should hold them."""
-    with contextlib.suppress(OSError):  # (no /proc: nothing to go by)
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            with contextlib.suppress(OSError):
-                if fd > 2 and os.get_inheritable(fd):
-                    os.close(fd)
+    for fd in inherited_descriptors():
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class _Children:
